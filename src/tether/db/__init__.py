@@ -1,0 +1,1 @@
+"""Storage: engine, tables, Alembic migrations, one store module per aggregate, pubsub."""

@@ -1,0 +1,183 @@
+"""Table definitions (SQLAlchemy Core). The schema itself only changes through Alembic
+migrations in ``db/migrations/versions``; this module mirrors the head revision and is what
+the stores query against. All ids are UUIDs; all times are UTC."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+TS = sa.DateTime(timezone=True)
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", sa.Uuid, primary_key=True),
+    sa.Column("name", sa.String(64), nullable=False, unique=True),
+    sa.Column("role", sa.String(16), nullable=False),  # admin | member
+    sa.Column("created_at", TS, nullable=False),
+)
+
+api_tokens = sa.Table(
+    "api_tokens",
+    metadata,
+    sa.Column("id", sa.Uuid, primary_key=True),
+    sa.Column("user_id", sa.Uuid, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("expires_at", TS, nullable=True),
+)
+
+templates = sa.Table(
+    "templates",
+    metadata,
+    sa.Column("id", sa.Uuid, primary_key=True),
+    sa.Column("name", sa.String(64), nullable=False, unique=True),
+    sa.Column("display_name", sa.String(128), nullable=False),
+    sa.Column("description", sa.Text, nullable=False),
+    sa.Column("backend", sa.String(32), nullable=False),
+    sa.Column("deprecated", sa.Boolean, nullable=False),
+    sa.Column("active_version_id", sa.Uuid, nullable=True),
+    sa.Column("created_by", sa.Uuid, sa.ForeignKey("users.id"), nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("updated_at", TS, nullable=False),
+)
+
+template_versions = sa.Table(
+    "template_versions",
+    metadata,
+    sa.Column("id", sa.Uuid, primary_key=True),
+    sa.Column(
+        "template_id", sa.Uuid, sa.ForeignKey("templates.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("spec", sa.JSON, nullable=False),  # validated TemplateSpec as JSON
+    sa.Column("source", sa.Text, nullable=False),  # the YAML as pushed
+    sa.Column("created_by", sa.Uuid, sa.ForeignKey("users.id"), nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+    sa.UniqueConstraint("template_id", "version", name="uq_template_versions_template_version"),
+)
+
+workspaces = sa.Table(
+    "workspaces",
+    metadata,
+    sa.Column("id", sa.Uuid, primary_key=True),
+    sa.Column("owner_id", sa.Uuid, sa.ForeignKey("users.id"), nullable=False),
+    sa.Column("template_id", sa.Uuid, sa.ForeignKey("templates.id"), nullable=False),
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.Column("ttl_ms", sa.BigInteger, nullable=True),
+    sa.Column("last_used_at", TS, nullable=False),
+    sa.Column("deleted", sa.Boolean, nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("updated_at", TS, nullable=False),
+    # names are unique per owner among live workspaces
+    sa.Index(
+        "uq_workspaces_owner_name_live",
+        "owner_id",
+        "name",
+        unique=True,
+        sqlite_where=sa.text("deleted = 0"),
+        postgresql_where=sa.text("deleted = false"),
+    ),
+)
+
+provisioner_jobs = sa.Table(
+    "provisioner_jobs",
+    metadata,
+    sa.Column("id", sa.Uuid, primary_key=True),
+    sa.Column("kind", sa.String(32), nullable=False),  # workspace_build
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("started_at", TS, nullable=True),
+    sa.Column("completed_at", TS, nullable=True),
+    sa.Column("canceled_at", TS, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("worker_id", sa.Uuid, nullable=True),
+    sa.Column("updated_at", TS, nullable=False),
+)
+
+provisioner_job_logs = sa.Table(
+    "provisioner_job_logs",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+              autoincrement=True),
+    sa.Column(
+        "job_id", sa.Uuid, sa.ForeignKey("provisioner_jobs.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("stage", sa.String(64), nullable=False),
+    sa.Column("level", sa.String(16), nullable=False),
+    sa.Column("output", sa.Text, nullable=False),
+    sa.Index("ix_provisioner_job_logs_job_id", "job_id", "id"),
+)
+
+workspace_builds = sa.Table(
+    "workspace_builds",
+    metadata,
+    sa.Column("id", sa.Uuid, primary_key=True),
+    sa.Column("workspace_id", sa.Uuid, sa.ForeignKey("workspaces.id"), nullable=False),
+    sa.Column("build_number", sa.Integer, nullable=False),
+    sa.Column("transition", sa.String(16), nullable=False),  # start | stop | delete
+    sa.Column("template_version_id", sa.Uuid, sa.ForeignKey("template_versions.id"),
+              nullable=False),
+    sa.Column("parameters", sa.JSON, nullable=False),
+    sa.Column("job_id", sa.Uuid, sa.ForeignKey("provisioner_jobs.id"), nullable=False),
+    sa.Column("initiator_id", sa.Uuid, sa.ForeignKey("users.id"), nullable=False),
+    sa.Column("reason", sa.String(32), nullable=False),  # initiator | autostop | chat | ...
+    sa.Column("created_at", TS, nullable=False),
+    sa.UniqueConstraint("workspace_id", "build_number", name="uq_workspace_builds_number"),
+)
+
+workspace_agents = sa.Table(
+    "workspace_agents",
+    metadata,
+    sa.Column("id", sa.Uuid, primary_key=True),
+    sa.Column(
+        "build_id", sa.Uuid, sa.ForeignKey("workspace_builds.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("workspace_id", sa.Uuid, sa.ForeignKey("workspaces.id"), nullable=False),
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.Column("display_order", sa.Integer, nullable=False),
+    sa.Column("chat", sa.Boolean, nullable=False),  # the template marks it as the chat agent
+    sa.Column("parent_id", sa.Uuid, nullable=True),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("dial_address", sa.String(256), nullable=True),
+    sa.Column("dial_secret", sa.String(128), nullable=True),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("first_connected_at", TS, nullable=True),
+    sa.Column("last_connected_at", TS, nullable=True),
+    sa.Column("disconnected_at", TS, nullable=True),
+    sa.Column("connection_timeout_s", sa.Integer, nullable=False),
+    sa.Column("lifecycle_state", sa.String(32), nullable=False),
+    sa.Column("lifecycle_changed_at", TS, nullable=False),
+    sa.Column("os", sa.String(32), nullable=True),
+    sa.Column("directory", sa.Text, nullable=True),
+    sa.Column("version", sa.String(32), nullable=True),
+    sa.Index("ix_workspace_agents_build_id", "build_id"),
+)
+
+workspace_agent_logs = sa.Table(
+    "workspace_agent_logs",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+              autoincrement=True),
+    sa.Column(
+        "agent_id", sa.Uuid, sa.ForeignKey("workspace_agents.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("source", sa.String(32), nullable=False),  # startup_script | agent
+    sa.Column("level", sa.String(16), nullable=False),
+    sa.Column("output", sa.Text, nullable=False),
+    sa.Index("ix_workspace_agent_logs_agent_id", "agent_id", "id"),
+)

@@ -1,0 +1,223 @@
+"""The one error tree of tether.
+
+Every error carries a stable machine ``code`` (what the API, the stream and the model see)
+and an HTTP status (used by the API's single exception handler). The docstring of each
+class is its default message.
+
+    TetherError
+    ├── InvalidInput            400 invalid_input     (``field`` names the offending path)
+    ├── Unauthorized            401 unauthorized
+    ├── Forbidden               403 forbidden
+    ├── NotFound                404 not_found          (also for other owners' objects)
+    ├── Conflict                409 conflict           (lost compare-and-set, busy workspace)
+    │   └── QueueFull           409 queue_full
+    ├── Timeout                 504 timeout
+    ├── AgentError              502 agent_error        (the in-workspace agent answered badly)
+    │   ├── AgentRequestFailed  502 agent_request_failed  (agent-side error with its own code)
+    │   └── AgentTransportError 502 agent_transport       (connect/read failed)
+    ├── ProviderError           502 provider_error     (LLM provider failed after retries)
+    ├── BackendError            500 backend_error      (a workspace backend failed; job error text)
+    └── WorkspaceError          409                     (model-facing, each with a remediation)
+        ├── NoWorkspace         no_workspace        → create_workspace
+        ├── WorkspaceStopped    workspace_stopped   → start_workspace
+        ├── WorkspaceDeleted    workspace_deleted   → create_workspace
+        ├── AgentUnreachable    agent_unreachable   → stop_workspace, then start_workspace
+        ├── DialTimeout         dial_timeout        → retry once
+        ├── BuildFailed         build_failed        → read the build log, fix, start again
+        ├── AgentSelectionError agent_selection     → fix the template's agents
+        ├── WorkspaceChanged    workspace_changed   → retry
+        └── ConnectorNotConfigured connector_not_configured
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class TetherError(Exception):
+    """Something went wrong in tether."""
+
+    code: ClassVar[str] = "internal"
+    http_status: ClassVar[int] = 500
+
+    def __init__(self, message: str | None = None, **details: Any) -> None:
+        self.message = message or (type(self).__doc__ or type(self).__name__).strip()
+        self.details: dict[str, Any] = details
+        super().__init__(self.message)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, "details": self.details}
+
+
+class InvalidInput(TetherError):
+    """The request is invalid."""
+
+    code = "invalid_input"
+    http_status = 400
+
+    def __init__(self, message: str | None = None, *, field: str | None = None, **details: Any):
+        if field is not None:
+            details["field"] = field
+        super().__init__(message, **details)
+        self.field = field
+
+
+class Unauthorized(TetherError):
+    """Authentication is required."""
+
+    code = "unauthorized"
+    http_status = 401
+
+
+class Forbidden(TetherError):
+    """You are not allowed to do this."""
+
+    code = "forbidden"
+    http_status = 403
+
+
+class NotFound(TetherError):
+    """Not found."""
+
+    code = "not_found"
+    http_status = 404
+
+
+class Conflict(TetherError):
+    """The object changed meanwhile; reload and try again."""
+
+    code = "conflict"
+    http_status = 409
+
+
+class QueueFull(Conflict):
+    """Too many queued messages for this chat."""
+
+    code = "queue_full"
+
+
+class Timeout(TetherError):
+    """The operation did not finish within its deadline."""
+
+    code = "timeout"
+    http_status = 504
+
+
+class AgentError(TetherError):
+    """The workspace agent failed to answer."""
+
+    code = "agent_error"
+    http_status = 502
+
+
+class AgentRequestFailed(AgentError):
+    """The workspace agent refused the request."""
+
+    code = "agent_request_failed"
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        status: int = 500,
+        agent_code: str = "error",
+        **details: Any,
+    ) -> None:
+        super().__init__(message, status=status, agent_code=agent_code, **details)
+        self.status = status
+        self.agent_code = agent_code
+
+
+class AgentTransportError(AgentError):
+    """Could not talk to the workspace agent."""
+
+    code = "agent_transport"
+
+
+class ProviderError(TetherError):
+    """The language model provider failed."""
+
+    code = "provider_error"
+    http_status = 502
+
+
+class WorkspaceError(TetherError):
+    """The workspace cannot serve this request."""
+
+    code = "workspace_error"
+    http_status = 409
+    remediation: ClassVar[str] = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        data = super().to_dict()
+        data["remediation"] = self.remediation
+        return data
+
+
+class NoWorkspace(WorkspaceError):
+    """No workspace is associated with this chat; use create_workspace to create one."""
+
+    code = "no_workspace"
+    remediation = "create_workspace"
+
+
+class WorkspaceStopped(WorkspaceError):
+    """The workspace has no running agent; it is stopped. Use start_workspace to start it."""
+
+    code = "workspace_stopped"
+    remediation = "start_workspace"
+
+
+class WorkspaceDeleted(WorkspaceError):
+    """The workspace was deleted; use create_workspace to create a new one."""
+
+    code = "workspace_deleted"
+    remediation = "create_workspace"
+
+
+class AgentUnreachable(WorkspaceError):
+    """The workspace agent is not reachable; call stop_workspace, then start_workspace."""
+
+    code = "agent_unreachable"
+    remediation = "stop_workspace, then start_workspace"
+
+
+class DialTimeout(WorkspaceError):
+    """Connecting to the workspace agent timed out; retry once, then restart the workspace."""
+
+    code = "dial_timeout"
+    remediation = "retry once"
+
+
+class BuildFailed(WorkspaceError):
+    """The workspace build failed; read the build log, fix the cause and start again."""
+
+    code = "build_failed"
+    remediation = "start_workspace after fixing the cause"
+
+
+class AgentSelectionError(WorkspaceError):
+    """The workspace has several agents and none is marked for chat."""
+
+    code = "agent_selection"
+    remediation = "mark exactly one agent with chat: true in the template"
+
+
+class WorkspaceChanged(WorkspaceError):
+    """The chat's workspace changed while connecting; retry."""
+
+    code = "workspace_changed"
+    remediation = "retry"
+
+
+class ConnectorNotConfigured(WorkspaceError):
+    """The workspace agent connector is not configured."""
+
+    code = "connector_not_configured"
+
+
+class BackendError(TetherError):
+    """The workspace backend failed."""
+
+    code = "backend_error"
+    http_status = 500

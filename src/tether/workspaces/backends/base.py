@@ -1,0 +1,66 @@
+"""The workspace backend seam: what the provisioner asks of a place that runs workspaces.
+
+A backend knows nothing about the database. The provisioner creates the agent rows (new ids
+and tokens for every start build) and hands the backend what it needs to launch them.
+Failures raise :class:`tether.errors.BackendError`; its message becomes the job's error.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+LogSink = Callable[[str, str], Awaitable[None]]
+"""``await log(level, line)``: append a line to the build job's log (level: info|warn|error)."""
+
+
+@dataclass(frozen=True)
+class AgentLaunch:
+    """One agent to start inside the workspace."""
+
+    agent_id: uuid.UUID
+    name: str
+    token: str  # the agent's session token (the server stores only its hash)
+
+
+@dataclass(frozen=True)
+class WorkspaceRef:
+    workspace_id: uuid.UUID
+    owner_name: str
+    name: str
+    template_name: str
+    parameters: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WorkspaceRuntime:
+    """What the backend reports about a workspace's current processes."""
+
+    running: bool
+    agent_pids: dict[uuid.UUID, int] = field(default_factory=dict)
+    home: str | None = None
+
+
+class WorkspaceBackend(Protocol):
+    name: str
+
+    async def start(self, ws: WorkspaceRef, agents: list[AgentLaunch], log: LogSink) -> None:
+        """Create the workspace if needed and launch its agents; return once launched.
+
+        Any agent process of an earlier build still running is stopped first."""
+        ...
+
+    async def stop(self, ws: WorkspaceRef, log: LogSink) -> None:
+        """Stop every process the workspace started (agents and their children).
+        Idempotent: stopping a stopped workspace succeeds."""
+        ...
+
+    async def delete(self, ws: WorkspaceRef, log: LogSink) -> None:
+        """Stop the workspace and remove its files. Idempotent."""
+        ...
+
+    async def inspect(self, ws: WorkspaceRef) -> WorkspaceRuntime:
+        """Report whether the workspace's processes are running."""
+        ...
