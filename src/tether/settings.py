@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     run_api: bool = True
     run_chatd: bool = True
     run_provisioner: bool = True
+    cli_config: Path = Field(default_factory=lambda: default_data_dir() / "cli.json")
+    bootstrap_admin: str = "admin"
 
     # --- agents and their status (reference §1.5) --------------------------------------
     agent_ping_interval_s: float = 2.0

@@ -108,8 +108,12 @@ provisioner_jobs = sa.Table(
 provisioner_job_logs = sa.Table(
     "provisioner_job_logs",
     metadata,
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
-              autoincrement=True),
+    sa.Column(
+        "id",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
     sa.Column(
         "job_id", sa.Uuid, sa.ForeignKey("provisioner_jobs.id", ondelete="CASCADE"), nullable=False
     ),
@@ -127,8 +131,9 @@ workspace_builds = sa.Table(
     sa.Column("workspace_id", sa.Uuid, sa.ForeignKey("workspaces.id"), nullable=False),
     sa.Column("build_number", sa.Integer, nullable=False),
     sa.Column("transition", sa.String(16), nullable=False),  # start | stop | delete
-    sa.Column("template_version_id", sa.Uuid, sa.ForeignKey("template_versions.id"),
-              nullable=False),
+    sa.Column(
+        "template_version_id", sa.Uuid, sa.ForeignKey("template_versions.id"), nullable=False
+    ),
     sa.Column("parameters", sa.JSON, nullable=False),
     sa.Column("job_id", sa.Uuid, sa.ForeignKey("provisioner_jobs.id"), nullable=False),
     sa.Column("initiator_id", sa.Uuid, sa.ForeignKey("users.id"), nullable=False),
@@ -142,7 +147,9 @@ workspace_agents = sa.Table(
     metadata,
     sa.Column("id", sa.Uuid, primary_key=True),
     sa.Column(
-        "build_id", sa.Uuid, sa.ForeignKey("workspace_builds.id", ondelete="CASCADE"),
+        "build_id",
+        sa.Uuid,
+        sa.ForeignKey("workspace_builds.id", ondelete="CASCADE"),
         nullable=False,
     ),
     sa.Column("workspace_id", sa.Uuid, sa.ForeignKey("workspaces.id"), nullable=False),
@@ -169,10 +176,16 @@ workspace_agents = sa.Table(
 workspace_agent_logs = sa.Table(
     "workspace_agent_logs",
     metadata,
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
-              autoincrement=True),
     sa.Column(
-        "agent_id", sa.Uuid, sa.ForeignKey("workspace_agents.id", ondelete="CASCADE"),
+        "id",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    sa.Column(
+        "agent_id",
+        sa.Uuid,
+        sa.ForeignKey("workspace_agents.id", ondelete="CASCADE"),
         nullable=False,
     ),
     sa.Column("created_at", TS, nullable=False),
@@ -180,4 +193,67 @@ workspace_agent_logs = sa.Table(
     sa.Column("level", sa.String(16), nullable=False),
     sa.Column("output", sa.Text, nullable=False),
     sa.Index("ix_workspace_agent_logs_agent_id", "agent_id", "id"),
+)
+
+# --- chats (migration 0002) ---------------------------------------------------------------
+
+chats = sa.Table(
+    "chats",
+    metadata,
+    sa.Column("id", sa.Uuid, primary_key=True),
+    sa.Column("owner_id", sa.Uuid, sa.ForeignKey("users.id"), nullable=False),
+    sa.Column("title", sa.String(256), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("worker_id", sa.Uuid, nullable=True),
+    sa.Column("started_at", TS, nullable=True),
+    sa.Column("heartbeat_at", TS, nullable=True),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("last_error_code", sa.String(64), nullable=True),
+    sa.Column("parent_chat_id", sa.Uuid, sa.ForeignKey("chats.id"), nullable=True),
+    sa.Column("root_chat_id", sa.Uuid, nullable=True),
+    sa.Column("workspace_id", sa.Uuid, sa.ForeignKey("workspaces.id"), nullable=True),
+    sa.Column(
+        "build_id",
+        sa.Uuid,
+        sa.ForeignKey("workspace_builds.id", ondelete="SET NULL"),
+        nullable=True,
+    ),
+    sa.Column(
+        "agent_id",
+        sa.Uuid,
+        sa.ForeignKey("workspace_agents.id", ondelete="SET NULL"),
+        nullable=True,
+    ),
+    sa.Column("model", sa.String(256), nullable=True),
+    sa.Column("archived", sa.Boolean, nullable=False),
+    sa.Column("interrupt_requested", sa.Boolean, nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("updated_at", TS, nullable=False),
+    sa.Index("ix_chats_status_updated", "status", "updated_at"),
+    sa.Index("ix_chats_owner", "owner_id", "updated_at"),
+    sa.Index("ix_chats_parent", "parent_chat_id"),
+)
+
+chat_messages = sa.Table(
+    "chat_messages",
+    metadata,
+    sa.Column("id", sa.Uuid, primary_key=True),
+    sa.Column("chat_id", sa.Uuid, sa.ForeignKey("chats.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("parts", sa.JSON, nullable=False),
+    sa.Column("visibility", sa.String(8), nullable=False),
+    sa.Column("model", sa.String(256), nullable=True),
+    sa.Column("created_at", TS, nullable=False),
+    sa.UniqueConstraint("chat_id", "seq", name="uq_chat_messages_chat_seq"),
+)
+
+chat_queued_messages = sa.Table(
+    "chat_queued_messages",
+    metadata,
+    sa.Column("id", sa.Uuid, primary_key=True),
+    sa.Column("chat_id", sa.Uuid, sa.ForeignKey("chats.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("parts", sa.JSON, nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Index("ix_chat_queued_messages_chat", "chat_id", "created_at"),
 )

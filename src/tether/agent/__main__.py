@@ -1,0 +1,5 @@
+"""``python -m tether.agent``."""
+
+from tether.agent.main import run
+
+run()

@@ -1,0 +1,67 @@
+"""The agent's configuration, read from its environment (the only place the agent reads it).
+
+TETHER_AGENT_URL                 server URL (session mode)
+TETHER_AGENT_TOKEN               agent token for the session (never passed to commands)
+TETHER_AGENT_NO_SESSION=1        standalone: no session, lifecycle ``ready`` at once
+TETHER_AGENT_DIRECTORY           working directory before a manifest (relative to HOME)
+TETHER_AGENT_RECONNECT_MAX_S     reconnect backoff cap (default 2)
+TETHER_AGENT_AUTH_RETRY_S        retry gap after the server rejected the token (default 5)
+TETHER_AGENT_MCP_CONNECT_TIMEOUT_S   per MCP server connect bound (default 30)
+TETHER_AGENT_KILL_GRACE_S        TERM → KILL grace at shutdown (default 2)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from tether.errors import InvalidInput
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise InvalidInput(f"{name} must be a number, got {raw!r}", field=name) from None
+    if value <= 0:
+        raise InvalidInput(f"{name} must be positive", field=name)
+    return value
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    server_url: str | None
+    token: str | None
+    no_session: bool
+    home: Path
+    directory: str | None
+    reconnect_max_s: float = 2.0
+    auth_retry_s: float = 5.0
+    mcp_connect_timeout_s: float = 30.0
+    kill_grace_s: float = 2.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> AgentConfig:
+        no_session = env.get("TETHER_AGENT_NO_SESSION", "").lower() in ("1", "true", "yes")
+        url = env.get("TETHER_AGENT_URL") or None
+        token = env.get("TETHER_AGENT_TOKEN") or None
+        if not no_session and (url is None or token is None):
+            raise InvalidInput(
+                "TETHER_AGENT_URL and TETHER_AGENT_TOKEN are required "
+                "(or set TETHER_AGENT_NO_SESSION=1)"
+            )
+        return cls(
+            server_url=url,
+            token=token,
+            no_session=no_session,
+            home=Path(env.get("HOME") or Path.home()),
+            directory=env.get("TETHER_AGENT_DIRECTORY") or None,
+            reconnect_max_s=_float(env, "TETHER_AGENT_RECONNECT_MAX_S", 2.0),
+            auth_retry_s=_float(env, "TETHER_AGENT_AUTH_RETRY_S", 5.0),
+            mcp_connect_timeout_s=_float(env, "TETHER_AGENT_MCP_CONNECT_TIMEOUT_S", 30.0),
+            kill_grace_s=_float(env, "TETHER_AGENT_KILL_GRACE_S", 2.0),
+        )

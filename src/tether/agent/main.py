@@ -1,0 +1,218 @@
+"""``tether agent``: the in-workspace process. Wires state, processes, MCP, HTTP API, session.
+
+Start-up: bind 127.0.0.1 on a free port, print ``{"address", "secret"}`` as one JSON line
+on stdout, serve the API, and (unless ``TETHER_AGENT_NO_SESSION=1``) keep the session to the
+server. Shut-down (SIGTERM, SIGINT or the server's ``shutdown`` frame): report
+``shutting_down``, terminate every started process group, stop MCP servers, report ``off``,
+close the session and exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import platform
+import secrets
+import signal
+import socket
+import sys
+from collections.abc import Callable, Generator
+
+import uvicorn
+
+from tether.agent.app import AgentApi, build_app
+from tether.agent.config import AgentConfig
+from tether.agent.mcphost import McpHost
+from tether.agent.processes import ProcessManager
+from tether.agent.protocol import Hello, LifecycleState, Manifest
+from tether.agent.session import AgentSession
+from tether.agent.startup import run_startup_script
+from tether.agent.state import AgentState, resolve_directory
+from tether.clock import SystemClock
+from tether.errors import TetherError
+
+log = logging.getLogger("tether.agent")
+
+AGENT_VERSION = "0.1.0"
+_SERVER_STOP_S = 5.0
+_MCP_STOP_S = 10.0
+_FLUSH_S = 2.0
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the agent decides when to stop."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def _ensure_dir(path: os.PathLike[str]) -> None:
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        log.warning("cannot create working directory %s: %s", path, exc)
+
+
+class Agent:
+    """One agent process's object graph; :meth:`serve` runs it until shutdown."""
+
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        clock = SystemClock()
+        self.clock = clock
+        self.state = AgentState(
+            home=config.home,
+            directory=resolve_directory(config.home, config.directory),
+            clock=clock,
+            base_env=os.environ,
+            lifecycle=LifecycleState.READY if config.no_session else LifecycleState.CREATED,
+        )
+        self.processes = ProcessManager(self.state, kill_grace_s=config.kill_grace_s)
+        self.mcp = McpHost(
+            directory=lambda: self.state.directory,
+            env=self.state.command_env,
+            clock=clock,
+            connect_timeout_s=config.mcp_connect_timeout_s,
+        )
+        self.secret = secrets.token_urlsafe(32)
+        self.stop = asyncio.Event()
+        self.session: AgentSession | None = None
+        self._startup_task: asyncio.Task[LifecycleState] | None = None
+        self._address = ""
+
+    def _report(self, state: LifecycleState) -> None:
+        if self.session is not None:
+            self.session.report_lifecycle(state)
+        else:
+            self.state.set_lifecycle(state)
+
+    def _on_manifest(self, manifest: Manifest, first: bool) -> None:
+        if not first:
+            return
+        self.state.directory = resolve_directory(self.config.home, manifest.directory)
+        self.state.extra_env = dict(manifest.env)
+        _ensure_dir(self.state.directory)
+        session = self.session
+        assert session is not None
+        cwd = self.state.directory if self.state.directory.is_dir() else self.config.home
+        self._startup_task = asyncio.create_task(
+            run_startup_script(
+                processes=self.processes,
+                script=manifest.startup_script,
+                timeout_s=manifest.startup_script_timeout_s,
+                cwd=cwd,
+                report=self._report,
+                emit=session.send,
+            ),
+            name="startup-script",
+        )
+
+    def _hello(self) -> Hello:
+        return Hello(
+            address=self._address,
+            secret=self.secret,
+            os=platform.system().lower(),
+            version=AGENT_VERSION,
+            pid=os.getpid(),
+        )
+
+    async def serve(self, announce: Callable[[str], None]) -> int:
+        """Run until asked to stop; returns the exit code."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop.set)
+        _ensure_dir(self.state.directory)
+
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(128)  # connections queue from now on, before uvicorn accepts them
+        self._address = f"127.0.0.1:{sock.getsockname()[1]}"
+        app = build_app(AgentApi(self.state, self.processes, self.mcp), self.secret)
+        server = _Server(uvicorn.Config(app, lifespan="off", access_log=False, log_level="warning"))
+        server_task = asyncio.create_task(server.serve(sockets=[sock]), name="http")
+        announce(json.dumps({"address": self._address, "secret": self.secret}))
+
+        session_task: asyncio.Task[None] | None = None
+        if not self.config.no_session:
+            assert self.config.server_url is not None and self.config.token is not None
+            self.session = AgentSession(
+                server_url=self.config.server_url,
+                token=self.config.token,
+                state=self.state,
+                hello=self._hello,
+                on_manifest=self._on_manifest,
+                on_shutdown=self.stop.set,
+                clock=self.clock,
+                max_backoff_s=self.config.reconnect_max_s,
+                auth_retry_s=self.config.auth_retry_s,
+            )
+            session_task = asyncio.create_task(self.session.run(), name="session")
+
+        stop_wait = asyncio.create_task(self.stop.wait())
+        watched: set[asyncio.Task[object]] = {stop_wait, server_task}
+        if session_task is not None:
+            watched.add(session_task)
+        done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+        code = 0
+        for task in done - {stop_wait}:
+            if task.cancelled() or task.exception() is not None:
+                log.error("agent task %s ended unexpectedly: %r", task.get_name(), task.exception())
+                code = 1
+        stop_wait.cancel()
+        await self._shutdown(server, server_task, session_task)
+        return code
+
+    async def _shutdown(
+        self,
+        server: _Server,
+        server_task: asyncio.Task[None],
+        session_task: asyncio.Task[None] | None,
+    ) -> None:
+        log.info("agent shutting down")
+        self._report(LifecycleState.SHUTTING_DOWN)
+        if self._startup_task is not None and not self._startup_task.done():
+            self._startup_task.cancel()
+            await asyncio.gather(self._startup_task, return_exceptions=True)
+        await self.processes.close()
+        try:
+            await asyncio.wait_for(self.mcp.close(), _MCP_STOP_S)
+        except TimeoutError:
+            log.warning("MCP servers did not stop within %gs", _MCP_STOP_S)
+        self._report(LifecycleState.OFF)
+        if self.session is not None and session_task is not None:
+            if self.session.connected.is_set():
+                await self.session.flush(_FLUSH_S)
+            await self.session.close()
+            session_task.cancel()
+            await asyncio.gather(session_task, return_exceptions=True)
+        server.should_exit = True
+        try:
+            await asyncio.wait_for(server_task, _SERVER_STOP_S)
+        except (TimeoutError, Exception) as exc:
+            log.warning("HTTP server did not stop cleanly: %r", exc)
+
+
+def _announce(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def run() -> None:
+    """Entry point of ``tether agent`` (and ``python -m tether.agent``); exits the process."""
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    try:
+        config = AgentConfig.from_env(os.environ)
+    except TetherError as exc:
+        print(f"tether agent: {exc.message}", file=sys.stderr)
+        raise SystemExit(2) from None
+    code = asyncio.run(Agent(config).serve(_announce))
+    raise SystemExit(code)

@@ -1,0 +1,312 @@
+"""The workspace's MCP servers, run and called with the official ``mcp`` SDK client.
+
+Servers are started lazily on the first listing and kept open; a change of ``.mcp.json``
+(mtime or size) closes them all and reloads. Each connect is bounded by ``connect_timeout_s``;
+a server that fails is reported with ``status="error"`` and retried on a later listing after
+``retry_after_s``. Nothing a server does can crash the agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tether.agent.mcpconfig import CONFIG_FILE_NAME, ConfigError, ServerSpec, parse_config
+from tether.agent.schemas import McpCallResult, McpContent, McpServerStatus, McpTool, McpToolList
+from tether.clock import Clock
+from tether.errors import NotFound
+
+if TYPE_CHECKING:
+    from mcp import Client
+
+log = logging.getLogger("tether.agent")
+
+TOOL_SEPARATOR = "__"
+_CLOSE_TIMEOUT_S = 8.0  # the SDK's stdio shutdown waits up to ~6 s for a stubborn server
+_MAX_PAGES = 20
+
+
+def describe(exc: BaseException) -> str:
+    """A one-line message for an error, digging into exception groups from task groups."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class _Connection:
+    """One open MCP session, owned by its own task: the SDK's contexts are anyio task groups
+    that must be exited by the task that entered them."""
+
+    def __init__(self, spec: ServerSpec, *, cwd: Path, env: dict[str, str]) -> None:
+        self.spec = spec
+        self._cwd = cwd
+        self._env = env
+        self.client: Client | None = None
+        self.error: str | None = None
+        self.tools: list[Any] = []
+        self._ready = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self.client is not None and self._task is not None and not self._task.done()
+
+    async def start(self, timeout_s: float) -> None:
+        """Connect and list tools within ``timeout_s``; on failure ``error`` says why."""
+        self._task = asyncio.create_task(self._run(), name=f"mcp-{self.spec.name}")
+        try:
+            await asyncio.wait_for(self._ready.wait(), timeout_s)
+        except TimeoutError:
+            self.error = f"timed out connecting after {timeout_s:g}s"
+            await self.close()
+            return
+        if self.error is None:
+            try:
+                self.tools = await asyncio.wait_for(self._list_tools(), timeout_s)
+            except Exception as exc:
+                self.error = f"listing tools failed: {describe(exc)}"
+                await self.close()
+
+    async def _list_tools(self) -> list[Any]:
+        assert self.client is not None
+        tools: list[Any] = []
+        cursor: str | None = None
+        for _ in range(_MAX_PAGES):
+            page = await self.client.list_tools(cursor=cursor)
+            tools.extend(page.tools)
+            cursor = page.next_cursor
+            if not cursor:
+                break
+        return tools
+
+    async def _run(self) -> None:
+        from mcp import Client, StdioServerParameters  # heavy import, only when MCP is used
+
+        try:
+            async with AsyncExitStack() as stack:
+                if self.spec.command is not None:
+                    target: Any = StdioServerParameters(
+                        command=self.spec.command,
+                        args=list(self.spec.args),
+                        env={**self._env, **self.spec.env},
+                        cwd=self._cwd,
+                    )
+                elif self.spec.headers:
+                    from mcp.client.streamable_http import streamable_http_client
+                    from mcp.shared._httpx_utils import create_mcp_http_client
+
+                    http = await stack.enter_async_context(
+                        create_mcp_http_client(headers=self.spec.headers)
+                    )
+                    target = streamable_http_client(str(self.spec.url), http_client=http)
+                else:
+                    target = str(self.spec.url)
+                client = await stack.enter_async_context(Client(target))
+                self.client = client
+                self._ready.set()
+                await self._stop.wait()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            self.error = describe(exc)
+            log.warning("MCP server %r failed: %s", self.spec.name, self.error)
+        finally:
+            self.client = None
+            self._ready.set()
+
+    async def call(self, tool: str, arguments: dict[str, Any], timeout_s: float) -> Any:
+        if self.client is None:
+            raise RuntimeError("server is not connected")
+        return await self.client.call_tool(tool, arguments, read_timeout_seconds=timeout_s)
+
+    async def close(self) -> None:
+        self._stop.set()
+        task = self._task
+        if task is None or task.done():
+            return
+        done, _ = await asyncio.wait({task}, timeout=_CLOSE_TIMEOUT_S)
+        if not done:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(task, 2.0)
+
+
+class McpHost:
+    """Lists and calls the tools of the MCP servers configured in the working directory."""
+
+    def __init__(
+        self,
+        *,
+        directory: Callable[[], Path],
+        env: Callable[[], dict[str, str]],
+        clock: Clock,
+        connect_timeout_s: float = 30.0,
+        call_timeout_s: float = 300.0,
+        retry_after_s: float = 10.0,
+    ) -> None:
+        self._directory = directory
+        self._env = env
+        self._clock = clock
+        self._connect_timeout = connect_timeout_s
+        self._call_timeout = call_timeout_s
+        self._retry_after = retry_after_s
+        self._lock = asyncio.Lock()
+        self._loaded = False
+        self._signature: tuple[str, int, int] | None = None
+        self._config_error: str | None = None
+        self._specs: list[ServerSpec] = []
+        self._conns: dict[str, _Connection] = {}
+        self._failed_at: dict[str, float] = {}
+        self._routes: dict[str, tuple[str, str]] = {}
+
+    async def _reload_if_changed(self) -> None:
+        path = self._directory() / CONFIG_FILE_NAME
+
+        def read() -> tuple[tuple[str, int, int] | None, str | None]:
+            try:
+                st = path.stat()
+                return (str(path), st.st_mtime_ns, st.st_size), path.read_text("utf-8")
+            except (FileNotFoundError, NotADirectoryError):
+                return None, None
+            except (OSError, UnicodeDecodeError) as exc:
+                return (str(path), -1, -1), f"\x00{exc}"
+
+        signature, text = await asyncio.to_thread(read)
+        if self._loaded and signature == self._signature:
+            return
+        await self._close_all()
+        self._loaded = True
+        self._signature = signature
+        self._specs, self._config_error = [], None
+        if text is None:
+            return
+        if text.startswith("\x00"):
+            self._config_error = f"cannot read {CONFIG_FILE_NAME}: {text[1:]}"
+            return
+        try:
+            self._specs = parse_config(text)
+        except ConfigError as exc:
+            self._config_error = str(exc)
+
+    async def _ensure(self, spec: ServerSpec) -> _Connection | None:
+        conn = self._conns.get(spec.name)
+        if conn is not None and conn.alive:
+            return conn
+        failed_at = self._failed_at.get(spec.name)
+        now = self._clock.monotonic()
+        if conn is not None and failed_at is not None and now - failed_at < self._retry_after:
+            return conn  # still reporting the last failure
+        if conn is not None:
+            await conn.close()
+        conn = _Connection(spec, cwd=self._directory(), env=self._env())
+        self._conns[spec.name] = conn
+        await conn.start(self._connect_timeout)
+        if conn.error is not None:
+            self._failed_at[spec.name] = self._clock.monotonic()
+        else:
+            self._failed_at.pop(spec.name, None)
+        return conn
+
+    async def list_tools(self) -> McpToolList:
+        """Connect whatever is not connected yet (in parallel) and report tools and servers."""
+        async with self._lock:
+            await self._reload_if_changed()
+            if self._config_error is not None:
+                self._routes = {}
+                bad = McpServerStatus(
+                    name=CONFIG_FILE_NAME, status="error", error=self._config_error
+                )
+                return McpToolList(tools=[], servers=[bad])
+            startable = [s for s in self._specs if s.error is None]
+            await asyncio.gather(*(self._ensure(s) for s in startable))
+            tools: list[McpTool] = []
+            servers: list[McpServerStatus] = []
+            routes: dict[str, tuple[str, str]] = {}
+            for spec in self._specs:
+                conn = self._conns.get(spec.name)
+                error = spec.error or (conn.error if conn is not None else "not started")
+                if error is not None or conn is None:
+                    servers.append(McpServerStatus(name=spec.name, status="error", error=error))
+                    continue
+                servers.append(McpServerStatus(name=spec.name, status="ok"))
+                for tool in conn.tools:
+                    name = f"{spec.name}{TOOL_SEPARATOR}{tool.name}"
+                    routes[name] = (spec.name, tool.name)
+                    tools.append(
+                        McpTool(
+                            name=name,
+                            server=spec.name,
+                            tool=tool.name,
+                            description=tool.description or "",
+                            input_schema=dict(tool.input_schema or {}),
+                        )
+                    )
+            self._routes = routes
+            return McpToolList(tools=tools, servers=servers)
+
+    async def call(self, name: str, arguments: dict[str, Any]) -> McpCallResult:
+        """Call ``server__tool``; an unknown name raises :class:`NotFound`."""
+        if name not in self._routes:
+            await self.list_tools()
+        route = self._routes.get(name)
+        if route is None:
+            raise NotFound(f"unknown MCP tool {name!r}")
+        server, tool = route
+        conn = self._conns.get(server)
+        if conn is None or not conn.alive:
+            return _error_result(f"MCP server {server!r} is not connected")
+        try:
+            result = await conn.call(tool, arguments, self._call_timeout)
+        except Exception as exc:
+            log.warning("MCP call %s failed: %s", name, describe(exc))
+            return _error_result(f"calling {name} failed: {describe(exc)}")
+        return McpCallResult(
+            content=[_content(block) for block in result.content], is_error=bool(result.is_error)
+        )
+
+    async def _close_all(self) -> None:
+        conns, self._conns = list(self._conns.values()), {}
+        self._failed_at.clear()
+        self._routes = {}
+        if conns:
+            await asyncio.gather(*(c.close() for c in conns), return_exceptions=True)
+
+    async def close(self) -> None:
+        """Stop every server (each bounded), e.g. at agent shutdown."""
+        async with self._lock:
+            await self._close_all()
+
+
+def _error_result(message: str) -> McpCallResult:
+    return McpCallResult(content=[McpContent(type="text", text=message)], is_error=True)
+
+
+def _content(block: Any) -> McpContent:
+    kind = getattr(block, "type", "")
+    if kind == "text":
+        return McpContent(type="text", text=block.text)
+    if kind in ("image", "audio"):
+        data = block.data
+        if isinstance(data, bytes):
+            data = base64.b64encode(data).decode("ascii")
+        return McpContent(type=kind, data=data, mime_type=block.mime_type)
+    if kind == "resource":
+        resource = block.resource
+        text = getattr(resource, "text", None)
+        if text is not None:
+            return McpContent(type="text", text=text)
+        return McpContent(
+            type="text", text=f"[binary resource {resource.uri}]", mime_type=resource.mime_type
+        )
+    if kind == "resource_link":
+        return McpContent(type="text", text=f"[resource {block.uri}]")
+    dump = getattr(block, "model_dump_json", None)
+    return McpContent(type="text", text=dump() if dump is not None else str(block))

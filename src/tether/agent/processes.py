@@ -1,0 +1,304 @@
+"""Every process the agent starts: foreground commands, background processes, the startup script.
+
+Each runs ``bash -c`` in its own process group (so a kill reaches its children) with stdin
+from /dev/null and stdout+stderr merged into one pipe read by the event loop. Nothing here
+blocks the loop: exits and output arrive through a :class:`asyncio.SubprocessProtocol`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import signal
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from tether.agent.schemas import ExecResult, ProcessInfo, ProcessOutput
+from tether.agent.state import AgentState
+from tether.agent.text import cap_head, cap_tail, decode
+from tether.errors import NotFound
+
+log = logging.getLogger("tether.agent")
+
+OUTPUT_CAP_BYTES = 32 * 1024
+KEEP_BYTES = 1024 * 1024
+# How long a finished foreground command may keep its output pipe open (a child it put in the
+# background holds it) before we answer with what we have.
+_EOF_LINGER_S = 0.5
+_KILL_WAIT_S = 5.0
+
+OutputListener = Callable[[bytes], None]
+
+
+class _Output:
+    """The first ``head_cap`` bytes and the last ``keep`` bytes of a process's output."""
+
+    def __init__(self, head_cap: int, keep: int) -> None:
+        self._head_cap = head_cap
+        self._keep = keep
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.total = 0
+
+    def feed(self, data: bytes) -> None:
+        self.total += len(data)
+        room = self._head_cap + 4 - len(self.head)  # +4: room to find a UTF-8 boundary
+        if room > 0:
+            self.head += data[:room]
+        self.tail += data
+        if len(self.tail) > self._keep * 2:  # trim in bulk, not on every chunk
+            del self.tail[: len(self.tail) - self._keep]
+
+    def last(self, cap: int) -> tuple[bytes, bool]:
+        kept = bytes(self.tail[-self._keep :])
+        data, cut = cap_tail(kept, cap)
+        return data, cut or self.total > len(data)
+
+
+class _Protocol(asyncio.SubprocessProtocol):
+    def __init__(self, output: _Output, listener: OutputListener | None) -> None:
+        self.output = output
+        self.listener = listener
+        self.exited = asyncio.Event()
+        self.eof = asyncio.Event()
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        self.output.feed(data)
+        if self.listener is not None:
+            try:
+                self.listener(data)
+            except Exception:  # a listener bug must not kill the pipe
+                log.exception("output listener failed")
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        if fd == 1:
+            self.eof.set()
+
+    def process_exited(self) -> None:
+        self.exited.set()
+
+
+@dataclass
+class ManagedProcess:
+    """One started process group; ``pgid`` equals the leader's pid."""
+
+    id: str
+    command: str
+    started_at: datetime
+    pgid: int
+    listed: bool
+    transport: asyncio.SubprocessTransport
+    protocol: _Protocol
+    closed: bool = field(default=False)
+
+    @property
+    def running(self) -> bool:
+        return not self.protocol.exited.is_set()
+
+    @property
+    def exit_code(self) -> int | None:
+        rc = self.transport.get_returncode()
+        if rc is None:
+            return None
+        return rc if rc >= 0 else 128 - rc  # killed by signal N → 128+N, as a shell reports it
+
+    def send(self, sig: int) -> bool:
+        """Signal the whole group; False when no member is left."""
+        try:
+            os.killpg(self.pgid, sig)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # the pgid was reused by a process we do not own
+            return False
+        return True
+
+
+class ProcessManager:
+    """Starts, tracks and stops the agent's processes. Close it to kill them all."""
+
+    def __init__(
+        self,
+        state: AgentState,
+        *,
+        output_cap: int = OUTPUT_CAP_BYTES,
+        keep_bytes: int = KEEP_BYTES,
+        kill_grace_s: float = 2.0,
+    ) -> None:
+        self._state = state
+        self._cap = output_cap
+        self._keep = keep_bytes
+        self._grace = kill_grace_s
+        self._procs: dict[str, ManagedProcess] = {}
+        self._reapers: set[asyncio.Task[None]] = set()
+        self._closing = False
+
+    async def spawn(
+        self,
+        command: str,
+        *,
+        cwd: Path,
+        env: Mapping[str, str] | None = None,
+        listed: bool = True,
+        listener: OutputListener | None = None,
+    ) -> ManagedProcess:
+        """Start ``bash -c command`` in a new process group and track it until it is gone."""
+        if self._closing:
+            raise RuntimeError("the agent is shutting down")
+        loop = asyncio.get_running_loop()
+        output = _Output(self._cap, self._keep)
+        transport, protocol = await loop.subprocess_exec(
+            lambda: _Protocol(output, listener),
+            "bash",
+            "-c",
+            command,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            cwd=str(cwd),
+            env=self._state.command_env(env),
+            start_new_session=True,
+        )
+        pid = transport.get_pid()
+        proc = ManagedProcess(
+            id=secrets.token_hex(6),
+            command=command,
+            started_at=self._state.clock.now(),
+            pgid=pid,
+            listed=listed,
+            transport=transport,
+            protocol=protocol,
+        )
+        self._procs[proc.id] = proc
+        reaper = asyncio.create_task(self._reap(proc), name=f"reap-{proc.id}")
+        self._reapers.add(reaper)
+        reaper.add_done_callback(self._reapers.discard)
+        return proc
+
+    async def _reap(self, proc: ManagedProcess) -> None:
+        # Close the transport once the leader exited and the pipe hit EOF, freeing its fds.
+        await proc.protocol.exited.wait()
+        await proc.protocol.eof.wait()
+        proc.transport.close()
+        proc.closed = True
+        if not proc.listed:
+            self._procs.pop(proc.id, None)
+
+    async def run(
+        self,
+        command: str,
+        *,
+        timeout_s: float,
+        cwd: Path,
+        env: Mapping[str, str] | None = None,
+    ) -> ExecResult:
+        """Run a foreground command to completion or until ``timeout_s`` (then kill its group)."""
+        clock = self._state.clock
+        start = clock.monotonic()
+        proc = await self.spawn(command, cwd=cwd, env=env, listed=False)
+        timed_out = False
+        try:
+            try:
+                await asyncio.wait_for(proc.protocol.exited.wait(), timeout_s)
+            except TimeoutError:
+                timed_out = True
+                proc.send(signal.SIGKILL)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(proc.protocol.exited.wait(), _KILL_WAIT_S)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.protocol.eof.wait(), _EOF_LINGER_S)
+        except asyncio.CancelledError:
+            proc.send(signal.SIGKILL)
+            raise
+        head, truncated = cap_head(bytes(proc.protocol.output.head), self._cap)
+        truncated = truncated or proc.protocol.output.total > len(head)
+        wall_ms = int((clock.monotonic() - start) * 1000)
+        if timed_out:
+            return ExecResult(
+                exit_code=-1,
+                output=decode(head),
+                truncated=truncated,
+                wall_ms=wall_ms,
+                timed_out=True,
+                error=f"command timed out after {timeout_s:g}s",
+            )
+        code = proc.exit_code if proc.exit_code is not None else -1
+        return ExecResult(
+            exit_code=code,
+            output=decode(head),
+            truncated=truncated,
+            wall_ms=wall_ms,
+            timed_out=False,
+            error=None,
+        )
+
+    def get(self, process_id: str) -> ManagedProcess:
+        proc = self._procs.get(process_id)
+        if proc is None or not proc.listed:
+            raise NotFound(f"no process with id {process_id!r}")
+        return proc
+
+    def list(self) -> list[ProcessInfo]:
+        return [
+            ProcessInfo(
+                process_id=p.id,
+                command=p.command,
+                running=p.running,
+                exit_code=p.exit_code,
+                started_at=p.started_at,
+            )
+            for p in sorted(self._procs.values(), key=lambda p: p.started_at)
+            if p.listed
+        ]
+
+    def output(self, process_id: str) -> ProcessOutput:
+        proc = self.get(process_id)
+        data, truncated = proc.protocol.output.last(self._cap)
+        return ProcessOutput(
+            process_id=proc.id,
+            running=proc.running,
+            exit_code=proc.exit_code,
+            output=decode(data),
+            truncated=truncated,
+        )
+
+    def signal(self, process_id: str, name: str) -> str:
+        """Send ``terminate`` (SIGTERM) or ``kill`` (SIGKILL) to a process's group."""
+        proc = self.get(process_id)
+        sig = signal.SIGKILL if name == "kill" else signal.SIGTERM
+        if proc.send(sig):
+            return f"sent {name} to process {proc.id}"
+        return f"process {proc.id} has already exited"
+
+    async def close(self) -> None:
+        """Terminate every process group (TERM, then KILL after the grace) and stop tracking."""
+        self._closing = True
+        procs = list(self._procs.values())
+        live = [p for p in procs if p.send(signal.SIGTERM)]
+        if live:
+            waits = [asyncio.ensure_future(p.protocol.exited.wait()) for p in live]
+            try:
+                await asyncio.wait(waits, timeout=self._grace)
+            finally:
+                for w in waits:
+                    w.cancel()
+            for p in live:
+                p.send(signal.SIGKILL)  # also reaches children that outlived their leader
+            waits = [asyncio.ensure_future(p.protocol.exited.wait()) for p in live]
+            try:
+                await asyncio.wait(waits, timeout=_KILL_WAIT_S)
+            finally:
+                for w in waits:
+                    w.cancel()
+        for task in list(self._reapers):
+            task.cancel()
+        if self._reapers:
+            await asyncio.wait(list(self._reapers), timeout=1.0)
+        for p in procs:
+            if not p.closed:
+                p.transport.close()
+        self._procs.clear()

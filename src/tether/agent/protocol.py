@@ -1,0 +1,102 @@
+"""The agent session protocol: JSON text frames on the WebSocket ``/api/v1/agent/session``.
+
+The agent connects with ``Authorization: Bearer <agent token>`` and speaks first:
+
+    agent → server   hello                        (first frame of every connection)
+    server → agent   manifest                     (reply to hello)
+    agent → server   ping | lifecycle | log       (any time after the manifest)
+    server → agent   shutdown                     (agent shuts down as on SIGTERM)
+
+After a reconnect the agent sends ``hello`` again and then its current lifecycle state; the
+startup script runs only once per agent process. Both sides import these models.
+"""
+
+from __future__ import annotations
+
+import uuid
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+
+class LifecycleState(StrEnum):
+    """What the agent reports about its startup and shutdown (reference §1.5)."""
+
+    CREATED = "created"
+    STARTING = "starting"
+    READY = "ready"
+    START_ERROR = "start_error"
+    START_TIMEOUT = "start_timeout"
+    SHUTTING_DOWN = "shutting_down"
+    OFF = "off"
+
+
+class _Frame(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class Hello(_Frame):
+    type: Literal["hello"] = "hello"
+    address: str  # "127.0.0.1:PORT": where the agent's HTTP API listens
+    secret: str  # the dial secret the server must send as a bearer token
+    os: str
+    version: str
+    pid: int
+
+
+class Ping(_Frame):
+    type: Literal["ping"] = "ping"
+
+
+class Lifecycle(_Frame):
+    type: Literal["lifecycle"] = "lifecycle"
+    state: LifecycleState
+
+
+class Log(_Frame):
+    type: Literal["log"] = "log"
+    source: str = "startup_script"
+    level: Literal["info", "error"] = "info"
+    lines: list[str]
+
+
+class Manifest(_Frame):
+    type: Literal["manifest"] = "manifest"
+    agent_id: uuid.UUID
+    name: str
+    workspace_id: uuid.UUID
+    directory: str | None = None  # relative to HOME, absolute, or None for HOME itself
+    startup_script: str | None = None
+    startup_script_timeout_s: float = 600.0
+    ping_interval_s: float = 2.0
+    env: dict[str, str] = Field(default_factory=dict)
+
+
+class Shutdown(_Frame):
+    type: Literal["shutdown"] = "shutdown"
+
+
+AgentFrame = Annotated[Hello | Ping | Lifecycle | Log, Field(discriminator="type")]
+"""Any frame the agent sends."""
+
+ServerFrame = Annotated[Manifest | Shutdown, Field(discriminator="type")]
+"""Any frame the server sends."""
+
+_AGENT_FRAME: TypeAdapter[Hello | Ping | Lifecycle | Log] = TypeAdapter(AgentFrame)
+_SERVER_FRAME: TypeAdapter[Manifest | Shutdown] = TypeAdapter(ServerFrame)
+
+
+def parse_agent_frame(text: str | bytes) -> Hello | Ping | Lifecycle | Log:
+    """Parse one agent→server frame; raises ``pydantic.ValidationError`` when malformed."""
+    return _AGENT_FRAME.validate_json(text)
+
+
+def parse_server_frame(text: str | bytes) -> Manifest | Shutdown:
+    """Parse one server→agent frame; raises ``pydantic.ValidationError`` when malformed."""
+    return _SERVER_FRAME.validate_json(text)
+
+
+def encode_frame(frame: _Frame) -> str:
+    """Serialise a frame for sending as a text message."""
+    return frame.model_dump_json()

@@ -1,0 +1,96 @@
+"""What the agent knows about its workspace: home, working directory, lifecycle, environment.
+
+One :class:`AgentState` is built at start and shared by the HTTP API, the process manager and
+the session. The manifest from the server may change the working directory and add
+environment variables; everything else reads them through this object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from tether.agent.protocol import LifecycleState
+from tether.clock import Clock
+from tether.errors import InvalidInput
+
+NON_INTERACTIVE_ENV: Mapping[str, str] = {
+    "TETHER_CHAT_AGENT": "true",
+    "PAGER": "cat",
+    "GIT_PAGER": "cat",
+    "EDITOR": "true",
+    "VISUAL": "true",
+    "GIT_EDITOR": "true",
+    "GIT_TERMINAL_PROMPT": "0",
+    "NO_COLOR": "1",
+    "TERM": "dumb",
+}
+"""Set for every command so nothing waits for a human (pagers, editors, git prompts)."""
+
+# Never handed to commands: a command could otherwise impersonate the agent.
+_PRIVATE_ENV = ("TETHER_AGENT_TOKEN",)
+
+
+def resolve_directory(home: Path, directory: str | None) -> Path:
+    """The working directory for a manifest ``directory``: None → home, relative → under home."""
+    if not directory:
+        return home
+    path = Path(directory).expanduser()
+    return path if path.is_absolute() else home / path
+
+
+class AgentState:
+    """Mutable facts about the running agent; owned by the agent's main task."""
+
+    def __init__(
+        self,
+        *,
+        home: Path,
+        directory: Path,
+        clock: Clock,
+        base_env: Mapping[str, str],
+        lifecycle: LifecycleState = LifecycleState.CREATED,
+    ) -> None:
+        self.home = home
+        self.directory = directory
+        self.clock = clock
+        self.extra_env: dict[str, str] = {}
+        self._base_env = {k: v for k, v in base_env.items() if k not in _PRIVATE_ENV}
+        self._lifecycle = lifecycle
+        self._started = clock.monotonic()
+        self.lifecycle_changed = asyncio.Event()
+
+    @property
+    def lifecycle(self) -> LifecycleState:
+        return self._lifecycle
+
+    def set_lifecycle(self, state: LifecycleState) -> None:
+        self._lifecycle = state
+        self.lifecycle_changed.set()
+
+    def uptime_s(self) -> float:
+        return self.clock.monotonic() - self._started
+
+    def command_env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        """A command's environment: agent env, manifest env, non-interactive, ``extra``."""
+        env = dict(self._base_env)
+        env.update(self.extra_env)
+        env.update(NON_INTERACTIVE_ENV)
+        if extra:
+            env.update(extra)
+        env["TETHER_CHAT_AGENT"] = "true"
+        return env
+
+    def resolve(self, path: str) -> Path:
+        """A request path: absolute, ``~``-relative, or relative to the working directory."""
+        if "\x00" in path:
+            raise InvalidInput("path contains a NUL byte", field="path")
+        if path == "~" or path.startswith("~/"):
+            candidate = self.home / path[2:]
+        else:
+            candidate = Path(path)
+        if not candidate.is_absolute():
+            candidate = self.directory / candidate
+        return Path(os.path.normpath(candidate))

@@ -1,0 +1,243 @@
+"""The server-side HTTP client of one workspace agent.
+
+One :class:`AgentClient` wraps one keep-alive ``httpx.AsyncClient`` to ``http://<address>``
+and sends the dial secret on every request. Failures are typed:
+
+* the agent could not be reached or stopped answering (connect refused or timed out, read
+  error or timeout, broken protocol) → :class:`tether.errors.AgentTransportError`;
+* the agent answered with an error status → :class:`tether.errors.AgentRequestFailed` with
+  ``status`` and the agent's ``agent_code`` (``"unauthorized"`` for a wrong secret).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, TypeVar, overload
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from tether.agent.schemas import (
+    EXEC_DEFAULT_TIMEOUT_S,
+    BackgroundStarted,
+    EditResult,
+    ExecResult,
+    FileEdits,
+    Health,
+    Instructions,
+    ListDirResult,
+    McpCallResult,
+    McpToolList,
+    ProcessList,
+    ProcessOutput,
+    ReadFileResult,
+    SignalResult,
+    WriteFileResult,
+)
+from tether.errors import AgentError, AgentRequestFailed, AgentTransportError
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+CHAT_ID_HEADER = "X-Tether-Chat-Id"
+ANCESTOR_CHAT_IDS_HEADER = "X-Tether-Ancestor-Chat-Ids"
+
+
+class AgentClient:
+    """Typed calls to one agent's HTTP API. Close it with :meth:`aclose`."""
+
+    def __init__(
+        self,
+        address: str,
+        secret: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        connect_timeout: float,
+        request_timeout: float,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.address = address
+        self._connect_timeout = connect_timeout
+        self._request_timeout = request_timeout
+        self._extra_headers: dict[str, str] = dict(headers or {})
+        self._http = httpx.AsyncClient(
+            base_url=f"http://{address}",
+            headers={"Authorization": f"Bearer {secret}"},
+            timeout=httpx.Timeout(request_timeout, connect=connect_timeout),
+            transport=transport,
+            trust_env=False,  # an agent on 127.0.0.1 must never be reached through a proxy
+        )
+
+    # --- headers --------------------------------------------------------------------------
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Extra headers sent with every request (e.g. the chat ids); assign to replace."""
+        return dict(self._extra_headers)
+
+    @headers.setter
+    def headers(self, value: Mapping[str, str]) -> None:
+        self._extra_headers = dict(value)
+
+    def set_chat(self, chat_id: str | None, ancestor_ids: Sequence[str] = ()) -> None:
+        """Tag following requests with the chat (and its ancestors) they are made for."""
+        headers = {
+            k: v
+            for k, v in self._extra_headers.items()
+            if k not in (CHAT_ID_HEADER, ANCESTOR_CHAT_IDS_HEADER)
+        }
+        if chat_id is not None:
+            headers[CHAT_ID_HEADER] = chat_id
+        if ancestor_ids:
+            headers[ANCESTOR_CHAT_IDS_HEADER] = ",".join(ancestor_ids)
+        self._extra_headers = headers
+
+    # --- plumbing ---------------------------------------------------------------------------
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        model: type[ModelT],
+        *,
+        json: Any = None,
+        read_timeout: float | None = None,
+    ) -> ModelT:
+        timeout: httpx.Timeout | None = None
+        if read_timeout is not None:
+            timeout = httpx.Timeout(read_timeout, connect=self._connect_timeout)
+        try:
+            response = await self._http.request(
+                method,
+                path,
+                json=json,
+                headers=self._extra_headers,
+                timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+            )
+        except httpx.TransportError as exc:
+            raise AgentTransportError(
+                f"agent at {self.address}: {type(exc).__name__}: {exc}".rstrip(": ")
+            ) from exc
+        if response.status_code >= 400:
+            raise _request_failed(response)
+        try:
+            return model.model_validate_json(response.content)
+        except ValidationError as exc:
+            raise AgentError(f"agent at {self.address} sent an unexpected body for {path}") from exc
+
+    # --- API ----------------------------------------------------------------------------------
+
+    async def health(self, *, timeout: float | None = None) -> Health:
+        return await self._request("GET", "/health", Health, read_timeout=timeout)
+
+    @overload
+    async def exec(
+        self,
+        command: str,
+        *,
+        timeout_s: float | None = None,
+        workdir: str | None = None,
+        background: Literal[False] = False,
+        env: Mapping[str, str] | None = None,
+    ) -> ExecResult: ...
+
+    @overload
+    async def exec(
+        self,
+        command: str,
+        *,
+        timeout_s: float | None = None,
+        workdir: str | None = None,
+        background: Literal[True],
+        env: Mapping[str, str] | None = None,
+    ) -> BackgroundStarted: ...
+
+    async def exec(
+        self,
+        command: str,
+        *,
+        timeout_s: float | None = None,
+        workdir: str | None = None,
+        background: bool = False,
+        env: Mapping[str, str] | None = None,
+    ) -> ExecResult | BackgroundStarted:
+        """Run a command; foreground waits (read timeout = command timeout + request timeout)."""
+        body = {
+            "command": command,
+            "timeout_s": timeout_s,
+            "workdir": workdir,
+            "background": background,
+            "env": dict(env or {}),
+        }
+        if background:
+            return await self._request("POST", "/exec", BackgroundStarted, json=body)
+        wait = timeout_s if timeout_s is not None else EXEC_DEFAULT_TIMEOUT_S
+        return await self._request(
+            "POST", "/exec", ExecResult, json=body, read_timeout=wait + self._request_timeout
+        )
+
+    async def process_list(self) -> ProcessList:
+        return await self._request("GET", "/processes", ProcessList)
+
+    async def process_output(self, pid: str) -> ProcessOutput:
+        return await self._request("GET", f"/processes/{pid}/output", ProcessOutput)
+
+    async def process_signal(self, pid: str, signal: str) -> SignalResult:
+        """``signal`` is ``"terminate"`` or ``"kill"``; others are refused with 400."""
+        return await self._request(
+            "POST", f"/processes/{pid}/signal", SignalResult, json={"signal": signal}
+        )
+
+    async def read_file(self, path: str, offset: int = 1, limit: int = 2000) -> ReadFileResult:
+        return await self._request(
+            "POST",
+            "/files/read",
+            ReadFileResult,
+            json={"path": path, "offset": offset, "limit": limit},
+        )
+
+    async def write_file(self, path: str, content: str) -> WriteFileResult:
+        return await self._request(
+            "POST", "/files/write", WriteFileResult, json={"path": path, "content": content}
+        )
+
+    async def edit_files(self, files: Sequence[FileEdits | Mapping[str, Any]]) -> EditResult:
+        """Each file: ``{path, edits: [{search, replace}]}``; per-file outcomes come back."""
+        payload = [f.model_dump() if isinstance(f, FileEdits) else dict(f) for f in files]
+        return await self._request("POST", "/files/edit", EditResult, json={"files": payload})
+
+    async def list_dir(self, path: str = ".") -> ListDirResult:
+        return await self._request("POST", "/files/list", ListDirResult, json={"path": path})
+
+    async def instructions(self) -> Instructions:
+        return await self._request("GET", "/instructions", Instructions)
+
+    async def mcp_tools(self, *, timeout: float | None = None) -> McpToolList:
+        return await self._request("GET", "/mcp/tools", McpToolList, read_timeout=timeout)
+
+    async def mcp_call(self, name: str, arguments: Mapping[str, Any]) -> McpCallResult:
+        return await self._request(
+            "POST", "/mcp/call", McpCallResult, json={"name": name, "arguments": dict(arguments)}
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AgentClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+def _request_failed(response: httpx.Response) -> AgentRequestFailed:
+    code, message = "error", ""
+    try:
+        body = response.json()
+        if isinstance(body, dict):
+            code = str(body.get("code") or code)
+            message = str(body.get("message") or "")
+    except ValueError:
+        message = response.text[:500]
+    if not message:
+        message = f"agent answered HTTP {response.status_code}"
+    return AgentRequestFailed(message, status=response.status_code, agent_code=code)

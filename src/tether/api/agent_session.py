@@ -1,0 +1,110 @@
+"""Server side of the agent session WebSocket (protocol in :mod:`tether.agent.protocol`).
+
+Records first/last connected and disconnected_at, the dial address and secret, lifecycle
+(compare-and-set) and startup-script logs. A malformed frame closes the session with a
+policy-violation code; the agent reconnects."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import pydantic
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+
+from tether.agent import protocol
+from tether.errors import Conflict, TetherError
+from tether.workspaces import events
+from tether.workspaces.models import Lifecycle
+from tether.workspaces.templates import spec_from_json
+
+log = logging.getLogger("tether.api.agent_session")
+router = APIRouter()
+
+HELLO_TIMEOUT_S = 10.0
+
+
+def _bearer(ws: WebSocket) -> str | None:
+    value = ws.headers.get("authorization", "")
+    scheme, _, token = value.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+@router.websocket("/api/v1/agent/session")
+async def agent_session(ws: WebSocket) -> None:
+    graph: Any = ws.app.state.graph
+    agents = graph.agents
+    token = _bearer(ws)
+    try:
+        if token is None:
+            raise TetherError("missing agent token")
+        agent = await agents.authenticate(token)
+    except TetherError:
+        await ws.close(code=1008)  # before accept: the handshake is refused (HTTP 403)
+        return
+    await ws.accept()
+    try:
+        hello = protocol.parse_agent_frame(
+            await asyncio.wait_for(ws.receive_text(), HELLO_TIMEOUT_S)
+        )
+    except (TimeoutError, pydantic.ValidationError, WebSocketDisconnect):
+        with contextlib.suppress(Exception):
+            await ws.close(code=1008)
+        return
+    if not isinstance(hello, protocol.Hello):
+        await ws.close(code=1008)
+        return
+    build = await graph.workspace_store.get_build(agent.build_id)
+    version = await graph.template_store.get_version(build.template_version_id)
+    spec = spec_from_json(version.spec)
+    agent = await agents.connected(
+        agent.id,
+        address=hello.address,
+        secret=hello.secret,
+        os=hello.os,
+        directory=spec.directory,
+        version=hello.version,
+    )
+    channel = events.agent_channel(agent.id)
+    await graph.bus.publish(channel, {"type": "connected", "agent_id": str(agent.id)})
+    settings = graph.settings
+    manifest = protocol.Manifest(
+        agent_id=agent.id,
+        name=agent.name,
+        workspace_id=agent.workspace_id,
+        directory=spec.directory,
+        startup_script=spec.startup_script,
+        startup_script_timeout_s=settings.startup_script_timeout_s,
+        ping_interval_s=settings.agent_ping_interval_s,
+        env=dict(spec.env),
+    )
+    try:
+        await ws.send_text(protocol.encode_frame(manifest))
+        while True:
+            frame = protocol.parse_agent_frame(await ws.receive_text())
+            if isinstance(frame, protocol.Ping):
+                await agents.ping(agent.id)
+            elif isinstance(frame, protocol.Lifecycle):
+                try:
+                    await agents.set_lifecycle(agent.id, Lifecycle(frame.state.value))
+                except Conflict as exc:
+                    log.warning("agent %s: %s", agent.id, exc.message)
+                await graph.bus.publish(channel, {"type": "lifecycle", "state": frame.state.value})
+            elif isinstance(frame, protocol.Log):
+                await agents.append_logs(
+                    agent.id, source=frame.source, level=frame.level, lines=frame.lines
+                )
+                await graph.bus.publish(channel, {"type": "log", "lines": frame.lines})
+    except WebSocketDisconnect:
+        pass
+    except pydantic.ValidationError as exc:
+        log.warning("agent %s sent a malformed frame: %s", agent.id, exc)
+        with contextlib.suppress(Exception):
+            await ws.close(code=1008)
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.shield(agents.disconnected(agent.id))
+        with contextlib.suppress(Exception):
+            await graph.bus.publish(channel, {"type": "disconnected", "agent_id": str(agent.id)})

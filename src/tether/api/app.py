@@ -1,0 +1,63 @@
+"""The FastAPI application. Resources come from the :class:`~tether.wiring.Graph` built in
+the lifespan owner (``tether.server``) and handed down through ``app.state``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from fastapi import FastAPI
+
+from tether import __version__
+from tether.api import agent_session
+from tether.api.errors import install_error_handlers
+from tether.api.routers import templates, users, workspaces
+
+log = logging.getLogger("tether.api")
+
+BackgroundJob = Callable[[], Awaitable[None]]
+
+
+def create_app(graph: Any, *, background: list[BackgroundJob] | None = None) -> FastAPI:
+    """Build the app. ``background`` jobs (provisioner, chat workers) run for the app's
+    lifetime in one task group and are cancelled at shutdown."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        tasks = [asyncio.create_task(_guard(job)) for job in background or []]
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    app = FastAPI(title="tether", version=__version__, lifespan=lifespan)
+    app.state.graph = graph
+    install_error_handlers(app)
+
+    @app.get("/api/v1/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok", "version": __version__}
+
+    app.include_router(users.router)
+    app.include_router(templates.router)
+    app.include_router(workspaces.router)
+    app.include_router(agent_session.router)
+    extra = getattr(graph, "extras", {}).get("routers", [])
+    for router in extra:
+        app.include_router(router)
+    return app
+
+
+async def _guard(job: BackgroundJob) -> None:
+    """Run a background job; log (not swallow silently) a crash."""
+    try:
+        await job()
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("background job crashed")

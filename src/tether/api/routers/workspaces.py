@@ -1,0 +1,202 @@
+"""Workspaces: create, list, show, start, stop, delete, rebuild, cancel, logs, exec."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel, Field
+
+from tether.api.auth import CurrentUser, graph_of
+from tether.api.routers.templates import resolve_template
+from tether.api.schemas import BuildOut, WorkspaceOut
+from tether.api.sse import sse_event, sse_response
+from tether.errors import InvalidInput, NotFound, WorkspaceStopped
+from tether.workspaces import events
+from tether.workspaces.models import Transition, User, Workspace
+from tether.workspaces.status import AgentStatus
+
+router = APIRouter(prefix="/api/v1/workspaces", tags=["workspaces"])
+
+
+class CreateWorkspace(BaseModel):
+    template: str  # name or id
+    name: str
+    parameters: dict[str, str] = Field(default_factory=dict)
+    ttl_ms: int | None = None
+
+
+class StartWorkspace(BaseModel):
+    parameters: dict[str, str] = Field(default_factory=dict)
+
+
+class BuildResult(BaseModel):
+    build: BuildOut
+    created: bool
+
+
+class ExecRequest(BaseModel):
+    command: str = Field(min_length=1)
+    timeout_s: float | None = Field(default=None, gt=0)
+    workdir: str | None = None
+    background: bool = False
+
+
+async def _resolve(request: Request, user: User, ref: str) -> Workspace:
+    ws: Workspace = await graph_of(request).workspaces.resolve(user, ref)
+    return ws
+
+
+@router.post("", status_code=201)
+async def create(request: Request, body: CreateWorkspace, user: CurrentUser) -> WorkspaceOut:
+    graph = graph_of(request)
+    template = await resolve_template(request, body.template)
+    ws, _ = await graph.workspaces.create(
+        user, template=template, name=body.name, parameters=body.parameters, ttl_ms=body.ttl_ms
+    )
+    return WorkspaceOut.of(await graph.workspaces.view_of(ws))
+
+
+@router.get("")
+async def list_workspaces(
+    request: Request, user: CurrentUser, all: bool = False
+) -> list[WorkspaceOut]:
+    svc = graph_of(request).workspaces
+    return [WorkspaceOut.of(await svc.view_of(ws)) for ws in await svc.list(user, all_users=all)]
+
+
+@router.get("/{ref}")
+async def show(request: Request, ref: str, user: CurrentUser) -> WorkspaceOut:
+    ws = await _resolve(request, user, ref)
+    return WorkspaceOut.of(await graph_of(request).workspaces.view_of(ws))
+
+
+async def _transition(
+    request: Request, user: User, ref: str, transition: Transition, params: dict[str, str]
+) -> BuildResult:
+    ws = await _resolve(request, user, ref)
+    build, created = await graph_of(request).workspaces.transition(
+        user, ws.id, transition, parameters=params or None
+    )
+    return BuildResult(build=BuildOut.of(build), created=created)
+
+
+@router.post("/{ref}/start")
+async def start(
+    request: Request, ref: str, user: CurrentUser, body: StartWorkspace | None = None
+) -> BuildResult:
+    params = body.parameters if body else {}
+    return await _transition(request, user, ref, Transition.START, params)
+
+
+@router.post("/{ref}/stop")
+async def stop(request: Request, ref: str, user: CurrentUser) -> BuildResult:
+    return await _transition(request, user, ref, Transition.STOP, {})
+
+
+@router.delete("/{ref}")
+async def delete(request: Request, ref: str, user: CurrentUser) -> BuildResult:
+    return await _transition(request, user, ref, Transition.DELETE, {})
+
+
+@router.post("/{ref}/rebuild")
+async def rebuild(request: Request, ref: str, user: CurrentUser) -> BuildResult:
+    graph = graph_of(request)
+    ws = await _resolve(request, user, ref)
+    build = await graph.workspaces.rebuild(user, ws.id, timeout_s=graph.settings.build_timeout_s)
+    return BuildResult(build=BuildOut.of(build), created=True)
+
+
+@router.post("/{ref}/cancel")
+async def cancel(request: Request, ref: str, user: CurrentUser) -> BuildOut:
+    ws = await _resolve(request, user, ref)
+    return BuildOut.of(await graph_of(request).workspaces.cancel(user, ws.id))
+
+
+@router.get("/{ref}/builds")
+async def builds(request: Request, ref: str, user: CurrentUser) -> list[BuildOut]:
+    ws = await _resolve(request, user, ref)
+    return [BuildOut.of(b) for b in await graph_of(request).workspace_store.list_builds(ws.id)]
+
+
+@router.get("/{ref}/logs")
+async def logs(
+    request: Request,
+    ref: str,
+    user: CurrentUser,
+    build: Annotated[int | None, Query(ge=1)] = None,
+    follow: bool = False,
+) -> Any:
+    """The build job's log. ``follow=true`` streams it as SSE until the job finishes."""
+    graph = graph_of(request)
+    ws = await _resolve(request, user, ref)
+    builds = await graph.workspace_store.list_builds(ws.id)
+    if not builds:
+        raise NotFound("workspace has no builds")
+    chosen = (
+        builds[-1] if build is None else next((b for b in builds if b.build_number == build), None)
+    )
+    if chosen is None:
+        raise NotFound(f"build #{build} not found")
+    if not follow:
+        lines = await graph.workspace_store.job_logs(chosen.job_id)
+        return {
+            "build": BuildOut.of(chosen).model_dump(mode="json"),
+            "logs": [{"id": ln.id, "level": ln.level, "output": ln.output} for ln in lines],
+        }
+    return sse_response(_follow_logs(graph, chosen.id, chosen.job_id, request))
+
+
+async def _follow_logs(
+    graph: Any, build_id: uuid.UUID, job_id: uuid.UUID, request: Request
+) -> AsyncIterator[str]:
+    store = graph.workspace_store
+    last = 0
+    async with graph.bus.subscribe(events.job_channel(job_id)) as sub:
+        while True:
+            for line in await store.job_logs(job_id, after_id=last):
+                last = line.id
+                yield sse_event(
+                    {"level": line.level, "output": line.output}, event="log", id=line.id
+                )
+            build = await store.get_build(build_id)
+            if not build.status.in_progress:
+                for line in await store.job_logs(job_id, after_id=last):
+                    last = line.id
+                    yield sse_event(
+                        {"level": line.level, "output": line.output}, event="log", id=line.id
+                    )
+                yield sse_event(BuildOut.of(build).model_dump(mode="json"), event="done")
+                return
+            if await request.is_disconnected():
+                return
+            await sub.get(timeout=1.0)
+
+
+@router.post("/{ref}/exec")
+async def exec_command(request: Request, ref: str, body: ExecRequest, user: CurrentUser) -> Any:
+    """Run a command in the workspace through its agent."""
+    graph = graph_of(request)
+    ws = await _resolve(request, user, ref)
+    settings = graph.settings
+    if body.timeout_s is not None and body.timeout_s > settings.exec_max_timeout_s:
+        raise InvalidInput(
+            f"timeout_s must be at most {settings.exec_max_timeout_s:g}", field="timeout_s"
+        )
+    view = await graph.workspaces.view_of(ws)
+    candidates = [a for a in view.agents if a.status is AgentStatus.CONNECTED]
+    if view.state != "running" or not candidates:
+        raise WorkspaceStopped(
+            f"workspace {ws.name} is {view.state} and has no connected agent; start it first"
+        )
+    chosen = next((a for a in candidates if a.agent.chat), candidates[0]).agent
+    if not chosen.dial_address or not chosen.dial_secret:
+        raise WorkspaceStopped("the workspace agent has not registered its address yet")
+    client = await graph.agent_pool.get(chosen.id, chosen.dial_address, chosen.dial_secret)
+    await graph.workspaces.touch(ws.id)
+    result = await client.exec(
+        body.command, timeout_s=body.timeout_s, workdir=body.workdir, background=body.background
+    )
+    return result.model_dump(mode="json") if hasattr(result, "model_dump") else result

@@ -1,0 +1,28 @@
+"""Server-Sent Events helpers."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi.responses import StreamingResponse
+
+
+def sse_event(data: Any, *, event: str | None = None, id: str | int | None = None) -> str:
+    lines = []
+    if id is not None:
+        lines.append(f"id: {id}")
+    if event:
+        lines.append(f"event: {event}")
+    payload = json.dumps(data, default=str, separators=(",", ":"))
+    lines.extend(f"data: {chunk}" for chunk in payload.split("\n"))
+    return "\n".join(lines) + "\n\n"
+
+
+def sse_response(events: AsyncIterator[str]) -> StreamingResponse:
+    return StreamingResponse(
+        events,
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

@@ -1,0 +1,284 @@
+"""Workspace agent store: agent rows (new ids for every start build), their session
+timestamps, lifecycle (compare-and-set through the transition table) and logs."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tether.clock import Clock, as_utc
+from tether.db.tables import workspace_agent_logs, workspace_agents, workspace_builds
+from tether.errors import Conflict, NotFound, Unauthorized
+from tether.ids import hash_token, new_id, new_token
+from tether.workspaces.models import Lifecycle, LogLine, WorkspaceAgent, lifecycle_sources
+
+
+@dataclass(frozen=True)
+class NewAgent:
+    name: str
+    display_order: int
+    chat: bool
+
+
+def _agent(row: Any) -> WorkspaceAgent:
+    return WorkspaceAgent(
+        id=row.id,
+        build_id=row.build_id,
+        workspace_id=row.workspace_id,
+        name=row.name,
+        display_order=row.display_order,
+        chat=row.chat,
+        parent_id=row.parent_id,
+        created_at=as_utc(row.created_at),  # type: ignore[arg-type]
+        first_connected_at=as_utc(row.first_connected_at),
+        last_connected_at=as_utc(row.last_connected_at),
+        disconnected_at=as_utc(row.disconnected_at),
+        connection_timeout_s=row.connection_timeout_s,
+        lifecycle_state=Lifecycle(row.lifecycle_state),
+        lifecycle_changed_at=as_utc(row.lifecycle_changed_at),  # type: ignore[arg-type]
+        dial_address=row.dial_address,
+        dial_secret=row.dial_secret,
+        os=row.os,
+        directory=row.directory,
+        version=row.version,
+    )
+
+
+class AgentStore:
+    def __init__(self, engine: AsyncEngine, clock: Clock) -> None:
+        self._engine = engine
+        self._clock = clock
+
+    async def create_for_build(
+        self,
+        *,
+        build_id: uuid.UUID,
+        workspace_id: uuid.UUID,
+        agents: list[NewAgent],
+        connection_timeout_s: int,
+    ) -> list[tuple[WorkspaceAgent, str]]:
+        """Create fresh agent rows (new ids, new tokens) for a start build.
+        Returns each agent with its plaintext session token (only its hash is stored)."""
+        now = self._clock.now()
+        created: list[tuple[uuid.UUID, str]] = []
+        async with self._engine.begin() as conn:
+            for spec in agents:
+                agent_id, token = new_id(), new_token("agt")
+                await conn.execute(
+                    workspace_agents.insert().values(
+                        id=agent_id,
+                        build_id=build_id,
+                        workspace_id=workspace_id,
+                        name=spec.name,
+                        display_order=spec.display_order,
+                        chat=spec.chat,
+                        parent_id=None,
+                        token_hash=hash_token(token),
+                        created_at=now,
+                        connection_timeout_s=connection_timeout_s,
+                        lifecycle_state=Lifecycle.CREATED.value,
+                        lifecycle_changed_at=now,
+                    )
+                )
+                created.append((agent_id, token))
+        return [(await self.get(agent_id), token) for agent_id, token in created]
+
+    async def get(self, agent_id: uuid.UUID) -> WorkspaceAgent:
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(workspace_agents).where(workspace_agents.c.id == agent_id)
+                )
+            ).first()
+        if row is None:
+            raise NotFound(f"agent {agent_id} not found")
+        return _agent(row)
+
+    async def find(self, agent_id: uuid.UUID) -> WorkspaceAgent | None:
+        try:
+            return await self.get(agent_id)
+        except NotFound:
+            return None
+
+    async def authenticate(self, token: str) -> WorkspaceAgent:
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(workspace_agents).where(
+                        workspace_agents.c.token_hash == hash_token(token)
+                    )
+                )
+            ).first()
+        if row is None:
+            raise Unauthorized("unknown agent token")
+        return _agent(row)
+
+    async def for_build(self, build_id: uuid.UUID) -> list[WorkspaceAgent]:
+        async with self._engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(workspace_agents)
+                    .where(workspace_agents.c.build_id == build_id)
+                    .order_by(workspace_agents.c.display_order, workspace_agents.c.name)
+                )
+            ).all()
+        return [_agent(r) for r in rows]
+
+    async def latest_build_agents(self, workspace_id: uuid.UUID) -> list[WorkspaceAgent]:
+        """Agents of the workspace's latest build if that build is a start (a stop or
+        delete build has no agents). One indexed query."""
+        latest = (
+            sa.select(workspace_builds.c.id, workspace_builds.c.transition)
+            .where(workspace_builds.c.workspace_id == workspace_id)
+            .order_by(workspace_builds.c.build_number.desc())
+            .limit(1)
+            .subquery()
+        )
+        async with self._engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(workspace_agents)
+                    .join(latest, latest.c.id == workspace_agents.c.build_id)
+                    .where(latest.c.transition == "start")
+                    .order_by(workspace_agents.c.display_order, workspace_agents.c.name)
+                )
+            ).all()
+        return [_agent(r) for r in rows]
+
+    # --- session ------------------------------------------------------------------------
+
+    async def connected(
+        self,
+        agent_id: uuid.UUID,
+        *,
+        address: str,
+        secret: str,
+        os: str | None,
+        directory: str | None,
+        version: str | None,
+    ) -> WorkspaceAgent:
+        now = self._clock.now()
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                workspace_agents.update()
+                .where(workspace_agents.c.id == agent_id)
+                .values(
+                    first_connected_at=sa.func.coalesce(workspace_agents.c.first_connected_at, now),
+                    last_connected_at=now,
+                    dial_address=address,
+                    dial_secret=secret,
+                    os=os,
+                    directory=directory,
+                    version=version,
+                )
+            )
+        return await self.get(agent_id)
+
+    async def ping(self, agent_id: uuid.UUID) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                workspace_agents.update()
+                .where(workspace_agents.c.id == agent_id)
+                .values(last_connected_at=self._clock.now())
+            )
+
+    async def disconnected(self, agent_id: uuid.UUID, at: datetime | None = None) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                workspace_agents.update()
+                .where(workspace_agents.c.id == agent_id)
+                .values(disconnected_at=at or self._clock.now())
+            )
+
+    async def set_lifecycle(self, agent_id: uuid.UUID, state: Lifecycle) -> WorkspaceAgent:
+        """Compare-and-set through the lifecycle table. Re-entering the current state is a
+        no-op (agents re-send it on reconnect); an illegal transition is a Conflict."""
+        sources = [s.value for s in lifecycle_sources(state)]
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                workspace_agents.update()
+                .where(
+                    workspace_agents.c.id == agent_id,
+                    workspace_agents.c.lifecycle_state.in_(sources),
+                )
+                .values(lifecycle_state=state.value, lifecycle_changed_at=self._clock.now())
+            )
+        agent = await self.get(agent_id)
+        if not result.rowcount and agent.lifecycle_state is not state:
+            raise Conflict(
+                f"agent lifecycle cannot go from {agent.lifecycle_state.value} to {state.value}"
+            )
+        return agent
+
+    async def set_build_off(self, build_id: uuid.UUID) -> None:
+        """Record every agent of a build as off (the backend stopped its processes)."""
+        now = self._clock.now()
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                workspace_agents.update()
+                .where(
+                    workspace_agents.c.build_id == build_id,
+                    workspace_agents.c.lifecycle_state != Lifecycle.OFF.value,
+                )
+                .values(lifecycle_state=Lifecycle.OFF.value, lifecycle_changed_at=now)
+            )
+            await conn.execute(
+                workspace_agents.update()
+                .where(
+                    workspace_agents.c.build_id == build_id,
+                    workspace_agents.c.disconnected_at.is_(None),
+                    workspace_agents.c.first_connected_at.is_not(None),
+                )
+                .values(disconnected_at=now)
+            )
+
+    # --- logs ---------------------------------------------------------------------------
+
+    async def append_logs(
+        self, agent_id: uuid.UUID, *, source: str, level: str, lines: list[str]
+    ) -> None:
+        if not lines:
+            return
+        now = self._clock.now()
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                workspace_agent_logs.insert(),
+                [
+                    {
+                        "agent_id": agent_id,
+                        "created_at": now,
+                        "source": source,
+                        "level": level,
+                        "output": line,
+                    }
+                    for line in lines
+                ],
+            )
+
+    async def logs(self, agent_id: uuid.UUID, *, after_id: int = 0) -> list[LogLine]:
+        async with self._engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(workspace_agent_logs)
+                    .where(
+                        workspace_agent_logs.c.agent_id == agent_id,
+                        workspace_agent_logs.c.id > after_id,
+                    )
+                    .order_by(workspace_agent_logs.c.id)
+                )
+            ).all()
+        return [
+            LogLine(
+                id=r.id,
+                created_at=as_utc(r.created_at),  # type: ignore[arg-type]
+                level=r.level,
+                output=r.output,
+                source=r.source,
+            )
+            for r in rows
+        ]

@@ -1,0 +1,186 @@
+"""The database engine: one async SQLAlchemy engine for SQLite (aiosqlite) or PostgreSQL
+(asyncpg), plus :class:`StatementCounter` to measure how many statements a block runs.
+
+URLs accepted by :func:`create_engine`:
+
+- ``sqlite+aiosqlite:///path/to/file.db`` (``sqlite:///…`` is rewritten to aiosqlite);
+  the parent directory is created. Every connection gets WAL, ``foreign_keys=ON``,
+  ``busy_timeout`` and ``synchronous=NORMAL``.
+- ``postgresql+asyncpg://…`` (``postgresql://…`` and ``postgres://…`` are rewritten).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
+
+from tether.errors import InvalidInput
+
+SQLITE_BUSY_TIMEOUT_MS = 5000
+
+
+def normalise_url(url: str | URL) -> URL:
+    """Return ``url`` with the async driver tether uses for its dialect.
+
+    Raises :class:`InvalidInput` for anything that is not SQLite or PostgreSQL."""
+    parsed = make_url(url) if isinstance(url, str) else url
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return parsed.set(drivername="sqlite+aiosqlite")
+    if backend in ("postgresql", "postgres"):
+        return parsed.set(drivername="postgresql+asyncpg")
+    raise InvalidInput(f"unsupported database URL scheme: {parsed.drivername}", field="db_url")
+
+
+def create_engine(
+    url: str | URL,
+    *,
+    pool_size: int = 5,
+    max_overflow: int = 10,
+    pool_timeout_s: float = 10.0,
+    echo: bool = False,
+) -> AsyncEngine:
+    """Create the async engine for ``url`` (see the module docstring for accepted URLs).
+
+    The pool settings apply to PostgreSQL; ``pool_timeout_s`` bounds how long a caller waits
+    for a free pooled connection."""
+    parsed = normalise_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return _create_sqlite_engine(parsed, echo=echo, pool_timeout_s=pool_timeout_s)
+    return _create_async_engine(
+        parsed,
+        echo=echo,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_timeout=pool_timeout_s,
+        pool_pre_ping=True,
+        # a replica may sit behind a connection-killing proxy; recycle well before typical limits
+        pool_recycle=1800,
+    )
+
+
+def _create_sqlite_engine(url: URL, *, echo: bool, pool_timeout_s: float) -> AsyncEngine:
+    database = url.database
+    if database and database != ":memory:" and not database.startswith("file:"):
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine = _create_async_engine(
+        url,
+        echo=echo,
+        pool_timeout=pool_timeout_s,
+    )
+    sa.event.listen(engine.sync_engine, "connect", _on_sqlite_connect)
+    return engine
+
+
+def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    # Raw cursor: these run on every new pooled connection and must not show up in counts.
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+    finally:
+        cursor.close()
+
+
+def dialect_name(engine: AsyncEngine) -> str:
+    """``"sqlite"`` or ``"postgresql"``."""
+    return engine.dialect.name
+
+
+# Statements that are transaction/connection housekeeping rather than work a store asked for.
+_NOISE = re.compile(
+    r"^\s*(PRAGMA|BEGIN|COMMIT|ROLLBACK|SAVEPOINT|RELEASE|SET\s|SHOW\s|select pg_catalog\.version)",
+    re.IGNORECASE,
+)
+
+
+@dataclass
+class Measurement:
+    """Statements seen while a :meth:`StatementCounter.measure` block was open.
+
+    ``statements`` are the SQL texts of counted statements (an ``executemany`` is one
+    statement, one round trip); ``noise`` holds PRAGMA/BEGIN/SET/… housekeeping."""
+
+    statements: list[str] = field(default_factory=list)
+    noise: list[str] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        return len(self.statements)
+
+    def matching(self, pattern: str) -> list[str]:
+        """Counted statements whose text matches the regex ``pattern`` (case-insensitive)."""
+        rx = re.compile(pattern, re.IGNORECASE)
+        return [s for s in self.statements if rx.search(s)]
+
+
+class StatementCounter:
+    """Counts statements executed through an engine.
+
+    Usage::
+
+        counter = StatementCounter(engine)      # attaches immediately
+        with counter.measure() as m:
+            await store.do_something()
+        assert m.count == 2, m.statements
+        counter.close()                          # detaches (also: ``with StatementCounter(e):``)
+
+    ``counter.total`` is a :class:`Measurement` of everything since attaching. Counts cover
+    every connection of the engine, so concurrent work in other tasks is included."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._sync_engine = engine.sync_engine
+        self.total = Measurement()
+        self._active: list[Measurement] = []
+        sa.event.listen(self._sync_engine, "before_cursor_execute", self._on_execute)
+        self._attached = True
+
+    def _on_execute(
+        self,
+        _conn: Any,
+        _cursor: Any,
+        statement: str,
+        _parameters: Any,
+        _context: Any,
+        _executemany: bool,
+    ) -> None:
+        for m in (self.total, *self._active):
+            (m.noise if _NOISE.match(statement) else m.statements).append(statement)
+
+    @property
+    def count(self) -> int:
+        """Counted statements since attaching."""
+        return self.total.count
+
+    @contextmanager
+    def measure(self) -> Iterator[Measurement]:
+        """Measure the statements run while the block is open (blocks may nest)."""
+        m = Measurement()
+        self._active.append(m)
+        try:
+            yield m
+        finally:
+            self._active.remove(m)
+
+    def close(self) -> None:
+        """Detach from the engine; idempotent."""
+        if self._attached:
+            sa.event.remove(self._sync_engine, "before_cursor_execute", self._on_execute)
+            self._attached = False
+
+    def __enter__(self) -> StatementCounter:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()

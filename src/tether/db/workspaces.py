@@ -1,0 +1,495 @@
+"""Workspace store: workspaces, their builds and the provisioner jobs behind them.
+
+Builds are numbered per workspace (unique ``(workspace_id, build_number)``), so two
+concurrent requests can never both create build N+1: the loser sees the constraint
+violation, re-reads and gets the in-progress build (or a conflict for another transition).
+Job state changes are guarded updates; zero rows updated is a :class:`Conflict`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from tether.clock import Clock, as_utc
+from tether.db.tables import provisioner_job_logs, provisioner_jobs, workspace_builds, workspaces
+from tether.errors import Conflict, NotFound
+from tether.ids import new_id
+from tether.workspaces.models import Build, Job, LogLine, Transition, Workspace
+
+_LATEST = (
+    sa.select(sa.func.max(workspace_builds.c.build_number))
+    .where(workspace_builds.c.workspace_id == workspaces.c.id)
+    .scalar_subquery()
+)
+
+_BUILD_COLS = [
+    workspace_builds,
+    provisioner_jobs.c.created_at.label("job_created_at"),
+    provisioner_jobs.c.started_at,
+    provisioner_jobs.c.completed_at,
+    provisioner_jobs.c.canceled_at,
+    provisioner_jobs.c.error,
+    provisioner_jobs.c.worker_id,
+]
+
+
+def _workspace(row: Any) -> Workspace:
+    return Workspace(
+        id=row.id,
+        owner_id=row.owner_id,
+        template_id=row.template_id,
+        name=row.name,
+        ttl_ms=row.ttl_ms,
+        last_used_at=as_utc(row.last_used_at),  # type: ignore[arg-type]
+        deleted=row.deleted,
+        created_at=as_utc(row.created_at),  # type: ignore[arg-type]
+        updated_at=as_utc(row.updated_at),  # type: ignore[arg-type]
+    )
+
+
+def _build(row: Any) -> Build:
+    job = Job(
+        id=row.job_id,
+        created_at=as_utc(row.job_created_at),  # type: ignore[arg-type]
+        started_at=as_utc(row.started_at),
+        completed_at=as_utc(row.completed_at),
+        canceled_at=as_utc(row.canceled_at),
+        error=row.error,
+        worker_id=row.worker_id,
+    )
+    return Build(
+        id=row.id,
+        workspace_id=row.workspace_id,
+        build_number=row.build_number,
+        transition=Transition(row.transition),
+        template_version_id=row.template_version_id,
+        parameters=dict(row.parameters or {}),
+        job_id=row.job_id,
+        initiator_id=row.initiator_id,
+        reason=row.reason,
+        created_at=as_utc(row.created_at),  # type: ignore[arg-type]
+        job=job,
+    )
+
+
+def _builds_query() -> sa.Select[Any]:
+    return sa.select(*_BUILD_COLS).join(
+        provisioner_jobs, provisioner_jobs.c.id == workspace_builds.c.job_id
+    )
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    workspace_id: uuid.UUID
+    transition: Transition
+    template_version_id: uuid.UUID
+    parameters: dict[str, str]
+    initiator_id: uuid.UUID
+    reason: str = "initiator"
+
+
+class WorkspaceStore:
+    def __init__(self, engine: AsyncEngine, clock: Clock) -> None:
+        self._engine = engine
+        self._clock = clock
+
+    # --- workspaces -----------------------------------------------------------------------
+
+    async def create(
+        self,
+        *,
+        owner_id: uuid.UUID,
+        template_id: uuid.UUID,
+        name: str,
+        ttl_ms: int | None,
+        first_build: BuildRequest | None = None,
+    ) -> tuple[Workspace, Build | None]:
+        """Insert a workspace (and optionally its first build) in one transaction."""
+        now = self._clock.now()
+        workspace_id = new_id()
+        try:
+            async with self._engine.begin() as conn:
+                await conn.execute(
+                    workspaces.insert().values(
+                        id=workspace_id,
+                        owner_id=owner_id,
+                        template_id=template_id,
+                        name=name,
+                        ttl_ms=ttl_ms,
+                        last_used_at=now,
+                        deleted=False,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+                build = None
+                if first_build is not None:
+                    req = BuildRequest(
+                        workspace_id=workspace_id,
+                        transition=first_build.transition,
+                        template_version_id=first_build.template_version_id,
+                        parameters=first_build.parameters,
+                        initiator_id=first_build.initiator_id,
+                        reason=first_build.reason,
+                    )
+                    build_id = await self._insert_build(conn, req, number=1, now=now)
+                    build = await self._get_build(conn, build_id)
+                row = (
+                    await conn.execute(sa.select(workspaces).where(workspaces.c.id == workspace_id))
+                ).one()
+        except IntegrityError as exc:
+            raise Conflict(f"a workspace named {name!r} already exists", field="name") from exc
+        return _workspace(row), build
+
+    async def get(self, workspace_id: uuid.UUID, *, include_deleted: bool = True) -> Workspace:
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(sa.select(workspaces).where(workspaces.c.id == workspace_id))
+            ).first()
+        if row is None or (row.deleted and not include_deleted):
+            raise NotFound(f"workspace {workspace_id} not found")
+        return _workspace(row)
+
+    async def get_by_name(self, owner_id: uuid.UUID, name: str) -> Workspace:
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(workspaces).where(
+                        workspaces.c.owner_id == owner_id,
+                        workspaces.c.name == name,
+                        workspaces.c.deleted.is_(False),
+                    )
+                )
+            ).first()
+        if row is None:
+            raise NotFound(f"workspace {name!r} not found")
+        return _workspace(row)
+
+    async def list(self, *, owner_id: uuid.UUID | None = None) -> list[Workspace]:
+        query = sa.select(workspaces).where(workspaces.c.deleted.is_(False))
+        if owner_id is not None:
+            query = query.where(workspaces.c.owner_id == owner_id)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query.order_by(workspaces.c.created_at))).all()
+        return [_workspace(r) for r in rows]
+
+    async def mark_deleted(self, workspace_id: uuid.UUID) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                workspaces.update()
+                .where(workspaces.c.id == workspace_id)
+                .values(deleted=True, updated_at=self._clock.now())
+            )
+
+    async def touch(self, workspace_id: uuid.UUID) -> None:
+        """Record activity (extends the TTL deadline)."""
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                workspaces.update()
+                .where(workspaces.c.id == workspace_id)
+                .values(last_used_at=self._clock.now())
+            )
+
+    async def expired(self, now: datetime) -> list[Workspace]:
+        """Live workspaces with a TTL whose latest build is a successful start and whose
+        last activity is older than the TTL (filtered in Python: portable interval math)."""
+        async with self._engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(workspaces)
+                    .join(
+                        workspace_builds,
+                        sa.and_(
+                            workspace_builds.c.workspace_id == workspaces.c.id,
+                            workspace_builds.c.build_number == _LATEST,
+                        ),
+                    )
+                    .join(provisioner_jobs, provisioner_jobs.c.id == workspace_builds.c.job_id)
+                    .where(
+                        workspaces.c.deleted.is_(False),
+                        workspaces.c.ttl_ms.is_not(None),
+                        workspace_builds.c.transition == Transition.START.value,
+                        provisioner_jobs.c.completed_at.is_not(None),
+                        provisioner_jobs.c.error.is_(None),
+                    )
+                )
+            ).all()
+        result = []
+        for row in rows:
+            ws = _workspace(row)
+            if ws.ttl_ms and (now - ws.last_used_at).total_seconds() * 1000 >= ws.ttl_ms:
+                result.append(ws)
+        return result
+
+    # --- builds -----------------------------------------------------------------------
+
+    async def _insert_build(
+        self, conn: AsyncConnection, req: BuildRequest, *, number: int, now: datetime
+    ) -> uuid.UUID:
+        job_id = new_id()
+        build_id = new_id()
+        await conn.execute(
+            provisioner_jobs.insert().values(
+                id=job_id, kind="workspace_build", created_at=now, updated_at=now
+            )
+        )
+        await conn.execute(
+            workspace_builds.insert().values(
+                id=build_id,
+                workspace_id=req.workspace_id,
+                build_number=number,
+                transition=req.transition.value,
+                template_version_id=req.template_version_id,
+                parameters=req.parameters,
+                job_id=job_id,
+                initiator_id=req.initiator_id,
+                reason=req.reason,
+                created_at=now,
+            )
+        )
+        return build_id
+
+    async def _get_build(self, conn: AsyncConnection, build_id: uuid.UUID) -> Build:
+        row = (await conn.execute(_builds_query().where(workspace_builds.c.id == build_id))).first()
+        if row is None:
+            raise NotFound(f"build {build_id} not found")
+        return _build(row)
+
+    async def _latest(self, conn: AsyncConnection, workspace_id: uuid.UUID) -> Build | None:
+        row = (
+            await conn.execute(
+                _builds_query()
+                .where(workspace_builds.c.workspace_id == workspace_id)
+                .order_by(workspace_builds.c.build_number.desc())
+                .limit(1)
+            )
+        ).first()
+        return _build(row) if row is not None else None
+
+    async def create_build(self, req: BuildRequest) -> tuple[Build, bool]:
+        """Start a new build unless one is in progress.
+
+        Returns ``(build, created)``. An in-progress build of the same transition is
+        returned with ``created=False``; one of another transition raises
+        :class:`Conflict`. Exactly one of N concurrent callers creates the build."""
+        for _ in range(3):
+            now = self._clock.now()
+            try:
+                async with self._engine.begin() as conn:
+                    latest = await self._latest(conn, req.workspace_id)
+                    if latest is not None and latest.status.in_progress:
+                        return self._in_progress(latest, req.transition), False
+                    number = (latest.build_number if latest else 0) + 1
+                    build_id = await self._insert_build(conn, req, number=number, now=now)
+                    return await self._get_build(conn, build_id), True
+            except IntegrityError:
+                # Someone else inserted build N+1 first: re-read and report theirs.
+                continue
+        raise Conflict("workspace is busy with another build; try again")
+
+    @staticmethod
+    def _in_progress(latest: Build, transition: Transition) -> Build:
+        if latest.transition is transition:
+            return latest
+        raise Conflict(
+            f"build #{latest.build_number} ({latest.transition.value}) is still "
+            f"{latest.status.value}; wait for it or cancel it",
+            build_id=str(latest.id),
+        )
+
+    async def get_build(self, build_id: uuid.UUID) -> Build:
+        async with self._engine.connect() as conn:
+            return await self._get_build(conn, build_id)
+
+    async def latest_build(self, workspace_id: uuid.UUID) -> Build | None:
+        async with self._engine.connect() as conn:
+            return await self._latest(conn, workspace_id)
+
+    async def list_builds(self, workspace_id: uuid.UUID) -> list[Build]:
+        async with self._engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    _builds_query()
+                    .where(workspace_builds.c.workspace_id == workspace_id)
+                    .order_by(workspace_builds.c.build_number)
+                )
+            ).all()
+        return [_build(r) for r in rows]
+
+    async def build_for_job(self, job_id: uuid.UUID) -> Build:
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(_builds_query().where(workspace_builds.c.job_id == job_id))
+            ).first()
+        if row is None:
+            raise NotFound(f"no build for job {job_id}")
+        return _build(row)
+
+    # --- jobs ---------------------------------------------------------------------------
+
+    async def claim_job(self, worker_id: uuid.UUID) -> Build | None:
+        """Claim the oldest pending job (pending → running) in one guarded statement."""
+        now = self._clock.now()
+        pending = sa.and_(
+            provisioner_jobs.c.started_at.is_(None),
+            provisioner_jobs.c.completed_at.is_(None),
+            provisioner_jobs.c.canceled_at.is_(None),
+            provisioner_jobs.c.error.is_(None),
+        )
+        async with self._engine.begin() as conn:
+            oldest = sa.select(provisioner_jobs.c.id).where(pending)
+            oldest = oldest.order_by(provisioner_jobs.c.created_at).limit(1)
+            if conn.dialect.name == "postgresql":
+                oldest = oldest.with_for_update(skip_locked=True)
+            job_id = (
+                await conn.execute(
+                    provisioner_jobs.update()
+                    .where(provisioner_jobs.c.id == oldest.scalar_subquery(), pending)
+                    .values(started_at=now, worker_id=worker_id, updated_at=now)
+                    .returning(provisioner_jobs.c.id)
+                )
+            ).scalar()
+            if job_id is None:
+                return None
+            row = (
+                await conn.execute(_builds_query().where(workspace_builds.c.job_id == job_id))
+            ).first()
+        return _build(row) if row is not None else None
+
+    async def finish_job(self, job_id: uuid.UUID, *, error: str | None = None) -> Job:
+        """running|canceling → succeeded|failed|canceled. Guarded: a finished job conflicts."""
+        now = self._clock.now()
+        async with self._engine.begin() as conn:
+            updated = (
+                await conn.execute(
+                    provisioner_jobs.update()
+                    .where(
+                        provisioner_jobs.c.id == job_id,
+                        provisioner_jobs.c.completed_at.is_(None),
+                    )
+                    .values(completed_at=now, error=error or None, updated_at=now)
+                    .returning(provisioner_jobs.c.id)
+                )
+            ).scalar()
+            if updated is None:
+                raise Conflict(f"job {job_id} is already finished")
+            return await self._job(conn, job_id)
+
+    async def cancel_job(self, job_id: uuid.UUID) -> Job:
+        """pending → canceled at once; running → canceling (the provisioner finishes it)."""
+        now = self._clock.now()
+        async with self._engine.begin() as conn:
+            done = (
+                await conn.execute(
+                    provisioner_jobs.update()
+                    .where(
+                        provisioner_jobs.c.id == job_id,
+                        provisioner_jobs.c.started_at.is_(None),
+                        provisioner_jobs.c.completed_at.is_(None),
+                        provisioner_jobs.c.canceled_at.is_(None),
+                    )
+                    .values(canceled_at=now, completed_at=now, updated_at=now)
+                    .returning(provisioner_jobs.c.id)
+                )
+            ).scalar()
+            if done is None:
+                done = (
+                    await conn.execute(
+                        provisioner_jobs.update()
+                        .where(
+                            provisioner_jobs.c.id == job_id,
+                            provisioner_jobs.c.completed_at.is_(None),
+                            provisioner_jobs.c.canceled_at.is_(None),
+                        )
+                        .values(canceled_at=now, updated_at=now)
+                        .returning(provisioner_jobs.c.id)
+                    )
+                ).scalar()
+            if done is None:
+                raise Conflict(f"job {job_id} cannot be canceled: it is not in progress")
+            return await self._job(conn, job_id)
+
+    async def requeue_orphans(self, older_than: datetime) -> int:
+        """Running jobs not updated since ``older_than`` (their provisioner died) → pending."""
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                provisioner_jobs.update()
+                .where(
+                    provisioner_jobs.c.started_at.is_not(None),
+                    provisioner_jobs.c.completed_at.is_(None),
+                    provisioner_jobs.c.canceled_at.is_(None),
+                    provisioner_jobs.c.updated_at < older_than,
+                )
+                .values(started_at=None, worker_id=None, updated_at=self._clock.now())
+            )
+        return int(result.rowcount or 0)
+
+    async def heartbeat_job(self, job_id: uuid.UUID) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                provisioner_jobs.update()
+                .where(provisioner_jobs.c.id == job_id)
+                .values(updated_at=self._clock.now())
+            )
+
+    async def get_job(self, job_id: uuid.UUID) -> Job:
+        async with self._engine.connect() as conn:
+            return await self._job(conn, job_id)
+
+    async def _job(self, conn: AsyncConnection, job_id: uuid.UUID) -> Job:
+        row = (
+            await conn.execute(sa.select(provisioner_jobs).where(provisioner_jobs.c.id == job_id))
+        ).first()
+        if row is None:
+            raise NotFound(f"job {job_id} not found")
+        return Job(
+            id=row.id,
+            created_at=as_utc(row.created_at),  # type: ignore[arg-type]
+            started_at=as_utc(row.started_at),
+            completed_at=as_utc(row.completed_at),
+            canceled_at=as_utc(row.canceled_at),
+            error=row.error,
+            worker_id=row.worker_id,
+        )
+
+    async def append_log(self, job_id: uuid.UUID, *, stage: str, level: str, output: str) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                provisioner_job_logs.insert().values(
+                    job_id=job_id,
+                    created_at=self._clock.now(),
+                    stage=stage,
+                    level=level,
+                    output=output,
+                )
+            )
+
+    async def job_logs(self, job_id: uuid.UUID, *, after_id: int = 0) -> list[LogLine]:
+        async with self._engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(provisioner_job_logs)
+                    .where(
+                        provisioner_job_logs.c.job_id == job_id,
+                        provisioner_job_logs.c.id > after_id,
+                    )
+                    .order_by(provisioner_job_logs.c.id)
+                )
+            ).all()
+        return [
+            LogLine(
+                id=r.id,
+                created_at=as_utc(r.created_at),  # type: ignore[arg-type]
+                level=r.level,
+                output=r.output,
+                source=r.stage,
+            )
+            for r in rows
+        ]

@@ -1,0 +1,60 @@
+"""``tether server``: build the graph, bootstrap the first admin, serve the API, run the
+provisioner (and chat workers) in the same process unless switched off."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import uvicorn
+
+from tether.api.app import BackgroundJob, create_app
+from tether.settings import Settings
+from tether.wiring import Graph, graph_context
+
+log = logging.getLogger("tether.server")
+
+
+def write_cli_config(path: Path, *, url: str, token: str) -> None:
+    """Write the CLI config (mode 0600 from the start: the token never sits world-readable)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump({"url": url, "token": token}, fh)
+    os.chmod(path, 0o600)
+
+
+async def bootstrap(graph: Graph) -> str | None:
+    """On first start create the admin and write its token to the CLI config."""
+    if await graph.users.count_users() > 0:
+        return None
+    admin = await graph.users.create_user(graph.settings.bootstrap_admin, "admin")
+    token, _ = await graph.users.create_token(admin.id, "cli")
+    write_cli_config(graph.settings.cli_config, url=graph.settings.server_url(), token=token)
+    log.info("created admin %r; CLI config written to %s", admin.name, graph.settings.cli_config)
+    return token
+
+
+def background_jobs(graph: Graph) -> list[BackgroundJob]:
+    jobs: list[BackgroundJob] = []
+    if graph.settings.run_provisioner:
+        jobs.append(graph.provisioner.run)
+    jobs.extend(graph.extras.get("background", []))
+    return jobs
+
+
+async def serve(settings: Settings) -> None:
+    async with graph_context(settings) as graph:
+        await bootstrap(graph)
+        app = create_app(graph, background=background_jobs(graph))
+        config = uvicorn.Config(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_level="warning",
+            ws="websockets-sansio",
+            timeout_graceful_shutdown=5,
+        )
+        await uvicorn.Server(config).serve()

@@ -1,0 +1,131 @@
+"""Builds tether's object graph once from :class:`Settings` (no module-level state).
+
+``Graph`` holds every long-lived object; the server, the tests and the benchmarks build it
+the same way and close it once."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tether.agentconn.pool import AgentPool
+from tether.clock import Clock, SystemClock
+from tether.db.agents import AgentStore
+from tether.db.engine import create_engine
+from tether.db.migrate import upgrade
+from tether.db.pubsub import EventBus, InProcessBus
+from tether.db.templates import TemplateStore
+from tether.db.users import UserStore
+from tether.db.workspaces import WorkspaceStore
+from tether.settings import Settings
+from tether.workspaces.backends.base import WorkspaceBackend
+from tether.workspaces.backends.local import LocalBackend
+from tether.workspaces.provisioner import Provisioner
+from tether.workspaces.service import WorkspaceService
+
+log = logging.getLogger("tether.wiring")
+
+
+@dataclass
+class Graph:
+    settings: Settings
+    clock: Clock
+    engine: AsyncEngine
+    bus: EventBus
+    users: UserStore
+    template_store: TemplateStore
+    workspace_store: WorkspaceStore
+    agents: AgentStore
+    backends: dict[str, WorkspaceBackend]
+    workspaces: WorkspaceService
+    provisioner: Provisioner
+    agent_pool: AgentPool
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    async def aclose(self) -> None:
+        await self.agent_pool.aclose()
+        close = getattr(self.bus, "aclose", None)
+        if close is not None:
+            await close()
+        await self.engine.dispose()
+
+
+async def build_graph(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    backends: dict[str, WorkspaceBackend] | None = None,
+    bus: EventBus | None = None,
+) -> Graph:
+    clock = clock or SystemClock()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(settings.database_url())
+    await upgrade(engine)
+    if bus is None:
+        bus = InProcessBus()
+    users = UserStore(engine, clock)
+    template_store = TemplateStore(engine, clock)
+    workspace_store = WorkspaceStore(engine, clock)
+    agents = AgentStore(engine, clock)
+    if backends is None:
+        backends = {
+            "local": LocalBackend(
+                settings.data_dir / "workspaces",
+                settings.server_url(),
+                agent_command=[sys.executable, "-m", "tether.agent"],
+                stop_grace_s=settings.agent_stop_grace_s,
+            )
+        }
+    service = WorkspaceService(
+        workspaces=workspace_store,
+        templates=template_store,
+        agents=agents,
+        bus=bus,
+        clock=clock,
+        inactive_disconnect_s=settings.agent_inactive_disconnect_s,
+        build_poll_s=settings.build_poll_s,
+    )
+    provisioner = Provisioner(
+        workspaces=workspace_store,
+        templates=template_store,
+        agents=agents,
+        users=users,
+        backends=backends,
+        bus=bus,
+        clock=clock,
+        poll_s=settings.provisioner_poll_s,
+        ttl_sweep_s=settings.ttl_sweep_s,
+    )
+    pool = AgentPool(
+        connect_timeout=settings.agent_connect_timeout_s,
+        request_timeout=settings.agent_request_timeout_s,
+    )
+    return Graph(
+        settings=settings,
+        clock=clock,
+        engine=engine,
+        bus=bus,
+        users=users,
+        template_store=template_store,
+        workspace_store=workspace_store,
+        agents=agents,
+        backends=backends,
+        workspaces=service,
+        provisioner=provisioner,
+        agent_pool=pool,
+    )
+
+
+@contextlib.asynccontextmanager
+async def graph_context(settings: Settings, **kwargs: Any) -> AsyncIterator[Graph]:
+    graph = await build_graph(settings, **kwargs)
+    try:
+        yield graph
+    finally:
+        await graph.aclose()
