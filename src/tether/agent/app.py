@@ -124,7 +124,7 @@ class AgentApi:
     async def _workdir(self, workdir: str | None) -> Path:
         path = self.state.resolve(workdir) if workdir else self.state.directory
         if not await asyncio.to_thread(path.is_dir):
-            raise InvalidInput(f"working directory does not exist: {path}", field="workdir")
+            raise InvalidInput(f"workdir does not exist: {path}", field="workdir")
         return path
 
     async def exec(self, request: Request) -> Response:

@@ -192,25 +192,27 @@ class ChatStore:
             .order_by(chats.c.updated_at)
             .limit(limit)
         )
+        values = {
+            "status": ChatStatus.RUNNING.value,
+            "worker_id": worker_id,
+            "started_at": now,
+            "heartbeat_at": now,
+            "interrupt_requested": False,
+            "updated_at": now,
+        }
         async with self._engine.begin() as conn:
             if conn.dialect.name == "postgresql":
-                oldest = oldest.with_for_update(skip_locked=True)
+                # A CTE is materialised once; an IN (… LIMIT n) subquery may be re-run by
+                # the planner and claim more than n rows.
+                picked = oldest.with_for_update(skip_locked=True).cte("picked")
+                stmt = chats.update().where(chats.c.id == picked.c.id)
+            else:
+                stmt = chats.update().where(chats.c.id.in_(oldest.scalar_subquery()))
             ids = (
                 (
                     await conn.execute(
-                        chats.update()
-                        .where(
-                            chats.c.id.in_(oldest.scalar_subquery()),
-                            chats.c.status == ChatStatus.PENDING.value,
-                        )
-                        .values(
-                            status=ChatStatus.RUNNING.value,
-                            worker_id=worker_id,
-                            started_at=now,
-                            heartbeat_at=now,
-                            interrupt_requested=False,
-                            updated_at=now,
-                        )
+                        stmt.where(chats.c.status == ChatStatus.PENDING.value)
+                        .values(**values)
                         .returning(chats.c.id)
                     )
                 )
@@ -221,7 +223,7 @@ class ChatStore:
                 return []
             rows = (
                 await conn.execute(
-                    sa.select(chats).where(chats.c.id.in_(ids)).order_by(chats.c.updated_at)
+                    sa.select(chats).where(chats.c.id.in_(ids)).order_by(chats.c.created_at)
                 )
             ).all()
         return [_chat(r) for r in rows]

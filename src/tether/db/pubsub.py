@@ -106,7 +106,7 @@ class QueueSubscription:
         if item is _CLOSED:
             self._queue.put_nowait(_CLOSED)  # keep later callers from blocking
             return None
-        return item  # type: ignore[no-any-return]
+        return item
 
     async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
         while True:

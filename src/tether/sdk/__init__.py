@@ -1,1 +1,39 @@
-"""tether.sdk."""
+"""tether.sdk — the Python client of the tether API (async, over httpx)."""
+
+from tether.sdk.client import TetherClient
+from tether.sdk.errors import ApiError, ServerUnreachable, WaitTimeout
+from tether.sdk.models import (
+    Agent,
+    BackgroundStarted,
+    Build,
+    BuildLogs,
+    BuildResult,
+    ExecResult,
+    LogLine,
+    Template,
+    User,
+    UserWithToken,
+    Workspace,
+)
+from tether.sdk.sse import SseDecoder, SseEvent, iter_sse
+
+__all__ = [
+    "Agent",
+    "ApiError",
+    "BackgroundStarted",
+    "Build",
+    "BuildLogs",
+    "BuildResult",
+    "ExecResult",
+    "LogLine",
+    "ServerUnreachable",
+    "SseDecoder",
+    "SseEvent",
+    "Template",
+    "TetherClient",
+    "User",
+    "UserWithToken",
+    "WaitTimeout",
+    "Workspace",
+    "iter_sse",
+]

@@ -28,6 +28,7 @@ class FakeClock:
         self._seq = itertools.count()
         # (deadline, sequence, future): the sequence keeps equal deadlines in sleep order.
         self._heap: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._slept = asyncio.Event()  # set whenever a new sleeper parks
 
     def now(self) -> datetime:
         return self._start + timedelta(seconds=self._offset)
@@ -42,6 +43,7 @@ class FakeClock:
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._heap, (self._offset + seconds, next(self._seq), fut))
+        self._slept.set()
         try:
             await fut
         finally:
@@ -75,7 +77,8 @@ class FakeClock:
         sleep on this clock."""
         async with asyncio.timeout(timeout):
             while self.sleepers < count:
-                await asyncio.sleep(0.001)
+                self._slept.clear()
+                await self._slept.wait()
 
 
 async def settle(rounds: int = 20) -> None:

@@ -74,7 +74,9 @@ class DialPlan:
         """Wait for ``gate``; then succeed (or fail with ``fail``). ``shielded`` gates keep
         waiting through cancellation, like a dial stuck in cleanup."""
         error = AgentTransportError(fail) if fail is not None else None
-        return cls(DialMode.GATED, error=error, gate=gate, shielded=shielded, then_fail=error is not None)
+        return cls(
+            DialMode.GATED, error=error, gate=gate, shielded=shielded, then_fail=error is not None
+        )
 
 
 @dataclass
@@ -122,6 +124,7 @@ class FakeDialer:
         self.dead: set[uuid.UUID] = set()
         self._plans: dict[uuid.UUID, list[DialPlan]] = {}
         self._serial = 0
+        self._dialled = asyncio.Event()  # set whenever a dial starts
         self.on_dial: Callable[[uuid.UUID], None] | None = None  # hook run as a dial starts
 
     def script(self, agent_id: uuid.UUID, *plans: DialPlan) -> None:
@@ -145,13 +148,18 @@ class FakeDialer:
 
     def open_conns(self) -> list[FakeConn]:
         """Conns handed out by successful dials and not closed yet."""
-        return [c.conn for c in self.calls if c.conn is not None and c.outcome == "ok" and not c.conn.closed]
+        return [
+            c.conn
+            for c in self.calls
+            if c.conn is not None and c.outcome == "ok" and not c.conn.closed
+        ]
 
     async def wait_for_dials(self, count: int, timeout: float = 2.0) -> None:
         """Wait (real time) until at least ``count`` dials have started."""
         async with asyncio.timeout(timeout):
             while len(self.calls) < count:
-                await asyncio.sleep(0.001)
+                self._dialled.clear()
+                await self._dialled.wait()
 
     def _next_plan(self, agent_id: uuid.UUID) -> DialPlan:
         if agent_id in self.dead:
@@ -169,6 +177,7 @@ class FakeDialer:
         plan = self._next_plan(agent.id)
         call = DialCall(agent.id, dict(headers), plan)
         self.calls.append(call)
+        self._dialled.set()
         if self.on_dial is not None:
             self.on_dial(agent.id)
         try:

@@ -1,0 +1,87 @@
+"""The real implementations of the binding seams: :class:`StoreBinding` (the
+:class:`~tether.chatd.binding.BindingStore` over the database stores) and
+:class:`AgentDialer` (the :class:`~tether.chatd.conncache.Dialer` over
+:func:`tether.agentconn.dial.dial`)."""
+
+from __future__ import annotations
+
+import uuid
+
+from tether.agentconn.client import AgentClient
+from tether.agentconn.dial import dial
+from tether.chatd.models import Chat
+from tether.chatd.types import AgentRow, ChatBinding
+from tether.db.agents import AgentStore
+from tether.db.chats import ChatStore
+from tether.errors import AgentTransportError, Conflict, NotFound
+
+
+def binding_of(chat: Chat) -> ChatBinding:
+    """The binding columns of a chat row."""
+    return ChatBinding(
+        chat_id=chat.id,
+        workspace_id=chat.workspace_id,
+        build_id=chat.build_id,
+        agent_id=chat.agent_id,
+        parent_chat_id=chat.parent_chat_id,
+        root_chat_id=chat.root_chat_id,
+    )
+
+
+class StoreBinding:
+    """:class:`~tether.chatd.binding.BindingStore` backed by the chat and agent stores."""
+
+    def __init__(self, chats: ChatStore, agents: AgentStore) -> None:
+        self._chats = chats
+        self._agents = agents
+
+    async def get_agent(self, agent_id: uuid.UUID) -> AgentRow | None:
+        return await self._agents.find(agent_id)
+
+    async def latest_build_agents(self, workspace_id: uuid.UUID) -> list[AgentRow]:
+        return await self._agents.latest_build_agents(workspace_id)
+
+    async def get_chat_binding(self, chat_id: uuid.UUID) -> ChatBinding:
+        return binding_of(await self._chats.get(chat_id))
+
+    async def update_build_agent_binding(
+        self,
+        chat_id: uuid.UUID,
+        *,
+        workspace_id: uuid.UUID,
+        build_id: uuid.UUID,
+        agent_id: uuid.UUID,
+    ) -> ChatBinding:
+        # Guarded by the workspace: a concurrent re-bind must not be overwritten with an agent
+        # of the old workspace. ChatStore has no guarded variant, so check, then write; the
+        # window is a few ms and the next dial repairs any mismatch.
+        try:
+            chat = await self._chats.get(chat_id)
+        except NotFound as err:
+            raise Conflict(f"chat {chat_id} is gone") from err
+        if chat.workspace_id != workspace_id:
+            raise Conflict("chat was re-bound to another workspace")
+        updated = await self._chats.update_build_agent_binding(
+            chat_id, build_id=build_id, agent_id=agent_id
+        )
+        return binding_of(updated)
+
+
+class AgentDialer:
+    """Dials an agent row's ``dial_address`` with its ``dial_secret``; the returned
+    :class:`~tether.agentconn.client.AgentClient` carries ``headers`` on every request."""
+
+    def __init__(self, *, connect_timeout: float, request_timeout: float) -> None:
+        self._connect_timeout = connect_timeout
+        self._request_timeout = request_timeout
+
+    async def dial(self, agent: AgentRow, *, headers: dict[str, str]) -> AgentClient:
+        if not agent.dial_address or not agent.dial_secret:
+            raise AgentTransportError(f"agent {agent.name!r} has not reported a dial address yet")
+        return await dial(
+            agent.dial_address,
+            agent.dial_secret,
+            headers=headers,
+            connect_timeout=self._connect_timeout,
+            request_timeout=self._request_timeout,
+        )

@@ -1,0 +1,252 @@
+"""One chat's connection to its workspace agent, kept by the worker across turns.
+
+This is reference §2.5 (``getWorkspaceConn``) with tether's change (DESIGN §4.1): the cache
+is per chat in the worker and survives turns, and a cache hit costs **nothing** — no store
+read, no dial. Upstream re-read the agent row on every hit to check liveness; tether lets the
+request prove liveness instead: a tool whose request fails with
+:class:`~tether.errors.AgentTransportError` reports it (or uses :meth:`ChatConnections.run`),
+the entry is evicted, and the next call goes once through the lazy-validation dial, which
+repairs a stale binding or yields a typed error. Build-transition events call
+:meth:`ChatConnections.evict` so stops and rebuilds are noticed without waiting.
+
+Miss path: resolve the agent (:class:`~tether.chatd.binding.AgentResolver`), dial it with
+lazy validation under ``dial_timeout``, persist a switched agent, cache the conn. Misses are
+single-flight: concurrent callers wait for the one dial in progress and share its conn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Protocol, TypeVar
+
+from tether.chatd.binding import AgentResolver, BindingStore, gate_agent_id
+from tether.chatd.lazydial import close_quietly, dial_with_lazy_validation
+from tether.chatd.taskowner import TaskOwner
+from tether.chatd.types import AgentRow, ChatBinding, Conn
+from tether.clock import Clock
+from tether.errors import (
+    AgentTransportError,
+    AgentUnreachable,
+    ConnectorNotConfigured,
+    TetherError,
+    WorkspaceChanged,
+    WorkspaceStopped,
+)
+
+T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+
+CHAT_ID_HEADER = "X-Tether-Chat-Id"
+ANCESTOR_CHAT_IDS_HEADER = "X-Tether-Ancestor-Chat-Ids"
+MAX_CONNECT_ATTEMPTS = 2
+
+
+class Dialer(Protocol):
+    """Opens a connection to an agent (the real one builds a ``tether.agentconn`` client
+    for ``agent.dial_address`` with ``agent.dial_secret``). Raises
+    :class:`~tether.errors.AgentTransportError` when the agent cannot be reached."""
+
+    async def dial(self, agent: AgentRow, *, headers: dict[str, str]) -> Conn: ...
+
+
+class ChatConnections:
+    """The agent connection of one chat (reference §2.1 and §2.5, cached across turns).
+
+    ``validation_delay`` and ``dial_timeout`` are clock seconds (production: settings
+    ``dial_validation_delay_s`` and ``dial_timeout_s``). Closes happen in ``drain``, which
+    the worker owns and drains on shutdown.
+    """
+
+    def __init__(
+        self,
+        binding: ChatBinding,
+        *,
+        store: BindingStore,
+        dialer: Dialer | None,
+        clock: Clock,
+        drain: TaskOwner,
+        validation_delay: float = 0.25,
+        dial_timeout: float = 10.0,
+    ) -> None:
+        self.resolver = AgentResolver(binding, store)
+        self._dialer = dialer
+        self._clock = clock
+        self._drain = drain
+        self._validation_delay = validation_delay
+        self._dial_timeout = dial_timeout
+        self._conn: Conn | None = None
+        self._conn_workspace_id: uuid.UUID | None = None
+        self._miss_lock = asyncio.Lock()
+
+    # --- state ---------------------------------------------------------------------------
+
+    @property
+    def binding(self) -> ChatBinding:
+        """The live binding snapshot."""
+        return self.resolver.snapshot
+
+    @property
+    def cached_conn(self) -> Conn | None:
+        return self._conn
+
+    @property
+    def cached_agent(self) -> AgentRow | None:
+        return self.resolver.cached_agent
+
+    def evict(self) -> None:
+        """Forget the cached conn and agent; the conn is closed in the background.
+
+        Called on a build-transition event for the chat's workspace, after a transport
+        failure, and by :meth:`select_workspace`. Never blocks.
+        """
+        conn, self._conn, self._conn_workspace_id = self._conn, None, None
+        self.resolver.clear()
+        if conn is not None:
+            self._drain.spawn(close_quietly(conn), name="close-evicted-conn", cancel_on_close=False)
+
+    def select_workspace(self, binding: ChatBinding) -> None:
+        """A tool bound the chat to a (new) workspace or build: adopt ``binding`` and drop
+        everything cached for the old one."""
+        self.resolver.reset(binding)
+        self.evict()
+
+    def report_failure(self, conn: Conn) -> None:
+        """A request on ``conn`` failed at the transport level: evict it if it is still the
+        cached one (a concurrent caller may already have replaced it)."""
+        if conn is self._conn:
+            self.evict()
+
+    async def aclose(self) -> None:
+        """End of the chat's life in this worker: drop (and close) the cached conn."""
+        self.evict()
+
+    # --- acquiring -----------------------------------------------------------------------
+
+    async def get_conn(self) -> Conn:
+        """The chat's agent connection: cached (zero store calls, zero dials) or dialled.
+
+        Raises :class:`ConnectorNotConfigured`, :class:`NoWorkspace`,
+        :class:`WorkspaceStopped`, :class:`AgentSelectionError`, :class:`AgentUnreachable`,
+        :class:`DialTimeout`, :class:`WorkspaceChanged`, or :class:`TetherError` for store
+        failures; a cancelled caller gets :class:`asyncio.CancelledError`.
+        """
+        hit = self._hit()
+        if hit is not None:
+            return hit
+        if self._dialer is None:
+            raise ConnectorNotConfigured()
+        async with self._miss_lock:
+            hit = self._hit()  # a concurrent caller may have connected while we waited
+            if hit is not None:
+                return hit
+            return await self._connect(self._dialer)
+
+    async def run(self, fn: Callable[[Conn], Awaitable[T]], *, retry_request: bool = True) -> T:
+        """Run ``fn(conn)``; on a transport failure evict, reconnect once, and (if
+        ``retry_request``) run ``fn`` once more on the fresh conn.
+
+        Pass ``retry_request=False`` for requests that must not run twice (a command that
+        may already have started): the reconnect still happens, so the model learns the
+        workspace's state, but the original transport error is raised.
+        """
+        conn = await self.get_conn()
+        try:
+            return await fn(conn)
+        except AgentTransportError:
+            self.report_failure(conn)
+            conn = await self.get_conn()  # typed errors (stopped, unreachable…) surface here
+            if not retry_request:
+                raise
+        try:
+            return await fn(conn)
+        except AgentTransportError as err:
+            self.report_failure(conn)
+            raise AgentUnreachable(
+                f"workspace agent request failed after reconnecting: {err}"
+            ) from err
+
+    async def gate_agent_id(self) -> uuid.UUID:
+        """The pre-dial gate for pre-LLM steps (reference §2.4). With a cached conn it
+        answers from the cache (a warm turn makes no query); otherwise it checks the latest
+        build and evicts when the workspace has no agent."""
+        if self._hit() is not None and self.resolver.cached_agent is not None:
+            return self.resolver.cached_agent.id
+        return await gate_agent_id(self.resolver, on_no_agent=self.evict)
+
+    def _hit(self) -> Conn | None:
+        if self._conn is None:
+            return None
+        if self._conn_workspace_id != self.resolver.snapshot.workspace_id:
+            self.evict()  # snapshot moved to another workspace: the conn is not ours
+            return None
+        return self._conn
+
+    async def _connect(self, dialer: Dialer) -> Conn:
+        for _ in range(MAX_CONNECT_ATTEMPTS):
+            conn = await self._connect_once(dialer)
+            if conn is not None:
+                return conn
+        raise WorkspaceChanged("chat workspace changed while connecting")
+
+    async def _connect_once(self, dialer: Dialer) -> Conn | None:
+        """One miss-path attempt; None means "re-bound meanwhile, try again"."""
+        resolver = self.resolver
+        agent = await resolver.ensure_agent()
+        workspace_id = agent.workspace_id
+        generation = resolver.generation
+        rows: dict[uuid.UUID, AgentRow] = {agent.id: agent}
+        headers = self._headers()
+
+        async def validate(ws_id: uuid.UUID) -> uuid.UUID:
+            latest = await resolver.latest_agent(ws_id)
+            rows[latest.id] = latest  # the switch dial needs the row, not only the id
+            return latest.id
+
+        async def dial(agent_id: uuid.UUID) -> Conn:
+            return await dialer.dial(rows[agent_id], headers=headers)
+
+        try:
+            result = await dial_with_lazy_validation(
+                bound_agent_id=agent.id,
+                workspace_id=workspace_id,
+                dial=dial,
+                validate=validate,
+                delay=self._validation_delay,
+                clock=self._clock,
+                drain=self._drain,
+                timeout=self._dial_timeout,
+            )
+        except WorkspaceStopped:
+            self.evict()
+            raise
+        conn = result.conn
+        try:
+            if resolver.generation != generation:
+                self._close(conn)  # evicted or re-bound during the dial (GC-19)
+                return None
+            if result.switched and not await resolver.adopt_switched_agent(rows[result.agent_id]):
+                self._close(conn)
+                return None
+        except BaseException as err:
+            self._close(conn)  # failed or cancelled before the conn was cached (GC-21)
+            if isinstance(err, Exception) and not isinstance(err, TetherError):
+                raise TetherError(f"persist workspace agent binding: {err}") from err
+            raise
+        self._conn, self._conn_workspace_id = conn, workspace_id
+        return conn
+
+    def _close(self, conn: Conn) -> None:
+        self._drain.spawn(close_quietly(conn), name="close-unused-conn", cancel_on_close=False)
+
+    def _headers(self) -> dict[str, str]:
+        snapshot = self.resolver.snapshot
+        ancestors = [str(snapshot.parent_chat_id)] if snapshot.parent_chat_id else []
+        return {
+            CHAT_ID_HEADER: str(snapshot.chat_id),
+            ANCESTOR_CHAT_IDS_HEADER: json.dumps(ancestors),
+        }

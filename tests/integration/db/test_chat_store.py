@@ -1,0 +1,121 @@
+"""Chat store on both dialects: claim (WK-1), heartbeat loss (WK-2), stale recovery (WK-3),
+queue limits and promotion (WK-8), binding writes, compare-and-set status."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tether.chatd.models import ChatStatus
+from tether.clock import SystemClock
+from tether.db.chats import ChatStore
+from tether.db.users import UserStore
+from tether.errors import Conflict, QueueFull
+from tether.ids import new_id
+
+TEXT = [{"type": "text", "text": "hi"}]
+
+
+async def _store(engine: AsyncEngine):
+    owner = await UserStore(engine, SystemClock()).create_user("bob", "member")
+    return ChatStore(engine, SystemClock()), owner
+
+
+async def test_wk1_claim_oldest_first_and_never_twice(engine: AsyncEngine):
+    store, owner = await _store(engine)
+    chats = []
+    for i in range(3):
+        chats.append(await store.create(owner_id=owner.id, title=f"c{i}", first_message=TEXT))
+        await asyncio.sleep(0.01)
+    w1, w2 = new_id(), new_id()
+    claimed = await store.claim(w1, limit=2)
+    assert [c.id for c in claimed] == [chats[0].id, chats[1].id]
+    assert all(c.status is ChatStatus.RUNNING and c.worker_id == w1 for c in claimed)
+    assert all(c.heartbeat_at is not None for c in claimed)
+    rest = await store.claim(w2, limit=10)
+    assert [c.id for c in rest] == [chats[2].id]
+    assert await store.claim(w2, limit=10) == []
+
+
+async def test_wk1_concurrent_workers_never_claim_the_same_chat(engine: AsyncEngine):
+    store, owner = await _store(engine)
+    for i in range(8):
+        await store.create(owner_id=owner.id, title=f"c{i}", first_message=TEXT)
+    workers = [new_id() for _ in range(4)]
+    results = await asyncio.gather(*(store.claim(w, limit=3) for w in workers))
+    ids = [c.id for batch in results for c in batch]
+    assert len(ids) == len(set(ids)) == 8
+
+
+async def test_wk2_heartbeat_reports_lost_ownership(engine: AsyncEngine):
+    store, owner = await _store(engine)
+    chat = await store.create(owner_id=owner.id, title="c", first_message=TEXT)
+    w1, w2 = new_id(), new_id()
+    await store.claim(w1, limit=1)
+    assert await store.heartbeat(w1, [chat.id]) == {chat.id}
+    await store.release_worker(w1)
+    await store.claim(w2, limit=1)
+    assert await store.heartbeat(w1, [chat.id]) == set()  # taken over: cancel the local turn
+    with pytest.raises(Conflict):
+        await store.finish_turn(chat.id, w1)  # no final side effects for the old owner
+
+
+async def test_wk3_stale_running_chats_return_to_pending(engine: AsyncEngine):
+    store, owner = await _store(engine)
+    chat = await store.create(owner_id=owner.id, title="c", first_message=TEXT)
+    await store.claim(new_id(), limit=1)
+    clock = SystemClock()
+    assert await store.recover_stale(clock.now() - timedelta(minutes=5)) == []
+    assert await store.recover_stale(clock.now() + timedelta(seconds=1)) == [chat.id]
+    assert (await store.get(chat.id)).status is ChatStatus.PENDING
+
+
+async def test_wk8_queue_limit_and_promotion(engine: AsyncEngine):
+    store, owner = await _store(engine)
+    chat = await store.create(owner_id=owner.id, title="c", first_message=TEXT)
+    worker = new_id()
+    await store.claim(worker, limit=1)
+    with pytest.raises(Conflict):
+        await store.send_user_message(chat.id, TEXT)  # busy: must be queued instead
+    for i in range(20):
+        await store.enqueue(chat.id, [{"type": "text", "text": f"q{i}"}], max_queued=20)
+    with pytest.raises(QueueFull):
+        await store.enqueue(chat.id, TEXT, max_queued=20)
+    await store.append_message(chat.id, role="assistant", parts=[{"type": "text", "text": "a"}])
+    finished, promoted = await store.finish_turn(chat.id, worker)
+    assert finished.status is ChatStatus.PENDING
+    assert promoted is not None and promoted.parts[0]["text"] == "q0"
+    assert [m.role for m in await store.messages(chat.id)] == ["user", "assistant", "user"]
+    assert [m.seq for m in await store.messages(chat.id)] == [1, 2, 3]
+    assert len(await store.queued(chat.id)) == 19
+
+
+async def test_finish_with_error_and_resend(engine: AsyncEngine):
+    store, owner = await _store(engine)
+    chat = await store.create(owner_id=owner.id, title="c", first_message=TEXT)
+    worker = new_id()
+    await store.claim(worker, limit=1)
+    failed, _ = await store.finish_turn(chat.id, worker, error="provider down", error_code="x")
+    assert failed.status is ChatStatus.ERROR and failed.last_error == "provider down"
+    again, msg = await store.send_user_message(chat.id, TEXT)
+    assert again.status is ChatStatus.PENDING and again.last_error is None and msg.seq == 2
+
+
+async def test_status_compare_and_set(engine: AsyncEngine):
+    store, owner = await _store(engine)
+    chat = await store.create(owner_id=owner.id, title="c", first_message=None)
+    assert chat.status is ChatStatus.WAITING
+    with pytest.raises(Conflict):
+        await store.transition(chat.id, ChatStatus.RUNNING)  # waiting → running is illegal
+    await store.transition(chat.id, ChatStatus.PENDING)
+    with pytest.raises(Conflict):
+        await store.transition(chat.id, ChatStatus.INTERRUPTING)
+
+
+async def test_binding_writes(engine: AsyncEngine):
+    store, owner = await _store(engine)
+    chat = await store.create(owner_id=owner.id, title="c", first_message=None)
+    assert (chat.workspace_id, chat.build_id, chat.agent_id) == (None, None, None)
