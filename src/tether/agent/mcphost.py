@@ -59,21 +59,25 @@ class _Connection:
     def alive(self) -> bool:
         return self.client is not None and self._task is not None and not self._task.done()
 
-    async def start(self, timeout_s: float) -> None:
-        """Connect and list tools within ``timeout_s``; on failure ``error`` says why."""
+    async def start(self, timeout_s: float) -> asyncio.Task[None] | None:
+        """Connect and list tools within ``timeout_s``; on failure ``error`` says why.
+
+        A server that missed the deadline is cancelled but may take seconds to die; its task
+        is returned for the caller to await later instead of delaying this answer."""
         self._task = asyncio.create_task(self._run(), name=f"mcp-{self.spec.name}")
         try:
             await asyncio.wait_for(self._ready.wait(), timeout_s)
+            if self.error is None:
+                self.tools = await asyncio.wait_for(self._list_tools(), timeout_s)
         except TimeoutError:
             self.error = f"timed out connecting after {timeout_s:g}s"
-            await self.close()
-            return
-        if self.error is None:
-            try:
-                self.tools = await asyncio.wait_for(self._list_tools(), timeout_s)
-            except Exception as exc:
-                self.error = f"listing tools failed: {describe(exc)}"
-                await self.close()
+            self._task.cancel()
+            return self._task
+        except Exception as exc:
+            self.error = f"listing tools failed: {describe(exc)}"
+            self._task.cancel()
+            return self._task
+        return None
 
     async def _list_tools(self) -> list[Any]:
         assert self.client is not None
@@ -166,6 +170,7 @@ class McpHost:
         self._conns: dict[str, _Connection] = {}
         self._failed_at: dict[str, float] = {}
         self._routes: dict[str, tuple[str, str]] = {}
+        self._dying: set[asyncio.Task[None]] = set()  # cancelled servers still shutting down
 
     async def _reload_if_changed(self) -> None:
         path = self._directory() / CONFIG_FILE_NAME
@@ -208,7 +213,10 @@ class McpHost:
             await conn.close()
         conn = _Connection(spec, cwd=self._directory(), env=self._env())
         self._conns[spec.name] = conn
-        await conn.start(self._connect_timeout)
+        dying = await conn.start(self._connect_timeout)
+        if dying is not None:
+            self._dying.add(dying)
+            dying.add_done_callback(self._dying.discard)
         if conn.error is not None:
             self._failed_at[spec.name] = self._clock.monotonic()
         else:
@@ -283,6 +291,8 @@ class McpHost:
         """Stop every server (each bounded), e.g. at agent shutdown."""
         async with self._lock:
             await self._close_all()
+            if self._dying:
+                await asyncio.wait(set(self._dying), timeout=_CLOSE_TIMEOUT_S)
 
 
 def _error_result(message: str) -> McpCallResult:

@@ -125,30 +125,6 @@ class ChatStore:
             raise NotFound(f"chat {chat_id} not found")
         return _chat(row)
 
-    async def list(
-        self,
-        *,
-        owner_id: uuid.UUID,
-        archived: bool | None = False,
-        status: ChatStatus | None = None,
-        parent_chat_id: uuid.UUID | None = None,
-        roots_only: bool = False,
-        limit: int = 50,
-    ) -> list[Chat]:
-        query = sa.select(chats).where(chats.c.owner_id == owner_id)
-        if archived is not None:
-            query = query.where(chats.c.archived.is_(archived))
-        if status is not None:
-            query = query.where(chats.c.status == status.value)
-        if parent_chat_id is not None:
-            query = query.where(chats.c.parent_chat_id == parent_chat_id)
-        if roots_only:
-            query = query.where(chats.c.parent_chat_id.is_(None))
-        query = query.order_by(chats.c.updated_at.desc()).limit(limit)
-        async with self._engine.connect() as conn:
-            rows = (await conn.execute(query)).all()
-        return [_chat(r) for r in rows]
-
     async def transition(
         self,
         chat_id: uuid.UUID,
@@ -318,28 +294,18 @@ class ChatStore:
         promoted message, if any. Conflict if this worker no longer owns the chat."""
         now = self._clock.now()
         async with self._engine.begin() as conn:
-            chat = await self._get(conn, chat_id)
-            if chat.worker_id != worker_id or chat.status not in (
-                ChatStatus.RUNNING,
-                ChatStatus.INTERRUPTING,
+            # Lock the row first (a guarded no-op UPDATE: row lock on PostgreSQL, the write
+            # lock on SQLite), so a concurrent ``submit_user_message`` either lands its queued
+            # message before we look at the queue or sees the settled status after us.
+            if not await self._lock_if(
+                conn,
+                chat_id,
+                [ChatStatus.RUNNING, ChatStatus.INTERRUPTING],
+                chats.c.worker_id == worker_id,
             ):
                 raise Conflict("chat is no longer owned by this worker")
-            queued = (
-                await conn.execute(
-                    sa.select(chat_queued_messages)
-                    .where(chat_queued_messages.c.chat_id == chat_id)
-                    .order_by(chat_queued_messages.c.created_at, chat_queued_messages.c.id)
-                    .limit(1)
-                )
-            ).first()
-            promoted = None
-            if queued is not None:
-                await conn.execute(
-                    chat_queued_messages.delete().where(chat_queued_messages.c.id == queued.id)
-                )
-                promoted = await self._insert_message(
-                    conn, chat_id, "user", list(queued.parts), "both", None
-                )
+            promoted = await self._promote_queued(conn, chat_id)
+            if promoted is not None:
                 status = ChatStatus.PENDING
             else:
                 status = ChatStatus.ERROR if error else ChatStatus.WAITING
@@ -357,6 +323,64 @@ class ChatStore:
                 )
             )
             return await self._get(conn, chat_id), promoted
+
+    async def _lock_if(
+        self,
+        conn: AsyncConnection,
+        chat_id: uuid.UUID,
+        statuses: list[ChatStatus],
+        *extra: sa.ColumnElement[bool],
+    ) -> bool:
+        """Lock the chat row for this transaction if it is in one of ``statuses``."""
+        result = await conn.execute(
+            chats.update()
+            .where(
+                chats.c.id == chat_id,
+                chats.c.status.in_([s.value for s in statuses]),
+                *extra,
+            )
+            .values(status=chats.c.status)
+        )
+        return bool(result.rowcount)
+
+    async def cancel_pending(self, chat_id: uuid.UUID) -> tuple[Chat, StoredMessage | None]:
+        """Interrupt a chat no worker has claimed yet: the oldest queued message is promoted
+        (the chat stays pending with it), or the chat settles to ``waiting``. Conflict if the
+        chat is not pending (e.g. a worker claimed it meanwhile)."""
+        async with self._engine.begin() as conn:
+            if not await self._lock_if(conn, chat_id, [ChatStatus.PENDING]):
+                chat = await self._get(conn, chat_id)
+                raise Conflict(f"chat is {chat.status.value}; only a pending chat can be cancelled")
+            promoted = await self._promote_queued(conn, chat_id)
+            if promoted is None:
+                await conn.execute(
+                    chats.update()
+                    .where(chats.c.id == chat_id)
+                    .values(
+                        status=ChatStatus.WAITING.value,
+                        interrupt_requested=False,
+                        updated_at=self._clock.now(),
+                    )
+                )
+            return await self._get(conn, chat_id), promoted
+
+    async def _promote_queued(
+        self, conn: AsyncConnection, chat_id: uuid.UUID
+    ) -> StoredMessage | None:
+        queued = (
+            await conn.execute(
+                sa.select(chat_queued_messages)
+                .where(chat_queued_messages.c.chat_id == chat_id)
+                .order_by(chat_queued_messages.c.created_at, chat_queued_messages.c.id)
+                .limit(1)
+            )
+        ).first()
+        if queued is None:
+            return None
+        await conn.execute(
+            chat_queued_messages.delete().where(chat_queued_messages.c.id == queued.id)
+        )
+        return await self._insert_message(conn, chat_id, "user", list(queued.parts), "both", None)
 
     # --- binding ----------------------------------------------------------------------------
 
@@ -460,6 +484,59 @@ class ChatStore:
             message = await self._insert_message(conn, chat_id, "user", parts, "both", None)
             return await self._get(conn, chat_id), message
 
+    async def submit_user_message(
+        self,
+        chat_id: uuid.UUID,
+        parts: list[dict[str, Any]],
+        *,
+        max_queued: int,
+        join_pending: bool = False,
+    ) -> tuple[Chat, StoredMessage | None, QueuedMessage | None]:
+        """Send a user message, atomically against the worker finishing a turn.
+
+        Idle (waiting | error) → persisted, chat becomes pending: ``(chat, message, None)``.
+        Busy (pending | running | interrupting) → queued: ``(chat, None, queued)``; QueueFull
+        past ``max_queued``. With ``join_pending`` a pending chat (no worker has started
+        the turn) takes the message into its history directly instead of queueing it."""
+        direct = [ChatStatus.WAITING, ChatStatus.ERROR]
+        if join_pending:
+            direct.append(ChatStatus.PENDING)
+        busy = [s for s in ChatStatus if s not in direct]
+        for _ in range(3):
+            async with self._engine.begin() as conn:
+                if await self._lock_if(conn, chat_id, direct):
+                    await conn.execute(
+                        chats.update()
+                        .where(chats.c.id == chat_id)
+                        .values(
+                            status=ChatStatus.PENDING.value,
+                            last_error=None,
+                            last_error_code=None,
+                            updated_at=self._clock.now(),
+                        )
+                    )
+                    message = await self._insert_message(conn, chat_id, "user", parts, "both", None)
+                    return await self._get(conn, chat_id), message, None
+                if await self._lock_if(conn, chat_id, busy):
+                    queued = await self._enqueue(conn, chat_id, parts, max_queued=max_queued)
+                    return await self._get(conn, chat_id), None, queued
+                await self._get(conn, chat_id)  # NotFound if it does not exist
+            # the status moved between the two guards (a turn just ended); look again
+        raise Conflict("the chat changed state repeatedly; try again")
+
+    async def queued_counts(self, chat_ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
+        """Number of queued messages per chat (chats without any are left out)."""
+        if not chat_ids:
+            return {}
+        query = (
+            sa.select(chat_queued_messages.c.chat_id, sa.func.count())
+            .where(chat_queued_messages.c.chat_id.in_(chat_ids))
+            .group_by(chat_queued_messages.c.chat_id)
+        )
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return {r[0]: int(r[1]) for r in rows}
+
     async def messages(
         self, chat_id: uuid.UUID, *, after_seq: int = 0, limit: int | None = None
     ) -> list[StoredMessage]:
@@ -479,19 +556,31 @@ class ChatStore:
     async def enqueue(
         self, chat_id: uuid.UUID, parts: list[dict[str, Any]], *, max_queued: int
     ) -> QueuedMessage:
-        now = self._clock.now()
         async with self._engine.begin() as conn:
-            count = await conn.scalar(
-                sa.select(sa.func.count()).where(chat_queued_messages.c.chat_id == chat_id)
+            return await self._enqueue(conn, chat_id, parts, max_queued=max_queued)
+
+    async def _enqueue(
+        self,
+        conn: AsyncConnection,
+        chat_id: uuid.UUID,
+        parts: list[dict[str, Any]],
+        *,
+        max_queued: int,
+    ) -> QueuedMessage:
+        now = self._clock.now()
+        count = await conn.scalar(
+            sa.select(sa.func.count()).where(chat_queued_messages.c.chat_id == chat_id)
+        )
+        if (count or 0) >= max_queued:
+            raise QueueFull(
+                f"at most {max_queued} messages can be queued for a chat", max_queued=max_queued
             )
-            if (count or 0) >= max_queued:
-                raise QueueFull(f"at most {max_queued} messages can be queued for a chat")
-            qid = new_id()
-            await conn.execute(
-                chat_queued_messages.insert().values(
-                    id=qid, chat_id=chat_id, parts=parts, created_at=now
-                )
+        qid = new_id()
+        await conn.execute(
+            chat_queued_messages.insert().values(
+                id=qid, chat_id=chat_id, parts=parts, created_at=now
             )
+        )
         return QueuedMessage(id=qid, chat_id=chat_id, parts=parts, created_at=now)
 
     async def queued(self, chat_id: uuid.UUID) -> list[QueuedMessage]:
@@ -512,3 +601,29 @@ class ChatStore:
             )
             for r in rows
         ]
+
+    # Last in the class on purpose: a method named ``list`` shadows the builtin for the
+    # annotations of every method defined after it (mypy ``valid-type``).
+    async def list(
+        self,
+        *,
+        owner_id: uuid.UUID,
+        archived: bool | None = False,
+        status: ChatStatus | None = None,
+        parent_chat_id: uuid.UUID | None = None,
+        roots_only: bool = False,
+        limit: int = 50,
+    ) -> list[Chat]:
+        query = sa.select(chats).where(chats.c.owner_id == owner_id)
+        if archived is not None:
+            query = query.where(chats.c.archived.is_(archived))
+        if status is not None:
+            query = query.where(chats.c.status == status.value)
+        if parent_chat_id is not None:
+            query = query.where(chats.c.parent_chat_id == parent_chat_id)
+        if roots_only:
+            query = query.where(chats.c.parent_chat_id.is_(None))
+        query = query.order_by(chats.c.updated_at.desc()).limit(limit)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [_chat(r) for r in rows]

@@ -19,18 +19,11 @@ from tether.clock import Clock, as_utc
 from tether.db.tables import api_tokens, users
 from tether.errors import Conflict, InvalidInput, NotFound, Unauthorized
 from tether.ids import hash_token, new_id, new_token
+from tether.workspaces.models import Role, User
 
 ROLES = ("admin", "member")
 USER_NAME = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
 TOKEN_PREFIX = "tt"
-
-
-@dataclass(frozen=True)
-class User:
-    id: uuid.UUID
-    name: str
-    role: str  # admin | member
-    created_at: datetime
 
 
 @dataclass(frozen=True)
@@ -43,7 +36,7 @@ class ApiToken:
 
 
 def _user(row: Any) -> User:
-    return User(id=row.id, name=row.name, role=row.role, created_at=_utc(row.created_at))
+    return User(id=row.id, name=row.name, role=Role(row.role), created_at=_utc(row.created_at))
 
 
 def _token(row: Any) -> ApiToken:

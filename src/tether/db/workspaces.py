@@ -23,9 +23,11 @@ from tether.errors import Conflict, NotFound
 from tether.ids import new_id
 from tether.workspaces.models import Build, Job, LogLine, Transition, Workspace
 
+_later = workspace_builds.alias("later")
 _LATEST = (
-    sa.select(sa.func.max(workspace_builds.c.build_number))
-    .where(workspace_builds.c.workspace_id == workspaces.c.id)
+    sa.select(sa.func.max(_later.c.build_number))
+    .where(_later.c.workspace_id == workspaces.c.id)
+    .correlate(workspaces)
     .scalar_subquery()
 )
 
@@ -204,6 +206,7 @@ class WorkspaceStore:
             rows = (
                 await conn.execute(
                     sa.select(workspaces)
+                    .select_from(workspaces)
                     .join(
                         workspace_builds,
                         sa.and_(

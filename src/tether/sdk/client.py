@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import json as jsonlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 from urllib.parse import quote
 
@@ -205,7 +205,7 @@ class TetherClient:
 
     async def follow_logs(
         self, ref: str, build: int | None = None
-    ) -> AsyncIterator[tuple[str, Any]]:
+    ) -> AsyncGenerator[tuple[str, Any], None]:
         """Stream a build's log: ``("log", {"level", "output"})`` per line, then one
         ``("done", <build JSON>)`` when the job has finished. No read timeout (a build can be
         quiet for long): bound it with ``asyncio.timeout`` on the caller's side."""

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import pytest
-from agent_procs import RunningAgent
+from agent_procs import RunningAgent, start_agent, stop_agent
 
 from tether.agentconn import AgentClient
 from tether.errors import AgentRequestFailed
@@ -74,3 +75,26 @@ async def test_mcp_invalid_config_is_one_error(client: AgentClient, agent: Runni
     assert entry.status == "error"
     assert "invalid JSON" in (entry.error or "")
     assert (await client.health()).status == "ok"
+
+
+async def test_mcp_hanging_server_is_bounded_by_the_connect_timeout(tmp_path: Path) -> None:
+    agent = await start_agent(tmp_path, {"TETHER_AGENT_MCP_CONNECT_TIMEOUT_S": "1"})
+    client = agent.client()
+    try:
+        write_config(
+            agent.project,
+            {
+                "echo": {"command": sys.executable, "args": [str(ECHO_SERVER)]},
+                "hangs": {"command": sys.executable, "args": ["-c", "import time; time.sleep(60)"]},
+            },
+        )
+        start = time.monotonic()
+        listing = await client.mcp_tools()
+        assert time.monotonic() - start < 2.5
+        statuses = {s.name: (s.status, s.error) for s in listing.servers}
+        assert statuses["echo"] == ("ok", None)
+        assert statuses["hangs"] == ("error", "timed out connecting after 1s")
+        assert (await client.mcp_call("echo__add", {"a": 1, "b": 1})).content[0].text == "2"
+    finally:
+        await client.aclose()
+        assert await stop_agent(agent.proc) == 0

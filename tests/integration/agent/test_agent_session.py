@@ -177,6 +177,7 @@ async def test_ready_reconnect_without_rerun_and_sigterm(tmp_path: Path) -> None
             lines = [line for f in frames if f["type"] == "log" for line in f["lines"]]
             assert f"dir={agent.project} env=yes" in lines
             assert server.pings > 0
+            assert "rejected the agent token (HTTP 401)" in agent.stderr()
 
             client = agent.client()
             try:

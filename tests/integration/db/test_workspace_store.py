@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -167,3 +168,23 @@ async def test_agents_new_ids_per_build_and_lifecycle_cas(engine: AsyncEngine):
     )
     assert a3.id != a1.id  # a rebuild makes new agent ids: that is what makes bindings stale
     assert [a.id for a in await agents.latest_build_agents(ws.id)] == [a3.id]
+
+
+async def test_expired_workspaces_by_ttl(engine: AsyncEngine):
+    owner, template, version, store, _ = await _setup(engine)
+    ws, build = await store.create(
+        owner_id=owner.id,
+        template_id=template.id,
+        name="w",
+        ttl_ms=1000,
+        first_build=_req(None, version, owner),
+    )
+    assert build is not None
+    now = SystemClock().now()
+    assert await store.expired(now + timedelta(seconds=5)) == []  # build not finished yet
+    await store.claim_job(owner.id)
+    await store.finish_job(build.job_id)
+    assert await store.expired(now) == []
+    assert [w.id for w in await store.expired(now + timedelta(seconds=5))] == [ws.id]
+    await store.touch(ws.id)
+    assert await store.expired(SystemClock().now()) == []

@@ -83,9 +83,7 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(
             ["created_by"], ["users.id"], name="fk_template_versions_created_by_users"
         ),
-        sa.UniqueConstraint(
-            "template_id", "version", name="uq_template_versions_template_version"
-        ),
+        sa.UniqueConstraint("template_id", "version", name="uq_template_versions_template_version"),
     )
     op.create_table(
         "workspaces",

@@ -29,9 +29,7 @@ def _reflect(conn: Connection) -> dict[str, dict[str, object]]:
             "indexes": sorted(
                 str(i["name"]) for i in insp.get_indexes(table) if "duplicates_constraint" not in i
             ),
-            "uniques": sorted(
-                tuple(u["column_names"]) for u in insp.get_unique_constraints(table)
-            ),
+            "uniques": sorted(tuple(u["column_names"]) for u in insp.get_unique_constraints(table)),
             "fks": sorted(
                 (tuple(fk["constrained_columns"]), str(fk["referred_table"]))
                 for fk in insp.get_foreign_keys(table)
@@ -80,7 +78,9 @@ async def test_upgrade_creates_the_schema_of_tables_py(db_url: str) -> None:
         await engine.dispose()
 
 
-async def test_partial_unique_index_on_live_workspace_names(engine: sa.ext.asyncio.AsyncEngine) -> None:
+async def test_partial_unique_index_on_live_workspace_names(
+    engine: sa.ext.asyncio.AsyncEngine,
+) -> None:
     async with engine.connect() as conn:
         indexes = await conn.run_sync(lambda c: sa.inspect(c).get_indexes("workspaces"))
     (live,) = [i for i in indexes if i["name"] == "uq_workspaces_owner_name_live"]

@@ -1,0 +1,180 @@
+"""What every chat tool shares: its dependencies, its context, and how it becomes a
+pydantic-ai tool whose failures are results the model reads, never turn failures.
+
+Error results. A tool handler returns a JSON object (a normal result) or raises. Raised
+errors become **failed** tool results: the tool raises ``pydantic_ai.exceptions.ToolFailed``
+with the text of :func:`tether.chatd.messages.render_tool_error` —
+``"[<code>] <message>\\nRemediation: <remediation>"`` — and
+:func:`~tether.chatd.messages.from_model_messages` persists that as a tool-result part with
+``is_error=True``, ``error_code`` and ``remediation`` (``result`` is the message). ToolFailed
+does not consume pydantic-ai's retry budget, so a tool can fail any number of times without
+ending the turn. Mapping:
+
+* :class:`~tether.errors.WorkspaceError` (no_workspace, workspace_stopped, …) → its code and
+  remediation;
+* :class:`~tether.errors.AgentRequestFailed` (agent-side errors) → the agent's code
+  (``not_found``, ``invalid_input``, …);
+* invalid arguments → ``invalid_arguments`` with what is wrong;
+* any other :class:`~tether.errors.TetherError` → its code; anything else → ``internal``.
+
+"Soft" failures the UI needs structured fields for (a failed build with its ``build_id``)
+are normal results with an ``error`` key, as in the reference (§4.3).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, cast
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic_ai import Tool
+from pydantic_ai.exceptions import ToolFailed
+
+from tether.agentconn.client import AgentClient
+from tether.chatd.conncache import ChatConnections
+from tether.chatd.messages import INVALID_JSON_KEY, render_tool_error
+from tether.chatd.models import Chat
+from tether.chatd.stream import ChatStreamHub
+from tether.clock import Clock
+from tether.db.agents import AgentStore
+from tether.db.chats import ChatStore
+from tether.db.pubsub import EventBus
+from tether.db.templates import TemplateStore
+from tether.db.users import UserStore
+from tether.db.workspaces import WorkspaceStore
+from tether.errors import AgentRequestFailed, TetherError, WorkspaceError
+from tether.settings import Settings
+from tether.workspaces.service import WorkspaceService
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+ArgsT = TypeVar("ArgsT", bound=BaseModel)
+
+INVALID_ARGUMENTS = "invalid_arguments"
+
+
+@dataclass
+class ChatdDeps:
+    """The long-lived objects chatd uses (taken from the wiring graph)."""
+
+    settings: Settings
+    clock: Clock
+    bus: EventBus
+    chats: ChatStore
+    agents: AgentStore
+    workspace_store: WorkspaceStore
+    template_store: TemplateStore
+    workspaces: WorkspaceService
+    users: UserStore
+    hub: ChatStreamHub
+
+
+@dataclass
+class ChatState:
+    """What the worker keeps per chat across turns: the connection cache and the workspace
+    mutex shared by create/start/stop_workspace (CW-22: parallel calls never duplicate)."""
+
+    conns: ChatConnections
+    workspace_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+@dataclass
+class ToolContext:
+    """One turn's view for the tools: the chat (as of the turn start), its state, deps."""
+
+    deps: ChatdDeps
+    chat: Chat
+    state: ChatState
+
+    @property
+    def chat_id(self) -> uuid.UUID:
+        return self.chat.id
+
+    @property
+    def conns(self) -> ChatConnections:
+        return self.state.conns
+
+    async def with_agent(
+        self, fn: Callable[[AgentClient], Awaitable[T]], *, retry_request: bool = True
+    ) -> T:
+        """Run ``fn`` on the chat's agent connection — the one seam every workspace tool
+        uses, so failures are typed and a transport failure evicts and redials once."""
+
+        async def call(conn: Any) -> T:
+            return await fn(cast(AgentClient, conn))
+
+        return await self.conns.run(call, retry_request=retry_request)
+
+
+class Args(BaseModel):
+    """Base of tool argument models: unknown keys are errors the model can fix."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+def tool_error(err: BaseException) -> ToolFailed:
+    """The failed tool result the model sees for ``err`` (see the module docstring)."""
+    if isinstance(err, WorkspaceError):
+        return ToolFailed(render_tool_error(err.message, err.code, err.remediation or None))
+    if isinstance(err, AgentRequestFailed):
+        return ToolFailed(render_tool_error(err.message, err.agent_code))
+    if isinstance(err, TetherError):
+        return ToolFailed(render_tool_error(err.message, err.code))
+    return ToolFailed(render_tool_error(f"{type(err).__name__}: {err}", "internal"))
+
+
+def invalid_arguments(message: str) -> ToolFailed:
+    return ToolFailed(
+        render_tool_error(message, INVALID_ARGUMENTS, "fix the arguments and call the tool again")
+    )
+
+
+def _describe(exc: ValidationError) -> str:
+    problems = []
+    for e in exc.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "arguments"
+        problems.append(f"{where}: {e['msg']}")
+    return "invalid arguments: " + "; ".join(problems)
+
+
+def make_tool(
+    name: str,
+    description: str,
+    args_model: type[ArgsT],
+    handler: Callable[[ArgsT], Awaitable[dict[str, Any]]],
+) -> Tool[Any]:
+    """A pydantic-ai tool named ``name`` whose JSON schema is ``args_model``'s.
+
+    Arguments are validated here (not by pydantic-ai) so that invalid ones become an
+    ``invalid_arguments`` error result without using up a retry budget.
+    """
+
+    async def run(**kwargs: Any) -> dict[str, Any]:
+        if INVALID_JSON_KEY in kwargs:
+            raise invalid_arguments(
+                f"the arguments are not a JSON object: {str(kwargs[INVALID_JSON_KEY])[:200]}"
+            )
+        try:
+            args = args_model.model_validate(kwargs)
+        except ValidationError as exc:
+            raise invalid_arguments(_describe(exc)) from exc
+        try:
+            return await handler(args)
+        except ToolFailed:
+            raise
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:  # a tool failure is a result, never a turn failure
+            if not isinstance(err, TetherError):
+                log.exception("tool %s failed unexpectedly", name)
+            raise tool_error(err) from err
+
+    schema = args_model.model_json_schema()
+    schema.pop("title", None)
+    schema.setdefault("properties", {})
+    return Tool.from_schema(run, name=name, description=description, json_schema=schema)
