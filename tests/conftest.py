@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
-from support.pg import PgUnavailable, create_database, database_dsn, drop_database, start_cluster
 
+from support.pg import PgUnavailable, create_database, database_dsn, drop_database, start_cluster
 from tether.db.engine import create_engine
 from tether.db.migrate import upgrade
 

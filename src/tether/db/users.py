@@ -21,7 +21,7 @@ from tether.errors import Conflict, InvalidInput, NotFound, Unauthorized
 from tether.ids import hash_token, new_id, new_token
 from tether.workspaces.models import Role, User
 
-ROLES = ("admin", "member")
+ROLES = tuple(r.value for r in Role)
 USER_NAME = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
 TOKEN_PREFIX = "tt"
 
@@ -72,18 +72,18 @@ class UserStore:
         self._engine = engine
         self._clock = clock
 
-    async def create_user(self, name: str, role: str = "member") -> User:
+    async def create_user(self, name: str, role: Role | str = Role.MEMBER) -> User:
         """Create a user. Raises :class:`InvalidInput` (bad name/role) or :class:`Conflict`
         (name taken)."""
         validate_user_name(name)
         if role not in ROLES:
             raise InvalidInput(f"role must be one of {', '.join(ROLES)}", field="role")
-        user = User(id=new_id(), name=name, role=role, created_at=self._clock.now())
+        user = User(id=new_id(), name=name, role=Role(role), created_at=self._clock.now())
         try:
             async with self._engine.begin() as conn:
                 await conn.execute(
                     users.insert().values(
-                        id=user.id, name=user.name, role=user.role, created_at=user.created_at
+                        id=user.id, name=user.name, role=user.role.value, created_at=user.created_at
                     )
                 )
         except sa.exc.IntegrityError as exc:

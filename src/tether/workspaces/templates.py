@@ -324,20 +324,32 @@ def spec_to_json(spec: TemplateSpec) -> dict[str, Any]:
     return spec.model_dump(mode="json")
 
 
+def _whole(message: str, **details: Any) -> InvalidInput:
+    # A problem with the document as a whole: no field path to name.
+    return InvalidInput(message, errors=[{"field": "", "message": message}], **details)
+
+
 def parse_template(text: str) -> TemplateSpec:
-    """Parse and validate a template written in YAML; raises InvalidInput naming the field."""
+    """Parse and validate a template written in YAML; raises InvalidInput naming the field
+    of the first problem (``details["errors"]`` lists them all)."""
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)
-        raise InvalidInput(f"invalid template YAML{where}: {problem}", field="") from None
+        if mark is None:
+            raise _whole(f"invalid template YAML: {problem}") from None
+        line, column = mark.line + 1, mark.column + 1
+        raise _whole(
+            f"invalid template YAML at line {line}, column {column}: {problem}",
+            line=line,
+            column=column,
+        ) from None
     if not isinstance(data, dict):
         kind = "empty" if data is None else type(data).__name__
-        raise InvalidInput(f"a template must be a YAML mapping, got {kind}", field="")
+        raise _whole(f"a template must be a YAML mapping, got {kind}")
     if not all(isinstance(k, str) for k in data):
-        raise InvalidInput("template keys must be strings", field="")
+        raise _whole("template keys must be strings")
     return spec_from_json(data)
 
 

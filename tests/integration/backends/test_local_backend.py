@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 import uuid
@@ -183,7 +182,7 @@ async def test_a_reused_pid_in_a_pid_file_is_never_signalled(make_backend) -> No
     ws, agent = new_ws(), launch()
     await backend.start(ws, [agent], Log())
     await backend.stop(ws, Log())
-    stranger = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    stranger = await asyncio.create_subprocess_exec("sleep", "30", start_new_session=True)
     try:
         # A stale pid file whose pid now belongs to an unrelated process.
         pidfile = backend.workspace_dir(ws.workspace_id) / "agents" / f"{agent.agent_id}.pid"
@@ -193,10 +192,11 @@ async def test_a_reused_pid_in_a_pid_file_is_never_signalled(make_backend) -> No
         pidfile.write_text(json.dumps(record))
         assert not (await backend.inspect(ws)).running
         await backend.stop(ws, Log())
-        assert stranger.poll() is None
+        assert stranger.returncode is None
+        assert running(stranger.pid)
     finally:
         stranger.kill()
-        stranger.wait(timeout=5)
+        await asyncio.wait_for(stranger.wait(), 5)
 
 
 async def test_missing_agent_command_is_a_backend_error(make_backend) -> None:

@@ -56,7 +56,12 @@ def _conversation() -> list[ChatMessage]:
                 ToolResultPart(
                     tool_call_id="c1",
                     tool_name="execute",
-                    result={"success": True, "output": "a\nb\n", "exit_code": 0, "n": [1, 2.5, None]},
+                    result={
+                        "success": True,
+                        "output": "a\nb\n",
+                        "exit_code": 0,
+                        "n": [1, 2.5, None],
+                    },
                 ),
                 ToolResultPart(
                     tool_call_id="c2",
@@ -105,7 +110,13 @@ def test_persisted_json_is_small_and_stable() -> None:
     assert load_parts(dumped) == parts
     marker = ContextFilePart(agent_id=AGENT_A, os="linux")
     assert dump_parts([marker]) == [
-        {"type": "context-file", "content": "", "truncated": False, "os": "linux", "agent_id": str(AGENT_A)}
+        {
+            "type": "context-file",
+            "content": "",
+            "truncated": False,
+            "os": "linux",
+            "agent_id": str(AGENT_A),
+        }
     ]
     with pytest.raises(ValidationError):
         load_parts([{"type": "nope"}])
@@ -128,7 +139,9 @@ def test_error_result_is_failed_outcome_whose_text_shows_code_and_remediation() 
 def test_tool_failed_text_from_tools_is_parsed_back() -> None:
     # Tools raise ToolFailed(render_tool_error(...)); pydantic-ai stores only the text.
     text = render_tool_error("no agent", "workspace_stopped", "start_workspace")
-    part = pai.ToolReturnPart(tool_name="execute", content=text, tool_call_id="c9", outcome="failed")
+    part = pai.ToolReturnPart(
+        tool_name="execute", content=text, tool_call_id="c9", outcome="failed"
+    )
     [message] = from_model_messages([pai.ModelRequest(parts=[part])])
     assert message.role == "tool"
     assert message.parts == [
@@ -154,9 +167,13 @@ def test_foreign_non_success_outcomes_become_errors_with_outcome_code() -> None:
 
 
 def test_invalid_json_args_from_a_model_are_kept_raw() -> None:
-    response = pai.ModelResponse(parts=[pai.ToolCallPart(tool_name="x", args="{not json", tool_call_id="c")])
+    response = pai.ModelResponse(
+        parts=[pai.ToolCallPart(tool_name="x", args="{not json", tool_call_id="c")]
+    )
     [message] = from_model_messages([response])
-    assert message.parts == [ToolCallPart(tool_call_id="c", tool_name="x", args={INVALID_JSON_KEY: "{not json"})]
+    assert message.parts == [
+        ToolCallPart(tool_call_id="c", tool_name="x", args={INVALID_JSON_KEY: "{not json"})
+    ]
     [back] = to_model_messages(from_model_messages([response]))
     assert isinstance(back, pai.ModelResponse)
     call = back.parts[0]
@@ -243,13 +260,20 @@ def test_workspace_context_variants() -> None:
     assert "Source: /x/AGENTS.md (truncated to 64KiB)\nrules\n" in truncated
     assert "Operating System: windows" in truncated
     assert "Working Directory" not in truncated
-    home_only = format_workspace_context([ContextFilePart(path="~/.coder/AGENTS.md", content="home")])
+    home_only = format_workspace_context(
+        [ContextFilePart(path="~/.coder/AGENTS.md", content="home")]
+    )
     assert "Operating System" not in home_only and "Source: ~/.coder/AGENTS.md" in home_only
     # Rebuilt from history: OS/dir from the last parts carrying them; files in order.
     history = [
-        ChatMessage(role="user", parts=[ContextFilePart(path="/h/AGENTS.md", content="one", os="linux", directory="/a")]),
+        ChatMessage(
+            role="user",
+            parts=[ContextFilePart(path="/h/AGENTS.md", content="one", os="linux", directory="/a")],
+        ),
         ChatMessage(role="user", parts=[TextPart(text="q")]),
-        ChatMessage(role="user", parts=[ContextFilePart(path="/b/AGENTS.md", content="two", directory="/b")]),
+        ChatMessage(
+            role="user", parts=[ContextFilePart(path="/b/AGENTS.md", content="two", directory="/b")]
+        ),
     ]
     block = workspace_context_from_history(history)
     assert "Operating System: linux\nWorking Directory: /b\n" in block
@@ -262,7 +286,9 @@ def test_pl22_instruction_agent_is_the_latest_stamped_agent() -> None:
     The latest message with an agent-stamped context-file part decides; parts without an
     agent id are ignored, and with none at all the agent is unknown (None).
     """
-    file_a = ChatMessage(role="user", parts=[ContextFilePart(path="/p/AGENTS.md", content="x", agent_id=AGENT_A)])
+    file_a = ChatMessage(
+        role="user", parts=[ContextFilePart(path="/p/AGENTS.md", content="x", agent_id=AGENT_A)]
+    )
     marker_b = ChatMessage(role="user", parts=[ContextFilePart(agent_id=AGENT_B)])
     unstamped = ChatMessage(role="user", parts=[ContextFilePart(path="/q/AGENTS.md", content="y")])
     assert instruction_agent_id([file_a]) == AGENT_A
@@ -277,7 +303,9 @@ def test_pl23_has_persisted_instructions() -> None:
     the blank marker → True."""
     unstamped = ChatMessage(role="user", parts=[ContextFilePart(path="/p/AGENTS.md", content="x")])
     text_only = ChatMessage(role="user", parts=[TextPart(text="hi")])
-    stamped = ChatMessage(role="user", parts=[ContextFilePart(path="/p/AGENTS.md", content="x", agent_id=uuid4())])
+    stamped = ChatMessage(
+        role="user", parts=[ContextFilePart(path="/p/AGENTS.md", content="x", agent_id=uuid4())]
+    )
     marker = ChatMessage(role="user", parts=[ContextFilePart(agent_id=uuid4())])
     assert has_persisted_instructions([text_only, unstamped]) is False
     assert has_persisted_instructions([]) is False

@@ -35,7 +35,7 @@ from pydantic_ai import Tool
 from pydantic_ai.exceptions import ToolFailed
 
 from tether.agentconn.client import AgentClient
-from tether.chatd.conncache import ChatConnections
+from tether.chatd.conncache import ChatConnections, Dialer
 from tether.chatd.messages import INVALID_JSON_KEY, render_tool_error
 from tether.chatd.models import Chat
 from tether.chatd.stream import ChatStreamHub
@@ -72,6 +72,7 @@ class ChatdDeps:
     workspaces: WorkspaceService
     users: UserStore
     hub: ChatStreamHub
+    dialer: Dialer
 
 
 @dataclass

@@ -1,0 +1,286 @@
+"""Chat operations on behalf of a user: create, read, send, interrupt, archive.
+
+Access: a member sees and acts only on their own chats; anyone else's chat is
+:class:`~tether.errors.NotFound` (never Forbidden, so ids do not leak). Admins can see and
+act on every chat, but a chat can only be *created* on the actor's own workspace.
+
+Every state change the service causes is announced: on the stream hub (``status``,
+``queue_update`` and persisted user ``message`` events, so subscribers see them at once) and
+on the event bus (``chats`` → ``{"type": "pending"}`` wakes the workers;
+``chat:<id>`` → ``{"type": "interrupt"}`` wakes the worker running the turn). The database
+stays the truth: the worker also watches the row's status / ``interrupt_requested``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from tether.chatd.models import Chat, ChatStatus, QueuedMessage, StoredMessage
+from tether.chatd.stream import ChatStreamHub
+from tether.clock import Clock
+from tether.db.chats import ChatStore
+from tether.db.pubsub import EventBus
+from tether.errors import Conflict, InvalidInput, NotFound
+from tether.workspaces.models import User
+from tether.workspaces.service import WorkspaceService
+
+Busy = Literal["queue", "interrupt"]
+Content = str | Sequence[dict[str, Any]]
+
+WORKER_CHANNEL = "chats"
+TITLE_CHARS = 60
+MAX_TITLE = 256
+MAX_MESSAGES_PAGE = 500
+BUSY_STATUSES = frozenset({ChatStatus.PENDING, ChatStatus.RUNNING, ChatStatus.INTERRUPTING})
+
+
+def chat_channel(chat_id: uuid.UUID) -> str:
+    """The bus channel of one chat's control events (interrupt)."""
+    return f"chat:{chat_id}"
+
+
+@dataclass(frozen=True)
+class MessagePage:
+    messages: list[StoredMessage]
+    next_after_seq: int | None  # pass as ``after_seq`` for the next page; None at the end
+
+
+@dataclass(frozen=True)
+class SendResult:
+    chat: Chat
+    message: StoredMessage | None  # persisted now (the chat was idle)
+    queued_message: QueuedMessage | None  # queued (a turn is pending or running)
+
+    @property
+    def queued(self) -> bool:
+        return self.queued_message is not None
+
+
+def user_parts(content: Content) -> list[dict[str, Any]]:
+    """Normalise what a user sends into stored parts: a string is one text part; a list
+    may hold only ``{"type": "text", "text": ...}`` parts (users cannot author tool calls
+    or context files). InvalidInput (field ``content``) for anything else or no text."""
+    if isinstance(content, str):
+        raw: list[Any] = [{"type": "text", "text": content}]
+    else:
+        raw = list(content)
+    parts: list[dict[str, Any]] = []
+    for i, part in enumerate(raw):
+        if not isinstance(part, dict) or part.get("type") != "text":
+            raise InvalidInput(
+                f"content[{i}]: only text parts can be sent", field=f"content[{i}].type"
+            )
+        text = part.get("text")
+        if not isinstance(text, str):
+            raise InvalidInput(f"content[{i}].text must be a string", field=f"content[{i}].text")
+        if set(part) - {"type", "text"}:
+            extra = sorted(set(part) - {"type", "text"})
+            raise InvalidInput(f"content[{i}]: unknown fields {extra}", field=f"content[{i}]")
+        parts.append({"type": "text", "text": text})
+    if not any(p["text"].strip() for p in parts):
+        raise InvalidInput("content must contain some text", field="content")
+    return parts
+
+
+def title_from(parts: list[dict[str, Any]]) -> str:
+    text = " ".join(" ".join(p.get("text", "").split()) for p in parts if p.get("type") == "text")
+    text = text.strip() or "New chat"
+    return text if len(text) <= TITLE_CHARS else text[: TITLE_CHARS - 1].rstrip() + "…"
+
+
+class ChatService:
+    def __init__(
+        self,
+        *,
+        chats: ChatStore,
+        workspaces: WorkspaceService,
+        hub: ChatStreamHub,
+        bus: EventBus,
+        clock: Clock,
+        max_queued: int = 20,
+        stream_poll_s: float = 1.0,
+        stream_ping_s: float = 15.0,
+    ) -> None:
+        self.store = chats
+        self.hub = hub
+        self.clock = clock
+        self.stream_poll_s = stream_poll_s
+        self.stream_ping_s = stream_ping_s
+        self._workspaces = workspaces
+        self._bus = bus
+        self._max_queued = max_queued
+
+    # --- access -------------------------------------------------------------------------
+
+    async def get(self, actor: User, chat_id: uuid.UUID) -> Chat:
+        """The chat, if the actor may see it; NotFound otherwise."""
+        try:
+            chat = await self.store.get(chat_id)
+        except NotFound:
+            chat = None
+        if chat is None or (chat.owner_id != actor.id and not actor.is_admin):
+            raise NotFound(f"chat {chat_id} not found")
+        return chat
+
+    async def list(
+        self,
+        actor: User,
+        *,
+        archived: bool | None = False,
+        status: ChatStatus | None = None,
+        roots_only: bool = True,
+        limit: int = 50,
+    ) -> list[Chat]:
+        """The actor's own chats, most recently updated first."""
+        return await self.store.list(
+            owner_id=actor.id, archived=archived, status=status, roots_only=roots_only, limit=limit
+        )
+
+    async def children(self, actor: User, chat_id: uuid.UUID) -> list[Chat]:
+        """The subagent chats spawned by this chat (archived ones included)."""
+        chat = await self.get(actor, chat_id)
+        return await self.store.list(
+            owner_id=chat.owner_id, archived=None, parent_chat_id=chat.id, limit=200
+        )
+
+    async def queued_counts(self, chats: list[Chat]) -> dict[uuid.UUID, int]:
+        return await self.store.queued_counts([c.id for c in chats])
+
+    async def queued(self, actor: User, chat_id: uuid.UUID) -> list[QueuedMessage]:
+        chat = await self.get(actor, chat_id)
+        return await self.store.queued(chat.id)
+
+    async def messages(
+        self, actor: User, chat_id: uuid.UUID, *, after_seq: int = 0, limit: int = 100
+    ) -> MessagePage:
+        """One page of history in ``seq`` order, after ``after_seq``."""
+        chat = await self.get(actor, chat_id)
+        limit = max(1, min(limit, MAX_MESSAGES_PAGE))
+        # one extra row tells whether another page exists without a count query
+        rows = await self.store.messages(chat.id, after_seq=max(0, after_seq), limit=limit + 1)
+        page = rows[:limit]
+        more = len(rows) > limit
+        return MessagePage(page, page[-1].seq if more and page else None)
+
+    # --- operations ---------------------------------------------------------------------
+
+    async def create(
+        self,
+        actor: User,
+        content: Content,
+        *,
+        workspace_id: uuid.UUID | None = None,
+        model: str | None = None,
+        title: str | None = None,
+    ) -> Chat:
+        """A new root chat, pending with its first user message. Only ``workspace_id`` is
+        written; the build/agent half of the binding is resolved lazily by the first turn."""
+        parts = user_parts(content)
+        if workspace_id is not None:
+            ws = await self._workspaces.get(actor, workspace_id)
+            if ws.owner_id != actor.id:  # admins may see others' workspaces, not chat in them
+                raise NotFound(f"workspace {workspace_id} not found")
+        title = (title or "").strip() or title_from(parts)
+        if len(title) > MAX_TITLE:
+            raise InvalidInput(f"title must be at most {MAX_TITLE} characters", field="title")
+        chat = await self.store.create(
+            owner_id=actor.id,
+            title=title,
+            first_message=parts,
+            workspace_id=workspace_id,
+            model=model,
+        )
+        first = await self.store.messages(chat.id, limit=1)
+        if first:
+            self.hub.publish_message(first[0])
+        await self._wake_workers(chat.id)
+        return chat
+
+    async def send(
+        self, actor: User, chat_id: uuid.UUID, content: Content, *, busy: Busy = "queue"
+    ) -> SendResult:
+        """Send a user message. Idle chat → persisted, the chat becomes pending. Busy chat
+        → queued (QueueFull past the limit); the worker promotes it when the turn ends.
+        ``busy="interrupt"`` also interrupts the running turn (a pending chat no worker
+        has started takes the message into its history at once)."""
+        parts = user_parts(content)
+        chat = await self.get(actor, chat_id)
+        chat, message, queued = await self.store.submit_user_message(
+            chat.id, parts, max_queued=self._max_queued, join_pending=busy == "interrupt"
+        )
+        if message is not None:
+            self.hub.publish_message(message)
+            self.hub.publish(chat.id, "status", self.status_data(chat))
+            await self._wake_workers(chat.id)
+        else:
+            await self._publish_queue(chat.id)
+            if busy == "interrupt":
+                chat = await self._interrupt(chat)
+        return SendResult(chat, message, queued)
+
+    async def interrupt(self, actor: User, chat_id: uuid.UUID) -> Chat:
+        """Stop the current turn. Running → interrupting (the worker persists the partial
+        reply and ends the turn); pending (not claimed yet) → waiting, or straight on to
+        the next queued message; idle or already interrupting → no-op."""
+        return await self._interrupt(await self.get(actor, chat_id))
+
+    async def archive(self, actor: User, chat_id: uuid.UUID, archived: bool = True) -> Chat:
+        chat = await self.get(actor, chat_id)
+        if chat.archived == archived:
+            return chat
+        return await self.store.set_fields(chat.id, archived=archived)
+
+    # --- internals ----------------------------------------------------------------------
+
+    async def _interrupt(self, chat: Chat) -> Chat:
+        # The status can move under us (claimed, finished); each step is a compare-and-set,
+        # so re-read and retry a few times rather than report a spurious conflict.
+        for _ in range(3):
+            if chat.status is ChatStatus.RUNNING:
+                try:
+                    chat = await self.store.transition(
+                        chat.id, ChatStatus.INTERRUPTING, interrupt_requested=True
+                    )
+                except Conflict:
+                    chat = await self.store.get(chat.id)
+                    continue
+                self.hub.publish(chat.id, "status", self.status_data(chat))
+                await self._bus.publish(chat_channel(chat.id), {"type": "interrupt"})
+                return chat
+            if chat.status is ChatStatus.PENDING:
+                try:
+                    chat, promoted = await self.store.cancel_pending(chat.id)
+                except Conflict:
+                    chat = await self.store.get(chat.id)
+                    continue
+                if promoted is not None:
+                    self.hub.publish_message(promoted)
+                    await self._publish_queue(chat.id)
+                    await self._wake_workers(chat.id)
+                self.hub.publish(chat.id, "status", self.status_data(chat))
+                return chat
+            return chat  # waiting, error, interrupting: nothing (more) to stop
+        return chat
+
+    async def _publish_queue(self, chat_id: uuid.UUID) -> None:
+        queued = await self.store.queued(chat_id)
+        self.hub.publish(chat_id, "queue_update", {"queued": [queued_json(q) for q in queued]})
+
+    async def _wake_workers(self, chat_id: uuid.UUID) -> None:
+        await self._bus.publish(WORKER_CHANNEL, {"chat_id": str(chat_id), "type": "pending"})
+
+    @staticmethod
+    def status_data(chat: Chat) -> dict[str, Any]:
+        """The payload of a ``status`` stream event."""
+        return {
+            "status": chat.status.value,
+            "last_error": chat.last_error,
+            "last_error_code": chat.last_error_code,
+        }
+
+
+def queued_json(q: QueuedMessage) -> dict[str, Any]:
+    return {"id": str(q.id), "parts": q.parts, "created_at": q.created_at.isoformat()}
