@@ -5,19 +5,27 @@ Database fixtures:
 - ``pg_dsn`` (session): DSN of a throwaway PostgreSQL cluster (``tests/support/pg.py``), or
   ``TETHER_TEST_PG_DSN`` when set. If no cluster can be started the PostgreSQL tests are
   skipped — unless ``CI=true``, where that is a failure.
-- ``db_url`` (function): parametrized ``sqlite`` | ``postgres`` — an *empty* database (a file
-  in ``tmp_path``, or a fresh ``t_<random>`` PostgreSQL database dropped afterwards). The
-  postgres param carries the ``postgres`` mark (``-m "not postgres"`` deselects it).
+- ``db_url`` (function): parametrized ``sqlite`` | ``postgres`` — a fresh database (a file
+  in ``tmp_path``, or a ``t_<random>`` PostgreSQL database dropped afterwards). It is *empty*,
+  unless the test also uses ``engine``: then it is the engine's (already migrated) database,
+  so a test can open a second engine or start a server on the same data. The postgres param
+  carries the ``postgres`` mark (``-m "not postgres"`` deselects it).
 - ``engine`` (function): ``create_engine(db_url)`` migrated to head; both dialects.
 - ``sqlite_engine`` / ``pg_engine`` (function): one dialect only, migrated to head.
 - ``pg_db_url`` (function): an empty PostgreSQL database URL (not migrated).
 
 Tests using ``pg_dsn``, ``pg_db_url`` or ``pg_engine`` get the ``postgres`` mark automatically.
+
+Migrated databases are copies of a template migrated once per session (a SQLite file, a
+PostgreSQL template database): running the migrations for every test costs far more than a
+copy. The engine fixtures still call ``upgrade`` (a no-op check) so the contract holds.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
+import shutil
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -27,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from support.pg import PgUnavailable, create_database, database_dsn, drop_database, start_cluster
 from tether.db.engine import create_engine
-from tether.db.migrate import upgrade
+from tether.db.migrate import head_revision, upgrade
 
 
 @pytest.fixture(scope="session")
@@ -57,26 +65,69 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.postgres)
 
 
+class _Templates:
+    """Databases migrated once per session; tests that want a migrated database get a copy."""
+
+    def __init__(self, scratch: Path) -> None:
+        self._scratch = scratch
+        self._sqlite: Path | None = None
+        self._pg: dict[str, str] = {}  # admin DSN -> template database name
+
+    async def sqlite_copy(self, dest: Path) -> None:
+        if self._sqlite is None:
+            path = self._scratch / f"template-{head_revision()}.db"
+            await upgrade(_sqlite_url(path))  # disposes its engine: the WAL is checkpointed
+            self._sqlite = path
+        shutil.copyfile(self._sqlite, dest)
+
+    async def pg_template(self, pg_dsn: str) -> str:
+        if pg_dsn not in self._pg:
+            name = await create_database(pg_dsn)
+            await upgrade(database_dsn(pg_dsn, name))
+            self._pg[pg_dsn] = name
+        return self._pg[pg_dsn]
+
+    def drop_all(self) -> None:
+        for dsn, name in self._pg.items():
+            asyncio.run(drop_database(dsn, name))
+
+
+@pytest.fixture(scope="session")
+def _db_templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Templates]:
+    templates = _Templates(tmp_path_factory.mktemp("db-templates"))
+    try:
+        yield templates
+    finally:
+        templates.drop_all()
+
+
 @asynccontextmanager
-async def _pg_database(pg_dsn: str) -> AsyncIterator[str]:
-    name = await create_database(pg_dsn)
+async def _pg_database(pg_dsn: str, templates: _Templates | None = None) -> AsyncIterator[str]:
+    template = await templates.pg_template(pg_dsn) if templates else "template0"
+    name = await create_database(pg_dsn, template=template)
     try:
         yield database_dsn(pg_dsn, name)
     finally:
         await drop_database(pg_dsn, name)
 
 
-def _sqlite_url(tmp_path: Path) -> str:
-    return f"sqlite+aiosqlite:///{tmp_path / 'tether.db'}"
+def _sqlite_url(path: Path) -> str:
+    return f"sqlite+aiosqlite:///{path}"
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    """URL of an empty database, once per dialect."""
+    """URL of a fresh database, once per dialect (empty unless ``engine`` is used too)."""
+    templates: _Templates | None = None
+    if "engine" in request.fixturenames:
+        templates = request.getfixturevalue("_db_templates")
     if request.param == "sqlite":
-        yield _sqlite_url(tmp_path)
+        path = tmp_path / "tether.db"
+        if templates:
+            await templates.sqlite_copy(path)
+        yield _sqlite_url(path)
         return
-    async with _pg_database(request.getfixturevalue("pg_dsn")) as url:
+    async with _pg_database(request.getfixturevalue("pg_dsn"), templates) as url:
         yield url
 
 
@@ -105,15 +156,25 @@ async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
 
 
 @pytest.fixture
-async def sqlite_engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+async def sqlite_engine(tmp_path: Path, _db_templates: _Templates) -> AsyncIterator[AsyncEngine]:
     """A migrated SQLite engine (file in ``tmp_path``)."""
-    async with _migrated_engine(_sqlite_url(tmp_path)) as e:
+    path = tmp_path / "tether.db"
+    await _db_templates.sqlite_copy(path)
+    async with _migrated_engine(_sqlite_url(path)) as e:
         yield e
 
 
 @pytest.fixture
-async def pg_engine(pg_dsn: str) -> AsyncIterator[AsyncEngine]:
+async def pg_engine(pg_dsn: str, _db_templates: _Templates) -> AsyncIterator[AsyncEngine]:
     """A migrated PostgreSQL engine on a fresh database."""
-    async with _pg_database(pg_dsn) as url:
-        async with _migrated_engine(url) as e:
-            yield e
+    async with _pg_database(pg_dsn, _db_templates) as url, _migrated_engine(url) as e:
+        yield e
+
+
+@pytest.fixture(autouse=True)
+def _no_real_model_requests() -> Iterator[None]:
+    """Tests must never reach a real LLM provider: scripted models only."""
+    from tether.testing.models import block_real_model_requests
+
+    with block_real_model_requests():
+        yield

@@ -15,8 +15,11 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tether.agentconn.pool import AgentPool
+from tether.chatd.service import ChatService
+from tether.chatd.stream import ChatStreamHub
 from tether.clock import Clock, SystemClock
 from tether.db.agents import AgentStore
+from tether.db.chats import ChatStore
 from tether.db.engine import create_engine
 from tether.db.migrate import upgrade
 from tether.db.pubsub import EventBus, InProcessBus
@@ -46,6 +49,9 @@ class Graph:
     workspaces: WorkspaceService
     provisioner: Provisioner
     agent_pool: AgentPool
+    chats: ChatStore
+    hub: ChatStreamHub
+    chat_service: ChatService
     extras: dict[str, Any] = field(default_factory=dict)
 
     async def aclose(self) -> None:
@@ -106,6 +112,16 @@ async def build_graph(
         connect_timeout=settings.agent_connect_timeout_s,
         request_timeout=settings.agent_request_timeout_s,
     )
+    chat_store = ChatStore(engine, clock)
+    hub = ChatStreamHub()
+    chat_service = ChatService(
+        chats=chat_store,
+        workspaces=service,
+        hub=hub,
+        bus=bus,
+        clock=clock,
+        max_queued=settings.max_queued_messages,
+    )
     return Graph(
         settings=settings,
         clock=clock,
@@ -119,6 +135,9 @@ async def build_graph(
         workspaces=service,
         provisioner=provisioner,
         agent_pool=pool,
+        chats=chat_store,
+        hub=hub,
+        chat_service=chat_service,
     )
 
 

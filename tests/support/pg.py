@@ -180,12 +180,13 @@ def _asyncpg_dsn(admin_dsn: str) -> str:
     return make_url(admin_dsn).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-async def create_database(admin_dsn: str) -> str:
-    """Create an empty database ``t_<random>`` and return its name."""
+async def create_database(admin_dsn: str, template: str = "template0") -> str:
+    """Create a database ``t_<random>`` as a copy of ``template`` (default: empty) and return
+    its name. The template must have no open connections."""
     name = f"t_{uuid.uuid4().hex[:16]}"
     conn = await asyncpg.connect(_asyncpg_dsn(admin_dsn), timeout=10)
     try:
-        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE template0', timeout=30)
+        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"', timeout=30)
     finally:
         await conn.close()
     return name

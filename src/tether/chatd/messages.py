@@ -175,9 +175,10 @@ def to_model_messages(
 ) -> list[pai.ModelMessage]:
     """Convert stored history to the messages pydantic-ai sends to a model.
 
-    ``instructions`` (the system prompt incl. the workspace-context block) is attached to the
-    last request, which is where pydantic-ai looks for the instructions in force; with no
-    request in the output it is not represented (pass it to the ``Agent`` as well).
+    ``instructions`` is recorded on the last request (where pydantic-ai reads the instructions
+    in force for a direct ``model.request``). An ``Agent`` run ignores instructions found in
+    history and sends its own: pass the system prompt (incl. the workspace-context block) as
+    ``agent.run(..., instructions=...)``.
     Raises :class:`InvalidInput` for a part that cannot appear in its role (e.g. a tool call
     in a user message).
     """
@@ -266,7 +267,10 @@ def _tool_return(part: ToolResultPart) -> pai.ToolReturnPart:
 def from_model_messages(messages: Iterable[pai.ModelMessage]) -> list[ChatMessage]:
     """Convert pydantic-ai messages (e.g. ``result.new_messages()``) to chat messages.
 
-    Messages produced by :func:`to_model_messages` come back exactly. Foreign requests are
+    Messages produced by :func:`to_model_messages` come back exactly. Persist a run's
+    ``result.new_messages()``: an ``Agent`` merges consecutive requests of the history it was
+    given (e.g. tool results followed by the next user prompt) and drops their metadata, so
+    ``all_messages()`` keeps the content but not ids/seq of those messages. Foreign requests are
     split by role (system prompts, user prompts, tool returns) keeping their order; parts
     tether does not model (native tools, files, compaction, deltas) are skipped.
     """

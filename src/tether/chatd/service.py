@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from tether.chatd.follow import status_data
 from tether.chatd.models import Chat, ChatStatus, QueuedMessage, StoredMessage
 from tether.chatd.stream import ChatStreamHub
 from tether.clock import Clock
@@ -125,20 +126,6 @@ class ChatService:
             raise NotFound(f"chat {chat_id} not found")
         return chat
 
-    async def list(
-        self,
-        actor: User,
-        *,
-        archived: bool | None = False,
-        status: ChatStatus | None = None,
-        roots_only: bool = True,
-        limit: int = 50,
-    ) -> list[Chat]:
-        """The actor's own chats, most recently updated first."""
-        return await self.store.list(
-            owner_id=actor.id, archived=archived, status=status, roots_only=roots_only, limit=limit
-        )
-
     async def children(self, actor: User, chat_id: uuid.UUID) -> list[Chat]:
         """The subagent chats spawned by this chat (archived ones included)."""
         chat = await self.get(actor, chat_id)
@@ -213,7 +200,7 @@ class ChatService:
         )
         if message is not None:
             self.hub.publish_message(message)
-            self.hub.publish(chat.id, "status", self.status_data(chat))
+            self.hub.publish(chat.id, "status", status_data(chat))
             await self._wake_workers(chat.id)
         else:
             await self._publish_queue(chat.id)
@@ -247,7 +234,7 @@ class ChatService:
                 except Conflict:
                     chat = await self.store.get(chat.id)
                     continue
-                self.hub.publish(chat.id, "status", self.status_data(chat))
+                self.hub.publish(chat.id, "status", status_data(chat))
                 await self._bus.publish(chat_channel(chat.id), {"type": "interrupt"})
                 return chat
             if chat.status is ChatStatus.PENDING:
@@ -260,7 +247,7 @@ class ChatService:
                     self.hub.publish_message(promoted)
                     await self._publish_queue(chat.id)
                     await self._wake_workers(chat.id)
-                self.hub.publish(chat.id, "status", self.status_data(chat))
+                self.hub.publish(chat.id, "status", status_data(chat))
                 return chat
             return chat  # waiting, error, interrupting: nothing (more) to stop
         return chat
@@ -272,14 +259,21 @@ class ChatService:
     async def _wake_workers(self, chat_id: uuid.UUID) -> None:
         await self._bus.publish(WORKER_CHANNEL, {"chat_id": str(chat_id), "type": "pending"})
 
-    @staticmethod
-    def status_data(chat: Chat) -> dict[str, Any]:
-        """The payload of a ``status`` stream event."""
-        return {
-            "status": chat.status.value,
-            "last_error": chat.last_error,
-            "last_error_code": chat.last_error_code,
-        }
+    # Last in the class on purpose: a method named ``list`` shadows the builtin for the
+    # annotations of the methods defined after it.
+    async def list(
+        self,
+        actor: User,
+        *,
+        archived: bool | None = False,
+        status: ChatStatus | None = None,
+        roots_only: bool = True,
+        limit: int = 50,
+    ) -> list[Chat]:
+        """The actor's own chats, most recently updated first."""
+        return await self.store.list(
+            owner_id=actor.id, archived=archived, status=status, roots_only=roots_only, limit=limit
+        )
 
 
 def queued_json(q: QueuedMessage) -> dict[str, Any]:

@@ -29,8 +29,8 @@ def to_jsonable(data: Any) -> Any:
 class Output:
     def __init__(self, json_mode: bool = False) -> None:
         self.json_mode = json_mode
-        self.out = Console(highlight=False)
-        self.err = Console(stderr=True, highlight=False)
+        self.out = Console(highlight=False, soft_wrap=True)
+        self.err = Console(stderr=True, highlight=False, soft_wrap=True)
 
     @property
     def progress(self) -> Console:
@@ -40,6 +40,13 @@ class Output:
     def json(self, data: Any) -> None:
         sys.stdout.write(json.dumps(to_jsonable(data), indent=2, default=str) + "\n")
         sys.stdout.flush()
+
+    def emit(self, data: Any, text: str) -> None:
+        """``data`` as JSON in JSON mode, else the human ``text``."""
+        if self.json_mode:
+            self.json(data)
+        else:
+            self.line(text)
 
     def line(self, text: str, style: str | None = None) -> None:
         """A line for people (suppressed in JSON mode); never interpreted as markup."""

@@ -90,5 +90,3 @@ def list_users(ctx: typer.Context, json_mode: JsonOpt = False) -> None:
         return 0
 
     run(ctx, json_mode, body)
-
-

@@ -82,7 +82,9 @@ async def wait_agent(
         out.progress.print(Text(f"✓ {ref}: {summary}", style="green"))
         return ws, False
     if agent.lifecycle_state in LIFECYCLE_DONE or agent.status == "timeout":
-        out.error(f"{ref}: {summary} (see the startup script log)", "agent_" + agent.lifecycle_state)
+        out.error(
+            f"{ref}: {summary} (see the startup script log)", "agent_" + agent.lifecycle_state
+        )
         return ws, True
     out.note(f"{ref}: {summary} — still not ready after {timeout:g}s", style="yellow")
     return ws, False

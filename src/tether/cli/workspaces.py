@@ -41,7 +41,7 @@ async def _finish(
             _, failed = await wait_agent(client, out, ref)
             code = 1 if failed else 0
     if build.transition == "delete" and build.succeeded:
-        out.json({"build": build}) if out.json_mode else out.line(f"workspace {ref} deleted")
+        out.emit({"build": build}, f"workspace {ref} deleted")
         return code
     ws = await client.get_workspace(ref)
     if out.json_mode:
@@ -72,7 +72,7 @@ def create(
     async def body(client: TetherClient, out: Output) -> int:
         ws = await client.create_workspace(template, name, params, ttl_ms)
         if ws.latest_build is None or no_wait:
-            out.json(ws) if out.json_mode else out.line(f"workspace {ws.name} created ({ws.state})")
+            out.emit(ws, f"workspace {ws.name} created ({ws.state})")
             return 0
         return await _finish(client, out, ws.name, ws.latest_build, wait=True)
 
@@ -138,7 +138,14 @@ def show(ctx: typer.Context, name: Name, json_mode: JsonOpt = False) -> None:
             out.table(
                 ["AGENT", "STATUS", "LIFECYCLE", "CHAT", "OS", "DIRECTORY"],
                 [
-                    (a.name, a.status, a.lifecycle_state, "yes" if a.chat else "", a.os, a.directory)
+                    (
+                        a.name,
+                        a.status,
+                        a.lifecycle_state,
+                        "yes" if a.chat else "",
+                        a.os,
+                        a.directory,
+                    )
                     for a in ws.agents
                 ],
             )
@@ -171,7 +178,9 @@ def start(
 
 
 @app.command("stop")
-def stop(ctx: typer.Context, name: Name, no_wait: NoWait = False, json_mode: JsonOpt = False) -> None:
+def stop(
+    ctx: typer.Context, name: Name, no_wait: NoWait = False, json_mode: JsonOpt = False
+) -> None:
     """Stop a workspace (its agent and processes end)."""
 
     async def body(client: TetherClient, out: Output) -> int:

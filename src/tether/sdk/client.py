@@ -106,10 +106,7 @@ class TetherClient:
         if isinstance(exc, httpx.TimeoutException):
             return ApiError(0, "timeout", f"the tether server at {self.url} did not answer in time")
         if isinstance(exc, httpx.ConnectError):
-            reason = str(exc) or "connection refused"
-            if "refused" in reason.lower() or "errno 111" in reason.lower():
-                reason = "connection refused"
-            return ServerUnreachable(self.url, reason)
+            return ServerUnreachable(self.url, _connect_reason(exc))
         return ServerUnreachable(self.url, str(exc) or type(exc).__name__)
 
     # --- users ----------------------------------------------------------------------------
@@ -272,6 +269,19 @@ class TetherClient:
         if background:
             return BackgroundStarted.model_validate(data)
         return ExecResult.model_validate(data)
+
+
+def _connect_reason(exc: BaseException) -> str:
+    """The root cause of a failed connect, in words (httpx only says "All connection
+    attempts failed")."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(cause, TimeoutError):
+            return "connection timed out"
+        cause = cause.__cause__ or cause.__context__
+    return str(exc) or type(exc).__name__
 
 
 def _api_error(status: int, content: bytes) -> ApiError:

@@ -78,7 +78,7 @@ async def test_mcp_invalid_config_is_one_error(client: AgentClient, agent: Runni
 
 
 async def test_mcp_hanging_server_is_bounded_by_the_connect_timeout(tmp_path: Path) -> None:
-    agent = await start_agent(tmp_path, {"TETHER_AGENT_MCP_CONNECT_TIMEOUT_S": "1"})
+    agent = await start_agent(tmp_path, {"TETHER_AGENT_MCP_CONNECT_TIMEOUT_S": "4"})
     client = agent.client()
     try:
         write_config(
@@ -90,10 +90,10 @@ async def test_mcp_hanging_server_is_bounded_by_the_connect_timeout(tmp_path: Pa
         )
         start = time.monotonic()
         listing = await client.mcp_tools()
-        assert time.monotonic() - start < 2.5
+        assert time.monotonic() - start < 6.5
         statuses = {s.name: (s.status, s.error) for s in listing.servers}
         assert statuses["echo"] == ("ok", None)
-        assert statuses["hangs"] == ("error", "timed out connecting after 1s")
+        assert statuses["hangs"] == ("error", "timed out connecting after 4s")
         assert (await client.mcp_call("echo__add", {"a": 1, "b": 1})).content[0].text == "2"
     finally:
         await client.aclose()

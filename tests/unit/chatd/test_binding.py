@@ -71,13 +71,16 @@ class World:
         self.store.add_latest(self.ws, new)
         return new
 
-    def bind(self, agent: AgentRow | None = None, **extra: uuid.UUID | None) -> ChatBinding:
+    def bind(
+        self, agent: AgentRow | None = None, *, parent_chat_id: uuid.UUID | None = None
+    ) -> ChatBinding:
         binding = ChatBinding(
             self.chat_id,
             self.ws,
             build_id=agent.build_id if agent else None,
             agent_id=agent.id if agent else None,
-            **extra,  # type: ignore[arg-type]
+            parent_chat_id=parent_chat_id,
+            root_chat_id=parent_chat_id,
         )
         return self.store.add_chat(binding)
 
@@ -87,12 +90,12 @@ class World:
         *,
         delay: float = 5.0,
         dial_timeout: float = 30.0,
-        dialer: FakeDialer | None | bool = True,
+        connector: bool = True,
     ) -> ChatConnections:
         return ChatConnections(
             binding,
             store=self.store,
-            dialer=self.dialer if dialer is True else None,
+            dialer=self.dialer if connector else None,
             clock=self.clock,
             drain=self.drain,
             validation_delay=delay,
@@ -474,7 +477,7 @@ async def test_gc8_dead_agent_on_cache_hit_redials_then_typed_error(w: World) ->
 async def test_gc8_dead_agent_of_stopped_workspace_is_workspace_stopped(w: World) -> None:
     """GC-8 (stopped): the workspace was stopped (event lost); the request fails, the
     fresh dial validates and finds no agent → WorkspaceStopped."""
-    conns, conn = await _warm(w)
+    conns, _ = await _warm(w)
     w.dialer.kill(w.main.id)
     w.store.stop(w.ws)
     with pytest.raises(WorkspaceStopped):
@@ -485,7 +488,7 @@ async def test_gc8_dead_agent_of_stopped_workspace_is_workspace_stopped(w: World
 async def test_gc8_dead_agent_after_rebuild_recovers_and_reruns(w: World) -> None:
     """GC-8 (rebuilt): the fresh dial switches to the new agent and the request runs once
     more on it; the binding is repaired."""
-    conns, conn = await _warm(w)
+    conns, _ = await _warm(w)
     w.dialer.kill(w.main.id)
     new = w.rebuild()
     assert await conns.run(lambda c: fake(c).call("ls")) == f"ls from {new.id}"
@@ -636,7 +639,7 @@ async def test_gc16_unreachable_same_build_agent_dial_times_out(w: World) -> Non
 
 async def test_gc17_no_dialer_is_connector_not_configured(w: World) -> None:
     """GC-17: no dialer → ConnectorNotConfigured at once, no store call."""
-    conns = w.conns(w.bind(w.main), dialer=None)
+    conns = w.conns(w.bind(w.main), connector=False)
     with pytest.raises(ConnectorNotConfigured):
         await conns.get_conn()
     assert w.store.queries == []
@@ -701,7 +704,7 @@ async def test_gc20_headers_for_child_and_root_chats(w: World) -> None:
     """GC-20: a subagent's conn carries its chat id and the parent in the ancestors list
     (JSON); a root chat's ancestors list is empty."""
     parent = uuid.uuid4()
-    child = w.conns(w.bind(w.main, parent_chat_id=parent, root_chat_id=parent))
+    child = w.conns(w.bind(w.main, parent_chat_id=parent))
     conn = fake(await child.get_conn())
     assert conn.headers[CHAT_ID_HEADER] == str(w.chat_id)
     assert json.loads(conn.headers[ANCESTOR_CHAT_IDS_HEADER]) == [str(parent)]

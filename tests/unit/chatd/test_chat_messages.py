@@ -7,6 +7,7 @@ from uuid import UUID, uuid4
 
 import pytest
 from pydantic import ValidationError
+from pydantic_ai import Agent
 from pydantic_ai import messages as pai
 
 from tether.chatd.messages import (
@@ -29,6 +30,7 @@ from tether.chatd.messages import (
     workspace_context_from_history,
 )
 from tether.errors import InvalidInput
+from tether.llm.scripted import Call, Say, script_model
 
 AGENT_A = UUID("00000000-0000-0000-0000-00000000000a")
 AGENT_B = UUID("00000000-0000-0000-0000-00000000000b")
@@ -311,3 +313,34 @@ def test_pl23_has_persisted_instructions() -> None:
     assert has_persisted_instructions([]) is False
     assert has_persisted_instructions([unstamped, stamped]) is True
     assert has_persisted_instructions([marker]) is True
+
+
+async def test_agent_run_over_our_history_yields_new_messages_to_persist() -> None:
+    """What the turn runner does: history in, run, convert ``new_messages()`` back."""
+    history = [
+        ChatMessage(role="user", parts=[TextPart(text="a")], seq=1),
+        ChatMessage(
+            role="assistant", parts=[ToolCallPart(tool_call_id="c0", tool_name="t")], seq=2
+        ),
+        ChatMessage(
+            role="tool", parts=[ToolResultPart(tool_call_id="c0", tool_name="t", result=1)], seq=3
+        ),
+        ChatMessage(role="assistant", parts=[TextPart(text="one")], seq=4),
+        ChatMessage(role="user", parts=[TextPart(text="b")], seq=5),
+    ]
+    agent: Agent[None, str] = Agent(script_model([Call("t", {"x": 1}), Say("two")]))
+
+    @agent.tool_plain
+    def t(x: int = 0) -> dict[str, int]:
+        return {"x": x}
+
+    result = await agent.run(None, message_history=to_model_messages(history), instructions="SYS")
+    new = from_model_messages(result.new_messages())
+    assert [m.role for m in new] == ["assistant", "tool", "assistant"]
+    call = new[0].parts[0]
+    assert isinstance(call, ToolCallPart) and call.args == {"x": 1}
+    assert new[1].parts == [
+        ToolResultPart(tool_call_id=call.tool_call_id, tool_name="t", result={"x": 1})
+    ]
+    assert new[2].parts == [TextPart(text="two")]
+    assert all(m.seq is None for m in new)

@@ -275,7 +275,7 @@ async def test_dv14_switch_dial_failure_is_wrapped_and_leaks_nothing(h: Harness)
     """DV-14: stale fails, validated agent fails too → wrapped error, no open conn."""
     h.dialer.script(h.bound, DialPlan.fail())
     h.dialer.script(h.current, DialPlan.fail("current down"))
-    with pytest.raises(AgentUnreachable, match="^dial with lazy validation: current down$"):
+    with pytest.raises(AgentUnreachable, match=r"^dial with lazy validation: current down$"):
         await h.run(h.returns(h.current), delay=60)
     assert h.dialer.dialed == [h.bound, h.current]
     await h.drain.wait_idle()

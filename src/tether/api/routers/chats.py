@@ -1,0 +1,260 @@
+"""Chats: create, list, show, history, send, interrupt, archive, children, live stream (SSE).
+
+The stream resumes from the standard ``Last-Event-ID`` header (what an ``EventSource``
+sends on reconnect) or, failing that, the ``after`` query parameter; ids are ``"seq.n"``
+(see :mod:`tether.chatd.stream`). It sends ``message``, ``message_part``, ``status``,
+``error``, ``retry`` and ``queue_update`` events and a ``: ping`` comment every ~15 s.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+
+from tether.api.auth import CurrentUser, graph_of
+from tether.api.sse import sse_event, sse_response
+from tether.chatd.follow import follow_chat
+from tether.chatd.models import Chat, ChatStatus, QueuedMessage, StoredMessage
+from tether.chatd.service import ChatService
+from tether.chatd.stream import parse_event_id
+
+router = APIRouter(prefix="/api/v1/chats", tags=["chats"])
+
+Content = Annotated[str, Field(min_length=1)] | Annotated[list[dict[str, Any]], Field(min_length=1)]
+
+
+class CreateChat(BaseModel):
+    content: Content
+    workspace_id: uuid.UUID | None = None
+    model: str | None = Field(default=None, min_length=1, max_length=256)
+    title: str | None = Field(default=None, max_length=256)
+
+
+class SendMessage(BaseModel):
+    content: Content
+    busy: Literal["queue", "interrupt"] = "queue"
+
+
+class ArchiveChat(BaseModel):
+    archived: bool = True
+
+
+class ChatOut(BaseModel):
+    id: uuid.UUID
+    owner_id: uuid.UUID
+    title: str
+    status: str
+    last_error: str | None
+    last_error_code: str | None
+    workspace_id: uuid.UUID | None
+    build_id: uuid.UUID | None
+    agent_id: uuid.UUID | None
+    parent_chat_id: uuid.UUID | None
+    root_chat_id: uuid.UUID | None
+    model: str | None
+    archived: bool
+    queued: int
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, c: Chat, queued: int = 0) -> ChatOut:
+        return cls(
+            id=c.id,
+            owner_id=c.owner_id,
+            title=c.title,
+            status=c.status.value,
+            last_error=c.last_error,
+            last_error_code=c.last_error_code,
+            workspace_id=c.workspace_id,
+            build_id=c.build_id,
+            agent_id=c.agent_id,
+            parent_chat_id=c.parent_chat_id,
+            root_chat_id=c.root_chat_id,
+            model=c.model,
+            archived=c.archived,
+            queued=queued,
+            created_at=c.created_at,
+            updated_at=c.updated_at,
+        )
+
+
+class MessageOut(BaseModel):
+    id: uuid.UUID
+    chat_id: uuid.UUID
+    seq: int
+    role: str
+    parts: list[dict[str, Any]]
+    visibility: str
+    model: str | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, m: StoredMessage) -> MessageOut:
+        return cls(
+            id=m.id,
+            chat_id=m.chat_id,
+            seq=m.seq,
+            role=m.role,
+            parts=m.parts,
+            visibility=m.visibility,
+            model=m.model,
+            created_at=m.created_at,
+        )
+
+
+class QueuedOut(BaseModel):
+    id: uuid.UUID
+    parts: list[dict[str, Any]]
+    created_at: datetime
+
+    @classmethod
+    def of(cls, q: QueuedMessage) -> QueuedOut:
+        return cls(id=q.id, parts=q.parts, created_at=q.created_at)
+
+
+class MessagePageOut(BaseModel):
+    messages: list[MessageOut]
+    next_after_seq: int | None
+
+
+class SendOut(BaseModel):
+    message: MessageOut | None
+    queued_message: QueuedOut | None
+    queued: bool
+    chat: ChatOut
+
+
+def _service(request: Request) -> ChatService:
+    service: ChatService = graph_of(request).chat_service
+    return service
+
+
+async def _out(service: ChatService, chat: Chat) -> ChatOut:
+    counts = await service.queued_counts([chat])
+    return ChatOut.of(chat, counts.get(chat.id, 0))
+
+
+@router.post("", status_code=201)
+async def create(request: Request, body: CreateChat, user: CurrentUser) -> ChatOut:
+    service = _service(request)
+    chat = await service.create(
+        user, body.content, workspace_id=body.workspace_id, model=body.model, title=body.title
+    )
+    return await _out(service, chat)
+
+
+@router.get("")
+async def list_chats(
+    request: Request,
+    user: CurrentUser,
+    archived: bool = False,
+    status: ChatStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> list[ChatOut]:
+    service = _service(request)
+    chats = await service.list(user, archived=archived, status=status, limit=limit)
+    counts = await service.queued_counts(chats)
+    return [ChatOut.of(c, counts.get(c.id, 0)) for c in chats]
+
+
+@router.get("/{chat_id}")
+async def show(request: Request, chat_id: uuid.UUID, user: CurrentUser) -> ChatOut:
+    service = _service(request)
+    return await _out(service, await service.get(user, chat_id))
+
+
+@router.get("/{chat_id}/messages")
+async def messages(
+    request: Request,
+    chat_id: uuid.UUID,
+    user: CurrentUser,
+    after_seq: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> MessagePageOut:
+    page = await _service(request).messages(user, chat_id, after_seq=after_seq, limit=limit)
+    return MessagePageOut(
+        messages=[MessageOut.of(m) for m in page.messages], next_after_seq=page.next_after_seq
+    )
+
+
+@router.post("/{chat_id}/messages")
+async def send(
+    request: Request, chat_id: uuid.UUID, body: SendMessage, user: CurrentUser
+) -> SendOut:
+    service = _service(request)
+    result = await service.send(user, chat_id, body.content, busy=body.busy)
+    return SendOut(
+        message=MessageOut.of(result.message) if result.message else None,
+        queued_message=QueuedOut.of(result.queued_message) if result.queued_message else None,
+        queued=result.queued,
+        chat=await _out(service, result.chat),
+    )
+
+
+@router.get("/{chat_id}/queue")
+async def queue(request: Request, chat_id: uuid.UUID, user: CurrentUser) -> list[QueuedOut]:
+    return [QueuedOut.of(q) for q in await _service(request).queued(user, chat_id)]
+
+
+@router.post("/{chat_id}/interrupt")
+async def interrupt(request: Request, chat_id: uuid.UUID, user: CurrentUser) -> ChatOut:
+    service = _service(request)
+    return await _out(service, await service.interrupt(user, chat_id))
+
+
+@router.post("/{chat_id}/archive")
+async def archive(
+    request: Request, chat_id: uuid.UUID, user: CurrentUser, body: ArchiveChat | None = None
+) -> ChatOut:
+    service = _service(request)
+    archived = body.archived if body is not None else True
+    return await _out(service, await service.archive(user, chat_id, archived))
+
+
+@router.get("/{chat_id}/children")
+async def children(request: Request, chat_id: uuid.UUID, user: CurrentUser) -> list[ChatOut]:
+    service = _service(request)
+    chats = await service.children(user, chat_id)
+    counts = await service.queued_counts(chats)
+    return [ChatOut.of(c, counts.get(c.id, 0)) for c in chats]
+
+
+@router.get("/{chat_id}/stream")
+async def stream(
+    request: Request,
+    chat_id: uuid.UUID,
+    user: CurrentUser,
+    after: str | None = None,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> StreamingResponse:
+    """Server-sent events of the chat, from the resume point (``Last-Event-ID`` wins over
+    ``after``; none → from the first message)."""
+    service = _service(request)
+    chat = await service.get(user, chat_id)  # 404 before the stream starts
+    resume = parse_event_id(last_event_id or after)
+    return sse_response(_events(service, chat.id, resume, request))
+
+
+async def _events(
+    service: ChatService, chat_id: uuid.UUID, resume: tuple[int, int], request: Request
+) -> AsyncIterator[str]:
+    async for item in follow_chat(
+        service.store,
+        service.hub,
+        chat_id,
+        after=resume,
+        poll_s=service.stream_poll_s,
+        ping_s=service.stream_ping_s,
+        should_stop=request.is_disconnected,
+    ):
+        if item.event is None:
+            yield ": ping\n\n"
+        else:
+            yield sse_event(item.data, event=item.event, id=item.id)

@@ -1,0 +1,397 @@
+"""One chat turn: history → pydantic-ai step loop with the chat's tools → streamed parts →
+persisted messages → final status (DESIGN §5).
+
+Persistence is per step: each model response is stored as soon as its stream ends, and the
+tool results of a step as soon as the tools have run, so a crash loses at most the step in
+progress. Provider failures (HTTP 429/5xx) are retried with exponential backoff by
+re-running from the persisted history (nothing is repeated), each attempt announced with a
+``retry`` event; then the chat goes to ``error`` with ``provider_error``. Tool failures are
+results (``tools/base.py``), never turn failures.
+
+The worker cancels the turn task to stop it and says why in :class:`TurnControl`:
+
+* ``interrupt`` — the partial reply streamed so far is persisted with a note, unanswered tool
+  calls get ``interrupted`` results, and the turn finishes normally (a queued message is
+  promoted by ``finish_turn``);
+* ``shutdown`` / ``lost`` — nothing more is written; the chat is released by the worker
+  (shutdown) or already belongs to someone else (lost, WK-2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic_ai import Agent
+from pydantic_ai import messages as pai
+from pydantic_ai.exceptions import ModelHTTPError
+from pydantic_ai.models import Model
+
+from tether.chatd import messages as cm
+from tether.chatd.models import Chat, ChatStatus, StoredMessage
+from tether.chatd.tools import build_tools
+from tether.chatd.tools.base import ChatdDeps, ChatState, ToolContext
+from tether.errors import Conflict, TetherError
+
+log = logging.getLogger(__name__)
+
+SYSTEM_PROMPT = (
+    "You are tether, a coding agent working inside the user's workspace (a development "
+    "environment). Use the tools to inspect and change files and run commands; prefer "
+    "read_file/write_file/edit_files over shell tricks. If no workspace is bound, find a "
+    "template with list_templates and call create_workspace. When a tool returns an error "
+    "with a remediation, follow it or tell the user. Be concise."
+)
+SUBAGENT_PROMPT = (
+    "You are a subagent started by another chat. Do the task you were given and answer with "
+    "a short report; you cannot create, start or stop workspaces or start subagents."
+)
+INTERRUPTED_NOTE = "\n\n[interrupted by the user]"
+
+Instructions = Callable[[Chat, list[cm.ChatMessage]], Awaitable[str | None]]
+
+
+@dataclass
+class TurnControl:
+    """Why the worker cancelled the turn (set before ``task.cancel()``)."""
+
+    reason: str | None = None  # interrupt | shutdown | lost
+
+
+class _StepLimit(Exception):
+    pass
+
+
+def _retryable(exc: BaseException) -> bool:
+    return isinstance(exc, ModelHTTPError) and (
+        exc.status_code == 429 or exc.status_code >= 500
+    )
+
+
+def _stored_to_chat(msg: StoredMessage) -> cm.ChatMessage:
+    return cm.ChatMessage(
+        role=msg.role,  # type: ignore[arg-type]
+        parts=cm.load_parts(msg.parts),
+        visibility=msg.visibility,  # type: ignore[arg-type]
+        seq=msg.seq,
+        created_at=msg.created_at,
+        model=msg.model,
+    )
+
+
+def repair_dangling_calls(history: list[cm.ChatMessage]) -> list[cm.ChatMessage]:
+    """Tool calls without results (a turn that died mid-tool) get ``interrupted`` results in
+    memory, so the provider never sees an unanswered call."""
+    answered = {
+        p.tool_call_id for m in history for p in m.parts if isinstance(p, cm.ToolResultPart)
+    }
+    out: list[cm.ChatMessage] = []
+    for msg in history:
+        out.append(msg)
+        if msg.role != "assistant":
+            continue
+        missing = [
+            p for p in msg.parts if isinstance(p, cm.ToolCallPart) and p.tool_call_id not in answered
+        ]
+        if missing:
+            out.append(
+                cm.ChatMessage(
+                    role="tool",
+                    parts=[
+                        cm.ToolResultPart(
+                            tool_call_id=p.tool_call_id,
+                            tool_name=p.tool_name,
+                            result="the tool call did not complete",
+                            is_error=True,
+                            error_code="interrupted",
+                        )
+                        for p in missing
+                    ],
+                )
+            )
+    return out
+
+
+@dataclass
+class _Recorder:
+    """Persists one turn's messages step by step and publishes them."""
+
+    deps: ChatdDeps
+    chat_id: Any
+    model_name: str | None
+    call_ids: dict[str, str] = field(default_factory=dict)  # unanswered id → tool name
+    persisted: set[int] = field(default_factory=set)
+    partial: list[str] = field(default_factory=list)
+    steps_done: int = 0
+
+    async def save(self, msg: cm.ChatMessage) -> None:
+        stored = await self.deps.chats.append_message(
+            self.chat_id,
+            role=msg.role,
+            parts=cm.dump_parts(msg.parts),
+            visibility=msg.visibility,
+            model=msg.model if msg.role == "assistant" else None,
+        )
+        self.deps.hub.publish_message(stored)
+
+    async def response(self, response: pai.ModelResponse) -> None:
+        if id(response) in self.persisted:
+            return
+        self.persisted.add(id(response))
+        for msg in cm.from_model_messages([response]):
+            msg.model = msg.model or self.model_name
+            await self.save(msg)
+            for part in msg.parts:
+                if isinstance(part, cm.ToolCallPart):
+                    self.call_ids[part.tool_call_id] = part.tool_name
+        self.partial.clear()
+        self.steps_done += 1
+
+    async def tool_results(self, request: pai.ModelRequest) -> None:
+        """Persist the tool results of a step (the request that carries them back)."""
+        if id(request) in self.persisted:
+            return
+        parts = [
+            p
+            for p in request.parts
+            if isinstance(p, pai.ToolReturnPart | pai.RetryPromptPart)
+            and p.tool_call_id in self.call_ids
+        ]
+        if not parts:
+            return
+        self.persisted.add(id(request))
+        for msg in cm.from_model_messages([pai.ModelRequest(parts=parts)]):
+            await self.save(msg)
+        for p in parts:
+            self.call_ids.pop(p.tool_call_id, None)
+
+    async def interrupted(self) -> None:
+        """Persist what the user saw streaming, and close unanswered tool calls."""
+        text = "".join(self.partial)
+        if text:
+            await self.save(
+                cm.ChatMessage(
+                    role="assistant",
+                    parts=[cm.TextPart(text=text + INTERRUPTED_NOTE)],
+                    model=self.model_name,
+                )
+            )
+            self.partial.clear()
+        if self.call_ids:
+            await self.save(
+                cm.ChatMessage(
+                    role="tool",
+                    parts=[
+                        cm.ToolResultPart(
+                            tool_call_id=cid,
+                            tool_name=name,
+                            result="interrupted by the user",
+                            is_error=True,
+                            error_code="interrupted",
+                        )
+                        for cid, name in self.call_ids.items()
+                    ],
+                )
+            )
+            self.call_ids.clear()
+
+
+class TurnRunner:
+    """Runs turns. ``model_for(chat)`` gives the pydantic-ai model; ``instructions`` is the
+    hook for instruction files / workspace context (its text is appended to the system
+    prompt; by default the block is rebuilt from persisted context-file parts)."""
+
+    def __init__(
+        self,
+        deps: ChatdDeps,
+        *,
+        model_for: Callable[[Chat], Model],
+        instructions: Instructions | None = None,
+    ) -> None:
+        self._deps = deps
+        self._model_for = model_for
+        self._instructions = instructions
+
+    async def run(
+        self, chat: Chat, state: ChatState, worker_id: Any, control: TurnControl
+    ) -> None:
+        deps = self._deps
+        hub = deps.hub
+        hub.publish(chat.id, "status", {"status": ChatStatus.RUNNING.value})
+        model = self._model_for(chat)
+        recorder = _Recorder(deps, chat.id, chat.model or model.model_name)
+        error: str | None = None
+        error_code: str | None = None
+        try:
+            error, error_code = await self._attempts(chat, state, model, recorder)
+        except asyncio.CancelledError:
+            if control.reason != "interrupt":
+                raise
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            await asyncio.shield(recorder.interrupted())
+        await self._finish(chat, worker_id, error, error_code)
+
+    async def _finish(
+        self, chat: Chat, worker_id: Any, error: str | None, error_code: str | None
+    ) -> None:
+        deps = self._deps
+        try:
+            final, promoted = await deps.chats.finish_turn(
+                chat.id, worker_id, error=error, error_code=error_code
+            )
+        except Conflict:
+            log.info("chat %s: no longer ours at the end of the turn; nothing finished", chat.id)
+            return
+        if error is not None:
+            deps.hub.publish(chat.id, "error", {"message": error, "code": error_code})
+        if promoted is not None:
+            deps.hub.publish_message(promoted)
+        deps.hub.publish(
+            chat.id,
+            "status",
+            {"status": final.status.value, "last_error": final.last_error},
+        )
+        await deps.bus.publish(f"chat:{chat.id}", {"type": "status", "status": final.status.value})
+        if promoted is not None:
+            await deps.bus.publish("chats", {"chat_id": str(chat.id)})
+
+    async def _attempts(
+        self, chat: Chat, state: ChatState, model: Model, recorder: _Recorder
+    ) -> tuple[str | None, str | None]:
+        deps = self._deps
+        settings = deps.settings
+        ctx = ToolContext(deps, chat, state)
+        agent: Agent[None, str] = Agent(model, tools=build_tools(ctx), retries=3)
+        failures = 0
+        while True:
+            steps_before = recorder.steps_done
+            try:
+                await self._run_once(chat, agent, recorder)
+                return None, None
+            except _StepLimit:
+                return (
+                    f"the turn stopped after {settings.max_steps_per_turn} model steps",
+                    "step_limit",
+                )
+            except ModelHTTPError as exc:
+                if recorder.steps_done > steps_before:
+                    failures = 0  # progress was made: the budget is per stuck step
+                if not _retryable(exc) or failures >= settings.provider_max_retries:
+                    return (
+                        f"the model provider failed (HTTP {exc.status_code}): {exc.message}",
+                        "provider_error",
+                    )
+                failures += 1
+                delay = settings.provider_retry_base_s * 2 ** (failures - 1)
+                deps.hub.publish(
+                    chat.id,
+                    "retry",
+                    {
+                        "attempt": failures,
+                        "max_attempts": settings.provider_max_retries,
+                        "delay_s": delay,
+                        "error": f"HTTP {exc.status_code}",
+                    },
+                )
+                recorder.partial.clear()
+                await deps.clock.sleep(delay)
+            except TetherError as exc:
+                return exc.message, exc.code
+            except Exception as exc:
+                log.exception("chat %s: turn failed", chat.id)
+                return f"{type(exc).__name__}: {exc}", "internal"
+
+    async def _system_prompt(self, chat: Chat, history: list[cm.ChatMessage]) -> str:
+        parts = [SYSTEM_PROMPT]
+        if not chat.is_root:
+            parts.append(SUBAGENT_PROMPT)
+        if self._instructions is not None:
+            extra = await self._instructions(chat, history)
+        else:
+            extra = cm.workspace_context_from_history(history)
+        if extra:
+            parts.append(extra)
+        return "\n\n".join(parts)
+
+    async def _run_once(self, chat: Chat, agent: Agent[None, str], recorder: _Recorder) -> None:
+        deps = self._deps
+        stored = await deps.chats.messages(chat.id)
+        history = [_stored_to_chat(m) for m in stored]
+        system = await self._system_prompt(chat, history)
+        model_messages = cm.to_model_messages(repair_dangling_calls(history))
+        async with agent.iter(None, message_history=model_messages, instructions=system) as run:
+            async for node in run:
+                if Agent.is_model_request_node(node):
+                    await recorder.tool_results(node.request)
+                    if recorder.steps_done >= deps.settings.max_steps_per_turn:
+                        raise _StepLimit()
+                    async with node.stream(run.ctx) as stream:
+                        async for event in stream:
+                            self._publish_part(chat, event, recorder)
+                    for msg in run.new_messages():
+                        if isinstance(msg, pai.ModelResponse):
+                            await recorder.response(msg)
+                elif Agent.is_call_tools_node(node):
+                    async with node.stream(run.ctx) as tool_stream:
+                        async for tool_event in tool_stream:
+                            self._publish_tool(chat, tool_event)
+            for msg in run.new_messages():
+                if isinstance(msg, pai.ModelRequest):
+                    await recorder.tool_results(msg)
+
+    def _publish_part(self, chat: Chat, event: Any, recorder: _Recorder) -> None:
+        hub = self._deps.hub
+        if isinstance(event, pai.PartStartEvent):
+            part = event.part
+            if isinstance(part, pai.TextPart):
+                recorder.partial.append(part.content)
+                hub.publish(chat.id, "message_part", {"kind": "text", "delta": part.content})
+            elif isinstance(part, pai.ThinkingPart):
+                hub.publish(chat.id, "message_part", {"kind": "reasoning", "delta": part.content})
+            elif isinstance(part, pai.ToolCallPart):
+                hub.publish(
+                    chat.id,
+                    "message_part",
+                    {
+                        "kind": "tool-call-start",
+                        "tool_call_id": part.tool_call_id,
+                        "tool_name": part.tool_name,
+                    },
+                )
+        elif isinstance(event, pai.PartDeltaEvent):
+            delta = event.delta
+            if isinstance(delta, pai.TextPartDelta):
+                recorder.partial.append(delta.content_delta)
+                hub.publish(chat.id, "message_part", {"kind": "text", "delta": delta.content_delta})
+            elif isinstance(delta, pai.ThinkingPartDelta) and delta.content_delta:
+                hub.publish(
+                    chat.id, "message_part", {"kind": "reasoning", "delta": delta.content_delta}
+                )
+
+    def _publish_tool(self, chat: Chat, event: Any) -> None:
+        hub = self._deps.hub
+        if isinstance(event, pai.FunctionToolCallEvent):
+            hub.publish(
+                chat.id,
+                "message_part",
+                {
+                    "kind": "tool-call",
+                    "tool_call_id": event.part.tool_call_id,
+                    "tool_name": event.part.tool_name,
+                    "args": event.part.args_as_dict(),
+                },
+            )
+        elif isinstance(event, pai.FunctionToolResultEvent):
+            part = event.part
+            parts = cm.from_model_messages([pai.ModelRequest(parts=[part])])
+            result = parts[0].parts[0] if parts and parts[0].parts else None
+            payload: dict[str, Any] = {"kind": "tool-result", "tool_call_id": part.tool_call_id}
+            if isinstance(result, cm.ToolResultPart):
+                payload.update(cm.dump_parts([result])[0])
+                payload["kind"] = "tool-result"
+            hub.publish(chat.id, "message_part", payload)

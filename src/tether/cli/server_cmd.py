@@ -1,0 +1,80 @@
+"""``tether server`` (api + chat workers + provisioner) and ``tether agent`` (in-workspace)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+
+def server(
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Where the SQLite file and workspaces live.")
+    ] = None,
+    db: Annotated[
+        str | None, typer.Option(help="Database URL (e.g. postgresql+asyncpg://…).")
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    no_provisioner: Annotated[
+        bool, typer.Option("--no-provisioner", help="Do not run build jobs here.")
+    ] = False,
+    no_chatd: Annotated[bool, typer.Option("--no-chatd", help="Do not run chat workers.")] = False,
+    no_api: Annotated[bool, typer.Option("--no-api", help="Do not serve the API.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at INFO.")] = False,
+) -> None:
+    """Run the tether server (settings also come from TETHER_* environment variables)."""
+    from pydantic import ValidationError
+
+    from tether.errors import TetherError
+    from tether.server import serve
+    from tether.settings import Settings
+
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    overrides: dict[str, Any] = {}
+    if data_dir is not None:
+        overrides["data_dir"] = data_dir.expanduser().resolve()
+    if db is not None:
+        overrides["db_url"] = db
+    if host is not None:
+        overrides["host"] = host
+    if port is not None:
+        overrides["port"] = port
+    if no_provisioner:
+        overrides["run_provisioner"] = False
+    if no_chatd:
+        overrides["run_chatd"] = False
+    if no_api:
+        overrides["run_api"] = False
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        typer.echo(f"error: invalid settings: {exc}", err=True)
+        raise typer.Exit(2) from None
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    typer.echo(f"tether server on {settings.server_url()} (data in {settings.data_dir})", err=True)
+    try:
+        asyncio.run(serve(settings))
+    except KeyboardInterrupt:
+        pass
+    except TetherError as exc:
+        typer.echo(f"error: {exc.message} [{exc.code}]", err=True)
+        raise typer.Exit(1) from None
+    except OSError as exc:  # e.g. the port is taken
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+def agent() -> None:
+    """Run the in-workspace agent (started by the workspace backend, configured by env)."""
+    from tether.agent.main import run
+
+    run()

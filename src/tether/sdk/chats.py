@@ -1,0 +1,220 @@
+"""Chats in the Python client.
+
+    async with TetherClient(url, token) as client:
+        chats = ChatsAPI(client)
+        chat = await chats.create("fix the failing test", workspace_id=ws.id)
+        async for ev in chats.stream(chat.id):
+            if ev.event == "message_part": ...
+            if ev.event == "status" and ev.data["status"] in ("waiting", "error"): break
+
+``stream`` yields :class:`ChatEvent` s; to resume after a dropped connection pass the last
+``ChatEvent.last_event_id`` you received as ``last_event_id`` — the server sends what came
+after it, nothing twice. Errors are :class:`~tether.sdk.errors.ApiError` (``queue_full``
+when 20 messages already wait, ``not_found`` for a chat that is not yours, …).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+import httpx
+
+from tether.sdk.client import API, TetherClient, _api_error
+from tether.sdk.models import _Model
+from tether.sdk.sse import SseDecoder
+
+# The server sends a keep-alive comment every ~15 s; a read stalled far longer is a dead link.
+STREAM_READ_TIMEOUT_S = 60.0
+
+Content = str | Sequence[dict[str, Any]]
+
+
+class Chat(_Model):
+    id: uuid.UUID
+    owner_id: uuid.UUID
+    title: str
+    status: str
+    last_error: str | None = None
+    last_error_code: str | None = None
+    workspace_id: uuid.UUID | None = None
+    build_id: uuid.UUID | None = None
+    agent_id: uuid.UUID | None = None
+    parent_chat_id: uuid.UUID | None = None
+    root_chat_id: uuid.UUID | None = None
+    model: str | None = None
+    archived: bool = False
+    queued: int = 0
+    created_at: datetime
+    updated_at: datetime
+
+
+class ChatMessage(_Model):
+    id: uuid.UUID
+    chat_id: uuid.UUID
+    seq: int
+    role: str
+    parts: list[dict[str, Any]]
+    visibility: str = "both"
+    model: str | None = None
+    created_at: datetime
+
+    @property
+    def text(self) -> str:
+        """The text parts joined (what a terminal shows)."""
+        return "".join(p.get("text", "") for p in self.parts if p.get("type") == "text")
+
+
+class QueuedMessage(_Model):
+    id: uuid.UUID
+    parts: list[dict[str, Any]]
+    created_at: datetime
+
+
+class MessagePage(_Model):
+    messages: list[ChatMessage]
+    next_after_seq: int | None = None
+
+
+class SendResult(_Model):
+    message: ChatMessage | None = None
+    queued_message: QueuedMessage | None = None
+    queued: bool
+    chat: Chat
+
+
+@dataclass(frozen=True)
+class ChatEvent:
+    """One stream event. ``id`` is the event's own id (``"seq.n"``; None for state
+    snapshots); ``last_event_id`` is where a reconnect should resume."""
+
+    event: str
+    data: Any
+    id: str | None
+    last_event_id: str | None
+
+
+def _parts(content: Content) -> Any:
+    return content if isinstance(content, str) else list(content)
+
+
+class ChatsAPI:
+    """The ``/api/v1/chats`` endpoints, through an open :class:`TetherClient`."""
+
+    def __init__(self, client: TetherClient) -> None:
+        self._client = client
+
+    async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        return await self._client._request(method, f"/chats{path}", **kwargs)
+
+    async def create(
+        self,
+        content: Content,
+        *,
+        workspace_id: uuid.UUID | str | None = None,
+        model: str | None = None,
+        title: str | None = None,
+    ) -> Chat:
+        body = {
+            "content": _parts(content),
+            "workspace_id": str(workspace_id) if workspace_id else None,
+            "model": model,
+            "title": title,
+        }
+        return Chat.model_validate(await self._call("POST", "", json=body))
+
+    async def get(self, chat_id: uuid.UUID | str) -> Chat:
+        return Chat.model_validate(await self._call("GET", f"/{chat_id}"))
+
+    async def messages(
+        self, chat_id: uuid.UUID | str, *, after_seq: int = 0, limit: int = 100
+    ) -> MessagePage:
+        params = {"after_seq": after_seq, "limit": limit}
+        return MessagePage.model_validate(
+            await self._call("GET", f"/{chat_id}/messages", params=params)
+        )
+
+    async def all_messages(self, chat_id: uuid.UUID | str) -> list[ChatMessage]:
+        """The whole history, page by page."""
+        out: list[ChatMessage] = []
+        after: int | None = 0
+        while after is not None:
+            page = await self.messages(chat_id, after_seq=after, limit=500)
+            out.extend(page.messages)
+            after = page.next_after_seq
+        return out
+
+    async def send(
+        self,
+        chat_id: uuid.UUID | str,
+        content: Content,
+        *,
+        busy: Literal["queue", "interrupt"] = "queue",
+    ) -> SendResult:
+        body = {"content": _parts(content), "busy": busy}
+        return SendResult.model_validate(
+            await self._call("POST", f"/{chat_id}/messages", json=body)
+        )
+
+    async def queue(self, chat_id: uuid.UUID | str) -> list[QueuedMessage]:
+        return [
+            QueuedMessage.model_validate(q) for q in await self._call("GET", f"/{chat_id}/queue")
+        ]
+
+    async def interrupt(self, chat_id: uuid.UUID | str) -> Chat:
+        return Chat.model_validate(await self._call("POST", f"/{chat_id}/interrupt"))
+
+    async def archive(self, chat_id: uuid.UUID | str, archived: bool = True) -> Chat:
+        body = {"archived": archived}
+        return Chat.model_validate(await self._call("POST", f"/{chat_id}/archive", json=body))
+
+    async def children(self, chat_id: uuid.UUID | str) -> list[Chat]:
+        return [Chat.model_validate(c) for c in await self._call("GET", f"/{chat_id}/children")]
+
+    async def stream(
+        self, chat_id: uuid.UUID | str, last_event_id: str | None = None
+    ) -> AsyncIterator[ChatEvent]:
+        """Live events of the chat from ``last_event_id`` (None: from the first message)
+        until the caller stops iterating or the connection drops (raises ApiError)."""
+        client = self._client
+        headers = {"Accept": "text/event-stream"}
+        if last_event_id:
+            headers["Last-Event-ID"] = last_event_id
+        timeout = httpx.Timeout(client.timeout, read=STREAM_READ_TIMEOUT_S)
+        try:
+            async with client._http.stream(
+                "GET", f"{API}/chats/{chat_id}/stream", headers=headers, timeout=timeout
+            ) as response:
+                if response.is_error:
+                    raise _api_error(response.status_code, await response.aread())
+                decoder = SseDecoder()
+                own_id = False  # the block being read carries its own ``id:`` line
+                async for line in response.aiter_lines():
+                    if line.startswith("id:"):
+                        own_id = True
+                    event = decoder.feed(line)
+                    if not line.rstrip("\r\n"):
+                        has_id, own_id = own_id, False
+                        if event is not None:
+                            try:
+                                data = event.json()
+                            except ValueError:
+                                data = event.data
+                            yield ChatEvent(
+                                event.event,
+                                data,
+                                event.id if has_id else None,
+                                decoder.last_event_id,
+                            )
+        except httpx.TransportError as exc:
+            raise client._transport_error(exc) from exc
+
+    # Last on purpose: a method named ``list`` shadows the builtin in later annotations.
+    async def list(self, *, archived: bool = False, status: str | None = None) -> list[Chat]:
+        params: dict[str, Any] = {"archived": "true" if archived else "false"}
+        if status is not None:
+            params["status"] = status
+        return [Chat.model_validate(c) for c in await self._call("GET", "", params=params)]
