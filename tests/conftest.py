@@ -24,12 +24,14 @@ copy. The engine fixtures still call ``upgrade`` (a no-op check) so the contract
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import asyncpg
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -88,8 +90,10 @@ class _Templates:
         return self._pg[pg_dsn]
 
     def drop_all(self) -> None:
+        # Matters for TETHER_TEST_PG_DSN; a throwaway cluster may already be gone.
         for dsn, name in self._pg.items():
-            asyncio.run(drop_database(dsn, name))
+            with contextlib.suppress(OSError, asyncpg.PostgresError):
+                asyncio.run(drop_database(dsn, name))
 
 
 @pytest.fixture(scope="session")

@@ -164,14 +164,26 @@ class StepFailed(Exception):
     pass
 
 
+def shell_words(args: Sequence[str]) -> str:
+    """How a user would type ``args``: double quotes for words with single quotes in them."""
+    words = []
+    for arg in args:
+        if "'" in arg and not any(c in arg for c in '"$`\\'):
+            words.append(f'"{arg}"')
+        else:
+            words.append(shlex.quote(arg))
+    return " ".join(words)
+
+
 def _step(server: LocalServer, args: Sequence[str], *, timeout: float = 60.0) -> None:
-    print(f"\n$ tether {shlex.join(args)}", flush=True)
+    command = f"tether {shell_words(args)}"
+    print(f"\n$ {command}", flush=True)
     try:
         result = server.cli(*args, capture=False, timeout=timeout)
     except subprocess.TimeoutExpired:
-        raise StepFailed(f"`tether {shlex.join(args)}` took longer than {timeout:g}s") from None
+        raise StepFailed(f"`{command}` took longer than {timeout:g}s") from None
     if result.returncode != 0:
-        raise StepFailed(f"`tether {shlex.join(args)}` exited with {result.returncode}")
+        raise StepFailed(f"`{command}` exited with {result.returncode}")
 
 
 def run_demo(data_dir: Path) -> int:

@@ -122,7 +122,7 @@ async def build_graph(
         clock=clock,
         max_queued=settings.max_queued_messages,
     )
-    return Graph(
+    graph = Graph(
         settings=settings,
         clock=clock,
         engine=engine,
@@ -139,6 +139,11 @@ async def build_graph(
         hub=hub,
         chat_service=chat_service,
     )
+    if settings.run_chatd:
+        from tether.chatd.install import install_chatd  # the worker needs the built graph
+
+        install_chatd(graph)
+    return graph
 
 
 @contextlib.asynccontextmanager

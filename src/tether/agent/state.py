@@ -7,7 +7,6 @@ environment variables; everything else reads them through this object.
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -60,7 +59,6 @@ class AgentState:
         self._base_env = {k: v for k, v in base_env.items() if k not in _PRIVATE_ENV}
         self._lifecycle = lifecycle
         self._started = clock.monotonic()
-        self.lifecycle_changed = asyncio.Event()
 
     @property
     def lifecycle(self) -> LifecycleState:
@@ -68,7 +66,6 @@ class AgentState:
 
     def set_lifecycle(self, state: LifecycleState) -> None:
         self._lifecycle = state
-        self.lifecycle_changed.set()
 
     def uptime_s(self) -> float:
         return self.clock.monotonic() - self._started

@@ -157,6 +157,17 @@ class AgentClient:
         env: Mapping[str, str] | None = None,
     ) -> BackgroundStarted: ...
 
+    @overload
+    async def exec(
+        self,
+        command: str,
+        *,
+        timeout_s: float | None = None,
+        workdir: str | None = None,
+        background: bool,
+        env: Mapping[str, str] | None = None,
+    ) -> ExecResult | BackgroundStarted: ...
+
     async def exec(
         self,
         command: str,

@@ -129,7 +129,7 @@ class AgentResolver:
         self._snapshot = reloaded
         return reloaded
 
-    async def ensure_agent(self) -> AgentRow:
+    async def ensure_workspace_agent(self) -> AgentRow:
         """The agent to dial for the current snapshot (reference §2.2).
 
         Cached agent for the same workspace → no query. Else at most two attempts of
@@ -226,7 +226,7 @@ async def gate_agent_id(
     """
     snapshot = resolver.snapshot
     if snapshot.workspace_id is None or snapshot.agent_id is None:
-        return (await resolver.ensure_agent()).id
+        return (await resolver.ensure_workspace_agent()).id
     try:
         return await resolver.latest_agent_id(snapshot.workspace_id)
     except WorkspaceStopped:

@@ -21,7 +21,7 @@ import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from tether.chatd.binding import AgentResolver, BindingStore, gate_agent_id
 from tether.chatd.lazydial import close_quietly, dial_with_lazy_validation
@@ -38,6 +38,8 @@ from tether.errors import (
 )
 
 T = TypeVar("T")
+C = TypeVar("C", bound=Conn)
+C_co = TypeVar("C_co", bound=Conn, covariant=True)
 
 log = logging.getLogger(__name__)
 
@@ -46,16 +48,19 @@ ANCESTOR_CHAT_IDS_HEADER = "X-Tether-Ancestor-Chat-Ids"
 MAX_CONNECT_ATTEMPTS = 2
 
 
-class Dialer(Protocol):
+class Dialer(Protocol[C_co]):
     """Opens a connection to an agent (the real one builds a ``tether.agentconn`` client
     for ``agent.dial_address`` with ``agent.dial_secret``). Raises
     :class:`~tether.errors.AgentTransportError` when the agent cannot be reached."""
 
-    async def dial(self, agent: AgentRow, *, headers: dict[str, str]) -> Conn: ...
+    async def dial(self, agent: AgentRow, *, headers: dict[str, str]) -> C_co: ...
 
 
-class ChatConnections:
+class ChatConnections(Generic[C]):
     """The agent connection of one chat (reference §2.1 and §2.5, cached across turns).
+
+    Generic over the conn type the dialer returns (``tether.agentconn``'s client in
+    production, ``FakeConn`` in tests), so tools get the concrete client back.
 
     ``validation_delay`` and ``dial_timeout`` are clock seconds (production: settings
     ``dial_validation_delay_s`` and ``dial_timeout_s``). Closes happen in ``drain``, which
@@ -67,7 +72,7 @@ class ChatConnections:
         binding: ChatBinding,
         *,
         store: BindingStore,
-        dialer: Dialer | None,
+        dialer: Dialer[C] | None,
         clock: Clock,
         drain: TaskOwner,
         validation_delay: float = 0.25,
@@ -79,7 +84,7 @@ class ChatConnections:
         self._drain = drain
         self._validation_delay = validation_delay
         self._dial_timeout = dial_timeout
-        self._conn: Conn | None = None
+        self._conn: C | None = None
         self._conn_workspace_id: uuid.UUID | None = None
         self._miss_lock = asyncio.Lock()
 
@@ -91,7 +96,7 @@ class ChatConnections:
         return self.resolver.snapshot
 
     @property
-    def cached_conn(self) -> Conn | None:
+    def cached_conn(self) -> C | None:
         return self._conn
 
     @property
@@ -115,7 +120,7 @@ class ChatConnections:
         self.resolver.reset(binding)
         self.evict()
 
-    def report_failure(self, conn: Conn) -> None:
+    def report_failure(self, conn: C) -> None:
         """A request on ``conn`` failed at the transport level: evict it if it is still the
         cached one (a concurrent caller may already have replaced it)."""
         if conn is self._conn:
@@ -127,7 +132,7 @@ class ChatConnections:
 
     # --- acquiring -----------------------------------------------------------------------
 
-    async def get_conn(self) -> Conn:
+    async def get_conn(self) -> C:
         """The chat's agent connection: cached (zero store calls, zero dials) or dialled.
 
         Raises :class:`ConnectorNotConfigured`, :class:`NoWorkspace`,
@@ -178,7 +183,7 @@ class ChatConnections:
             return self.resolver.cached_agent.id
         return await gate_agent_id(self.resolver, on_no_agent=self.evict)
 
-    def _hit(self) -> Conn | None:
+    def _hit(self) -> C | None:
         if self._conn is None:
             return None
         if self._conn_workspace_id != self.resolver.snapshot.workspace_id:
@@ -186,17 +191,17 @@ class ChatConnections:
             return None
         return self._conn
 
-    async def _connect(self, dialer: Dialer) -> Conn:
+    async def _connect(self, dialer: Dialer[C]) -> C:
         for _ in range(MAX_CONNECT_ATTEMPTS):
             conn = await self._connect_once(dialer)
             if conn is not None:
                 return conn
         raise WorkspaceChanged("chat workspace changed while connecting")
 
-    async def _connect_once(self, dialer: Dialer) -> Conn | None:
+    async def _connect_once(self, dialer: Dialer[C]) -> C | None:
         """One miss-path attempt; None means "re-bound meanwhile, try again"."""
         resolver = self.resolver
-        agent = await resolver.ensure_agent()
+        agent = await resolver.ensure_workspace_agent()
         workspace_id = agent.workspace_id
         generation = resolver.generation
         rows: dict[uuid.UUID, AgentRow] = {agent.id: agent}
@@ -207,7 +212,7 @@ class ChatConnections:
             rows[latest.id] = latest  # the switch dial needs the row, not only the id
             return latest.id
 
-        async def dial(agent_id: uuid.UUID) -> Conn:
+        async def dial(agent_id: uuid.UUID) -> C:
             return await dialer.dial(rows[agent_id], headers=headers)
 
         try:

@@ -117,7 +117,7 @@ class _LazyDial(Generic[C]):
         try:
             await self._wait_for(first, validation_timer)
             if first.done():
-                conn = self._take(first, bound)
+                conn = self._take(first)
                 if conn is not None:
                     return DialResult(conn, bound, False)  # row 1
                 return await self._after_failure(first, bound, workspace_id)  # rows 2-6
@@ -165,7 +165,7 @@ class _LazyDial(Generic[C]):
         await self._wait_for(first)
         if not first.done():
             raise _DeadlineExpired
-        conn = self._take(first, bound)
+        conn = self._take(first)
         if conn is None:
             dial_err = _failure(first)
             raise AgentUnreachable(f"{PREFIX}{dial_err}") from dial_err
@@ -191,7 +191,7 @@ class _LazyDial(Generic[C]):
         await self._wait_for(task)
         if not task.done():
             raise _DeadlineExpired
-        conn = self._take(task, agent_id)
+        conn = self._take(task)
         if conn is None:
             err = _failure(task)
             raise AgentUnreachable(f"{PREFIX}{err}") from err
@@ -225,7 +225,7 @@ class _LazyDial(Generic[C]):
         finally:
             task.cancel()  # no-op when done; stops a validation the caller abandoned
 
-    def _take(self, task: asyncio.Task[C], agent_id: uuid.UUID) -> C | None:
+    def _take(self, task: asyncio.Task[C]) -> C | None:
         """The conn of a finished dial, now owned by the caller; None if it failed."""
         self._pending.discard(task)
         if _succeeded(task):
@@ -242,10 +242,13 @@ class _LazyDial(Generic[C]):
 
     def _close_if_succeeded(self, task: asyncio.Task[C]) -> None:
         # A failed dial's result is never closed: there is none to own.
-        if _succeeded(task):
-            self._drain.spawn(
-                close_quietly(task.result()), name="close-stale-conn", cancel_on_close=False
-            )
+        if not _succeeded(task):
+            return
+        conn = task.result()
+        if self._drain.closed:
+            log.warning("stale agent connection finished after shutdown; not closed")
+            return
+        self._drain.spawn(close_quietly(conn), name="close-stale-conn", cancel_on_close=False)
 
     def cleanup(self) -> None:
         for timer in self._timers:

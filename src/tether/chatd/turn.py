@@ -31,7 +31,7 @@ from pydantic_ai.exceptions import ModelHTTPError
 from pydantic_ai.models import Model
 
 from tether.chatd import messages as cm
-from tether.chatd.models import Chat, ChatStatus, StoredMessage
+from tether.chatd.models import Chat, StoredMessage
 from tether.chatd.tools import build_tools
 from tether.chatd.tools.base import ChatdDeps, ChatState, ToolContext
 from tether.errors import Conflict, TetherError
@@ -59,6 +59,7 @@ class TurnControl:
     """Why the worker cancelled the turn (set before ``task.cancel()``)."""
 
     reason: str | None = None  # interrupt | shutdown | lost
+    finishing: bool = False  # set once the turn writes its final status: interrupts wait
 
 
 class _StepLimit(Exception):
@@ -66,9 +67,16 @@ class _StepLimit(Exception):
 
 
 def _retryable(exc: BaseException) -> bool:
-    return isinstance(exc, ModelHTTPError) and (
-        exc.status_code == 429 or exc.status_code >= 500
-    )
+    return isinstance(exc, ModelHTTPError) and (exc.status_code == 429 or exc.status_code >= 500)
+
+
+def _status_data(chat: Chat) -> dict[str, Any]:
+    """The payload of a ``status`` stream event (same shape as the API's)."""
+    return {
+        "status": chat.status.value,
+        "last_error": chat.last_error,
+        "last_error_code": chat.last_error_code,
+    }
 
 
 def _stored_to_chat(msg: StoredMessage) -> cm.ChatMessage:
@@ -94,7 +102,9 @@ def repair_dangling_calls(history: list[cm.ChatMessage]) -> list[cm.ChatMessage]
         if msg.role != "assistant":
             continue
         missing = [
-            p for p in msg.parts if isinstance(p, cm.ToolCallPart) and p.tool_call_id not in answered
+            p
+            for p in msg.parts
+            if isinstance(p, cm.ToolCallPart) and p.tool_call_id not in answered
         ]
         if missing:
             out.append(
@@ -215,12 +225,10 @@ class TurnRunner:
         self._model_for = model_for
         self._instructions = instructions
 
-    async def run(
-        self, chat: Chat, state: ChatState, worker_id: Any, control: TurnControl
-    ) -> None:
+    async def run(self, chat: Chat, state: ChatState, worker_id: Any, control: TurnControl) -> None:
         deps = self._deps
         hub = deps.hub
-        hub.publish(chat.id, "status", {"status": ChatStatus.RUNNING.value})
+        hub.publish(chat.id, "status", _status_data(chat))
         model = self._model_for(chat)
         recorder = _Recorder(deps, chat.id, chat.model or model.model_name)
         error: str | None = None
@@ -234,6 +242,7 @@ class TurnRunner:
             if task is not None:
                 task.uncancel()
             await asyncio.shield(recorder.interrupted())
+        control.finishing = True
         await self._finish(chat, worker_id, error, error_code)
 
     async def _finish(
@@ -251,11 +260,18 @@ class TurnRunner:
             deps.hub.publish(chat.id, "error", {"message": error, "code": error_code})
         if promoted is not None:
             deps.hub.publish_message(promoted)
-        deps.hub.publish(
-            chat.id,
-            "status",
-            {"status": final.status.value, "last_error": final.last_error},
-        )
+            queued = await deps.chats.queued(chat.id)
+            deps.hub.publish(
+                chat.id,
+                "queue_update",
+                {
+                    "queued": [
+                        {"id": str(q.id), "parts": q.parts, "created_at": q.created_at.isoformat()}
+                        for q in queued
+                    ]
+                },
+            )
+        deps.hub.publish(chat.id, "status", _status_data(final))
         await deps.bus.publish(f"chat:{chat.id}", {"type": "status", "status": final.status.value})
         if promoted is not None:
             await deps.bus.publish("chats", {"chat_id": str(chat.id)})

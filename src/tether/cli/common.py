@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from tether.cli.config import config_path, load_config
+from tether.cli.config import ConfigError, config_path, load_config
 from tether.cli.output import Output
 from tether.sdk import ApiError, TetherClient
 
@@ -83,6 +83,9 @@ def guarded(out: Output, main: Callable[[], Coroutine[Any, Any, int | None]]) ->
     except CliError as exc:
         out.error(exc.message, exc.code)
         return exc.exit_code
+    except ConfigError as exc:
+        out.error(str(exc), "invalid_config")
+        return 1
     except KeyboardInterrupt:
         out.error("interrupted")
         return 130

@@ -10,6 +10,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from tether.settings import Settings
 
 
@@ -19,8 +21,15 @@ class CliConfig:
     token: str | None = None
 
 
+class ConfigError(Exception):
+    """The settings environment (TETHER_*) is invalid, so the config path is unknown."""
+
+
 def config_path() -> Path:
-    return Settings().cli_config
+    try:
+        return Settings().cli_config
+    except ValidationError as exc:
+        raise ConfigError(f"invalid TETHER_* environment: {exc}") from None
 
 
 def load_config(path: Path | None = None) -> CliConfig:

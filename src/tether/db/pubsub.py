@@ -362,7 +362,7 @@ class PostgresBus:
                 self._connected.clear()
                 async with self._lock:
                     self._conn = None
-                conn.terminate()
+                await _close_quietly(conn)
             self.reconnects += 1
             log.warning("event bus: lost its PostgreSQL connection; reconnecting")
             await self._clock.sleep(self._reconnect_delay_s)
@@ -384,7 +384,20 @@ class PostgresBus:
             if conn is not None:
                 conn.terminate()
             return None
+        except BaseException:  # cancelled by close(): do not leak the connection
+            if conn is not None:
+                conn.terminate()
+            raise
         if self.reconnects:
             self._fanout.deliver_all(RECONNECTED)
         self._connected.set()
         return conn
+
+
+async def _close_quietly(conn: asyncpg.Connection) -> None:
+    # A graceful close spares the server an "unexpected EOF"; a dead or slow one is cut.
+    if not conn.is_closed():
+        with contextlib.suppress(*_PgErrors):
+            await conn.close(timeout=1.0)
+    if not conn.is_closed():
+        conn.terminate()

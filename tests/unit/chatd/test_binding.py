@@ -91,7 +91,7 @@ class World:
         delay: float = 5.0,
         dial_timeout: float = 30.0,
         connector: bool = True,
-    ) -> ChatConnections:
+    ) -> ChatConnections[FakeConn]:
         return ChatConnections(
             binding,
             store=self.store,
@@ -122,10 +122,10 @@ async def test_ar1_binding_first_path_one_query(w: World) -> None:
     """AR-1: bound agent row exists → exactly one query (agent by id); cached after."""
     binding = w.bind(w.main)
     resolver = AgentResolver(binding, w.store)
-    assert await resolver.ensure_agent() == w.main
+    assert await resolver.ensure_workspace_agent() == w.main
     assert w.store.queries == [("get_agent", (w.main.id,))]
     assert resolver.snapshot is binding
-    assert await resolver.ensure_agent() == w.main
+    assert await resolver.ensure_workspace_agent() == w.main
     assert len(w.store.queries) == 1
 
 
@@ -134,7 +134,7 @@ async def test_ar2_null_binding_lazy_bind(w: World) -> None:
     snapshot is the written row. (Upstream also read the latest build; tether takes the
     build id from the agent row, so the pair is always consistent.)"""
     resolver = AgentResolver(w.bind(), w.store)
-    assert await resolver.ensure_agent() == w.main
+    assert await resolver.ensure_workspace_agent() == w.main
     assert w.store.queries == [
         (LATEST_AGENTS, (w.ws,)),
         (UPDATE, (w.chat_id, w.ws, w.build, w.main.id)),
@@ -149,7 +149,7 @@ async def test_ar3_stale_binding_repair_when_row_missing(w: World) -> None:
     current = w.rebuild()
     w.store.remove_agent(old.id)
     resolver = AgentResolver(w.bind(old), w.store)
-    assert await resolver.ensure_agent() == current
+    assert await resolver.ensure_workspace_agent() == current
     assert w.store.query_names == ["get_agent", LATEST_AGENTS, UPDATE]
     assert resolver.snapshot.agent_id == current.id
     assert w.store.chats[w.chat_id].build_id == current.build_id
@@ -160,14 +160,14 @@ async def test_ar4_cached_agent_of_other_workspace_is_ignored(w: World) -> None:
     the snapshot only moves through ``reset``/``select_workspace``, which also drop the
     agent; the resolver additionally checks the workspace before trusting its cache.)"""
     resolver = AgentResolver(w.bind(w.main), w.store)
-    await resolver.ensure_agent()
+    await resolver.ensure_workspace_agent()
     ws2 = uuid.uuid4()
     other = agent_row(ws2, uuid.uuid4(), name="other")
     w.store.add_latest(ws2, other)
     binding2 = w.store.add_chat(ChatBinding(w.chat_id, ws2))
     resolver.reset(binding2)
     w.store.reset_queries()
-    assert await resolver.ensure_agent() == other
+    assert await resolver.ensure_workspace_agent() == other
     assert w.store.query_names == [LATEST_AGENTS, UPDATE]
     assert w.store.queries[0] == (LATEST_AGENTS, (ws2,))
 
@@ -178,7 +178,7 @@ async def test_ar5_no_workspace(w: World) -> None:
     w.store.add_chat(ChatBinding(w.chat_id, None))
     resolver = AgentResolver(ChatBinding(w.chat_id, None), w.store)
     with pytest.raises(NoWorkspace) as info:
-        await resolver.ensure_agent()
+        await resolver.ensure_workspace_agent()
     assert info.value.remediation == "create_workspace"
     assert w.store.query_names == ["get_chat_binding"]
 
@@ -187,7 +187,7 @@ async def test_ar6_workspace_appears_after_reload(w: World) -> None:
     """AR-6: snapshot lacks the workspace, the store has it → one reload, then lazy bind."""
     w.bind()
     resolver = AgentResolver(ChatBinding(w.chat_id, None), w.store)
-    assert await resolver.ensure_agent() == w.main
+    assert await resolver.ensure_workspace_agent() == w.main
     assert w.store.query_names == ["get_chat_binding", LATEST_AGENTS, UPDATE]
     assert resolver.snapshot.workspace_id == w.ws
 
@@ -217,7 +217,7 @@ async def test_ar9_latest_build_has_no_agents(w: World) -> None:
     binding = w.bind()
     resolver = AgentResolver(binding, w.store)
     with pytest.raises(WorkspaceStopped) as info:
-        await resolver.ensure_agent()
+        await resolver.ensure_workspace_agent()
     assert info.value.code == "workspace_stopped"
     assert UPDATE not in w.store.query_names
     assert w.store.chats[w.chat_id] == binding
@@ -233,7 +233,7 @@ async def test_ar10_multiple_chat_agents_is_selection_error(w: World) -> None:
     )
     resolver = AgentResolver(w.bind(), w.store)
     with pytest.raises(AgentSelectionError, match="multiple agents are marked chat: true"):
-        await resolver.ensure_agent()
+        await resolver.ensure_workspace_agent()
     assert UPDATE not in w.store.query_names
 
 
@@ -266,7 +266,7 @@ async def test_ar11_rebound_during_resolution_retries_once(w: World) -> None:
         w.store.add_chat(ChatBinding(w.chat_id, ws2))
 
     w.store.before(UPDATE, rebind)
-    assert await resolver.ensure_agent() == other
+    assert await resolver.ensure_workspace_agent() == other
     assert w.store.query_names == [LATEST_AGENTS, UPDATE, "get_chat_binding", LATEST_AGENTS, UPDATE]
     assert resolver.snapshot.workspace_id == ws2
     assert w.store.chats[w.chat_id].agent_id == other.id
@@ -288,7 +288,7 @@ async def test_ar11_rebound_twice_is_workspace_changed(w: World) -> None:
     rebind_to_new_workspace()
     rebind_to_new_workspace()
     with pytest.raises(WorkspaceChanged, match="chat workspace changed while resolving agent"):
-        await resolver.ensure_agent()
+        await resolver.ensure_workspace_agent()
 
 
 async def test_ar11_select_workspace_during_write_retries(w: World) -> None:
@@ -303,7 +303,7 @@ async def test_ar11_select_workspace_during_write_retries(w: World) -> None:
         conns.select_workspace(w.store.add_chat(ChatBinding(w.chat_id, ws2)))
 
     w.store.before(UPDATE, select)
-    assert await conns.resolver.ensure_agent() == other
+    assert await conns.resolver.ensure_workspace_agent() == other
     assert conns.binding.workspace_id == ws2
 
 
@@ -315,7 +315,7 @@ async def test_ar12_bound_agent_lookup_error_falls_back(
     resolver = AgentResolver(w.bind(w.main), w.store)
     w.store.fail("get_agent", RuntimeError("too many connections"))
     with caplog.at_level(logging.WARNING, logger="tether.chatd.binding"):
-        assert await resolver.ensure_agent() == w.main
+        assert await resolver.ensure_workspace_agent() == w.main
     assert "too many connections" in caplog.text
     assert w.store.query_names == ["get_agent", LATEST_AGENTS, UPDATE]
 
@@ -413,7 +413,7 @@ async def test_gc4_same_build_agent_crash_is_typed_and_informative(w: World) -> 
     assert conns.cached_conn is None
 
 
-async def _warm(w: World) -> tuple[ChatConnections, FakeConn]:
+async def _warm(w: World) -> tuple[ChatConnections[FakeConn], FakeConn]:
     conns = w.conns(w.bind(w.main))
     conn = fake(await conns.get_conn())
     w.store.reset_queries()

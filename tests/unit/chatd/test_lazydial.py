@@ -345,3 +345,30 @@ async def test_row10_timer_switch_closes_late_stale_success(h: Harness) -> None:
     assert (result.agent_id, result.switched) == (h.current, True)
     await h.drain.wait_idle()
     assert h.dialer.conns_for(h.bound)[0].close_calls == 1
+
+
+async def test_row11_deadline_during_validation_returns_ready_original(h: Harness) -> None:
+    """Row 11 ("ctx ends first" while validating, rows 8/9): the original dial succeeded
+    while validation was still running; when the deadline expires that conn is returned."""
+    gate = asyncio.Event()
+    h.dialer.script(h.bound, DialPlan.gated(gate))
+    never = asyncio.Event()
+
+    async def slow_validation() -> uuid.UUID:
+        await never.wait()
+        return h.bound
+
+    task = asyncio.create_task(h.run(h.validator(slow_validation), delay=1, timeout=2))
+    await h.clock.wait_for_sleepers(2)
+    h.clock.advance(1)
+    await settle()
+    assert h.validate_calls == 1
+    gate.set()
+    await settle()
+    assert h.dialer.calls[0].outcome == "ok"
+    assert not task.done()
+    h.clock.advance(1)
+    result = await task
+    assert (result.agent_id, result.switched) == (h.bound, False)
+    await h.drain.wait_idle()
+    assert result.conn.close_calls == 0

@@ -26,8 +26,8 @@ from tether.chatd.tools.base import Args, ToolContext, invalid_arguments, make_t
 from tether.chatd.tools.readiness import agent_readiness, build_agent_report, wait_build
 from tether.errors import (
     AgentSelectionError,
-    NoWorkspace,
     NotFound,
+    NoWorkspace,
     TetherError,
     WorkspaceDeleted,
     WorkspaceStopped,
@@ -181,7 +181,10 @@ def lifecycle_tools(ctx: ToolContext) -> list[Tool[Any]]:
             await bind(ws, build)
             error = await wait_build(deps, build.id)
             if error is not None:
-                return {"error": f"existing workspace build failed: {error}", "build_id": str(build.id)}
+                return {
+                    "error": f"existing workspace build failed: {error}",
+                    "build_id": str(build.id),
+                }
             result: dict[str, Any] = {
                 "created": False,
                 "workspace_name": ws.name,
@@ -264,7 +267,7 @@ def lifecycle_tools(ctx: ToolContext) -> list[Tool[Any]]:
             result.update(await build_agent_report(deps, build.id))
             return result
 
-    async def start_workspace(_: NoArgs) -> dict[str, Any]:
+    async def start_workspace(_args: NoArgs) -> dict[str, Any]:
         async with ctx.state.workspace_lock:
             chat = await deps.chats.get(ctx.chat_id)
             if chat.workspace_id is None:
@@ -292,7 +295,10 @@ def lifecycle_tools(ctx: ToolContext) -> list[Tool[Any]]:
             await bind(ws, build)
             error = await wait_build(deps, build.id)
             if error is not None:
-                return {"error": f"workspace start build failed: {error}", "build_id": str(build.id)}
+                return {
+                    "error": f"workspace start build failed: {error}",
+                    "build_id": str(build.id),
+                }
             result = await _started(ws, build)
             if build.template_version_id != latest.template_version_id:
                 result["updated_to_active_version"] = True
@@ -314,7 +320,7 @@ def lifecycle_tools(ctx: ToolContext) -> list[Tool[Any]]:
             result["no_build"] = True
         return result
 
-    async def stop_workspace(_: NoArgs) -> dict[str, Any]:
+    async def stop_workspace(_args: NoArgs) -> dict[str, Any]:
         async with ctx.state.workspace_lock:
             chat = await deps.chats.get(ctx.chat_id)
             if chat.workspace_id is None:

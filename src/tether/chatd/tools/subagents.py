@@ -139,9 +139,7 @@ def subagent_tools(ctx: ToolContext) -> list[Tool[Any]]:
             await deps.chats.send_user_message(chat.id, parts)
             queued = False
         except Conflict:  # busy: queue it, promoted when the running turn ends
-            await deps.chats.enqueue(
-                chat.id, parts, max_queued=deps.settings.max_queued_messages
-            )
+            await deps.chats.enqueue(chat.id, parts, max_queued=deps.settings.max_queued_messages)
             queued = True
             if args.interrupt:
                 await request_interrupt(ctx, chat)
@@ -178,7 +176,5 @@ def subagent_tools(ctx: ToolContext) -> list[Tool[Any]]:
             MessageArgs,
             message_agent,
         ),
-        make_tool(
-            "close_agent", "Stop and archive a subagent.", CloseArgs, close_agent
-        ),
+        make_tool("close_agent", "Stop and archive a subagent.", CloseArgs, close_agent),
     ]

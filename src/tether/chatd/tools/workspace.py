@@ -35,6 +35,12 @@ _FILE_DUMP_RE = re.compile(r"^\s*(cat|head|tail|less|more)\s+[^|;&]+$")
 READ_FILE_NOTE = "to read a file, prefer the read_file tool (it pages long files by line)"
 
 
+def _compact(result: dict[str, Any]) -> dict[str, Any]:
+    """Drop ``None`` fields: an ``error`` key is present only when something failed (the
+    scripted demo model and UIs detect failure by the key)."""
+    return {k: v for k, v in result.items() if v is not None}
+
+
 def parse_duration(value: str | float | int) -> float:
     """Seconds from ``"30s"``, ``"1m30s"``, ``"500ms"``, ``"2h"`` or a plain number of
     seconds. Raises ``ValueError`` for anything else or a non-positive duration."""
@@ -55,7 +61,7 @@ def parse_duration(value: str | float | int) -> float:
                 pos = match.end()
             if pos != len(text) or not text:
                 raise ValueError(
-                    f"invalid duration {value!r}: use e.g. \"30s\", \"2m\" or seconds"
+                    f'invalid duration {value!r}: use e.g. "30s", "2m" or seconds'
                 ) from None
     if seconds <= 0:
         raise ValueError(f"invalid duration {value!r}: must be positive")
@@ -140,16 +146,18 @@ def workspace_tools(ctx: ToolContext) -> list[Tool[Any]]:
                 lambda c: c.exec(args.command, workdir=args.workdir, background=True, env=env),
                 retry_request=False,
             )
-            return {
-                "success": True,
-                "output": "",
-                "exit_code": None,
-                "wall_duration_ms": 0,
-                "error": None,
-                "truncated": False,
-                "note": "started in the background; use process_output to read its output",
-                "background_process_id": started.process_id,
-            }
+            return _compact(
+                {
+                    "success": True,
+                    "output": "",
+                    "exit_code": None,
+                    "wall_duration_ms": 0,
+                    "error": None,
+                    "truncated": False,
+                    "note": "started in the background; use process_output to read its output",
+                    "background_process_id": started.process_id,
+                }
+            )
         result: ExecResult = await ctx.with_agent(
             lambda c: c.exec(args.command, timeout_s=timeout_s, workdir=args.workdir, env=env),
             retry_request=False,  # the command may already have run
@@ -160,28 +168,32 @@ def workspace_tools(ctx: ToolContext) -> list[Tool[Any]]:
         if result.timed_out:
             exit_code = -1
             error = f"command timed out after {timeout_s:g}s"
-        return {
-            "success": exit_code == 0 and not result.timed_out,
-            "output": output,
-            "exit_code": exit_code,
-            "wall_duration_ms": result.wall_ms,
-            "error": error,
-            "truncated": result.truncated or cut,
-            "note": READ_FILE_NOTE if _FILE_DUMP_RE.match(args.command) else None,
-            "background_process_id": None,
-        }
+        return _compact(
+            {
+                "success": exit_code == 0 and not result.timed_out,
+                "output": output,
+                "exit_code": exit_code,
+                "wall_duration_ms": result.wall_ms,
+                "error": error,
+                "truncated": result.truncated or cut,
+                "note": READ_FILE_NOTE if _FILE_DUMP_RE.match(args.command) else None,
+                "background_process_id": None,
+            }
+        )
 
     async def process_output(args: ProcessIdArgs) -> dict[str, Any]:
         out = await ctx.with_agent(lambda c: c.process_output(args.process_id))
         output, cut = cap_output(out.output, settings.exec_output_cap_bytes)
-        return {
-            "success": out.running or out.exit_code == 0,
-            "output": output,
-            "exit_code": out.exit_code,
-            "running": out.running,
-            "truncated": out.truncated or cut,
-            "note": "process is still running" if out.running else None,
-        }
+        return _compact(
+            {
+                "success": out.running or out.exit_code == 0,
+                "output": output,
+                "exit_code": out.exit_code,
+                "running": out.running,
+                "truncated": out.truncated or cut,
+                "note": "process is still running" if out.running else None,
+            }
+        )
 
     async def process_list(_: NoArgs) -> dict[str, Any]:
         listing = await ctx.with_agent(lambda c: c.process_list())

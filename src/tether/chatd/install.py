@@ -1,0 +1,95 @@
+"""Wire chatd into a :class:`~tether.wiring.Graph`: the deps, the turn runner and the
+worker, registered as a background job (``graph.extras["background"]``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from pydantic_ai.models import Model
+
+from tether.chatd.adapters import AgentDialer, StoreBinding
+from tether.chatd.conncache import Dialer
+from tether.chatd.models import Chat
+from tether.chatd.stream import ChatStreamHub
+from tether.chatd.tools.base import ChatdDeps
+from tether.chatd.turn import Instructions, TurnRunner
+from tether.chatd.worker import ChatWorker
+from tether.db.chats import ChatStore
+from tether.llm.models import resolve_model
+
+
+def chatd_deps(graph: Any, *, dialer: Dialer | None = None) -> ChatdDeps:
+    """The deps from the graph; reuses the graph's ``chats`` store and ``hub`` when the API
+    side created them (so subscribers see what the worker publishes)."""
+    settings = graph.settings
+    chats = getattr(graph, "chats", None) or graph.extras.get("chats")
+    if chats is None:
+        chats = graph.extras["chats"] = ChatStore(graph.engine, graph.clock)
+    hub = getattr(graph, "hub", None) or graph.extras.get("hub")
+    if hub is None:
+        hub = graph.extras["hub"] = ChatStreamHub()
+    return ChatdDeps(
+        settings=settings,
+        clock=graph.clock,
+        bus=graph.bus,
+        chats=chats,
+        agents=graph.agents,
+        workspace_store=graph.workspace_store,
+        template_store=graph.template_store,
+        workspaces=graph.workspaces,
+        users=graph.users,
+        hub=hub,
+        dialer=dialer
+        or AgentDialer(
+            connect_timeout=settings.agent_connect_timeout_s,
+            request_timeout=settings.agent_request_timeout_s,
+        ),
+    )
+
+
+def default_model_for(graph: Any) -> Callable[[Chat], Model]:
+    """Resolve ``chat.model`` (or the ``model`` setting) once per spec."""
+    cache: dict[str, Model] = {}
+    settings = graph.settings
+
+    def model_for(chat: Chat) -> Model:
+        spec = chat.model or settings.model
+        if spec not in cache:
+            cache[spec] = resolve_model(spec, openai_base_url=settings.openai_base_url)
+        return cache[spec]
+
+    return model_for
+
+
+def install_chatd(
+    graph: Any,
+    *,
+    model_for: Callable[[Chat], Model] | None = None,
+    instructions: Instructions | None = None,
+    dialer: Dialer | None = None,
+    register: bool = True,
+) -> ChatWorker:
+    """Build the chat worker from ``graph``; with ``register`` it is appended to
+    ``graph.extras["background"]`` (run by the server) and kept as
+    ``graph.extras["chat_worker"]``."""
+    settings = graph.settings
+    deps = chatd_deps(graph, dialer=dialer)
+    runner = TurnRunner(
+        deps, model_for=model_for or default_model_for(graph), instructions=instructions
+    )
+    worker = ChatWorker(
+        deps,
+        runner,
+        binding_store=StoreBinding(deps.chats, graph.agents),
+        poll_s=settings.worker_poll_s,
+        max_claim=settings.worker_max_claim,
+        heartbeat_s=settings.heartbeat_s,
+        stale_after_s=settings.stale_after_s,
+        validation_delay_s=settings.dial_validation_delay_s,
+        dial_timeout_s=settings.dial_timeout_s,
+    )
+    if register:
+        graph.extras.setdefault("background", []).append(worker.run)
+        graph.extras["chat_worker"] = worker
+    return worker

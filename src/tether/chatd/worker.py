@@ -1,0 +1,282 @@
+"""The chat worker (reference §5.4): claim pending chats, run their turns, keep heartbeats,
+recover stale chats, honour interrupts, and keep each chat's agent connection across turns.
+
+* **Claim**: up to ``max_claim`` pending chats per round (``ChatStore.claim``), woken by a
+  ``chats`` bus hint or every ``poll_s`` (polling is the truth).
+* **Heartbeat** every ``heartbeat_s`` for all running turns in one statement; a chat missing
+  from the answer was taken over → its turn is cancelled with no final side effects (WK-2).
+* **Stale sweep** every ``stale_after_s / 5``: running chats whose heartbeat is older than
+  ``stale_after_s`` go back to pending (WK-3).
+* **Interrupt**: per running turn, the ``chat:<id>`` channel (``{"type": "interrupt"}``) and
+  a row poll at least every ``interrupt_poll_s`` (status ``interrupting``).
+* **Builds**: a ``builds`` event for workspace W evicts the cached connection of every chat
+  bound to W (DESIGN §4.2).
+* **Shutdown** (the ``run`` task is cancelled): turns are cancelled, the worker's chats go
+  back to pending (``release_worker``) — committed messages stay; another worker resumes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from tether.chatd.adapters import binding_of
+from tether.chatd.binding import BindingStore
+from tether.chatd.conncache import ChatConnections
+from tether.chatd.models import Chat, ChatStatus
+from tether.chatd.taskowner import TaskOwner
+from tether.chatd.tools.base import ChatdDeps, ChatState
+from tether.chatd.tools.subagents import CHATS_CHANNEL, chat_channel
+from tether.chatd.turn import TurnControl, TurnRunner
+from tether.ids import new_id
+from tether.workspaces import events
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Running:
+    task: asyncio.Task[None]
+    control: TurnControl
+
+
+class ChatWorker:
+    def __init__(
+        self,
+        deps: ChatdDeps,
+        runner: TurnRunner,
+        *,
+        binding_store: BindingStore,
+        worker_id: uuid.UUID | None = None,
+        poll_s: float = 1.0,
+        max_claim: int = 10,
+        heartbeat_s: float = 30.0,
+        stale_after_s: float = 300.0,
+        interrupt_poll_s: float = 0.5,
+        validation_delay_s: float = 0.25,
+        dial_timeout_s: float = 10.0,
+    ) -> None:
+        self.worker_id = worker_id or new_id()
+        self._deps = deps
+        self._runner = runner
+        self._binding_store = binding_store
+        self._poll_s = poll_s
+        self._max_claim = max_claim
+        self._heartbeat_s = heartbeat_s
+        self._stale_after_s = stale_after_s
+        self._interrupt_poll_s = min(interrupt_poll_s, 1.0)
+        self._validation_delay_s = validation_delay_s
+        self._dial_timeout_s = dial_timeout_s
+        self._running: dict[uuid.UUID, _Running] = {}
+        self._states: dict[uuid.UUID, ChatState] = {}
+        self._wake = asyncio.Event()
+        self._drain = TaskOwner("chat-worker-drain")
+
+    # --- introspection (tests, benchmarks) -----------------------------------------------
+
+    @property
+    def running(self) -> set[uuid.UUID]:
+        return set(self._running)
+
+    def state(self, chat_id: uuid.UUID) -> ChatState | None:
+        return self._states.get(chat_id)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # --- main loop -----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run until cancelled; then release this worker's chats (see module docstring)."""
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._guard("heartbeat", self._heartbeat_loop))
+                tg.create_task(self._guard("stale-sweep", self._stale_loop))
+                tg.create_task(self._guard("builds", self._builds_loop))
+                tg.create_task(self._guard("wake", self._wake_loop))
+                try:
+                    while True:
+                        await self._claim_round(tg)
+                        with contextlib.suppress(TimeoutError):
+                            async with asyncio.timeout(self._poll_s):
+                                await self._wake.wait()
+                        self._wake.clear()
+                except asyncio.CancelledError:
+                    for running in self._running.values():
+                        running.control.reason = running.control.reason or "shutdown"
+                    raise
+        finally:
+            await asyncio.shield(self._shutdown())
+
+    async def _shutdown(self) -> None:
+        try:
+            released = await self._deps.chats.release_worker(self.worker_id)
+            if released:
+                log.info("worker %s released %d chat(s)", self.worker_id, len(released))
+                await self._deps.bus.publish(CHATS_CHANNEL, {"released": len(released)})
+        except Exception:
+            log.exception("releasing chats failed; the stale sweep will recover them")
+        for state in self._states.values():
+            await state.conns.aclose()
+        self._states.clear()
+        await self._drain.aclose()
+
+    async def _guard(self, name: str, loop: Callable[[], object]) -> None:
+        """Keep a background loop alive: a crash is logged and the loop restarted."""
+        while True:
+            try:
+                await loop()  # type: ignore[misc]
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("chat worker %s loop crashed; restarting", name)
+                await asyncio.sleep(self._poll_s)
+
+    async def _claim_round(self, tg: asyncio.TaskGroup) -> None:
+        try:
+            chats = await self._deps.chats.claim(self.worker_id, limit=self._max_claim)
+        except Exception:
+            log.exception("claiming chats failed")
+            return
+        for chat in chats:
+            self._start(tg, chat)
+
+    def _start(self, tg: asyncio.TaskGroup, chat: Chat) -> None:
+        state = self._state_for(chat)
+        control = TurnControl()
+        task = tg.create_task(
+            self._runner.run(chat, state, self.worker_id, control), name=f"turn-{chat.id}"
+        )
+        self._running[chat.id] = _Running(task, control)
+        tg.create_task(self._supervise(chat.id, task, control), name=f"watch-{chat.id}")
+
+    def _state_for(self, chat: Chat) -> ChatState:
+        binding = binding_of(chat)
+        state = self._states.get(chat.id)
+        if state is None:
+            state = ChatState(
+                ChatConnections(
+                    binding,
+                    store=self._binding_store,
+                    dialer=self._deps.dialer,
+                    clock=self._deps.clock,
+                    drain=self._drain,
+                    validation_delay=self._validation_delay_s,
+                    dial_timeout=self._dial_timeout_s,
+                )
+            )
+            self._states[chat.id] = state
+        else:
+            snap = state.conns.binding
+            if (snap.workspace_id, snap.build_id, snap.agent_id) != (
+                binding.workspace_id,
+                binding.build_id,
+                binding.agent_id,
+            ):
+                state.conns.select_workspace(binding)  # re-bound between turns
+        return state
+
+    async def _supervise(
+        self, chat_id: uuid.UUID, task: asyncio.Task[None], control: TurnControl
+    ) -> None:
+        """Watch one turn for interrupts; forget it when it ends."""
+        try:
+            async with self._deps.bus.subscribe(chat_channel(chat_id)) as sub:
+                while not task.done():
+                    waiter = asyncio.ensure_future(sub.get(timeout=self._interrupt_poll_s))
+                    done, _ = await asyncio.wait(
+                        {waiter, task}, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    if task in done:
+                        waiter.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await waiter
+                        break
+                    if not control.finishing and await self._interrupt_requested(chat_id):
+                        control.reason = control.reason or "interrupt"
+                        task.cancel()
+                        break
+            with contextlib.suppress(BaseException):
+                await task
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("chat %s: turn supervision failed", chat_id)
+        finally:
+            if task.done():
+                exc = None if task.cancelled() else task.exception()
+                if exc is not None:
+                    log.error("chat %s: turn crashed: %r", chat_id, exc)
+                self._running.pop(chat_id, None)
+                self._wake.set()  # capacity freed / a promoted message may be pending
+
+    async def _interrupt_requested(self, chat_id: uuid.UUID) -> bool:
+        try:
+            chat = await self._deps.chats.get(chat_id)
+        except Exception:
+            return False
+        return chat.status is ChatStatus.INTERRUPTING or chat.interrupt_requested
+
+    # --- background loops ------------------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._heartbeat_s)
+            await self.heartbeat_once()
+
+    async def heartbeat_once(self) -> None:
+        """One heartbeat round; turns of chats no longer ours are cancelled (WK-2)."""
+        ids = list(self._running)
+        if not ids:
+            return
+        owned = await self._deps.chats.heartbeat(self.worker_id, ids)
+        for chat_id in ids:
+            running = self._running.get(chat_id)
+            if (
+                chat_id not in owned
+                and running is not None
+                and not running.task.done()
+                and not running.control.finishing  # finish_turn checks ownership itself
+            ):
+                log.warning("chat %s: lost ownership; cancelling its turn", chat_id)
+                running.control.reason = "lost"
+                running.task.cancel()
+
+    async def _stale_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._stale_after_s / 5)
+            await self.sweep_once()
+
+    async def sweep_once(self) -> list[uuid.UUID]:
+        """Return chats with stale heartbeats to pending (WK-3)."""
+        older_than = self._deps.clock.now() - timedelta(seconds=self._stale_after_s)
+        recovered = await self._deps.chats.recover_stale(older_than)
+        if recovered:
+            log.warning("recovered %d stale chat(s)", len(recovered))
+            self._wake.set()
+        return recovered
+
+    async def _wake_loop(self) -> None:
+        async with self._deps.bus.subscribe(CHATS_CHANNEL) as sub:
+            async for _ in sub:
+                self._wake.set()
+
+    async def _builds_loop(self) -> None:
+        async with self._deps.bus.subscribe(events.BUILDS) as sub:
+            async for event in sub:
+                self.on_build_event(event)
+
+    def on_build_event(self, event: dict[str, object]) -> None:
+        """Evict the cached connections of chats bound to the event's workspace (all of
+        them when the bus says events may have been lost)."""
+        workspace = event.get("workspace_id")
+        for state in self._states.values():
+            bound = state.conns.binding.workspace_id
+            if event.get("reconnected") or (bound is not None and str(bound) == workspace):
+                state.conns.evict()

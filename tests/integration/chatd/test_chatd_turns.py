@@ -1,0 +1,222 @@
+"""Turn runner and worker behaviour that needs no workspace: tool-argument errors, typed
+no-workspace errors, provider retries and failures, interrupts, shutdown and recovery."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+from pydantic_ai import messages as pai
+from pydantic_ai.exceptions import ModelHTTPError
+from pydantic_ai.models.function import AgentInfo, DeltaToolCall, DeltaToolCalls, FunctionModel
+
+from conftest import Chatd
+from tether.chatd.models import ChatStatus
+from tether.ids import new_id
+from tether.llm.scripted import Call, Say, script_model
+
+
+def _last_user_text(messages: list[pai.ModelMessage]) -> str:
+    for m in reversed(messages):
+        if isinstance(m, pai.ModelRequest):
+            for p in m.parts:
+                if isinstance(p, pai.UserPromptPart) and isinstance(p.content, str):
+                    return p.content
+    return ""
+
+
+async def test_invalid_tool_args_become_error_result_and_turn_goes_on(chatd: Chatd) -> None:
+    chatd.start_worker()
+    model = script_model([Call("execute", {"cmd": "ls"}), Say("I fixed nothing")])
+    chat = await chatd.run_chat("go", model)
+    assert chat.status is ChatStatus.WAITING
+    [result] = await chatd.results(chat.id, "execute")
+    assert result["is_error"] is True
+    assert result["error_code"] == "invalid_arguments"
+    assert "command" in result["result"] and "cmd" in result["result"]
+    last = (await chatd.messages(chat.id))[-1]
+    assert last.role == "assistant" and last.parts[0]["text"] == "I fixed nothing"
+
+
+async def test_invalid_execute_timeout_is_error_result(chatd: Chatd) -> None:
+    chatd.start_worker()
+    model = script_model([Call("execute", {"command": "true", "timeout": "soon"}), Say("ok")])
+    chat = await chatd.run_chat("go", model)
+    [result] = await chatd.results(chat.id, "execute")
+    assert result["error_code"] == "invalid_arguments" and "soon" in result["result"]
+    assert chat.status is ChatStatus.WAITING
+
+
+async def test_tool_without_workspace_gets_typed_no_workspace(chatd: Chatd) -> None:
+    chatd.start_worker()
+    model = script_model([Call("read_file", {"path": "x"}), Say("no workspace")])
+    chat = await chatd.run_chat("go", model)
+    [result] = await chatd.results(chat.id, "read_file")
+    assert result["is_error"] and result["error_code"] == "no_workspace"
+    assert result["remediation"] == "create_workspace"
+    assert chat.status is ChatStatus.WAITING
+
+
+async def test_sw1_start_workspace_without_workspace(chatd: Chatd) -> None:
+    chatd.start_worker()
+    chat = await chatd.run_chat("go", script_model([Call("start_workspace", {}), Say("k")]))
+    [result] = await chatd.results(chat.id, "start_workspace")
+    assert result["error_code"] == "no_workspace" and "create_workspace" in result["result"]
+
+
+def _flaky_model(failures: list[int]) -> FunctionModel:
+    """Fails with the given HTTP statuses first, then answers ``recovered``."""
+    remaining = list(failures)
+
+    async def stream(messages: list[pai.ModelMessage], info: AgentInfo) -> AsyncIterator[str]:
+        if remaining:
+            raise ModelHTTPError(remaining.pop(0), "flaky", body="overloaded")
+        yield "recovered"
+
+    async def respond(messages: list[pai.ModelMessage], info: AgentInfo) -> pai.ModelResponse:
+        raise AssertionError("the turn runner streams")
+
+    return FunctionModel(respond, stream_function=stream, model_name="flaky")
+
+
+async def test_provider_503_twice_then_success_emits_retry_events(chatd: Chatd) -> None:
+    chatd.start_worker()
+    chat = await chatd.new_chat("hi", _flaky_model([503, 503]))
+    events = chatd.record_events(chat.id)
+    chat = await chatd.wait_status(chat.id)
+    assert chat.status is ChatStatus.WAITING
+    retries = [e.data for e in events if e.event == "retry"]
+    assert [r["attempt"] for r in retries] == [1, 2]
+    assert (await chatd.messages(chat.id))[-1].parts[0]["text"] == "recovered"
+
+
+async def test_provider_always_500_fails_the_turn(chatd: Chatd) -> None:
+    chatd.start_worker()
+    chat = await chatd.new_chat("hi", _flaky_model([500] * 10))
+    events = chatd.record_events(chat.id)
+    chat = await chatd.wait_status(chat.id)
+    assert chat.status is ChatStatus.ERROR
+    assert chat.last_error_code == "provider_error"
+    assert chat.last_error is not None and "500" in chat.last_error
+    assert (
+        len([e for e in events if e.event == "retry"]) == chatd.graph.settings.provider_max_retries
+    )
+    assert any(e.event == "error" for e in events)
+
+
+def _blocking_model(gate: asyncio.Event, *, first_step_tool: bool = False) -> FunctionModel:
+    """First user message: optionally one list_templates call, then stream "partial answer "
+    and block until ``gate`` is set, then finish. Any other user message: "done"."""
+
+    async def stream(
+        messages: list[pai.ModelMessage], info: AgentInfo
+    ) -> AsyncIterator[str | DeltaToolCalls]:
+        if _last_user_text(messages) != "first":
+            yield "done"
+            return
+        responses = sum(isinstance(m, pai.ModelResponse) for m in messages)
+        if first_step_tool and responses == 0:
+            yield {0: DeltaToolCall(name="list_templates", json_args="{}", tool_call_id="t1")}
+            return
+        yield "partial answer "
+        await gate.wait()
+        yield "and the rest"
+
+    async def respond(messages: list[pai.ModelMessage], info: AgentInfo) -> pai.ModelResponse:
+        raise AssertionError("the turn runner streams")
+
+    return FunctionModel(respond, stream_function=stream, model_name="blocking")
+
+
+async def _wait_partial(chatd: Chatd, events: list[Any]) -> None:
+    for _ in range(500):
+        if any(e.event == "message_part" and "partial" in e.data.get("delta", "") for e in events):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("no partial text streamed")
+
+
+async def test_interrupt_persists_partial_text_and_promotes_queued(chatd: Chatd) -> None:
+    chatd.start_worker()
+    gate = asyncio.Event()
+    chat = await chatd.new_chat("first", _blocking_model(gate))
+    events = chatd.record_events(chat.id)
+    await _wait_partial(chatd, events)
+    await chatd.chats.enqueue(chat.id, [{"type": "text", "text": "second"}], max_queued=20)
+    await chatd.chats.transition(chat.id, ChatStatus.INTERRUPTING, interrupt_requested=True)
+    await chatd.graph.bus.publish(f"chat:{chat.id}", {"type": "interrupt"})
+    # the promoted message runs as the next turn
+    for _ in range(500):
+        msgs = await chatd.messages(chat.id)
+        if msgs[-1].role == "assistant" and msgs[-1].parts[0]["text"] == "done":
+            break
+        await asyncio.sleep(0.02)
+    chat = await chatd.wait_status(chat.id)
+    msgs = await chatd.messages(chat.id)
+    roles = [m.role for m in msgs]
+    assert roles == ["user", "assistant", "user", "assistant"]
+    partial = msgs[1].parts[0]["text"]
+    assert partial.startswith("partial answer") and "interrupted" in partial
+    assert "the rest" not in partial
+    assert msgs[2].parts[0]["text"] == "second"
+    assert chat.status is ChatStatus.WAITING
+    assert await chatd.chats.queued(chat.id) == []
+
+
+async def test_worker_shutdown_mid_turn_returns_chat_to_pending(chatd: Chatd) -> None:
+    chatd.start_worker()
+    gate = asyncio.Event()
+    chat = await chatd.new_chat("first", _blocking_model(gate, first_step_tool=True))
+    events = chatd.record_events(chat.id)
+    await _wait_partial(chatd, events)
+    before = await chatd.messages(chat.id)
+    assert [m.role for m in before] == ["user", "assistant", "tool"]  # step 1 committed
+    await chatd.stop_worker()
+    row = await chatd.chats.get(chat.id)
+    assert row.status is ChatStatus.PENDING and row.worker_id is None
+    assert [m.id for m in await chatd.messages(chat.id)] == [m.id for m in before]
+    gate.set()
+    chatd.start_worker()
+    chat = await chatd.wait_status(chat.id)
+    assert chat.status is ChatStatus.WAITING
+    msgs = await chatd.messages(chat.id)
+    assert [m.id for m in msgs[:3]] == [m.id for m in before]
+    assert msgs[-1].parts[0]["text"] == "partial answer and the rest"
+
+
+async def test_wk2_heartbeat_loss_cancels_turn_without_side_effects(chatd: Chatd) -> None:
+    worker = chatd.start_worker(heartbeat_s=3600.0)
+    gate = asyncio.Event()
+    chat = await chatd.new_chat("first", _blocking_model(gate))
+    events = chatd.record_events(chat.id)
+    await _wait_partial(chatd, events)
+    other = new_id()
+    await chatd.chats.set_fields(chat.id, worker_id=other)  # another worker took it over
+    await worker.heartbeat_once()
+    for _ in range(200):
+        if chat.id not in worker.running:
+            break
+        await asyncio.sleep(0.01)
+    assert chat.id not in worker.running
+    row = await chatd.chats.get(chat.id)
+    assert row.status is ChatStatus.RUNNING and row.worker_id == other
+    assert [m.role for m in await chatd.messages(chat.id)] == ["user"]  # nothing finished
+
+
+async def test_wk3_stale_sweep_returns_chat_to_pending(chatd: Chatd) -> None:
+    chat = await chatd.chats.create(
+        owner_id=chatd.owner.id, title="t", first_message=[{"type": "text", "text": "x"}]
+    )
+    dead_worker = new_id()
+    [claimed] = await chatd.chats.claim(dead_worker, limit=1)
+    assert claimed.id == chat.id
+    old = chatd.graph.clock.now() - timedelta(seconds=60)
+    await chatd.chats.set_fields(chat.id, heartbeat_at=old)
+    worker = chatd.start_worker(stale_after_s=30.0)
+    recovered = await worker.sweep_once()
+    assert chat.id in recovered
+    chatd.models[chat.id] = script_model([Say("recovered")])
+    chat = await chatd.wait_status(chat.id)
+    assert chat.status is ChatStatus.WAITING
