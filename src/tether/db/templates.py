@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import uuid
 from typing import Any
 
@@ -130,7 +131,7 @@ class TemplateStore:
             raise NotFound(f"template {name!r} not found")
         return _template(row)
 
-    async def list(self, *, include_deprecated: bool = True) -> list[Template]:
+    async def list(self, *, include_deprecated: bool = True) -> builtins.list[Template]:
         query = sa.select(templates).order_by(templates.c.name)
         if not include_deprecated:
             query = query.where(templates.c.deprecated.is_(False))
@@ -149,7 +150,7 @@ class TemplateStore:
             raise NotFound(f"template version {version_id} not found")
         return _version(row)
 
-    async def list_versions(self, template_id: uuid.UUID) -> list[TemplateVersion]:
+    async def list_versions(self, template_id: uuid.UUID) -> builtins.list[TemplateVersion]:
         async with self._engine.connect() as conn:
             rows = (
                 await conn.execute(

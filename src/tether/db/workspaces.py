@@ -8,6 +8,7 @@ Job state changes are guarded updates; zero rows updated is a :class:`Conflict`.
 
 from __future__ import annotations
 
+import builtins
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,7 +32,7 @@ _LATEST = (
     .scalar_subquery()
 )
 
-_BUILD_COLS = [
+_BUILD_COLS: builtins.list[Any] = [
     workspace_builds,
     provisioner_jobs.c.created_at.label("job_created_at"),
     provisioner_jobs.c.started_at,
@@ -174,7 +175,7 @@ class WorkspaceStore:
             raise NotFound(f"workspace {name!r} not found")
         return _workspace(row)
 
-    async def list(self, *, owner_id: uuid.UUID | None = None) -> list[Workspace]:
+    async def list(self, *, owner_id: uuid.UUID | None = None) -> builtins.list[Workspace]:
         query = sa.select(workspaces).where(workspaces.c.deleted.is_(False))
         if owner_id is not None:
             query = query.where(workspaces.c.owner_id == owner_id)
@@ -199,7 +200,7 @@ class WorkspaceStore:
                 .values(last_used_at=self._clock.now())
             )
 
-    async def expired(self, now: datetime) -> list[Workspace]:
+    async def expired(self, now: datetime) -> builtins.list[Workspace]:
         """Live workspaces with a TTL whose latest build is a successful start and whose
         last activity is older than the TTL (filtered in Python: portable interval math)."""
         async with self._engine.connect() as conn:
@@ -315,7 +316,7 @@ class WorkspaceStore:
         async with self._engine.connect() as conn:
             return await self._latest(conn, workspace_id)
 
-    async def list_builds(self, workspace_id: uuid.UUID) -> list[Build]:
+    async def list_builds(self, workspace_id: uuid.UUID) -> builtins.list[Build]:
         async with self._engine.connect() as conn:
             rows = (
                 await conn.execute(
@@ -474,7 +475,7 @@ class WorkspaceStore:
                 )
             )
 
-    async def job_logs(self, job_id: uuid.UUID, *, after_id: int = 0) -> list[LogLine]:
+    async def job_logs(self, job_id: uuid.UUID, *, after_id: int = 0) -> builtins.list[LogLine]:
         async with self._engine.connect() as conn:
             rows = (
                 await conn.execute(

@@ -47,7 +47,7 @@ async def test_template_push_versions(engine: AsyncEngine):
 
 
 async def test_workspace_names_unique_per_owner(engine: AsyncEngine):
-    owner, template, version, store, _ = await _setup(engine)
+    owner, template, _version, store, _ = await _setup(engine)
     await store.create(owner_id=owner.id, template_id=template.id, name="w", ttl_ms=None)
     with pytest.raises(Conflict):
         await store.create(owner_id=owner.id, template_id=template.id, name="w", ttl_ms=None)

@@ -22,9 +22,9 @@ class PushTemplate(BaseModel):
 async def resolve_template(request: Request, ref: str) -> Template:
     store = graph_of(request).template_store
     try:
-        return await store.get(uuid.UUID(ref))  # type: ignore[no-any-return]
+        return await store.get(uuid.UUID(ref))
     except ValueError:
-        return await store.get_by_name(ref)  # type: ignore[no-any-return]
+        return await store.get_by_name(ref)
 
 
 @router.post("", status_code=201)
