@@ -22,7 +22,7 @@ from tether.db.agents import AgentStore
 from tether.db.chats import ChatStore
 from tether.db.engine import create_engine
 from tether.db.migrate import upgrade
-from tether.db.pubsub import EventBus, InProcessBus
+from tether.db.pubsub import EventBus, InProcessBus, PostgresBus
 from tether.db.templates import TemplateStore
 from tether.db.users import UserStore
 from tether.db.workspaces import WorkspaceStore
@@ -56,7 +56,7 @@ class Graph:
 
     async def aclose(self) -> None:
         await self.agent_pool.aclose()
-        close = getattr(self.bus, "aclose", None)
+        close = getattr(self.bus, "close", None)
         if close is not None:
             await close()
         await self.engine.dispose()
@@ -74,7 +74,13 @@ async def build_graph(
     engine = create_engine(settings.database_url())
     await upgrade(engine)
     if bus is None:
-        bus = InProcessBus()
+        if engine.dialect.name == "postgresql":
+            # replicas share one database: build events and wake-ups cross processes
+            pg_bus = PostgresBus(settings.database_url(), clock=clock)
+            await pg_bus.start()
+            bus = pg_bus
+        else:
+            bus = InProcessBus()
     users = UserStore(engine, clock)
     template_store = TemplateStore(engine, clock)
     workspace_store = WorkspaceStore(engine, clock)
