@@ -82,10 +82,15 @@ class RunningServer:
 
 
 @contextlib.asynccontextmanager
-async def running_server(settings: Settings, **graph_kwargs: Any) -> AsyncIterator[RunningServer]:
+async def running_server(
+    settings: Settings, *, stop_workspaces: bool = True, **graph_kwargs: Any
+) -> AsyncIterator[RunningServer]:
     graph = await build_graph(settings, **graph_kwargs)
     token = await bootstrap(graph)
-    assert token is not None
+    if token is None:  # a restart on the same data: reuse the admin's CLI token
+        import json
+
+        token = json.loads(settings.cli_config.read_text())["token"]
     app = create_app(graph, background=background_jobs(graph))
     config = uvicorn.Config(
         app, host="127.0.0.1", port=settings.port, log_level="warning", ws="websockets-sansio"
@@ -105,7 +110,7 @@ async def running_server(settings: Settings, **graph_kwargs: Any) -> AsyncIterat
         yield RunningServer(graph, url, token, client)
     finally:
         # stop every workspace's processes through the backends (no leaks)
-        for ws in await graph.workspace_store.list():
+        for ws in await graph.workspace_store.list() if stop_workspaces else []:
             for backend in graph.backends.values():
                 with contextlib.suppress(Exception):
                     await _stop_backend(graph, backend, ws)

@@ -212,3 +212,28 @@ def _ref(ws):
     return WorkspaceRef(
         workspace_id=uuid.UUID(ws["id"]), owner_name="admin", name=ws["name"], template_name=""
     )
+
+
+async def test_agents_survive_a_server_restart_and_reconnect(tmp_path):
+    settings = fast_settings(tmp_path)
+    async with running_server(settings, stop_workspaces=False) as srv:
+        await srv.push_template()
+        await srv.client.post("/api/v1/workspaces", json={"template": "python", "name": "w"})
+        before = await srv.wait_ready("w")
+    # the server is gone; the agent process is not
+    assert _workspace_pids(before["id"])
+    async with running_server(settings) as srv:
+        after = await srv.wait_ready("w")
+        assert after["agents"][0]["id"] == before["agents"][0]["id"]
+        assert after["agents"][0]["lifecycle_state"] == "ready"  # startup did not re-run
+        import uuid
+
+        agent_id = uuid.UUID(after["agents"][0]["id"])
+
+        async def reconnected():
+            row = await srv.graph.agents.get(agent_id)
+            return row.disconnected_at is not None and row.last_connected_at > row.disconnected_at
+
+        await _eventually(reconnected, timeout=10)  # the session really came back
+        r = await srv.client.post("/api/v1/workspaces/w/exec", json={"command": "echo back"})
+        assert r.status_code == 200 and r.json()["output"] == "back\n"
