@@ -177,4 +177,5 @@ def test_failing_startup_script_exits_1(cli: Cli, tmp_path: Path) -> None:
     result = cli("ws", "create", "acc-fail", "-t", "failing")
     assert result.returncode == 1
     assert "start_error" in result.stderr
+    assert "about to fail" in result.stderr  # the tail of the agent's startup-script log
     cli.ok("ws", "delete", "acc-fail", "--yes")

@@ -20,11 +20,13 @@ import signal
 import socket
 import sys
 from collections.abc import Callable, Generator
+from typing import Any
 
 import uvicorn
 
 from tether.agent.app import AgentApi, build_app
 from tether.agent.config import AgentConfig
+from tether.agent.mcpconfig import CONFIG_FILE_NAME, write_template_config
 from tether.agent.mcphost import McpHost
 from tether.agent.processes import ProcessManager
 from tether.agent.protocol import Hello, LifecycleState, Manifest
@@ -55,6 +57,27 @@ def _ensure_dir(path: os.PathLike[str]) -> None:
         os.makedirs(path, exist_ok=True)
     except OSError as exc:
         log.warning("cannot create working directory %s: %s", path, exc)
+
+
+def listen_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
+    """A bound, listening TCP socket for the agent's HTTP server (``port=0``: a free one).
+
+    Connections queue from the moment this returns, before uvicorn accepts them.
+    """
+    # The protocol must be spelled IPPROTO_TCP, not left 0: asyncio sets TCP_NODELAY on an
+    # accepted connection only when the socket says it is TCP (base_events._set_nodelay),
+    # and accepted sockets inherit the listener's proto. Without TCP_NODELAY uvicorn's two
+    # writes per response (headers, then body) hit Nagle + the client's delayed ACK: every
+    # request on a reused keep-alive connection stalled ~40 ms.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 class Agent:
@@ -96,6 +119,8 @@ class Agent:
         self.state.directory = resolve_directory(self.config.home, manifest.directory)
         self.state.extra_env = dict(manifest.env)
         _ensure_dir(self.state.directory)
+        if manifest.mcp is not None:
+            self._write_mcp_config(manifest.mcp)
         session = self.session
         assert session is not None
         cwd = self.state.directory if self.state.directory.is_dir() else self.config.home
@@ -110,6 +135,19 @@ class Agent:
             ),
             name="startup-script",
         )
+
+    def _write_mcp_config(self, mcp: dict[str, Any]) -> None:
+        # Synchronous on purpose: one small file, before any MCP listing or startup script.
+        directory = self.state.directory
+        try:
+            written = write_template_config(directory, mcp)
+        except OSError as exc:
+            log.warning("cannot write the template's MCP config into %s: %s", directory, exc)
+            return
+        if written:
+            log.info("wrote the template's MCP config to %s", directory / CONFIG_FILE_NAME)
+        else:
+            log.info("kept the existing %s in %s", CONFIG_FILE_NAME, directory)
 
     def _hello(self) -> Hello:
         return Hello(
@@ -127,10 +165,7 @@ class Agent:
             loop.add_signal_handler(sig, self.stop.set)
         _ensure_dir(self.state.directory)
 
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(128)  # connections queue from now on, before uvicorn accepts them
+        sock = listen_socket()
         self._address = f"127.0.0.1:{sock.getsockname()[1]}"
         app = build_app(AgentApi(self.state, self.processes, self.mcp), self.secret)
         server = _Server(uvicorn.Config(app, lifespan="off", access_log=False, log_level="warning"))

@@ -13,7 +13,11 @@ A malformed file is one error; a malformed entry is an error for that server onl
 from __future__ import annotations
 
 import json
+import os
+import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 CONFIG_FILE_NAME = ".mcp.json"
@@ -79,3 +83,28 @@ def parse_config(text: str) -> list[ServerSpec]:
     if not isinstance(servers, dict):
         raise ConfigError("mcpServers must be an object")
     return [_parse_entry(str(name), raw) for name, raw in servers.items()]
+
+
+def write_template_config(directory: Path, mcp: Mapping[str, Any]) -> bool:
+    """Write a template's MCP config as ``directory/.mcp.json`` unless that file exists.
+
+    ``mcp`` is the file's content (``{"mcpServers": {...}}``); a bare map of servers is
+    wrapped. A file already there (the user's, or an earlier start's) is kept: returns False.
+    The file appears atomically, never half-written. Raises ``OSError`` on disk errors.
+    """
+    data = dict(mcp) if "mcpServers" in mcp else {"mcpServers": dict(mcp)}
+    target = directory / CONFIG_FILE_NAME
+    if target.exists():
+        return False
+    fd, tmp = tempfile.mkstemp(prefix=".mcp.json.", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2)
+            fh.write("\n")
+        try:
+            os.link(tmp, target)  # unlike rename, never replaces a file created meanwhile
+        except FileExistsError:
+            return False
+    finally:
+        os.unlink(tmp)
+    return True

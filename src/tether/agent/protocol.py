@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import uuid
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -70,7 +70,8 @@ class Manifest(_Frame):
     startup_script: str | None = None
     startup_script_timeout_s: float = 600.0
     ping_interval_s: float = 2.0
-    env: dict[str, str] = Field(default_factory=dict)
+    env: dict[str, str] = Field(default_factory=dict)  # template env + TETHER_PARAM_<NAME>
+    mcp: dict[str, Any] | None = None  # the template's MCP config, for .mcp.json (if absent)
 
 
 class Shutdown(_Frame):

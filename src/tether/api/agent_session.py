@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import pydantic
@@ -30,6 +31,14 @@ def _bearer(ws: WebSocket) -> str | None:
     value = ws.headers.get("authorization", "")
     scheme, _, token = value.partition(" ")
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def manifest_env(template_env: Mapping[str, str], parameters: Mapping[str, str]) -> dict[str, str]:
+    """The manifest's env: the template's ``env`` plus ``TETHER_PARAM_<NAME>`` per build
+    parameter (as the local backend sets them; other backends would not)."""
+    env = dict(template_env)
+    env.update({f"TETHER_PARAM_{k.upper()}": v for k, v in parameters.items()})
+    return env
 
 
 @router.websocket("/api/v1/agent/session")
@@ -78,7 +87,8 @@ async def agent_session(ws: WebSocket) -> None:
         startup_script=spec.startup_script,
         startup_script_timeout_s=settings.startup_script_timeout_s,
         ping_interval_s=settings.agent_ping_interval_s,
-        env=dict(spec.env),
+        env=manifest_env(spec.env, build.parameters),
+        mcp=spec.mcp,
     )
     try:
         await ws.send_text(protocol.encode_frame(manifest))

@@ -14,7 +14,7 @@ from tether.cli.common import JsonOpt, run
 from tether.cli.output import Output
 from tether.cli.parse import parse_duration_ms, parse_params
 from tether.cli.watch import report_build, wait_agent, watch_build
-from tether.sdk import Build, TetherClient, Workspace
+from tether.sdk import ApiError, Build, TetherClient, Workspace
 
 app = typer.Typer(help="Manage workspaces.", no_args_is_help=True)
 
@@ -22,6 +22,7 @@ NoWait = Annotated[
     bool, typer.Option("--no-wait", help="Return once the build is queued; do not wait.")
 ]
 Name = Annotated[str, typer.Argument(help="Workspace name or id.")]
+STARTUP_LOG_TAIL = 20  # lines of the startup-script log shown when a start fails
 
 
 async def _finish(
@@ -38,7 +39,9 @@ async def _finish(
         if not build.succeeded:
             code = 1
         elif build.transition == "start":
-            _, failed = await wait_agent(client, out, ref)
+            started, failed = await wait_agent(client, out, ref)
+            if failed:
+                await _show_startup_log(client, out, ref, started)
             code = 1 if failed else 0
     if build.transition == "delete" and build.succeeded:
         out.emit({"build": build}, f"workspace {ref} deleted")
@@ -49,6 +52,25 @@ async def _finish(
     else:
         out.line(f"workspace {ws.name} is {ws.state}")
     return code
+
+
+async def _show_startup_log(client: TetherClient, out: Output, ref: str, ws: Workspace) -> None:
+    """After a failed start: the last lines of the chat agent's startup-script log (stderr)."""
+    agent = ws.chat_agent()
+    if agent is None:
+        return
+    try:
+        logs = await client.agent_logs(ref, str(agent.id))
+    except ApiError as exc:  # the log is a courtesy: the failure itself was already reported
+        out.note(f"{ref}: could not fetch the startup log: {exc}", style="yellow")
+        return
+    lines = logs[-STARTUP_LOG_TAIL:]
+    if not lines:
+        return
+    out.note(f"{ref}: last {len(lines)} lines of agent {agent.name}'s startup log:")
+    for line in lines:
+        style = "red" if line.get("level") == "error" else None
+        out.note("  " + str(line.get("output", "")), style=style)
 
 
 @app.command("create")

@@ -200,6 +200,11 @@ class TetherClient:
         data = await self._request("GET", f"/workspaces/{_seg(ref)}/logs", params=params)
         return BuildLogs.model_validate(data)
 
+    async def agent_logs(self, ref: str, agent_id: str) -> list[dict[str, Any]]:
+        """The startup-script log of one of the workspace's agents."""
+        data = await self._request("GET", f"/workspaces/{_seg(ref)}/agents/{_seg(agent_id)}/logs")
+        return list(data.get("logs") or [])
+
     async def follow_logs(
         self, ref: str, build: int | None = None
     ) -> AsyncGenerator[tuple[str, Any], None]:

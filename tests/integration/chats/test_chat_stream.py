@@ -160,8 +160,10 @@ async def test_stream_polls_the_database(env: ChatEnv) -> None:
     )
     # one poll may find the message and the status change together, in either order
     evs = await sub.wait_for(
-        lambda e: any(x.id == "2.0" for x in e)
-        and any(x.event == "status" and x.data["status"] == "running" for x in e)
+        lambda e: (
+            any(x.id == "2.0" for x in e)
+            and any(x.event == "status" and x.data["status"] == "running" for x in e)
+        )
     )
     assert [x.data["parts"][0]["text"] for x in evs if x.id == "2.0"] == ["from elsewhere"]
     await env.graph.chats.finish_turn(chat.id, other_worker)

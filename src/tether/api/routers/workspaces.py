@@ -15,7 +15,7 @@ from tether.api.schemas import BuildOut, WorkspaceOut
 from tether.api.sse import sse_event, sse_response
 from tether.errors import InvalidInput, NotFound, WorkspaceStopped
 from tether.workspaces import events
-from tether.workspaces.models import Transition, User, Workspace
+from tether.workspaces.models import Lifecycle, LogLine, Transition, User, Workspace
 from tether.workspaces.status import AgentStatus
 
 router = APIRouter(prefix="/api/v1/workspaces", tags=["workspaces"])
@@ -169,6 +169,64 @@ async def _follow_logs(
                         {"level": line.level, "output": line.output}, event="log", id=line.id
                     )
                 yield sse_event(BuildOut.of(build).model_dump(mode="json"), event="done")
+                return
+            if await request.is_disconnected():
+                return
+            await sub.get(timeout=1.0)
+
+
+# Lifecycle states in which the startup script may still write to the agent's log.
+_STARTUP_PENDING = frozenset({Lifecycle.CREATED, Lifecycle.STARTING})
+
+
+def _agent_line(line: LogLine) -> dict[str, Any]:
+    return {
+        "id": line.id,
+        "created_at": line.created_at.isoformat(),
+        "source": line.source,
+        "level": line.level,
+        "output": line.output,
+    }
+
+
+@router.get("/{ref}/agents/{agent_id}/logs")
+async def agent_logs(
+    request: Request, ref: str, agent_id: uuid.UUID, user: CurrentUser, follow: bool = False
+) -> Any:
+    """An agent's log (its startup script's output), oldest first.
+
+    ``follow=true`` streams it as SSE (``log`` events, then one ``done`` event with the
+    lifecycle state) until the lifecycle is past ``created``/``starting``."""
+    graph = graph_of(request)
+    ws = await _resolve(request, user, ref)
+    agent = await graph.agents.get(agent_id)
+    if agent.workspace_id != ws.id:
+        raise NotFound(f"agent {agent_id} not found in workspace {ws.name}")
+    if not follow:
+        lines = await graph.agents.logs(agent.id)
+        return {
+            "agent_id": str(agent.id),
+            "lifecycle_state": agent.lifecycle_state.value,
+            "logs": [_agent_line(ln) for ln in lines],
+        }
+    return sse_response(_follow_agent_logs(graph, agent.id, request))
+
+
+async def _follow_agent_logs(
+    graph: Any, agent_id: uuid.UUID, request: Request
+) -> AsyncIterator[str]:
+    agents = graph.agents
+    last = 0
+    async with graph.bus.subscribe(events.agent_channel(agent_id)) as sub:
+        while True:
+            # Read the state before the lines: a final state seen here means every line of
+            # the script was stored before this read, so one more read drains them all.
+            agent = await agents.get(agent_id)
+            for line in await agents.logs(agent_id, after_id=last):
+                last = line.id
+                yield sse_event(_agent_line(line), event="log", id=line.id)
+            if agent.lifecycle_state not in _STARTUP_PENDING:
+                yield sse_event({"lifecycle_state": agent.lifecycle_state.value}, event="done")
                 return
             if await request.is_disconnected():
                 return
