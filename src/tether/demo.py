@@ -3,8 +3,11 @@
 In a temporary data dir it starts ``tether server`` as a subprocess on a free port, waits for
 it to be healthy, then runs the CLI step by step (each command is printed before it runs and
 its output shown live): push the python template, create a workspace, run a command in it,
-show it, stop it. It then stops the server (SIGTERM, bounded wait) and exits 0; on any failure
-it says which step failed and exits 1. Server and workspace processes are always cleaned up.
+show it, stop it; then ``tether chat`` asks the coding agent for a hello world — with the
+scripted offline demo model, so no LLM provider is contacted — streaming its tool calls and
+answer live, and the workspace the chat created is stopped. It then stops the server (SIGTERM,
+bounded wait) and exits 0; on any failure it says which step failed and exits 1. Server and
+workspace processes are always cleaned up.
 
 :class:`LocalServer` is also what the acceptance tests use to run the server like a user.
 Sync on purpose: this is the outermost edge, driving processes.
@@ -31,6 +34,8 @@ import httpx
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PYTHON_TEMPLATE = REPO_ROOT / "examples" / "templates" / "python.yaml"
 CLI = (sys.executable, "-m", "tether.cli.main")
+DEMO_MODEL = "python:tether.llm.scripted:demo_model"
+DEMO_MODEL_LABEL = "scripted offline demo model — no LLM provider is contacted"
 # Scaled-down timings so the demo and the acceptance tests take seconds, not minutes.
 FAST_TIMINGS = {
     "TETHER_AGENT_PING_INTERVAL_S": "0.5",
@@ -186,8 +191,25 @@ def _step(server: LocalServer, args: Sequence[str], *, timeout: float = 60.0) ->
         raise StepFailed(f"`{command}` exited with {result.returncode}")
 
 
+def _chat_steps(server: LocalServer) -> None:
+    """Ask the coding agent for a hello world (it creates its own workspace), then stop
+    the workspace the chat created."""
+    print(
+        f"\n# chat with the coding agent — {DEMO_MODEL_LABEL}\n# (TETHER_MODEL={DEMO_MODEL})",
+        flush=True,
+    )
+    _step(server, ["chat", "build me a hello world in python"], timeout=60)
+    listed = server.cli("chat", "list", "--json", timeout=20)
+    if listed.returncode != 0:
+        raise StepFailed(f"`tether chat list --json` exited with {listed.returncode}")
+    bound = [c["workspace_id"] for c in json.loads(listed.stdout) if c.get("workspace_id")]
+    if not bound:
+        raise StepFailed("the chat did not create a workspace")
+    _step(server, ["workspaces", "stop", bound[0]])
+
+
 def run_demo(data_dir: Path) -> int:
-    server = LocalServer(data_dir)
+    server = LocalServer(data_dir, env={"TETHER_MODEL": DEMO_MODEL})
     print(f"$ tether server --data-dir {data_dir} --port {server.port}", flush=True)
     try:
         server.start()
@@ -197,6 +219,7 @@ def run_demo(data_dir: Path) -> int:
         _step(server, ["exec", "demo", "--", "python3", "-c", "print('hello from the workspace')"])
         _step(server, ["workspaces", "show", "demo"])
         _step(server, ["workspaces", "stop", "demo"])
+        _chat_steps(server)
     except (StepFailed, RuntimeError, OSError) as exc:
         print(f"\ndemo failed: {exc}", file=sys.stderr, flush=True)
         tail = server.log_tail()

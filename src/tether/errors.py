@@ -129,9 +129,16 @@ class AgentRequestFailed(AgentError):
 
 
 class AgentTransportError(AgentError):
-    """Could not talk to the workspace agent."""
+    """Could not talk to the workspace agent.
+
+    ``sent`` is False when the failure happened before the request left (connect refused
+    or timed out): such a request is safe to retry even when it is not idempotent."""
 
     code = "agent_transport"
+
+    def __init__(self, message: str | None = None, *, sent: bool = True, **details: Any):
+        super().__init__(message, sent=sent, **details)
+        self.sent = sent
 
 
 class ProviderError(TetherError):

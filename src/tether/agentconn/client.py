@@ -124,7 +124,8 @@ class AgentClient:
             )
         except httpx.TransportError as exc:
             raise AgentTransportError(
-                f"agent at {self.address}: {type(exc).__name__}: {exc}".rstrip(": ")
+                f"agent at {self.address}: {type(exc).__name__}: {exc}".rstrip(": "),
+                sent=not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout),
             ) from exc
         if response.status_code >= 400:
             raise _request_failed(response)

@@ -13,7 +13,7 @@ from tether.chatd.models import Chat
 from tether.chatd.types import AgentRow, ChatBinding
 from tether.db.agents import AgentStore
 from tether.db.chats import ChatStore
-from tether.errors import AgentTransportError, Conflict, NotFound
+from tether.errors import AgentTransportError
 
 
 def binding_of(chat: Chat) -> ChatBinding:
@@ -52,17 +52,10 @@ class StoreBinding:
         build_id: uuid.UUID,
         agent_id: uuid.UUID,
     ) -> ChatBinding:
-        # Guarded by the workspace: a concurrent re-bind must not be overwritten with an agent
-        # of the old workspace. ChatStore has no guarded variant, so check, then write; the
-        # window is a few ms and the next dial repairs any mismatch.
-        try:
-            chat = await self._chats.get(chat_id)
-        except NotFound as err:
-            raise Conflict(f"chat {chat_id} is gone") from err
-        if chat.workspace_id != workspace_id:
-            raise Conflict("chat was re-bound to another workspace")
-        updated = await self._chats.update_build_agent_binding(
-            chat_id, build_id=build_id, agent_id=agent_id
+        # One guarded UPDATE: a concurrent re-bind must not be overwritten with an agent of
+        # the old workspace (Conflict); a chat that is gone is NotFound.
+        updated = await self._chats.update_build_agent_binding_if(
+            chat_id, workspace_id=workspace_id, build_id=build_id, agent_id=agent_id
         )
         return binding_of(updated)
 

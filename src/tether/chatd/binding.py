@@ -20,6 +20,7 @@ workspace.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Callable
@@ -84,6 +85,9 @@ class AgentResolver:
         self._agent: AgentRow | None = None
         self._agent_workspace_id: uuid.UUID | None = None
         self._generation = 0
+        # Pre-LLM steps (instructions, MCP discovery) resolve in parallel: without this they
+        # would both lazily bind, i.e. two latest-build reads and two binding writes.
+        self._resolving = asyncio.Lock()
 
     @property
     def snapshot(self) -> ChatBinding:
@@ -139,10 +143,16 @@ class AgentResolver:
         """
         if self._agent is not None and self._agent_workspace_id == self._snapshot.workspace_id:
             return self._agent
-        for _ in range(MAX_ATTEMPTS):
-            agent = await self._resolve_once()
-            if agent is not None:
-                return agent
+        async with self._resolving:  # single flight: a concurrent caller's result is reused
+            for _ in range(MAX_ATTEMPTS):
+                if (
+                    self._agent is not None
+                    and self._agent_workspace_id == self._snapshot.workspace_id
+                ):
+                    return self._agent
+                agent = await self._resolve_once()
+                if agent is not None:
+                    return agent
         raise WorkspaceChanged("chat workspace changed while resolving agent")
 
     async def _resolve_once(self) -> AgentRow | None:

@@ -87,6 +87,7 @@ class ChatConnections(Generic[C]):
         self._conn: C | None = None
         self._conn_workspace_id: uuid.UUID | None = None
         self._miss_lock = asyncio.Lock()
+        self._gate_flight: asyncio.Task[uuid.UUID] | None = None
 
     # --- state ---------------------------------------------------------------------------
 
@@ -157,16 +158,18 @@ class ChatConnections(Generic[C]):
 
         Pass ``retry_request=False`` for requests that must not run twice (a command that
         may already have started): the reconnect still happens, so the model learns the
-        workspace's state, but the original transport error is raised.
+        workspace's state, but the original transport error is raised — unless the failure
+        happened before the request was sent (connect refused: e.g. a rebuilt workspace
+        whose build event was lost), which is retried on the fresh connection.
         """
         conn = await self.get_conn()
         try:
             return await fn(conn)
-        except AgentTransportError:
+        except AgentTransportError as err:
             self.report_failure(conn)
             conn = await self.get_conn()  # typed errors (stopped, unreachable…) surface here
-            if not retry_request:
-                raise
+            if not retry_request and err.sent:
+                raise  # the request may have run: never run it twice
         try:
             return await fn(conn)
         except AgentTransportError as err:
@@ -181,7 +184,13 @@ class ChatConnections(Generic[C]):
         build and evicts when the workspace has no agent."""
         if self._hit() is not None and self.resolver.cached_agent is not None:
             return self.resolver.cached_agent.id
-        return await gate_agent_id(self.resolver, on_no_agent=self.evict)
+        # The pre-LLM steps gate in parallel: share one check instead of querying per step.
+        flight = self._gate_flight
+        if flight is None or flight.done():
+            flight = self._gate_flight = self._drain.spawn(
+                gate_agent_id(self.resolver, on_no_agent=self.evict), name="gate-agent-id"
+            )
+        return await asyncio.shield(flight)
 
     def _hit(self) -> C | None:
         if self._conn is None:

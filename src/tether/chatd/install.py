@@ -10,6 +10,8 @@ from pydantic_ai.models import Model
 
 from tether.chatd.adapters import AgentDialer, StoreBinding
 from tether.chatd.conncache import Dialer
+from tether.chatd.instructions import InstructionFiles
+from tether.chatd.mcptools import McpDiscovery, McpToolCache
 from tether.chatd.models import Chat
 from tether.chatd.stream import ChatStreamHub
 from tether.chatd.tools.base import ChatdDeps
@@ -68,15 +70,26 @@ def install_chatd(
     model_for: Callable[[Chat], Model] | None = None,
     instructions: Instructions | None = None,
     dialer: Dialer | None = None,
+    mcp_cache: McpToolCache | None = None,
     register: bool = True,
 ) -> ChatWorker:
     """Build the chat worker from ``graph``; with ``register`` it is appended to
     ``graph.extras["background"]`` (run by the server) and kept as
-    ``graph.extras["chat_worker"]``."""
+    ``graph.extras["chat_worker"]``. Instruction files and workspace MCP discovery are on
+    by default (bounded by ``instruction_lookup_timeout_s`` / ``mcp_discovery_timeout_s``);
+    the MCP tool cache is process-wide (``worker.mcp_cache``)."""
     settings = graph.settings
     deps = chatd_deps(graph, dialer=dialer)
     runner = TurnRunner(
-        deps, model_for=model_for or default_model_for(graph), instructions=instructions
+        deps,
+        model_for=model_for or default_model_for(graph),
+        instructions=instructions
+        or InstructionFiles(clock=deps.clock, timeout_s=settings.instruction_lookup_timeout_s),
+        mcp=McpDiscovery(
+            mcp_cache or McpToolCache(),
+            clock=deps.clock,
+            timeout_s=settings.mcp_discovery_timeout_s,
+        ),
     )
     worker = ChatWorker(
         deps,

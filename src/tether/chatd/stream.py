@@ -96,6 +96,20 @@ class ChatStreamHub:
         self._deliver(state, ev)
         return ev
 
+    def ensure_base(self, chat_id: uuid.UUID, seq: int) -> None:
+        """Make ``seq`` (the chat's last persisted message) the base of the events that
+        follow, unless the hub already has a later one.
+
+        A fresh process (after a restart, or a chat claimed from another replica) knows
+        nothing of the chat's history, so its events would get ids ``0.n`` and a subscriber
+        resuming after ``seq.m`` would drop them as old. The worker calls this when it claims
+        a chat, before the turn publishes anything."""
+        state = self._state(chat_id)
+        if seq > state.base_seq:
+            state.base_seq = seq
+            state.counter = 0
+            state.buffer.clear()
+
     def buffered_after(self, chat_id: uuid.UUID, seq: int, n: int) -> list[StreamEvent]:
         """Ephemeral events after ``(seq, n)`` still in the buffer."""
         state = self._chats.get(chat_id)

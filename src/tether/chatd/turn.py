@@ -21,16 +21,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic_ai import Agent
 from pydantic_ai import messages as pai
 from pydantic_ai.exceptions import ModelHTTPError
 from pydantic_ai.models import Model
+from pydantic_ai.tools import RunContext
+from pydantic_ai.toolsets import FunctionToolset
 
+from tether.agent.schemas import McpTool
 from tether.chatd import messages as cm
+from tether.chatd.mcptools import McpDiscovery, McpToolCache, mcp_tools
 from tether.chatd.models import Chat, StoredMessage
 from tether.chatd.tools import build_tools
 from tether.chatd.tools.base import ChatdDeps, ChatState, ToolContext
@@ -51,7 +55,21 @@ SUBAGENT_PROMPT = (
 )
 INTERRUPTED_NOTE = "\n\n[interrupted by the user]"
 
-Instructions = Callable[[Chat, list[cm.ChatMessage]], Awaitable[str | None]]
+
+class Instructions(Protocol):
+    """The instruction-files step (``tether.chatd.instructions.InstructionFiles``)."""
+
+    async def block(self, ctx: ToolContext, history: Sequence[cm.ChatMessage]) -> str: ...
+
+
+@dataclass
+class _TurnWorkspace:
+    """What the pre-LLM setup found for this turn; replaced mid-turn when a lifecycle tool
+    binds a ready workspace (the instructions and toolset are re-read every step)."""
+
+    block: str = ""
+    toolset: FunctionToolset[None] = field(default_factory=FunctionToolset)
+    mcp_names: tuple[str, ...] = ()
 
 
 @dataclass
@@ -210,9 +228,10 @@ class _Recorder:
 
 
 class TurnRunner:
-    """Runs turns. ``model_for(chat)`` gives the pydantic-ai model; ``instructions`` is the
-    hook for instruction files / workspace context (its text is appended to the system
-    prompt; by default the block is rebuilt from persisted context-file parts)."""
+    """Runs turns. ``model_for(chat)`` gives the pydantic-ai model. ``instructions`` reads
+    the workspace's instruction files into the system prompt (without it the block is
+    rebuilt from persisted context-file parts); ``mcp`` discovers the workspace MCP tools.
+    Both run in parallel with loading the history, before the first model call."""
 
     def __init__(
         self,
@@ -220,10 +239,17 @@ class TurnRunner:
         *,
         model_for: Callable[[Chat], Model],
         instructions: Instructions | None = None,
+        mcp: McpDiscovery | None = None,
     ) -> None:
         self._deps = deps
         self._model_for = model_for
         self._instructions = instructions
+        self._mcp = mcp
+
+    @property
+    def mcp_cache(self) -> McpToolCache | None:
+        """The process-wide workspace MCP tool cache (the worker evicts on build events)."""
+        return self._mcp.cache if self._mcp is not None else None
 
     async def run(self, chat: Chat, state: ChatState, worker_id: Any, control: TurnControl) -> None:
         deps = self._deps
@@ -282,12 +308,23 @@ class TurnRunner:
         deps = self._deps
         settings = deps.settings
         ctx = ToolContext(deps, chat, state)
-        agent: Agent[None, str] = Agent(model, tools=build_tools(ctx), retries=3)
+        turn_ws = _TurnWorkspace()
+        tools = build_tools(ctx)
+        taken = {t.name for t in tools}
+
+        async def on_ready() -> None:
+            await self._workspace_ready(ctx, turn_ws, taken)
+
+        def workspace_mcp(_: RunContext[None]) -> FunctionToolset[None]:
+            return turn_ws.toolset  # evaluated every step: tools primed mid-turn appear
+
+        ctx.on_workspace_ready = on_ready
+        agent: Agent[None, str] = Agent(model, tools=tools, toolsets=[workspace_mcp], retries=3)
         failures = 0
         while True:
             steps_before = recorder.steps_done
             try:
-                await self._run_once(chat, agent, recorder)
+                await self._run_once(ctx, turn_ws, taken, agent, recorder)
                 return None, None
             except _StepLimit:
                 return (
@@ -322,25 +359,79 @@ class TurnRunner:
                 log.exception("chat %s: turn failed", chat.id)
                 return f"{type(exc).__name__}: {exc}", "internal"
 
-    async def _system_prompt(self, chat: Chat, history: list[cm.ChatMessage]) -> str:
+    @staticmethod
+    def _system_prompt(chat: Chat, block: str) -> str:
         parts = [SYSTEM_PROMPT]
         if not chat.is_root:
             parts.append(SUBAGENT_PROMPT)
-        if self._instructions is not None:
-            extra = await self._instructions(chat, history)
-        else:
-            extra = cm.workspace_context_from_history(history)
-        if extra:
-            parts.append(extra)
+        if block:
+            parts.append(block)
         return "\n\n".join(parts)
 
-    async def _run_once(self, chat: Chat, agent: Agent[None, str], recorder: _Recorder) -> None:
+    async def _history(self, chat: Chat) -> list[cm.ChatMessage]:
+        return [_stored_to_chat(m) for m in await self._deps.chats.messages(chat.id)]
+
+    async def _block(self, ctx: ToolContext, history: list[cm.ChatMessage]) -> str:
+        if self._instructions is None:
+            return cm.workspace_context_from_history(history)
+        return await self._instructions.block(ctx, history)
+
+    async def _discover(self, ctx: ToolContext) -> list[McpTool]:
+        if self._mcp is None:
+            return []
+        return await self._mcp.discover(ctx)
+
+    def _set_mcp(
+        self, ctx: ToolContext, turn_ws: _TurnWorkspace, specs: list[McpTool], taken: set[str]
+    ) -> None:
+        names = tuple(s.name for s in specs)
+        if names == turn_ws.mcp_names or self._mcp is None:
+            return
+        turn_ws.toolset = FunctionToolset(mcp_tools(ctx, specs, self._mcp.cache, taken=taken))
+        turn_ws.mcp_names = names
+
+    async def _setup(self, ctx: ToolContext) -> tuple[list[cm.ChatMessage], str, list[McpTool]]:
+        """Pre-LLM setup (reference §3.1): the history and instruction files in parallel with
+        MCP discovery; each step is bounded and failure-tolerant on its own."""
+
+        async def prompt() -> tuple[list[cm.ChatMessage], str]:
+            history = await self._history(ctx.chat)
+            return history, await self._block(ctx, history)
+
+        async with asyncio.TaskGroup() as tg:
+            mcp_task = tg.create_task(self._discover(ctx))
+            prompt_task = tg.create_task(prompt())
+        history, block = prompt_task.result()
+        return history, block, mcp_task.result()
+
+    async def _workspace_ready(
+        self, ctx: ToolContext, turn_ws: _TurnWorkspace, taken: set[str]
+    ) -> None:
+        """Mid-turn (PL-18): a lifecycle tool bound a workspace whose agent is ready."""
+        history = await self._history(ctx.chat)
+        turn_ws.block = await self._block(ctx, history)
+        self._set_mcp(ctx, turn_ws, await self._discover(ctx), taken)
+
+    async def _run_once(
+        self,
+        ctx: ToolContext,
+        turn_ws: _TurnWorkspace,
+        taken: set[str],
+        agent: Agent[None, str],
+        recorder: _Recorder,
+    ) -> None:
         deps = self._deps
-        stored = await deps.chats.messages(chat.id)
-        history = [_stored_to_chat(m) for m in stored]
-        system = await self._system_prompt(chat, history)
+        chat = ctx.chat
+        history, turn_ws.block, specs = await self._setup(ctx)
+        self._set_mcp(ctx, turn_ws, specs, taken)
+
+        def instructions() -> str:
+            return self._system_prompt(chat, turn_ws.block)  # re-read every step (PL-18)
+
         model_messages = cm.to_model_messages(repair_dangling_calls(history))
-        async with agent.iter(None, message_history=model_messages, instructions=system) as run:
+        async with agent.iter(
+            None, message_history=model_messages, instructions=instructions
+        ) as run:
             async for node in run:
                 if Agent.is_model_request_node(node):
                     await recorder.tool_results(node.request)

@@ -28,6 +28,7 @@ from datetime import timedelta
 from tether.chatd.adapters import binding_of
 from tether.chatd.binding import BindingStore
 from tether.chatd.conncache import ChatConnections
+from tether.chatd.mcptools import McpToolCache
 from tether.chatd.models import Chat, ChatStatus
 from tether.chatd.taskowner import TaskOwner
 from tether.chatd.tools.base import ChatdDeps, ChatState
@@ -85,6 +86,10 @@ class ChatWorker:
 
     def state(self, chat_id: uuid.UUID) -> ChatState | None:
         return self._states.get(chat_id)
+
+    @property
+    def mcp_cache(self) -> McpToolCache | None:
+        return self._runner.mcp_cache
 
     def wake(self) -> None:
         self._wake.set()
@@ -145,7 +150,18 @@ class ChatWorker:
             log.exception("claiming chats failed")
             return
         for chat in chats:
+            await self._base_stream(chat)
             self._start(tg, chat)
+
+    async def _base_stream(self, chat: Chat) -> None:
+        # This process may never have seen the chat (restart, another replica ran it): base
+        # the stream ids on its stored history, or resuming subscribers drop the deltas.
+        try:
+            seq = await self._deps.chats.last_message_seq(chat.id)
+        except Exception as err:
+            log.warning("chat %s: reading the last message seq failed: %s", chat.id, err)
+        else:
+            self._deps.hub.ensure_base(chat.id, seq)
 
     def _start(self, tg: asyncio.TaskGroup, chat: Chat) -> None:
         state = self._state_for(chat)
@@ -280,3 +296,5 @@ class ChatWorker:
             bound = state.conns.binding.workspace_id
             if event.get("reconnected") or (bound is not None and str(bound) == workspace):
                 state.conns.evict()
+                if self._runner.mcp_cache is not None:  # DESIGN §4.2: MCP tools too
+                    self._runner.mcp_cache.invalidate(state.conns.binding.chat_id)

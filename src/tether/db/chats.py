@@ -408,6 +408,45 @@ class ChatStore:
             )
             return await self._get(conn, chat_id)
 
+    async def update_build_agent_binding_if(
+        self,
+        chat_id: uuid.UUID,
+        *,
+        workspace_id: uuid.UUID,
+        build_id: uuid.UUID,
+        agent_id: uuid.UUID,
+    ) -> Chat:
+        """Write ``build_id`` + ``agent_id`` only while the chat is still bound to
+        ``workspace_id``: one guarded ``UPDATE … RETURNING``, so a concurrent re-bind is never
+        overwritten with an agent of the old workspace. Raises :class:`Conflict` when the
+        guard fails and :class:`NotFound` when the chat does not exist."""
+        async with self._engine.begin() as conn:
+            row = (
+                await conn.execute(
+                    chats.update()
+                    .where(chats.c.id == chat_id, chats.c.workspace_id == workspace_id)
+                    .values(build_id=build_id, agent_id=agent_id)
+                    .returning(*chats.c)
+                )
+            ).first()
+            if row is not None:
+                return _chat(row)
+            current = await self._get(conn, chat_id)  # NotFound when the chat is gone
+        raise Conflict(
+            f"chat is bound to workspace {current.workspace_id}, not {workspace_id}; "
+            "not re-binding its agent"
+        )
+
+    async def last_message_seq(self, chat_id: uuid.UUID) -> int:
+        """The ``seq`` of the chat's last persisted message (0 when it has none)."""
+        async with self._engine.connect() as conn:
+            seq = await conn.scalar(
+                sa.select(sa.func.coalesce(sa.func.max(chat_messages.c.seq), 0)).where(
+                    chat_messages.c.chat_id == chat_id
+                )
+            )
+        return int(seq or 0)
+
     # --- messages -----------------------------------------------------------------------------
 
     async def _insert_message(

@@ -68,9 +68,12 @@ async def test_sa1_sa3_sa5_sa6_child_inherits_binding_and_context(chatd: Chatd) 
     # SA-3: the child's tool call used the inherited agent (no re-bind)
     [executed] = await chatd.results(child.id, "execute")
     assert executed["result"]["output"].strip() == "child"
-    # SA-5: the context-file message was copied before the prompt
+    # SA-5: the context-file messages (the AGENTS.md read on the parent's first turn, and
+    # the one appended above) were copied before the prompt, and the child reused them
     msgs = await chatd.messages(child.id)
-    assert msgs[0].parts == context and msgs[1].parts[0]["text"] == "do the child task"
+    copied = [m.parts for m in msgs if any(p.get("type") == "context-file" for p in m.parts)]
+    assert copied[-1] == context and msgs[len(copied)].parts[0]["text"] == "do the child task"
+    assert "be brief" in (child_model.requests[0].instructions or "")
     # SA-4: children get no lifecycle or subagent tools
     tools = set(child_model.requests[0].tool_names)
     assert "execute" in tools and not tools & {"create_workspace", "start_workspace", "spawn_agent"}

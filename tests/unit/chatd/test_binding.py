@@ -515,6 +515,23 @@ async def test_gc8_non_retryable_request_reconnects_but_reraises(w: World) -> No
     assert fresh is not None and fresh is not conn
 
 
+async def test_gc8_unsent_request_is_retried_even_when_not_idempotent(w: World) -> None:
+    """GC-8 (tether): a failure before the request left (connect refused — e.g. the
+    workspace was rebuilt and its build event lost) cannot have run anything, so even a
+    ``retry_request=False`` request runs once more on the fresh conn."""
+    conns, conn = await _warm(w)
+    seen: list[Conn] = []
+
+    async def once(c: Conn) -> str:
+        seen.append(c)
+        if len(seen) == 1:
+            raise AgentTransportError("connect refused", sent=False)
+        return "ran"
+
+    assert await conns.run(once, retry_request=False) == "ran"
+    assert seen[0] is conn and seen[1] is not conn
+
+
 async def test_gc9_connecting_agent_is_kept(w: World) -> None:
     """GC-9: a never-connected agent within its timeout is ``connecting``; the hit keeps
     the cached conn (and makes no store call)."""

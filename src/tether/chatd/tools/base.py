@@ -91,6 +91,9 @@ class ToolContext:
     deps: ChatdDeps
     chat: Chat
     state: ChatState
+    # Set by the turn runner: re-reads instruction files and primes the MCP cache once a
+    # lifecycle tool has seen the (new) agent ready, so the following steps see both.
+    on_workspace_ready: Callable[[], Awaitable[None]] | None = None
 
     @property
     def chat_id(self) -> uuid.UUID:
@@ -110,6 +113,18 @@ class ToolContext:
             return await fn(cast(AgentClient, conn))
 
         return await self.conns.run(call, retry_request=retry_request)
+
+    async def workspace_ready(self) -> None:
+        """A lifecycle tool saw the chat's agent ready: run the turn's hook (bounded and
+        failure-tolerant itself; an error here never fails the tool)."""
+        if self.on_workspace_ready is None:
+            return
+        try:
+            await self.on_workspace_ready()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("chat %s: workspace-ready hook failed", self.chat_id)
 
 
 class Args(BaseModel):

@@ -235,7 +235,21 @@ def lifecycle_tools(ctx: ToolContext) -> list[Tool[Any]]:
             return result
         return None  # disconnected or timed out: considered dead
 
+    async def after_ready(result: dict[str, Any]) -> dict[str, Any]:
+        """ "On chat updated" after the agent-ready wait (reference §3.3, #25298): the turn
+        reads AGENTS.md and primes the MCP cache so the following steps see both."""
+        if "error" not in result and "agent_status" not in result and "workspace_name" in result:
+            if result.get("status") != "stopped":
+                await ctx.workspace_ready()
+        return result
+
     async def create_workspace(args: CreateWorkspaceArgs) -> dict[str, Any]:
+        return await after_ready(await _create_workspace(args))
+
+    async def start_workspace(args: NoArgs) -> dict[str, Any]:
+        return await after_ready(await _start_workspace(args))
+
+    async def _create_workspace(args: CreateWorkspaceArgs) -> dict[str, Any]:
         template_id = _template_uuid(args.template_id)
         async with ctx.state.workspace_lock:
             existing = await check_existing()
@@ -267,7 +281,7 @@ def lifecycle_tools(ctx: ToolContext) -> list[Tool[Any]]:
             result.update(await build_agent_report(deps, build.id))
             return result
 
-    async def start_workspace(_args: NoArgs) -> dict[str, Any]:
+    async def _start_workspace(_args: NoArgs) -> dict[str, Any]:
         async with ctx.state.workspace_lock:
             chat = await deps.chats.get(ctx.chat_id)
             if chat.workspace_id is None:

@@ -1,0 +1,353 @@
+"""Chat-turn benchmark: N concurrent chats, each bound to its own workspace (a real
+``tether agent`` process), each running 5 turns with ``zero_latency_execute_model`` (one
+``execute true`` per turn, then ``ok``).
+
+Runs a real server in-process (uvicorn on loopback, SQLite, local backend; see
+``tests/support/server.py``) with the chat worker installed here so the model and the
+agent connections can be timed. Per turn:
+
+* **wall** — from just before the message is sent (``POST /chats`` for the first turn,
+  ``POST /chats/{id}/messages`` after) until a subscriber of the chat's stream hub receives
+  the turn's final ``status`` (``waiting``/``error``);
+* **model** — time spent inside the model function (its stream generator), summed;
+* **tool** — time spent inside the agent's ``exec`` call the ``execute`` tool makes (the
+  dialer's connections are wrapped; the tool's own bookkeeping counts as overhead);
+* **overhead** = wall − model − tool: the API, the worker's claim, history/instructions
+  setup, persistence, streaming and scheduling — what tether itself costs per turn;
+* **DB statements** per turn: every statement on ``graph.engine`` during the turn phase
+  (``StatementCounter``) divided by the turns; the background rate (agent pings, worker
+  polls) is measured while idle and reported separately.
+
+Workspaces are created with bounded concurrency and all stopped at the end (stragglers are
+killed). Prints figures, then one JSON object as the last line.
+
+    .venv/bin/python bench/turns.py --chats 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+from pydantic_ai.models.function import FunctionModel  # noqa: E402
+
+from support.server import fast_settings, running_server  # noqa: E402
+from tether.chatd.adapters import AgentDialer  # noqa: E402
+from tether.chatd.install import install_chatd  # noqa: E402
+from tether.chatd.models import Chat  # noqa: E402
+from tether.db.engine import StatementCounter  # noqa: E402
+from tether.demo import kill_workspace_processes  # noqa: E402
+from tether.llm.scripted import zero_latency_execute_model  # noqa: E402
+
+TURNS_PER_CHAT = 5
+CREATE_CONCURRENCY = 8
+STOP_CONCURRENCY = 16
+READY_TIMEOUT_S = 120.0
+TURN_TIMEOUT_S = 120.0
+IDLE_SAMPLE_S = 2.0
+IDLE = ("waiting", "error")
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+@dataclass
+class Timers:
+    """Model and tool seconds accumulated per chat / per workspace since the last take."""
+
+    model: dict[uuid.UUID, float] = field(default_factory=lambda: defaultdict(float))
+    tool: dict[uuid.UUID, float] = field(default_factory=lambda: defaultdict(float))
+
+    def take(self, chat_id: uuid.UUID, workspace_id: uuid.UUID) -> tuple[float, float]:
+        return self.model.pop(chat_id, 0.0), self.tool.pop(workspace_id, 0.0)
+
+
+def timed_model(base: FunctionModel, add: Any) -> FunctionModel:
+    """``base`` with the time spent inside its functions reported to ``add(seconds)``."""
+    function, stream_function = base.function, base.stream_function
+    assert function is not None and stream_function is not None
+
+    async def respond(messages: Any, info: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return await function(messages, info)  # type: ignore[misc]
+        finally:
+            add(time.perf_counter() - t0)
+
+    async def stream(messages: Any, info: Any) -> AsyncIterator[Any]:
+        gen = stream_function(messages, info)
+        while True:
+            t0 = time.perf_counter()
+            try:
+                item = await gen.__anext__()
+            except StopAsyncIteration:
+                add(time.perf_counter() - t0)
+                return
+            add(time.perf_counter() - t0)
+            yield item
+
+    return FunctionModel(respond, stream_function=stream, model_name=base.model_name)
+
+
+class TimedConn:
+    """An agent connection whose ``exec`` time is added to the workspace's tool time."""
+
+    def __init__(self, conn: Any, workspace_id: uuid.UUID, timers: Timers) -> None:
+        self._conn = conn
+        self._workspace_id = workspace_id
+        self._timers = timers
+
+    async def exec(self, *args: Any, **kwargs: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return await self._conn.exec(*args, **kwargs)
+        finally:
+            self._timers.tool[self._workspace_id] += time.perf_counter() - t0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+
+class TimedDialer:
+    def __init__(self, inner: AgentDialer, timers: Timers) -> None:
+        self._inner = inner
+        self._timers = timers
+
+    async def dial(self, agent: Any, *, headers: dict[str, str]) -> Any:
+        conn = await self._inner.dial(agent, headers=headers)
+        return TimedConn(conn, agent.workspace_id, self._timers)
+
+
+@dataclass
+class TurnFigures:
+    wall: float
+    model: float
+    tool: float
+    first: bool
+
+    @property
+    def overhead(self) -> float:
+        return self.wall - self.model - self.tool
+
+
+async def _wait_ready(api: httpx.AsyncClient, name: str) -> uuid.UUID:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while True:
+        data = (await api.get(f"/api/v1/workspaces/{name}")).json()
+        agents = data.get("agents") or []
+        if agents and agents[0]["status"] == "connected":
+            if agents[0]["lifecycle_state"] == "ready":
+                return uuid.UUID(data["id"])
+            if agents[0]["lifecycle_state"] not in ("created", "starting"):
+                raise RuntimeError(f"workspace {name}: agent {agents[0]['lifecycle_state']}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"workspace {name} not ready in {READY_TIMEOUT_S:g}s: {data}")
+        await asyncio.sleep(0.25)
+
+
+async def _create_workspaces(api: httpx.AsyncClient, n: int) -> list[uuid.UUID]:
+    gate = asyncio.Semaphore(CREATE_CONCURRENCY)
+
+    async def one(i: int) -> uuid.UUID:
+        async with gate:
+            r = await api.post("/api/v1/workspaces", json={"template": "python", "name": f"t{i}"})
+            r.raise_for_status()
+            return await _wait_ready(api, f"t{i}")
+
+    return list(await asyncio.gather(*(one(i) for i in range(n))))
+
+
+async def _stop_workspaces(api: httpx.AsyncClient, ids: list[uuid.UUID]) -> None:
+    gate = asyncio.Semaphore(STOP_CONCURRENCY)
+
+    async def one(ws: uuid.UUID) -> None:
+        async with gate:
+            with contextlib.suppress(httpx.HTTPError):
+                await api.post(f"/api/v1/workspaces/{ws}/stop")
+
+    await asyncio.gather(*(one(ws) for ws in ids))
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        states = [w["state"] for w in (await api.get("/api/v1/workspaces")).json()]
+        if all(s in ("stopped", "failed", "deleted") for s in states):
+            return
+        await asyncio.sleep(0.5)
+    print("warning: some workspaces did not stop in 120 s", file=sys.stderr)
+
+
+async def _run_chat(
+    api: httpx.AsyncClient, graph: Any, timers: Timers, workspace_id: uuid.UUID
+) -> list[TurnFigures]:
+    """Five turns on one chat; each waits for the turn's final status on the hub."""
+    hub = graph.hub
+    figures: list[TurnFigures] = []
+    t0 = time.perf_counter()
+    r = await api.post(
+        "/api/v1/chats", json={"content": "turn 1", "workspace_id": str(workspace_id)}
+    )
+    r.raise_for_status()
+    chat_id = uuid.UUID(r.json()["id"])
+    async with hub.subscribe(chat_id) as queue:
+        for turn in range(TURNS_PER_CHAT):
+            if turn > 0:
+                t0 = time.perf_counter()
+                r = await api.post(f"/api/v1/chats/{chat_id}/messages", json={"content": "go"})
+                r.raise_for_status()
+            # Turn 1 could in theory finish before we subscribed: its status is buffered.
+            early = [e for e in hub.buffered_after(chat_id, 0, 0) if turn == 0]
+            status = await _final_status(queue, early)
+            wall = time.perf_counter() - t0
+            if status != "waiting":
+                raise RuntimeError(f"chat {chat_id} turn {turn + 1} ended in {status}")
+            model_s, tool_s = timers.take(chat_id, workspace_id)
+            figures.append(TurnFigures(wall, model_s, tool_s, first=turn == 0))
+    return figures
+
+
+async def _final_status(queue: asyncio.Queue[Any], early: list[Any]) -> str:
+    for ev in early:
+        if ev.event == "status" and ev.data.get("status") in IDLE:
+            return str(ev.data["status"])
+    async with asyncio.timeout(TURN_TIMEOUT_S):
+        while True:
+            ev = await queue.get()
+            # A turn publishes status(running) first, then its final status last. The
+            # service's own status events (pending) never carry waiting/error.
+            if ev.event == "status" and ev.data.get("status") in IDLE:
+                return str(ev.data["status"])
+
+
+async def main(n_chats: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="tether-bench-turns-") as tmp:
+        settings = fast_settings(
+            Path(tmp),
+            run_chatd=False,  # installed below, with timed model and dialer
+            agent_ping_interval_s=2.0,
+            agent_inactive_disconnect_s=6.0,
+            worker_poll_s=1.0,
+            ttl_sweep_s=5.0,
+        )
+        timers = Timers()
+        try:
+            async with running_server(settings) as srv:
+                graph = srv.graph
+                base = zero_latency_execute_model()
+
+                def model_for(chat: Chat) -> FunctionModel:
+                    def add(seconds: float) -> None:
+                        timers.model[chat.id] += seconds
+
+                    return timed_model(base, add)
+
+                dialer = TimedDialer(
+                    AgentDialer(
+                        connect_timeout=settings.agent_connect_timeout_s,
+                        request_timeout=settings.agent_request_timeout_s,
+                    ),
+                    timers,
+                )
+                worker = install_chatd(graph, model_for=model_for, dialer=dialer, register=False)
+                worker_task = asyncio.create_task(worker.run(), name="bench-chat-worker")
+                limits = httpx.Limits(max_connections=max(100, n_chats * 2))
+                api = httpx.AsyncClient(
+                    base_url=srv.url,
+                    headers={"Authorization": f"Bearer {srv.token}"},
+                    timeout=60,
+                    limits=limits,
+                )
+                ids: list[uuid.UUID] = []
+                try:
+                    await srv.push_template()
+                    t0 = time.perf_counter()
+                    ids = await _create_workspaces(api, n_chats)
+                    setup_s = time.perf_counter() - t0
+                    print(f"{n_chats} workspaces ready in {setup_s:.1f}s")
+                    counter = StatementCounter(graph.engine)
+                    with counter.measure() as idle:
+                        await asyncio.sleep(IDLE_SAMPLE_S)
+                    idle_rate = idle.count / IDLE_SAMPLE_S
+                    with counter.measure() as busy:
+                        t0, cpu0 = time.perf_counter(), time.process_time()
+                        results = await asyncio.gather(
+                            *(_run_chat(api, graph, timers, ws) for ws in ids)
+                        )
+                        phase_s = time.perf_counter() - t0
+                        cpu_s = time.process_time() - cpu0
+                    counter.close()
+                finally:
+                    t_stop = time.perf_counter()
+                    await _stop_workspaces(api, ids)
+                    print(f"stopped {len(ids)} workspaces in {time.perf_counter() - t_stop:.1f}s")
+                    await api.aclose()
+                    worker_task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await worker_task
+        finally:
+            leftovers = kill_workspace_processes(Path(tmp) / "data")
+            if leftovers:
+                print(f"warning: killed {leftovers} leftover workspace process(es)")
+    turns = [t for chat in results for t in chat]
+    ms = [t.overhead * 1000 for t in turns]
+    first_ms = [t.overhead * 1000 for t in turns if t.first]
+    later_ms = [t.overhead * 1000 for t in turns if not t.first]
+    walls = [t.wall * 1000 for t in turns]
+    model_ms = [t.model * 1000 for t in turns]
+    tool_ms = [t.tool * 1000 for t in turns]
+    raw_per_turn = busy.count / len(turns)
+    net_per_turn = max(0.0, busy.count - idle_rate * phase_s) / len(turns)
+    print(f"{n_chats} chats x {TURNS_PER_CHAT} turns = {len(turns)} turns in {phase_s:.2f}s")
+    print(
+        f"wall     p50 {pct(walls, 50):7.1f} ms  p99 {pct(walls, 99):7.1f} ms  "
+        f"mean {statistics.mean(walls):7.1f} ms"
+    )
+    print(f"model    p50 {pct(model_ms, 50):7.3f} ms  p99 {pct(model_ms, 99):7.3f} ms")
+    print(f"tool     p50 {pct(tool_ms, 50):7.1f} ms  p99 {pct(tool_ms, 99):7.1f} ms")
+    print(f"overhead p50 {pct(ms, 50):7.1f} ms  p99 {pct(ms, 99):7.1f} ms")
+    print(
+        f"overhead first turn p50 {pct(first_ms, 50):.1f} ms; later turns p50 "
+        f"{pct(later_ms, 50):.1f} ms"
+    )
+    print(f"turns/s  {len(turns) / phase_s:.1f}")
+    print(
+        f"server process CPU during the turns: {cpu_s:.2f}s of {phase_s:.2f}s "
+        f"({cpu_s / len(turns) * 1000:.1f} ms per turn; one event loop)"
+    )
+    print(
+        f"DB statements per turn {raw_per_turn:.1f} (background while idle: "
+        f"{idle_rate:.1f}/s; net of background ≈ {net_per_turn:.1f})"
+    )
+    return {
+        "chats": n_chats,
+        "turns": len(turns),
+        "turn_overhead_ms_p50": round(pct(ms, 50), 1),
+        "turn_overhead_ms_p99": round(pct(ms, 99), 1),
+        "turns_per_s": round(len(turns) / phase_s, 1),
+        "db_statements_per_turn": round(raw_per_turn, 1),
+    }
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--chats", type=int, default=10)
+    args = parser.parse_args()
+    result = asyncio.run(main(args.chats))
+    print(json.dumps(result))
