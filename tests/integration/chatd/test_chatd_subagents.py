@@ -8,7 +8,8 @@ import json
 import uuid
 from typing import Any
 
-from conftest import Chatd
+from chatd_env import Chatd
+
 from tether.chatd.conncache import ANCESTOR_CHAT_IDS_HEADER
 from tether.chatd.models import ChatStatus
 from tether.llm.scripted import Call, Say, Then, last_result, script_model

@@ -8,11 +8,11 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
+from chatd_env import Chatd
 from pydantic_ai import messages as pai
 from pydantic_ai.exceptions import ModelHTTPError
 from pydantic_ai.models.function import AgentInfo, DeltaToolCall, DeltaToolCalls, FunctionModel
 
-from conftest import Chatd
 from tether.chatd.models import ChatStatus
 from tether.ids import new_id
 from tether.llm.scripted import Call, Say, script_model

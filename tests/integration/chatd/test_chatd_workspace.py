@@ -9,8 +9,8 @@ from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from chatd_env import PYTHON_TEMPLATE, Chatd
 
-from conftest import PYTHON_TEMPLATE, Chatd
 from tether.chatd.models import ChatStatus
 from tether.chatd.tools.lifecycle import generate_name, workspace_name_for
 from tether.db.tables import workspace_agents

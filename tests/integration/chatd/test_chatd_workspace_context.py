@@ -18,7 +18,7 @@ from tether.chatd import messages as cm
 from tether.testing.models import ScriptedModel
 
 if TYPE_CHECKING:  # only an annotation: importing "conftest" at run time is ambiguous
-    from conftest import Chatd
+    from chatd_env import Chatd
 
 pytestmark = pytest.mark.integration
 
