@@ -255,7 +255,14 @@ class TurnRunner:
         deps = self._deps
         hub = deps.hub
         hub.publish(chat.id, "status", _status_data(chat))
-        model = self._model_for(chat)
+        try:
+            model = self._model_for(chat)
+        except Exception as exc:  # a bad model spec or a missing key must not strand the chat
+            log.warning("chat %s: cannot build the model: %s", chat.id, exc)
+            code = exc.code if isinstance(exc, TetherError) else "model_error"
+            control.finishing = True
+            await self._finish(chat, worker_id, f"cannot use the model: {exc}", code)
+            return
         recorder = _Recorder(deps, chat.id, chat.model or model.model_name)
         error: str | None = None
         error_code: str | None = None

@@ -123,13 +123,24 @@ def text_chunks(text: str) -> list[str]:
     return re.findall(r"\s*\S+\s*", text) or [text]
 
 
+def _is_user_turn(message: pai.ModelMessage) -> bool:
+    """A request that holds a real user prompt. pydantic-ai also sends notices as user
+    prompts (``<system>The following tool(s) are now available…``, when tools appear
+    mid-run): those do not start a new turn."""
+    return isinstance(message, pai.ModelRequest) and any(
+        isinstance(p, pai.UserPromptPart)
+        and not (isinstance(p.content, str) and p.content.startswith("<system>"))
+        for p in message.parts
+    )
+
+
 def turn_position(messages: Sequence[pai.ModelMessage]) -> int:
     """Number of model responses since the last request holding a user prompt."""
     count = 0
     for message in reversed(messages):
         if isinstance(message, pai.ModelResponse):
             count += 1
-        elif any(isinstance(p, pai.UserPromptPart) for p in message.parts):
+        elif _is_user_turn(message):
             break
     return count
 
@@ -178,10 +189,7 @@ class SeenResult:
 def current_turn(messages: Sequence[pai.ModelMessage]) -> list[pai.ModelMessage]:
     """The messages since (and including) the last request holding a user prompt."""
     for index in range(len(messages) - 1, -1, -1):
-        message = messages[index]
-        if isinstance(message, pai.ModelRequest) and any(
-            isinstance(p, pai.UserPromptPart) for p in message.parts
-        ):
+        if _is_user_turn(messages[index]):
             return list(messages[index:])
     return list(messages)
 

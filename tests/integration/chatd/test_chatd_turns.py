@@ -14,6 +14,7 @@ from pydantic_ai.exceptions import ModelHTTPError
 from pydantic_ai.models.function import AgentInfo, DeltaToolCall, DeltaToolCalls, FunctionModel
 
 from tether.chatd.models import ChatStatus
+from tether.errors import InvalidInput
 from tether.ids import new_id
 from tether.llm.scripted import Call, Say, script_model
 
@@ -220,3 +221,21 @@ async def test_wk3_stale_sweep_returns_chat_to_pending(chatd: Chatd) -> None:
     chatd.models[chat.id] = script_model([Say("recovered")])
     chat = await chatd.wait_status(chat.id)
     assert chat.status is ChatStatus.WAITING
+
+
+async def test_a_model_that_cannot_be_built_fails_the_turn_instead_of_hanging(
+    chatd: Chatd,
+) -> None:
+    """A bad model spec or a missing provider key: the chat goes to ``error`` with a
+    clear ``last_error`` at once (it used to stay ``running`` until the stale sweep)."""
+
+    def broken(chat: Any) -> Any:
+        raise InvalidInput("OPENAI_API_KEY is not set", field="model")
+
+    chatd.model_for = broken  # type: ignore[method-assign]
+    chatd.start_worker()
+    chat = await chatd.new_chat("hi")
+    chat = await chatd.wait_status(chat.id)
+    assert chat.status is ChatStatus.ERROR
+    assert chat.last_error_code == "invalid_input"
+    assert chat.last_error is not None and "OPENAI_API_KEY" in chat.last_error

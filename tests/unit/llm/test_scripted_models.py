@@ -221,3 +221,22 @@ async def test_scripted_model_builder_records_requests() -> None:
     assert len(scripted.requests) == 2
     assert scripted.requests[0].instructions == "SYSTEM PROMPT"
     assert "execute" in scripted.requests[0].tool_names
+
+
+def test_system_notices_sent_as_user_prompts_do_not_restart_the_script() -> None:
+    """When tools appear mid-run pydantic-ai tells the model with a ``<system>…`` user
+    prompt; the script must keep its position instead of replaying from the start."""
+    from pydantic_ai import messages as pai
+
+    from tether.llm.scripted import current_turn, turn_position
+
+    history: list[pai.ModelMessage] = [
+        pai.ModelRequest(parts=[pai.UserPromptPart(content="build it")]),
+        pai.ModelResponse(parts=[pai.TextPart(content="step 1")]),
+        pai.ModelRequest(
+            parts=[pai.UserPromptPart(content="<system>The following tool(s) are now available")]
+        ),
+        pai.ModelResponse(parts=[pai.TextPart(content="step 2")]),
+    ]
+    assert turn_position(history) == 2
+    assert current_turn(history) == history
