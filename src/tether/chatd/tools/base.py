@@ -24,6 +24,8 @@ are normal results with an ``error`` key, as in the reference (§4.3).
 from __future__ import annotations
 
 import asyncio
+import copy
+import functools
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -190,7 +192,16 @@ def make_tool(
                 log.exception("tool %s failed unexpectedly", name)
             raise tool_error(err) from err
 
+    return Tool.from_schema(
+        run, name=name, description=description, json_schema=copy.deepcopy(_schema(args_model))
+    )
+
+
+@functools.cache
+def _schema(args_model: type[BaseModel]) -> dict[str, Any]:
+    """The JSON schema of an argument model, computed once per model class: tools are
+    rebuilt every turn and generating ~17 schemas cost ~5 ms of CPU per turn."""
     schema = args_model.model_json_schema()
     schema.pop("title", None)
     schema.setdefault("properties", {})
-    return Tool.from_schema(run, name=name, description=description, json_schema=schema)
+    return schema
