@@ -135,7 +135,7 @@ class InstructionFiles:
         the persisted parts are the current agent's after all. Else what the agent sent."""
         conns = ctx.conns
         try:
-            agent_id = await conns.gate_agent_id()
+            agent_id = await ctx.gate_agent_id()
         except (WorkspaceStopped, NoWorkspace):
             return None
         if agent_id == persisted:

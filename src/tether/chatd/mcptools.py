@@ -139,7 +139,7 @@ class McpDiscovery:
     async def _slow(self, ctx: ToolContext) -> list[McpTool]:
         conns = ctx.conns
         try:
-            agent_id = await conns.gate_agent_id()
+            agent_id = await ctx.gate_agent_id()
         except (WorkspaceStopped, NoWorkspace):
             self.cache.invalidate(ctx.chat_id)  # no running agent: skip quietly, never dial
             return []

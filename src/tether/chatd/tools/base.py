@@ -96,6 +96,12 @@ class ToolContext:
     # Set by the turn runner: re-reads instruction files and primes the MCP cache once a
     # lifecycle tool has seen the (new) agent ready, so the following steps see both.
     on_workspace_ready: Callable[[], Awaitable[None]] | None = None
+    # The pre-dial gate's answer for this turn's pre-LLM steps (agent id or the typed
+    # error): the steps start a moment apart and must not each query the latest build.
+    _gate: tuple[int, uuid.UUID | BaseException] | None = field(
+        default=None, init=False, repr=False
+    )
+    _gate_lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
 
     @property
     def chat_id(self) -> uuid.UUID:
@@ -116,9 +122,29 @@ class ToolContext:
 
         return await self.conns.run(call, retry_request=retry_request)
 
+    async def gate_agent_id(self) -> uuid.UUID:
+        """The pre-dial gate (reference §2.4), checked once and shared by the pre-LLM
+        steps of a turn. The answer holds while the chat's connection state is unchanged:
+        an eviction (build event, transport failure) or a re-bind forgets it, and so does
+        :meth:`workspace_ready`."""
+        resolver = self.conns.resolver
+        async with self._gate_lock:
+            if self._gate is None or self._gate[0] != resolver.generation:
+                outcome: uuid.UUID | BaseException
+                try:
+                    outcome = await self.conns.gate_agent_id()
+                except TetherError as err:
+                    outcome = err
+                self._gate = (resolver.generation, outcome)
+            answer = self._gate[1]
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
     async def workspace_ready(self) -> None:
         """A lifecycle tool saw the chat's agent ready: run the turn's hook (bounded and
         failure-tolerant itself; an error here never fails the tool)."""
+        self._gate = None
         if self.on_workspace_ready is None:
             return
         try:
