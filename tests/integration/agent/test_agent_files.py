@@ -126,6 +126,8 @@ async def test_list_dir(client: AgentClient, agent: RunningAgent) -> None:
 
 
 async def test_instructions_from_home_and_project(client: AgentClient, agent: RunningAgent) -> None:
+    """Home and project files together, comments stripped, absolute paths (PL-17 (a)/(b)
+    for both locations; the dedicated PL-17 test is below)."""
     empty = await client.instructions()
     assert empty.files == []
     assert empty.directory == str(agent.project)
@@ -147,6 +149,8 @@ async def test_instructions_from_home_and_project(client: AgentClient, agent: Ru
 async def test_instructions_empty_omitted_and_truncated(
     client: AgentClient, agent: RunningAgent
 ) -> None:
+    """A file empty after sanitising is left out; a long one is cut at 64 KiB on a
+    character boundary (PL-17 (c) for the project file)."""
     tether_dir = agent.home / ".tether"
     tether_dir.mkdir()
     (tether_dir / "AGENTS.md").write_text("  <!-- only a comment -->\n\u200b\n")
@@ -157,3 +161,24 @@ async def test_instructions_empty_omitted_and_truncated(
     assert only.truncated is True
     assert len(only.content.encode()) == 64 * 1024 - 1  # cut before a split 2-byte char
     assert only.content == "x" + "é" * (32 * 1024 - 1)
+
+
+async def test_pl17_home_instruction_file_variants(
+    client: AgentClient, agent: RunningAgent
+) -> None:
+    """PL-17 (upstream ReadHomeInstructionFile NotFound / Success / Truncates; tether's home
+    file is ``~/.tether/AGENTS.md``, not ``~/.coder``): (a) no home directory → no file, no
+    error; (b) an HTML comment between two lines is removed, the lines are kept, and the
+    source path is the absolute path; (c) a 64 KiB + 8 bytes file is cut to 64 KiB and
+    flagged truncated."""
+    assert (await client.instructions()).files == []  # (a)
+    tether_dir = agent.home / ".tether"
+    tether_dir.mkdir()
+    home_file = tether_dir / "AGENTS.md"
+    home_file.write_text("first line\n<!-- internal note -->\nsecond line\n")
+    [found] = (await client.instructions()).files  # (b)
+    assert found.path == str(home_file) and found.path.startswith("/")
+    assert found.content == "first line\n\nsecond line" and found.truncated is False
+    home_file.write_text("y" * (64 * 1024 + 8))
+    [big] = (await client.instructions()).files  # (c)
+    assert big.truncated is True and big.content == "y" * (64 * 1024)

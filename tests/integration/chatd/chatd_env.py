@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from pydantic_ai.models import Model
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from support.server import RunningServer
 from tether.chatd.adapters import AgentDialer
@@ -20,13 +22,60 @@ from tether.chatd.stream import StreamEvent
 from tether.chatd.types import AgentRow
 from tether.chatd.worker import ChatWorker
 from tether.db.chats import ChatStore
+from tether.db.tables import provisioner_jobs, workspace_agents
 from tether.llm.scripted import script_model
+from tether.workspaces.backends.base import AgentLaunch, LogSink, WorkspaceRef, WorkspaceRuntime
 from tether.workspaces.models import Build, Lifecycle, Transition, User, Workspace
 from tether.workspaces.templates import parse_template, spec_to_json
 
 REPO = Path(__file__).resolve().parents[3]
 PYTHON_TEMPLATE = REPO / "examples" / "templates" / "python.yaml"
 TERMINAL = (ChatStatus.WAITING, ChatStatus.ERROR)
+
+
+class InertBackend:
+    """A workspace backend that runs nothing: its builds succeed at once and no agent ever
+    connects (the rows stay ``created``). With ``drop_agents`` it also deletes the build's
+    agent rows, giving a successful build *without agents*: tether's template schema
+    requires at least one agent (``agents: []`` is rejected), so this is how tests reach
+    the reference's "template without agents" rows (CW-13, CW-21, SW-4)."""
+
+    def __init__(self, name: str, engine: AsyncEngine, *, drop_agents: bool = False) -> None:
+        self.name = name
+        self._engine = engine
+        self._drop = drop_agents
+
+    async def start(self, ws: WorkspaceRef, agents: list[AgentLaunch], log: LogSink) -> None:
+        if self._drop and agents:
+            async with self._engine.begin() as conn:
+                await conn.execute(
+                    sa.delete(workspace_agents).where(
+                        workspace_agents.c.id.in_([a.agent_id for a in agents])
+                    )
+                )
+        await log("info", f"inert backend: {len(agents)} agent(s) not launched")
+
+    async def stop(self, ws: WorkspaceRef, log: LogSink) -> None:
+        return None
+
+    async def delete(self, ws: WorkspaceRef, log: LogSink) -> None:
+        return None
+
+    async def inspect(self, ws: WorkspaceRef) -> WorkspaceRuntime:
+        return WorkspaceRuntime(running=False)
+
+
+def template_source(name: str, *, backend: str = "local", agents: str | None = None) -> str:
+    """The python example template renamed to ``name``, on ``backend``, optionally with
+    another ``agents:`` block (YAML flow list)."""
+    source = PYTHON_TEMPLATE.read_text()
+    source = source.replace("name: python\n", f"name: {name}\n", 1)
+    source = source.replace("backend: local", f"backend: {backend}", 1)
+    if agents is not None:
+        head, _, tail = source.partition("agents:\n")
+        tail = tail.split("connection_timeout_s:", 1)[1]
+        source = f"{head}agents: {agents}\nconnection_timeout_s:{tail}"
+    return source
 
 
 class CountingDialer:
@@ -187,6 +236,34 @@ class Chatd:
         build = await self.transition(workspace_id, Transition.STOP)
         await self.graph.workspaces.wait_for_build(build.id, timeout_s=30)
         return build
+
+    def add_inert_backends(self) -> None:
+        """Register ``inert`` and ``agentless`` (:class:`InertBackend`) on the graph."""
+        engine = self.graph.engine
+        self.graph.backends["inert"] = InertBackend("inert", engine)
+        self.graph.backends["agentless"] = InertBackend("agentless", engine, drop_agents=True)
+
+    async def workspace_from(
+        self, template_id: uuid.UUID, name: str, *, wait: bool = True
+    ) -> tuple[Workspace, Build]:
+        """A workspace of another template; with ``wait`` its first build has finished."""
+        template = await self.graph.template_store.get(template_id)
+        ws, build = await self.graph.workspaces.create(self.owner, template=template, name=name)
+        if wait:
+            build = await self.graph.workspaces.wait_for_build(build.id, timeout_s=30)
+        return ws, build
+
+    async def make_canceling(self, build: Build) -> Build:
+        """Put the build's pending job into ``canceling`` (claimed by no live provisioner,
+        then canceled), where it stays: call with the provisioner paused."""
+        async with self.graph.engine.begin() as conn:
+            await conn.execute(
+                sa.update(provisioner_jobs)
+                .where(provisioner_jobs.c.id == build.job_id)
+                .values(started_at=self.graph.clock.now())
+            )
+        await self.graph.workspace_store.cancel_job(build.job_id)
+        return await self.graph.workspace_store.get_build(build.id)  # type: ignore[no-any-return]
 
     def record_events(self, chat_id: uuid.UUID) -> list[StreamEvent]:
         """Every hub event of the chat from now on (publish is wrapped, no subscriber race)."""

@@ -84,9 +84,11 @@ async def test_event_published_during_catch_up_arrives_once(sqlite_engine: Async
     ]
 
 
-async def test_message_persisted_during_catch_up_comes_before_its_events(
+async def test_wk5_message_persisted_during_catch_up_comes_once_before_its_events(
     sqlite_engine: AsyncEngine,
 ) -> None:
+    """A message persisted *and* published locally while the follower reads the database
+    arrives once (WK-5: the database catch-up/poll does not repeat it), before its events."""
     plain, chat_id = await _chat(sqlite_engine)
     hub = ChatStreamHub()
     hub.publish_message((await plain.messages(chat_id))[0])
@@ -107,3 +109,32 @@ async def test_message_persisted_during_catch_up_comes_before_its_events(
     ]
     ids = [parse_event_id(o.id) for o in got]
     assert ids == sorted(ids)
+
+
+async def test_wk5_live_subscriber_gets_a_locally_published_message_exactly_once(
+    sqlite_engine: AsyncEngine,
+) -> None:
+    """WK-5: a subscriber is live; the worker persists a message and publishes it locally.
+    It arrives once — the database polls that follow (every 50 ms, 250 ms watched) do not
+    deliver it again."""
+    store, chat_id = await _chat(sqlite_engine)
+    hub = ChatStreamHub()
+    hub.publish_message((await store.messages(chat_id))[0])
+    loop = asyncio.get_running_loop()
+    settle_until: float | None = None
+    out: list[Outgoing] = []
+
+    async def stop() -> bool:
+        return settle_until is not None and loop.time() > settle_until
+
+    async with asyncio.timeout(5):
+        async for item in follow_chat(store, hub, chat_id, poll_s=0.05, should_stop=stop):
+            out.append(item)
+            if item.id == "1.0":  # caught up and live: the worker's turn now persists
+                stored = await store.append_message(
+                    chat_id, role="assistant", parts=[{"type": "text", "text": "local"}]
+                )
+                hub.publish_message(stored)
+            if item.id == "2.0" and settle_until is None:
+                settle_until = loop.time() + 0.25
+    assert [o.id for o in out if o.event == "message"] == ["1.0", "2.0"], out

@@ -147,8 +147,10 @@ async def test_resume_with_after_query_parameter(env: ChatEnv, worker: FakeWorke
     assert lines[:2] == ["id: 2.0", "event: message"]
 
 
-async def test_stream_polls_the_database(env: ChatEnv) -> None:
-    """Another replica runs the chat: nothing reaches this process's hub, the poll does."""
+async def test_wk6_stream_polls_the_database(env: ChatEnv) -> None:
+    """Another replica runs the chat: nothing reaches this process's hub, the poll does.
+    WK-6 (tether: a message missed locally comes from the stream's database poll — there
+    is no separate durable-message cache), delivered once."""
     env.graph.chat_service.stream_poll_s = 0.05
     chat = await env.alice.chats.create("go")
     sub = Collector.start(env.alice.chats, chat.id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -188,3 +189,21 @@ async def test_expired_workspaces_by_ttl(engine: AsyncEngine):
     assert [w.id for w in await store.expired(now + timedelta(seconds=5))] == [ws.id]
     await store.touch(ws.id)
     assert await store.expired(SystemClock().now()) == []
+
+
+async def test_wk7_touch_many_bumps_live_workspaces_in_one_call(engine: AsyncEngine):
+    """The chat worker's usage bump (WK-7): every live workspace given moves its
+    ``last_used_at``; deleted ones, unknown ids and an empty call change nothing."""
+    owner, template, _version, store, _ = await _setup(engine)
+    made = [
+        (await store.create(owner_id=owner.id, template_id=template.id, name=n, ttl_ms=1000))[0]
+        for n in ("a", "b", "gone")
+    ]
+    await store.mark_deleted(made[2].id)
+    await asyncio.sleep(0.01)  # the clock must move for the bump to be visible
+    await store.touch_many([])
+    await store.touch_many([m.id for m in made] + [made[0].id, uuid.UUID(int=1)])
+    after = {m.id: (await store.get(m.id)).last_used_at for m in made}
+    assert after[made[0].id] > made[0].last_used_at
+    assert after[made[1].id] > made[1].last_used_at
+    assert after[made[2].id] == made[2].last_used_at
