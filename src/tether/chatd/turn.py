@@ -432,7 +432,10 @@ class TurnRunner:
         history, turn_ws.block, specs = await self._setup(ctx)
         self._set_mcp(ctx, turn_ws, specs, taken)
 
-        def instructions() -> str:
+        # async on purpose: pydantic-ai runs a plain ``def`` instruction function in a worker
+        # thread (anyio.to_thread) on every evaluation — several thread hops per step for a
+        # string join.
+        async def instructions() -> str:
             return self._system_prompt(chat, turn_ws.block)  # re-read every step (PL-18)
 
         model_messages = cm.to_model_messages(repair_dangling_calls(history))

@@ -5,6 +5,9 @@ recover stale chats, honour interrupts, and keep each chat's agent connection ac
   ``chats`` bus hint or every ``poll_s`` (polling is the truth).
 * **Heartbeat** every ``heartbeat_s`` for all running turns in one statement; a chat missing
   from the answer was taken over → its turn is cancelled with no final side effects (WK-2).
+* **Workspace usage**: at claim time and with every heartbeat, the workspaces of the
+  worker's running chats are touched in one statement (``last_used_at``, the TTL clock;
+  WK-7).
 * **Stale sweep** every ``stale_after_s / 5``: running chats whose heartbeat is older than
   ``stale_after_s`` go back to pending (WK-3).
 * **Interrupt**: per running turn, the ``chat:<id>`` channel (``{"type": "interrupt"}``) and
@@ -21,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -152,6 +155,9 @@ class ChatWorker:
         for chat in chats:
             await self._base_stream(chat)
             self._start(tg, chat)
+        bound = [c.workspace_id for c in chats if c.workspace_id is not None]
+        if bound:  # WK-7: a turn start is workspace use (off the turn's critical path)
+            tg.create_task(self.bump_usage(bound), name="workspace-usage")
 
     async def _base_stream(self, chat: Chat) -> None:
         # This process may never have seen the chat (restart, another replica ran it): base
@@ -263,6 +269,20 @@ class ChatWorker:
                 log.warning("chat %s: lost ownership; cancelling its turn", chat_id)
                 running.control.reason = "lost"
                 running.task.cancel()
+        states = [self._states.get(chat_id) for chat_id in ids if chat_id in owned]
+        await self.bump_usage(s.conns.binding.workspace_id for s in states if s is not None)
+
+    async def bump_usage(self, workspace_ids: Iterable[uuid.UUID | None]) -> None:
+        """Record workspace usage for chats running on this worker, in one statement
+        (reference §5.4, WK-7): a chat actively using its workspace keeps the workspace's
+        TTL deadline moving. Failures are logged; the next heartbeat retries."""
+        ids = {w for w in workspace_ids if w is not None}
+        if not ids:
+            return
+        try:
+            await self._deps.workspace_store.touch_many(ids)
+        except Exception as err:
+            log.warning("recording workspace usage failed: %s", err)
 
     async def _stale_loop(self) -> None:
         while True:

@@ -184,25 +184,16 @@ class ChatStore:
                 stmt = chats.update().where(chats.c.id == picked.c.id)
             else:
                 stmt = chats.update().where(chats.c.id.in_(oldest.scalar_subquery()))
-            ids = (
-                (
-                    await conn.execute(
-                        stmt.where(chats.c.status == ChatStatus.PENDING.value)
-                        .values(**values)
-                        .returning(chats.c.id)
-                    )
-                )
-                .scalars()
-                .all()
-            )
-            if not ids:
-                return []
+            # The claimed rows come back with RETURNING (no second SELECT): ordered by
+            # creation here, as the SELECT did.
             rows = (
                 await conn.execute(
-                    sa.select(chats).where(chats.c.id.in_(ids)).order_by(chats.c.created_at)
+                    stmt.where(chats.c.status == ChatStatus.PENDING.value)
+                    .values(**values)
+                    .returning(*chats.c)
                 )
             ).all()
-        return [_chat(r) for r in rows]
+        return sorted((_chat(r) for r in rows), key=lambda c: c.created_at)
 
     async def heartbeat(self, worker_id: uuid.UUID, chat_ids: list[uuid.UUID]) -> set[uuid.UUID]:
         """Refresh heartbeats; returns the ids this worker still owns."""
@@ -297,11 +288,14 @@ class ChatStore:
             # Lock the row first (a guarded no-op UPDATE: row lock on PostgreSQL, the write
             # lock on SQLite), so a concurrent ``submit_user_message`` either lands its queued
             # message before we look at the queue or sees the settled status after us.
-            if not await self._lock_if(
-                conn,
-                chat_id,
-                [ChatStatus.RUNNING, ChatStatus.INTERRUPTING],
-                chats.c.worker_id == worker_id,
+            if (
+                await self._lock_if(
+                    conn,
+                    chat_id,
+                    [ChatStatus.RUNNING, ChatStatus.INTERRUPTING],
+                    chats.c.worker_id == worker_id,
+                )
+                is None
             ):
                 raise Conflict("chat is no longer owned by this worker")
             promoted = await self._promote_queued(conn, chat_id)
@@ -309,20 +303,23 @@ class ChatStore:
                 status = ChatStatus.PENDING
             else:
                 status = ChatStatus.ERROR if error else ChatStatus.WAITING
-            await conn.execute(
-                chats.update()
-                .where(chats.c.id == chat_id)
-                .values(
-                    status=status.value,
-                    worker_id=None,
-                    heartbeat_at=None,
-                    interrupt_requested=False,
-                    last_error=error,
-                    last_error_code=error_code,
-                    updated_at=now,
+            row = (
+                await conn.execute(
+                    chats.update()
+                    .where(chats.c.id == chat_id)
+                    .values(
+                        status=status.value,
+                        worker_id=None,
+                        heartbeat_at=None,
+                        interrupt_requested=False,
+                        last_error=error,
+                        last_error_code=error_code,
+                        updated_at=now,
+                    )
+                    .returning(*chats.c)
                 )
-            )
-            return await self._get(conn, chat_id), promoted
+            ).one()
+            return _chat(row), promoted
 
     async def _lock_if(
         self,
@@ -330,25 +327,29 @@ class ChatStore:
         chat_id: uuid.UUID,
         statuses: list[ChatStatus],
         *extra: sa.ColumnElement[bool],
-    ) -> bool:
-        """Lock the chat row for this transaction if it is in one of ``statuses``."""
-        result = await conn.execute(
-            chats.update()
-            .where(
-                chats.c.id == chat_id,
-                chats.c.status.in_([s.value for s in statuses]),
-                *extra,
+    ) -> Chat | None:
+        """Lock the chat row for this transaction if it is in one of ``statuses``; returns
+        the (unchanged) chat then, else None."""
+        row = (
+            await conn.execute(
+                chats.update()
+                .where(
+                    chats.c.id == chat_id,
+                    chats.c.status.in_([s.value for s in statuses]),
+                    *extra,
+                )
+                .values(status=chats.c.status)
+                .returning(*chats.c)
             )
-            .values(status=chats.c.status)
-        )
-        return bool(result.rowcount)
+        ).first()
+        return _chat(row) if row is not None else None
 
     async def cancel_pending(self, chat_id: uuid.UUID) -> tuple[Chat, StoredMessage | None]:
         """Interrupt a chat no worker has claimed yet: the oldest queued message is promoted
         (the chat stays pending with it), or the chat settles to ``waiting``. Conflict if the
         chat is not pending (e.g. a worker claimed it meanwhile)."""
         async with self._engine.begin() as conn:
-            if not await self._lock_if(conn, chat_id, [ChatStatus.PENDING]):
+            if await self._lock_if(conn, chat_id, [ChatStatus.PENDING]) is None:
                 chat = await self._get(conn, chat_id)
                 raise Conflict(f"chat is {chat.status.value}; only a pending chat can be cancelled")
             promoted = await self._promote_queued(conn, chat_id)
@@ -458,29 +459,29 @@ class ChatStore:
         visibility: str,
         model: str | None,
     ) -> StoredMessage:
-        seq = (
-            await conn.scalar(
-                sa.select(sa.func.coalesce(sa.func.max(chat_messages.c.seq), 0)).where(
-                    chat_messages.c.chat_id == chat_id
-                )
-            )
-            or 0
-        ) + 1
-        msg_id = new_id()
-        await conn.execute(
-            chat_messages.insert().values(
-                id=msg_id,
-                chat_id=chat_id,
-                seq=seq,
-                role=role,
-                parts=parts,
-                visibility=visibility,
-                model=model,
-                created_at=self._clock.now(),
-            )
+        # One statement (was SELECT max + INSERT + SELECT): the next seq is computed inside
+        # the INSERT and the stored row comes back with RETURNING. A concurrent writer that
+        # took the same seq still fails the unique constraint (append_message retries).
+        next_seq = (
+            sa.select(sa.func.coalesce(sa.func.max(chat_messages.c.seq), 0) + 1)
+            .where(chat_messages.c.chat_id == chat_id)
+            .scalar_subquery()
         )
         row = (
-            await conn.execute(sa.select(chat_messages).where(chat_messages.c.id == msg_id))
+            await conn.execute(
+                chat_messages.insert()
+                .values(
+                    id=new_id(),
+                    chat_id=chat_id,
+                    seq=next_seq,
+                    role=role,
+                    parts=parts,
+                    visibility=visibility,
+                    model=model,
+                    created_at=self._clock.now(),
+                )
+                .returning(*chat_messages.c)
+            )
         ).one()
         return _message(row)
 
@@ -543,22 +544,31 @@ class ChatStore:
         busy = [s for s in ChatStatus if s not in direct]
         for _ in range(3):
             async with self._engine.begin() as conn:
-                if await self._lock_if(conn, chat_id, direct):
+                # Guarded UPDATE … RETURNING: locks and settles the row in one statement
+                # (inserting the message does not change the chat row).
+                row = (
                     await conn.execute(
                         chats.update()
-                        .where(chats.c.id == chat_id)
+                        .where(
+                            chats.c.id == chat_id,
+                            chats.c.status.in_([s.value for s in direct]),
+                        )
                         .values(
                             status=ChatStatus.PENDING.value,
                             last_error=None,
                             last_error_code=None,
                             updated_at=self._clock.now(),
                         )
+                        .returning(*chats.c)
                     )
+                ).first()
+                if row is not None:
                     message = await self._insert_message(conn, chat_id, "user", parts, "both", None)
-                    return await self._get(conn, chat_id), message, None
-                if await self._lock_if(conn, chat_id, busy):
+                    return _chat(row), message, None
+                locked = await self._lock_if(conn, chat_id, busy)
+                if locked is not None:  # queueing does not change the chat row either
                     queued = await self._enqueue(conn, chat_id, parts, max_queued=max_queued)
-                    return await self._get(conn, chat_id), None, queued
+                    return locked, None, queued
                 await self._get(conn, chat_id)  # NotFound if it does not exist
             # the status moved between the two guards (a turn just ended); look again
         raise Conflict("the chat changed state repeatedly; try again")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import builtins
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -200,6 +201,19 @@ class WorkspaceStore:
                 .values(last_used_at=self._clock.now())
             )
 
+    async def touch_many(self, workspace_ids: Iterable[uuid.UUID]) -> None:
+        """Record activity on several live workspaces in one statement (the chat worker's
+        usage bump, reference §5.4 / WK-7). Deleted workspaces and unknown ids are skipped."""
+        ids = sorted(set(workspace_ids))
+        if not ids:
+            return
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                workspaces.update()
+                .where(workspaces.c.id.in_(ids), workspaces.c.deleted.is_(False))
+                .values(last_used_at=self._clock.now())
+            )
+
     async def expired(self, now: datetime) -> builtins.list[Workspace]:
         """Live workspaces with a TTL whose latest build is a successful start and whose
         last activity is older than the TTL (filtered in Python: portable interval math)."""
@@ -347,6 +361,15 @@ class WorkspaceStore:
             provisioner_jobs.c.canceled_at.is_(None),
             provisioner_jobs.c.error.is_(None),
         )
+        # The provisioner polls this every ``provisioner_poll_s``; almost always there is no
+        # job. Look first in a read-only connection (no write transaction, no write lock for
+        # the chat worker to wait on; half the CPU of the guarded UPDATE) and claim only
+        # when a job is pending. The UPDATE stays guarded: another replica may win the race.
+        async with self._engine.connect() as conn:
+            if (
+                await conn.execute(sa.select(provisioner_jobs.c.id).where(pending).limit(1))
+            ).first() is None:
+                return None
         async with self._engine.begin() as conn:
             oldest = sa.select(provisioner_jobs.c.id).where(pending)
             oldest = oldest.order_by(provisioner_jobs.c.created_at).limit(1)
