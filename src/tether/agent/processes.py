@@ -117,6 +117,26 @@ class ManagedProcess:
             return False
         return True
 
+    async def wait_or_kill(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for the process to exit, else SIGKILL its group; then
+        give its output a moment to drain (a background child may hold the pipe open).
+        Returns whether it timed out. Cancellation kills the group too."""
+        timed_out = False
+        try:
+            try:
+                await asyncio.wait_for(self.protocol.exited.wait(), timeout_s)
+            except TimeoutError:
+                timed_out = True
+                self.send(signal.SIGKILL)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.protocol.exited.wait(), _KILL_WAIT_S)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.protocol.eof.wait(), _EOF_LINGER_S)
+        except asyncio.CancelledError:
+            self.send(signal.SIGKILL)
+            raise
+        return timed_out
+
 
 class ProcessManager:
     """Starts, tracks and stops the agent's processes. Close it to kill them all."""
@@ -200,20 +220,7 @@ class ProcessManager:
         clock = self._state.clock
         start = clock.monotonic()
         proc = await self.spawn(command, cwd=cwd, env=env, listed=False)
-        timed_out = False
-        try:
-            try:
-                await asyncio.wait_for(proc.protocol.exited.wait(), timeout_s)
-            except TimeoutError:
-                timed_out = True
-                proc.send(signal.SIGKILL)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(proc.protocol.exited.wait(), _KILL_WAIT_S)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(proc.protocol.eof.wait(), _EOF_LINGER_S)
-        except asyncio.CancelledError:
-            proc.send(signal.SIGKILL)
-            raise
+        timed_out = await proc.wait_or_kill(timeout_s)
         head, truncated = cap_head(bytes(proc.protocol.output.head), self._cap)
         truncated = truncated or proc.protocol.output.total > len(head)
         wall_ms = int((clock.monotonic() - start) * 1000)

@@ -10,15 +10,11 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
-import signal
 from collections.abc import Callable
 from pathlib import Path
 
 from tether.agent.processes import ProcessManager
 from tether.agent.protocol import LifecycleState, Log
-
-_EOF_LINGER_S = 0.5
-_KILL_WAIT_S = 5.0
 
 
 class _LineBatcher:
@@ -82,20 +78,8 @@ async def run_startup_script(
         return LifecycleState.START_ERROR
 
     flush_task = asyncio.create_task(flusher(), name="startup-log-flush")
-    timed_out = False
     try:
-        try:
-            await asyncio.wait_for(proc.protocol.exited.wait(), timeout_s)
-        except TimeoutError:
-            timed_out = True
-            proc.send(signal.SIGKILL)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(proc.protocol.exited.wait(), _KILL_WAIT_S)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(proc.protocol.eof.wait(), _EOF_LINGER_S)
-    except asyncio.CancelledError:
-        proc.send(signal.SIGKILL)
-        raise
+        timed_out = await proc.wait_or_kill(timeout_s)
     finally:
         flush_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
