@@ -23,7 +23,7 @@ from tether.clock import Clock, as_utc
 from tether.db.tables import provisioner_job_logs, provisioner_jobs, workspace_builds, workspaces
 from tether.errors import Conflict, NotFound
 from tether.ids import new_id
-from tether.workspaces.models import Build, Job, LogLine, Transition, Workspace
+from tether.workspaces.models import Build, Job, JobStatus, LogLine, Transition, Workspace
 
 _later = workspace_builds.alias("later")
 _LATEST = (
@@ -304,6 +304,16 @@ class WorkspaceStore:
                     latest = await self._latest(conn, req.workspace_id)
                     if latest is not None and latest.status.in_progress:
                         return self._in_progress(latest, req.transition), False
+                    if (
+                        latest is not None
+                        and latest.transition is req.transition
+                        and latest.status is JobStatus.SUCCEEDED
+                    ):
+                        # Already where it was asked to go: starting a running workspace
+                        # (or stopping a stopped one) is a no-op, so N concurrent requests
+                        # make one build however fast the first finishes. Restarting is
+                        # an explicit rebuild (stop, then start).
+                        return latest, False
                     number = (latest.build_number if latest else 0) + 1
                     build_id = await self._insert_build(conn, req, number=number, now=now)
                     return await self._get_build(conn, build_id), True

@@ -207,3 +207,23 @@ async def test_wk7_touch_many_bumps_live_workspaces_in_one_call(engine: AsyncEng
     assert after[made[0].id] > made[0].last_used_at
     assert after[made[1].id] > made[1].last_used_at
     assert after[made[2].id] == made[2].last_used_at
+
+
+async def test_start_on_a_running_workspace_is_a_no_op(engine: AsyncEngine):
+    """However fast the first start finishes, a later start of a running workspace returns
+    that build instead of making another (restarting is an explicit rebuild)."""
+    owner, template, version, store, _ = await _setup(engine)
+    ws, first = await store.create(
+        owner_id=owner.id,
+        template_id=template.id,
+        name="w",
+        ttl_ms=None,
+        first_build=_req(None, version, owner),
+    )
+    assert first is not None
+    await store.claim_job(owner.id)
+    await store.finish_job(first.job_id)
+    again, created = await store.create_build(_req(ws.id, version, owner))
+    assert again.id == first.id and not created
+    stop, created = await store.create_build(_req(ws.id, version, owner, Transition.STOP))
+    assert created and stop.build_number == 2
