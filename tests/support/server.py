@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,23 +110,35 @@ async def running_server(
         assert server.started, "test server did not start"
         yield RunningServer(graph, url, token, client)
     finally:
-        # stop every workspace's processes through the backends (no leaks)
-        for ws in await graph.workspace_store.list() if stop_workspaces else []:
-            for backend in graph.backends.values():
-                with contextlib.suppress(Exception):
-                    await _stop_backend(graph, backend, ws)
         await client.aclose()
+        # Stop the server (and with it the provisioner) first, so no build in flight can
+        # launch an agent after the workspaces were stopped.
         server.should_exit = True
         with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
             await asyncio.wait_for(task, 10)
+        if stop_workspaces:
+            # every workspace that has files, deleted ones included: no process may leak
+            for ws_id in _workspace_ids(settings):
+                for backend in graph.backends.values():
+                    with contextlib.suppress(Exception):
+                        await _stop_backend(backend, ws_id)
         await graph.aclose()
 
 
-async def _stop_backend(graph: Graph, backend: Any, ws: Any) -> None:
+def _workspace_ids(settings: Settings) -> list[uuid.UUID]:
+    root = settings.data_dir / "workspaces"
+    ids = []
+    for entry in root.iterdir() if root.is_dir() else []:
+        with contextlib.suppress(ValueError):
+            ids.append(uuid.UUID(entry.name))
+    return ids
+
+
+async def _stop_backend(backend: Any, workspace_id: uuid.UUID) -> None:
     from tether.workspaces.backends.base import WorkspaceRef
 
     async def sink(_level: str, _line: str) -> None:
         return None
 
-    ref = WorkspaceRef(workspace_id=ws.id, owner_name="", name=ws.name, template_name="")
+    ref = WorkspaceRef(workspace_id=workspace_id, owner_name="", name="", template_name="")
     await asyncio.wait_for(backend.stop(ref, sink), 15)
