@@ -39,6 +39,8 @@ async def bootstrap(graph: Graph) -> str | None:
 
 def background_jobs(graph: Graph) -> list[BackgroundJob]:
     jobs: list[BackgroundJob] = []
+    if graph.settings.run_api:
+        jobs.append(graph.pings.run)  # agent sessions live in the API
     if graph.settings.run_provisioner:
         jobs.append(graph.provisioner.run)
     jobs.extend(graph.extras.get("background", []))

@@ -29,6 +29,7 @@ from tether.db.workspaces import WorkspaceStore
 from tether.settings import Settings
 from tether.workspaces.backends.base import WorkspaceBackend
 from tether.workspaces.backends.local import LocalBackend
+from tether.workspaces.pings import PingBatcher
 from tether.workspaces.provisioner import Provisioner
 from tether.workspaces.service import WorkspaceService
 
@@ -49,6 +50,7 @@ class Graph:
     workspaces: WorkspaceService
     provisioner: Provisioner
     agent_pool: AgentPool
+    pings: PingBatcher
     chats: ChatStore
     hub: ChatStreamHub
     chat_service: ChatService
@@ -141,6 +143,8 @@ async def build_graph(
         workspaces=service,
         provisioner=provisioner,
         agent_pool=pool,
+        # flushed at least once per ping interval, so status computation never lags a ping
+        pings=PingBatcher(agents, clock, flush_s=min(1.0, settings.agent_ping_interval_s)),
         chats=chat_store,
         hub=hub,
         chat_service=chat_service,

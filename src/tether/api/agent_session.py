@@ -95,7 +95,7 @@ async def agent_session(ws: WebSocket) -> None:
         while True:
             frame = protocol.parse_agent_frame(await ws.receive_text())
             if isinstance(frame, protocol.Ping):
-                await agents.ping(agent.id)
+                graph.pings.ping(agent.id)
             elif isinstance(frame, protocol.Lifecycle):
                 try:
                     await agents.set_lifecycle(agent.id, Lifecycle(frame.state.value))
@@ -115,6 +115,7 @@ async def agent_session(ws: WebSocket) -> None:
             await ws.close(code=1008)
     finally:
         with contextlib.suppress(Exception):
+            graph.pings.forget(agent.id)
             await asyncio.shield(agents.disconnected(agent.id))
         with contextlib.suppress(Exception):
             await graph.bus.publish(channel, {"type": "disconnected", "agent_id": str(agent.id)})

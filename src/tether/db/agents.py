@@ -4,6 +4,7 @@ timestamps, lifecycle (compare-and-set through the transition table) and logs.""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -180,11 +181,26 @@ class AgentStore:
         return await self.get(agent_id)
 
     async def ping(self, agent_id: uuid.UUID) -> None:
+        await self.ping_many([agent_id])
+
+    async def ping_many(self, agent_ids: Collection[uuid.UUID]) -> None:
+        """Record that these agents' sessions are alive, in one statement. An agent whose
+        disconnect was recorded after this moment keeps its disconnect (a batched ping must
+        never make a dropped session look connected)."""
+        if not agent_ids:
+            return
+        now = self._clock.now()
         async with self._engine.begin() as conn:
             await conn.execute(
                 workspace_agents.update()
-                .where(workspace_agents.c.id == agent_id)
-                .values(last_connected_at=self._clock.now())
+                .where(
+                    workspace_agents.c.id.in_(list(agent_ids)),
+                    sa.or_(
+                        workspace_agents.c.disconnected_at.is_(None),
+                        workspace_agents.c.disconnected_at < now,
+                    ),
+                )
+                .values(last_connected_at=now)
             )
 
     async def disconnected(self, agent_id: uuid.UUID, at: datetime | None = None) -> None:
