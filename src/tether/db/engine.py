@@ -11,8 +11,11 @@ URLs accepted by :func:`create_engine`:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import contextvars
 import re
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,10 +23,10 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
 
-from tether.errors import InvalidInput
+from tether.errors import InvalidInput, Timeout
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
 
@@ -78,7 +81,51 @@ def _create_sqlite_engine(url: URL, *, echo: bool, pool_timeout_s: float) -> Asy
         pool_timeout=pool_timeout_s,
     )
     sa.event.listen(engine.sync_engine, "connect", _on_sqlite_connect)
-    return engine
+    return SQLiteEngine(engine.sync_engine, write_wait_s=SQLITE_WRITE_WAIT_S)
+
+
+SQLITE_WRITE_WAIT_S = 30.0
+
+
+class SQLiteEngine(AsyncEngine):
+    """An async engine whose write transactions (``begin()``) take turns in asyncio.
+
+    SQLite has one writer. Left to its busy handler, many concurrent writers of one process
+    fail with "database is locked" once a loaded event loop keeps a transaction open longer
+    than the busy timeout, and a read transaction that upgrades to a write fails at once
+    when another connection committed meanwhile. Queueing the writers here removes both:
+    the database sees one write transaction of this process at a time. Reads
+    (``connect()``) still run concurrently (WAL). Re-entrant within a task; the wait is
+    bounded (``write_wait_s``) and raises :class:`tether.errors.Timeout`."""
+
+    def __init__(self, sync_engine: sa.Engine, *, write_wait_s: float) -> None:
+        super().__init__(sync_engine)
+        self._write_lock = asyncio.Lock()
+        self._write_wait_s = write_wait_s
+        self._writer: contextvars.ContextVar[bool] = contextvars.ContextVar(
+            f"sqlite_writer_{id(self)}", default=False
+        )
+
+    @contextlib.asynccontextmanager
+    async def begin(self) -> AsyncIterator[AsyncConnection]:
+        if self._writer.get():  # nested in this task's own write transaction
+            async with super().begin() as conn:
+                yield conn
+            return
+        try:
+            async with asyncio.timeout(self._write_wait_s):
+                await self._write_lock.acquire()
+        except TimeoutError as exc:
+            raise Timeout(
+                f"the database stayed busy for {self._write_wait_s:g}s; try again"
+            ) from exc
+        token = self._writer.set(True)
+        try:
+            async with super().begin() as conn:
+                yield conn
+        finally:
+            self._writer.reset(token)
+            self._write_lock.release()
 
 
 def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
