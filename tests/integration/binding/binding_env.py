@@ -26,10 +26,11 @@ from typing import Any
 import sqlalchemy as sa
 from pydantic_ai.models import Model
 
+from support.chat_driver import ChatDriver
 from support.server import RunningServer, fast_settings, free_port, running_server
 from tether.chatd.adapters import AgentDialer, StoreBinding
 from tether.chatd.install import install_chatd
-from tether.chatd.models import Chat, ChatStatus
+from tether.chatd.models import Chat
 from tether.chatd.types import AgentRow, ChatBinding
 from tether.chatd.worker import ChatWorker
 from tether.db.chats import ChatStore
@@ -43,7 +44,6 @@ from tether.workspaces.templates import parse_template, spec_to_json
 
 REPO = Path(__file__).resolve().parents[3]
 PYTHON_TEMPLATE = REPO / "examples" / "templates" / "python.yaml"
-TERMINAL = (ChatStatus.WAITING, ChatStatus.ERROR)
 # Statements that resolve or validate an agent: reads of agent rows (by id, or the latest
 # build's, which joins the builds). Background jobs (TTL sweep, provisioner) read builds
 # through other tables and do not match.
@@ -208,7 +208,7 @@ def tcp_black_hole() -> Iterator[str]:
 
 
 @dataclass
-class BindingEnv:
+class BindingEnv(ChatDriver):
     """One server plus a chat worker; :meth:`restart` replaces both on the same data dir."""
 
     settings: Settings
@@ -304,36 +304,6 @@ class BindingEnv:
         self.resume_provisioner()
 
     # --- chats ----------------------------------------------------------------------------
-
-    async def new_chat(self, text: str, model: Model | None = None, **kwargs: Any) -> Chat:
-        chat = await self.chats.create(
-            owner_id=self.owner.id,
-            title=text[:40],
-            first_message=[{"type": "text", "text": text}],
-            **kwargs,
-        )
-        if model is not None:
-            self.models[chat.id] = model
-        if self.worker is not None:
-            self.worker.wake()
-        return chat
-
-    async def send(self, chat_id: uuid.UUID, text: str) -> None:
-        await self.chats.send_user_message(chat_id, [{"type": "text", "text": text}])
-        if self.worker is not None:
-            self.worker.wake()
-
-    async def wait_status(
-        self, chat_id: uuid.UUID, statuses: tuple[ChatStatus, ...] = TERMINAL, timeout: float = 30
-    ) -> Chat:
-        deadline = asyncio.get_running_loop().time() + timeout
-        while True:
-            chat = await self.chats.get(chat_id)
-            if chat.status in statuses:
-                return chat
-            if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(f"chat stayed {chat.status} (wanted {statuses})")
-            await asyncio.sleep(0.01)
 
     async def turn(self, chat_id: uuid.UUID, text: str, timeout: float = 30) -> Chat:
         await self.send(chat_id, text)

@@ -14,10 +14,11 @@ import sqlalchemy as sa
 from pydantic_ai.models import Model
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from support.chat_driver import ChatDriver
 from support.server import RunningServer
 from tether.chatd.adapters import AgentDialer
 from tether.chatd.install import install_chatd
-from tether.chatd.models import Chat, ChatStatus, StoredMessage
+from tether.chatd.models import Chat, StoredMessage
 from tether.chatd.stream import StreamEvent
 from tether.chatd.types import AgentRow
 from tether.chatd.worker import ChatWorker
@@ -30,7 +31,6 @@ from tether.workspaces.templates import parse_template, spec_to_json
 
 REPO = Path(__file__).resolve().parents[3]
 PYTHON_TEMPLATE = REPO / "examples" / "templates" / "python.yaml"
-TERMINAL = (ChatStatus.WAITING, ChatStatus.ERROR)
 
 
 class InertBackend:
@@ -95,7 +95,7 @@ class CountingDialer:
 
 
 @dataclass
-class Chatd:
+class Chatd(ChatDriver):
     server: RunningServer
     owner: User
     template_id: uuid.UUID
@@ -106,6 +106,7 @@ class Chatd:
     worker: ChatWorker | None = None
     _worker_task: asyncio.Task[None] | None = None
     _prov_task: asyncio.Task[None] | None = None
+    status_poll_s = 0.02  # (class attribute, not a field)
 
     @property
     def graph(self) -> Any:
@@ -154,36 +155,6 @@ class Chatd:
                 await task
 
     # --- chats ---------------------------------------------------------------------------
-
-    async def new_chat(self, text: str, model: Model | None = None, **kwargs: Any) -> Chat:
-        chat = await self.chats.create(
-            owner_id=self.owner.id,
-            title=text[:40],
-            first_message=[{"type": "text", "text": text}],
-            **kwargs,
-        )
-        if model is not None:
-            self.models[chat.id] = model
-        if self.worker is not None:
-            self.worker.wake()
-        return chat
-
-    async def send(self, chat_id: uuid.UUID, text: str) -> None:
-        await self.chats.send_user_message(chat_id, [{"type": "text", "text": text}])
-        if self.worker is not None:
-            self.worker.wake()
-
-    async def wait_status(
-        self, chat_id: uuid.UUID, statuses: tuple[ChatStatus, ...] = TERMINAL, timeout: float = 30
-    ) -> Chat:
-        deadline = asyncio.get_running_loop().time() + timeout
-        while True:
-            chat = await self.chats.get(chat_id)
-            if chat.status in statuses:
-                return chat
-            if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(f"chat stayed {chat.status} (wanted {statuses})")
-            await asyncio.sleep(0.02)
 
     async def run_chat(self, text: str, model: Model, timeout: float = 30) -> Chat:
         chat = await self.new_chat(text, model)
