@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tether.clock import Clock, as_utc
+from tether.db.logs import read_log
 from tether.db.tables import workspace_agent_logs, workspace_agents, workspace_builds
 from tether.errors import Conflict, NotFound, Unauthorized
 from tether.ids import hash_token, new_id, new_token
@@ -277,24 +278,10 @@ class AgentStore:
             )
 
     async def logs(self, agent_id: uuid.UUID, *, after_id: int = 0) -> list[LogLine]:
-        async with self._engine.connect() as conn:
-            rows = (
-                await conn.execute(
-                    sa.select(workspace_agent_logs)
-                    .where(
-                        workspace_agent_logs.c.agent_id == agent_id,
-                        workspace_agent_logs.c.id > after_id,
-                    )
-                    .order_by(workspace_agent_logs.c.id)
-                )
-            ).all()
-        return [
-            LogLine(
-                id=r.id,
-                created_at=as_utc(r.created_at),  # type: ignore[arg-type]
-                level=r.level,
-                output=r.output,
-                source=r.source,
-            )
-            for r in rows
-        ]
+        return await read_log(
+            self._engine,
+            workspace_agent_logs,
+            workspace_agent_logs.c.agent_id == agent_id,
+            after_id=after_id,
+            source="source",
+        )

@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tether.clock import Clock, as_utc
+from tether.db.logs import read_log
 from tether.db.tables import provisioner_job_logs, provisioner_jobs, workspace_builds, workspaces
 from tether.errors import Conflict, NotFound
 from tether.ids import new_id
@@ -509,24 +510,10 @@ class WorkspaceStore:
             )
 
     async def job_logs(self, job_id: uuid.UUID, *, after_id: int = 0) -> builtins.list[LogLine]:
-        async with self._engine.connect() as conn:
-            rows = (
-                await conn.execute(
-                    sa.select(provisioner_job_logs)
-                    .where(
-                        provisioner_job_logs.c.job_id == job_id,
-                        provisioner_job_logs.c.id > after_id,
-                    )
-                    .order_by(provisioner_job_logs.c.id)
-                )
-            ).all()
-        return [
-            LogLine(
-                id=r.id,
-                created_at=as_utc(r.created_at),  # type: ignore[arg-type]
-                level=r.level,
-                output=r.output,
-                source=r.stage,
-            )
-            for r in rows
-        ]
+        return await read_log(
+            self._engine,
+            provisioner_job_logs,
+            provisioner_job_logs.c.job_id == job_id,
+            after_id=after_id,
+            source="stage",
+        )
