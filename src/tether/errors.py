@@ -19,11 +19,13 @@ class is its default message.
     ├── BackendError            500 backend_error      (a workspace backend failed; job error text)
     └── WorkspaceError          409                     (model-facing, each with a remediation)
         ├── NoWorkspace         no_workspace        → create_workspace
-        ├── WorkspaceStopped    workspace_stopped   → start_workspace
-        ├── WorkspaceDeleted    workspace_deleted   → create_workspace
+        ├── NoRunningAgent      (the latest build has no agent a chat can dial)
+        │   ├── WorkspaceStopped    workspace_stopped   → start_workspace
+        │   ├── WorkspaceStarting   workspace_starting  → start_workspace (waits)
+        │   ├── WorkspaceDeleted    workspace_deleted   → create_workspace
+        │   └── BuildFailed         build_failed        → fix the cause, start again
         ├── AgentUnreachable    agent_unreachable   → stop_workspace, then start_workspace
         ├── DialTimeout         dial_timeout        → retry once
-        ├── BuildFailed         build_failed        → read the build log, fix, start again
         ├── AgentSelectionError agent_selection     → fix the template's agents
         ├── WorkspaceChanged    workspace_changed   → retry
         └── ConnectorNotConfigured connector_not_configured
@@ -168,14 +170,28 @@ class NoWorkspace(WorkspaceError):
     remediation = "create_workspace"
 
 
-class WorkspaceStopped(WorkspaceError):
+class NoRunningAgent(WorkspaceError):
+    """The workspace has no running agent."""
+
+    code = "no_running_agent"
+    remediation = "start_workspace"
+
+
+class WorkspaceStopped(NoRunningAgent):
     """The workspace has no running agent; it is stopped. Use start_workspace to start it."""
 
     code = "workspace_stopped"
     remediation = "start_workspace"
 
 
-class WorkspaceDeleted(WorkspaceError):
+class WorkspaceStarting(NoRunningAgent):
+    """The workspace is still being built; start_workspace waits for the build and the agent."""
+
+    code = "workspace_starting"
+    remediation = "start_workspace (it waits for the running build)"
+
+
+class WorkspaceDeleted(NoRunningAgent):
     """The workspace was deleted; use create_workspace to create a new one."""
 
     code = "workspace_deleted"
@@ -196,7 +212,7 @@ class DialTimeout(WorkspaceError):
     remediation = "retry once"
 
 
-class BuildFailed(WorkspaceError):
+class BuildFailed(NoRunningAgent):
     """The workspace build failed; read the build log, fix the cause and start again."""
 
     code = "build_failed"

@@ -30,10 +30,10 @@ from tether.chatd.agentselect import select_chat_agent
 from tether.chatd.types import AgentRow, ChatBinding
 from tether.errors import (
     Conflict,
+    NoRunningAgent,
     NoWorkspace,
     TetherError,
     WorkspaceChanged,
-    WorkspaceStopped,
 )
 
 log = logging.getLogger(__name__)
@@ -239,7 +239,7 @@ async def gate_agent_id(
         return (await resolver.ensure_workspace_agent()).id
     try:
         return await resolver.latest_agent_id(snapshot.workspace_id)
-    except WorkspaceStopped:
+    except NoRunningAgent:
         if on_no_agent is not None:
             on_no_agent()
         raise

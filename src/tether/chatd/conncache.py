@@ -32,9 +32,9 @@ from tether.errors import (
     AgentTransportError,
     AgentUnreachable,
     ConnectorNotConfigured,
+    NoRunningAgent,
     TetherError,
     WorkspaceChanged,
-    WorkspaceStopped,
 )
 
 T = TypeVar("T")
@@ -235,7 +235,7 @@ class ChatConnections(Generic[C]):
                 drain=self._drain,
                 timeout=self._dial_timeout,
             )
-        except WorkspaceStopped:
+        except NoRunningAgent:
             self.evict()
             raise
         conn = result.conn

@@ -37,7 +37,7 @@ from tether.chatd import messages as cm
 from tether.chatd.mcptools import within
 from tether.chatd.tools.base import ToolContext
 from tether.clock import Clock
-from tether.errors import NoWorkspace, WorkspaceStopped
+from tether.errors import NoRunningAgent, NoWorkspace
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ class InstructionFiles:
         conns = ctx.conns
         try:
             agent_id = await ctx.gate_agent_id()
-        except (WorkspaceStopped, NoWorkspace):
+        except (NoRunningAgent, NoWorkspace):
             return None
         if agent_id == persisted:
             return agent_id, None

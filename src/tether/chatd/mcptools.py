@@ -37,7 +37,12 @@ from tether.agent.schemas import McpCallResult, McpTool
 from tether.chatd.messages import INVALID_JSON_KEY, render_tool_error
 from tether.chatd.tools.base import ToolContext, invalid_arguments, tool_error
 from tether.clock import Clock
-from tether.errors import AgentRequestFailed, NoWorkspace, TetherError, WorkspaceStopped
+from tether.errors import (
+    AgentRequestFailed,
+    NoRunningAgent,
+    NoWorkspace,
+    TetherError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +145,7 @@ class McpDiscovery:
         conns = ctx.conns
         try:
             agent_id = await ctx.gate_agent_id()
-        except (WorkspaceStopped, NoWorkspace):
+        except (NoRunningAgent, NoWorkspace):
             self.cache.invalidate(ctx.chat_id)  # no running agent: skip quietly, never dial
             return []
         parent = ctx.chat.parent_chat_id

@@ -48,8 +48,18 @@ from tether.db.pubsub import EventBus
 from tether.db.templates import TemplateStore
 from tether.db.users import UserStore
 from tether.db.workspaces import WorkspaceStore
-from tether.errors import AgentRequestFailed, TetherError, WorkspaceError
+from tether.errors import (
+    AgentRequestFailed,
+    AgentUnreachable,
+    BuildFailed,
+    TetherError,
+    WorkspaceDeleted,
+    WorkspaceError,
+    WorkspaceStarting,
+    WorkspaceStopped,
+)
 from tether.settings import Settings
+from tether.workspaces.models import JobStatus, Transition
 from tether.workspaces.service import WorkspaceService
 
 log = logging.getLogger(__name__)
@@ -120,7 +130,47 @@ class ToolContext:
         async def call(conn: Any) -> T:
             return await fn(cast(AgentClient, conn))
 
-        return await self.conns.run(call, retry_request=retry_request)
+        try:
+            return await self.conns.run(call, retry_request=retry_request)
+        except (WorkspaceStopped, AgentUnreachable) as err:
+            explained = await self._explain(err)
+            if explained is err:
+                raise
+            raise explained from err
+
+    async def _explain(self, err: WorkspaceError) -> WorkspaceError:
+        """Say why the workspace has no usable agent, from its latest build: deleted, still
+        building, or its build failed are each their own code (a model told "stopped" for
+        a deleted or a broken workspace would start it in vain). One read, on this error
+        path only."""
+        workspace_id = self.conns.binding.workspace_id
+        if workspace_id is None:
+            return err
+        store = self.deps.workspace_store
+        if store is None:  # unit-test deps without a workspace store
+            return err
+        try:
+            ws = await store.get(workspace_id)
+            latest = await store.latest_build(workspace_id)
+        except Exception as exc:  # best effort: the original error is still true
+            log.warning("chat %s: could not explain %s: %s", self.chat_id, err.code, exc)
+            return err
+        if ws.deleted or (latest is not None and latest.transition is Transition.DELETE):
+            return WorkspaceDeleted()
+        if latest is None or latest.transition is not Transition.START:
+            return err
+        build = {"build_id": str(latest.id)}
+        if latest.status.in_progress:
+            return WorkspaceStarting(**build)
+        if latest.status is JobStatus.FAILED and isinstance(err, WorkspaceStopped):
+            return BuildFailed(
+                f"the workspace's last build (#{latest.build_number}) failed: "
+                f"{latest.job.error or 'no error text'}; fix the cause, then start_workspace",
+                **build,
+            )
+        if latest.status is JobStatus.CANCELED and isinstance(err, WorkspaceStopped):
+            return WorkspaceStopped("the workspace's last start was canceled; use start_workspace")
+        return err
 
     async def gate_agent_id(self) -> uuid.UUID:
         """The pre-dial gate (reference §2.4), checked once and shared by the pre-LLM

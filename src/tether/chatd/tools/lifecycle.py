@@ -26,11 +26,11 @@ from tether.chatd.tools.base import Args, ToolContext, invalid_arguments, make_t
 from tether.chatd.tools.readiness import agent_readiness, build_agent_report, wait_build
 from tether.errors import (
     AgentSelectionError,
+    NoRunningAgent,
     NotFound,
     NoWorkspace,
     TetherError,
     WorkspaceDeleted,
-    WorkspaceStopped,
 )
 from tether.workspaces.models import Build, JobStatus, Role, Transition, User, Workspace
 from tether.workspaces.service import NAME_RE
@@ -396,5 +396,5 @@ def lifecycle_tools(ctx: ToolContext) -> list[Tool[Any]]:
 def _pick(agents: list[Any]) -> Any:
     try:
         return select_chat_agent(agents)
-    except (AgentSelectionError, WorkspaceStopped):
+    except (AgentSelectionError, NoRunningAgent):
         return agents[0]

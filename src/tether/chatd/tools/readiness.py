@@ -13,7 +13,7 @@ from typing import Any
 from tether.chatd.agentselect import select_chat_agent
 from tether.chatd.tools.base import ChatdDeps
 from tether.chatd.types import AgentRow
-from tether.errors import AgentSelectionError, Timeout, WorkspaceStopped
+from tether.errors import AgentSelectionError, NoRunningAgent, Timeout
 from tether.workspaces import events
 from tether.workspaces.models import JobStatus, Lifecycle
 
@@ -115,7 +115,7 @@ async def build_agent_report(deps: ChatdDeps, build_id: uuid.UUID) -> dict[str, 
         return {}
     try:
         agent = select_chat_agent(agents)
-    except WorkspaceStopped:
+    except NoRunningAgent:
         return {"agent_status": "no_agent"}
     except AgentSelectionError as err:
         return {"agent_status": "selection_error", "agent_error": err.message}
