@@ -200,3 +200,12 @@ def test_chat_on_a_named_workspace_binds_to_it(server: LocalServer) -> None:
     assert "hello from tether" in summary["reply"]
     missing = server.cli("chat", "--workspace", "nope", "hi")
     assert missing.returncode == 1 and "not found" in missing.stderr
+
+
+def test_json_stream_errors_stay_one_object_per_line(server: LocalServer) -> None:
+    """``tether chat send --json`` is NDJSON: even an API error is a single-line document."""
+    result = server.cli("chat", "send", "ffffffff-0000-4000-8000-000000000000", "hi", "--json")
+    assert result.returncode == 1
+    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    assert lines and all(json.loads(line) for line in lines)
+    assert json.loads(lines[-1])["error"]["code"] == "not_found"

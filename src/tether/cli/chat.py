@@ -77,7 +77,7 @@ def _run_streaming(ctx: typer.Context, json_mode: bool, body: StreamBody) -> Non
     """Like :func:`tether.cli.common.run`, plus the Ctrl-C handling of streaming commands:
     ``asyncio.run`` cancels the main task on SIGINT; we catch that here, ask, interrupt the
     turn and return 130 (returning normally means no KeyboardInterrupt traceback)."""
-    out = Output(json_mode)
+    out = Output(json_mode, json_lines=True)
     session = Session()
 
     async def main() -> int:

@@ -27,8 +27,11 @@ def to_jsonable(data: Any) -> Any:
 
 
 class Output:
-    def __init__(self, json_mode: bool = False) -> None:
+    def __init__(self, json_mode: bool = False, *, json_lines: bool = False) -> None:
         self.json_mode = json_mode
+        # Streaming commands print one JSON object per line (NDJSON): their documents,
+        # errors included, must stay on one line.
+        self.json_lines = json_lines
         self.out = Console(highlight=False, soft_wrap=True)
         self.err = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -38,7 +41,8 @@ class Output:
         return self.err if self.json_mode else self.out
 
     def json(self, data: Any) -> None:
-        sys.stdout.write(json.dumps(to_jsonable(data), indent=2, default=str) + "\n")
+        indent = None if self.json_lines else 2
+        sys.stdout.write(json.dumps(to_jsonable(data), indent=indent, default=str) + "\n")
         sys.stdout.flush()
 
     def emit(self, data: Any, text: str) -> None:
