@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic_ai.models import Model
 
+from support.server import RunningServer
 from tether.chatd.models import Chat, ChatStatus
 from tether.chatd.worker import ChatWorker
 from tether.db.chats import ChatStore
@@ -18,13 +19,34 @@ TERMINAL = (ChatStatus.WAITING, ChatStatus.ERROR)
 
 
 class ChatDriver:
-    """Mixin; the host provides ``chats``, ``owner``, ``models`` and ``worker``."""
+    """Mixin; the host provides ``server``, ``owner``, the scripted ``models`` (by chat or
+    root chat id), ``child_models`` (by parent id), ``default_model`` and ``worker``."""
 
-    chats: ChatStore
+    server: RunningServer
     owner: User
     models: dict[uuid.UUID, Model]
+    child_models: dict[uuid.UUID, Model]
+    default_model: Model
     worker: ChatWorker | None
     status_poll_s: float = 0.01
+
+    @property
+    def graph(self) -> Any:
+        return self.server.graph
+
+    @property
+    def chats(self) -> ChatStore:
+        return self.graph.chats  # type: ignore[no-any-return]
+
+    def model_for(self, chat: Chat) -> Model:
+        """The scripted model of a chat: a subagent's by its parent, else by the chat or
+        its root, else the default."""
+        if chat.parent_chat_id is not None and chat.parent_chat_id in self.child_models:
+            return self.child_models[chat.parent_chat_id]
+        for key in (chat.id, chat.root_chat_id):
+            if key is not None and key in self.models:
+                return self.models[key]
+        return self.default_model
 
     async def new_chat(self, text: str, model: Model | None = None, **kwargs: Any) -> Chat:
         chat = await self.chats.create(

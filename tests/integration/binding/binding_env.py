@@ -33,7 +33,6 @@ from tether.chatd.install import install_chatd
 from tether.chatd.models import Chat
 from tether.chatd.types import AgentRow, ChatBinding
 from tether.chatd.worker import ChatWorker
-from tether.db.chats import ChatStore
 from tether.db.engine import StatementCounter
 from tether.db.tables import workspace_agents
 from tether.llm.scripted import script_model
@@ -227,23 +226,7 @@ class BindingEnv(ChatDriver):
     _worker_task: asyncio.Task[None] | None = None
     _prov_task: asyncio.Task[None] | None = None
 
-    @property
-    def graph(self) -> Any:
-        return self.server.graph
-
-    @property
-    def chats(self) -> ChatStore:
-        return self.graph.chats  # type: ignore[no-any-return]
-
     # --- worker, provisioner, restart ---------------------------------------------------
-
-    def model_for(self, chat: Chat) -> Model:
-        if chat.parent_chat_id is not None and chat.parent_chat_id in self.child_models:
-            return self.child_models[chat.parent_chat_id]
-        for key in (chat.id, chat.root_chat_id):
-            if key is not None and key in self.models:
-                return self.models[key]
-        return self.default_model
 
     def start_worker(self, **overrides: Any) -> ChatWorker:
         """A chat worker on the current graph (fresh per-chat state: a cold cache)."""

@@ -22,7 +22,6 @@ from tether.chatd.models import Chat, StoredMessage
 from tether.chatd.stream import StreamEvent
 from tether.chatd.types import AgentRow
 from tether.chatd.worker import ChatWorker
-from tether.db.chats import ChatStore
 from tether.db.tables import provisioner_jobs, workspace_agents
 from tether.llm.scripted import script_model
 from tether.workspaces.backends.base import AgentLaunch, LogSink, WorkspaceRef, WorkspaceRuntime
@@ -108,23 +107,7 @@ class Chatd(ChatDriver):
     _prov_task: asyncio.Task[None] | None = None
     status_poll_s = 0.02  # (class attribute, not a field)
 
-    @property
-    def graph(self) -> Any:
-        return self.server.graph
-
-    @property
-    def chats(self) -> ChatStore:
-        return self.graph.chats  # type: ignore[no-any-return]
-
     # --- worker and provisioner ---------------------------------------------------------
-
-    def model_for(self, chat: Chat) -> Model:
-        if chat.parent_chat_id is not None and chat.parent_chat_id in self.child_models:
-            return self.child_models[chat.parent_chat_id]
-        for key in (chat.id, chat.root_chat_id):
-            if key is not None and key in self.models:
-                return self.models[key]
-        return self.default_model
 
     def start_worker(self, **overrides: Any) -> ChatWorker:
         worker = install_chatd(
