@@ -91,7 +91,7 @@ async def build_graph(
             bus = pg_bus
         else:
             bus = InProcessBus()
-    users = UserStore(engine, clock)
+    users = UserStore(engine, clock, last_used_granularity_s=settings.token_last_used_granularity_s)
     template_store = TemplateStore(engine, clock)
     workspace_store = WorkspaceStore(engine, clock)
     agents = AgentStore(engine, clock, dial_secrets=server_key.dial_secret)
