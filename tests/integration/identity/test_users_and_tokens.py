@@ -72,7 +72,6 @@ async def _open_stream(client: httpx.AsyncClient) -> OpenStream:
     assert r.status_code == 201, r.text
     stream = OpenStream(client, r.json()["id"])
     await asyncio.wait_for(stream.opened.wait(), 10)
-    await asyncio.sleep(0)  # let the stream subscribe before the revocation
     return stream
 
 
