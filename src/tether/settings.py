@@ -36,7 +36,7 @@ class Settings(BaseSettings):
     server_key: SecretStr | None = None  # shared by replicas; else read/created in the file
     server_key_file: Path | None = None  # None → <data_dir>/server.key (0600)
     token_last_used_granularity_s: float = 60.0  # last_used_at is written at most this often
-    stream_auth_recheck_s: float = 2.0  # open SSE streams re-check their token (other replicas)
+    stream_auth_recheck_s: float = 5.0  # fallback re-check of an open stream's token (lost events)
 
     # --- agents and their status (reference §1.5) --------------------------------------
     agent_ping_interval_s: float = 2.0

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -219,17 +220,15 @@ async def test_delete_user_keep_stops_workspaces_and_keeps_data(srv: RunningServ
         assert r.json()["workspaces"]["w1"].startswith("stop build")
         assert (await frank.get("/api/v1/users/me")).status_code == 401
         await _wait_state(srv, view["id"], {"stopped"})
-    home = srv.graph.backends["local"].home(__import__("uuid").UUID(view["id"]))
+    home = srv.graph.backends["local"].home(uuid.UUID(view["id"]))
     assert home.exists()  # kept
-    assert await srv.graph.chats.get(__import__("uuid").UUID(chat_id))  # kept
+    assert await srv.graph.chats.get(uuid.UUID(chat_id))  # kept
     names = [u["name"] for u in (await srv.client.get("/api/v1/users")).json()]
     assert "frank" not in names
     assert (await srv.client.get("/api/v1/users/frank")).status_code == 404
 
 
 async def test_delete_user_remove_deletes_workspaces_and_chats(srv: RunningServer) -> None:
-    import uuid
-
     from tether.errors import NotFound
 
     await srv.push_template(TEMPLATE)
@@ -251,3 +250,20 @@ async def test_delete_user_remove_deletes_workspaces_and_chats(srv: RunningServe
         await asyncio.sleep(0.05)
     with pytest.raises(NotFound):
         await srv.graph.chats.get(uuid.UUID(chat_id))
+
+
+async def test_stream_ends_without_an_event_through_the_recheck(tmp_path: Any) -> None:
+    """The bus event is only a wake-up: a revocation whose event was lost (here: done in the
+    store directly, as another replica on a broken bus would) still ends the stream."""
+    settings = fast_settings(tmp_path, stream_auth_recheck_s=0.3)
+    async with running_server(settings) as server:
+        token, user = await _member(server, "hank")
+        async with _client(server, token) as hank:
+            stream = await _open_stream(hank)
+            try:
+                [api_token] = await server.graph.users.list_tokens(uuid.UUID(user["id"]))
+                await server.graph.users.delete_token(api_token.id)  # no event published
+                await stream.wait_end()
+                assert stream.events[-1][1]["code"] == "unauthorized"
+            finally:
+                await stream.cancel()
