@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -31,6 +31,12 @@ class Settings(BaseSettings):
     run_provisioner: bool = True
     cli_config: Path = Field(default_factory=lambda: default_data_dir() / "cli.json")
     bootstrap_admin: str = "admin"
+
+    # --- identity and secrets at rest (docs: tether.serverkey, tether.db.users) -----------
+    server_key: SecretStr | None = None  # shared by replicas; else read/created in the file
+    server_key_file: Path | None = None  # None → <data_dir>/server.key (0600)
+    token_last_used_granularity_s: float = 60.0  # last_used_at is written at most this often
+    stream_auth_recheck_s: float = 5.0  # fallback re-check of an open stream's token (lost events)
 
     # --- agents and their status (reference §1.5) --------------------------------------
     agent_ping_interval_s: float = 2.0
@@ -85,6 +91,9 @@ class Settings(BaseSettings):
         if self.db_url:
             return self.db_url
         return f"sqlite+aiosqlite:///{self.data_dir / 'tether.db'}"
+
+    def server_key_path(self) -> Path:
+        return self.server_key_file or self.data_dir / "server.key"
 
     def server_url(self) -> str:
         if self.public_url:

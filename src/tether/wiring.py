@@ -23,9 +23,11 @@ from tether.db.chats import ChatStore
 from tether.db.engine import create_engine
 from tether.db.migrate import upgrade
 from tether.db.pubsub import EventBus, InProcessBus, PostgresBus
+from tether.db.serverkeys import check_fingerprint
 from tether.db.templates import TemplateStore
 from tether.db.users import UserStore
 from tether.db.workspaces import WorkspaceStore
+from tether.serverkey import ServerKey, open_server_key
 from tether.settings import Settings
 from tether.workspaces.backends.base import WorkspaceBackend
 from tether.workspaces.backends.local import LocalBackend
@@ -55,6 +57,7 @@ class Graph:
     hub: ChatStreamHub
     chat_service: ChatService
     extras: dict[str, Any] = field(default_factory=dict)
+    server_key: ServerKey | None = None
 
     async def aclose(self) -> None:
         await self.agent_pool.aclose()
@@ -72,9 +75,14 @@ async def build_graph(
     bus: EventBus | None = None,
 ) -> Graph:
     clock = clock or SystemClock()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    server_key = open_server_key(settings)  # data dir 0700, SQLite files and key 0600
     engine = create_engine(settings.database_url())
-    await upgrade(engine)
+    try:
+        await upgrade(engine)
+        await check_fingerprint(engine, server_key.fingerprint(), clock)
+    except BaseException:
+        await engine.dispose()
+        raise
     if bus is None:
         if engine.dialect.name == "postgresql":
             # replicas share one database: build events and wake-ups cross processes
@@ -83,10 +91,10 @@ async def build_graph(
             bus = pg_bus
         else:
             bus = InProcessBus()
-    users = UserStore(engine, clock)
+    users = UserStore(engine, clock, last_used_granularity_s=settings.token_last_used_granularity_s)
     template_store = TemplateStore(engine, clock)
     workspace_store = WorkspaceStore(engine, clock)
-    agents = AgentStore(engine, clock)
+    agents = AgentStore(engine, clock, dial_secrets=server_key.dial_secret)
     if backends is None:
         backends = {
             "local": LocalBackend(
@@ -148,6 +156,7 @@ async def build_graph(
         chats=chat_store,
         hub=hub,
         chat_service=chat_service,
+        server_key=server_key,
     )
     if settings.run_chatd:
         from tether.chatd.install import install_chatd  # the worker needs the built graph

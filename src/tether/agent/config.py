@@ -2,6 +2,9 @@
 
 TETHER_AGENT_URL                 server URL (session mode)
 TETHER_AGENT_TOKEN               agent token for the session (never passed to commands)
+TETHER_AGENT_DIAL_SECRET         the secret the server dials with (derived by the server from
+                                 its key; never passed to commands, never printed). Unset: a
+                                 random one (standalone use only: nobody else knows it)
 TETHER_AGENT_NO_SESSION=1        standalone: no session, lifecycle ``ready`` at once
 TETHER_AGENT_DIRECTORY           working directory before a manifest (relative to HOME)
 TETHER_AGENT_RECONNECT_MAX_S     reconnect backoff cap (default 2)
@@ -13,7 +16,7 @@ TETHER_AGENT_KILL_GRACE_S        TERM → KILL grace at shutdown (default 2)
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tether.errors import InvalidInput
@@ -43,6 +46,7 @@ class AgentConfig:
     auth_retry_s: float = 5.0
     mcp_connect_timeout_s: float = 30.0
     kill_grace_s: float = 2.0
+    dial_secret: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> AgentConfig:
@@ -64,4 +68,5 @@ class AgentConfig:
             auth_retry_s=_float(env, "TETHER_AGENT_AUTH_RETRY_S", 5.0),
             mcp_connect_timeout_s=_float(env, "TETHER_AGENT_MCP_CONNECT_TIMEOUT_S", 30.0),
             kill_grace_s=_float(env, "TETHER_AGENT_KILL_GRACE_S", 2.0),
+            dial_secret=env.get("TETHER_AGENT_DIAL_SECRET") or None,
         )

@@ -1,10 +1,10 @@
 """``tether agent``: the in-workspace process. Wires state, processes, MCP, HTTP API, session.
 
-Start-up: bind 127.0.0.1 on a free port, print ``{"address", "secret"}`` as one JSON line
-on stdout, serve the API, and (unless ``TETHER_AGENT_NO_SESSION=1``) keep the session to the
-server. Shut-down (SIGTERM, SIGINT or the server's ``shutdown`` frame): report
-``shutting_down``, terminate every started process group, stop MCP servers, report ``off``,
-close the session and exit 0.
+Start-up: bind 127.0.0.1 on a free port, print ``{"address"}`` as one JSON line on stdout
+(never the dial secret: stdout is the agent's log), serve the API, and (unless
+``TETHER_AGENT_NO_SESSION=1``) keep the session to the server. Shut-down (SIGTERM, SIGINT
+or the server's ``shutdown`` frame): report ``shutting_down``, terminate every started
+process group, stop MCP servers, report ``off``, close the session and exit 0.
 """
 
 from __future__ import annotations
@@ -101,7 +101,8 @@ class Agent:
             clock=clock,
             connect_timeout_s=config.mcp_connect_timeout_s,
         )
-        self.secret = secrets.token_urlsafe(32)
+        # The server derives the same secret from its key; standalone agents make one up.
+        self.secret = config.dial_secret or secrets.token_urlsafe(32)
         self.stop = asyncio.Event()
         self.session: AgentSession | None = None
         self._startup_task: asyncio.Task[LifecycleState] | None = None
@@ -152,7 +153,6 @@ class Agent:
     def _hello(self) -> Hello:
         return Hello(
             address=self._address,
-            secret=self.secret,
             os=platform.system().lower(),
             version=AGENT_VERSION,
             pid=os.getpid(),
@@ -170,7 +170,7 @@ class Agent:
         app = build_app(AgentApi(self.state, self.processes, self.mcp), self.secret)
         server = _Server(uvicorn.Config(app, lifespan="off", access_log=False, log_level="warning"))
         server_task = asyncio.create_task(server.serve(sockets=[sock]), name="http")
-        announce(json.dumps({"address": self._address, "secret": self.secret}))
+        announce(json.dumps({"address": self._address}))
 
         session_task: asyncio.Task[None] | None = None
         if not self.config.no_session:

@@ -39,7 +39,6 @@ class _Frame(BaseModel):
 class Hello(_Frame):
     type: Literal["hello"] = "hello"
     address: str  # "127.0.0.1:PORT": where the agent's HTTP API listens
-    secret: str  # the dial secret the server must send as a bearer token
     os: str
     version: str
     pid: int

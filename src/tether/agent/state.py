@@ -29,7 +29,7 @@ NON_INTERACTIVE_ENV: Mapping[str, str] = {
 """Set for every command so nothing waits for a human (pagers, editors, git prompts)."""
 
 # Never handed to commands: a command could otherwise impersonate the agent.
-_PRIVATE_ENV = ("TETHER_AGENT_TOKEN",)
+_PRIVATE_ENV = ("TETHER_AGENT_TOKEN", "TETHER_AGENT_DIAL_SECRET")
 
 
 def resolve_directory(home: Path, directory: str | None) -> Path:

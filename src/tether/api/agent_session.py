@@ -1,6 +1,6 @@
 """Server side of the agent session WebSocket (protocol in :mod:`tether.agent.protocol`).
 
-Records first/last connected and disconnected_at, the dial address and secret, lifecycle
+Records first/last connected and disconnected_at, the dial address, lifecycle
 (compare-and-set) and startup-script logs. A malformed frame closes the session with a
 policy-violation code; the agent reconnects."""
 
@@ -71,7 +71,6 @@ async def agent_session(ws: WebSocket) -> None:
     agent = await agents.connected(
         agent.id,
         address=hello.address,
-        secret=hello.secret,
         os=hello.os,
         directory=spec.directory,
         version=hello.version,

@@ -1,4 +1,6 @@
-"""Authentication: every API route needs ``Authorization: Bearer <api token>``."""
+"""Authentication: every API route needs ``Authorization: Bearer <api token>``; each request
+checks the token (revoked, expired, disabled user → 401 at once, see
+:mod:`tether.api.revocation`)."""
 
 from __future__ import annotations
 
@@ -19,7 +21,10 @@ async def current_user(request: Request) -> User:
     scheme, _, token = value.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("missing API token: send Authorization: Bearer <token>")
-    user: User = await graph_of(request).users.authenticate(token.strip())
+    user, api_token = await graph_of(request).users.authenticate_token(token.strip())
+    # streams opened by this request end when this token stops authenticating
+    request.state.auth_user_id = user.id
+    request.state.auth_token_id = api_token.id
     return user
 
 

@@ -17,10 +17,19 @@ class UserOut(BaseModel):
     name: str
     role: str
     created_at: datetime
+    disabled: bool = False
+    disabled_at: datetime | None = None
 
     @classmethod
     def of(cls, u: User) -> UserOut:
-        return cls(id=u.id, name=u.name, role=str(u.role), created_at=u.created_at)
+        return cls(
+            id=u.id,
+            name=u.name,
+            role=str(u.role),
+            created_at=u.created_at,
+            disabled=u.disabled,
+            disabled_at=u.disabled_at,
+        )
 
 
 class TemplateOut(BaseModel):

@@ -45,6 +45,7 @@ def build_app() -> typer.Typer:
     app.command("whoami")(users.whoami)
     app.command("exec")(exec_cmd.exec_command)
     app.add_typer(users.app, name="users")
+    app.add_typer(users.tokens_app, name="tokens")
     app.add_typer(templates.app, name="templates")
     app.add_typer(workspaces.app, name="workspaces")
     app.add_typer(workspaces.app, name="ws", help="Alias of `workspaces`.")

@@ -1,10 +1,14 @@
 """Workspace agent store: agent rows (new ids for every start build), their session
-timestamps, lifecycle (compare-and-set through the transition table) and logs."""
+timestamps, lifecycle (compare-and-set through the transition table) and logs.
+
+No dial secret is stored: each row's ``dial_secret`` is derived from the agent id by the
+``dial_secrets`` function the store is built with (:meth:`tether.serverkey.ServerKey.dial_secret`),
+so a copy of the database alone cannot dial an agent."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -27,7 +31,10 @@ class NewAgent:
     chat: bool
 
 
-def _agent(row: Any) -> WorkspaceAgent:
+DialSecrets = Callable[[uuid.UUID], str]
+
+
+def _agent(row: Any, dial_secrets: DialSecrets | None) -> WorkspaceAgent:
     return WorkspaceAgent(
         id=row.id,
         build_id=row.build_id,
@@ -44,7 +51,7 @@ def _agent(row: Any) -> WorkspaceAgent:
         lifecycle_state=Lifecycle(row.lifecycle_state),
         lifecycle_changed_at=as_utc(row.lifecycle_changed_at),  # type: ignore[arg-type]
         dial_address=row.dial_address,
-        dial_secret=row.dial_secret,
+        dial_secret=dial_secrets(row.id) if dial_secrets is not None else None,
         os=row.os,
         directory=row.directory,
         version=row.version,
@@ -52,9 +59,15 @@ def _agent(row: Any) -> WorkspaceAgent:
 
 
 class AgentStore:
-    def __init__(self, engine: AsyncEngine, clock: Clock) -> None:
+    def __init__(
+        self, engine: AsyncEngine, clock: Clock, dial_secrets: DialSecrets | None = None
+    ) -> None:
         self._engine = engine
         self._clock = clock
+        self._dial_secrets = dial_secrets
+
+    def _agent(self, row: Any) -> WorkspaceAgent:
+        return _agent(row, self._dial_secrets)
 
     async def create_for_build(
         self,
@@ -99,7 +112,7 @@ class AgentStore:
             ).first()
         if row is None:
             raise NotFound(f"agent {agent_id} not found")
-        return _agent(row)
+        return self._agent(row)
 
     async def find(self, agent_id: uuid.UUID) -> WorkspaceAgent | None:
         try:
@@ -118,7 +131,7 @@ class AgentStore:
             ).first()
         if row is None:
             raise Unauthorized("unknown agent token")
-        return _agent(row)
+        return self._agent(row)
 
     async def for_build(self, build_id: uuid.UUID) -> list[WorkspaceAgent]:
         async with self._engine.connect() as conn:
@@ -129,7 +142,7 @@ class AgentStore:
                     .order_by(workspace_agents.c.display_order, workspace_agents.c.name)
                 )
             ).all()
-        return [_agent(r) for r in rows]
+        return [self._agent(r) for r in rows]
 
     async def latest_build_agents(self, workspace_id: uuid.UUID) -> list[WorkspaceAgent]:
         """Agents of the workspace's latest build if that build is a start (a stop or
@@ -150,7 +163,7 @@ class AgentStore:
                     .order_by(workspace_agents.c.display_order, workspace_agents.c.name)
                 )
             ).all()
-        return [_agent(r) for r in rows]
+        return [self._agent(r) for r in rows]
 
     # --- session ------------------------------------------------------------------------
 
@@ -159,7 +172,6 @@ class AgentStore:
         agent_id: uuid.UUID,
         *,
         address: str,
-        secret: str,
         os: str | None,
         directory: str | None,
         version: str | None,
@@ -173,7 +185,6 @@ class AgentStore:
                     first_connected_at=sa.func.coalesce(workspace_agents.c.first_connected_at, now),
                     last_connected_at=now,
                     dial_address=address,
-                    dial_secret=secret,
                     os=os,
                     directory=directory,
                     version=version,

@@ -25,6 +25,8 @@ users = sa.Table(
     sa.Column("name", sa.String(64), nullable=False, unique=True),
     sa.Column("role", sa.String(16), nullable=False),  # admin | member
     sa.Column("created_at", TS, nullable=False),
+    sa.Column("disabled_at", TS, nullable=True),  # set: every token of the user gets 401
+    sa.Column("deleted_at", TS, nullable=True),  # set: gone from lists, tokens removed
 )
 
 api_tokens = sa.Table(
@@ -36,6 +38,18 @@ api_tokens = sa.Table(
     sa.Column("name", sa.String(64), nullable=False),
     sa.Column("created_at", TS, nullable=False),
     sa.Column("expires_at", TS, nullable=True),
+    sa.Column("last_used_at", TS, nullable=True),  # coarse: see Settings.token_last_used_*
+)
+
+# One row (id 1): a one-way fingerprint of the server key the database is used with, so a
+# replica started with another key refuses to run (its dials would all fail). See
+# tether.serverkey.
+server_key_fingerprints = sa.Table(
+    "server_key_fingerprints",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("fingerprint", sa.String(64), nullable=False),
+    sa.Column("created_at", TS, nullable=False),
 )
 
 templates = sa.Table(
@@ -159,7 +173,6 @@ workspace_agents = sa.Table(
     sa.Column("parent_id", sa.Uuid, nullable=True),
     sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
     sa.Column("dial_address", sa.String(256), nullable=True),
-    sa.Column("dial_secret", sa.String(128), nullable=True),
     sa.Column("created_at", TS, nullable=False),
     sa.Column("first_connected_at", TS, nullable=True),
     sa.Column("last_connected_at", TS, nullable=True),

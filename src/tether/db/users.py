@@ -1,7 +1,11 @@
 """Users and their API tokens.
 
 Tokens are shown once, at creation; only their SHA-256 (:func:`tether.ids.hash_token`) is
-stored, so a leaked database does not leak credentials.
+stored, so a leaked database does not leak credentials. A token authenticates only while it
+exists, has not expired, and its user is neither disabled nor deleted: every request checks
+all three (one indexed query), so revoking, expiring or disabling takes effect at once.
+``last_used_at`` is coarse: written at most once per ``last_used_granularity_s`` per token,
+so authentication does not cost a write per request.
 """
 
 from __future__ import annotations
@@ -9,14 +13,14 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tether.clock import Clock, as_utc
-from tether.db.tables import api_tokens, users
+from tether.db.tables import api_tokens, chat_messages, chat_queued_messages, chats, users
 from tether.errors import Conflict, InvalidInput, NotFound, Unauthorized
 from tether.ids import hash_token, new_id, new_token
 from tether.workspaces.models import Role, User
@@ -33,10 +37,17 @@ class ApiToken:
     name: str
     created_at: datetime
     expires_at: datetime | None
+    last_used_at: datetime | None = None
 
 
 def _user(row: Any) -> User:
-    return User(id=row.id, name=row.name, role=Role(row.role), created_at=_utc(row.created_at))
+    return User(
+        id=row.id,
+        name=row.name,
+        role=Role(row.role),
+        created_at=_utc(row.created_at),
+        disabled_at=as_utc(row.disabled_at),
+    )
 
 
 def _token(row: Any) -> ApiToken:
@@ -46,6 +57,7 @@ def _token(row: Any) -> ApiToken:
         name=row.name,
         created_at=_utc(row.created_at),
         expires_at=as_utc(row.expires_at),
+        last_used_at=as_utc(row.last_used_at),
     )
 
 
@@ -68,9 +80,12 @@ def validate_user_name(name: str) -> str:
 class UserStore:
     """Users and API tokens (SQLAlchemy Core; one short transaction per call)."""
 
-    def __init__(self, engine: AsyncEngine, clock: Clock) -> None:
+    def __init__(
+        self, engine: AsyncEngine, clock: Clock, *, last_used_granularity_s: float = 60.0
+    ) -> None:
         self._engine = engine
         self._clock = clock
+        self._last_used_granularity = timedelta(seconds=last_used_granularity_s)
 
     async def create_user(self, name: str, role: Role | str = Role.MEMBER) -> User:
         """Create a user. Raises :class:`InvalidInput` (bad name/role) or :class:`Conflict`
@@ -90,13 +105,17 @@ class UserStore:
             raise Conflict(f"a user named {name!r} already exists", field="name") from exc
         return user
 
-    async def get_user(self, user_id: uuid.UUID) -> User:
-        """The user with ``user_id``; :class:`NotFound` if there is none."""
-        return await self._one(users.c.id == user_id)
+    async def get_user(self, user_id: uuid.UUID, *, include_deleted: bool = True) -> User:
+        """The user with ``user_id`` (a deleted one too, unless ``include_deleted`` is
+        False: workspaces and builds still name their owner); :class:`NotFound` if none."""
+        where = users.c.id == user_id
+        if not include_deleted:
+            where = sa.and_(where, users.c.deleted_at.is_(None))
+        return await self._one(where)
 
     async def get_user_by_name(self, name: str) -> User:
-        """The user called ``name``; :class:`NotFound` if there is none."""
-        return await self._one(users.c.name == name)
+        """The (not deleted) user called ``name``; :class:`NotFound` if there is none."""
+        return await self._one(sa.and_(users.c.name == name, users.c.deleted_at.is_(None)))
 
     async def _one(self, where: sa.ColumnElement[bool]) -> User:
         async with self._engine.connect() as conn:
@@ -106,9 +125,10 @@ class UserStore:
         return _user(row)
 
     async def list_users(self) -> list[User]:
-        """All users, by name."""
+        """All users (not deleted ones), by name."""
+        query = sa.select(users).where(users.c.deleted_at.is_(None)).order_by(users.c.name)
         async with self._engine.connect() as conn:
-            rows = (await conn.execute(sa.select(users).order_by(users.c.name))).all()
+            rows = (await conn.execute(query)).all()
         return [_user(r) for r in rows]
 
     async def count_users(self) -> int:
@@ -135,7 +155,8 @@ class UserStore:
         )
         async with self._engine.begin() as conn:
             # explicit check: a foreign-key error would not say which constraint failed
-            if await conn.scalar(sa.select(users.c.id).where(users.c.id == user_id)) is None:
+            live = sa.select(users.c.id).where(users.c.id == user_id, users.c.deleted_at.is_(None))
+            if await conn.scalar(live) is None:
                 raise NotFound("user not found")
             await conn.execute(
                 api_tokens.insert().values(
@@ -150,20 +171,77 @@ class UserStore:
         return plaintext, token
 
     async def authenticate(self, token: str) -> User:
-        """The user owning ``token``; :class:`Unauthorized` if it is unknown or expired."""
+        """The user owning ``token``; :class:`Unauthorized` if it is unknown, expired,
+        revoked, or its user is disabled or deleted."""
+        user, _ = await self.authenticate_token(token)
+        return user
+
+    async def authenticate_token(self, token: str) -> tuple[User, ApiToken]:
+        """Like :meth:`authenticate`, also returning the token (for streams that must end
+        when it is revoked). Records ``last_used_at`` coarsely."""
         query = (
-            sa.select(users, api_tokens.c.expires_at.label("token_expires_at"))
+            sa.select(
+                users,
+                api_tokens.c.id.label("token_id"),
+                api_tokens.c.name.label("token_name"),
+                api_tokens.c.created_at.label("token_created_at"),
+                api_tokens.c.expires_at.label("token_expires_at"),
+                api_tokens.c.last_used_at.label("token_last_used_at"),
+            )
             .join(api_tokens, api_tokens.c.user_id == users.c.id)
             .where(api_tokens.c.token_hash == hash_token(token))
         )
         async with self._engine.connect() as conn:
             row = (await conn.execute(query)).first()
-        if row is None:
+        # one message for every refusal: a caller learns nothing about which check failed
+        if row is None or row.disabled_at is not None or row.deleted_at is not None:
             raise Unauthorized("invalid API token")
+        now = self._clock.now()
         expires_at = as_utc(row.token_expires_at)
-        if expires_at is not None and expires_at <= self._clock.now():
+        if expires_at is not None and expires_at <= now:
             raise Unauthorized("API token expired")
-        return _user(row)
+        api_token = ApiToken(
+            id=row.token_id,
+            user_id=row.id,
+            name=row.token_name,
+            created_at=_utc(row.token_created_at),
+            expires_at=expires_at,
+            last_used_at=as_utc(row.token_last_used_at),
+        )
+        last_used = api_token.last_used_at
+        if last_used is None or now - last_used >= self._last_used_granularity:
+            await self._touch(api_token.id, now)
+        return _user(row), api_token
+
+    async def _touch(self, token_id: uuid.UUID, now: datetime) -> None:
+        # guarded: concurrent requests of one token write once per granularity window
+        stale = now - self._last_used_granularity
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                api_tokens.update()
+                .where(
+                    api_tokens.c.id == token_id,
+                    sa.or_(api_tokens.c.last_used_at.is_(None), api_tokens.c.last_used_at <= stale),
+                )
+                .values(last_used_at=now)
+            )
+
+    async def token_valid(self, token_id: uuid.UUID) -> datetime | bool:
+        """Whether a token still authenticates (exists, user enabled, not expired). Returns
+        its expiry when it has one (a stream can wake exactly then), else ``True``."""
+        query = (
+            sa.select(api_tokens.c.expires_at, users.c.disabled_at, users.c.deleted_at)
+            .join(users, api_tokens.c.user_id == users.c.id)
+            .where(api_tokens.c.id == token_id)
+        )
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        if row is None or row.disabled_at is not None or row.deleted_at is not None:
+            return False
+        expires_at = as_utc(row.expires_at)
+        if expires_at is None:
+            return True
+        return expires_at if expires_at > self._clock.now() else False
 
     async def list_tokens(self, user_id: uuid.UUID) -> list[ApiToken]:
         """The tokens of ``user_id``, oldest first (never their plaintext)."""
@@ -176,9 +254,56 @@ class UserStore:
             rows = (await conn.execute(query)).all()
         return [_token(r) for r in rows]
 
-    async def delete_token(self, token_id: uuid.UUID) -> None:
-        """Revoke a token; :class:`NotFound` if it does not exist."""
+    async def get_token(self, token_id: uuid.UUID) -> ApiToken:
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(sa.select(api_tokens).where(api_tokens.c.id == token_id))
+            ).first()
+        if row is None:
+            raise NotFound("token not found")
+        return _token(row)
+
+    async def delete_token(self, token_id: uuid.UUID, *, user_id: uuid.UUID | None = None) -> None:
+        """Revoke a token (of ``user_id``, when given); :class:`NotFound` if there is none."""
+        where = [api_tokens.c.id == token_id]
+        if user_id is not None:
+            where.append(api_tokens.c.user_id == user_id)
         async with self._engine.begin() as conn:
-            result = await conn.execute(api_tokens.delete().where(api_tokens.c.id == token_id))
+            result = await conn.execute(api_tokens.delete().where(*where))
         if result.rowcount == 0:
             raise NotFound("token not found")
+
+    async def set_disabled(self, user_id: uuid.UUID, disabled: bool) -> User:
+        """Disable (every token gets 401 at once) or re-enable a user."""
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                users.update()
+                .where(users.c.id == user_id, users.c.deleted_at.is_(None))
+                .values(disabled_at=self._clock.now() if disabled else None)
+            )
+        if result.rowcount == 0:
+            raise NotFound("user not found")
+        return await self.get_user(user_id, include_deleted=False)
+
+    async def mark_deleted(self, user_id: uuid.UUID) -> None:
+        """Delete a user: the row stays (workspaces and builds refer to it) but is gone from
+        every lookup, disabled, and all its tokens are removed."""
+        now = self._clock.now()
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                users.update()
+                .where(users.c.id == user_id, users.c.deleted_at.is_(None))
+                .values(deleted_at=now, disabled_at=sa.func.coalesce(users.c.disabled_at, now))
+            )
+            if result.rowcount == 0:
+                raise NotFound("user not found")
+            await conn.execute(api_tokens.delete().where(api_tokens.c.user_id == user_id))
+
+    async def purge_chats(self, user_id: uuid.UUID) -> int:
+        """Delete every chat of ``user_id`` with its messages; returns how many chats."""
+        owned = sa.select(chats.c.id).where(chats.c.owner_id == user_id)
+        async with self._engine.begin() as conn:
+            for table in (chat_queued_messages, chat_messages):
+                await conn.execute(table.delete().where(table.c.chat_id.in_(owned)))
+            result = await conn.execute(chats.delete().where(chats.c.owner_id == user_id))
+        return int(result.rowcount or 0)

@@ -4,10 +4,13 @@ from tether.sdk.client import TetherClient
 from tether.sdk.errors import ApiError, ServerUnreachable, WaitTimeout
 from tether.sdk.models import (
     Agent,
+    ApiToken,
     BackgroundStarted,
     Build,
     BuildLogs,
     BuildResult,
+    CreatedToken,
+    DeletedUser,
     ExecResult,
     LogLine,
     Template,
@@ -20,10 +23,13 @@ from tether.sdk.sse import SseDecoder, SseEvent, iter_sse
 __all__ = [
     "Agent",
     "ApiError",
+    "ApiToken",
     "BackgroundStarted",
     "Build",
     "BuildLogs",
     "BuildResult",
+    "CreatedToken",
+    "DeletedUser",
     "ExecResult",
     "LogLine",
     "ServerUnreachable",

@@ -15,18 +15,22 @@ from __future__ import annotations
 import asyncio
 import json as jsonlib
 import time
+import uuid
 from collections.abc import AsyncGenerator
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote
 
 import httpx
 
 from tether.sdk.errors import ApiError, ServerUnreachable, WaitTimeout
 from tether.sdk.models import (
+    ApiToken,
     BackgroundStarted,
     Build,
     BuildLogs,
     BuildResult,
+    CreatedToken,
+    DeletedUser,
     ExecResult,
     Template,
     User,
@@ -124,6 +128,39 @@ class TetherClient:
 
     async def list_users(self) -> list[User]:
         return [User.model_validate(u) for u in await self._request("GET", "/users")]
+
+    async def get_user(self, user: str = "me") -> User:
+        return User.model_validate(await self._request("GET", f"/users/{_seg(user)}"))
+
+    async def disable_user(self, user: str) -> User:
+        """Admins: every token of ``user`` gets 401 at once and their streams end."""
+        return User.model_validate(await self._request("POST", f"/users/{_seg(user)}/disable"))
+
+    async def enable_user(self, user: str) -> User:
+        return User.model_validate(await self._request("POST", f"/users/{_seg(user)}/enable"))
+
+    async def delete_user(self, user: str, *, data: Literal["keep", "remove"]) -> DeletedUser:
+        """Admins: delete ``user``; ``data`` says whether their workspaces and chats are kept
+        (workspaces stopped) or removed (workspaces deleted with their files, chats deleted)."""
+        path = f"/users/{_seg(user)}"
+        return DeletedUser.model_validate(
+            await self._request("DELETE", path, params={"data": data})
+        )
+
+    async def list_tokens(self, user: str = "me") -> list[ApiToken]:
+        data = await self._request("GET", f"/users/{_seg(user)}/tokens")
+        return [ApiToken.model_validate(t) for t in data]
+
+    async def create_token(
+        self, name: str, *, expires_in_s: float | None = None, user: str = "me"
+    ) -> CreatedToken:
+        """A new API token; its ``secret`` is in this result only."""
+        body: dict[str, Any] = {"name": name, "expires_in_s": expires_in_s}
+        data = await self._request("POST", f"/users/{_seg(user)}/tokens", json=body)
+        return CreatedToken.model_validate(data)
+
+    async def revoke_token(self, token_id: str | uuid.UUID, *, user: str = "me") -> None:
+        await self._request("DELETE", f"/users/{_seg(user)}/tokens/{_seg(str(token_id))}")
 
     # --- templates ------------------------------------------------------------------------
 

@@ -26,11 +26,37 @@ class User(_Model):
     name: str
     role: str
     created_at: datetime
+    disabled: bool = False
+    disabled_at: datetime | None = None
 
 
 class UserWithToken(_Model):
     user: User
     token: str
+
+
+class ApiToken(_Model):
+    """An API token's metadata (never its secret)."""
+
+    id: uuid.UUID
+    user_id: uuid.UUID
+    name: str
+    created_at: datetime
+    expires_at: datetime | None = None
+    last_used_at: datetime | None = None
+
+
+class CreatedToken(_Model):
+    token: ApiToken
+    secret: str  # shown once
+
+
+class DeletedUser(_Model):
+    user: User
+    data: str  # keep | remove
+    workspaces: dict[str, str] = Field(default_factory=dict)
+    chats_interrupted: int = 0
+    chats_deleted: int = 0
 
 
 class Template(_Model):

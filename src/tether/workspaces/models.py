@@ -76,10 +76,15 @@ class User:
     name: str
     role: Role
     created_at: datetime
+    disabled_at: datetime | None = None  # a disabled user's tokens get 401
 
     @property
     def is_admin(self) -> bool:
         return self.role is Role.ADMIN
+
+    @property
+    def disabled(self) -> bool:
+        return self.disabled_at is not None
 
 
 @dataclass(frozen=True)

@@ -181,7 +181,10 @@ class Provisioner:
                 connection_timeout_s=spec.connection_timeout_s,
             )
             await self._agents_off(previous, sink)
-            launches = [AgentLaunch(a.id, a.name, token) for a, token in agents]
+            launches = [
+                AgentLaunch(a.id, a.name, token, dial_secret=a.dial_secret or "")
+                for a, token in agents
+            ]
             await backend.start(ref, launches, sink)
             await sink("info", f"launched {len(launches)} agent(s)")
         elif build.transition is Transition.STOP:

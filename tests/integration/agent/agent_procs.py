@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import secrets
 import signal
 import sys
 from collections.abc import Mapping
@@ -49,9 +50,11 @@ async def start_agent(tmp_path: Path, env: Mapping[str, str] | None = None) -> R
         for k, v in os.environ.items()
         if not k.startswith("TETHER_") and k != "PYTEST_CURRENT_TEST"
     }
+    secret = secrets.token_urlsafe(32)
     full_env.update(
         {
             "HOME": str(home),
+            "TETHER_AGENT_DIAL_SECRET": secret,
             "TETHER_AGENT_NO_SESSION": "1",
             "TETHER_AGENT_DIRECTORY": str(project),
             "TETHER_WORKSPACE_ID": "ws-test",
@@ -77,7 +80,10 @@ async def start_agent(tmp_path: Path, env: Mapping[str, str] | None = None) -> R
     except BaseException:
         await stop_agent(proc)
         raise AssertionError(f"agent did not start: {stderr_path.read_text()}") from None
-    return RunningAgent(proc, info["address"], info["secret"], home, project, stderr_path)
+    assert secret not in line.decode(), "the agent printed its dial secret"
+    return RunningAgent(
+        proc, info["address"], full_env["TETHER_AGENT_DIAL_SECRET"], home, project, stderr_path
+    )
 
 
 async def stop_agent(proc: asyncio.subprocess.Process, sig: int = signal.SIGTERM) -> int | None:

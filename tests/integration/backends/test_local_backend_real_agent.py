@@ -58,13 +58,17 @@ async def test_real_agent_is_started_and_stopped_with_its_escaped_children(
         extra_env={"TETHER_AGENT_NO_SESSION": "1"},
     )
     ws = WorkspaceRef(uuid.uuid4(), "alice", "dev", "python")
-    agent = AgentLaunch(uuid.uuid4(), "main", "token")
+    agent = AgentLaunch(uuid.uuid4(), "main", "token", dial_secret="dial-" + "s3cret" * 6)
     log = Log()
     await backend.start(ws, [agent], log)
     try:
-        info = await address_line(backend.workspace_dir(ws.workspace_id) / "agent-main.log")
+        logfile = backend.workspace_dir(ws.workspace_id) / "agent-main.log"
+        info = await address_line(logfile)
+        assert logfile.stat().st_mode & 0o777 == 0o600
+        assert agent.dial_secret not in _read_log(logfile)
+        assert all(agent.dial_secret not in line for _, line in log.lines)
         async with AgentClient(
-            info["address"], info["secret"], connect_timeout=2.0, request_timeout=10.0
+            info["address"], agent.dial_secret, connect_timeout=2.0, request_timeout=10.0
         ) as client:
             result = await client.exec(
                 "setsid sh -c 'sleep 60 & echo $!' </dev/null; echo $HOME",

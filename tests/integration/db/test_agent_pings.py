@@ -45,7 +45,7 @@ async def _agents(engine: AsyncEngine, clock: FakeClock, n: int):
     )
     for agent, _ in created:
         await store.connected(
-            agent.id, address="127.0.0.1:1", secret="s", os="linux", directory=None, version="1"
+            agent.id, address="127.0.0.1:1", os="linux", directory=None, version="1"
         )
     return store, [a.id for a, _ in created]
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tether.db.users import UserStore
@@ -67,12 +69,14 @@ async def test_invalid_role_is_refused(store: UserStore) -> None:
         await store.create_user("alice", "root")
 
 
-async def test_token_authenticates_its_owner(store: UserStore, engine: AsyncEngine) -> None:
+async def test_token_authenticates_its_owner(
+    store: UserStore, engine: AsyncEngine, clock: FakeClock
+) -> None:
     alice = await store.create_user("alice")
     plaintext, token = await store.create_token(alice.id, "laptop")
     assert token.user_id == alice.id and token.expires_at is None
     assert await store.authenticate(plaintext) == alice
-    assert await store.list_tokens(alice.id) == [token]
+    assert await store.list_tokens(alice.id) == [replace(token, last_used_at=clock.now())]
     # only the hash is stored
     async with engine.connect() as conn:
         from sqlalchemy import select
@@ -129,3 +133,67 @@ async def test_token_needs_a_name_and_aware_expiry(store: UserStore, clock: Fake
         await store.create_token(alice.id, "")
     with pytest.raises(InvalidInput):
         await store.create_token(alice.id, "x", expires_at=clock.now().replace(tzinfo=None))
+
+
+async def test_last_used_is_coarse_one_write_per_granularity(
+    engine: AsyncEngine, clock: FakeClock
+) -> None:
+    """``last_used_at`` must not cost a write per request: 50 authentications within the
+    granularity write once; the next window writes once more."""
+    store = UserStore(engine, clock, last_used_granularity_s=60)
+    alice = await store.create_user("alice")
+    plaintext, token = await store.create_token(alice.id, "cli")
+    assert (await store.list_tokens(alice.id))[0].last_used_at is None
+    updates: list[str] = []
+
+    def count(_conn: object, _cur: object, statement: str, *_args: object) -> None:
+        if statement.lstrip().upper().startswith("UPDATE"):
+            updates.append(statement)
+
+    sa.event.listen(engine.sync_engine, "before_cursor_execute", count)
+    try:
+        first_use = clock.now()
+        for _ in range(50):
+            await store.authenticate(plaintext)
+            clock.advance(1)  # 50 s in all: still inside one window
+        assert len(updates) == 1
+        assert (await store.list_tokens(alice.id))[0].last_used_at == first_use
+        clock.advance(10)
+        await store.authenticate(plaintext)
+        assert len(updates) == 2
+        assert (await store.list_tokens(alice.id))[0].last_used_at == clock.now()
+    finally:
+        sa.event.remove(engine.sync_engine, "before_cursor_execute", count)
+    assert token.last_used_at is None
+
+
+async def test_disabled_and_deleted_users_do_not_authenticate(store: UserStore) -> None:
+    alice = await store.create_user("alice")
+    plaintext, token = await store.create_token(alice.id, "cli")
+    await store.set_disabled(alice.id, True)
+    with pytest.raises(Unauthorized):
+        await store.authenticate(plaintext)
+    assert await store.token_valid(token.id) is False
+    await store.set_disabled(alice.id, False)
+    assert (await store.authenticate(plaintext)).id == alice.id
+    await store.mark_deleted(alice.id)
+    with pytest.raises(Unauthorized):
+        await store.authenticate(plaintext)
+    assert await store.list_tokens(alice.id) == []
+    assert await store.list_users() == []
+    with pytest.raises(NotFound):
+        await store.get_user_by_name("alice")
+    assert (await store.get_user(alice.id)).disabled  # builds still name their owner
+    with pytest.raises(NotFound):
+        await store.create_token(alice.id, "again")
+
+
+async def test_a_token_is_revoked_only_under_its_owner(store: UserStore) -> None:
+    alice, bob = await store.create_user("alice"), await store.create_user("bob")
+    plaintext, token = await store.create_token(alice.id, "cli")
+    with pytest.raises(NotFound):
+        await store.delete_token(token.id, user_id=bob.id)
+    assert (await store.authenticate(plaintext)).id == alice.id
+    await store.delete_token(token.id, user_id=alice.id)
+    with pytest.raises(Unauthorized):
+        await store.authenticate(plaintext)

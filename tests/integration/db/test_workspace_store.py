@@ -148,7 +148,7 @@ async def test_agents_new_ids_per_build_and_lifecycle_cas(engine: AsyncEngine):
     with pytest.raises(Conflict):
         await agents.set_lifecycle(a1.id, Lifecycle.STARTING)
     connected = await agents.connected(
-        a1.id, address="127.0.0.1:1", secret="s", os="linux", directory="project", version="1"
+        a1.id, address="127.0.0.1:1", os="linux", directory="project", version="1"
     )
     assert connected.first_connected_at is not None and connected.dial_address == "127.0.0.1:1"
     await store.claim_job(owner.id)

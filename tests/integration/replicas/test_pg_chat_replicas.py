@@ -28,8 +28,10 @@ async def _wait_idle(client: httpx.AsyncClient, chat_id: str) -> dict:
 
 async def test_two_replicas_share_chats(tmp_path, pg_db_url):
     cli = tmp_path / "cli.json"  # the first replica bootstraps the admin; both use its token
-    a_settings = fast_settings(tmp_path / "a", db_url=pg_db_url, model=MODEL, cli_config=cli)
-    b_settings = fast_settings(tmp_path / "b", db_url=pg_db_url, model=MODEL, cli_config=cli)
+    key = tmp_path / "server.key"  # replicas share the server key
+    shared = {"db_url": pg_db_url, "model": MODEL, "cli_config": cli, "server_key_file": key}
+    a_settings = fast_settings(tmp_path / "a", **shared)
+    b_settings = fast_settings(tmp_path / "b", **shared)
     async with running_server(a_settings) as a, running_server(b_settings) as b:
         chats = []
         for i in range(6):

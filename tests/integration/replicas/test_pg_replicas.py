@@ -21,7 +21,9 @@ TEMPLATE = "name: fake\nbackend: fake\n"
 
 
 def _settings(tmp: Path, url: str) -> Settings:
-    return Settings(data_dir=tmp, db_url=url, run_chatd=False)
+    # replicas share the server key (one file both point at); each keeps its own data dir
+    key = tmp.parent / "server.key"
+    return Settings(data_dir=tmp, db_url=url, run_chatd=False, server_key_file=key)
 
 
 async def test_two_replicas_share_events_and_claim_each_job_once(tmp_path, pg_db_url):

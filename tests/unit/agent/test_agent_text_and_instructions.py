@@ -85,7 +85,7 @@ def test_parse_mcp_config() -> None:
 
 
 def test_protocol_round_trip() -> None:
-    hello = Hello(address="127.0.0.1:1", secret="s", os="linux", version="0.1.0", pid=7)
+    hello = Hello(address="127.0.0.1:1", os="linux", version="0.1.0", pid=7)
     assert parse_agent_frame(encode_frame(hello)) == hello
     lifecycle = parse_agent_frame('{"type":"lifecycle","state":"ready"}')
     assert lifecycle.type == "lifecycle" and lifecycle.state is LifecycleState.READY

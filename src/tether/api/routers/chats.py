@@ -239,7 +239,7 @@ async def stream(
     service = _service(request)
     chat = await service.get(user, chat_id)  # 404 before the stream starts
     resume = parse_event_id(last_event_id or after)
-    return sse_response(_events(service, chat.id, resume, request))
+    return sse_response(_events(service, chat.id, resume, request), request)
 
 
 async def _events(

@@ -146,7 +146,7 @@ async def logs(
             "build": BuildOut.of(chosen).model_dump(mode="json"),
             "logs": [{"id": ln.id, "level": ln.level, "output": ln.output} for ln in lines],
         }
-    return sse_response(_follow_logs(graph, chosen.id, chosen.job_id, request))
+    return sse_response(_follow_logs(graph, chosen.id, chosen.job_id, request), request)
 
 
 async def _follow_logs(
@@ -209,7 +209,7 @@ async def agent_logs(
             "lifecycle_state": agent.lifecycle_state.value,
             "logs": [_agent_line(ln) for ln in lines],
         }
-    return sse_response(_follow_agent_logs(graph, agent.id, request))
+    return sse_response(_follow_agent_logs(graph, agent.id, request), request)
 
 
 async def _follow_agent_logs(

@@ -23,6 +23,8 @@ class AgentLaunch:
     agent_id: uuid.UUID
     name: str
     token: str  # the agent's session token (the server stores only its hash)
+    # what the server dials the agent with (derived from the server key, never stored)
+    dial_secret: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True)

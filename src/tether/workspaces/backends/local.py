@@ -30,6 +30,7 @@ from pathlib import Path
 
 from tether.clock import Clock, SystemClock
 from tether.errors import BackendError
+from tether.private import open_private_append
 from tether.workspaces.backends import procs
 from tether.workspaces.backends.base import AgentLaunch, LogSink, WorkspaceRef, WorkspaceRuntime
 from tether.workspaces.backends.procs import Proc
@@ -123,6 +124,7 @@ class LocalBackend:
             PWD=home,
             TETHER_AGENT_URL=self.server_url,
             TETHER_AGENT_TOKEN=agent.token,
+            TETHER_AGENT_DIAL_SECRET=agent.dial_secret,
             TETHER_AGENT_ID=str(agent.agent_id),
             TETHER_WORKSPACE_NAME=ws.name,
             TETHER_WORKSPACE_OWNER=ws.owner_name,
@@ -137,7 +139,7 @@ class LocalBackend:
         """Start one agent (blocking; runs in a thread) and record its pid file."""
         wdir = self.workspace_dir(ws.workspace_id)
         command = self.agent_command
-        with open(wdir / f"agent-{agent.name}.log", "ab") as out:
+        with open_private_append(wdir / f"agent-{agent.name}.log") as out:
             try:
                 proc = subprocess.Popen(
                     command,
