@@ -29,6 +29,7 @@ from tether.db.workspaces import WorkspaceStore
 from tether.settings import Settings
 from tether.workspaces.backends.base import WorkspaceBackend
 from tether.workspaces.backends.local import LocalBackend
+from tether.workspaces.backends.sandbox import UNSANDBOXED_WARNING, Sandbox
 from tether.workspaces.pings import PingBatcher
 from tether.workspaces.provisioner import Provisioner
 from tether.workspaces.service import WorkspaceService
@@ -94,8 +95,14 @@ async def build_graph(
                 settings.server_url(),
                 agent_command=[sys.executable, "-m", "tether.agent"],
                 stop_grace_s=settings.agent_stop_grace_s,
+                unsandboxed=settings.unsandboxed,
+                sandbox=Sandbox(
+                    host_uid=settings.sandbox_uid, extra_ro_paths=settings.sandbox_ro_paths
+                ),
             )
         }
+        if settings.unsandboxed:
+            log.warning(UNSANDBOXED_WARNING)
     service = WorkspaceService(
         workspaces=workspace_store,
         templates=template_store,

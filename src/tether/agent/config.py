@@ -2,6 +2,9 @@
 
 TETHER_AGENT_URL                 server URL (session mode)
 TETHER_AGENT_TOKEN               agent token for the session (never passed to commands)
+TETHER_AGENT_TOKEN_FD            instead: an inherited fd to read the token from (then closed)
+TETHER_AGENT_LISTEN              ``unix:<path>``: serve the API on this unix socket (the
+                                 backend decides it); default a free 127.0.0.1 port
 TETHER_AGENT_NO_SESSION=1        standalone: no session, lifecycle ``ready`` at once
 TETHER_AGENT_DIRECTORY           working directory before a manifest (relative to HOME)
 TETHER_AGENT_RECONNECT_MAX_S     reconnect backoff cap (default 2)
@@ -12,6 +15,7 @@ TETHER_AGENT_KILL_GRACE_S        TERM → KILL grace at shutdown (default 2)
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,12 +47,20 @@ class AgentConfig:
     auth_retry_s: float = 5.0
     mcp_connect_timeout_s: float = 30.0
     kill_grace_s: float = 2.0
+    listen: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> AgentConfig:
         no_session = env.get("TETHER_AGENT_NO_SESSION", "").lower() in ("1", "true", "yes")
         url = env.get("TETHER_AGENT_URL") or None
         token = env.get("TETHER_AGENT_TOKEN") or None
+        if token is None and env.get("TETHER_AGENT_TOKEN_FD"):
+            token = read_token_fd(env["TETHER_AGENT_TOKEN_FD"])
+        listen = env.get("TETHER_AGENT_LISTEN") or None
+        if listen is not None and not listen.startswith("unix:/"):
+            raise InvalidInput(
+                "TETHER_AGENT_LISTEN must be unix:<absolute path>", field="TETHER_AGENT_LISTEN"
+            )
         if not no_session and (url is None or token is None):
             raise InvalidInput(
                 "TETHER_AGENT_URL and TETHER_AGENT_TOKEN are required "
@@ -64,4 +76,25 @@ class AgentConfig:
             auth_retry_s=_float(env, "TETHER_AGENT_AUTH_RETRY_S", 5.0),
             mcp_connect_timeout_s=_float(env, "TETHER_AGENT_MCP_CONNECT_TIMEOUT_S", 30.0),
             kill_grace_s=_float(env, "TETHER_AGENT_KILL_GRACE_S", 2.0),
+            listen=listen,
         )
+
+
+def read_token_fd(raw: str) -> str | None:
+    """Read the token from an inherited pipe and close it, so no command inherits it."""
+    try:
+        fd = int(raw)
+    except ValueError:
+        raise InvalidInput("TETHER_AGENT_TOKEN_FD must be a file descriptor number") from None
+    try:
+        chunks = []
+        while chunk := os.read(fd, 4096):
+            chunks.append(chunk)
+    except OSError as exc:
+        raise InvalidInput(f"cannot read the agent token from fd {fd}: {exc}") from None
+    finally:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    return b"".join(chunks).decode().strip() or None
