@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     unsandboxed: bool = False
     sandbox_uid: int = 65534  # host uid of workspace processes when the server runs as root
     sandbox_ro_paths: list[Path] = Field(default_factory=list)  # also visible, read-only
+    sandbox_bwrap: str = "bwrap"  # the bubblewrap executable
 
     # --- builds / provisioner -----------------------------------------------------------
     build_poll_s: float = 2.0

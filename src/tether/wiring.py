@@ -97,7 +97,9 @@ async def build_graph(
                 stop_grace_s=settings.agent_stop_grace_s,
                 unsandboxed=settings.unsandboxed,
                 sandbox=Sandbox(
-                    host_uid=settings.sandbox_uid, extra_ro_paths=settings.sandbox_ro_paths
+                    host_uid=settings.sandbox_uid,
+                    extra_ro_paths=settings.sandbox_ro_paths,
+                    bwrap=settings.sandbox_bwrap,
                 ),
             )
         }

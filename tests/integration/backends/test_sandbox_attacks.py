@@ -158,7 +158,9 @@ async def test_a_workspace_command_cannot_read_its_own_agents_token(victim: Vict
     info = await agent_info(a_dir / "agent-main.log")
     pid = (await victim.backend.inspect(victim.ws)).agent_pids[victim.agent.agent_id]
     # Not in the agent's environment, seen from the host either.
-    assert victim.agent.token.encode() not in _read(f"/proc/{pid}/environ")
+    environ = _read(f"/proc/{pid}/environ")
+    assert b"TETHER_AGENT_ID=" in environ  # really read it
+    assert victim.agent.token.encode() not in environ
     async with AgentClient(
         info["address"], info["secret"], connect_timeout=2.0, request_timeout=10.0
     ) as client:
