@@ -3,6 +3,8 @@
 TETHER_AGENT_URL                 server URL (session mode)
 TETHER_AGENT_TOKEN               agent token for the session (never passed to commands)
 TETHER_AGENT_TOKEN_FD            instead: an inherited fd to read the token from (then closed)
+TETHER_AGENT_SERVER_SOCKET       reach the server through this unix socket (a relay; for
+                                 sandboxes without network) instead of TETHER_AGENT_URL's host
 TETHER_AGENT_LISTEN              ``unix:<path>``: serve the API on this unix socket (the
                                  backend decides it); default a free 127.0.0.1 port
 TETHER_AGENT_NO_SESSION=1        standalone: no session, lifecycle ``ready`` at once
@@ -48,6 +50,7 @@ class AgentConfig:
     mcp_connect_timeout_s: float = 30.0
     kill_grace_s: float = 2.0
     listen: str | None = None
+    server_socket: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> AgentConfig:
@@ -77,6 +80,7 @@ class AgentConfig:
             mcp_connect_timeout_s=_float(env, "TETHER_AGENT_MCP_CONNECT_TIMEOUT_S", 30.0),
             kill_grace_s=_float(env, "TETHER_AGENT_KILL_GRACE_S", 2.0),
             listen=listen,
+            server_socket=env.get("TETHER_AGENT_SERVER_SOCKET") or None,
         )
 
 

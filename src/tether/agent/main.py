@@ -218,6 +218,7 @@ class Agent:
                 clock=self.clock,
                 max_backoff_s=self.config.reconnect_max_s,
                 auth_retry_s=self.config.auth_retry_s,
+                server_socket=self.config.server_socket,
             )
             session_task = asyncio.create_task(self.session.run(), name="session")
 

@@ -32,6 +32,7 @@ class WorkspaceRef:
     name: str
     template_name: str
     parameters: dict[str, str] = field(default_factory=dict)
+    network: bool = True  # False: the template asked for no network (sandboxed backends)
 
 
 @dataclass(frozen=True)

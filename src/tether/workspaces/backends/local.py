@@ -40,6 +40,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from tether.clock import Clock, SystemClock
 from tether.errors import BackendError
@@ -53,6 +54,7 @@ _KILL_WAIT_S = 5.0  # bound on waiting for SIGKILLed processes to vanish
 _KILL_ROUNDS = 3  # rescans after SIGKILL, for children forked during the shutdown
 _SANDBOX_START_S = 10.0  # bound on bwrap setting up a sandbox and exec'ing the agent
 _PASSED_ENV = ("PATH", "LANG", "TERM", "TZ")
+RELAY_SOCKET = "server.sock"
 
 
 def default_run_root() -> Path:
@@ -112,6 +114,12 @@ class LocalBackend:
             if self.sandbox is not None:
                 await asyncio.to_thread(self.sandbox.check)
             await asyncio.to_thread(self._prepare, ws.workspace_id)
+            if not ws.network:
+                if self.sandbox is None:
+                    await log("warn", "network: false is not enforced without the sandbox")
+                else:
+                    await asyncio.to_thread(self._spawn_relay, ws)
+                    await log("info", "no network: the agent session goes through a relay")
             for agent in agents:
                 try:
                     proc = await asyncio.to_thread(self._spawn, ws, agent)
@@ -182,6 +190,8 @@ class LocalBackend:
             TETHER_WORKSPACE_OWNER=ws.owner_name,
             TETHER_TEMPLATE_NAME=ws.template_name,
         )
+        if not ws.network and self.sandbox is not None:
+            env["TETHER_AGENT_SERVER_SOCKET"] = str(self.run_dir(ws.workspace_id) / RELAY_SOCKET)
         env.update({f"TETHER_PARAM_{k.upper()}": v for k, v in ws.parameters.items()})
         # Set last: stopping the workspace finds its processes by this variable.
         env[procs.WORKSPACE_ENV] = str(ws.workspace_id)
@@ -207,7 +217,7 @@ class LocalBackend:
                     self.agent_command,
                     writable=[home, self.run_dir(ws.workspace_id)],
                     ro_extra=absolute_paths(self.agent_command),
-                    network=True,
+                    network=ws.network,
                     chdir=home,
                     info_fd=info_w,
                 )
@@ -246,6 +256,35 @@ class LocalBackend:
         }
         (wdir / "agents" / f"{agent.agent_id}.pid").write_text(json.dumps(record))
         return Proc(agent_pid, ticks or 0)
+
+    def _spawn_relay(self, ws: WorkspaceRef) -> None:
+        """Start the session relay of a workspace without network (blocking)."""
+        url = urlsplit(self.server_url)
+        host = url.hostname or "127.0.0.1"
+        port = url.port or (443 if url.scheme == "https" else 80)
+        run = self.run_dir(ws.workspace_id)
+        sock = run / RELAY_SOCKET
+        sock.unlink(missing_ok=True)
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+        env[procs.WORKSPACE_ENV] = str(ws.workspace_id)  # stop finds it like an agent
+        wdir = self.workspace_dir(ws.workspace_id)
+        command = [sys.executable, "-m", "tether.workspaces.backends.relay"]
+        with open(wdir / "relay.log", "ab") as out:
+            proc = subprocess.Popen(
+                [*command, str(sock), host, str(port)],
+                cwd=wdir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        threading.Thread(target=proc.wait, name=f"reap-relay-{proc.pid}", daemon=True).start()
+        deadline = time.monotonic() + _SANDBOX_START_S
+        while not sock.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise BackendError(f"the session relay did not start; see {wdir / 'relay.log'}")
+            time.sleep(0.005)
 
     def _popen(
         self,
