@@ -363,7 +363,7 @@ class LocalBackend:
             return
         pids = ", ".join(str(p.pid) for p in live)
         await log(
-            "warn", f"killing the workspace sandbox (init {pids}): still running after SIGTERM"
+            "warn", f"killing the workspace sandbox (init {pids}) and every process left in it"
         )
         await self._signal(live, signal.SIGKILL, log)
         left = await self._wait_gone(live, _KILL_WAIT_S)
