@@ -31,20 +31,18 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import select
 import shutil
 import signal
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from tether.clock import Clock, SystemClock
 from tether.errors import BackendError
 from tether.workspaces.backends import procs
+from tether.workspaces.backends import sandbox_launch as launch
 from tether.workspaces.backends.base import AgentLaunch, LogSink, WorkspaceRef, WorkspaceRuntime
 from tether.workspaces.backends.procs import Proc
 from tether.workspaces.backends.sandbox import Sandbox, absolute_paths
@@ -114,14 +112,13 @@ class LocalBackend:
             if self.sandbox is not None:
                 await asyncio.to_thread(self.sandbox.check)
             await asyncio.to_thread(self._prepare, ws.workspace_id)
-            if not ws.network:
-                if self.sandbox is None:
-                    await log("warn", "network: false is not enforced without the sandbox")
-                else:
-                    await asyncio.to_thread(self._spawn_relay, ws)
-                    await log("info", "no network: the agent session goes through a relay")
+            if not ws.network and self.sandbox is None:
+                await log("warn", "network: false is not enforced without the sandbox")
             for agent in agents:
                 try:
+                    if not ws.network and self.sandbox is not None and agent is agents[0]:
+                        await asyncio.to_thread(self._spawn_relay, ws)
+                        await log("info", "no network: the agent session goes through a relay")
                     proc = await asyncio.to_thread(self._spawn, ws, agent)
                 except BackendError as exc:
                     await log("error", exc.message)
@@ -165,7 +162,7 @@ class LocalBackend:
         fresh = not home.exists()
         home.mkdir(parents=True, exist_ok=True)
         (wdir / "agents").mkdir(exist_ok=True)
-        _private_root(self.run_root)
+        launch.private_root(self.run_root)
         run = self.run_dir(workspace_id)
         run.mkdir(mode=0o700, exist_ok=True)
         if self.sandbox is not None:
@@ -228,14 +225,14 @@ class LocalBackend:
             if self.sandbox is None:
                 agent_pid, init = proc.pid, None
             else:
-                init_pid = _read_init_pid(info_r, _SANDBOX_START_S)
+                init_pid = launch.read_init_pid(info_r, _SANDBOX_START_S)
                 if init_pid is None:
                     raise BackendError(
                         f"cannot start agent {agent.name!r}: the sandbox did not start; "
                         f"see {wdir / f'agent-{agent.name}.log'}"
                     )
-                init = _proc(init_pid)
-                child = _first_child(init_pid, _SANDBOX_START_S)
+                init = launch.proc(init_pid)
+                child = launch.first_child(init_pid, _SANDBOX_START_S)
                 if child is None or init is None:
                     raise BackendError(
                         f"cannot start agent {agent.name!r}: it exited at once; "
@@ -258,33 +255,9 @@ class LocalBackend:
         return Proc(agent_pid, ticks or 0)
 
     def _spawn_relay(self, ws: WorkspaceRef) -> None:
-        """Start the session relay of a workspace without network (blocking)."""
-        url = urlsplit(self.server_url)
-        host = url.hostname or "127.0.0.1"
-        port = url.port or (443 if url.scheme == "https" else 80)
-        run = self.run_dir(ws.workspace_id)
-        sock = run / RELAY_SOCKET
-        sock.unlink(missing_ok=True)
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
-        env[procs.WORKSPACE_ENV] = str(ws.workspace_id)  # stop finds it like an agent
+        sock = self.run_dir(ws.workspace_id) / RELAY_SOCKET
         wdir = self.workspace_dir(ws.workspace_id)
-        command = [sys.executable, "-m", "tether.workspaces.backends.relay"]
-        with open(wdir / "relay.log", "ab") as out:
-            proc = subprocess.Popen(
-                [*command, str(sock), host, str(port)],
-                cwd=wdir,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        threading.Thread(target=proc.wait, name=f"reap-relay-{proc.pid}", daemon=True).start()
-        deadline = time.monotonic() + _SANDBOX_START_S
-        while not sock.exists():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise BackendError(f"the session relay did not start; see {wdir / 'relay.log'}")
-            time.sleep(0.005)
+        launch.start_relay(self.server_url, wdir, sock, ws.workspace_id, _SANDBOX_START_S)
 
     def _popen(
         self,
@@ -324,7 +297,7 @@ class LocalBackend:
     async def _stop(self, ws: WorkspaceRef, log: LogSink, *, quiet: bool) -> None:
         wdir = self.workspace_dir(ws.workspace_id)
         recorded = list((await asyncio.to_thread(_read_pidfiles, wdir)).values())
-        inits = [p for p in await asyncio.to_thread(_read_inits, wdir) if procs.alive(p)]
+        inits = [p for p in await asyncio.to_thread(launch.read_inits, wdir) if procs.alive(p)]
         targets = await asyncio.to_thread(procs.workspace_processes, ws.workspace_id, recorded)
         if not targets and inits:
             await self._kill_inits(inits, log)
@@ -386,73 +359,6 @@ class LocalBackend:
             if not left or self._clock.monotonic() >= deadline:
                 return left
             await self._clock.sleep(_POLL_S)
-
-
-def _private_root(root: Path) -> None:
-    """Create the runtime root (0711, ours) and refuse one someone else planted."""
-    root.mkdir(mode=0o711, parents=True, exist_ok=True)
-    st = root.lstat()
-    if not root.is_dir() or root.is_symlink() or st.st_uid != os.geteuid():
-        raise BackendError(f"runtime dir {root} is not a directory owned by this server")
-    os.chmod(root, 0o711)
-
-
-def _proc(pid: int) -> Proc | None:
-    ticks = procs.start_ticks(pid)
-    return None if ticks is None else Proc(pid, ticks)
-
-
-def _read_init_pid(fd: int, timeout_s: float) -> int | None:
-    """bwrap's ``--info-fd`` JSON → the host pid of the sandbox's PID-namespace init."""
-    deadline = time.monotonic() + timeout_s
-    data = b""
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return None
-        ready, _, _ = select.select([fd], [], [], left)
-        if not ready:
-            return None
-        chunk = os.read(fd, 4096)
-        if not chunk:
-            break
-        data += chunk
-        try:
-            return int(json.loads(data)["child-pid"])
-        except (ValueError, KeyError, TypeError):
-            continue  # not complete yet
-    return None
-
-
-def _first_child(pid: int, timeout_s: float) -> int | None:
-    """The first child of ``pid`` (the agent, under the sandbox's init), once it exists."""
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            children = path.read_text().split()
-        except OSError:
-            return None  # the init is gone: the agent never started
-        if children:
-            return int(children[0])
-        time.sleep(0.002)
-    return None
-
-
-def _read_inits(wdir: Path) -> list[Proc]:
-    out: list[Proc] = []
-    agents = wdir / "agents"
-    if not agents.is_dir():
-        return out
-    for path in agents.glob("*.pid"):
-        try:
-            data = json.loads(path.read_text())
-            pid, ticks = data.get("init_pid"), data.get("init_ticks")
-        except (OSError, ValueError, AttributeError):
-            continue
-        if isinstance(pid, int) and isinstance(ticks, int):
-            out.append(Proc(pid, ticks))
-    return out
 
 
 def _read_pidfiles(wdir: Path) -> dict[uuid.UUID, Proc]:
