@@ -17,3 +17,20 @@ def test_server_refuses_without_bubblewrap(tmp_path: Path, monkeypatch: pytest.M
     assert result.exit_code == 1
     assert "cannot sandbox workspaces: bwrap not found" in result.output
     assert "make sysdeps" in result.output and "--unsandboxed" in result.output
+
+
+def test_unsandboxed_is_loud(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    from tether.cli.server_cmd import _check_sandbox
+    from tether.settings import Settings
+
+    _check_sandbox(Settings(data_dir=tmp_path, unsandboxed=True, sandbox_bwrap="/nonexistent"))
+    err = capsys.readouterr().err
+    assert "WARNING: UNSANDBOXED" in err and "Development only" in err
+
+
+def test_a_sandbox_uid_of_root_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TETHER_SANDBOX_UID", "0")
+    monkeypatch.setattr("os.geteuid", lambda: 0)
+    result = CliRunner().invoke(build_app(), ["server", "--data-dir", str(tmp_path / "data")])
+    assert result.exit_code == 1
+    assert "TETHER_SANDBOX_UID" in result.output

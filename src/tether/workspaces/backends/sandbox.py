@@ -129,6 +129,11 @@ class Sandbox:
         with self._check_lock:
             if self._checked:
                 return
+            if self.host_uid == 0:
+                raise BackendError(
+                    "cannot sandbox workspaces as root: set TETHER_SANDBOX_UID to an "
+                    "unprivileged uid (default 65534)"
+                )
             bwrap = shutil.which(self._bwrap)
             if bwrap is None:
                 raise BackendError(f"cannot sandbox workspaces: bwrap not found; {FIX_HINT}")
