@@ -225,18 +225,18 @@ class LocalBackend:
             if self.sandbox is None:
                 agent_pid, init = proc.pid, None
             else:
+                logfile = wdir / f"agent-{agent.name}.log"
                 init_pid = launch.read_init_pid(info_r, _SANDBOX_START_S)
                 if init_pid is None:
                     raise BackendError(
-                        f"cannot start agent {agent.name!r}: the sandbox did not start; "
-                        f"see {wdir / f'agent-{agent.name}.log'}"
+                        f"cannot start agent {agent.name!r}: the sandbox did not start "
+                        f"({launch.log_tail(logfile)}); see {logfile}"
                     )
                 init = launch.proc(init_pid)
                 child = launch.first_child(init_pid, _SANDBOX_START_S)
                 if child is None or init is None:
                     raise BackendError(
-                        f"cannot start agent {agent.name!r}: it exited at once; "
-                        f"see {wdir / f'agent-{agent.name}.log'}"
+                        f"cannot start agent {agent.name!r}: it exited at once; see {logfile}"
                     )
                 agent_pid = child
         finally:

@@ -58,17 +58,46 @@ def read_init_pid(fd: int, timeout_s: float) -> int | None:
 
 def first_child(pid: int, timeout_s: float) -> int | None:
     """The first child of ``pid`` (the agent, under the sandbox's init), once it exists."""
-    path = Path(f"/proc/{pid}/task/{pid}/children")
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        try:
-            children = path.read_text().split()
-        except OSError:
+        if procs.start_ticks(pid) is None:
             return None  # the init is gone: the agent never started
+        children = _children(pid)
         if children:
-            return int(children[0])
+            return children[0]
         time.sleep(0.002)
     return None
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except FileNotFoundError:  # a kernel without CONFIG_PROC_CHILDREN: scan the parents
+        pass
+    except (OSError, ValueError):
+        return []
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and _ppid(int(entry)) == pid:
+            found.append(int(entry))
+    return sorted(found)
+
+
+def _ppid(pid: int) -> int | None:
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_bytes()
+        return int(raw[raw.rfind(b")") + 2 :].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def log_tail(path: Path, limit: int = 400) -> str:
+    """The end of a log file, on one line, for an error message."""
+    try:
+        data = path.read_bytes()[-limit:]
+    except OSError:
+        return ""
+    return " ".join(data.decode(errors="replace").split())
 
 
 def read_inits(wdir: Path) -> list[Proc]:
