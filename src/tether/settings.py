@@ -45,6 +45,11 @@ class Settings(BaseSettings):
     agent_stop_grace_s: float = 3.0
     startup_script_timeout_s: float = 600.0
     agent_reconnect_max_backoff_s: float = 2.0
+    # Local backend sandbox (bubblewrap). unsandboxed: development only, loudly logged.
+    unsandboxed: bool = False
+    sandbox_uid: int = 65534  # host uid of workspace processes when the server runs as root
+    sandbox_ro_paths: list[Path] = Field(default_factory=list)  # also visible, read-only
+    sandbox_bwrap: str = "bwrap"  # the bubblewrap executable
 
     # --- builds / provisioner -----------------------------------------------------------
     build_poll_s: float = 2.0

@@ -31,6 +31,7 @@ from tether.serverkey import ServerKey, open_server_key
 from tether.settings import Settings
 from tether.workspaces.backends.base import WorkspaceBackend
 from tether.workspaces.backends.local import LocalBackend
+from tether.workspaces.backends.sandbox import UNSANDBOXED_WARNING, Sandbox
 from tether.workspaces.pings import PingBatcher
 from tether.workspaces.provisioner import Provisioner
 from tether.workspaces.service import WorkspaceService
@@ -102,8 +103,16 @@ async def build_graph(
                 settings.server_url(),
                 agent_command=[sys.executable, "-m", "tether.agent"],
                 stop_grace_s=settings.agent_stop_grace_s,
+                unsandboxed=settings.unsandboxed,
+                sandbox=Sandbox(
+                    host_uid=settings.sandbox_uid,
+                    extra_ro_paths=settings.sandbox_ro_paths,
+                    bwrap=settings.sandbox_bwrap,
+                ),
             )
         }
+        if settings.unsandboxed:
+            log.warning(UNSANDBOXED_WARNING)
     service = WorkspaceService(
         workspaces=workspace_store,
         templates=template_store,

@@ -43,6 +43,8 @@ def fast_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "build_poll_s": 0.1,
         "ttl_sweep_s": 0.2,
         "worker_poll_s": 0.1,
+        # test templates run fixture scripts (MCP servers) from the repo inside the sandbox
+        "sandbox_ro_paths": [REPO / "tests" / "fixtures"],
     }
     values.update(overrides)
     return Settings(**values)

@@ -1,10 +1,11 @@
 """``tether agent``: the in-workspace process. Wires state, processes, MCP, HTTP API, session.
 
-Start-up: bind 127.0.0.1 on a free port, print ``{"address"}`` as one JSON line on stdout
-(never the dial secret: stdout is the agent's log), serve the API, and (unless
-``TETHER_AGENT_NO_SESSION=1``) keep the session to the server. Shut-down (SIGTERM, SIGINT
-or the server's ``shutdown`` frame): report ``shutting_down``, terminate every started
-process group, stop MCP servers, report ``off``, close the session and exit 0.
+Start-up: bind the unix socket the backend chose (``TETHER_AGENT_LISTEN``) or 127.0.0.1 on a
+free port, print ``{"address"}`` as one JSON line on stdout (never the dial secret: stdout is
+the agent's log), serve the API, and (unless ``TETHER_AGENT_NO_SESSION=1``) keep the session
+to the server. Shut-down (SIGTERM, SIGINT or the server's ``shutdown`` frame): report
+``shutting_down``, terminate every started process group, stop MCP servers, report ``off``,
+close the session and exit 0.
 """
 
 from __future__ import annotations
@@ -78,6 +79,33 @@ def listen_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+def listen_unix(path: str) -> socket.socket:
+    """A listening unix socket at ``path`` (a stale socket file is replaced), mode 0600."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        os.chmod(path, 0o600)
+        sock.listen(128)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _not_dumpable() -> None:
+    """PR_SET_DUMPABLE 0: commands running as the same uid cannot read this process's
+    memory, environment or file descriptors through /proc (nor ptrace it)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 4
+    except (OSError, AttributeError):
+        log.warning("could not mark the agent non-dumpable")
 
 
 class Agent:
@@ -165,8 +193,13 @@ class Agent:
             loop.add_signal_handler(sig, self.stop.set)
         _ensure_dir(self.state.directory)
 
-        sock = listen_socket()
-        self._address = f"127.0.0.1:{sock.getsockname()[1]}"
+        if self.config.listen is not None:
+            path = self.config.listen.removeprefix("unix:")
+            sock = listen_unix(path)
+            self._address = f"unix:{path}"
+        else:
+            sock = listen_socket()
+            self._address = f"127.0.0.1:{sock.getsockname()[1]}"
         app = build_app(AgentApi(self.state, self.processes, self.mcp), self.secret)
         server = _Server(uvicorn.Config(app, lifespan="off", access_log=False, log_level="warning"))
         server_task = asyncio.create_task(server.serve(sockets=[sock]), name="http")
@@ -185,6 +218,7 @@ class Agent:
                 clock=self.clock,
                 max_backoff_s=self.config.reconnect_max_s,
                 auth_retry_s=self.config.auth_retry_s,
+                server_socket=self.config.server_socket,
             )
             session_task = asyncio.create_task(self.session.run(), name="session")
 
@@ -244,6 +278,7 @@ def run() -> None:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    _not_dumpable()
     try:
         config = AgentConfig.from_env(os.environ)
     except TetherError as exc:

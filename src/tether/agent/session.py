@@ -13,6 +13,7 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 from pydantic import ValidationError
 from websockets.asyncio.client import ClientConnection, connect
@@ -64,6 +65,7 @@ class AgentSession:
         max_backoff_s: float = 2.0,
         auth_retry_s: float = 5.0,
         open_timeout_s: float = 10.0,
+        server_socket: str | None = None,
     ) -> None:
         self._url = session_url(server_url)
         self._token = token
@@ -75,6 +77,8 @@ class AgentSession:
         self._max_backoff = max_backoff_s
         self._auth_retry = auth_retry_s
         self._open_timeout = open_timeout_s
+        # A sandbox without network reaches the server through the backend's relay socket.
+        self._via: dict[str, Any] = {"unix": True, "path": server_socket} if server_socket else {}
         self._outbox: deque[_Frame] = deque(maxlen=_OUTBOX_LIMIT)
         self._wake = asyncio.Event()
         self._empty = asyncio.Event()
@@ -126,6 +130,7 @@ class AgentSession:
                     open_timeout=self._open_timeout,
                     close_timeout=1.0,
                     proxy=None,
+                    **self._via,
                 ) as ws:
                     self._ws = ws
                     await self._serve(ws)

@@ -29,7 +29,12 @@ NON_INTERACTIVE_ENV: Mapping[str, str] = {
 """Set for every command so nothing waits for a human (pagers, editors, git prompts)."""
 
 # Never handed to commands: a command could otherwise impersonate the agent.
-_PRIVATE_ENV = ("TETHER_AGENT_TOKEN", "TETHER_AGENT_DIAL_SECRET")
+_PRIVATE_ENV = (
+    "TETHER_AGENT_TOKEN",
+    "TETHER_AGENT_DIAL_SECRET",
+    "TETHER_AGENT_CREDENTIALS_FD",
+    "TETHER_AGENT_LISTEN",
+)
 
 
 def resolve_directory(home: Path, directory: str | None) -> Path:

@@ -1,7 +1,8 @@
 """The server-side HTTP client of one workspace agent.
 
 One :class:`AgentClient` wraps one keep-alive ``httpx.AsyncClient`` to ``http://<address>``
-and sends the dial secret on every request. Failures are typed:
+(or the unix socket of a ``unix:<path>`` address, as the local backend decides) and
+sends the dial secret on every request. Failures are typed:
 
 * the agent could not be reached or stopped answering (connect refused or timed out, read
   error or timeout, broken protocol) → :class:`tether.errors.AgentTransportError`;
@@ -60,15 +61,17 @@ class AgentClient:
         self._connect_timeout = connect_timeout
         self._request_timeout = request_timeout
         self._extra_headers: dict[str, str] = dict(headers or {})
+        uds = address.removeprefix("unix:") if address.startswith("unix:") else None
         self._http = httpx.AsyncClient(
-            base_url=f"http://{address}",
+            base_url="http://agent" if uds else f"http://{address}",
             headers={"Authorization": f"Bearer {secret}"},
             timeout=httpx.Timeout(request_timeout, connect=connect_timeout),
             # Nagle + delayed ACK add ~40 ms to every request whose headers and body are
             # written separately; an agent round trip should cost about a millisecond.
             transport=transport
             or httpx.AsyncHTTPTransport(
-                socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+                socket_options=None if uds else [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+                uds=uds,
                 # Agents speak plain HTTP (``http://`` is fixed above); skip building a
                 # certificate-verifying TLS context, which costs ~20 ms of CPU per client.
                 verify=False,

@@ -18,6 +18,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from tether.agent import protocol
 from tether.errors import Conflict, TetherError
 from tether.workspaces import events
+from tether.workspaces.backends.base import decided_dial_address
 from tether.workspaces.models import Lifecycle
 from tether.workspaces.templates import spec_from_json
 
@@ -68,9 +69,13 @@ async def agent_session(ws: WebSocket) -> None:
     build = await graph.workspace_store.get_build(agent.build_id)
     version = await graph.template_store.get_version(build.template_version_id)
     spec = spec_from_json(version.spec)
+    # The backend decides where the server dials; an agent's claim counts only for
+    # backends that leave it open (test fakes). A stolen token cannot redirect traffic.
+    backend = graph.backends.get(spec.backend)
+    address = decided_dial_address(backend, agent.workspace_id, agent.id) or hello.address
     agent = await agents.connected(
         agent.id,
-        address=hello.address,
+        address=address,
         os=hello.os,
         directory=spec.directory,
         version=hello.version,

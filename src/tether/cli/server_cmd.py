@@ -26,6 +26,14 @@ def server(
     no_chatd: Annotated[bool, typer.Option("--no-chatd", help="Do not run chat workers.")] = False,
     no_api: Annotated[bool, typer.Option("--no-api", help="Do not serve the API.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at INFO.")] = False,
+    unsandboxed: Annotated[
+        bool,
+        typer.Option(
+            "--unsandboxed",
+            help="DEVELOPMENT ONLY, UNSAFE: run workspace agents without the bubblewrap "
+            "sandbox, with access to the server's files and other workspaces.",
+        ),
+    ] = False,
 ) -> None:
     """Run the tether server (settings also come from TETHER_* environment variables)."""
     from pydantic import ValidationError
@@ -54,12 +62,15 @@ def server(
         overrides["run_chatd"] = False
     if no_api:
         overrides["run_api"] = False
+    if unsandboxed:
+        overrides["unsandboxed"] = True
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:
         typer.echo(f"error: invalid settings: {exc}", err=True)
         raise typer.Exit(2) from None
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    _check_sandbox(settings)
     typer.echo(f"tether server on {settings.server_url()} (data in {settings.data_dir})", err=True)
     try:
         asyncio.run(serve(settings))
@@ -70,6 +81,23 @@ def server(
         raise typer.Exit(1) from None
     except OSError as exc:  # e.g. the port is taken
         typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _check_sandbox(settings: Any) -> None:
+    """Refuse to run workspaces unsandboxed by accident: say why and how to fix it."""
+    from tether.errors import BackendError
+    from tether.workspaces.backends.sandbox import UNSANDBOXED_WARNING, Sandbox
+
+    if not settings.run_provisioner:
+        return  # this process starts no workspace
+    if settings.unsandboxed:
+        typer.echo(f"WARNING: {UNSANDBOXED_WARNING}", err=True)
+        return
+    try:
+        Sandbox(host_uid=settings.sandbox_uid, bwrap=settings.sandbox_bwrap).check()
+    except BackendError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(1) from None
 
 

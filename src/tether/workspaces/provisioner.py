@@ -166,6 +166,7 @@ class Provisioner:
             name=ws.name,
             template_name=template.name,
             parameters=dict(build.parameters),
+            network=spec.network,
         )
 
         async def sink(level: str, line: str) -> None:

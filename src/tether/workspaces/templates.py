@@ -160,6 +160,7 @@ class TemplateSpec(_Model):
     agents: list[AgentSpec] = Field(default_factory=_default_agents, min_length=1)
     mcp: dict[str, Any] | None = None  # written as .mcp.json into the working directory
     env: dict[str, str] = Field(default_factory=dict)
+    network: bool = True  # False: no network in the workspace (the agent session is relayed)
     connection_timeout_s: int = Field(default=120, gt=0)
     deprecated: bool = False
     ttl_ms: int | None = Field(default=None, gt=0)

@@ -1,4 +1,6 @@
-"""The local backend with real processes (``tests/fixtures/sleepy_agent.py`` as the agent)."""
+"""The local backend with real processes (``tests/fixtures/sleepy_agent.py`` as the agent),
+sandboxed (the default) and ``unsandboxed``. The fixture reports pids as seen inside its
+sandbox; :func:`host_pids` maps them to host pids."""
 
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from tether.errors import BackendError, InvalidInput
 from tether.workspaces.backends import backend_for
 from tether.workspaces.backends.base import AgentLaunch, WorkspaceRef
 from tether.workspaces.backends.local import LocalBackend
-from tether.workspaces.backends.procs import start_ticks
+from tether.workspaces.backends.procs import host_pid, start_ticks
 
 pytestmark = pytest.mark.integration
 
@@ -60,9 +62,15 @@ async def wait_for(check: Callable[[], Any], timeout: float = 5.0) -> Any:
 
 
 async def report(backend: LocalBackend, ws: WorkspaceRef, agent: AgentLaunch) -> dict[str, Any]:
+    """The fixture's report, with ``pid`` and ``grandchild`` turned into host pids."""
     path = backend.home(ws.workspace_id) / f"sleepy-{agent.agent_id}.json"
     await wait_for(path.exists)
     data: dict[str, Any] = json.loads(path.read_text())
+    agent_pid = (await backend.inspect(ws)).agent_pids[agent.agent_id]
+    assert host_pid(agent_pid, data["pid"]) == agent_pid  # the backend records the host pid
+    grandchild = host_pid(agent_pid, data["grandchild"])
+    assert grandchild is not None
+    data["inner_pid"], data["pid"], data["grandchild"] = data["pid"], agent_pid, grandchild
     return data
 
 
@@ -74,13 +82,16 @@ def launch(name: str = "main") -> AgentLaunch:
     return AgentLaunch(uuid.uuid4(), name, f"tok-{uuid.uuid4().hex}")
 
 
-@pytest.fixture
-async def make_backend(tmp_path: Path) -> AsyncIterator[Callable[..., LocalBackend]]:
+@pytest.fixture(params=["sandboxed", "unsandboxed"])
+async def make_backend(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[Callable[..., LocalBackend]]:
     root = tmp_path / "ws"
     made: list[LocalBackend] = []
 
     def make(**kwargs: Any) -> LocalBackend:
         kwargs.setdefault("agent_command", SLEEPY)
+        kwargs.setdefault("unsandboxed", request.param == "unsandboxed")
         kwargs.setdefault("stop_grace_s", 2.0)
         backend = LocalBackend(root, SERVER, **kwargs)
         made.append(backend)
@@ -122,7 +133,8 @@ async def test_a_process_ignoring_sigterm_is_killed_after_the_grace(make_backend
     assert not running(info["pid"])
     assert not running(info["grandchild"])
     assert 0.3 <= elapsed < 3.0
-    assert "still running after SIGTERM" in log.text("warn")
+    warned = log.text("warn")
+    assert "still running after SIGTERM" in warned or "killing the workspace sandbox" in warned
 
 
 async def test_agent_environment_home_and_log(make_backend, monkeypatch) -> None:
@@ -136,7 +148,10 @@ async def test_agent_environment_home_and_log(make_backend, monkeypatch) -> None
     assert env["HOME"] == home
     assert info["cwd"] == home
     assert env["TETHER_AGENT_URL"] == SERVER
-    assert env["TETHER_AGENT_TOKEN"] == agent.token
+    # The token arrives on a pipe, never in the environment (children would inherit it).
+    assert "TETHER_AGENT_TOKEN" not in env
+    assert info["token"] == agent.token
+    assert env["TETHER_AGENT_LISTEN"] == backend.dial_address(ws.workspace_id, agent.agent_id)
     assert env["TETHER_WORKSPACE_ID"] == str(ws.workspace_id)
     assert env["TETHER_AGENT_ID"] == str(agent.agent_id)
     assert env["TETHER_WORKSPACE_NAME"] == "dev"
@@ -144,6 +159,9 @@ async def test_agent_environment_home_and_log(make_backend, monkeypatch) -> None
     assert env["TETHER_PARAM_REPO_NAME"] == "demo"
     assert env["TETHER_AGENT_RECONNECT_MAX_S"] == "1"
     assert "TETHER_SERVER_ONLY_SECRET" not in env
+    assert env["USER"] == "alice"
+    if backend.sandbox is not None and os.geteuid() == 0:
+        assert info["uid"] == backend.sandbox.host_uid != 0
     logfile = backend.workspace_dir(ws.workspace_id) / "agent-main.log"
     await wait_for(lambda: "sleepy agent up" in logfile.read_text())
     await backend.stop(ws, Log())

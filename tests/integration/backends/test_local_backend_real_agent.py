@@ -18,7 +18,7 @@ import pytest
 from tether.agentconn import AgentClient
 from tether.workspaces.backends.base import AgentLaunch, WorkspaceRef
 from tether.workspaces.backends.local import LocalBackend
-from tether.workspaces.backends.procs import start_ticks
+from tether.workspaces.backends.procs import host_pid, start_ticks
 
 pytestmark = pytest.mark.integration
 
@@ -75,11 +75,14 @@ async def test_real_agent_is_started_and_stopped_with_its_escaped_children(
                 timeout_s=10,
             )
         assert result.exit_code == 0, result.output
-        daemon_pid, home = result.output.split()
+        inner_pid, home = result.output.split()
         assert home == str(backend.home(ws.workspace_id))
-        assert start_ticks(int(daemon_pid)) is not None
+        agent_pid = (await backend.inspect(ws)).agent_pids[agent.agent_id]
+        daemon_pid = host_pid(agent_pid, int(inner_pid))  # the command saw its sandbox's pid
+        assert daemon_pid is not None
+        assert start_ticks(daemon_pid) is not None
         assert (await backend.inspect(ws)).running
     finally:
         await backend.stop(ws, log)
     assert not (await backend.inspect(ws)).running
-    assert start_ticks(int(daemon_pid)) is None
+    assert start_ticks(daemon_pid) is None

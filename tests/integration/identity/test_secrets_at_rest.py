@@ -109,6 +109,16 @@ async def test_copied_database_cannot_dial_and_no_secret_leaks(
     settings = fast_settings(tmp_path)
     async with running_server(settings) as srv:
         await srv.push_template(TEMPLATE)
+        # Record what the backend launches: the agent token exists nowhere else in clear.
+        backend = srv.graph.backends["local"]
+        launches: list[Any] = []
+        start = backend.start
+
+        async def recording_start(ws: Any, agents: Any, log: Any) -> None:
+            launches.extend(agents)
+            await start(ws, agents, log)
+
+        backend.start = recording_start  # type: ignore[method-assign]
         r = await srv.client.post("/api/v1/workspaces", json={"template": "plain", "name": "w"})
         assert r.status_code == 201, r.text
         responses: list[str] = [r.text]
@@ -126,10 +136,13 @@ async def test_copied_database_cannot_dial_and_no_secret_leaks(
         assert r.status_code == 200, r.text
         responses.append(r.text)
         runtime = await srv.graph.backends["local"].inspect(_ref(view))
+        # The credentials came through a pipe: no environment holds them, the agent's
+        # included, and commands in the workspace never see either secret.
         env = _environ(runtime.agent_pids[agent_id])
-        assert env["TETHER_AGENT_DIAL_SECRET"] == dial_secret
-        agent_token = env["TETHER_AGENT_TOKEN"]
-        # ... and commands in the workspace never see either secret
+        assert "TETHER_AGENT_DIAL_SECRET" not in env and "TETHER_AGENT_TOKEN" not in env
+        assert dial_secret not in "\0".join(env.values())
+        (agent_token,) = [launch.token for launch in launches]
+        assert agent_token not in "\0".join(env.values())
         assert dial_secret not in r.text and agent_token not in r.text
 
         for path in ("/api/v1/workspaces/w", "/api/v1/workspaces/w/builds", "/api/v1/users/me"):

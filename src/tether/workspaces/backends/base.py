@@ -34,6 +34,7 @@ class WorkspaceRef:
     name: str
     template_name: str
     parameters: dict[str, str] = field(default_factory=dict)
+    network: bool = True  # False: the template asked for no network (sandboxed backends)
 
 
 @dataclass(frozen=True)
@@ -66,3 +67,15 @@ class WorkspaceBackend(Protocol):
     async def inspect(self, ws: WorkspaceRef) -> WorkspaceRuntime:
         """Report whether the workspace's processes are running."""
         ...
+
+
+def decided_dial_address(
+    backend: object | None, workspace_id: uuid.UUID, agent_id: uuid.UUID
+) -> str | None:
+    """The address the backend decided for this agent (``dial_address(workspace_id,
+    agent_id)``), or None for a backend that leaves it to the agent (test fakes)."""
+    decide = getattr(backend, "dial_address", None)
+    if decide is None:
+        return None
+    address = decide(workspace_id, agent_id)
+    return address if isinstance(address, str) else None

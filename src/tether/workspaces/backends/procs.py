@@ -104,3 +104,33 @@ def send(proc: Proc, sig: signal.Signals) -> str | None:
     except PermissionError as exc:
         return f"pid {proc.pid}: {exc.strerror}"
     return None
+
+
+def _pid_ns(pid: int) -> str | None:
+    try:
+        return os.readlink(_PROC / str(pid) / "ns" / "pid")
+    except OSError:
+        return None
+
+
+def _inner_pid(pid: int) -> int | None:
+    """The pid of ``pid`` in its innermost PID namespace (last ``NSpid`` field)."""
+    try:
+        for line in (_PROC / str(pid) / "status").read_text().splitlines():
+            if line.startswith("NSpid:"):
+                return int(line.split()[-1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def host_pid(member: int, inner: int) -> int | None:
+    """The host pid of the process that is ``inner`` inside the PID namespace of host
+    process ``member`` (a sandboxed agent), or None when there is none."""
+    ns = _pid_ns(member)
+    if ns is None:
+        return None
+    for entry in os.listdir(_PROC):
+        if entry.isdigit() and _inner_pid(int(entry)) == inner and _pid_ns(int(entry)) == ns:
+            return int(entry)
+    return None
