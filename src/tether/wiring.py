@@ -21,11 +21,14 @@ from tether.clock import Clock, SystemClock
 from tether.db.agents import AgentStore
 from tether.db.chats import ChatStore
 from tether.db.engine import create_engine
+from tether.db.llm_models import ModelStore
 from tether.db.migrate import upgrade
 from tether.db.pubsub import EventBus, InProcessBus, PostgresBus
 from tether.db.templates import TemplateStore
 from tether.db.users import UserStore
 from tether.db.workspaces import WorkspaceStore
+from tether.llm.config import load_operator_models
+from tether.llm.registry import ModelRegistry
 from tether.settings import Settings
 from tether.workspaces.backends.base import WorkspaceBackend
 from tether.workspaces.backends.local import LocalBackend
@@ -54,6 +57,7 @@ class Graph:
     chats: ChatStore
     hub: ChatStreamHub
     chat_service: ChatService
+    models: ModelRegistry
     extras: dict[str, Any] = field(default_factory=dict)
 
     async def aclose(self) -> None:
@@ -72,6 +76,7 @@ async def build_graph(
     bus: EventBus | None = None,
 ) -> Graph:
     clock = clock or SystemClock()
+    operator_models = load_operator_models(settings)  # a bad config fails before any I/O
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = create_engine(settings.database_url())
     await upgrade(engine)
@@ -122,6 +127,7 @@ async def build_graph(
     )
     chat_store = ChatStore(engine, clock)
     hub = ChatStreamHub()
+    models = ModelRegistry(operator_models, ModelStore(engine, clock))
     chat_service = ChatService(
         chats=chat_store,
         workspaces=service,
@@ -129,6 +135,7 @@ async def build_graph(
         bus=bus,
         clock=clock,
         max_queued=settings.max_queued_messages,
+        models=models,
     )
     graph = Graph(
         settings=settings,
@@ -148,6 +155,7 @@ async def build_graph(
         chats=chat_store,
         hub=hub,
         chat_service=chat_service,
+        models=models,
     )
     if settings.run_chatd:
         from tether.chatd.install import install_chatd  # the worker needs the built graph

@@ -16,7 +16,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from tether.chatd.follow import status_data
 from tether.chatd.models import Chat, ChatStatus, QueuedMessage, StoredMessage
@@ -92,6 +92,12 @@ def title_from(parts: list[dict[str, Any]]) -> str:
     return text if len(text) <= TITLE_CHARS else text[: TITLE_CHARS - 1].rstrip() + "…"
 
 
+class ModelNames(Protocol):
+    """Which model names a chat may use (``tether.llm.registry.ModelRegistry``)."""
+
+    async def chat_model(self, requested: str | None) -> str: ...
+
+
 class ChatService:
     def __init__(
         self,
@@ -104,8 +110,10 @@ class ChatService:
         max_queued: int = 20,
         stream_poll_s: float = 1.0,
         stream_ping_s: float = 15.0,
+        models: ModelNames | None = None,
     ) -> None:
         self.store = chats
+        self._models = models
         self.hub = hub
         self.clock = clock
         self.stream_poll_s = stream_poll_s
@@ -170,6 +178,8 @@ class ChatService:
             ws = await self._workspaces.get(actor, workspace_id)
             if ws.owner_id != actor.id:  # admins may see others' workspaces, not chat in them
                 raise NotFound(f"workspace {workspace_id} not found")
+        if self._models is not None:  # only configured names; never a spec from a request
+            model = await self._models.chat_model(model)
         title = (title or "").strip() or title_from(parts)
         if len(title) > MAX_TITLE:
             raise InvalidInput(f"title must be at most {MAX_TITLE} characters", field="title")

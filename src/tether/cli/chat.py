@@ -190,7 +190,10 @@ def new(
         str | None, typer.Option("--workspace", "-w", help="Bind to this workspace (name or id).")
     ] = None,
     model: Annotated[
-        str | None, typer.Option("--model", "-m", help="Model spec (default: the server's).")
+        str | None,
+        typer.Option(
+            "--model", "-m", help="Model name (see `tether models list`; default: the server's)."
+        ),
     ] = None,
     json_mode: JsonOpt = False,
 ) -> None:
