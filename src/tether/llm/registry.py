@@ -8,6 +8,7 @@ costs one small read per turn (so an edit on one replica is seen by all at the n
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,6 +20,8 @@ from pydantic_ai.models import Model
 from tether.errors import Conflict, InvalidInput, NotFound
 from tether.llm.config import AdminModelInput, AdminModelPatch, ModelConfig, OperatorModels
 from tether.llm.models import build_model
+
+log = logging.getLogger(__name__)
 
 
 class StoredModelRow(Protocol):
@@ -55,7 +58,11 @@ class ModelRegistry:
 
     async def list(self) -> list[ListedModel]:
         configs = list(self._operator.values())
-        configs += [_admin_config(row) for row in await self._store.list()]
+        for row in await self._store.list():
+            try:
+                configs.append(_admin_config(row))
+            except InvalidInput as exc:  # one bad row must not hide every model
+                log.warning("%s", exc.message)
         return [ListedModel(c, c.name == self.default) for c in configs]
 
     async def get(self, name: str) -> ModelConfig:
