@@ -7,6 +7,8 @@ It plays the provider behaviours tether must survive, so the real pydantic-ai
   current turn it calls ``tool_name`` (``{}``), otherwise it says ``"done"``; streamed
   (SSE) or not, as asked;
 * ``behaviour="silent"`` — accepts the connection and the request, never answers;
+* ``behaviour="stall"`` — starts a streamed answer (headers and a first, empty chunk), then
+  sends nothing more (a plain request is answered like ``silent``);
 * ``behaviour="llama"`` — like ``answer``, but a streamed request with tools gets llama.cpp's
   "Automatic streaming tool choice is not supported": as an HTTP 500 error document
   (``llama_error="http"``) or, as llama-server does once the stream has started, an
@@ -45,7 +47,7 @@ NULL_CONTENT_ERROR = "Expected 'content' to be a string or an array"
 
 @dataclass
 class FakeOpenAI:
-    behaviour: Literal["answer", "silent", "llama"] = "answer"
+    behaviour: Literal["answer", "silent", "stall", "llama"] = "answer"
     llama_error: Literal["http", "in_stream"] = "http"
     strict_content: bool = True
     tool_name: str = "list_templates"
@@ -84,9 +86,11 @@ class FakeOpenAI:
     async def _completions(self, request: Request) -> Response:
         body: dict[str, Any] = await request.json()
         self.requests.append(body)
-        if self.behaviour == "silent":
+        if self.behaviour == "silent" or (self.behaviour == "stall" and not body.get("stream")):
             await self._release.wait()
             return Response(status_code=503)
+        if self.behaviour == "stall":
+            return StreamingResponse(self._stalled(body), media_type="text/event-stream")
         if self.strict_content:
             for message in body.get("messages", []):
                 if (
@@ -111,6 +115,17 @@ class FakeOpenAI:
         if not stream:
             return JSONResponse(_completion(body, message))
         return StreamingResponse(_chunks(body, message), media_type="text/event-stream")
+
+    async def _stalled(self, body: dict[str, Any]) -> AsyncIterator[str]:
+        first = {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": body.get("model", "fake"),
+            "choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}],
+        }
+        yield f"data: {json.dumps(first)}\n\n"
+        await self._release.wait()
 
     def _answer(self, body: dict[str, Any], tools: bool) -> dict[str, Any]:
         messages = body.get("messages", [])

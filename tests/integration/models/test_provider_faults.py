@@ -41,6 +41,21 @@ async def test_silent_provider_ends_the_turn_with_provider_timeout(tmp_path: Pat
     assert errors and errors[-1]["code"] == "provider_timeout"
 
 
+async def test_stream_that_stalls_after_its_headers_ends_with_provider_timeout(
+    tmp_path: Path,
+) -> None:
+    async with (
+        FakeOpenAI(behaviour="stall").running() as fake,
+        start_server(tmp_path, [model_entry("stall", fake.url)]) as server,
+    ):
+        alice = await server.user_client("alice")
+        chat = (await alice.post("/api/v1/chats", json={"content": "hi", "model": "stall"})).json()
+        done = await wait_turn(alice, chat["id"], ceiling_s=SILENT_CEILING_S)
+        await alice.aclose()
+    assert fake.requests and fake.requests[0].get("stream") is True
+    assert (done["status"], done["last_error_code"]) == ("error", "provider_timeout")
+
+
 @pytest.mark.parametrize("llama_error", ["http", "in_stream"])
 async def test_llama_cannot_stream_with_tools_falls_back_to_plain_requests(
     tmp_path: Path, llama_error: str
