@@ -197,14 +197,26 @@ class ChatService:
         return chat
 
     async def send(
-        self, actor: User, chat_id: uuid.UUID, content: Content, *, busy: Busy = "queue"
+        self,
+        actor: User,
+        chat_id: uuid.UUID,
+        content: Content,
+        *,
+        busy: Busy = "queue",
+        model: str | None = None,
     ) -> SendResult:
         """Send a user message. Idle chat → persisted, the chat becomes pending. Busy chat
         → queued (QueueFull past the limit); the worker promotes it when the turn ends.
         ``busy="interrupt"`` also interrupts the running turn (a pending chat no worker
-        has started takes the message into its history at once)."""
+        has started takes the message into its history at once). ``model`` switches the
+        chat to another configured model from its next turn on."""
         parts = user_parts(content)
         chat = await self.get(actor, chat_id)
+        if model is not None:
+            if self._models is not None:
+                model = await self._models.chat_model(model)
+            if model != chat.model:
+                chat = await self.store.set_fields(chat.id, model=model)
         chat, message, queued = await self.store.submit_user_message(
             chat.id, parts, max_queued=self._max_queued, join_pending=busy == "interrupt"
         )

@@ -192,3 +192,16 @@ async def test_a_hand_written_python_row_is_never_imported(
         await server.graph.models.model("evil")
     listed = await member.get("/api/v1/models")  # a bad row is left out, not a 400 for all
     assert listed.status_code == 200 and "evil" not in listed.text
+
+
+async def test_a_message_switches_the_chat_to_another_configured_model(
+    server: RunningServer, member: httpx.AsyncClient
+) -> None:
+    chat = (await member.post("/api/v1/chats", json={"content": "hi"})).json()
+    url = f"/api/v1/chats/{chat['id']}/messages"
+    refused = await member.post(url, json={"content": "x", "model": "python:sys:exit"})
+    assert refused.status_code == 400 and refused.json()["details"]["available"]
+    assert (await member.get(f"/api/v1/chats/{chat['id']}")).json()["model"] == "demo"
+    sent = await member.post(url, json={"content": "x", "model": "local"})
+    assert sent.status_code == 200, sent.text
+    assert (await member.get(f"/api/v1/chats/{chat['id']}")).json()["model"] == "local"

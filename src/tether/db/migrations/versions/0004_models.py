@@ -1,5 +1,9 @@
 """Admin-managed models (the operator's models live in the server config, not here).
 
+Chats now name a configured model: a spec stored by an older version (``openai:…``,
+``python:…``, ``…@http://…``) is cleared, so such a chat uses the default model instead of
+failing (and a spec from a request is never resolved).
+
 Revision ID: 0004
 Revises: 0002
 """
@@ -33,6 +37,13 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(
             ["created_by"], ["users.id"], name="fk_llm_models_created_by_users", ondelete="SET NULL"
         ),
+    )
+
+    chats = sa.table("chats", sa.column("model", sa.String))
+    op.execute(
+        chats.update()
+        .where(sa.or_(chats.c.model.like("%:%"), chats.c.model.like("%@%")))
+        .values(model=None)
     )
 
 
