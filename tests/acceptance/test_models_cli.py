@@ -94,3 +94,16 @@ def test_member_cannot_add_and_chat_rejects_a_spec(server: LocalServer) -> None:
     assert chat.returncode == 1
     assert "not configured" in chat.stderr and "demo" in chat.stderr and "local" in chat.stderr
     assert server.cli("models", "list", env=member).returncode == 0  # the server is alive
+
+
+def test_chat_send_switches_the_model(server: LocalServer) -> None:
+    created = server.cli("chat", "new", "hi", "--model", "demo", "--json")
+    assert created.returncode == 0, created.stderr
+    first = json.loads(created.stdout.splitlines()[0])  # NDJSON: the chat comes first
+    assert first["event"] == "chat" and first["data"]["model"] == "demo"
+    chat_id = first["data"]["id"]
+    refused = server.cli("chat", "send", chat_id, "again", "--model", "nope", "--no-follow")
+    assert refused.returncode == 1 and "not configured" in refused.stderr
+    sent = server.cli("chat", "send", chat_id, "again", "--model", "local", "--no-follow")
+    assert sent.returncode == 0, sent.stderr
+    assert run_json(server, "chat", "show", chat_id)["chat"]["model"] == "local"
