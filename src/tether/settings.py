@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     model: str = "python:tether.llm.scripted:demo_model"
     openai_base_url: str | None = None
     models_file: Path | None = None
+    # defaults of a model's bounds when its config leaves them out (retries: provider_* above)
+    model_request_timeout_s: float = 120.0
+    model_connect_timeout_s: float = 10.0
     models_json: str | None = None
     default_model: str | None = None
 

@@ -27,7 +27,7 @@ from tether.db.pubsub import EventBus, InProcessBus, PostgresBus
 from tether.db.templates import TemplateStore
 from tether.db.users import UserStore
 from tether.db.workspaces import WorkspaceStore
-from tether.llm.config import load_operator_models
+from tether.llm.config import load_operator_models, option_defaults
 from tether.llm.registry import ModelRegistry
 from tether.settings import Settings
 from tether.workspaces.backends.base import WorkspaceBackend
@@ -127,7 +127,9 @@ async def build_graph(
     )
     chat_store = ChatStore(engine, clock)
     hub = ChatStreamHub()
-    models = ModelRegistry(operator_models, ModelStore(engine, clock))
+    models = ModelRegistry(
+        operator_models, ModelStore(engine, clock), defaults=option_defaults(settings)
+    )
     chat_service = ChatService(
         chats=chat_store,
         workspaces=service,

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 from pydantic_ai import Agent
 from pydantic_ai import messages as pai
-from pydantic_ai.exceptions import ModelHTTPError
+from pydantic_ai.exceptions import ModelAPIError, ModelHTTPError
 from pydantic_ai.models import Model
 from pydantic_ai.tools import RunContext
 from pydantic_ai.toolsets import FunctionToolset
@@ -40,7 +40,7 @@ from tether.chatd.tools import build_tools
 from tether.chatd.tools.base import ChatdDeps, ChatState, ToolContext
 from tether.errors import Conflict, TetherError
 from tether.llm.chatmodel import ModelFor, resolve_chat_model
-from tether.llm.provider import retry_policy
+from tether.llm.provider import retry_policy, typed_provider_error
 
 log = logging.getLogger(__name__)
 
@@ -365,6 +365,11 @@ class TurnRunner:
                 )
                 recorder.partial.clear()
                 await deps.clock.sleep(delay)
+            except ModelAPIError as exc:  # e.g. pydantic-ai's own deadlines, outside the model
+                typed = typed_provider_error(exc, model)
+                if isinstance(typed, TetherError):
+                    return typed.message, typed.code
+                return str(exc), "provider_error"
             except TetherError as exc:
                 return exc.message, exc.code
             except Exception as exc:

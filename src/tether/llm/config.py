@@ -153,7 +153,23 @@ def _invalid(exc: ValidationError, prefix: str) -> InvalidInput:
     return InvalidInput(f"{field}: {first.get('msg', 'invalid')}", field=field)
 
 
-def spec_to_config(spec: str, *, name: str, openai_base_url: str | None = None) -> ModelConfig:
+def option_defaults(settings: Settings) -> dict[str, Any]:
+    """A model's bounds when its config leaves them out (the settings' values)."""
+    return {
+        "request_timeout_s": settings.model_request_timeout_s,
+        "connect_timeout_s": settings.model_connect_timeout_s,
+        "max_retries": settings.provider_max_retries,
+        "retry_base_s": settings.provider_retry_base_s,
+    }
+
+
+def spec_to_config(
+    spec: str,
+    *,
+    name: str,
+    openai_base_url: str | None = None,
+    defaults: dict[str, Any] | None = None,
+) -> ModelConfig:
     """The ``TETHER_MODEL`` spec shortcut (``openai:<m>``, ``anthropic:<m>``,
     ``openai-compatible:<m>@<url>``, ``python:<module>:<attr>``) as a named config."""
     prefix, sep, rest = spec.strip().partition(":")
@@ -188,6 +204,7 @@ def spec_to_config(spec: str, *, name: str, openai_base_url: str | None = None) 
     try:
         return ModelConfig.model_validate(
             {
+                **(defaults or {}),
                 "name": name,
                 "provider": prefix,
                 "model": rest,
@@ -221,6 +238,7 @@ def load_operator_models(settings: Settings) -> OperatorModels:
         documents.append(("models_json", _parse(settings.models_json, "models_json")))
     models: list[ModelConfig] = []
     default: str | None = settings.default_model
+    defaults = option_defaults(settings)
     for field, doc in documents:
         if not isinstance(doc, dict) or not isinstance(doc.get("models", []), list):
             raise InvalidInput(f"{field} must be a mapping with a 'models' list", field=field)
@@ -229,7 +247,7 @@ def load_operator_models(settings: Settings) -> OperatorModels:
             raise InvalidInput(f"{field}: unknown keys {sorted(unknown)}", field=field)
         for i, item in enumerate(doc.get("models", [])):
             try:
-                cfg = ModelConfig.model_validate({**item, "source": "operator"})
+                cfg = ModelConfig.model_validate({**defaults, **item, "source": "operator"})
             except (ValidationError, TypeError) as exc:
                 if isinstance(exc, ValidationError):
                     raise _invalid(exc, f"{field}.models[{i}]") from exc
@@ -240,7 +258,10 @@ def load_operator_models(settings: Settings) -> OperatorModels:
     if not models or "model" in settings.model_fields_set:
         models.append(
             spec_to_config(
-                settings.model, name=SHORTCUT_NAME, openai_base_url=settings.openai_base_url
+                settings.model,
+                name=SHORTCUT_NAME,
+                openai_base_url=settings.openai_base_url,
+                defaults=defaults,
             )
         )
     names = [m.name for m in models]

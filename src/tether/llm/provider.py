@@ -175,28 +175,36 @@ class ProviderModel(WrapperModel):
         )
 
     def _typed(self, exc: Exception) -> Exception:
-        """tether's error for a provider failure; HTTP errors pass (the turn retries them)."""
-        name = self.cfg.name
-        if isinstance(exc, ModelTimeoutError | ModelRequestTimeout):
-            return ProviderTimeout(
-                f"model {name!r}: the provider did not answer within "
-                f"{self.cfg.request_timeout_s:g} s ({_message(exc)})"
+        return typed_provider_error(exc, self)
+
+
+def typed_provider_error(exc: Exception, model: Model) -> Exception:
+    """tether's error for a provider failure; HTTP errors pass (the turn retries them).
+
+    Also used by the turn for what pydantic-ai raises outside the model (its own
+    ``first_event_timeout``/``request_timeout`` deadlines)."""
+    name = model.cfg.name if isinstance(model, ProviderModel) else model.model_name
+    if isinstance(exc, ModelTimeoutError | ModelRequestTimeout):
+        bound = (
+            f"within {model.cfg.request_timeout_s:g} s"
+            if isinstance(model, ProviderModel)
+            else "in time"
+        )
+        return ProviderTimeout(
+            f"model {name!r}: the provider did not answer {bound} ({_message(exc)})"
+        )
+    if isinstance(exc, ModelHTTPError):
+        text = _message(exc).lower()
+        if exc.status_code in (400, 404, 422, 501) and any(w in text for w in _UNSUPPORTED_WORDS):
+            return ProviderUnsupported(
+                f"model {name!r}: the provider refused (HTTP {exc.status_code}): {_message(exc)}"
             )
-        if isinstance(exc, ModelHTTPError):
-            text = _message(exc).lower()
-            if exc.status_code in (400, 404, 422, 501) and any(
-                w in text for w in _UNSUPPORTED_WORDS
-            ):
-                return ProviderUnsupported(
-                    f"model {name!r}: the provider refused (HTTP {exc.status_code}): "
-                    f"{_message(exc)}"
-                )
-            return exc
-        if isinstance(exc, ModelConnectionError):
-            return ProviderError(f"model {name!r}: cannot reach the provider: {_message(exc)}")
-        if isinstance(exc, ModelAPIError | UnexpectedModelBehavior):
-            return ProviderError(f"model {name!r}: {_message(exc)}")
         return exc
+    if isinstance(exc, ModelConnectionError):
+        return ProviderError(f"model {name!r}: cannot reach the provider: {_message(exc)}")
+    if isinstance(exc, ModelAPIError | UnexpectedModelBehavior):
+        return ProviderError(f"model {name!r}: {_message(exc)}")
+    return exc
 
 
 def _message(exc: BaseException) -> str:

@@ -50,8 +50,15 @@ class ListedModel:
 
 
 class ModelRegistry:
-    def __init__(self, operator: OperatorModels, store: AdminModelStore) -> None:
+    def __init__(
+        self,
+        operator: OperatorModels,
+        store: AdminModelStore,
+        *,
+        defaults: dict[str, Any] | None = None,
+    ) -> None:
         self._operator = {m.name: m for m in operator.models}
+        self._defaults = defaults or {}  # bounds an admin model leaves out (from settings)
         self.default = operator.default
         self._store = store
         self._built: dict[str, tuple[object, Model]] = {}
@@ -111,7 +118,8 @@ class ModelRegistry:
 
     async def add(self, data: AdminModelInput, *, user_id: uuid.UUID) -> ModelConfig:
         self._not_operator(data.name)
-        cfg = data.to_config()
+        unset = {k: v for k, v in self._defaults.items() if k not in data.model_fields_set}
+        cfg = data.model_copy(update=unset).to_config()
         await self._store.add(cfg.name, _document(cfg), user_id=user_id)
         return cfg
 

@@ -1,15 +1,50 @@
-"""Helpers of the model tests: create a chat through the API, wait for its turn, record
-what the chat's stream publishes."""
+"""Helpers of the model tests: a real server (uvicorn, SQLite, the real chat worker and
+model registry) whose models point at a fake OpenAI-compatible server on a loopback socket
+(``tether.testing.fake_openai``); wait for a turn; record what the chat's stream publishes."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 
-from support.server import RunningServer
+from support.server import RunningServer, fast_settings, running_server
+
+SECRET_KEY = "sk-secret-do-not-leak-4711"
+
+
+def model_entry(name: str, url: str, **options: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "provider": "openai-compatible",
+        "model": "fake-model",
+        "base_url": url,
+        "api_key_env": "FAKE_PROVIDER_API_KEY",
+        "request_timeout_s": 1.0,
+        "connect_timeout_s": 1.0,
+        "max_retries": 0,
+        **options,
+    }
+
+
+@contextlib.asynccontextmanager
+async def start_server(
+    tmp_path: Path, models: list[dict[str, Any]], **overrides: Any
+) -> AsyncIterator[RunningServer]:
+    settings = fast_settings(
+        tmp_path,
+        run_provisioner=False,
+        models_json=json.dumps({"default": models[0]["name"], "models": models}),
+        **overrides,
+    )
+    async with running_server(settings) as server:
+        yield server
 
 
 def record_stream(server: RunningServer, chat_ref: Any) -> list[tuple[str, dict[str, Any]]]:

@@ -9,8 +9,8 @@ from typing import Any
 
 import httpx
 import pytest
+from models_env import SECRET_KEY, start_server
 
-from conftest import SECRET_KEY, start_server
 from support.server import RunningServer
 from tether.errors import InvalidInput
 
@@ -28,7 +28,7 @@ OPERATOR_MODELS: list[dict[str, Any]] = [
 
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[RunningServer]:
-    async with start_server(tmp_path, OPERATOR_MODELS) as running:
+    async with start_server(tmp_path, OPERATOR_MODELS, model_request_timeout_s=42) as running:
         yield running
 
 
@@ -205,3 +205,11 @@ async def test_a_message_switches_the_chat_to_another_configured_model(
     sent = await member.post(url, json={"content": "x", "model": "local"})
     assert sent.status_code == 200, sent.text
     assert (await member.get(f"/api/v1/chats/{chat['id']}")).json()["model"] == "local"
+
+
+async def test_models_without_bounds_get_the_settings_defaults(server: RunningServer) -> None:
+    spec = {"name": "plain", "provider": "scripted", "model": "demo"}
+    added = (await server.client.post("/api/v1/models", json=spec)).json()
+    listed = {m["name"]: m for m in (await server.client.get("/api/v1/models")).json()}
+    assert added["request_timeout_s"] == 42 == listed["local"]["request_timeout_s"]
+    assert listed["plain"]["request_timeout_s"] == 42

@@ -8,9 +8,15 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from models_env import assistant_texts, record_stream, wait_turn
+from models_env import (
+    SECRET_KEY,
+    assistant_texts,
+    model_entry,
+    record_stream,
+    start_server,
+    wait_turn,
+)
 
-from conftest import SECRET_KEY, model_entry, start_server
 from tether.testing.fake_openai import LLAMA_STREAM_TOOLS_ERROR, FakeOpenAI
 
 pytestmark = pytest.mark.usefixtures("allow_loopback_provider")

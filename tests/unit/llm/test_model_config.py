@@ -106,3 +106,17 @@ def test_openai_without_its_key_names_the_variable(
     cfg = AdminModelInput(name="gpt", provider="openai", model="gpt-4o").to_config()
     with pytest.raises(InvalidInput, match="OPENAI_API_KEY"):
         build_model(cfg)
+
+
+def test_settings_give_the_bounds_a_config_leaves_out(tmp_path: Path) -> None:
+    doc = json.dumps({"models": [{k: v for k, v in LOCAL.items() if k != "request_timeout_s"}]})
+    settings = Settings(
+        data_dir=tmp_path,
+        models_json=doc,
+        model="openai-compatible:m@http://127.0.0.1:9/v1",
+        model_request_timeout_s=33,
+        provider_max_retries=1,
+    )
+    local, shortcut = load_operator_models(settings).models
+    assert (local.request_timeout_s, local.connect_timeout_s, local.max_retries) == (33, 2, 1)
+    assert (shortcut.request_timeout_s, shortcut.max_retries) == (33, 1)
