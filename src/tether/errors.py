@@ -16,6 +16,8 @@ class is its default message.
     │   ├── AgentRequestFailed  502 agent_request_failed  (agent-side error with its own code)
     │   └── AgentTransportError 502 agent_transport       (connect/read failed)
     ├── ProviderError           502 provider_error     (LLM provider failed after retries)
+    │   ├── ProviderTimeout     504 provider_timeout   (no answer within the model's timeout)
+    │   └── ProviderUnsupported 502 provider_unsupported (the provider refuses a feature)
     ├── BackendError            500 backend_error      (a workspace backend failed; job error text)
     └── WorkspaceError          409                     (model-facing, each with a remediation)
         ├── NoWorkspace         no_workspace        → create_workspace
@@ -148,6 +150,19 @@ class ProviderError(TetherError):
 
     code = "provider_error"
     http_status = 502
+
+
+class ProviderTimeout(ProviderError):
+    """The language model provider did not answer within the model's timeout."""
+
+    code = "provider_timeout"
+    http_status = 504
+
+
+class ProviderUnsupported(ProviderError):
+    """The language model provider does not support what the request needs."""
+
+    code = "provider_unsupported"
 
 
 class WorkspaceError(TetherError):

@@ -7,6 +7,7 @@ values; nothing else reads ``os.environ`` for configuration.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import Field, SecretStr
@@ -89,8 +90,17 @@ class Settings(BaseSettings):
     chat_workspace_ttl_ms: int = 0
 
     # --- LLM ------------------------------------------------------------------------------
+    # ``model`` is the operator's shortcut: one model (named "default") from a spec string.
+    # ``models_file`` (YAML/JSON) and ``models_json`` (the same document, inline) define named
+    # models; ``default_model`` names the default (else the first one). See tether.llm.config.
     model: str = "python:tether.llm.scripted:demo_model"
     openai_base_url: str | None = None
+    models_file: Path | None = None
+    # defaults of a model's bounds when its config leaves them out (retries: provider_* above)
+    model_request_timeout_s: float = 120.0
+    model_connect_timeout_s: float = 10.0
+    models_json: str | None = None
+    default_model: str | None = None
 
     def database_url(self) -> str:
         if self.db_url:
@@ -104,3 +114,12 @@ class Settings(BaseSettings):
         if self.public_url:
             return self.public_url.rstrip("/")
         return f"http://{self.host}:{self.port}"
+
+
+def env_value(name: str) -> str | None:
+    """The value of the environment variable ``name`` (a model's API key source), or None.
+
+    The one other place that reads the environment: a configured model names the variable
+    holding its key, and the key is read when the model is built, never stored."""
+    value = os.environ.get(name)
+    return value or None

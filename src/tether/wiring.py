@@ -21,12 +21,15 @@ from tether.clock import Clock, SystemClock
 from tether.db.agents import AgentStore
 from tether.db.chats import ChatStore
 from tether.db.engine import create_engine
+from tether.db.llm_models import ModelStore
 from tether.db.migrate import upgrade
 from tether.db.pubsub import EventBus, InProcessBus, PostgresBus
 from tether.db.serverkeys import check_fingerprint
 from tether.db.templates import TemplateStore
 from tether.db.users import UserStore
 from tether.db.workspaces import WorkspaceStore
+from tether.llm.config import load_operator_models, option_defaults
+from tether.llm.registry import ModelRegistry
 from tether.serverkey import ServerKey, open_server_key
 from tether.settings import Settings
 from tether.workspaces.backends.base import WorkspaceBackend
@@ -57,6 +60,7 @@ class Graph:
     chats: ChatStore
     hub: ChatStreamHub
     chat_service: ChatService
+    models: ModelRegistry
     extras: dict[str, Any] = field(default_factory=dict)
     server_key: ServerKey | None = None
 
@@ -76,6 +80,7 @@ async def build_graph(
     bus: EventBus | None = None,
 ) -> Graph:
     clock = clock or SystemClock()
+    operator_models = load_operator_models(settings)  # a bad config fails before any I/O
     server_key = open_server_key(settings)  # data dir 0700, SQLite files and key 0600
     engine = create_engine(settings.database_url())
     try:
@@ -139,6 +144,9 @@ async def build_graph(
     )
     chat_store = ChatStore(engine, clock)
     hub = ChatStreamHub()
+    models = ModelRegistry(
+        operator_models, ModelStore(engine, clock), defaults=option_defaults(settings)
+    )
     chat_service = ChatService(
         chats=chat_store,
         workspaces=service,
@@ -146,6 +154,7 @@ async def build_graph(
         bus=bus,
         clock=clock,
         max_queued=settings.max_queued_messages,
+        models=models,
     )
     graph = Graph(
         settings=settings,
@@ -165,6 +174,7 @@ async def build_graph(
         chats=chat_store,
         hub=hub,
         chat_service=chat_service,
+        models=models,
         server_key=server_key,
     )
     if settings.run_chatd:

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from tether import __version__
 from tether.api import agent_session
 from tether.api.errors import install_error_handlers
-from tether.api.routers import chats, templates, users, workspaces
+from tether.api.routers import chats, models, templates, users, workspaces
 
 log = logging.getLogger("tether.api")
 
@@ -47,6 +47,7 @@ def create_app(graph: Any, *, background: list[BackgroundJob] | None = None) -> 
     app.include_router(templates.router)
     app.include_router(workspaces.router)
     app.include_router(chats.router)
+    app.include_router(models.router)
     app.include_router(agent_session.router)
     extra = getattr(graph, "extras", {}).get("routers", [])
     for router in extra:

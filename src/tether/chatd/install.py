@@ -3,7 +3,7 @@ worker, registered as a background job (``graph.extras["background"]``)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pydantic_ai.models import Model
@@ -18,7 +18,8 @@ from tether.chatd.tools.base import ChatdDeps
 from tether.chatd.turn import Instructions, TurnRunner
 from tether.chatd.worker import ChatWorker
 from tether.db.chats import ChatStore
-from tether.llm.models import resolve_model
+from tether.llm.chatmodel import ModelFor
+from tether.llm.registry import ModelRegistry
 
 
 def chatd_deps(graph: Any, *, dialer: Dialer | None = None) -> ChatdDeps:
@@ -50,16 +51,13 @@ def chatd_deps(graph: Any, *, dialer: Dialer | None = None) -> ChatdDeps:
     )
 
 
-def default_model_for(graph: Any) -> Callable[[Chat], Model]:
-    """Resolve ``chat.model`` (or the ``model`` setting) once per spec."""
-    cache: dict[str, Model] = {}
-    settings = graph.settings
+def default_model_for(graph: Any) -> Callable[[Chat], Awaitable[Model]]:
+    """The model a chat names, from the graph's registry (the default for ``None``). A
+    chat's ``model`` is only ever a configured name: never a spec, never imported."""
+    registry: ModelRegistry = graph.models
 
-    def model_for(chat: Chat) -> Model:
-        spec = chat.model or settings.model
-        if spec not in cache:
-            cache[spec] = resolve_model(spec, openai_base_url=settings.openai_base_url)
-        return cache[spec]
+    async def model_for(chat: Chat) -> Model:
+        return await registry.model(chat.model)
 
     return model_for
 
@@ -67,7 +65,7 @@ def default_model_for(graph: Any) -> Callable[[Chat], Model]:
 def install_chatd(
     graph: Any,
     *,
-    model_for: Callable[[Chat], Model] | None = None,
+    model_for: ModelFor | None = None,
     instructions: Instructions | None = None,
     dialer: Dialer | None = None,
     mcp_cache: McpToolCache | None = None,

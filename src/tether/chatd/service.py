@@ -16,7 +16,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from tether.chatd.follow import status_data
 from tether.chatd.models import Chat, ChatStatus, QueuedMessage, StoredMessage
@@ -92,6 +92,12 @@ def title_from(parts: list[dict[str, Any]]) -> str:
     return text if len(text) <= TITLE_CHARS else text[: TITLE_CHARS - 1].rstrip() + "…"
 
 
+class ModelNames(Protocol):
+    """Which model names a chat may use (``tether.llm.registry.ModelRegistry``)."""
+
+    async def chat_model(self, requested: str | None) -> str: ...
+
+
 class ChatService:
     def __init__(
         self,
@@ -104,8 +110,10 @@ class ChatService:
         max_queued: int = 20,
         stream_poll_s: float = 1.0,
         stream_ping_s: float = 15.0,
+        models: ModelNames | None = None,
     ) -> None:
         self.store = chats
+        self._models = models
         self.hub = hub
         self.clock = clock
         self.stream_poll_s = stream_poll_s
@@ -170,6 +178,8 @@ class ChatService:
             ws = await self._workspaces.get(actor, workspace_id)
             if ws.owner_id != actor.id:  # admins may see others' workspaces, not chat in them
                 raise NotFound(f"workspace {workspace_id} not found")
+        if self._models is not None:  # only configured names; never a spec from a request
+            model = await self._models.chat_model(model)
         title = (title or "").strip() or title_from(parts)
         if len(title) > MAX_TITLE:
             raise InvalidInput(f"title must be at most {MAX_TITLE} characters", field="title")
@@ -187,14 +197,26 @@ class ChatService:
         return chat
 
     async def send(
-        self, actor: User, chat_id: uuid.UUID, content: Content, *, busy: Busy = "queue"
+        self,
+        actor: User,
+        chat_id: uuid.UUID,
+        content: Content,
+        *,
+        busy: Busy = "queue",
+        model: str | None = None,
     ) -> SendResult:
         """Send a user message. Idle chat → persisted, the chat becomes pending. Busy chat
         → queued (QueueFull past the limit); the worker promotes it when the turn ends.
         ``busy="interrupt"`` also interrupts the running turn (a pending chat no worker
-        has started takes the message into its history at once)."""
+        has started takes the message into its history at once). ``model`` switches the
+        chat to another configured model from its next turn on."""
         parts = user_parts(content)
         chat = await self.get(actor, chat_id)
+        if model is not None:
+            if self._models is not None:
+                model = await self._models.chat_model(model)
+            if model != chat.model:
+                chat = await self.store.set_fields(chat.id, model=model)
         chat, message, queued = await self.store.submit_user_message(
             chat.id, parts, max_queued=self._max_queued, join_pending=busy == "interrupt"
         )

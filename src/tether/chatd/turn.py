@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pydantic_ai import Agent
 from pydantic_ai import messages as pai
-from pydantic_ai.exceptions import ModelHTTPError
+from pydantic_ai.exceptions import ModelAPIError, ModelHTTPError
 from pydantic_ai.models import Model
 from pydantic_ai.tools import RunContext
 from pydantic_ai.toolsets import FunctionToolset
@@ -39,6 +39,8 @@ from tether.chatd.models import Chat, StoredMessage
 from tether.chatd.tools import build_tools
 from tether.chatd.tools.base import ChatdDeps, ChatState, ToolContext
 from tether.errors import Conflict, TetherError
+from tether.llm.chatmodel import ModelFor, resolve_chat_model
+from tether.llm.provider import retry_policy, typed_provider_error
 
 log = logging.getLogger(__name__)
 
@@ -237,7 +239,7 @@ class TurnRunner:
         self,
         deps: ChatdDeps,
         *,
-        model_for: Callable[[Chat], Model],
+        model_for: ModelFor,
         instructions: Instructions | None = None,
         mcp: McpDiscovery | None = None,
     ) -> None:
@@ -256,7 +258,7 @@ class TurnRunner:
         hub = deps.hub
         hub.publish(chat.id, "status", _status_data(chat))
         try:
-            model = self._model_for(chat)
+            model = await resolve_chat_model(self._model_for, chat)
         except Exception as exc:  # a bad model spec or a missing key must not strand the chat
             log.warning("chat %s: cannot build the model: %s", chat.id, exc)
             code = exc.code if isinstance(exc, TetherError) else "model_error"
@@ -341,25 +343,33 @@ class TurnRunner:
             except ModelHTTPError as exc:
                 if recorder.steps_done > steps_before:
                     failures = 0  # progress was made: the budget is per stuck step
-                if not _retryable(exc) or failures >= settings.provider_max_retries:
+                max_retries, retry_base_s = retry_policy(
+                    model, settings.provider_max_retries, settings.provider_retry_base_s
+                )
+                if not _retryable(exc) or failures >= max_retries:
                     return (
                         f"the model provider failed (HTTP {exc.status_code}): {exc.message}",
                         "provider_error",
                     )
                 failures += 1
-                delay = settings.provider_retry_base_s * 2 ** (failures - 1)
+                delay = retry_base_s * 2 ** (failures - 1)
                 deps.hub.publish(
                     chat.id,
                     "retry",
                     {
                         "attempt": failures,
-                        "max_attempts": settings.provider_max_retries,
+                        "max_attempts": max_retries,
                         "delay_s": delay,
                         "error": f"HTTP {exc.status_code}",
                     },
                 )
                 recorder.partial.clear()
                 await deps.clock.sleep(delay)
+            except ModelAPIError as exc:  # e.g. pydantic-ai's own deadlines, outside the model
+                typed = typed_provider_error(exc, model)
+                if isinstance(typed, TetherError):
+                    return typed.message, typed.code
+                return str(exc), "provider_error"
             except TetherError as exc:
                 return exc.message, exc.code
             except Exception as exc:

@@ -190,7 +190,10 @@ def new(
         str | None, typer.Option("--workspace", "-w", help="Bind to this workspace (name or id).")
     ] = None,
     model: Annotated[
-        str | None, typer.Option("--model", "-m", help="Model spec (default: the server's).")
+        str | None,
+        typer.Option(
+            "--model", "-m", help="Model name (see `tether models list`; default: the server's)."
+        ),
     ] = None,
     json_mode: JsonOpt = False,
 ) -> None:
@@ -220,6 +223,10 @@ def send(
     no_follow: Annotated[
         bool, typer.Option("--no-follow", help="Return once the message is accepted.")
     ] = False,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help="Switch the chat to this configured model."),
+    ] = None,
     json_mode: JsonOpt = False,
 ) -> None:
     """Send a message to a chat (queued while a turn runs) and stream the reply."""
@@ -228,7 +235,9 @@ def send(
         chats = ChatsAPI(client)
         target = await resolve_chat(chats, chat)
         session.chat_id = target.id
-        result = await chats.send(target.id, message, busy="interrupt" if interrupt else "queue")
+        result = await chats.send(
+            target.id, message, busy="interrupt" if interrupt else "queue", model=model
+        )
         if no_follow:
             state = "queued" if result.queued else result.chat.status
             out.emit(result, f"chat {target.id}: message {state}")

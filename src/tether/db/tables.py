@@ -270,3 +270,15 @@ chat_queued_messages = sa.Table(
     sa.Column("created_at", TS, nullable=False),
     sa.Index("ix_chat_queued_messages_chat", "chat_id", "created_at"),
 )
+
+# Admin-managed models (tether.llm.config.ModelConfig as JSON; never a key, only its source).
+llm_models = sa.Table(
+    "llm_models",
+    metadata,
+    sa.Column("id", sa.Uuid, primary_key=True),
+    sa.Column("name", sa.String(64), nullable=False, unique=True),
+    sa.Column("config", sa.JSON, nullable=False),
+    sa.Column("created_by", sa.Uuid, sa.ForeignKey("users.id", ondelete="SET NULL"), nullable=True),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("updated_at", TS, nullable=False),
+)

@@ -153,8 +153,11 @@ class ChatsAPI:
         content: Content,
         *,
         busy: Literal["queue", "interrupt"] = "queue",
+        model: str | None = None,
     ) -> SendResult:
-        body = {"content": _parts(content), "busy": busy}
+        body: dict[str, Any] = {"content": _parts(content), "busy": busy}
+        if model is not None:
+            body["model"] = model  # a configured model name (see TetherClient.list_models)
         return SendResult.model_validate(
             await self._call("POST", f"/{chat_id}/messages", json=body)
         )

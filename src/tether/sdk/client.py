@@ -32,6 +32,7 @@ from tether.sdk.models import (
     CreatedToken,
     DeletedUser,
     ExecResult,
+    ModelInfo,
     Template,
     User,
     UserWithToken,
@@ -161,6 +162,25 @@ class TetherClient:
 
     async def revoke_token(self, token_id: str | uuid.UUID, *, user: str = "me") -> None:
         await self._request("DELETE", f"/users/{_seg(user)}/tokens/{_seg(str(token_id))}")
+
+    # --- models ---------------------------------------------------------------------------
+
+    async def list_models(self) -> list[ModelInfo]:
+        return [ModelInfo.model_validate(m) for m in await self._request("GET", "/models")]
+
+    async def add_model(self, name: str, provider: str, model: str, **options: Any) -> ModelInfo:
+        """Add an admin model. ``options``: base_url, api_key_env (an ``*_API_KEY``
+        environment variable of the server), request_timeout_s, connect_timeout_s,
+        max_retries, retry_base_s, stream."""
+        body = {"name": name, "provider": provider, "model": model, **options}
+        return ModelInfo.model_validate(await self._request("POST", "/models", json=body))
+
+    async def edit_model(self, name: str, **changes: Any) -> ModelInfo:
+        data = await self._request("PATCH", f"/models/{_seg(name)}", json=changes)
+        return ModelInfo.model_validate(data)
+
+    async def remove_model(self, name: str) -> None:
+        await self._request("DELETE", f"/models/{_seg(name)}")
 
     # --- templates ------------------------------------------------------------------------
 

@@ -59,6 +59,21 @@ class DeletedUser(_Model):
     chats_deleted: int = 0
 
 
+class ModelInfo(_Model):
+    """A configured model a chat can name (never its key or where the key comes from)."""
+
+    name: str
+    provider: str
+    model: str
+    default: bool = False
+    source: str = "operator"
+    stream: bool = True
+    request_timeout_s: float | None = None
+    connect_timeout_s: float | None = None
+    max_retries: int | None = None
+    base_url: str | None = None  # shown to admins only
+
+
 class Template(_Model):
     id: uuid.UUID
     name: str

@@ -19,8 +19,8 @@ async def test_create_list_get_and_history(env: ChatEnv) -> None:
     assert (chat.workspace_id, chat.build_id, chat.agent_id) == (None, None, None)
     assert chat.parent_chat_id is None and chat.queued == 0
 
-    other = await api.create([{"type": "text", "text": "second"}], title="Mine", model="m1")
-    assert other.title == "Mine" and other.model == "m1"
+    other = await api.create([{"type": "text", "text": "second"}], title="Mine", model="default")
+    assert other.title == "Mine" and other.model == "default"
 
     listed = await api.list()
     assert {c.id for c in listed} == {chat.id, other.id}

@@ -1,15 +1,20 @@
-"""resolve_model: every spec form builds the right pydantic-ai model without network I/O."""
+"""resolve_model: every spec form builds the right pydantic-ai model without network I/O.
+
+HTTP providers come wrapped in ``ProviderModel`` (typed errors, timeouts, fallback);
+``unwrap`` gives the provider's own model."""
 
 from __future__ import annotations
 
 import pytest
+from pydantic_ai.models import Model
 from pydantic_ai.models.anthropic import AnthropicModel
 from pydantic_ai.models.function import FunctionModel
 from pydantic_ai.models.openai import OpenAIChatModel
 from pydantic_ai.models.test import TestModel
 
 from tether.errors import InvalidInput
-from tether.llm.models import resolve_model
+from tether.llm.models import resolve_model as _resolve
+from tether.llm.provider import ProviderModel
 
 # Importable targets for the python: form.
 A_MODEL = TestModel()
@@ -22,6 +27,14 @@ def make_model() -> TestModel:
 
 def make_nothing() -> str:
     return "nope"
+
+
+def resolve_model(spec: str, *, openai_base_url: str | None = None) -> Model:
+    model = _resolve(spec, openai_base_url=openai_base_url)
+    if spec.startswith(("openai", "anthropic")):
+        assert isinstance(model, ProviderModel)
+        return model.wrapped
+    return model
 
 
 @pytest.fixture(autouse=True)

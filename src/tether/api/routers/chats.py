@@ -39,6 +39,7 @@ class CreateChat(BaseModel):
 class SendMessage(BaseModel):
     content: Content
     busy: Literal["queue", "interrupt"] = "queue"
+    model: str | None = Field(default=None, min_length=1, max_length=256)  # a configured name
 
 
 class ArchiveChat(BaseModel):
@@ -189,7 +190,7 @@ async def send(
     request: Request, chat_id: uuid.UUID, body: SendMessage, user: CurrentUser
 ) -> SendOut:
     service = _service(request)
-    result = await service.send(user, chat_id, body.content, busy=body.busy)
+    result = await service.send(user, chat_id, body.content, busy=body.busy, model=body.model)
     return SendOut(
         message=MessageOut.of(result.message) if result.message else None,
         queued_message=QueuedOut.of(result.queued_message) if result.queued_message else None,
