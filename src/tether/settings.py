@@ -33,7 +33,8 @@ class Settings(BaseSettings):
     bootstrap_admin: str = "admin"
 
     # --- agents and their status (reference §1.5) --------------------------------------
-    agent_ping_interval_s: float = 2.0
+    agent_ping_interval_s: float = 1.0  # both ways on the agent session
+    agent_unreachable_after_s: float = 3.0  # no session frame this long → agent_unreachable
     agent_inactive_disconnect_s: float = 6.0
     agent_connection_timeout_s: int = 120
     agent_stop_grace_s: float = 3.0
@@ -58,6 +59,7 @@ class Settings(BaseSettings):
     dial_validation_delay_s: float = 0.25
     dial_timeout_s: float = 10.0
     agent_request_timeout_s: float = 30.0
+    exec_deadline_margin_s: float = 5.0  # a foreground exec's deadline: its timeout + this
     agent_connect_timeout_s: float = 0.3
     mcp_discovery_timeout_s: float = 35.0
     instruction_lookup_timeout_s: float = 5.0

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tether.agentconn.liveness import AgentLiveness
 from tether.agentconn.pool import AgentPool
 from tether.chatd.service import ChatService
 from tether.chatd.stream import ChatStreamHub
@@ -54,6 +55,7 @@ class Graph:
     chats: ChatStore
     hub: ChatStreamHub
     chat_service: ChatService
+    liveness: AgentLiveness = field(default_factory=AgentLiveness)
     extras: dict[str, Any] = field(default_factory=dict)
 
     async def aclose(self) -> None:
