@@ -106,6 +106,7 @@ async def build_graph(
         clock=clock,
         inactive_disconnect_s=settings.agent_inactive_disconnect_s,
         build_poll_s=settings.build_poll_s,
+        agent_dead_after_s=settings.agent_unreachable_after_s,
     )
     provisioner = Provisioner(
         workspaces=workspace_store,

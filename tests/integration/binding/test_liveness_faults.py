@@ -5,13 +5,18 @@ the API's status says so, and the next turn after SIGCONT works with no manual s
 
 The old behaviour took 50–85 s and said ``dial_timeout``; the ceilings here are the issue's
 bound (≤ 5 s with the default ``agent_unreachable_after_s`` of 3 s).
+Also §5 "start means running": start on a running build whose agent was killed rebuilds it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import re
+import signal
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -87,3 +92,63 @@ async def test_frozen_agent_ends_the_call_fast_keeps_output_and_recovers(
     assert "step-one" in output["result"]["output"]
     back = (await env.results(chat.id, "execute"))[-1]
     assert back["result"]["output"].strip() == "back", back
+
+
+async def _killed(env: BindingEnv, ws: uuid.UUID) -> None:
+    """kill -9 the agent and wait until the server noticed (its session dropped)."""
+    pid = await env.agent_pid(ws)
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while True:
+        view = (await env.server.client.get(f"/api/v1/workspaces/{ws}")).json()
+        if view["agents"][0]["status"] == "disconnected":
+            return
+        assert time.monotonic() < deadline, view
+        await asyncio.sleep(0.02)
+
+
+async def test_start_on_a_running_build_with_a_killed_agent_rebuilds_it(env: BindingEnv) -> None:
+    """§5 through the API (what ``tether workspaces start`` calls): kill -9, then start."""
+    ws, agent = await env.create_workspace()
+    await _killed(env, ws)
+    t0 = time.monotonic()
+    r = await env.server.client.post(f"/api/v1/workspaces/{ws}/start", json={})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["action"] == "rebuilt" and body["created"], body
+    assert "dead" in body["message"]
+    assert body["build"]["transition"] == "start"
+    new = await env.wait_agent_ready(ws)
+    assert new.id != agent.id
+    # the old path blocked 120 s (agent_ready_timeout_s) and still answered not_ready
+    assert time.monotonic() - t0 < 30
+    again = (await env.server.client.post(f"/api/v1/workspaces/{ws}/start", json={})).json()
+    assert again["action"] == "already_running" and not again["created"], again
+
+
+async def test_start_workspace_tool_rebuilds_a_killed_agent_and_the_next_call_works(
+    env: BindingEnv,
+) -> None:
+    ws, agent = await env.create_workspace()
+    env.start_worker()
+    await _killed(env, ws)
+    model = script_model(
+        [
+            Call("start_workspace", {}),
+            Call("execute", {"command": "echo alive"}),
+            Say("done"),
+        ]
+    )
+    chat = await env.new_chat("go", model, workspace_id=ws)
+    chat = await env.wait_status(chat.id, timeout=60)
+    assert chat.status is ChatStatus.WAITING, chat.last_error
+    [started] = await env.results(chat.id, "start_workspace")
+    assert not started.get("is_error"), started
+    assert started["result"]["rebuilt"] is True, started
+    assert "not_ready" not in json.dumps(started["result"])
+    [executed] = await env.results(chat.id, "execute")
+    assert executed["result"]["output"].strip() == "alive", executed
+    [span] = env.spans(chat.id, "start_workspace")
+    assert span.seconds < 30  # the old path: 120 s, then "started: true, not_ready"
+    new = (await env.graph.agents.latest_build_agents(ws))[0]
+    assert new.id != agent.id and chat.agent_id == new.id
