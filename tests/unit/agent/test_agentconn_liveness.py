@@ -5,6 +5,7 @@ fake transport, whose response never finishes (as a frozen agent's)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -14,7 +15,15 @@ import pytest
 
 from tether.agentconn import AgentClient
 from tether.agentconn.execstream import ExecStream, copy_partial
-from tether.agentconn.liveness import AgentLiveness, apply_event, down_event, up_event
+from tether.agentconn.liveness import (
+    LIVENESS_CHANNEL,
+    AgentLiveness,
+    apply_event,
+    down_event,
+    follow_liveness,
+    up_event,
+)
+from tether.db.pubsub import InProcessBus
 from tether.errors import AgentTransportError, AgentUnreachable
 
 HANG_S = 30.0  # what the old behaviour would wait at least; every test ends far sooner
@@ -146,3 +155,30 @@ def test_stream_caps_partial_output_and_copies_it() -> None:
     target = AgentUnreachable()
     copy_partial(source, target)
     assert target.details["process_id"] == "p" and "abcd" in target.message
+
+
+async def test_follow_liveness_applies_bus_events_from_another_replica() -> None:
+    """The replica running a chat learns of a silent agent through the bus."""
+    bus = InProcessBus()
+    liveness = AgentLiveness()
+    agent_id = uuid.uuid4()
+    signal = liveness.signal(agent_id)
+    follower = asyncio.create_task(follow_liveness(liveness, bus))
+    try:
+        await asyncio.sleep(0)  # subscribed
+        for _ in range(50):
+            await bus.publish(LIVENESS_CHANNEL, down_event(agent_id, "silent"))
+            if signal.is_set():
+                break
+            await asyncio.sleep(0.01)
+        assert signal.is_set() and liveness.is_down(agent_id)
+        await bus.publish(LIVENESS_CHANNEL, up_event(agent_id))
+        for _ in range(200):
+            if not liveness.is_down(agent_id):
+                break
+            await asyncio.sleep(0.01)
+        assert not liveness.is_down(agent_id)
+    finally:
+        follower.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await follower
