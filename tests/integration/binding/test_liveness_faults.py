@@ -67,8 +67,17 @@ async def test_frozen_agent_ends_the_call_fast_keeps_output_and_recovers(
         # the API tells the truth while the agent is frozen
         view = (await env.server.client.get(f"/api/v1/workspaces/{ws}")).json()
         assert view["agents"][0]["status"] == "disconnected", view["agents"][0]
+        # a turn that starts while the agent is still frozen: no waiting for MCP discovery
+        # (≈35 s) nor a dial timeout — the agent is known down
+        env.models[chat.id] = script_model([Call("execute", {"command": "true"}), Say("k")])
+        sent = time.monotonic()
+        chat = await env.turn(chat.id, "still there?", timeout=30)
+        frozen_turn_s = time.monotonic() - sent
+        second = (await env.results(chat.id, "execute"))[-1]
+        assert second["error_code"] == "agent_unreachable", second
     print(f"freeze to agent_unreachable: {freeze_to_result:.2f}s")
     assert freeze_to_result < FREEZE_TO_RESULT_S, f"took {freeze_to_result:.2f}s"
+    assert frozen_turn_s < FREEZE_TO_RESULT_S, f"a turn on the frozen agent took {frozen_turn_s}"
     assert result["is_error"] and result["error_code"] == "agent_unreachable", result
     assert "step-one" in result["result"], result["result"]
     match = re.search(r"started as process ([0-9a-f]+)", result["result"])
