@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -82,6 +82,15 @@ class Settings(BaseSettings):
     # --- LLM ------------------------------------------------------------------------------
     model: str = "python:tether.llm.scripted:demo_model"
     openai_base_url: str | None = None
+
+    @model_validator(mode="after")
+    def _liveness_bound_covers_pings(self) -> Settings:
+        # A bound of less than two ping intervals would mark healthy agents unreachable.
+        if self.agent_unreachable_after_s < 2 * self.agent_ping_interval_s:
+            raise ValueError(
+                "agent_unreachable_after_s must be at least twice agent_ping_interval_s"
+            )
+        return self
 
     def database_url(self) -> str:
         if self.db_url:

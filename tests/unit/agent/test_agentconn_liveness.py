@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from pydantic import ValidationError
 
 from tether.agentconn import AgentClient
 from tether.agentconn.execstream import ExecStream, copy_partial
@@ -25,6 +26,7 @@ from tether.agentconn.liveness import (
 )
 from tether.db.pubsub import InProcessBus
 from tether.errors import AgentTransportError, AgentUnreachable
+from tether.settings import Settings
 
 HANG_S = 30.0  # what the old behaviour would wait at least; every test ends far sooner
 
@@ -182,3 +184,9 @@ async def test_follow_liveness_applies_bus_events_from_another_replica() -> None
         follower.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await follower
+
+
+def test_settings_refuse_a_bound_shorter_than_two_pings() -> None:
+    assert Settings().agent_unreachable_after_s <= 3.0  # the default bound
+    with pytest.raises(ValidationError):
+        Settings(agent_ping_interval_s=2.0, agent_unreachable_after_s=3.0)
