@@ -7,10 +7,12 @@ which reads its pidfiles), so a backend that wraps agents (a sandbox) changes on
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from tether.workspaces.backends.base import WorkspaceRef
@@ -35,3 +37,11 @@ def frozen(pid: int) -> Iterator[None]:
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGCONT)
+
+
+def agent_pid_on_disk(data_dir: Path, workspace_id: uuid.UUID) -> int:
+    """The PID of the workspace's (one) agent, for tests that run the server as a separate
+    process (no graph to ask): read from the local backend's records under ``data_dir``."""
+    records = list((data_dir / "workspaces" / str(workspace_id) / "agents").glob("*.pid"))
+    [record] = records
+    return int(json.loads(record.read_text())["pid"])
