@@ -23,8 +23,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+import weakref
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
@@ -35,45 +35,47 @@ LIVENESS_CHANNEL = "agent_liveness"
 Listener = Callable[[uuid.UUID, str], None]
 
 
-@dataclass
-class _Entry:
-    signal: asyncio.Event = field(default_factory=asyncio.Event)
-    reason: str = ""
-
-
 class AgentLiveness:
-    """Per-agent down/up state with an event per "up epoch" (see the module docstring)."""
+    """Per-agent down/up state with an event per "up epoch" (see the module docstring).
+
+    Events of agents that are up are held weakly (by the clients that wait on them), so the
+    map does not grow with every agent ever dialled; an agent that is down is remembered
+    until it comes back (or the bus says marks may be stale)."""
 
     def __init__(self) -> None:
-        self._entries: dict[uuid.UUID, _Entry] = {}
+        self._up: weakref.WeakValueDictionary[uuid.UUID, asyncio.Event] = (
+            weakref.WeakValueDictionary()
+        )
+        self._down: dict[uuid.UUID, tuple[asyncio.Event, str]] = {}
         self._listeners: list[Listener] = []
 
     def signal(self, agent_id: uuid.UUID) -> asyncio.Event:
         """The event that is set when the agent goes down (already set if it is down now).
         A client keeps the event of the epoch it was created in: once the agent is up again
         its old clients stay failed, new ones get a fresh event."""
-        entry = self._entries.get(agent_id)
-        if entry is None:
-            entry = self._entries[agent_id] = _Entry()
-        return entry.signal
+        down = self._down.get(agent_id)
+        if down is not None:
+            return down[0]
+        event = self._up.get(agent_id)
+        if event is None:
+            event = asyncio.Event()
+            self._up[agent_id] = event
+        return event
 
     def is_down(self, agent_id: uuid.UUID) -> bool:
-        entry = self._entries.get(agent_id)
-        return entry is not None and entry.signal.is_set()
+        return agent_id in self._down
 
     def reason(self, agent_id: uuid.UUID) -> str:
-        entry = self._entries.get(agent_id)
-        return entry.reason if entry is not None else ""
+        down = self._down.get(agent_id)
+        return down[1] if down is not None else ""
 
     def mark_down(self, agent_id: uuid.UUID, reason: str) -> bool:
         """Fail every waiter of the agent; True when it was not down already."""
-        entry = self._entries.get(agent_id)
-        if entry is None:
-            entry = self._entries[agent_id] = _Entry()
-        if entry.signal.is_set():
+        if agent_id in self._down:
             return False
-        entry.reason = reason
-        entry.signal.set()
+        event = self._up.pop(agent_id, None) or asyncio.Event()
+        self._down[agent_id] = (event, reason)
+        event.set()
         for listener in list(self._listeners):
             try:
                 listener(agent_id, reason)
@@ -82,16 +84,14 @@ class AgentLiveness:
         return True
 
     def mark_up(self, agent_id: uuid.UUID) -> None:
-        """The agent has a working session again: forget it was down."""
-        entry = self._entries.get(agent_id)
-        if entry is not None and entry.signal.is_set():
-            del self._entries[agent_id]  # the next signal() starts a fresh epoch
+        """The agent has a working session again: forget it was down (the next
+        :meth:`signal` starts a fresh epoch)."""
+        self._down.pop(agent_id, None)
 
     def forget_all_down(self) -> None:
         """Bus events may have been lost (a reconnect): stop failing dials on a stale mark;
         request deadlines still bound every request."""
-        for agent_id in [a for a, e in self._entries.items() if e.signal.is_set()]:
-            del self._entries[agent_id]
+        self._down.clear()
 
     def add_listener(self, listener: Listener) -> None:
         """``listener(agent_id, reason)`` runs (synchronously) whenever an agent goes down."""
@@ -100,13 +100,6 @@ class AgentLiveness:
     def remove_listener(self, listener: Listener) -> None:
         if listener in self._listeners:
             self._listeners.remove(listener)
-
-    def forget(self, agent_id: uuid.UUID) -> None:
-        """Drop the entry of an agent that is up (keeps the map from growing with every
-        agent that ever connected); a down mark stays until the agent comes back."""
-        entry = self._entries.get(agent_id)
-        if entry is not None and not entry.signal.is_set():
-            del self._entries[agent_id]
 
 
 class _Bus(Protocol):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -190,3 +191,14 @@ def test_settings_refuse_a_bound_shorter_than_two_pings() -> None:
     assert Settings().agent_unreachable_after_s <= 3.0  # the default bound
     with pytest.raises(ValidationError):
         Settings(agent_ping_interval_s=2.0, agent_unreachable_after_s=3.0)
+
+
+def test_agents_that_are_up_are_not_remembered_once_nobody_waits() -> None:
+    liveness = AgentLiveness()
+    for _ in range(100):
+        liveness.signal(uuid.uuid4())  # each dialled once, its client gone at once
+    gc.collect()
+    assert len(liveness._up) == 0
+    kept = liveness.signal(agent_id := uuid.uuid4())
+    liveness.mark_down(agent_id, "silent")
+    assert kept.is_set() and liveness.is_down(agent_id)
