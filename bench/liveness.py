@@ -6,7 +6,8 @@ liveness settings (session ping 1 s, ``agent_unreachable_after_s`` 3 s). Per tri
 
 * **freeze mid-call**: a turn runs ``execute`` of a long command; once it printed, the agent
   is frozen (SIGSTOP). Measured: freeze → the tool result (``agent_unreachable``, with the
-  output so far). Before this change: 50–85 s and ``dial_timeout``.
+  output so far). Before this change: 49.5 s for a command with a 10 s timeout (its read
+  timeout 10 + 30 s, then a redial), ``dial_timeout``, output lost.
 * **frozen before the turn**: with the agent still frozen and known down, a new turn's
   execute call: message sent → result (the old path waited for MCP discovery, ≈35 s, first).
 * **resume**: SIGCONT → the agent's session is back (the next turn works unaided).
