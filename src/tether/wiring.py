@@ -119,9 +119,12 @@ async def build_graph(
         poll_s=settings.provisioner_poll_s,
         ttl_sweep_s=settings.ttl_sweep_s,
     )
+    liveness = AgentLiveness()
     pool = AgentPool(
         connect_timeout=settings.agent_connect_timeout_s,
         request_timeout=settings.agent_request_timeout_s,
+        exec_margin=settings.exec_deadline_margin_s,
+        liveness=liveness,
     )
     chat_store = ChatStore(engine, clock)
     hub = ChatStreamHub()
@@ -146,6 +149,7 @@ async def build_graph(
         workspaces=service,
         provisioner=provisioner,
         agent_pool=pool,
+        liveness=liveness,
         # flushed at least once per ping interval, so status computation never lags a ping
         pings=PingBatcher(agents, clock, flush_s=min(1.0, settings.agent_ping_interval_s)),
         chats=chat_store,

@@ -161,3 +161,25 @@ async def test_start_workspace_tool_rebuilds_a_killed_agent_and_the_next_call_wo
     assert span.seconds < 30  # the old path: 120 s, then "started: true, not_ready"
     new = (await env.graph.agents.latest_build_agents(ws))[0]
     assert new.id != agent.id and chat.agent_id == new.id
+
+
+async def test_api_exec_in_flight_on_a_frozen_agent_is_agent_unreachable(
+    env: BindingEnv, tmp_path: Path
+) -> None:
+    """The API's exec proxy (``tether exec``) follows the same liveness."""
+    ws, _agent = await env.create_workspace()
+    marker = tmp_path / "api-started"
+    call = asyncio.create_task(
+        env.server.client.post(
+            f"/api/v1/workspaces/{ws}/exec",
+            json={"command": f"touch {marker}; sleep 30", "timeout_s": 60},
+        )
+    )
+    await _wait_for(marker.exists, 20, "the command to start")
+    with frozen(await env.agent_pid(ws)):
+        froze_at = time.monotonic()
+        response = await asyncio.wait_for(call, 30)
+        elapsed = time.monotonic() - froze_at
+    assert response.status_code == 409, response.text
+    assert response.json()["code"] == "agent_unreachable", response.text
+    assert elapsed < FREEZE_TO_RESULT_S, f"took {elapsed:.2f}s"
