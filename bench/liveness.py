@@ -101,9 +101,7 @@ async def trial(env: BindingEnv, ws: uuid.UUID, tmp: Path, n: int) -> dict[str, 
 
 async def main(trials: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
-        async with binding_env(
-            Path(tmp), agent_ping_interval_s=1.0, ttl_sweep_s=3600.0
-        ) as env:
+        async with binding_env(Path(tmp), agent_ping_interval_s=1.0, ttl_sweep_s=3600.0) as env:
             assert env.settings.agent_unreachable_after_s == 3.0
             ws, _ = await env.create_workspace()
             env.start_worker()

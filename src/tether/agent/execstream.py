@@ -65,7 +65,8 @@ async def _lines(proc: ManagedProcess, wake: asyncio.Event, cap: int) -> AsyncIt
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:
             waiter.cancel()
-        await asyncio.sleep(_FLUSH_S)
+        if not proc.result.done():
+            await asyncio.sleep(_FLUSH_S)  # coalesce a burst of output into one line
     yield _line({"result": proc.result.result().model_dump(mode="json")})
 
 
