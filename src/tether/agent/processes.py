@@ -29,7 +29,7 @@ log = logging.getLogger("tether.agent")
 OUTPUT_CAP_BYTES = 32 * 1024
 KEEP_BYTES = 1024 * 1024
 # Finished foreground commands kept for process_output (the server may have lost the call).
-KEEP_FINISHED_FOREGROUND = 32
+KEEP_FINISHED_FOREGROUND = 16  # each keeps up to ~2 MiB of output
 # How long a finished foreground command may keep its output pipe open (a child it put in the
 # background holds it) before we answer with what we have.
 _EOF_LINGER_S = 0.5
