@@ -8,9 +8,12 @@ import asyncio
 import json
 
 import httpx
+import pytest
 from agent_procs import RunningAgent
 
+from tether.agent.processes import KEEP_FINISHED_FOREGROUND
 from tether.agentconn import AgentClient
+from tether.errors import AgentRequestFailed
 
 
 async def test_streamed_exec_returns_the_result_and_the_command_stays_readable(
@@ -62,3 +65,16 @@ async def test_streamed_exec_timeout_is_enforced_by_the_agent(client: AgentClien
     result = await client.exec("echo start; sleep 30", timeout_s=0.5)
     assert result.timed_out and result.exit_code == -1
     assert result.output == "start\n"
+
+
+async def test_only_the_most_recent_foreground_commands_are_kept(client: AgentClient) -> None:
+    first = await client.exec("echo first", timeout_s=5)
+    assert first.process_id is not None
+    # one more than kept: all but the last are surely reaped when the last one answers
+    count = KEEP_FINISHED_FOREGROUND + 1
+    later = [await client.exec(f"echo {i}", timeout_s=5) for i in range(count)]
+    with pytest.raises(AgentRequestFailed) as info:
+        await client.process_output(first.process_id)
+    assert info.value.status == 404
+    assert later[-1].process_id is not None
+    assert (await client.process_output(later[-1].process_id)).output == f"{len(later) - 1}\n"
