@@ -3,6 +3,7 @@ provisioner (and chat workers) in the same process unless switched off."""
 
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import logging
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import uvicorn
 
+from tether.agentconn.liveness import follow_liveness
 from tether.api.app import BackgroundJob, create_app
 from tether.settings import Settings
 from tether.wiring import Graph, graph_context
@@ -39,7 +41,7 @@ async def bootstrap(graph: Graph) -> str | None:
 
 
 def background_jobs(graph: Graph) -> list[BackgroundJob]:
-    jobs: list[BackgroundJob] = []
+    jobs: list[BackgroundJob] = [functools.partial(follow_liveness, graph.liveness, graph.bus)]
     if graph.settings.run_api:
         jobs.append(graph.pings.run)  # agent sessions live in the API
     if graph.settings.run_provisioner:

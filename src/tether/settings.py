@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -40,7 +40,8 @@ class Settings(BaseSettings):
     stream_auth_recheck_s: float = 5.0  # fallback re-check of an open stream's token (lost events)
 
     # --- agents and their status (reference §1.5) --------------------------------------
-    agent_ping_interval_s: float = 2.0
+    agent_ping_interval_s: float = 1.0  # both ways on the agent session
+    agent_unreachable_after_s: float = 3.0  # no session frame this long → agent_unreachable
     agent_inactive_disconnect_s: float = 6.0
     agent_connection_timeout_s: int = 120
     agent_stop_grace_s: float = 3.0
@@ -70,6 +71,7 @@ class Settings(BaseSettings):
     dial_validation_delay_s: float = 0.25
     dial_timeout_s: float = 10.0
     agent_request_timeout_s: float = 30.0
+    exec_deadline_margin_s: float = 5.0  # a foreground exec's deadline: its timeout + this
     agent_connect_timeout_s: float = 0.3
     mcp_discovery_timeout_s: float = 35.0
     instruction_lookup_timeout_s: float = 5.0
@@ -101,6 +103,15 @@ class Settings(BaseSettings):
     model_connect_timeout_s: float = 10.0
     models_json: str | None = None
     default_model: str | None = None
+
+    @model_validator(mode="after")
+    def _liveness_bound_covers_pings(self) -> Settings:
+        # A bound of less than two ping intervals would mark healthy agents unreachable.
+        if self.agent_unreachable_after_s < 2 * self.agent_ping_interval_s:
+            raise ValueError(
+                "agent_unreachable_after_s must be at least twice agent_ping_interval_s"
+            )
+        return self
 
     def database_url(self) -> str:
         if self.db_url:

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tether.agentconn.liveness import AgentLiveness
 from tether.agentconn.pool import AgentPool
 from tether.chatd.service import ChatService
 from tether.chatd.stream import ChatStreamHub
@@ -61,6 +62,7 @@ class Graph:
     hub: ChatStreamHub
     chat_service: ChatService
     models: ModelRegistry
+    liveness: AgentLiveness = field(default_factory=AgentLiveness)
     extras: dict[str, Any] = field(default_factory=dict)
     server_key: ServerKey | None = None
 
@@ -126,6 +128,7 @@ async def build_graph(
         clock=clock,
         inactive_disconnect_s=settings.agent_inactive_disconnect_s,
         build_poll_s=settings.build_poll_s,
+        agent_dead_after_s=settings.agent_unreachable_after_s,
     )
     provisioner = Provisioner(
         workspaces=workspace_store,
@@ -138,9 +141,12 @@ async def build_graph(
         poll_s=settings.provisioner_poll_s,
         ttl_sweep_s=settings.ttl_sweep_s,
     )
+    liveness = AgentLiveness()
     pool = AgentPool(
         connect_timeout=settings.agent_connect_timeout_s,
         request_timeout=settings.agent_request_timeout_s,
+        exec_margin=settings.exec_deadline_margin_s,
+        liveness=liveness,
     )
     chat_store = ChatStore(engine, clock)
     hub = ChatStreamHub()
@@ -169,6 +175,7 @@ async def build_graph(
         workspaces=service,
         provisioner=provisioner,
         agent_pool=pool,
+        liveness=liveness,
         # flushed at least once per ping interval, so status computation never lags a ping
         pings=PingBatcher(agents, clock, flush_s=min(1.0, settings.agent_ping_interval_s)),
         chats=chat_store,

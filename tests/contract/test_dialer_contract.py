@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 import pytest
 
+from tether.agentconn.liveness import AgentLiveness
 from tether.chatd.adapters import AgentDialer
 from tether.chatd.conncache import ANCESTOR_CHAT_IDS_HEADER, CHAT_ID_HEADER, Dialer
 from tether.chatd.types import AgentRow
@@ -76,6 +77,7 @@ HEADERS = {CHAT_ID_HEADER: "chat-1", ANCESTOR_CHAT_IDS_HEADER: '["parent-1"]'}
 class Side(Protocol):
     dialer: Dialer[Any]
     bounded_black_hole: bool
+    liveness: AgentLiveness
 
     def live(self) -> AgentRow: ...
 
@@ -97,7 +99,8 @@ class FakeSide:
     bounded_black_hole = False
 
     def __init__(self) -> None:
-        self.fake = FakeDialer()
+        self.liveness = AgentLiveness()
+        self.fake = FakeDialer(liveness=self.liveness)
         self.dialer: Dialer[Any] = self.fake
 
     def live(self) -> AgentRow:
@@ -127,7 +130,10 @@ class RealSide:
 
     def __init__(self, agent: RunningAgent) -> None:
         self.agent = agent
-        self.dialer = AgentDialer(connect_timeout=CONNECT_TIMEOUT, request_timeout=5.0)
+        self.liveness = AgentLiveness()
+        self.dialer = AgentDialer(
+            connect_timeout=CONNECT_TIMEOUT, request_timeout=5.0, liveness=self.liveness
+        )
 
     def live(self) -> AgentRow:
         return replace(_row("live"), dial_address=self.agent.address, dial_secret=self.agent.secret)
@@ -178,6 +184,16 @@ class DialerContract:
                 with pytest.raises(asyncio.CancelledError):
                     await task
                 assert time.monotonic() - cancelled_at < 0.1
+
+    async def test_agent_marked_down_fails_at_once(self, side: Side) -> None:
+        with black_hole() as address:
+            row = side.holed(address)
+            side.liveness.mark_down(row.id, "no session frame for 3s")
+            start = time.monotonic()
+            with pytest.raises(AgentTransportError) as info:
+                await side.dialer.dial(row, headers=HEADERS)
+            assert time.monotonic() - start < 0.1
+            assert not info.value.sent and "no session frame" in info.value.message
 
 
 class TestFakeDialer(DialerContract):

@@ -25,6 +25,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tether.agent import files
+from tether.agent.execstream import exec_stream_response
 from tether.agent.instructions import find_instruction_files
 from tether.agent.mcphost import McpHost
 from tether.agent.processes import ProcessManager
@@ -134,6 +135,10 @@ class AgentApi:
             proc = await self.processes.spawn(body.command, cwd=cwd, env=body.env)
             return _json(BackgroundStarted(process_id=proc.id))
         timeout = body.timeout_s if body.timeout_s is not None else EXEC_DEFAULT_TIMEOUT_S
+        if body.stream:
+            return await exec_stream_response(
+                self.processes, body.command, timeout_s=timeout, cwd=cwd, env=body.env
+            )
         result = await self.processes.run(body.command, timeout_s=timeout, cwd=cwd, env=body.env)
         return _json(result)
 

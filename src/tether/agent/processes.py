@@ -13,6 +13,7 @@ import logging
 import os
 import secrets
 import signal
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,6 +28,8 @@ log = logging.getLogger("tether.agent")
 
 OUTPUT_CAP_BYTES = 32 * 1024
 KEEP_BYTES = 1024 * 1024
+# Finished foreground commands kept for process_output (the server may have lost the call).
+KEEP_FINISHED_FOREGROUND = 16  # each keeps up to ~2 MiB of output
 # How long a finished foreground command may keep its output pipe open (a child it put in the
 # background holds it) before we answer with what we have.
 _EOF_LINGER_S = 0.5
@@ -95,6 +98,10 @@ class ManagedProcess:
     transport: asyncio.SubprocessTransport
     protocol: _Protocol
     closed: bool = field(default=False)
+    # Streamed foreground commands: readable by id (not listed); the run task owns the
+    # deadline, so the command keeps its timeout even when the caller went away.
+    foreground: bool = field(default=False)
+    result: asyncio.Future[ExecResult] | None = field(default=None)
 
     @property
     def running(self) -> bool:
@@ -155,6 +162,8 @@ class ProcessManager:
         self._grace = kill_grace_s
         self._procs: dict[str, ManagedProcess] = {}
         self._reapers: set[asyncio.Task[None]] = set()
+        self._runs: set[asyncio.Task[None]] = set()
+        self._finished_foreground: deque[str] = deque()
         self._closing = False
 
     async def spawn(
@@ -205,7 +214,11 @@ class ProcessManager:
         await proc.protocol.eof.wait()
         proc.transport.close()
         proc.closed = True
-        if not proc.listed:
+        if proc.foreground:
+            self._finished_foreground.append(proc.id)
+            while len(self._finished_foreground) > KEEP_FINISHED_FOREGROUND:
+                self._procs.pop(self._finished_foreground.popleft(), None)
+        elif not proc.listed:
             self._procs.pop(proc.id, None)
 
     async def run(
@@ -243,9 +256,65 @@ class ProcessManager:
             error=None,
         )
 
+    async def start_foreground(
+        self,
+        command: str,
+        *,
+        timeout_s: float,
+        cwd: Path,
+        env: Mapping[str, str] | None = None,
+        on_output: Callable[[], None] | None = None,
+    ) -> ManagedProcess:
+        """Start a foreground command whose record outlives the request: a task of this
+        manager enforces ``timeout_s`` and sets ``proc.result``; the output and the result
+        stay readable by id (``output``) until the manager keeps newer ones instead.
+        ``on_output`` is called (from the event loop) whenever output arrives."""
+
+        def listener(_data: bytes) -> None:
+            if on_output is not None:
+                on_output()
+
+        clock = self._state.clock
+        start = clock.monotonic()
+        proc = await self.spawn(command, cwd=cwd, env=env, listed=False, listener=listener)
+        proc.foreground = True
+        proc.result = asyncio.get_running_loop().create_future()
+
+        async def finish() -> None:
+            timed_out = await proc.wait_or_kill(timeout_s)
+            assert proc.result is not None
+            if not proc.result.done():
+                proc.result.set_result(self._result(proc, timed_out, timeout_s, start))
+
+        task = asyncio.create_task(finish(), name=f"foreground-{proc.id}")
+        self._runs.add(task)
+        task.add_done_callback(self._runs.discard)
+        return proc
+
+    def _result(
+        self, proc: ManagedProcess, timed_out: bool, timeout_s: float, start: float
+    ) -> ExecResult:
+        head, truncated = cap_head(bytes(proc.protocol.output.head), self._cap)
+        truncated = truncated or proc.protocol.output.total > len(head)
+        wall_ms = int((self._state.clock.monotonic() - start) * 1000)
+        code = proc.exit_code if proc.exit_code is not None else -1
+        return ExecResult(
+            exit_code=-1 if timed_out else code,
+            output=decode(head),
+            truncated=truncated,
+            wall_ms=wall_ms,
+            timed_out=timed_out,
+            error=f"command timed out after {timeout_s:g}s" if timed_out else None,
+            process_id=proc.id if proc.foreground else None,
+        )
+
+    @property
+    def output_cap(self) -> int:
+        return self._cap
+
     def get(self, process_id: str) -> ManagedProcess:
         proc = self._procs.get(process_id)
-        if proc is None or not proc.listed:
+        if proc is None or not (proc.listed or proc.foreground):
             raise NotFound(f"no process with id {process_id!r}")
         return proc
 
@@ -301,7 +370,7 @@ class ProcessManager:
             finally:
                 for w in waits:
                     w.cancel()
-        for task in list(self._reapers):
+        for task in list(self._reapers) + list(self._runs):
             task.cancel()
         if self._reapers:
             await asyncio.wait(list(self._reapers), timeout=1.0)

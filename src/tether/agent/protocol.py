@@ -5,7 +5,12 @@ The agent connects with ``Authorization: Bearer <agent token>`` and speaks first
     agent → server   hello                        (first frame of every connection)
     server → agent   manifest                     (reply to hello)
     agent → server   ping | lifecycle | log       (any time after the manifest)
+    server → agent   ping                         (every ping interval: the server is alive)
     server → agent   shutdown                     (agent shuts down as on SIGTERM)
+
+Liveness runs both ways: each side sends a ping every ``ping_interval_s``. The server marks
+an agent unreachable when nothing arrived from it for ``agent_unreachable_after_s``; the agent
+reconnects when nothing arrived from the server for the manifest's ``silence_timeout_s``.
 
 After a reconnect the agent sends ``hello`` again and then its current lifecycle state; the
 startup script runs only once per agent process. Both sides import these models.
@@ -69,6 +74,7 @@ class Manifest(_Frame):
     startup_script: str | None = None
     startup_script_timeout_s: float = 600.0
     ping_interval_s: float = 2.0
+    silence_timeout_s: float | None = None  # reconnect when the server is silent this long
     env: dict[str, str] = Field(default_factory=dict)  # template env + TETHER_PARAM_<NAME>
     mcp: dict[str, Any] | None = None  # the template's MCP config, for .mcp.json (if absent)
 
@@ -80,11 +86,11 @@ class Shutdown(_Frame):
 AgentFrame = Annotated[Hello | Ping | Lifecycle | Log, Field(discriminator="type")]
 """Any frame the agent sends."""
 
-ServerFrame = Annotated[Manifest | Shutdown, Field(discriminator="type")]
+ServerFrame = Annotated[Manifest | Ping | Shutdown, Field(discriminator="type")]
 """Any frame the server sends."""
 
 _AGENT_FRAME: TypeAdapter[Hello | Ping | Lifecycle | Log] = TypeAdapter(AgentFrame)
-_SERVER_FRAME: TypeAdapter[Manifest | Shutdown] = TypeAdapter(ServerFrame)
+_SERVER_FRAME: TypeAdapter[Manifest | Ping | Shutdown] = TypeAdapter(ServerFrame)
 
 
 def parse_agent_frame(text: str | bytes) -> Hello | Ping | Lifecycle | Log:
@@ -92,7 +98,7 @@ def parse_agent_frame(text: str | bytes) -> Hello | Ping | Lifecycle | Log:
     return _AGENT_FRAME.validate_json(text)
 
 
-def parse_server_frame(text: str | bytes) -> Manifest | Shutdown:
+def parse_server_frame(text: str | bytes) -> Manifest | Ping | Shutdown:
     """Parse one server→agent frame; raises ``pydantic.ValidationError`` when malformed."""
     return _SERVER_FRAME.validate_json(text)
 

@@ -39,6 +39,7 @@ class ExecRequest(_Body):
     workdir: str | None = None
     background: bool = False
     env: dict[str, str] = Field(default_factory=dict)
+    stream: bool = False  # foreground: NDJSON lines as the command runs (agentconn.execstream)
 
 
 class ExecResult(_Body):
@@ -48,6 +49,7 @@ class ExecResult(_Body):
     wall_ms: int
     timed_out: bool
     error: str | None = None
+    process_id: str | None = None  # streamed foreground commands: readable again by this id
 
 
 class BackgroundStarted(_Body):

@@ -161,6 +161,8 @@ class AgentSession:
         if isinstance(frame, Shutdown):
             self._on_shutdown()
             return
+        if not isinstance(frame, Manifest):
+            raise WebSocketException("the server did not answer hello with a manifest")
         self._served = True
         reconnect = self._manifests > 0
         self._manifests += 1
@@ -169,7 +171,7 @@ class AgentSession:
         self._on_manifest(frame, not reconnect)
         self.connected.set()
         sender = asyncio.create_task(self._sender(ws, frame.ping_interval_s))
-        receiver = asyncio.create_task(self._receiver(ws))
+        receiver = asyncio.create_task(self._receiver(ws, frame.silence_timeout_s))
         try:
             done, _ = await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -195,8 +197,14 @@ class AgentSession:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), next_ping - now)
 
-    async def _receiver(self, ws: ClientConnection) -> None:
-        async for raw in ws:
+    async def _receiver(self, ws: ClientConnection, silence_timeout_s: float | None) -> None:
+        """Read server frames; a server silent for ``silence_timeout_s`` (it pings every
+        interval) is treated as a lost connection, so the loop reconnects."""
+        while True:
+            try:
+                raw = await asyncio.wait_for(ws.recv(), silence_timeout_s)
+            except TimeoutError:
+                raise TimeoutError(f"no frame from the server for {silence_timeout_s:g}s") from None
             try:
                 frame = parse_server_frame(raw)
             except ValidationError:
@@ -205,5 +213,5 @@ class AgentSession:
             if isinstance(frame, Shutdown):
                 log.info("server asked the agent to shut down")
                 self._on_shutdown()
-            else:
+            elif isinstance(frame, Manifest):
                 log.info("ignoring a repeated manifest")

@@ -7,13 +7,22 @@ sends the dial secret on every request. Failures are typed:
 * the agent could not be reached or stopped answering (connect refused or timed out, read
   error or timeout, broken protocol) → :class:`tether.errors.AgentTransportError`;
 * the agent answered with an error status → :class:`tether.errors.AgentRequestFailed` with
-  ``status`` and the agent's ``agent_code`` (``"unauthorized"`` for a wrong secret).
+  ``status`` and the agent's ``agent_code`` (``"unauthorized"`` for a wrong secret);
+* the agent's session went silent while a request was in flight (``down`` is set, see
+  :mod:`tether.agentconn.liveness`) → :class:`tether.errors.AgentUnreachable` at once.
+
+No request waits longer than its own deadline: a foreground exec gets its command timeout
+plus ``exec_margin``, every other request ``request_timeout``. A foreground exec streams the
+command's output as it runs (NDJSON, :mod:`tether.agentconn.execstream`), so a call that ends
+early still carries what was received (``partial_output``) and the ``process_id`` to read it
+again once the agent is back.
 """
 
 from __future__ import annotations
 
+import asyncio
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, Literal, TypeVar, overload
 
 import httpx
@@ -36,9 +45,13 @@ from tether.agent.schemas import (
     SignalResult,
     WriteFileResult,
 )
-from tether.errors import AgentError, AgentRequestFailed, AgentTransportError
+from tether.agentconn.execstream import ExecStream, exec_interrupted
+from tether.errors import AgentError, AgentRequestFailed, AgentTransportError, AgentUnreachable
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
+T = TypeVar("T")
+
+UNREACHABLE_MESSAGE = "the workspace agent stopped answering (its session went silent)"
 
 CHAT_ID_HEADER = "X-Tether-Chat-Id"
 ANCESTOR_CHAT_IDS_HEADER = "X-Tether-Ancestor-Chat-Ids"
@@ -55,11 +68,15 @@ class AgentClient:
         headers: Mapping[str, str] | None = None,
         connect_timeout: float,
         request_timeout: float,
+        exec_margin: float = 5.0,
+        down: asyncio.Event | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.address = address
         self._connect_timeout = connect_timeout
         self._request_timeout = request_timeout
+        self._exec_margin = exec_margin
+        self._down = down
         self._extra_headers: dict[str, str] = dict(headers or {})
         uds = address.removeprefix("unix:") if address.startswith("unix:") else None
         self._http = httpx.AsyncClient(
@@ -118,24 +135,56 @@ class AgentClient:
         if read_timeout is not None:
             timeout = httpx.Timeout(read_timeout, connect=self._connect_timeout)
         try:
-            response = await self._http.request(
-                method,
-                path,
-                json=json,
-                headers=self._extra_headers,
-                timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+            response = await self._guard(
+                self._http.request(
+                    method,
+                    path,
+                    json=json,
+                    headers=self._extra_headers,
+                    timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+                )
             )
         except httpx.TransportError as exc:
-            raise AgentTransportError(
-                f"agent at {self.address}: {type(exc).__name__}: {exc}".rstrip(": "),
-                sent=not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout),
-            ) from exc
+            raise self._transport_error(exc) from exc
         if response.status_code >= 400:
             raise _request_failed(response)
         try:
             return model.model_validate_json(response.content)
         except ValidationError as exc:
             raise AgentError(f"agent at {self.address} sent an unexpected body for {path}") from exc
+
+    def _transport_error(self, exc: httpx.TransportError) -> AgentTransportError:
+        return AgentTransportError(
+            f"agent at {self.address}: {type(exc).__name__}: {exc}".rstrip(": "),
+            sent=not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout),
+        )
+
+    @property
+    def is_down(self) -> bool:
+        """The agent's session went silent since this client was made."""
+        return self._down is not None and self._down.is_set()
+
+    async def _guard(self, aw: Awaitable[T]) -> T:
+        """Await ``aw`` unless the agent goes down first: then cancel it and raise
+        :class:`AgentUnreachable` at once (the request's own deadline still applies)."""
+        down = self._down
+        if down is None:
+            return await aw
+        task = asyncio.ensure_future(aw)
+        if down.is_set():
+            task.cancel()
+            raise AgentUnreachable(UNREACHABLE_MESSAGE)
+        waiter = asyncio.ensure_future(down.wait())
+        try:
+            await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+            if not task.done():
+                task.cancel()  # cancelled caller or a down agent: the request is abandoned
+                task.add_done_callback(_consume)
+        if task.done() and not task.cancelled():
+            return task.result()  # finished first (a result that is ready wins)
+        raise AgentUnreachable(UNREACHABLE_MESSAGE)
 
     # --- API ----------------------------------------------------------------------------------
 
@@ -184,8 +233,10 @@ class AgentClient:
         background: bool = False,
         env: Mapping[str, str] | None = None,
     ) -> ExecResult | BackgroundStarted:
-        """Run a command; foreground waits (read timeout = command timeout + request timeout)."""
-        body = {
+        """Run a command. A foreground command streams its output and is bounded by its
+        timeout plus ``exec_margin``; when it ends early (agent down, stream broken, deadline)
+        the error carries ``partial_output`` and ``process_id`` (see the module docstring)."""
+        body: dict[str, Any] = {
             "command": command,
             "timeout_s": timeout_s,
             "workdir": workdir,
@@ -194,9 +245,43 @@ class AgentClient:
         }
         if background:
             return await self._request("POST", "/exec", BackgroundStarted, json=body)
+        body["stream"] = True
         wait = timeout_s if timeout_s is not None else EXEC_DEFAULT_TIMEOUT_S
-        return await self._request(
-            "POST", "/exec", ExecResult, json=body, read_timeout=wait + self._request_timeout
+        deadline = wait + self._exec_margin
+        stream = ExecStream()
+        try:
+            async with asyncio.timeout(deadline + self._connect_timeout):
+                return await self._guard(self._exec_stream(body, deadline, stream))
+        except AgentUnreachable as exc:
+            raise exec_interrupted(AgentUnreachable(exc.message), stream) from exc
+        except TimeoutError as exc:
+            err = AgentTransportError(
+                f"agent at {self.address} did not finish the command within its deadline "
+                f"({deadline:g}s)"
+            )
+            raise exec_interrupted(err, stream) from exc
+        except httpx.TransportError as exc:
+            raise exec_interrupted(self._transport_error(exc), stream) from exc
+
+    async def _exec_stream(
+        self, body: dict[str, Any], deadline: float, stream: ExecStream
+    ) -> ExecResult:
+        async with self._http.stream(
+            "POST",
+            "/exec",
+            json=body,
+            headers=self._extra_headers,
+            timeout=httpx.Timeout(deadline, connect=self._connect_timeout),
+        ) as response:
+            if response.status_code >= 400:
+                await response.aread()
+                raise _request_failed(response)
+            async for line in response.aiter_lines():
+                result = stream.feed(line)
+                if result is not None:
+                    return result
+        raise AgentTransportError(
+            f"agent at {self.address} ended the command's output stream without a result"
         )
 
     async def process_list(self) -> ProcessList:
@@ -251,6 +336,12 @@ class AgentClient:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+def _consume(task: asyncio.Future[Any]) -> None:
+    """Retrieve an abandoned request's outcome, so it is not logged as never retrieved."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _request_failed(response: httpx.Response) -> AgentRequestFailed:

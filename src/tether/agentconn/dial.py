@@ -16,13 +16,16 @@ async def dial(
     headers: Mapping[str, str] | None = None,
     connect_timeout: float,
     request_timeout: float,
+    exec_margin: float = 5.0,
+    down: asyncio.Event | None = None,
 ) -> AgentClient:
     """A client whose agent just answered ``GET /health``.
 
     A dead address fails fast (connection refused); one that accepts but never answers fails
     after ``connect_timeout`` + ``request_timeout`` at most. Raises
     :class:`~tether.errors.AgentTransportError` or :class:`~tether.errors.AgentRequestFailed`
-    (e.g. 401 for a wrong secret); the client is closed on failure.
+    (e.g. 401 for a wrong secret), or :class:`~tether.errors.AgentUnreachable` when ``down``
+    is set meanwhile; the client is closed on failure.
     """
     client = AgentClient(
         address,
@@ -30,6 +33,8 @@ async def dial(
         headers=headers,
         connect_timeout=connect_timeout,
         request_timeout=request_timeout,
+        exec_margin=exec_margin,
+        down=down,
     )
     try:
         try:

@@ -1,7 +1,9 @@
 """Server side of the agent session WebSocket (protocol in :mod:`tether.agent.protocol`).
 
-Records first/last connected and disconnected_at, the dial address, lifecycle
-(compare-and-set) and startup-script logs. A malformed frame closes the session with a
+Records first/last connected and disconnected_at, the dial address (decided by the
+backend), lifecycle (compare-and-set) and startup-script logs. Pings run both ways; an agent
+silent for ``agent_unreachable_after_s`` is marked unreachable (see
+:mod:`tether.api.agent_liveness`). A malformed frame closes the session with a
 policy-violation code; the agent reconnects."""
 
 from __future__ import annotations
@@ -16,6 +18,12 @@ import pydantic
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from tether.agent import protocol
+from tether.api.agent_liveness import (
+    agent_silence_timeout_s,
+    ping_agent,
+    session_silent,
+    session_up,
+)
 from tether.errors import Conflict, TetherError
 from tether.workspaces import events
 from tether.workspaces.backends.base import decided_dial_address
@@ -83,6 +91,7 @@ async def agent_session(ws: WebSocket) -> None:
     channel = events.agent_channel(agent.id)
     await graph.bus.publish(channel, {"type": "connected", "agent_id": str(agent.id)})
     settings = graph.settings
+    await session_up(graph, agent.id)
     manifest = protocol.Manifest(
         agent_id=agent.id,
         name=agent.name,
@@ -91,13 +100,21 @@ async def agent_session(ws: WebSocket) -> None:
         startup_script=spec.startup_script,
         startup_script_timeout_s=settings.startup_script_timeout_s,
         ping_interval_s=settings.agent_ping_interval_s,
+        silence_timeout_s=agent_silence_timeout_s(settings),
         env=manifest_env(spec.env, build.parameters),
         mcp=spec.mcp,
     )
+    silent = False
+    pinger = asyncio.create_task(ping_agent(ws, settings.agent_ping_interval_s))
     try:
         await ws.send_text(protocol.encode_frame(manifest))
         while True:
-            frame = protocol.parse_agent_frame(await ws.receive_text())
+            try:
+                raw = await asyncio.wait_for(ws.receive_text(), settings.agent_unreachable_after_s)
+            except TimeoutError:
+                silent = True  # frozen agent or host: the TCP connection may still be up
+                break
+            frame = protocol.parse_agent_frame(raw)
             if isinstance(frame, protocol.Ping):
                 graph.pings.ping(agent.id)
             elif isinstance(frame, protocol.Lifecycle):
@@ -118,6 +135,9 @@ async def agent_session(ws: WebSocket) -> None:
         with contextlib.suppress(Exception):
             await ws.close(code=1008)
     finally:
+        pinger.cancel()
+        if silent:
+            await session_silent(graph, ws, agent.id, settings.agent_unreachable_after_s)
         with contextlib.suppress(Exception):
             graph.pings.forget(agent.id)
             await asyncio.shield(agents.disconnected(agent.id))

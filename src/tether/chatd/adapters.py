@@ -1,7 +1,8 @@
 """The real implementations of the binding seams: :class:`StoreBinding` (the
 :class:`~tether.chatd.binding.BindingStore` over the database stores) and
 :class:`AgentDialer` (the :class:`~tether.chatd.conncache.Dialer` over
-:func:`tether.agentconn.dial.dial`)."""
+:func:`tether.agentconn.dial.dial`), which fails at once for an agent whose session went
+silent (:mod:`tether.agentconn.liveness`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import uuid
 
 from tether.agentconn.client import AgentClient
 from tether.agentconn.dial import dial
+from tether.agentconn.liveness import AgentLiveness
 from tether.chatd.models import Chat
 from tether.chatd.types import AgentRow, ChatBinding
 from tether.db.agents import AgentStore
@@ -64,17 +66,34 @@ class AgentDialer:
     """Dials an agent row's ``dial_address`` with its ``dial_secret``; the returned
     :class:`~tether.agentconn.client.AgentClient` carries ``headers`` on every request."""
 
-    def __init__(self, *, connect_timeout: float, request_timeout: float) -> None:
+    def __init__(
+        self,
+        *,
+        connect_timeout: float,
+        request_timeout: float,
+        exec_margin: float = 5.0,
+        liveness: AgentLiveness | None = None,
+    ) -> None:
         self._connect_timeout = connect_timeout
         self._request_timeout = request_timeout
+        self._exec_margin = exec_margin
+        self._liveness = liveness
 
     async def dial(self, agent: AgentRow, *, headers: dict[str, str]) -> AgentClient:
         if not agent.dial_address or not agent.dial_secret:
             raise AgentTransportError(f"agent {agent.name!r} has not reported a dial address yet")
+        down = None
+        if self._liveness is not None:
+            if self._liveness.is_down(agent.id):
+                # Its session went silent: a health check would only wait for the deadline.
+                raise AgentTransportError(self._liveness.reason(agent.id), sent=False)
+            down = self._liveness.signal(agent.id)
         return await dial(
             agent.dial_address,
             agent.dial_secret,
             headers=headers,
             connect_timeout=self._connect_timeout,
             request_timeout=self._request_timeout,
+            exec_margin=self._exec_margin,
+            down=down,
         )

@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Generic, Protocol, TypeVar
 
+from tether.agentconn.execstream import copy_partial
 from tether.chatd.binding import AgentResolver, BindingStore, gate_agent_id
 from tether.chatd.lazydial import close_quietly, dial_with_lazy_validation
 from tether.chatd.taskowner import TaskOwner
@@ -165,10 +166,15 @@ class ChatConnections(Generic[C]):
         conn = await self.get_conn()
         try:
             return await fn(conn)
-        except AgentTransportError as err:
+        except (AgentTransportError, AgentUnreachable) as err:
+            # AgentUnreachable here: the agent's session went silent mid-request (liveness).
             self.report_failure(conn)
-            conn = await self.get_conn()  # typed errors (stopped, unreachable…) surface here
-            if not retry_request and err.sent:
+            try:
+                conn = await self.get_conn()  # typed errors (stopped, unreachable…) surface
+            except TetherError as typed:
+                copy_partial(err, typed)  # a command's output so far survives the error
+                raise
+            if isinstance(err, AgentUnreachable) or (not retry_request and err.sent):
                 raise  # the request may have run: never run it twice
         try:
             return await fn(conn)

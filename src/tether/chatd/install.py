@@ -47,6 +47,8 @@ def chatd_deps(graph: Any, *, dialer: Dialer | None = None) -> ChatdDeps:
         or AgentDialer(
             connect_timeout=settings.agent_connect_timeout_s,
             request_timeout=settings.agent_request_timeout_s,
+            exec_margin=settings.exec_deadline_margin_s,
+            liveness=getattr(graph, "liveness", None),
         ),
     )
 
@@ -100,6 +102,9 @@ def install_chatd(
         validation_delay_s=settings.dial_validation_delay_s,
         dial_timeout_s=settings.dial_timeout_s,
     )
+    liveness = getattr(graph, "liveness", None)
+    if liveness is not None:  # a silent agent's cached connections go at once
+        liveness.add_listener(worker.on_agent_down)
     if register:
         graph.extras.setdefault("background", []).append(worker.run)
         graph.extras["chat_worker"] = worker

@@ -13,7 +13,8 @@ recover stale chats, honour interrupts, and keep each chat's agent connection ac
 * **Interrupt**: per running turn, the ``chat:<id>`` channel (``{"type": "interrupt"}``) and
   a row poll at least every ``interrupt_poll_s`` (status ``interrupting``).
 * **Builds**: a ``builds`` event for workspace W evicts the cached connection of every chat
-  bound to W (DESIGN §4.2).
+  bound to W (DESIGN §4.2); an agent whose session went silent (``on_agent_down``) loses its
+  cached connections the same way.
 * **Shutdown** (the ``run`` task is cancelled): turns are cancelled, the worker's chats go
   back to pending (``release_worker``) — committed messages stay; another worker resumes.
 """
@@ -317,4 +318,20 @@ class ChatWorker:
             if event.get("reconnected") or (bound is not None and str(bound) == workspace):
                 state.conns.evict()
                 if self._runner.mcp_cache is not None:  # DESIGN §4.2: MCP tools too
+                    self._runner.mcp_cache.invalidate(state.conns.binding.chat_id)
+
+    def on_agent_down(self, agent_id: uuid.UUID, reason: str) -> None:
+        """An agent's session went silent (:mod:`tether.agentconn.liveness`): evict the
+        cached connections to it; in-flight requests on them already failed."""
+        for state in self._states.values():
+            cached = state.conns.cached_agent
+            if cached is not None and cached.id == agent_id:
+                log.info(
+                    "chat %s: evicting the connection to agent %s: %s",
+                    state.conns.binding.chat_id,
+                    agent_id,
+                    reason,
+                )
+                state.conns.evict()
+                if self._runner.mcp_cache is not None:
                     self._runner.mcp_cache.invalidate(state.conns.binding.chat_id)

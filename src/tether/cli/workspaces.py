@@ -191,8 +191,10 @@ def start(
 
     async def body(client: TetherClient, out: Output) -> int:
         result = await client.start_workspace(name, params or None)
-        if not result.created and not result.build.in_progress:
-            out.note(f"{name}: already started (build #{result.build.build_number})")
+        if result.action == "rebuilt":
+            out.note(f"{name}: {result.message}", style="yellow")
+        elif not result.created and not result.build.in_progress:
+            out.note(f"{name}: already running (build #{result.build.build_number})")
         follow = result.created or result.build.in_progress
         return await _finish(client, out, name, result.build, wait=not no_wait, follow=follow)
 

@@ -115,6 +115,8 @@ class Build(_Model):
 class BuildResult(_Model):
     build: Build
     created: bool
+    action: str | None = None  # start: started | in_progress | already_running | rebuilt
+    message: str | None = None
 
 
 class Agent(_Model):

@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from tether.agentconn.liveness import AgentLiveness
 from tether.chatd.types import AgentRow
 from tether.errors import AgentTransportError
 
@@ -118,8 +119,11 @@ class DialCall:
 class FakeDialer:
     """Implements chatd's ``Dialer`` protocol with scripted per-agent behaviour."""
 
-    def __init__(self, default: DialPlan | None = None) -> None:
+    def __init__(
+        self, default: DialPlan | None = None, *, liveness: AgentLiveness | None = None
+    ) -> None:
         self.default = default or DialPlan.ok()
+        self.liveness = liveness  # as the real dialer: an agent marked down fails at once
         self.calls: list[DialCall] = []
         self.dead: set[uuid.UUID] = set()
         self._plans: dict[uuid.UUID, list[DialPlan]] = {}
@@ -174,6 +178,8 @@ class FakeDialer:
         return FakeConn(agent_id, dict(headers), self._serial, self)
 
     async def dial(self, agent: AgentRow, *, headers: dict[str, str]) -> FakeConn:
+        if self.liveness is not None and self.liveness.is_down(agent.id):
+            raise AgentTransportError(self.liveness.reason(agent.id), sent=False)
         plan = self._next_plan(agent.id)
         call = DialCall(agent.id, dict(headers), plan)
         self.calls.append(call)

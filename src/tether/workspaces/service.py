@@ -27,6 +27,7 @@ from tether.workspaces.models import (
     Workspace,
     WorkspaceAgent,
 )
+from tether.workspaces.startrunning import StartAction, StartOutcome, dead_agents
 from tether.workspaces.status import AgentStatus, compute_agent_status
 from tether.workspaces.templates import spec_from_json, validate_parameters
 
@@ -74,6 +75,7 @@ class WorkspaceService:
         clock: Clock,
         inactive_disconnect_s: float,
         build_poll_s: float = 2.0,
+        agent_dead_after_s: float = 3.0,
     ) -> None:
         self._ws = workspaces
         self._templates = templates
@@ -82,6 +84,7 @@ class WorkspaceService:
         self._clock = clock
         self._inactive = inactive_disconnect_s
         self._poll = build_poll_s
+        self._dead_after = agent_dead_after_s
 
     # --- access ---------------------------------------------------------------------------
 
@@ -185,6 +188,54 @@ class WorkspaceService:
         if created:
             await self._announce(build)
         return build, created
+
+    async def start(
+        self,
+        actor: User,
+        workspace_id: uuid.UUID,
+        *,
+        timeout_s: float,
+        reason: str = "initiator",
+        parameters: dict[str, str] | None = None,
+    ) -> StartOutcome:
+        """Start means running (:mod:`tether.workspaces.startrunning`): a workspace whose
+        latest start build succeeded but whose agent is dead is rebuilt (stop + start);
+        otherwise this is :meth:`transition` to start. The outcome says which."""
+        ws = await self.get(actor, workspace_id)
+        latest = await self._ws.latest_build(ws.id)
+        if (
+            latest is not None
+            and latest.transition is Transition.START
+            and latest.status is JobStatus.SUCCEEDED
+            and not parameters
+        ):
+            dead = await dead_agents(
+                latest.id,
+                self._agents.for_build,
+                self._clock,
+                inactive_s=self._inactive,
+                dead_after_s=self._dead_after,
+            )
+            if not dead:
+                return StartOutcome(latest, StartAction.ALREADY_RUNNING, False, "already running")
+            names = tuple(a.name for a in dead)
+            build = await self.rebuild(actor, ws.id, timeout_s=timeout_s)
+            return StartOutcome(
+                build,
+                StartAction.REBUILT,
+                True,
+                f"the build said running but agent {', '.join(names)} was dead; "
+                f"rebuilt it (stop + start, build #{build.build_number})",
+                names,
+            )
+        build, created = await self.transition(
+            actor, ws.id, Transition.START, reason=reason, parameters=parameters
+        )
+        if created:
+            return StartOutcome(build, StartAction.STARTED, True, "started")
+        if build.status.in_progress:
+            return StartOutcome(build, StartAction.IN_PROGRESS, False, "a start is in progress")
+        return StartOutcome(build, StartAction.ALREADY_RUNNING, False, "already running")
 
     async def rebuild(self, actor: User, workspace_id: uuid.UUID, *, timeout_s: float) -> Build:
         """Stop (if running), wait for the stop, then start: the new build gets new agents."""

@@ -17,7 +17,7 @@ from agent_procs import RunningAgent, pid_alive, start_agent, stop_agent
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
-from tether.agent.protocol import Hello, Manifest, encode_frame, parse_agent_frame
+from tether.agent.protocol import Hello, Manifest, Ping, encode_frame, parse_agent_frame
 
 pytestmark = pytest.mark.integration
 
@@ -40,6 +40,7 @@ class FakeServer:
         self.port = 0
         self._server: Server | None = None
         self.current: ServerConnection | None = None
+        self.ping_every: float | None = None  # send server pings (liveness both ways)
 
     @property
     def url(self) -> str:
@@ -61,6 +62,7 @@ class FakeServer:
         assert isinstance(hello, Hello)
         await self.frames.put((number, hello.model_dump(mode="json")))
         await conn.send(encode_frame(self.manifest))
+        pinger = asyncio.create_task(self._ping(conn))
         with contextlib.suppress(Exception):
             async for raw in conn:
                 frame = json.loads(raw)
@@ -68,6 +70,15 @@ class FakeServer:
                     self.pings += 1
                 else:
                     await self.frames.put((number, frame))
+        pinger.cancel()
+
+    async def _ping(self, conn: ServerConnection) -> None:
+        if self.ping_every is None:
+            return
+        with contextlib.suppress(Exception):
+            while True:
+                await asyncio.sleep(self.ping_every)
+                await conn.send(encode_frame(Ping()))
 
     async def start(self) -> None:
         self._server = await serve(
@@ -214,5 +225,33 @@ async def test_ready_reconnect_without_rerun_and_sigterm(tmp_path: Path) -> None
             ]
             assert await asyncio.wait_for(agent.proc.wait(), FRAME_TIMEOUT_S) == 0
             assert not pid_alive(sleep_pid)
+    finally:
+        await server.stop()
+
+
+async def test_agent_reconnects_when_the_server_goes_silent(tmp_path: Path) -> None:
+    """Liveness both ways: a server that pings keeps the session; one that goes silent (its
+    TCP connection still up) past the manifest's ``silence_timeout_s`` is left and the agent
+    reconnects by itself."""
+    server = FakeServer(manifest(None).model_copy(update={"silence_timeout_s": 0.6}))
+    server.ping_every = 0.1
+    await server.start()
+    try:
+        async with session_agent(tmp_path, server):
+            number, hello = await server.next_frame()
+            assert (number, hello["type"]) == (1, "hello")
+            await server.collect_until_lifecycle("ready")
+            await asyncio.sleep(1.5)  # well past the silence timeout: pings keep it up
+            assert server.connections == 1
+            server.ping_every = None  # new connections get no pings …
+            assert server.current is not None
+            await server.current.close()  # … and the first one is replaced
+            number, _ = await server.next_frame(skip_logs=True)
+            assert number == 2
+            started = time.monotonic()
+            while server.connections < 3:  # connection 2 gets no pings: the agent leaves it
+                assert time.monotonic() - started < FRAME_TIMEOUT_S, "stayed on a silent server"
+                await asyncio.sleep(0.02)
+            assert time.monotonic() - started >= 0.3  # it did wait for the silence bound
     finally:
         await server.stop()

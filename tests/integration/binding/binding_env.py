@@ -26,6 +26,7 @@ from typing import Any
 import sqlalchemy as sa
 from pydantic_ai.models import Model
 
+from support.agents import agent_pid as support_agent_pid
 from support.chat_driver import ChatDriver
 from support.server import RunningServer, fast_settings, free_port, running_server
 from tether.chatd.adapters import AgentDialer, StoreBinding
@@ -37,7 +38,6 @@ from tether.db.engine import StatementCounter
 from tether.db.tables import workspace_agents
 from tether.llm.scripted import script_model
 from tether.settings import Settings
-from tether.workspaces.backends.base import WorkspaceRef
 from tether.workspaces.models import Lifecycle, Role, Transition, User
 from tether.workspaces.templates import parse_template, spec_to_json
 
@@ -344,11 +344,7 @@ class BindingEnv(ChatDriver):
         return await self.wait_agent_ready(workspace_id)
 
     async def agent_pid(self, workspace_id: uuid.UUID) -> int:
-        ws = await self.graph.workspace_store.get(workspace_id)
-        ref = WorkspaceRef(workspace_id=ws.id, owner_name="", name=ws.name, template_name="")
-        runtime = await self.graph.backends["local"].inspect(ref)
-        [pid] = runtime.agent_pids.values()
-        return int(pid)
+        return await support_agent_pid(self.graph, workspace_id)
 
     async def kill_agent(self, workspace_id: uuid.UUID) -> None:
         """``kill -9`` the workspace's agent process (the build stays as it is)."""
@@ -386,6 +382,8 @@ async def binding_env(tmp_path: Path, **overrides: Any) -> AsyncIterator[Binding
         AgentDialer(
             connect_timeout=settings.agent_connect_timeout_s,
             request_timeout=settings.agent_request_timeout_s,
+            exec_margin=settings.exec_deadline_margin_s,
+            liveness=graph.liveness,
         )
     )
     env = BindingEnv(settings, server, owner, uuid.UUID(int=0), dialer, _stack=stack)

@@ -37,29 +37,38 @@ async def test_sends_secret_and_extra_headers() -> None:
     assert request.headers["x-tether-ancestor-chat-ids"] == "r1,p1"
 
 
-async def test_exec_read_timeout_covers_the_command() -> None:
+async def test_exec_deadline_is_the_command_timeout_plus_the_margin() -> None:
+    """The exec deadline is its own (timeout + exec margin), not a global request timeout."""
     timeouts: list[dict[str, float]] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
         timeouts.append(request.extensions["timeout"])
         body = json.loads(request.content)
         assert body["timeout_s"] == 60
-        return httpx.Response(
-            200,
-            json={
-                "exit_code": 0,
-                "output": "",
-                "truncated": False,
-                "wall_ms": 1,
-                "timed_out": False,
-                "error": None,
-            },
-        )
+        assert body["stream"] is True
+        result = {
+            "exit_code": 0,
+            "output": "",
+            "truncated": False,
+            "wall_ms": 1,
+            "timed_out": False,
+            "error": None,
+        }
+        lines = [{"process_id": "p1"}, {"result": result}]
+        return httpx.Response(200, content="".join(json.dumps(x) + "\n" for x in lines))
 
-    client = client_for(httpx.MockTransport(handler))
-    await client.exec("true", timeout_s=60)
+    client = AgentClient(
+        "agent.test:1",
+        "sekrit",
+        connect_timeout=1,
+        request_timeout=30,
+        exec_margin=2,
+        transport=httpx.MockTransport(handler),
+    )
+    result = await client.exec("true", timeout_s=60)
     await client.aclose()
-    assert timeouts[0]["read"] == 65
+    assert result.process_id == "p1"
+    assert timeouts[0]["read"] == 62
     assert timeouts[0]["connect"] == 1
 
 

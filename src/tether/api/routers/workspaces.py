@@ -35,6 +35,9 @@ class StartWorkspace(BaseModel):
 class BuildResult(BaseModel):
     build: BuildOut
     created: bool
+    # start only: started | in_progress | already_running | rebuilt (agent was dead)
+    action: str | None = None
+    message: str | None = None
 
 
 class ExecRequest(BaseModel):
@@ -88,7 +91,17 @@ async def start(
     request: Request, ref: str, user: CurrentUser, body: StartWorkspace | None = None
 ) -> BuildResult:
     params = body.parameters if body else {}
-    return await _transition(request, user, ref, Transition.START, params)
+    graph = graph_of(request)
+    ws = await _resolve(request, user, ref)
+    outcome = await graph.workspaces.start(
+        user, ws.id, timeout_s=graph.settings.build_timeout_s, parameters=params or None
+    )
+    return BuildResult(
+        build=BuildOut.of(outcome.build),
+        created=outcome.created,
+        action=outcome.action.value,
+        message=outcome.message,
+    )
 
 
 @router.post("/{ref}/stop")

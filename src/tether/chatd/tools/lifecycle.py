@@ -34,6 +34,7 @@ from tether.errors import (
 )
 from tether.workspaces.models import Build, JobStatus, Role, Transition, User, Workspace
 from tether.workspaces.service import NAME_RE
+from tether.workspaces.startrunning import StartAction, StartOutcome
 from tether.workspaces.status import AgentStatus, compute_agent_status
 from tether.workspaces.templates import spec_from_json
 
@@ -302,7 +303,13 @@ def lifecycle_tools(ctx: ToolContext) -> list[Tool[Any]]:
                     }
                 return await _started(ws, latest)
             if latest.status is JobStatus.SUCCEEDED and latest.transition is Transition.START:
-                return await _started(ws, None)
+                # Start means running: a dead agent (killed, frozen) is rebuilt, not waited on.
+                outcome = await deps.workspaces.start(
+                    await owner(), ws.id, timeout_s=settings.build_timeout_s, reason="chat"
+                )
+                if outcome.action is not StartAction.REBUILT:
+                    return await _started(ws, None)
+                return await _rebuilt(ws, outcome)
             build, _ = await deps.workspaces.transition(
                 await owner(), ws.id, Transition.START, reason="chat"
             )
@@ -322,6 +329,18 @@ def lifecycle_tools(ctx: ToolContext) -> list[Tool[Any]]:
                     "which differs from the version of its previous build"
                 )
             return result
+
+    async def _rebuilt(ws: Workspace, outcome: StartOutcome) -> dict[str, Any]:
+        await bind(ws, outcome.build)
+        error = await wait_build(deps, outcome.build.id)
+        if error is not None:
+            return {
+                "error": f"rebuilding the workspace failed: {error}",
+                "build_id": str(outcome.build.id),
+            }
+        result = await _started(ws, outcome.build)
+        result.update(rebuilt=True, message=outcome.message)
+        return result
 
     async def _started(ws: Workspace, build: Build | None) -> dict[str, Any]:
         result: dict[str, Any] = {"started": True, "workspace_name": ws.name}

@@ -231,7 +231,8 @@ def workspace_tools(ctx: ToolContext) -> list[Tool[Any]]:
         ),
         make_tool(
             "process_output",
-            "Output and state of a background process.",
+            "Output and state of a background process, or of a foreground command whose "
+            "execute call ended early (by the process id the error reported).",
             ProcessIdArgs,
             process_output,
         ),
