@@ -31,6 +31,7 @@ class Settings(BaseSettings):
     run_provisioner: bool = True
     cli_config: Path = Field(default_factory=lambda: default_data_dir() / "cli.json")
     bootstrap_admin: str = "admin"
+    api_max_body_bytes: int = Field(default=1024 * 1024, gt=0)  # larger bodies → 413
 
     # --- agents and their status (reference §1.5) --------------------------------------
     agent_ping_interval_s: float = 2.0

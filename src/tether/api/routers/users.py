@@ -8,13 +8,14 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
 from tether.api.auth import AdminUser, CurrentUser, graph_of
+from tether.api.limits import Name
 from tether.api.schemas import UserOut
 
 router = APIRouter(prefix="/api/v1/users", tags=["users"])
 
 
 class CreateUser(BaseModel):
-    name: str
+    name: Name
     role: Literal["admin", "member"] = "member"
 
 
