@@ -32,6 +32,6 @@ def sse_response(events: AsyncIterator[str]) -> StreamingResponse:
 SSE_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "JSON, or with a streaming option a stream of server-sent events",
-        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        "content": {"text/event-stream": {}},
     }
 }
