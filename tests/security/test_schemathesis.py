@@ -27,7 +27,7 @@ import pytest
 from support.server import fast_settings, running_server
 
 SEED = 20261204
-MAX_EXAMPLES = 12
+MAX_EXAMPLES = 25
 RUN_TIMEOUT_S = 150.0
 CHECKS = ",".join(
     [
@@ -63,7 +63,7 @@ async def _run(url: str, token: str, report: Path, *select: str) -> tuple[int, s
         "--max-examples",
         str(MAX_EXAMPLES),
         "--phases",
-        "examples,coverage,fuzzing",
+        "examples,coverage,fuzzing,stateful",
         "--generation-database",
         "none",
         "--workers",
@@ -114,5 +114,6 @@ async def test_schemathesis_member_and_admin(tmp_path: Path) -> None:
                 started = time.monotonic()
                 code, out = await _run(srv.url, token, tmp_path / f"{role}-{name}.xml", *select)
                 took = time.monotonic() - started
-                print(f"schemathesis as {role} ({name}): exit {code} in {took:.1f}s")
+                summary = out[out.find("Test Phases:") :]
+                print(f"schemathesis as {role} ({name}): exit {code} in {took:.1f}s\n{summary}")
                 assert code == 0, f"schemathesis as {role} ({name}) found problems:\n{out[-20000:]}"
