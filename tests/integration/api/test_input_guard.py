@@ -1,10 +1,10 @@
 """Bad input gets a typed 4xx, never a 5xx, and hurts no one else (issue #8 §5).
 
-Each test attacks a real server (uvicorn on loopback, SQLite) through real HTTP and
-asserts the typed answer: oversized bodies and fields, integers and floats no database
-column holds, lone surrogates and NUL characters, YAML alias bombs and deep nesting, a
-huge ``ttl_ms`` stored in one user's workspace, and an agent's 4xx (a real ``tether
-agent``) that must reach the client as that 4xx, not 502."""
+Each test attacks a real server (uvicorn on loopback; SQLite and PostgreSQL) through real
+HTTP and asserts the typed answer: oversized bodies and fields, integers and floats no
+database column holds, lone surrogates and NUL characters, YAML alias bombs and deep
+nesting, a huge ``ttl_ms`` stored in one user's workspace, and an agent's 4xx (a real
+``tether agent``) that must reach the client as that 4xx, not 502."""
 
 from __future__ import annotations
 
@@ -29,8 +29,9 @@ ALIAS_BOMB = "name: bomb\nmcp:\n  l0: &l0 [x, x, x, x, x, x, x, x, x]\n" + "".jo
 
 
 @pytest.fixture
-async def srv(tmp_path: Path) -> AsyncIterator[RunningServer]:
-    settings = fast_settings(tmp_path, run_chatd=False, run_provisioner=False)
+async def srv(tmp_path: Path, db_url: str) -> AsyncIterator[RunningServer]:
+    """A server on SQLite and on PostgreSQL (which refuses NUL characters in text)."""
+    settings = fast_settings(tmp_path, db_url=db_url, run_chatd=False, run_provisioner=False)
     async with running_server(settings) as server:
         yield server
 
