@@ -9,10 +9,10 @@ type. Operations are taken from the document itself, so routes added later are c
 Chat workers and the provisioner are off: the run tests the API, not the chat model or
 the workspace backend (a created chat stays pending, a build stays queued).
 
-A live chat stream never ends by design, so each request to one would wait for the
-request timeout: the ``/stream`` operations run in a separate pass that has no operation
-producing chat ids (they get their 4xx answers checked; live streams are covered by
-tests/integration/chats/test_chat_stream.py)."""
+A live chat stream (or a followed log of a queued build) never ends by design, so each
+request to one would wait for the request timeout: the operations that can stream run in
+a separate pass that has no operation producing ids (they get their 4xx answers checked;
+live streams are covered by the chat and workspace integration tests)."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def _schemathesis() -> Path:
     return exe
 
 
-STREAMS = "/stream$"
+STREAMS = "/stream$|/logs$"  # the operations that can answer with an endless event stream
 OWN_WORKSPACE = "^/api/v1/workspaces/[{]ref[}]"
 
 
