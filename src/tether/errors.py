@@ -6,6 +6,7 @@ class is its default message.
 
     TetherError
     ├── InvalidInput            400 invalid_input     (``field`` names the offending path)
+    │   └── PayloadTooLarge     413 payload_too_large (the request body is over the limit)
     ├── Unauthorized            401 unauthorized
     ├── Forbidden               403 forbidden
     ├── NotFound                404 not_found          (also for other owners' objects)
@@ -13,7 +14,8 @@ class is its default message.
     │   └── QueueFull           409 queue_full
     ├── Timeout                 504 timeout
     ├── AgentError              502 agent_error        (the in-workspace agent answered badly)
-    │   ├── AgentRequestFailed  502 agent_request_failed  (agent-side error with its own code)
+    │   ├── AgentRequestFailed  502 agent_request_failed  (agent-side error with its own code;
+    │   │                       the API answers an agent's 4xx with the same 4xx)
     │   └── AgentTransportError 502 agent_transport       (connect/read failed)
     ├── ProviderError           502 provider_error     (LLM provider failed after retries)
     │   ├── ProviderTimeout     504 provider_timeout   (no answer within the model's timeout)
@@ -49,6 +51,12 @@ class TetherError(Exception):
         self.details: dict[str, Any] = details
         super().__init__(self.message)
 
+    @property
+    def status_code(self) -> int:
+        """The HTTP status the API answers with: the class's ``http_status`` unless a
+        subclass decides per instance."""
+        return self.http_status
+
     def to_dict(self) -> dict[str, Any]:
         return {"code": self.code, "message": self.message, "details": self.details}
 
@@ -64,6 +72,13 @@ class InvalidInput(TetherError):
             details["field"] = field
         super().__init__(message, **details)
         self.field = field
+
+
+class PayloadTooLarge(InvalidInput):
+    """The request body is too large."""
+
+    code = "payload_too_large"
+    http_status = 413
 
 
 class Unauthorized(TetherError):
@@ -130,6 +145,15 @@ class AgentRequestFailed(AgentError):
         super().__init__(message, status=status, agent_code=agent_code, **details)
         self.status = status
         self.agent_code = agent_code
+
+    @property
+    def status_code(self) -> int:
+        # The agent judged the client's input (bad workdir, unknown process, file too
+        # large…): the client gets that 4xx. 401/403 mean the server's dial secret was
+        # refused, and 5xx the agent's own failure: both are a bad gateway for the client.
+        if 400 <= self.status < 500 and self.status not in (401, 403, 407):
+            return self.status
+        return self.http_status
 
 
 class AgentTransportError(AgentError):

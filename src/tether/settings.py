@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     run_provisioner: bool = True
     cli_config: Path = Field(default_factory=lambda: default_data_dir() / "cli.json")
     bootstrap_admin: str = "admin"
+    api_max_body_bytes: int = Field(default=1024 * 1024, gt=0)  # larger bodies → 413
 
     # --- identity and secrets at rest (docs: tether.serverkey, tether.db.users) -----------
     server_key: SecretStr | None = None  # shared by replicas; else read/created in the file

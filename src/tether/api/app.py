@@ -14,6 +14,8 @@ from fastapi import FastAPI
 from tether import __version__
 from tether.api import agent_session
 from tether.api.errors import install_error_handlers
+from tether.api.guard import RequestGuard
+from tether.api.openapi import install_openapi
 from tether.api.routers import chats, models, templates, users, workspaces
 
 log = logging.getLogger("tether.api")
@@ -38,6 +40,8 @@ def create_app(graph: Any, *, background: list[BackgroundJob] | None = None) -> 
     app = FastAPI(title="tether", version=__version__, lifespan=lifespan)
     app.state.graph = graph
     install_error_handlers(app)
+    install_openapi(app)
+    app.add_middleware(RequestGuard, max_body_bytes=graph.settings.api_max_body_bytes)
 
     @app.get("/api/v1/health")
     async def health() -> dict[str, str]:

@@ -1,4 +1,9 @@
-"""Errors map to HTTP in one place, by class: ``{code, message, details}`` bodies."""
+"""Errors map to HTTP in one place, by class: ``{code, message, details}`` bodies.
+
+Every error the API answers has this shape: tether errors (their ``status_code``),
+request validation (400 ``invalid_input``), Starlette's own HTTP errors (unknown route,
+method not allowed, unparsable body) and, last, any unexpected exception (500
+``internal``, logged)."""
 
 from __future__ import annotations
 
@@ -7,8 +12,19 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tether.errors import TetherError
+
+# Starlette's HTTP errors (raised before a route runs) under tether's codes.
+_HTTP_CODES = {
+    400: "invalid_input",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+}
 
 
 def _field_path(loc: tuple[Any, ...]) -> str:
@@ -19,10 +35,14 @@ def _field_path(loc: tuple[Any, ...]) -> str:
     return out or "body"
 
 
+def error_response(exc: TetherError) -> JSONResponse:
+    return JSONResponse(exc.to_dict(), status_code=exc.status_code)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(TetherError)
     async def _tether(_: Request, exc: TetherError) -> JSONResponse:
-        return JSONResponse(exc.to_dict(), status_code=exc.http_status)
+        return error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -38,4 +58,22 @@ def install_error_handlers(app: FastAPI) -> None:
                 "details": {"field": first["field"], "errors": errors},
             },
             status_code=400,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        status = exc.status_code if 400 <= exc.status_code < 600 else 500
+        code = _HTTP_CODES.get(status, "invalid_input" if status < 500 else "internal")
+        return JSONResponse(
+            {"code": code, "message": str(exc.detail), "details": {}},
+            status_code=status,
+            headers=exc.headers,
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        # Starlette re-raises after this answer, so the server logs the traceback.
+        return JSONResponse(
+            {"code": "internal", "message": "internal server error", "details": {}},
+            status_code=500,
         )

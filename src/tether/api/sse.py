@@ -33,3 +33,12 @@ def sse_response(events: AsyncIterator[str], request: Request | None = None) -> 
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+# The OpenAPI ``responses`` entry of a route that can answer 200 with an event stream.
+SSE_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "JSON, or with a streaming option a stream of server-sent events",
+        "content": {"text/event-stream": {}},
+    }
+}

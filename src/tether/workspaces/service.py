@@ -6,6 +6,7 @@ anything else is :class:`NotFound` (no existence leak)."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import uuid
 from dataclasses import dataclass
@@ -282,7 +283,10 @@ class WorkspaceService:
             and latest.transition is Transition.START
             and latest.status is JobStatus.SUCCEEDED
         ):
-            deadline = ws.last_used_at + timedelta(milliseconds=ws.ttl_ms)
+            # A ttl past the calendar's end (stored before ttl_ms was bounded, or written
+            # by hand) means no deadline; it must not fail everyone's listing.
+            with contextlib.suppress(OverflowError):
+                deadline = ws.last_used_at + timedelta(milliseconds=ws.ttl_ms)
         return WorkspaceView(ws, template, latest, views, deadline)
 
     async def wait_for_build(self, build_id: uuid.UUID, *, timeout_s: float) -> Build:

@@ -70,6 +70,10 @@ def is_agent_unreachable(agent: AgentTimes, now: datetime, inactive_disconnect_s
     return status in (AgentStatus.DISCONNECTED, AgentStatus.TIMEOUT)
 
 
+# Timeouts at least this long never expire (timedelta overflows around 2.7e12 s).
+_NEVER_S = 10**12
+
+
 def _evaluate(
     agent: AgentTimes, now: datetime, inactive_disconnect_s: float
 ) -> tuple[AgentStatus, datetime | None]:
@@ -80,7 +84,7 @@ def _evaluate(
         created = as_utc(agent.created_at)
         assert created is not None
         timeout = agent.connection_timeout_s
-        if timeout > 0 and now_utc - created > timedelta(seconds=timeout):
+        if 0 < timeout < _NEVER_S and now_utc - created > timedelta(seconds=timeout):
             return AgentStatus.TIMEOUT, None
         return AgentStatus.CONNECTING, None
     # A row with a first connection but no ping yet counts from the first connection.

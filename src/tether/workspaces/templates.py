@@ -20,12 +20,17 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tether.errors import InvalidInput
+from tether.workspaces.safe_yaml import YamlTooLarge, load_yaml
 
 ParameterType = Literal["string", "number", "bool", "list(string)"]
 
 _NAME = r"^[a-z][a-z0-9-]{0,63}$"
 _PARAM_NAME = r"^[a-z_][a-z0-9_]*$"
 _AGENT_NAME = r"^[a-z][a-z0-9-]*$"
+
+TTL_MS_MAX = 10 * 366 * 24 * 3600 * 1000  # ten years
+CONNECTION_TIMEOUT_S_MAX = 7 * 24 * 3600
+INT32_MAX = 2**31 - 1
 
 
 class _SpecErrors(ValueError):
@@ -48,7 +53,7 @@ def _scalar_to_str(value: Any) -> Any:
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class OptionSpec(_Model):
@@ -138,7 +143,7 @@ class ParameterSpec(_Model):
 
 class AgentSpec(_Model):
     name: str = Field(pattern=_AGENT_NAME, max_length=64)
-    order: int = 0
+    order: int = Field(default=0, ge=-INT32_MAX, le=INT32_MAX)
     chat: bool = False
 
 
@@ -161,9 +166,9 @@ class TemplateSpec(_Model):
     mcp: dict[str, Any] | None = None  # written as .mcp.json into the working directory
     env: dict[str, str] = Field(default_factory=dict)
     network: bool = True  # False: no network in the workspace (the agent session is relayed)
-    connection_timeout_s: int = Field(default=120, gt=0)
+    connection_timeout_s: int = Field(default=120, gt=0, le=CONNECTION_TIMEOUT_S_MAX)
     deprecated: bool = False
-    ttl_ms: int | None = Field(default=None, gt=0)
+    ttl_ms: int | None = Field(default=None, gt=0, le=TTL_MS_MAX)
 
     @field_validator("env", mode="before")
     @classmethod
@@ -334,7 +339,9 @@ def parse_template(text: str) -> TemplateSpec:
     """Parse and validate a template written in YAML; raises InvalidInput naming the field
     of the first problem (``details["errors"]`` lists them all)."""
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
+    except YamlTooLarge as exc:
+        raise _whole(f"template YAML refused: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc)
@@ -346,6 +353,8 @@ def parse_template(text: str) -> TemplateSpec:
             line=line,
             column=column,
         ) from None
+    except ValueError as exc:  # values that are not plain data (.inf, !!binary, huge ints)
+        raise _whole(f"invalid template YAML: {exc}") from None
     if not isinstance(data, dict):
         kind = "empty" if data is None else type(data).__name__
         raise _whole(f"a template must be a YAML mapping, got {kind}")

@@ -18,7 +18,8 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from tether.api.auth import CurrentUser, graph_of
-from tether.api.sse import sse_event, sse_response
+from tether.api.limits import MODEL_SPEC_MAX, SEQ_MAX, TITLE_MAX, MessageParts, MessageText
+from tether.api.sse import SSE_RESPONSE, sse_event, sse_response
 from tether.chatd.follow import follow_chat
 from tether.chatd.models import Chat, ChatStatus, QueuedMessage, StoredMessage
 from tether.chatd.service import ChatService
@@ -26,14 +27,14 @@ from tether.chatd.stream import parse_event_id
 
 router = APIRouter(prefix="/api/v1/chats", tags=["chats"])
 
-Content = Annotated[str, Field(min_length=1)] | Annotated[list[dict[str, Any]], Field(min_length=1)]
+Content = MessageText | MessageParts
 
 
 class CreateChat(BaseModel):
     content: Content
     workspace_id: uuid.UUID | None = None
-    model: str | None = Field(default=None, min_length=1, max_length=256)
-    title: str | None = Field(default=None, max_length=256)
+    model: str | None = Field(default=None, min_length=1, max_length=MODEL_SPEC_MAX)
+    title: str | None = Field(default=None, max_length=TITLE_MAX)
 
 
 class SendMessage(BaseModel):
@@ -176,7 +177,7 @@ async def messages(
     request: Request,
     chat_id: uuid.UUID,
     user: CurrentUser,
-    after_seq: Annotated[int, Query(ge=0)] = 0,
+    after_seq: Annotated[int, Query(ge=0, le=SEQ_MAX)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> MessagePageOut:
     page = await _service(request).messages(user, chat_id, after_seq=after_seq, limit=limit)
@@ -227,13 +228,13 @@ async def children(request: Request, chat_id: uuid.UUID, user: CurrentUser) -> l
     return [ChatOut.of(c, counts.get(c.id, 0)) for c in chats]
 
 
-@router.get("/{chat_id}/stream")
+@router.get("/{chat_id}/stream", responses=SSE_RESPONSE)
 async def stream(
     request: Request,
     chat_id: uuid.UUID,
     user: CurrentUser,
-    after: str | None = None,
-    last_event_id: Annotated[str | None, Header()] = None,
+    after: Annotated[str | None, Query(max_length=64)] = None,
+    last_event_id: Annotated[str | None, Header(max_length=64)] = None,
 ) -> StreamingResponse:
     """Server-sent events of the chat, from the resume point (``Last-Event-ID`` wins over
     ``after``; none → from the first message)."""

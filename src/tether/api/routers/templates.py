@@ -5,9 +5,10 @@ from __future__ import annotations
 import uuid
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from tether.api.auth import AdminUser, CurrentUser, graph_of
+from tether.api.limits import TEMPLATE_SOURCE_MAX_CHARS
 from tether.api.schemas import TemplateOut
 from tether.workspaces.models import Template
 from tether.workspaces.templates import parse_template, spec_to_json
@@ -16,7 +17,7 @@ router = APIRouter(prefix="/api/v1/templates", tags=["templates"])
 
 
 class PushTemplate(BaseModel):
-    source: str  # the template file (YAML)
+    source: str = Field(max_length=TEMPLATE_SOURCE_MAX_CHARS)  # the template file (YAML)
 
 
 async def resolve_template(request: Request, ref: str) -> Template:

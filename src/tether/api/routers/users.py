@@ -15,6 +15,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
 from tether.api.auth import AdminUser, CurrentUser, graph_of
+from tether.api.limits import Name
 from tether.api.revocation import publish_revoked
 from tether.api.schemas import UserOut
 from tether.api.useradmin import delete_user
@@ -28,7 +29,7 @@ MAX_TOKEN_LIFETIME_S = 10 * 365 * 24 * 3600
 
 
 class CreateUser(BaseModel):
-    name: str
+    name: Name
     role: Literal["admin", "member"] = "member"
 
 

@@ -10,9 +10,10 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
 from tether.api.auth import CurrentUser, graph_of
+from tether.api.limits import COMMAND_MAX_CHARS, PATH_MAX, SEQ_MAX, Name, Parameters, TtlMs
 from tether.api.routers.templates import resolve_template
 from tether.api.schemas import BuildOut, WorkspaceOut
-from tether.api.sse import sse_event, sse_response
+from tether.api.sse import SSE_RESPONSE, sse_event, sse_response
 from tether.errors import InvalidInput, NotFound, WorkspaceStopped
 from tether.workspaces import events
 from tether.workspaces.models import Lifecycle, LogLine, Transition, User, Workspace
@@ -22,14 +23,14 @@ router = APIRouter(prefix="/api/v1/workspaces", tags=["workspaces"])
 
 
 class CreateWorkspace(BaseModel):
-    template: str  # name or id
-    name: str
-    parameters: dict[str, str] = Field(default_factory=dict)
-    ttl_ms: int | None = None
+    template: Name  # name or id
+    name: Name
+    parameters: Parameters = Field(default_factory=dict)
+    ttl_ms: TtlMs | None = None
 
 
 class StartWorkspace(BaseModel):
-    parameters: dict[str, str] = Field(default_factory=dict)
+    parameters: Parameters = Field(default_factory=dict)
 
 
 class BuildResult(BaseModel):
@@ -41,9 +42,9 @@ class BuildResult(BaseModel):
 
 
 class ExecRequest(BaseModel):
-    command: str = Field(min_length=1)
+    command: str = Field(min_length=1, max_length=COMMAND_MAX_CHARS)
     timeout_s: float | None = Field(default=None, gt=0)
-    workdir: str | None = None
+    workdir: str | None = Field(default=None, max_length=PATH_MAX)
     background: bool = False
 
 
@@ -134,12 +135,12 @@ async def builds(request: Request, ref: str, user: CurrentUser) -> list[BuildOut
     return [BuildOut.of(b) for b in await graph_of(request).workspace_store.list_builds(ws.id)]
 
 
-@router.get("/{ref}/logs")
+@router.get("/{ref}/logs", responses=SSE_RESPONSE)
 async def logs(
     request: Request,
     ref: str,
     user: CurrentUser,
-    build: Annotated[int | None, Query(ge=1)] = None,
+    build: Annotated[int | None, Query(ge=1, le=SEQ_MAX)] = None,
     follow: bool = False,
 ) -> Any:
     """The build job's log. ``follow=true`` streams it as SSE until the job finishes."""
@@ -202,7 +203,7 @@ def _agent_line(line: LogLine) -> dict[str, Any]:
     }
 
 
-@router.get("/{ref}/agents/{agent_id}/logs")
+@router.get("/{ref}/agents/{agent_id}/logs", responses=SSE_RESPONSE)
 async def agent_logs(
     request: Request, ref: str, agent_id: uuid.UUID, user: CurrentUser, follow: bool = False
 ) -> Any:
