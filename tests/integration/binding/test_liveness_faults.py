@@ -45,8 +45,9 @@ async def test_frozen_agent_ends_the_call_fast_keeps_output_and_recovers(
     assert env.settings.agent_unreachable_after_s == 3.0  # the default is what is measured
     ws, agent = await env.create_workspace()
     env.start_worker()
-    marker = tmp_path / "started"
-    command = f"echo step-one; touch {marker}; sleep 30; echo never-seen"
+    # The workspace has a private /tmp: the marker goes to its home, which the test sees.
+    marker = env.graph.backends["local"].home(ws) / "started"
+    command = 'echo step-one; touch "$HOME/started"; sleep 30; echo never-seen'
     chat = await env.new_chat(
         "go",
         script_model([Call("execute", {"command": command, "timeout": "60s"}), Say("noted")]),
@@ -168,11 +169,11 @@ async def test_api_exec_in_flight_on_a_frozen_agent_is_agent_unreachable(
 ) -> None:
     """The API's exec proxy (``tether exec``) follows the same liveness."""
     ws, _agent = await env.create_workspace()
-    marker = tmp_path / "api-started"
+    marker = env.graph.backends["local"].home(ws) / "api-started"
     call = asyncio.create_task(
         env.server.client.post(
             f"/api/v1/workspaces/{ws}/exec",
-            json={"command": f"touch {marker}; sleep 30", "timeout_s": 60},
+            json={"command": 'touch "$HOME/api-started"; sleep 30', "timeout_s": 60},
         )
     )
     await _wait_for(marker.exists, 20, "the command to start")

@@ -46,11 +46,11 @@ async def test_frozen_agent_on_another_replica_fails_the_call_fast(
     tmp_path: Path, pg_db_url: str
 ) -> None:
     cli = tmp_path / "cli.json"
-    common = {"db_url": pg_db_url, "cli_config": cli, "run_chatd": False}
+    key = tmp_path / "server.key"  # replicas share the server key
+    common = {"db_url": pg_db_url, "cli_config": cli, "run_chatd": False, "server_key_file": key}
     a_settings = fast_settings(tmp_path / "a", **common)  # API + provisioner: sessions here
     b_settings = fast_settings(tmp_path / "b", **common, run_provisioner=False)
-    marker = tmp_path / "started"
-    command = f"echo step-one; touch {marker}; sleep 30"
+    command = 'echo step-one; touch "$HOME/started"; sleep 30'
     model = script_model([Call("execute", {"command": command, "timeout": "60s"}), Say("k")])
     async with running_server(a_settings) as a, running_server(b_settings) as b:
         worker = install_chatd(b.graph, model_for=lambda _chat: model, register=False)
@@ -71,6 +71,8 @@ async def test_frozen_agent_on_another_replica_fails_the_call_fast(
                 workspace_id=ws.id,
             )
             worker.wake()
+            # the workspace has a private /tmp: the marker is in its home
+            marker = a.graph.backends["local"].home(ws.id) / "started"
             await until(marker.exists, 30)
             await asyncio.sleep(1.0)  # the agent flushes output every 50 ms
             with frozen(await agent_pid(a.graph, ws.id)):
