@@ -118,6 +118,9 @@ class Agent:
             return
         self.state.directory = resolve_directory(self.config.home, manifest.directory)
         self.state.extra_env = dict(manifest.env)
+        self.mcp.configure(
+            connect_timeout_s=manifest.mcp_connect_timeout_s, retry_after_s=manifest.mcp_retry_s
+        )
         _ensure_dir(self.state.directory)
         if manifest.mcp is not None:
             self._write_mcp_config(manifest.mcp)

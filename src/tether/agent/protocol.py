@@ -72,6 +72,8 @@ class Manifest(_Frame):
     ping_interval_s: float = 2.0
     env: dict[str, str] = Field(default_factory=dict)  # template env + TETHER_PARAM_<NAME>
     mcp: dict[str, Any] | None = None  # the template's MCP config, for .mcp.json (if absent)
+    mcp_connect_timeout_s: float | None = Field(default=None, gt=0)  # per MCP server
+    mcp_retry_s: float | None = Field(default=None, gt=0)  # first backoff of a failed server
 
 
 class Shutdown(_Frame):

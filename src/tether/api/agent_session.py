@@ -89,6 +89,8 @@ async def agent_session(ws: WebSocket) -> None:
         ping_interval_s=settings.agent_ping_interval_s,
         env=manifest_env(spec.env, build.parameters),
         mcp=spec.mcp,
+        mcp_connect_timeout_s=settings.mcp_server_connect_timeout_s,
+        mcp_retry_s=settings.mcp_server_retry_s,
     )
     try:
         await ws.send_text(protocol.encode_frame(manifest))

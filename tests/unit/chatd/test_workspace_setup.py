@@ -81,6 +81,7 @@ class AgentSide:
     )
     instruction_calls: int = 0
     list_calls: int = 0
+    waits: list[float | None] = field(default_factory=list)
     mcp_calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
     async def answer(self, what: Any) -> Any:
@@ -108,9 +109,12 @@ class WorkspaceConn(FakeConn):
         side.instruction_calls += 1
         return await side.answer(side.instructions)  # type: ignore[no-any-return]
 
-    async def mcp_tools(self, *, timeout: float | None = None) -> McpToolList:
+    async def mcp_tools(
+        self, *, timeout: float | None = None, wait: float | None = None
+    ) -> McpToolList:
         side = await self._live()
         side.list_calls += 1
+        side.waits.append(wait)
         return await side.answer(side.tools)  # type: ignore[no-any-return]
 
     async def mcp_call(self, name: str, arguments: dict[str, Any]) -> McpCallResult:
