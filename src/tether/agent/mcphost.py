@@ -139,6 +139,8 @@ class _Connection:
         task = self._task
         if task is None or task.done():
             return
+        if self.client is None:
+            task.cancel()  # still connecting: nothing to close gracefully
         done, _ = await asyncio.wait({task}, timeout=_CLOSE_TIMEOUT_S)
         if not done:
             task.cancel()
