@@ -57,6 +57,14 @@ class _Connection:
         self._ready = asyncio.Event()
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._cancelled = False
+
+    def _cancel(self) -> None:
+        """Cancel the session task once: a second cancel would cut short the SDK's own
+        shutdown of the server process (it closes stdin, then terminates, then kills)."""
+        if self._task is not None and not self._cancelled:
+            self._cancelled = True
+            self._task.cancel()
 
     @property
     def alive(self) -> bool:
@@ -74,11 +82,11 @@ class _Connection:
                 self.tools = await asyncio.wait_for(self._list_tools(), timeout_s)
         except TimeoutError:
             self.error = f"timed out connecting after {timeout_s:g}s"
-            self._task.cancel()
+            self._cancel()
             return self._task
         except Exception as exc:
             self.error = f"listing tools failed: {describe(exc)}"
-            self._task.cancel()
+            self._cancel()
             return self._task
         return None
 
@@ -140,10 +148,10 @@ class _Connection:
         if task is None or task.done():
             return
         if self.client is None:
-            task.cancel()  # still connecting: nothing to close gracefully
+            self._cancel()  # still connecting: nothing to close gracefully
         done, _ = await asyncio.wait({task}, timeout=_CLOSE_TIMEOUT_S)
         if not done:
-            task.cancel()
+            self._cancel()
             with contextlib.suppress(BaseException):
                 await asyncio.wait_for(task, 2.0)
 
@@ -191,6 +199,7 @@ class McpHost:
         self._specs: list[ServerSpec] = []
         self._conns: dict[str, _Connection] = {}
         self._connecting: dict[str, asyncio.Task[None]] = {}
+        self._started: dict[str, float] = {}  # loop time each connect in flight began
         self._retrying: set[str] = set()  # connecting again after a failure: never waited for
         self._failures: dict[str, _Failure] = {}
         self._routes: dict[str, tuple[str, str]] = {}
@@ -262,10 +271,12 @@ class McpHost:
         self._conns[name] = fresh
         task = asyncio.create_task(self._connect(fresh), name=f"mcp-connect-{name}")
         self._connecting[name] = task
+        self._started[name] = asyncio.get_running_loop().time()
 
         def done(t: asyncio.Task[None]) -> None:
             if self._connecting.get(name) is t:
                 del self._connecting[name]
+                self._started.pop(name, None)
 
         task.add_done_callback(done)
 
@@ -291,19 +302,28 @@ class McpHost:
         task.add_done_callback(self._dying.discard)
 
     async def list_tools(self, wait_s: float | None = None) -> McpToolList:
-        """Start whatever is not connected (in parallel, each in the background), wait up to
-        ``wait_s`` (default: the connect bound) for servers on their first attempt, and
-        report tools and servers; servers still connecting are ``pending``."""
+        """Start whatever is not connected (in parallel, each in the background) and report
+        tools and servers; servers still connecting are ``pending``.
+
+        A server on its first attempt is waited for until ``wait_s`` (default: the connect
+        bound) after *its attempt began*, so listings that follow each other do not wait
+        for the same server again; a retry after a failure is never waited for."""
+        bound = self.connect_timeout_s + 1.0 if wait_s is None else wait_s
         async with self._lock:
             await self._reload_if_changed()
             if self._config_error is None:
                 for spec in self._specs:
                     if spec.error is None:
                         self._maybe_start(spec)
-            waited = {t for n, t in self._connecting.items() if n not in self._retrying}
-        bound = self.connect_timeout_s + 1.0 if wait_s is None else wait_s
-        if waited and bound > 0:
-            await asyncio.wait(waited, timeout=bound)
+            now = asyncio.get_running_loop().time()
+            remaining = {
+                task: self._started.get(name, now) + bound - now
+                for name, task in self._connecting.items()
+                if name not in self._retrying
+            }
+        waited = {task: left for task, left in remaining.items() if left > 0}
+        if waited:
+            await asyncio.wait(set(waited), timeout=max(waited.values()))
         return self._snapshot()
 
     def _snapshot(self) -> McpToolList:
@@ -378,6 +398,7 @@ class McpHost:
         """Forget every server (a config change): connects in flight are cancelled and open
         servers close in the background, so a stubborn one never delays the new config."""
         connecting, self._connecting = list(self._connecting.values()), {}
+        self._started.clear()
         conns, self._conns = list(self._conns.values()), {}
         self._failures.clear()
         self._retrying.clear()
