@@ -138,6 +138,16 @@ class Agent:
             ),
             name="startup-script",
         )
+        self._startup_task.add_done_callback(self._prewarm_mcp)
+
+    def _prewarm_mcp(self, task: asyncio.Task[LifecycleState]) -> None:
+        """Once the startup script made the workspace ready, start its MCP servers."""
+        if (
+            not task.cancelled()
+            and task.exception() is None
+            and task.result() is LifecycleState.READY
+        ):
+            self.mcp.prewarm()
 
     def _write_mcp_config(self, mcp: dict[str, Any]) -> None:
         # Synchronous on purpose: one small file, before any MCP listing or startup script.

@@ -301,6 +301,18 @@ class McpHost:
         self._dying.add(task)
         task.add_done_callback(self._dying.discard)
 
+    def prewarm(self) -> None:
+        """Start the configured servers now, in the background (the workspace is ready), so
+        the first chat turn finds them connected instead of waiting for cold starts."""
+
+        async def warm() -> None:
+            try:
+                await self.list_tools(wait_s=0)
+            except Exception as exc:  # a listing reports errors; this is belt and braces
+                log.warning("starting the MCP servers failed: %s", describe(exc))
+
+        self._retire(warm())
+
     async def list_tools(self, wait_s: float | None = None) -> McpToolList:
         """Start whatever is not connected (in parallel, each in the background) and report
         tools and servers; servers still connecting are ``pending``.
