@@ -8,8 +8,9 @@ configures both servers, then runs ``--turns`` turns on one chat, ``--gap`` seco
 (the first ``--after-ready`` seconds after the workspace is ready, default 0: both servers
 are cold or just starting).
 Per turn it reports the time from the API request until the model is first called, and
-whether the working server's tools were in that first call. Prints figures, then one JSON
-object as the last line.
+whether the working server's tools were in that first call. ``--only-hanging`` drops the
+echo server (then the old code cached nothing and waited again on later turns). Prints
+figures, then one JSON object as the last line.
 
     .venv/bin/python bench/mcp.py
 """
@@ -44,11 +45,13 @@ TURN_TIMEOUT_S = 120.0
 IDLE = ("waiting", "error")
 
 
-def template() -> str:
+def template(only_hanging: bool) -> str:
     servers = {
         "echo": {"command": sys.executable, "args": [str(FIXTURES / "mcp_echo_server.py")]},
         "hangs": {"command": sys.executable, "args": [str(FIXTURES / "mcp_hanging_server.py")]},
     }
+    if only_hanging:
+        del servers["echo"]
     return f"""
 name: mcpbench
 directory: project
@@ -81,7 +84,9 @@ async def final_status(queue: asyncio.Queue[Any]) -> str:
                 return str(ev.data["status"])
 
 
-async def main(turns: int, gap_s: float, after_ready_s: float) -> dict[str, Any]:
+async def main(
+    turns: int, gap_s: float, after_ready_s: float, only_hanging: bool
+) -> dict[str, Any]:
     firsts: list[tuple[float, list[str]]] = []  # (time of the turn's first request, tools)
 
     def record(messages: Any, info: Any) -> None:
@@ -101,7 +106,7 @@ async def main(turns: int, gap_s: float, after_ready_s: float) -> dict[str, Any]
                     base_url=srv.url, headers={"Authorization": f"Bearer {srv.token}"}, timeout=60
                 )
                 try:
-                    await srv.push_template(template())
+                    await srv.push_template(template(only_hanging))
                     r = await api.post(
                         "/api/v1/workspaces", json={"template": "mcpbench", "name": "mcp"}
                     )
@@ -164,6 +169,7 @@ async def main(turns: int, gap_s: float, after_ready_s: float) -> dict[str, Any]
         "bench": "mcp_hanging_server",
         "gap_s": gap_s,
         "after_ready_s": after_ready_s,
+        "servers": ["hangs"] if only_hanging else ["echo", "hangs"],
         "first_model_call_s": [r["first_model_call_s"] for r in rows],
         "working_tools_in_first_call": [r["working_tools_in_first_call"] for r in rows],
         "turns": rows,
@@ -177,5 +183,9 @@ if __name__ == "__main__":
     parser.add_argument(
         "--after-ready", type=float, default=0.0, help="seconds from ready to the first turn"
     )
+    parser.add_argument(
+        "--only-hanging", action="store_true", help="configure the hanging server alone"
+    )
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(main(args.turns, args.gap, args.after_ready))))
+    result = asyncio.run(main(args.turns, args.gap, args.after_ready, args.only_hanging))
+    print(json.dumps(result))
