@@ -389,7 +389,17 @@ class McpHost:
     async def call(self, name: str, arguments: dict[str, Any]) -> McpCallResult:
         """Call ``server__tool``; an unknown name raises :class:`NotFound`."""
         if name not in self._routes:
-            await self.list_tools()
+            await self.list_tools(wait_s=0)
+            # A tool of a server still connecting (e.g. the agent restarted): wait for that
+            # server only, within its connect bound; any other unknown name is a 404 at once.
+            owners = {
+                task
+                for server, task in self._connecting.items()
+                if name.startswith(f"{server}{TOOL_SEPARATOR}")
+            }
+            if name not in self._routes and owners:
+                await asyncio.wait(owners, timeout=self.connect_timeout_s + 1.0)
+                self._snapshot()
         route = self._routes.get(name)
         if route is None:
             raise NotFound(f"unknown MCP tool {name!r}")

@@ -14,6 +14,7 @@ import pytest
 from agent_procs import RunningAgent, start_agent, stop_agent
 
 from tether.agentconn import AgentClient
+from tether.errors import AgentRequestFailed
 
 pytestmark = pytest.mark.integration
 
@@ -107,3 +108,29 @@ async def test_bad_wait_is_a_typed_400(agent: RunningAgent, client: AgentClient,
         r = await http.get("/mcp/tools", params={"wait": wait})
     assert r.status_code == 400, r.text
     assert r.json()["code"] == "invalid_input"
+
+
+async def test_calls_wait_only_for_their_own_server(tmp_path: Path) -> None:
+    agent = await start_agent(tmp_path, {"TETHER_AGENT_MCP_CONNECT_TIMEOUT_S": str(CONNECT_S)})
+    client = agent.client()
+    try:
+        write_config(
+            agent.project,
+            {
+                "echo": {"command": sys.executable, "args": [str(ECHO_SERVER)]},
+                "hangs": {"command": sys.executable, "args": [str(HANGING_SERVER)]},
+            },
+        )
+        # A tool of a server still connecting (no listing yet): the call waits for it.
+        echoed = await client.mcp_call("echo__echo", {"text": "cold"})
+        assert [(c.type, c.text) for c in echoed.content] == [("text", "cold")]
+        # An unknown name is a 404 at once, although "hangs" is still connecting.
+        began = time.monotonic()
+        with pytest.raises(AgentRequestFailed) as unknown:
+            await client.mcp_call("nope__tool", {})
+        assert unknown.value.status == 404
+        assert time.monotonic() - began < 1.0
+        assert statuses(await client.mcp_tools(wait=0))["hangs"] == "pending"
+    finally:
+        await client.aclose()
+        assert await stop_agent(agent.proc) == 0
