@@ -257,6 +257,12 @@ class McpHost:
         conn = self._conns.get(name)
         if name in self._connecting or (conn is not None and conn.alive):
             return
+        if conn is not None and name not in self._failures:
+            # It was connected and has died since: a failure like any other, so a server
+            # that crashes after each start is not restarted on every listing.
+            self._failures[name] = _Failure(1, self._clock.monotonic())
+            conn.error = conn.error or "disconnected"
+            log.warning("MCP server %r: %s (retry in %gs)", name, conn.error, self.retry_after_s)
         backoff = self.backoff_s(name)
         failure = self._failures.get(name)
         if failure is not None and backoff is not None:
@@ -411,10 +417,26 @@ class McpHost:
             result = await conn.call(tool, arguments, self._call_timeout)
         except Exception as exc:
             log.warning("MCP call %s failed: %s", name, describe(exc))
+            if _connection_closed(exc):
+                self._lost(conn)
             return _error_result(f"calling {name} failed: {describe(exc)}")
         return McpCallResult(
             content=[_content(block) for block in result.content], is_error=bool(result.is_error)
         )
+
+    def _lost(self, conn: _Connection) -> None:
+        """The server behind ``conn`` went away (e.g. its process exited): a failure, so it
+        is restarted after the backoff rather than on the next listing."""
+        name = conn.spec.name
+        if self._conns.get(name) is not conn or conn.error is not None:
+            return
+        failure = self._failures.get(name)
+        self._failures[name] = _Failure(
+            failure.count + 1 if failure else 1, self._clock.monotonic()
+        )
+        conn.error = "the server closed the connection"
+        self._retire(conn.close())
+        log.warning("MCP server %r: %s (retry in %gs)", name, conn.error, self.backoff_s(name))
 
     def _close_all(self) -> None:
         """Forget every server (a config change): connects in flight are cancelled and open
@@ -437,6 +459,13 @@ class McpHost:
             self._close_all()
             if self._dying:
                 await asyncio.wait(set(self._dying), timeout=_CLOSE_TIMEOUT_S + 3.0)
+
+
+def _connection_closed(exc: BaseException) -> bool:
+    from mcp.shared.exceptions import MCPError
+    from mcp_types import CONNECTION_CLOSED
+
+    return isinstance(exc, MCPError) and exc.error.code == CONNECTION_CLOSED
 
 
 def _error_result(message: str) -> McpCallResult:

@@ -19,11 +19,17 @@ from tether.testing.clock import FakeClock
 
 ECHO_SERVER = Path(__file__).resolve().parents[2] / "fixtures" / "mcp_echo_server.py"
 # Appends a line to argv[1] per start; exits 1 unless argv[2] exists, else runs the echo
-# server (so a test can make a failing server work).
+# server (so a test can make a failing server work); with "dies", it exits once
+# argv[2] + ".die" exists.
 FLAKY = (
-    "import os, runpy, sys\n"
+    "import os, runpy, sys, threading, time\n"
     "open(sys.argv[1], 'a').write('start\\n')\n"
     "if not os.path.exists(sys.argv[2]): sys.exit(1)\n"
+    "def die_on(flag):\n"
+    "    while not os.path.exists(flag): time.sleep(0.02)\n"
+    "    os._exit(3)\n"
+    "if sys.argv[3:] == ['dies']:\n"
+    "    threading.Thread(target=die_on, args=(sys.argv[2] + '.die',), daemon=True).start()\n"
     f"sys.argv = [{str(ECHO_SERVER)!r}]\n"
     f"runpy.run_path({str(ECHO_SERVER)!r}, run_name='__main__')\n"
 )
@@ -119,4 +125,31 @@ async def test_successful_connect_clears_the_backoff(world: World) -> None:
     assert status(listing) == "ok"
     assert "flaky__echo" in {t.name for t in listing.tools}
     assert world.host.backoff_s("flaky") is None
+    assert world.attempts == 2
+
+
+async def test_server_that_dies_after_connecting_is_not_restarted_on_every_listing(
+    world: World,
+) -> None:
+    world.healthy.touch()
+    world.configure("dies")
+    assert status(await world.host.list_tools()) == "ok"
+    die = world.tmp / "healthy.die"
+    die.touch()  # the server process exits
+    async with asyncio.timeout(20):
+        while True:
+            result = await world.host.call("flaky__echo", {"text": "still there?"})
+            if result.is_error:
+                break
+    assert "closed" in (result.content[0].text or "").lower()
+    listing = await world.host.list_tools()
+    assert status(listing) == "error" and world.attempts == 1
+    assert listing.servers[0].error == "the server closed the connection"
+    assert listing.servers[0].retry_in_s == 10.0
+    for _ in range(3):  # not restarted on every listing
+        assert status(await world.host.list_tools()) == "error"
+    die.unlink()
+    world.clock.advance(10.0)
+    assert status(await world.host.list_tools(wait_s=30)) == "pending"  # a background retry
+    assert status(await world.settled()) == "ok"
     assert world.attempts == 2
