@@ -143,6 +143,13 @@ class McpToolCache:
         else:
             self._entries.pop(chat_id, None)
 
+    def unsettle(self, chat_id: uuid.UUID) -> None:
+        """A call failed: the next turn asks the agent again (one listing, no gate), which
+        reports a server that went away and its backoff."""
+        entry = self._entries.get(chat_id)
+        if entry is not None and entry.settled:
+            self._entries[chat_id] = McpEntry(entry.agent_id, entry.tools, settled=False)
+
     def invalidate(self, chat_id: uuid.UUID) -> None:
         """Forget the chat's entry and its reported failures (a new build reports anew)."""
         self._entries.pop(chat_id, None)
@@ -323,6 +330,7 @@ def mcp_tool(ctx: ToolContext, spec: McpTool, cache: McpToolCache) -> Tool[Any]:
             log.exception("MCP tool %s failed unexpectedly", name)
             raise tool_error(err) from err
         if result.is_error:
+            cache.unsettle(ctx.chat_id)  # the server may have gone: re-list next turn
             raise ToolFailed(render_tool_error(_result_value(result), MCP_TOOL_ERROR))
         return _result_value(result)
 

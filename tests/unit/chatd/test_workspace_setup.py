@@ -574,11 +574,14 @@ async def test_mcp_tool_error_result_and_invalid_json(world: World) -> None:
     world.dialer.side(agent.id).call = McpCallResult(
         content=[McpContent(type="text", text="bad input")], is_error=True
     )
+    assert await world.discovery.discover(ctx) == [ECHO]
+    assert world.cache.entry(ctx.chat_id, agent.id) == McpEntry(agent.id, (ECHO,), True)
     tool = mcp_tool(ctx, ECHO, world.cache)
     assert tool.tool_def.parameters_json_schema["properties"] == {"text": {"type": "string"}}
     with pytest.raises(ToolFailed) as info:
         await tool.function(text="x")
     assert cm.parse_tool_error(info.value.message)[:2] == ("bad input", "mcp_tool_error")
+    assert world.cache.entry(ctx.chat_id, agent.id) == McpEntry(agent.id, (ECHO,), False)
     with pytest.raises(ToolFailed) as info:
         await tool.function(**{cm.INVALID_JSON_KEY: "{oops"})
     assert cm.parse_tool_error(info.value.message)[1] == "invalid_arguments"
