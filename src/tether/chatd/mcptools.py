@@ -95,6 +95,7 @@ class Discovery:
     tools: tuple[McpTool, ...] = ()
     pending: tuple[str, ...] = ()
     failed: tuple[McpServerStatus, ...] = ()
+    answered: bool = True  # False: discovery itself failed, nothing is known of the servers
 
     @classmethod
     def of(cls, listing: McpToolList) -> Discovery:
@@ -157,11 +158,15 @@ class McpToolCache:
 
     def unreported(self, chat_id: uuid.UUID, found: Discovery) -> list[McpServerStatus]:
         """The failed servers of ``found`` not yet reported to the chat (marked reported
-        now); a server seen ok or connecting again may be reported again later."""
+        now). A server is reported again only after it was seen working (or left the
+        config) in between — a background retry that fails again is not news. A failed
+        discovery (``answered=False``) changes nothing."""
+        if not found.answered:
+            return []
         reported = self._reported.setdefault(chat_id, {})
         failed = {s.name: s for s in found.failed}
         for name in list(reported):
-            if name not in failed:
+            if name not in failed and name not in found.pending:  # ok now, or removed
                 del reported[name]
         fresh = [s for name, s in failed.items() if name not in reported]
         for status in fresh:
@@ -207,7 +212,7 @@ class McpDiscovery:
         The agent waits at most ``first_wait_s`` for its servers."""
         conns = ctx.conns
         if conns.binding.workspace_id is None:
-            return Discovery()
+            return Discovery(answered=False)
         agent = conns.cached_agent
         if (
             conns.cached_conn is not None
@@ -234,7 +239,7 @@ class McpDiscovery:
             raise
         except Exception as err:
             log.warning("chat %s: workspace MCP discovery failed: %s", ctx.chat_id, err)
-        return Discovery()
+        return Discovery(answered=False)
 
     async def _slow(self, ctx: ToolContext) -> Discovery:
         try:

@@ -27,6 +27,7 @@ from tether.chatd.conncache import ChatConnections
 from tether.chatd.instructions import InstructionFiles
 from tether.chatd.mcptools import (
     CONNECTION_FAILED,
+    Discovery,
     McpDiscovery,
     McpEntry,
     McpToolCache,
@@ -727,3 +728,15 @@ async def test_unsettled_empty_listing_is_cached_and_refreshed_without_the_gate(
     assert await world.discovery.discover(ctx) == [ECHO]  # the config changed: seen at once
     assert world.store.queries == []
     assert world.cache.entry(ctx.chat_id, agent.id) == McpEntry(agent.id, (ECHO,), True)
+
+
+def test_a_failure_is_news_again_only_after_the_server_worked() -> None:
+    cache, chat = McpToolCache(), uuid.uuid4()
+    bad = McpServerStatus(name="hangs", status="error", error="timed out connecting after 30s")
+    assert cache.unreported(chat, Discovery(failed=(bad,))) == [bad]
+    assert cache.unreported(chat, Discovery(failed=(bad,))) == []
+    assert cache.unreported(chat, Discovery(answered=False)) == []  # discovery failed
+    assert cache.unreported(chat, Discovery(pending=("hangs",))) == []  # a background retry
+    assert cache.unreported(chat, Discovery(failed=(bad,))) == []  # ... that failed again
+    assert cache.unreported(chat, Discovery()) == []  # works now (or left .mcp.json)
+    assert cache.unreported(chat, Discovery(failed=(bad,))) == [bad]  # broken again: news
