@@ -66,7 +66,8 @@ class Settings(BaseSettings):
     exec_output_cap_bytes: int = 32 * 1024
     read_file_default_limit: int = 2000
     instruction_file_cap_bytes: int = 64 * 1024
-    mcp_server_connect_timeout_s: float = 30.0
+    mcp_server_connect_timeout_s: float = 30.0  # per server, sent to agents in the manifest
+    mcp_server_retry_s: float = 10.0  # a failed server's first backoff (doubles, max 300 s)
 
     # --- chatd: binding and dial (DESIGN §4.4; reference §7 values are upper bounds) -----
     dial_validation_delay_s: float = 0.25
@@ -75,6 +76,7 @@ class Settings(BaseSettings):
     exec_deadline_margin_s: float = 5.0  # a foreground exec's deadline: its timeout + this
     agent_connect_timeout_s: float = 0.3
     mcp_discovery_timeout_s: float = 35.0
+    mcp_first_call_wait_s: float = 2.0  # the first model call waits this long for MCP tools
     instruction_lookup_timeout_s: float = 5.0
     agent_ready_timeout_s: float = 120.0
     agent_ready_attempt_s: float = 5.0

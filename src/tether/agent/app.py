@@ -89,6 +89,25 @@ class _AuthAndLog:
         await self._app(scope, receive, send)
 
 
+MAX_MCP_WAIT_S = 600.0
+
+
+def _wait_param(request: Request) -> float | None:
+    """``?wait=<seconds>``: how long an MCP listing may wait for connecting servers."""
+    raw = request.query_params.get("wait")
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise InvalidInput(
+            f"wait must be a number of seconds, got {raw[:40]!r}", field="wait"
+        ) from None
+    if not 0 <= value <= MAX_MCP_WAIT_S:  # also rejects nan and inf
+        raise InvalidInput(f"wait must be between 0 and {MAX_MCP_WAIT_S:g}", field="wait")
+    return value
+
+
 async def _body(request: Request, model: type[BodyT]) -> BodyT:
     raw = await request.body()
     try:
@@ -191,7 +210,7 @@ class AgentApi:
         )
 
     async def mcp_tools(self, request: Request) -> Response:
-        return _json(await self.mcp.list_tools())
+        return _json(await self.mcp.list_tools(wait_s=_wait_param(request)))
 
     async def mcp_call(self, request: Request) -> Response:
         body = await _body(request, McpCallRequest)

@@ -147,6 +147,9 @@ class Agent:
             return
         self.state.directory = resolve_directory(self.config.home, manifest.directory)
         self.state.extra_env = dict(manifest.env)
+        self.mcp.configure(
+            connect_timeout_s=manifest.mcp_connect_timeout_s, retry_after_s=manifest.mcp_retry_s
+        )
         _ensure_dir(self.state.directory)
         if manifest.mcp is not None:
             self._write_mcp_config(manifest.mcp)
@@ -164,6 +167,16 @@ class Agent:
             ),
             name="startup-script",
         )
+        self._startup_task.add_done_callback(self._prewarm_mcp)
+
+    def _prewarm_mcp(self, task: asyncio.Task[LifecycleState]) -> None:
+        """Once the startup script made the workspace ready, start its MCP servers."""
+        if (
+            not task.cancelled()
+            and task.exception() is None
+            and task.result() is LifecycleState.READY
+        ):
+            self.mcp.prewarm()
 
     def _write_mcp_config(self, mcp: dict[str, Any]) -> None:
         # Synchronous on purpose: one small file, before any MCP listing or startup script.

@@ -77,6 +77,8 @@ class Manifest(_Frame):
     silence_timeout_s: float | None = None  # reconnect when the server is silent this long
     env: dict[str, str] = Field(default_factory=dict)  # template env + TETHER_PARAM_<NAME>
     mcp: dict[str, Any] | None = None  # the template's MCP config, for .mcp.json (if absent)
+    mcp_connect_timeout_s: float | None = Field(default=None, gt=0)  # per MCP server
+    mcp_retry_s: float | None = Field(default=None, gt=0)  # first backoff of a failed server
 
 
 class Shutdown(_Frame):

@@ -187,8 +187,9 @@ class McpTool(_Body):
 
 class McpServerStatus(_Body):
     name: str
-    status: Literal["ok", "error"]
+    status: Literal["ok", "error", "pending"]  # pending: still connecting, tools come later
     error: str | None = None
+    retry_in_s: float | None = None  # a failed server's next attempt (negative cache)
 
 
 class McpToolList(_Body):

@@ -130,6 +130,7 @@ class AgentClient:
         *,
         json: Any = None,
         read_timeout: float | None = None,
+        params: dict[str, str] | None = None,
     ) -> ModelT:
         timeout: httpx.Timeout | None = None
         if read_timeout is not None:
@@ -140,6 +141,7 @@ class AgentClient:
                     method,
                     path,
                     json=json,
+                    params=params,
                     headers=self._extra_headers,
                     timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
                 )
@@ -320,8 +322,15 @@ class AgentClient:
     async def instructions(self) -> Instructions:
         return await self._request("GET", "/instructions", Instructions)
 
-    async def mcp_tools(self, *, timeout: float | None = None) -> McpToolList:
-        return await self._request("GET", "/mcp/tools", McpToolList, read_timeout=timeout)
+    async def mcp_tools(
+        self, *, timeout: float | None = None, wait: float | None = None
+    ) -> McpToolList:
+        """The workspace's MCP tools; ``wait`` bounds how long the agent waits for servers
+        still connecting (they are reported ``pending``), default: its connect bound."""
+        params = {"wait": f"{wait:g}"} if wait is not None else None
+        return await self._request(
+            "GET", "/mcp/tools", McpToolList, read_timeout=timeout, params=params
+        )
 
     async def mcp_call(self, name: str, arguments: Mapping[str, Any]) -> McpCallResult:
         return await self._request(

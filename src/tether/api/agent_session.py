@@ -103,6 +103,8 @@ async def agent_session(ws: WebSocket) -> None:
         silence_timeout_s=agent_silence_timeout_s(settings),
         env=manifest_env(spec.env, build.parameters),
         mcp=spec.mcp,
+        mcp_connect_timeout_s=settings.mcp_server_connect_timeout_s,
+        mcp_retry_s=settings.mcp_server_retry_s,
     )
     silent = False
     pinger = asyncio.create_task(ping_agent(ws, settings.agent_ping_interval_s))

@@ -89,6 +89,8 @@ def install_chatd(
             mcp_cache or McpToolCache(),
             clock=deps.clock,
             timeout_s=settings.mcp_discovery_timeout_s,
+            first_wait_s=settings.mcp_first_call_wait_s,
+            connect_timeout_s=settings.mcp_server_connect_timeout_s,
         ),
     )
     worker = ChatWorker(

@@ -35,6 +35,7 @@ from pydantic_ai.toolsets import FunctionToolset
 from tether.agent.schemas import McpTool
 from tether.chatd import messages as cm
 from tether.chatd.mcptools import McpDiscovery, McpToolCache, mcp_tools
+from tether.chatd.mcpturn import McpTurn
 from tether.chatd.models import Chat, StoredMessage
 from tether.chatd.tools import build_tools
 from tether.chatd.tools.base import ChatdDeps, ChatState, ToolContext
@@ -72,6 +73,7 @@ class _TurnWorkspace:
     block: str = ""
     toolset: FunctionToolset[None] = field(default_factory=FunctionToolset)
     mcp_names: tuple[str, ...] = ()
+    mcp: McpTurn | None = None  # late MCP tools and the failure notice (mcpturn.py)
 
 
 @dataclass
@@ -320,6 +322,10 @@ class TurnRunner:
         turn_ws = _TurnWorkspace()
         tools = build_tools(ctx)
         taken = {t.name for t in tools}
+        if self._mcp is not None:
+            turn_ws.mcp = McpTurn(
+                self._mcp, ctx, lambda specs: self._set_mcp(ctx, turn_ws, specs, taken)
+            )
 
         async def on_ready() -> None:
             await self._workspace_ready(ctx, turn_ws, taken)
@@ -377,12 +383,14 @@ class TurnRunner:
                 return f"{type(exc).__name__}: {exc}", "internal"
 
     @staticmethod
-    def _system_prompt(chat: Chat, block: str) -> str:
+    def _system_prompt(chat: Chat, block: str, mcp_notice: str = "") -> str:
         parts = [SYSTEM_PROMPT]
         if not chat.is_root:
             parts.append(SUBAGENT_PROMPT)
         if block:
             parts.append(block)
+        if mcp_notice:
+            parts.append(mcp_notice)
         return "\n\n".join(parts)
 
     async def _history(self, chat: Chat) -> list[cm.ChatMessage]:
@@ -393,10 +401,10 @@ class TurnRunner:
             return cm.workspace_context_from_history(history)
         return await self._instructions.block(ctx, history)
 
-    async def _discover(self, ctx: ToolContext) -> list[McpTool]:
-        if self._mcp is None:
+    async def _discover(self, turn_ws: _TurnWorkspace) -> list[McpTool]:
+        if turn_ws.mcp is None:
             return []
-        return await self._mcp.discover(ctx)
+        return await turn_ws.mcp.discover()
 
     def _set_mcp(
         self, ctx: ToolContext, turn_ws: _TurnWorkspace, specs: list[McpTool], taken: set[str]
@@ -407,7 +415,9 @@ class TurnRunner:
         turn_ws.toolset = FunctionToolset(mcp_tools(ctx, specs, self._mcp.cache, taken=taken))
         turn_ws.mcp_names = names
 
-    async def _setup(self, ctx: ToolContext) -> tuple[list[cm.ChatMessage], str, list[McpTool]]:
+    async def _setup(
+        self, ctx: ToolContext, turn_ws: _TurnWorkspace
+    ) -> tuple[list[cm.ChatMessage], str, list[McpTool]]:
         """Pre-LLM setup (reference §3.1): the history and instruction files in parallel with
         MCP discovery; each step is bounded and failure-tolerant on its own."""
 
@@ -416,7 +426,7 @@ class TurnRunner:
             return history, await self._block(ctx, history)
 
         async with asyncio.TaskGroup() as tg:
-            mcp_task = tg.create_task(self._discover(ctx))
+            mcp_task = tg.create_task(self._discover(turn_ws))
             prompt_task = tg.create_task(prompt())
         history, block = prompt_task.result()
         return history, block, mcp_task.result()
@@ -427,7 +437,7 @@ class TurnRunner:
         """Mid-turn (PL-18): a lifecycle tool bound a workspace whose agent is ready."""
         history = await self._history(ctx.chat)
         turn_ws.block = await self._block(ctx, history)
-        self._set_mcp(ctx, turn_ws, await self._discover(ctx), taken)
+        self._set_mcp(ctx, turn_ws, await self._discover(turn_ws), taken)
 
     async def _run_once(
         self,
@@ -437,16 +447,31 @@ class TurnRunner:
         agent: Agent[None, str],
         recorder: _Recorder,
     ) -> None:
+        try:
+            await self._steps(ctx, turn_ws, taken, agent, recorder)
+        finally:
+            if turn_ws.mcp is not None:
+                await turn_ws.mcp.close()  # late MCP tools are of no use after this run
+
+    async def _steps(
+        self,
+        ctx: ToolContext,
+        turn_ws: _TurnWorkspace,
+        taken: set[str],
+        agent: Agent[None, str],
+        recorder: _Recorder,
+    ) -> None:
         deps = self._deps
         chat = ctx.chat
-        history, turn_ws.block, specs = await self._setup(ctx)
+        history, turn_ws.block, specs = await self._setup(ctx, turn_ws)
         self._set_mcp(ctx, turn_ws, specs, taken)
 
         # async on purpose: pydantic-ai runs a plain ``def`` instruction function in a worker
         # thread (anyio.to_thread) on every evaluation — several thread hops per step for a
         # string join.
         async def instructions() -> str:
-            return self._system_prompt(chat, turn_ws.block)  # re-read every step (PL-18)
+            notice = turn_ws.mcp.notice if turn_ws.mcp is not None else ""
+            return self._system_prompt(chat, turn_ws.block, notice)  # re-read every step
 
         model_messages = cm.to_model_messages(repair_dangling_calls(history))
         async with agent.iter(

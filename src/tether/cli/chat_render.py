@@ -183,6 +183,11 @@ class ChatRenderer:
             if self._show_user and text:
                 self.line(f"› {text}", "bold")
             return
+        if role == "system":  # a notice for the user, e.g. a workspace MCP server failed
+            text = message_text(parts)
+            if text:
+                self.line(f"! {text}", "yellow")
+            return
         if role == "assistant":
             text = message_text(parts)
             if text:

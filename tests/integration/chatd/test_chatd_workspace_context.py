@@ -10,11 +10,14 @@ import asyncio
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
+from pydantic_ai import messages as pai
 
 from tether.chatd import messages as cm
+from tether.chatd.types import AgentRow
+from tether.llm.scripted import Call, Say, Step
 from tether.testing.models import ScriptedModel
 
 if TYPE_CHECKING:  # only an annotation: importing "conftest" at run time is ambiguous
@@ -47,14 +50,37 @@ agents:
 """
 
 
+def _tool_returns(messages: list[Any]) -> list[pai.ToolReturnPart]:
+    return [
+        p
+        for m in messages
+        if isinstance(m, pai.ModelRequest)
+        for p in m.parts
+        if isinstance(p, pai.ToolReturnPart)
+    ]
+
+
 async def _use_template(chatd: Chatd) -> str:
     chatd.template_id = await chatd.push_template(_template())
     return str(chatd.template_id)
 
 
+async def _warm_mcp(chatd: Chatd, agent: AgentRow) -> None:
+    """Wait (asking the agent directly, up to its connect bound) until its MCP servers have
+    connected: a cold server's tools may miss the first model call (it waits at most
+    ``mcp_first_call_wait_s``) and join a later step."""
+    direct = await chatd.dialer.inner.dial(agent, headers={})
+    try:
+        listing = await direct.mcp_tools()
+        assert [s.status for s in listing.servers] == ["ok"], listing.servers
+    finally:
+        await direct.aclose()
+
+
 async def test_pl10_agents_md_in_instructions_and_mcp_tool_callable(chatd: Chatd) -> None:
     await _use_template(chatd)
     ws, _ = await chatd.create_workspace()
+    await _warm_mcp(chatd, await chatd.wait_agent_ready(ws.id))
     worker = chatd.start_worker()
     scripted = ScriptedModel().call("echo__echo", text="ping").say("done")
     chat = await chatd.new_chat("hello", scripted.build(), workspace_id=ws.id)
@@ -110,12 +136,20 @@ async def test_pl18_create_workspace_mid_turn_injects_instructions_and_tools(
     chatd.start_worker()
     # per_turn=False: pydantic-ai announces tools that appear mid-run with a "<system>" user
     # prompt, which a per-turn script would take for a new user turn.
-    scripted = (
-        ScriptedModel(per_turn=False)
-        .call("create_workspace", template_id=template_id, name="ctx")
-        .call("echo__echo", text="mid-turn")
-        .say("done")
+    scripted = ScriptedModel(per_turn=False).call(
+        "create_workspace", template_id=template_id, name="ctx"
     )
+
+    def echo_when_there(messages: list[Any]) -> Step:
+        """A cold MCP server's tools join at a later step: wait for them (bounded)."""
+        if any(p.tool_name == "echo__echo" for p in _tool_returns(messages)):
+            return Say("done")
+        if "echo__echo" in scripted.requests[-1].tool_names:
+            return Call("echo__echo", {"text": "mid-turn"})
+        return Call("execute", {"command": "sleep 0.5"})
+
+    for _ in range(40):
+        scripted.then(echo_when_there)
     chat = await chatd.run_chat("make me a workspace", scripted.build(), timeout=90)
     assert chat.last_error is None, chat.last_error
     [created] = await chatd.results(chat.id, "create_workspace")
@@ -124,7 +158,7 @@ async def test_pl18_create_workspace_mid_turn_injects_instructions_and_tools(
     assert "<workspace-context>" not in (before.instructions or "")
     assert "echo__echo" not in before.tool_names
     assert RULE in (after.instructions or "")  # the step after create_workspace sees AGENTS.md
-    assert "echo__echo" in after.tool_names  # ... and the primed MCP tools
+    assert any("echo__echo" in r.tool_names for r in scripted.requests)  # ... and MCP tools
     [echo] = await chatd.results(chat.id, "echo__echo")
     assert echo["result"] == "mid-turn"
     stored = [m for m in await chatd.messages(chat.id) if m.parts[0].get("type") == "context-file"]

@@ -25,7 +25,15 @@ from tether.agent.schemas import (
 from tether.chatd import messages as cm
 from tether.chatd.conncache import ChatConnections
 from tether.chatd.instructions import InstructionFiles
-from tether.chatd.mcptools import CONNECTION_FAILED, McpDiscovery, McpToolCache, mcp_tool
+from tether.chatd.mcptools import (
+    CONNECTION_FAILED,
+    Discovery,
+    McpDiscovery,
+    McpEntry,
+    McpToolCache,
+    mcp_tool,
+)
+from tether.chatd.mcpturn import STREAM_EVENT
 from tether.chatd.models import Chat, ChatStatus, StoredMessage
 from tether.chatd.stream import ChatStreamHub
 from tether.chatd.taskowner import TaskOwner
@@ -81,6 +89,7 @@ class AgentSide:
     )
     instruction_calls: int = 0
     list_calls: int = 0
+    waits: list[float | None] = field(default_factory=list)
     mcp_calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
     async def answer(self, what: Any) -> Any:
@@ -89,6 +98,8 @@ class AgentSide:
             await asyncio.Event().wait()
         if isinstance(what, Exception):
             raise what
+        if callable(what):  # an async function: runs when the agent is asked
+            return await what()
         return what
 
 
@@ -108,9 +119,12 @@ class WorkspaceConn(FakeConn):
         side.instruction_calls += 1
         return await side.answer(side.instructions)  # type: ignore[no-any-return]
 
-    async def mcp_tools(self, *, timeout: float | None = None) -> McpToolList:
+    async def mcp_tools(
+        self, *, timeout: float | None = None, wait: float | None = None
+    ) -> McpToolList:
         side = await self._live()
         side.list_calls += 1
+        side.waits.append(wait)
         return await side.answer(side.tools)  # type: ignore[no-any-return]
 
     async def mcp_call(self, name: str, arguments: dict[str, Any]) -> McpCallResult:
@@ -561,11 +575,14 @@ async def test_mcp_tool_error_result_and_invalid_json(world: World) -> None:
     world.dialer.side(agent.id).call = McpCallResult(
         content=[McpContent(type="text", text="bad input")], is_error=True
     )
+    assert await world.discovery.discover(ctx) == [ECHO]
+    assert world.cache.entry(ctx.chat_id, agent.id) == McpEntry(agent.id, (ECHO,), True)
     tool = mcp_tool(ctx, ECHO, world.cache)
     assert tool.tool_def.parameters_json_schema["properties"] == {"text": {"type": "string"}}
     with pytest.raises(ToolFailed) as info:
         await tool.function(text="x")
     assert cm.parse_tool_error(info.value.message)[:2] == ("bad input", "mcp_tool_error")
+    assert world.cache.entry(ctx.chat_id, agent.id) == McpEntry(agent.id, (ECHO,), False)
     with pytest.raises(ToolFailed) as info:
         await tool.function(**{cm.INVALID_JSON_KEY: "{oops"})
     assert cm.parse_tool_error(info.value.message)[1] == "invalid_arguments"
@@ -578,3 +595,148 @@ async def _wait_for(cond: Any, timeout: float = 2.0) -> None:
             if cond():
                 return
             await asyncio.sleep(0)
+
+
+# --- MCP never blocks the model (issue #9 §3) -------------------------------------------------
+
+SLOW = McpTool(
+    name="slow__run",
+    server="slow",
+    tool="run",
+    description="Run slowly.",
+    input_schema={"type": "object", "properties": {}},
+)
+OK_ECHO = McpServerStatus(name="echo", status="ok")
+
+
+def _listing(*tools: McpTool, **servers: str) -> McpToolList:
+    return McpToolList(
+        tools=list(tools),
+        servers=[OK_ECHO]
+        + [
+            McpServerStatus(name=name, status=state, error="timed out connecting after 30s")
+            if state == "error"
+            else McpServerStatus(name=name, status=state)
+            for name, state in servers.items()
+        ],
+    )
+
+
+def _notices(world: World, chat_id: uuid.UUID) -> list[StoredMessage]:
+    return [m for m in world.chats.rows if m.chat_id == chat_id and m.role == "system"]
+
+
+async def test_first_call_asks_the_agent_to_wait_only_the_short_bound(world: World) -> None:
+    agent = world.running()
+    ctx = world.chat(agent)
+    assert await world.discovery.discover(ctx) == [ECHO]
+    assert world.dialer.side(agent.id).waits == [2.0]  # mcp_first_call_wait_s
+
+
+async def test_pending_server_tools_join_the_next_step(world: World) -> None:
+    agent = world.running()
+    side = world.dialer.side(agent.id)
+    side.tools = _listing(ECHO, slow="pending")
+    ctx = world.chat(agent)
+    arrived = False
+
+    async def arrive() -> McpCallResult:
+        """During the first tool call, the slow server connects; the watcher lists again."""
+        nonlocal arrived
+        if not arrived:
+            arrived = True
+            side.tools = _listing(ECHO, SLOW, slow="ok")
+            await _wait_for(lambda: world.clock.sleepers == 1)  # the watcher, between lists
+            world.clock.advance(0.5)
+            await _wait_for(lambda: side.list_calls == 2)
+            await settle()
+        return McpCallResult(content=[McpContent(type="text", text="echoed")], is_error=False)
+
+    side.call = arrive
+    scripted = (
+        ScriptedModel(per_turn=False).call("echo__echo", text="hi").call("slow__run").say("ok")
+    )
+    await world.turn(ctx, scripted)
+    assert "echo__echo" in scripted.requests[0].tool_names
+    assert "slow__run" not in scripted.requests[0].tool_names
+    assert "slow__run" in scripted.requests[1].tool_names  # joined at the next step
+    [slow] = world.results(ctx.chat_id, "slow__run")
+    assert not slow["is_error"]
+    assert world.cache.entry(ctx.chat_id, agent.id) == McpEntry(agent.id, (ECHO, SLOW), True)
+    assert world.clock.sleepers == 0  # the watcher ended with the turn
+
+
+async def test_failed_server_is_reported_once_and_not_waited_for_again(world: World) -> None:
+    agent = world.running()
+    side = world.dialer.side(agent.id)
+    side.tools = _listing(ECHO, hangs="error")
+    ctx = world.chat(agent)
+    events: list[dict[str, Any]] = []
+    publish = world.deps.hub.publish
+
+    def record(chat_id: uuid.UUID, event: str, data: dict[str, Any]) -> Any:
+        if event == STREAM_EVENT:
+            events.append(data)
+        return publish(chat_id, event, data)
+
+    world.deps.hub.publish = record  # type: ignore[method-assign]
+    first = ScriptedModel().say("one")
+    await world.turn(ctx, first)
+    assert "echo__echo" in first.requests[0].tool_names
+    notice = first.requests[0].instructions or ""
+    assert "<workspace-mcp>" in notice and "- hangs: timed out connecting after 30s" in notice
+    [note] = _notices(world, ctx.chat_id)
+    assert note.visibility == "user"  # the transcript's status detail, never sent to the model
+    assert "hangs (timed out connecting after 30s)" in note.parts[0]["text"]
+    assert [e["failed"][0]["name"] for e in events] == ["hangs"]
+
+    # The next turns: one listing over the cached connection (the agent answers from its
+    # negative cache), no gate query, no dial, and no second report.
+    world.store.reset_queries()
+    dials = len(world.dialer.calls)
+    for text in ("two", "three"):
+        again = ScriptedModel().say(text)
+        await world.turn(ctx, again, text)
+        assert "<workspace-mcp>" not in (again.requests[0].instructions or "")
+        assert "echo__echo" in again.requests[0].tool_names
+    assert world.store.queries == [] and len(world.dialer.calls) == dials
+    assert side.list_calls == 3 and len(_notices(world, ctx.chat_id)) == 1 and len(events) == 1
+
+    # Fixed, then broken again: a new failure is reported again.
+    side.tools = _listing(ECHO, hangs="ok")
+    await world.turn(ctx, ScriptedModel().say("fixed"), "fixed")
+    assert world.cache.entry(ctx.chat_id, agent.id) == McpEntry(agent.id, (ECHO,), True)
+    world.cache.invalidate(ctx.chat_id)  # e.g. a rebuild
+    side.tools = _listing(ECHO, hangs="error")
+    broken = ScriptedModel().say("broken")
+    await world.turn(ctx, broken, "broken")
+    assert "<workspace-mcp>" in (broken.requests[0].instructions or "")
+    assert len(_notices(world, ctx.chat_id)) == 2
+
+
+async def test_unsettled_empty_listing_is_cached_and_refreshed_without_the_gate(
+    world: World,
+) -> None:
+    agent = world.running()
+    side = world.dialer.side(agent.id)
+    side.tools = McpToolList(tools=[], servers=[McpServerStatus(name="only", status="pending")])
+    ctx = world.chat(agent)
+    assert await world.discovery.discover(ctx) == []
+    assert world.cache.entry(ctx.chat_id, agent.id) == McpEntry(agent.id, (), False)
+    world.store.reset_queries()
+    side.tools = McpToolList(tools=[ECHO], servers=[OK_ECHO])
+    assert await world.discovery.discover(ctx) == [ECHO]  # the config changed: seen at once
+    assert world.store.queries == []
+    assert world.cache.entry(ctx.chat_id, agent.id) == McpEntry(agent.id, (ECHO,), True)
+
+
+def test_a_failure_is_news_again_only_after_the_server_worked() -> None:
+    cache, chat = McpToolCache(), uuid.uuid4()
+    bad = McpServerStatus(name="hangs", status="error", error="timed out connecting after 30s")
+    assert cache.unreported(chat, Discovery(failed=(bad,))) == [bad]
+    assert cache.unreported(chat, Discovery(failed=(bad,))) == []
+    assert cache.unreported(chat, Discovery(answered=False)) == []  # discovery failed
+    assert cache.unreported(chat, Discovery(pending=("hangs",))) == []  # a background retry
+    assert cache.unreported(chat, Discovery(failed=(bad,))) == []  # ... that failed again
+    assert cache.unreported(chat, Discovery()) == []  # works now (or left .mcp.json)
+    assert cache.unreported(chat, Discovery(failed=(bad,))) == [bad]  # broken again: news

@@ -223,3 +223,14 @@ async def test_follow_raises_not_found_at_once() -> None:
         with pytest.raises(Exception, match="chat not found"):
             async for _ in follow_events(ChatsAPI(c), uuid.uuid4(), base_delay_s=0.0):
                 pass
+
+
+def test_system_notice_is_shown_on_its_own_line() -> None:
+    out = Captured()
+    r = ChatRenderer(out)
+    r.event("message_part", {"kind": "text", "delta": "Work"})
+    notice = "Workspace MCP servers unavailable, their tools are missing: hangs (timed out)"
+    r.event("message", _msg("system", {"type": "text", "text": notice}, visibility="user"))
+    assert out.chunks[-1] == (f"! {notice}\n", "yellow")
+    assert out.text == f"Work\n! {notice}\n"
+    assert r.reply == ""  # not the assistant's reply
