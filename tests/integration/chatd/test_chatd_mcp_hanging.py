@@ -28,10 +28,12 @@ FIRST_WAIT_S = 2.0  # the default mcp_first_call_wait_s
 MARGIN_S = 2.0
 
 
-def _template(starts: Path) -> str:
+def _template() -> str:
+    # The server counts its starts in its working directory (the workspace's "project"):
+    # a sandboxed workspace sees neither the test's tmp_path nor the host's /tmp.
     hangs = {
         "command": sys.executable,
-        "args": [str(FIXTURES / "mcp_hanging_server.py"), str(starts)],
+        "args": [str(FIXTURES / "mcp_hanging_server.py"), "starts.txt"],
     }
     mcp = {"mcpServers": {"echo": ECHO, "hangs": hangs}}
     return f"""
@@ -70,9 +72,9 @@ async def test_hanging_server_never_blocks_the_first_model_call(
     assert settings.mcp_first_call_wait_s == FIRST_WAIT_S
     settings.mcp_server_connect_timeout_s = CONNECT_S  # sent to the agent in its manifest
     settings.mcp_server_retry_s = 120.0  # no background retry during the test
-    starts = tmp_path / "starts.txt"
-    chatd.template_id = await chatd.push_template(_template(starts))
+    chatd.template_id = await chatd.push_template(_template())
     ws, _ = await chatd.create_workspace()
+    starts = chatd.graph.backends["local"].home(ws.id) / "project" / "starts.txt"
     agent = await chatd.wait_agent_ready(ws.id)
     direct = await chatd.dialer.inner.dial(agent, headers={})
     try:
