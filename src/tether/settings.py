@@ -39,7 +39,7 @@ class Settings(BaseSettings):
     token_last_used_granularity_s: float = 60.0  # last_used_at is written at most this often
     stream_auth_recheck_s: float = 5.0  # fallback re-check of an open stream's token (lost events)
 
-    # --- agents and their status (reference §1.5) --------------------------------------
+    # --- agents and their status (docs/behaviour.md §4.1) -------------------------------
     agent_ping_interval_s: float = 2.0
     agent_inactive_disconnect_s: float = 6.0
     agent_connection_timeout_s: int = 120
@@ -66,7 +66,7 @@ class Settings(BaseSettings):
     instruction_file_cap_bytes: int = 64 * 1024
     mcp_server_connect_timeout_s: float = 30.0
 
-    # --- chatd: binding and dial (DESIGN §4.4; reference §7 values are upper bounds) -----
+    # --- chatd: binding and dial (docs/behaviour.md §7: Coder's values are upper bounds) ---
     dial_validation_delay_s: float = 0.25
     dial_timeout_s: float = 10.0
     agent_request_timeout_s: float = 30.0
