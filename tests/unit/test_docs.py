@@ -122,6 +122,13 @@ def test_every_cited_scenario_id_is_defined_in_behaviour() -> None:
     assert missing == [], "define these in docs/behaviour.md §9:\n" + "\n".join(missing)
 
 
+def test_every_defined_scenario_id_is_mapped_in_scenarios_md() -> None:
+    defined = defined_scenario_ids((DOCS / "behaviour.md").read_text())
+    mapped = defined_scenario_ids((ROOT / "tests" / "SCENARIOS.md").read_text())
+    assert sorted(defined - mapped) == [], "map these to tests (or n/a) in tests/SCENARIOS.md"
+    assert sorted(mapped - defined) == [], "define these in docs/behaviour.md §9"
+
+
 def test_the_checks_catch_what_they_are_for(tmp_path: Path) -> None:
     (tmp_path / "real.md").write_text("# Real\n\n## 2. Part\n\n### 2.1 Sub\n")
     outside = "see ../shared/DESIGN.md, DESIGN §4.1 and the Reference §2.6"
