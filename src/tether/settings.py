@@ -40,7 +40,7 @@ class Settings(BaseSettings):
     token_last_used_granularity_s: float = 60.0  # last_used_at is written at most this often
     stream_auth_recheck_s: float = 5.0  # fallback re-check of an open stream's token (lost events)
 
-    # --- agents and their status (reference §1.5) --------------------------------------
+    # --- agents and their status (docs/behaviour.md §4.1) -------------------------------
     agent_ping_interval_s: float = 1.0  # both ways on the agent session
     agent_unreachable_after_s: float = 3.0  # no session frame this long → agent_unreachable
     agent_inactive_disconnect_s: float = 6.0
@@ -69,7 +69,7 @@ class Settings(BaseSettings):
     mcp_server_connect_timeout_s: float = 30.0  # per server, sent to agents in the manifest
     mcp_server_retry_s: float = 10.0  # a failed server's first backoff (doubles, max 300 s)
 
-    # --- chatd: binding and dial (DESIGN §4.4; reference §7 values are upper bounds) -----
+    # --- chatd: binding and dial (docs/behaviour.md §7: Coder's values are upper bounds) ---
     dial_validation_delay_s: float = 0.25
     dial_timeout_s: float = 10.0
     agent_request_timeout_s: float = 30.0

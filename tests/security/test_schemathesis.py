@@ -1,4 +1,4 @@
-"""Schemathesis over every operation of the OpenAPI document (DESIGN §8 security).
+"""Schemathesis over every operation of the OpenAPI document (docs/security.md).
 
 A real server (uvicorn on loopback, SQLite) with some data in it — a template, a member's
 workspace and chat — is fuzzed twice, authenticated as a member and as the admin, with a

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 
 class LifecycleState(StrEnum):
-    """What the agent reports about its startup and shutdown (reference §1.5)."""
+    """What the agent reports about its startup and shutdown (docs/behaviour.md §4.1)."""
 
     CREATED = "created"
     STARTING = "starting"

@@ -1,4 +1,4 @@
-"""Which agents are known to be unreachable, as told by their session (DESIGN §7 Liveness).
+"""Which agents are known to be unreachable, as told by their session (docs/behaviour.md §4.1).
 
 The agent session (``api/agent_session.py``) proves an agent alive: frames flow both ways
 every ping interval, and when none has arrived from the agent for ``agent_unreachable_after_s``

@@ -1,5 +1,5 @@
 """The liveness half of the agent session: server pings, and what happens when an agent
-goes silent (DESIGN §7 Liveness; :mod:`tether.agentconn.liveness` for the shared state).
+goes silent (docs/behaviour.md §4.1; :mod:`tether.agentconn.liveness` for the shared state).
 
 A silent agent — frozen (SIGSTOP), or its host stopped answering while the TCP connection
 stays up — is marked down in this process at once (in-flight requests to it fail with

@@ -1,4 +1,4 @@
-"""Which agent of a build a chat talks to (tether's version of reference §1.5).
+"""Which agent of a build a chat talks to (docs/behaviour.md §4.1).
 
 tether marks the chat agent with the template's ``chat: true`` flag; the upstream
 ``-coderd-chat`` name-suffix convention is not used.

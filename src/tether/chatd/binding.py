@@ -1,4 +1,4 @@
-"""Resolving which agent a chat talks to (reference §2.2–§2.4).
+"""Resolving which agent a chat talks to (docs/behaviour.md §4.2–§4.3).
 
 A chat's binding is ``workspace_id`` (authoritative) plus ``(build_id, agent_id)``, an
 optimistic cache of which agent to dial. :class:`AgentResolver` keeps the chat's binding
@@ -134,7 +134,7 @@ class AgentResolver:
         return reloaded
 
     async def ensure_workspace_agent(self) -> AgentRow:
-        """The agent to dial for the current snapshot (reference §2.2).
+        """The agent to dial for the current snapshot (docs/behaviour.md §4.2).
 
         Cached agent for the same workspace → no query. Else at most two attempts of
         binding-first lookup, then lazy bind / repair. Raises :class:`NoWorkspace`,
@@ -212,7 +212,7 @@ class AgentResolver:
             return False
 
     async def latest_agent(self, workspace_id: uuid.UUID) -> AgentRow:
-        """The chat agent of the latest build (reference §2.3): the validation step.
+        """The chat agent of the latest build (docs/behaviour.md §4.5): the validation step.
         Raises :class:`WorkspaceStopped` when the latest build has no agent."""
         return select_chat_agent(await self._store.latest_build_agents(workspace_id))
 
@@ -227,7 +227,7 @@ class AgentResolver:
 async def gate_agent_id(
     resolver: AgentResolver, *, on_no_agent: Callable[[], None] | None = None
 ) -> uuid.UUID:
-    """The pre-dial gate for pre-LLM steps (reference §2.4).
+    """The pre-dial gate for pre-LLM steps (docs/behaviour.md §4.3).
 
     Without a full binding, resolve the agent (may bind lazily). With one, check the latest
     build and return its chat agent's id (it may differ from the binding; the dial repairs

@@ -1,6 +1,6 @@
 """One chat's connection to its workspace agent, kept by the worker across turns.
 
-This is reference §2.5 (``getWorkspaceConn``) with tether's change (DESIGN §4.1): the cache
+This is docs/behaviour.md §4.4 (Coder's ``getWorkspaceConn``, with tether's change): the cache
 is per chat in the worker and survives turns, and a cache hit costs **nothing** — no store
 read, no dial. Upstream re-read the agent row on every hit to check liveness; tether lets the
 request prove liveness instead: a tool whose request fails with
@@ -58,7 +58,7 @@ class Dialer(Protocol[C_co]):
 
 
 class ChatConnections(Generic[C]):
-    """The agent connection of one chat (reference §2.1 and §2.5, cached across turns).
+    """The agent connection of one chat (docs/behaviour.md §4.4, cached across turns).
 
     Generic over the conn type the dialer returns (``tether.agentconn``'s client in
     production, ``FakeConn`` in tests), so tools get the concrete client back.
@@ -185,7 +185,7 @@ class ChatConnections(Generic[C]):
             ) from err
 
     async def gate_agent_id(self) -> uuid.UUID:
-        """The pre-dial gate for pre-LLM steps (reference §2.4). With a cached conn it
+        """The pre-dial gate for pre-LLM steps (docs/behaviour.md §4.3). With a cached conn it
         answers from the cache (a warm turn makes no query); otherwise it checks the latest
         build and evicts when the workspace has no agent."""
         if self._hit() is not None and self.resolver.cached_agent is not None:

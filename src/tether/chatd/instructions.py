@@ -1,4 +1,4 @@
-"""Workspace instruction files in the system prompt (reference §3.3 ``persistInstructionFiles``).
+"""Workspace instruction files in the system prompt (docs/behaviour.md §5.6).
 
 :meth:`InstructionFiles.block` gives the ``<workspace-context>`` block for a turn:
 

@@ -1,6 +1,6 @@
 """Dial the bound agent, validating the binding only when the dial is slow or fails.
 
-This is reference §2.6 (every row is implemented; the row numbers below refer to its
+This is docs/behaviour.md §4.5 (every row is implemented; the row numbers below refer to its
 table). The binding ``(build_id, agent_id)`` is an optimistic cache: the common case dials
 the bound agent and never looks at the latest build. Only when the dial fails, or has not
 finished after ``delay``, is the binding validated against the workspace's latest build,
@@ -8,10 +8,10 @@ which either proves it current, finds the agent it should point at, or finds no 
 (the workspace is stopped) — in which case the caller gets :class:`WorkspaceStopped` at once
 instead of waiting for a dial that may never end.
 
-tether's choices on top of the reference:
+tether's choices on top of Coder's chatd:
 
 * **Errors are typed.** Dial failures are raised as :class:`AgentUnreachable` whose message
-  keeps the reference's ``"dial with lazy validation: <cause>"`` text and whose
+  keeps Coder's ``"dial with lazy validation: <cause>"`` text and whose
   ``__cause__`` is the original error. :class:`WorkspaceStopped` and other typed
   :class:`~tether.errors.WorkspaceError`\\ s from validation are raised unchanged.
 * **The deadline is a clock timer** (``timeout``), so tests drive it with a fake clock.

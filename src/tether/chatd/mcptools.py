@@ -1,4 +1,4 @@
-"""Workspace MCP tools (reference §3.2, DESIGN §4.5): discovery, the per-chat cache, and the
+"""Workspace MCP tools (docs/behaviour.md §5.5): discovery, the per-chat cache, and the
 tools the model calls (``<server>__<tool>``).
 
 The workspace agent runs the MCP servers of its ``.mcp.json`` and serves their aggregated

@@ -86,7 +86,7 @@ class ToolResultPart(_Part):
 
 
 class ContextFilePart(_Part):
-    """An instruction file read from a workspace (reference §3.3).
+    """An instruction file read from a workspace (docs/behaviour.md §5.6).
 
     A part with ``agent_id`` and no ``path`` is the *blank marker*: the agent was examined
     (the connection worked) and nothing was found.
@@ -372,7 +372,7 @@ def _from_tool_return(part: pai.ToolReturnPart) -> ToolResultPart:
     return result(content, error_code=None if part.outcome == "failed" else part.outcome)
 
 
-# --- instruction files (reference §3.3) ----------------------------------------------------
+# --- instruction files (docs/behaviour.md §5.6) ---------------------------------------------
 
 
 def _context_parts(history: Iterable[ChatMessage]) -> Iterable[ContextFilePart]:

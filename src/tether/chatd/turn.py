@@ -1,5 +1,5 @@
 """One chat turn: history → pydantic-ai step loop with the chat's tools → streamed parts →
-persisted messages → final status (DESIGN §5).
+persisted messages → final status (docs/behaviour.md §3).
 
 Persistence is per step: each model response is stored as soon as its stream ends, and the
 tool results of a step as soon as the tools have run, so a crash loses at most the step in
@@ -418,8 +418,8 @@ class TurnRunner:
     async def _setup(
         self, ctx: ToolContext, turn_ws: _TurnWorkspace
     ) -> tuple[list[cm.ChatMessage], str, list[McpTool]]:
-        """Pre-LLM setup (reference §3.1): the history and instruction files in parallel with
-        MCP discovery; each step is bounded and failure-tolerant on its own."""
+        """Pre-LLM setup (docs/behaviour.md §3.2): the history and instruction files in
+        parallel with MCP discovery; each step is bounded and failure-tolerant on its own."""
 
         async def prompt() -> tuple[list[cm.ChatMessage], str]:
             history = await self._history(ctx.chat)

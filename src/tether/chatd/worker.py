@@ -1,4 +1,4 @@
-"""The chat worker (reference §5.4): claim pending chats, run their turns, keep heartbeats,
+"""The chat worker (docs/behaviour.md §3.1): claim pending chats, run their turns, keep heartbeats,
 recover stale chats, honour interrupts, and keep each chat's agent connection across turns.
 
 * **Claim**: up to ``max_claim`` pending chats per round (``ChatStore.claim``), woken by a
@@ -13,8 +13,8 @@ recover stale chats, honour interrupts, and keep each chat's agent connection ac
 * **Interrupt**: per running turn, the ``chat:<id>`` channel (``{"type": "interrupt"}``) and
   a row poll at least every ``interrupt_poll_s`` (status ``interrupting``).
 * **Builds**: a ``builds`` event for workspace W evicts the cached connection of every chat
-  bound to W (DESIGN §4.2); an agent whose session went silent (``on_agent_down``) loses its
-  cached connections the same way.
+  bound to W (docs/behaviour.md §4.7); an agent whose session went silent (``on_agent_down``)
+  loses its cached connections the same way.
 * **Shutdown** (the ``run`` task is cancelled): turns are cancelled, the worker's chats go
   back to pending (``release_worker``) — committed messages stay; another worker resumes.
 """
@@ -275,7 +275,7 @@ class ChatWorker:
 
     async def bump_usage(self, workspace_ids: Iterable[uuid.UUID | None]) -> None:
         """Record workspace usage for chats running on this worker, in one statement
-        (reference §5.4, WK-7): a chat actively using its workspace keeps the workspace's
+        (docs/behaviour.md §3.1, WK-7): a chat actively using its workspace keeps the workspace's
         TTL deadline moving. Failures are logged; the next heartbeat retries."""
         ids = {w for w in workspace_ids if w is not None}
         if not ids:
@@ -317,7 +317,7 @@ class ChatWorker:
             bound = state.conns.binding.workspace_id
             if event.get("reconnected") or (bound is not None and str(bound) == workspace):
                 state.conns.evict()
-                if self._runner.mcp_cache is not None:  # DESIGN §4.2: MCP tools too
+                if self._runner.mcp_cache is not None:  # docs/behaviour.md §4.7: MCP tools too
                     self._runner.mcp_cache.invalidate(state.conns.binding.chat_id)
 
     def on_agent_down(self, agent_id: uuid.UUID, reason: str) -> None:

@@ -204,7 +204,8 @@ class WorkspaceStore:
 
     async def touch_many(self, workspace_ids: Iterable[uuid.UUID]) -> None:
         """Record activity on several live workspaces in one statement (the chat worker's
-        usage bump, reference §5.4 / WK-7). Deleted workspaces and unknown ids are skipped."""
+        usage bump, docs/behaviour.md §3.1 / WK-7). Deleted workspaces and unknown ids are
+        skipped."""
         ids = sorted(set(workspace_ids))
         if not ids:
             return

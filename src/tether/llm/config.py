@@ -50,7 +50,7 @@ ModelName = Annotated[str, Field(pattern=NAME_PATTERN)]
 
 
 class ModelOptions(BaseModel):
-    """The bounds and behaviour of one model (DESIGN §7: per-model request timeout,
+    """The bounds and behaviour of one model (docs/operations.md §2.1: per-model request timeout,
     non-streaming fallback)."""
 
     model_config = ConfigDict(extra="forbid")

@@ -144,7 +144,7 @@ def derive_job_status(
     started_at: datetime | None,
     error: str | None,
 ) -> JobStatus:
-    """Reference §1.4: the job status is derived, never stored. The error check precedes
+    """docs/architecture.md §4: the job status is derived, never stored. The error check precedes
     the cancel check in both branches."""
     if completed_at is not None:
         if error:

@@ -1,4 +1,4 @@
-"""Agent connection status, computed from timestamps (reference §1.5).
+"""Agent connection status, computed from timestamps (docs/behaviour.md §4.1).
 
 The status is never stored: the agent session records ``first_connected_at``,
 ``last_connected_at`` (pings) and ``disconnected_at`` (drop), and readers compute the status
@@ -39,7 +39,7 @@ class AgentTimes(Protocol):
 def compute_agent_status(
     agent: AgentTimes, now: datetime, inactive_disconnect_s: float
 ) -> AgentStatus:
-    """Status of ``agent`` at ``now``, evaluated in the reference's order:
+    """Status of ``agent`` at ``now``, evaluated in the order of docs/behaviour.md §4.1:
 
     1. never connected: ``timeout`` if ``connection_timeout_s`` > 0 and the agent is older
        than that, else ``connecting``;
@@ -65,7 +65,7 @@ def disconnected_since(
 def is_agent_unreachable(agent: AgentTimes, now: datetime, inactive_disconnect_s: float) -> bool:
     """True for ``disconnected`` or ``timeout``; ``connecting`` counts as reachable (normal
     right after a build). chatd does not consult this on a connection-cache hit: there the
-    request itself proves liveness (DESIGN §4.1)."""
+    request itself proves liveness (docs/behaviour.md §4.4)."""
     status = compute_agent_status(agent, now, inactive_disconnect_s)
     return status in (AgentStatus.DISCONNECTED, AgentStatus.TIMEOUT)
 

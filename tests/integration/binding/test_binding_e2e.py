@@ -1,6 +1,7 @@
-"""The chat→workspace binding end to end against real agents (reference §6.8 E2E rows and the
-GC rows they exercise): warm turns cost nothing, a rebuild is repaired silently, a stopped
-workspace is reported at once on every path, and start_workspace recovers in the same turn.
+"""The chat→workspace binding end to end against real agents (docs/behaviour.md §9.8 E2E
+rows and the GC rows they exercise): warm turns cost nothing, a rebuild is repaired silently,
+a stopped workspace is reported at once on every path, and start_workspace recovers in the
+same turn.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ async def test_e2e1_ten_turns_bind_once_then_zero_queries_and_dials(env: Binding
     assert len(results) == 10
     for result in results:
         _ok(result)
-    # a cache-hit tool call runs no statement at all (DESIGN §4.1)
+    # a cache-hit tool call runs no statement at all (docs/behaviour.md §4.4)
     for span in env.spans(chat.id, "execute")[1:]:
         assert span.own == [], span.own
         assert resolution_queries(span.statements) == [], span.statements

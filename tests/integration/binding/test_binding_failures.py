@@ -1,4 +1,4 @@
-"""Agent failures against real agents (reference §6.3/§6.8): a crashed agent on an unchanged
+"""Agent failures against real agents (docs/behaviour.md §9.3/§9.8): a crashed agent on an unchanged
 build (E2E-7/GC-4), an agent dying mid-turn (E2E-9/GC-8), a dial that never completes
 (E2E-10/GC-16) and an interrupt during it, a transient DB error during validation, a
 ``timeout``-status agent that works (GC-7), and subagents sharing the parent's path.
@@ -240,7 +240,7 @@ async def test_subagent_shares_the_parents_connection_path(env: BindingEnv) -> N
     child = await env.chats.get(child_id)
     [executed] = await env.results(child_id, "execute")
     assert executed["result"]["output"].strip() == "child", executed
-    # the pre-LLM gate checks the latest build once (reference §2.4, shared by the parallel
+    # the pre-LLM gate checks the latest build once (docs/behaviour.md §4.3, shared by the parallel
     # steps); the tool call is binding-first: the inherited agent row is read by id, and
     # nothing is bound lazily or written
     assert env.store.names(calls) == ["latest_build_agents", "get_agent"], env.store.calls

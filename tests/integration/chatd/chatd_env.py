@@ -37,7 +37,7 @@ class InertBackend:
     connects (the rows stay ``created``). With ``drop_agents`` it also deletes the build's
     agent rows, giving a successful build *without agents*: tether's template schema
     requires at least one agent (``agents: []`` is rejected), so this is how tests reach
-    the reference's "template without agents" rows (CW-13, CW-21, SW-4)."""
+    the "template without agents" rows of docs/behaviour.md §9 (CW-13, CW-21, SW-4)."""
 
     def __init__(self, name: str, engine: AsyncEngine, *, drop_agents: bool = False) -> None:
         self.name = name

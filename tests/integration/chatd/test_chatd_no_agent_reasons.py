@@ -1,6 +1,6 @@
-"""DESIGN §4.3: a workspace without a usable agent tells the model *why*, each with its own
-code and remediation: deleted (create a new one), its last build failed (fix the cause),
-still building (start_workspace waits) — not a blanket "stopped"."""
+"""docs/behaviour.md §5.1: a workspace without a usable agent tells the model *why*, each
+with its own code and remediation: deleted (create a new one), its last build failed (fix the
+cause), still building (start_workspace waits) — not a blanket "stopped"."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Instruction files and workspace MCP tools in chat turns, against real agents (reference
-§3.2–§3.3; PL-10, PL-18, PL-2 and the build-event eviction of DESIGN §4.2).
+"""Instruction files and workspace MCP tools in chat turns, against real agents
+(docs/behaviour.md §5.5–§5.6; PL-10, PL-18, PL-2 and the build-event eviction of §4.7).
 
 The template writes an ``AGENTS.md`` into the project directory from its startup script and
 configures ``tests/fixtures/mcp_echo_server.py`` as the workspace's MCP server."""
@@ -120,7 +120,7 @@ async def test_pl10_agents_md_in_instructions_and_mcp_tool_callable(chatd: Chatd
     assert "echo__echo" in second.requests[0].tool_names
     assert RULE in (second.requests[0].instructions or "")
 
-    # a stop build evicts the chat's MCP entry at once (DESIGN §4.2)
+    # a stop build evicts the chat's MCP entry at once (docs/behaviour.md §4.7)
     await chatd.stop_workspace(ws.id)
     async with asyncio.timeout(5):
         while True:  # the worker handles the event on its own task

@@ -1,7 +1,7 @@
-"""Reference §6.2 (AR-1 … AR-13) and §6.3 (GC-1 … GC-21): agent resolution and the
+"""docs/behaviour.md §9.2 (AR-1 … AR-13) and §9.3 (GC-1 … GC-21): agent resolution and the
 per-chat connection cache, against the in-memory store, the fake dialer and a FakeClock.
 
-tether deviations (DESIGN §4) are stated in each test's docstring. The two that recur:
+tether deviations (docs/behaviour.md §8) are stated in each test's docstring. The two that recur:
 * binding writes need no "latest build" read (the agent row carries its build id), so the
   lazy-bind and switch sequences are one query shorter than upstream's;
 * a connection-cache hit makes no store call at all (no per-hit liveness read).
@@ -115,7 +115,7 @@ def fake(conn: Conn) -> FakeConn:
     return conn
 
 
-# --- §6.2 agent resolution --------------------------------------------------------------
+# --- §9.2 agent resolution --------------------------------------------------------------
 
 
 async def test_ar1_binding_first_path_one_query(w: World) -> None:
@@ -339,7 +339,7 @@ async def test_ar13_select_workspace_clears_cached_state(w: World) -> None:
     assert conn.close_calls == 1
 
 
-# --- §6.3 connection acquisition --------------------------------------------------------
+# --- §9.3 connection acquisition --------------------------------------------------------
 
 
 async def test_gc1_lazy_validation_switches_agent(w: World) -> None:
@@ -592,8 +592,8 @@ async def test_gc12_dial_error_not_misclassified_as_timeout(w: World) -> None:
 @pytest.mark.parametrize("delay", [5.0, 0.25])
 async def test_gc13_stopped_workspace_hung_dial_fails_after_delay(w: World, delay: float) -> None:
     """GC-13: stale binding of a stopped workspace, the dial hangs → WorkspaceStopped when
-    the validation delay fires (reference 5 s; tether default 0.25 s, inside the 0.5 s
-    target of DESIGN §4.4); state cleared."""
+    the validation delay fires (Coder 5 s; tether default 0.25 s, inside the 0.5 s
+    target of docs/behaviour.md §7); state cleared."""
     w.store.stop(w.ws)
     w.dialer.script(w.main.id, DialPlan.hang())
     conns = w.conns(w.bind(w.main), delay=delay)
@@ -754,7 +754,7 @@ async def test_gc21_switch_with_failing_binding_write(w: World) -> None:
 
 
 async def test_gate_checks_latest_build_and_evicts_when_stopped(w: World) -> None:
-    """Reference §2.4: with a full binding and nothing cached, the gate asks the latest
+    """docs/behaviour.md §4.3: with a full binding and nothing cached, the gate asks the latest
     build; no agent → WorkspaceStopped and cached state dropped."""
     conns = w.conns(w.bind(w.main))
     assert await conns.gate_agent_id() == w.main.id
@@ -766,7 +766,7 @@ async def test_gate_checks_latest_build_and_evicts_when_stopped(w: World) -> Non
 
 
 async def test_gate_on_warm_conn_makes_no_query(w: World) -> None:
-    """DESIGN §4.1: a warm turn costs zero resolution queries, so the gate answers from
+    """docs/behaviour.md §4.4: a warm turn costs zero resolution queries, so the gate answers from
     the cached conn's agent."""
     conns, _ = await _warm(w)
     assert await conns.gate_agent_id() == w.main.id
@@ -774,15 +774,15 @@ async def test_gate_on_warm_conn_makes_no_query(w: World) -> None:
 
 
 async def test_gate_without_agent_binding_binds_lazily(w: World) -> None:
-    """Reference §2.4: without an agent binding the gate resolves (and writes) it."""
+    """docs/behaviour.md §4.3: without an agent binding the gate resolves (and writes) it."""
     conns = w.conns(w.bind())
     assert await conns.gate_agent_id() == w.main.id
     assert w.store.chats[w.chat_id].agent_id == w.main.id
 
 
 async def test_evict_on_build_event_closes_and_next_call_redials(w: World) -> None:
-    """DESIGN §4.2: a build-transition event evicts at once (tracked close); the next call
-    resolves and dials again, here finding the rebuilt agent."""
+    """docs/behaviour.md §4.7: a build-transition event evicts at once (tracked close); the
+    next call resolves and dials again, here finding the rebuilt agent."""
     conns, conn = await _warm(w)
     new = w.rebuild()
     w.dialer.kill(w.main.id)

@@ -1,4 +1,5 @@
-"""Message parts: persisted JSON, conversion to/from pydantic-ai, instruction helpers (§3.3)."""
+"""Message parts: persisted JSON, conversion to/from pydantic-ai, instruction helpers
+(docs/behaviour.md §5.6)."""
 
 from __future__ import annotations
 
@@ -229,7 +230,7 @@ def test_parts_that_do_not_fit_the_role_are_rejected() -> None:
         to_model_messages([bad_assistant])
 
 
-# --- reference §6.4 -----------------------------------------------------------------------
+# --- docs/behaviour.md §9.4 ---------------------------------------------------------------
 
 
 def test_pl10_block_contains_agent_metadata_and_the_file() -> None:

@@ -1,7 +1,7 @@
-"""Reference §6.1 (DV-1 … DV-15): every outcome of ``dial_with_lazy_validation``.
+"""docs/behaviour.md §9.1 (DV-1 … DV-15): every outcome of ``dial_with_lazy_validation``.
 
 All timing runs on a FakeClock: "delay 1 min" and "30 s deadline" take no wall time. Where
-the reference says "within WaitShort" the test bounds the wait with a short real timeout
+Coder's test says "within WaitShort" the test bounds the wait with a short real timeout
 whose failure message names the hang.
 """
 

@@ -1,9 +1,9 @@
-"""The agent readiness wait of the lifecycle tools (reference §4.6, CW-1…CW-5) and the agent
-report after a build (CW-7/CW-21 at unit level), with a fake agent store and dialer.
+"""The agent readiness wait of the lifecycle tools (docs/behaviour.md §5.3.1, CW-1…CW-5) and
+the agent report after a build (CW-7/CW-21 at unit level), with a fake agent store and dialer.
 
 tether adaptations: there is no "nil dial function" or "nil DB" configuration. CW-4 becomes
 ``dial=False`` (phase 1 skipped, as on the idempotency path for a connected agent); CW-5
-becomes "lifecycle read errors are ignored and polling goes on" (the reference's phase-2
+becomes "lifecycle read errors are ignored and polling goes on" (the phase-2
 rule), since tether's readiness always has its database. CW-2's "context already
 canceled" is the reachability budget (``agent_ready_timeout_s``) running out.
 """

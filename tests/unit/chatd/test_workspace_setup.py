@@ -1,4 +1,4 @@
-"""Pre-LLM workspace setup without sockets (reference §6.4 PL rows): workspace MCP discovery
+"""Pre-LLM workspace setup without sockets (docs/behaviour.md §9.4 PL rows): workspace MCP discovery
 and its cache, MCP tool calls, instruction files, and whole turns on the fake binding store
 and fake dialer."""
 

@@ -1,4 +1,4 @@
-"""Reference §1.5: agent connection status computed from timestamps, in rule order."""
+"""docs/behaviour.md §4.1: agent connection status computed from timestamps, in rule order."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ ending the turn. Mapping:
 * any other :class:`~tether.errors.TetherError` → its code; anything else → ``internal``.
 
 "Soft" failures the UI needs structured fields for (a failed build with its ``build_id``)
-are normal results with an ``error`` key, as in the reference (§4.3).
+are normal results with an ``error`` key, (docs/behaviour.md §5.1).
 """
 
 from __future__ import annotations
@@ -173,7 +173,7 @@ class ToolContext:
         return err
 
     async def gate_agent_id(self) -> uuid.UUID:
-        """The pre-dial gate (reference §2.4), checked once and shared by the pre-LLM
+        """The pre-dial gate (docs/behaviour.md §4.3), checked once and shared by the pre-LLM
         steps of a turn. The answer holds while the chat's connection state is unchanged:
         an eviction (build event, transport failure) or a re-bind forgets it, and so does
         :meth:`workspace_ready`."""

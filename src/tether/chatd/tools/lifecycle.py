@@ -1,4 +1,4 @@
-"""Workspace lifecycle tools for root chats (reference §4.1–§4.4, plus tether's
+"""Workspace lifecycle tools for root chats (docs/behaviour.md §5.3, with tether's
 ``stop_workspace``): list_templates, read_template, create_workspace, start_workspace,
 stop_workspace.
 
@@ -45,8 +45,9 @@ _NOUNS = ("otter", "falcon", "maple", "river", "comet", "badger", "cedar", "hero
 
 
 def generate_name(seed: str) -> str:
-    """Reference §4.3 step 7: a normalised base of at most 27 characters from ``seed``
-    ("workspace" when nothing is left) plus ``-`` and 4 hex characters."""
+    """docs/behaviour.md §5.3 (create_workspace, step 3): a normalised base of at most 27
+    characters from ``seed`` ("workspace" when nothing is left) plus ``-`` and 4 hex
+    characters."""
     base = re.sub(r"[^a-z0-9]+", "-", seed.lower()).strip("-") or "workspace"
     base = base[:27].strip("-") or "workspace"
     name = f"{base}-{uuid.uuid4().hex[:4]}"
@@ -237,8 +238,9 @@ def lifecycle_tools(ctx: ToolContext) -> list[Tool[Any]]:
         return None  # disconnected or timed out: considered dead
 
     async def after_ready(result: dict[str, Any]) -> dict[str, Any]:
-        """ "On chat updated" after the agent-ready wait (reference §3.3, #25298): the turn
-        reads AGENTS.md and primes the MCP cache so the following steps see both."""
+        """ "On chat updated" after the agent-ready wait (docs/behaviour.md §5.6, Coder
+        #25298): the turn reads AGENTS.md and primes the MCP cache so the following steps see
+        both."""
         if "error" not in result and "agent_status" not in result and "workspace_name" in result:
             if result.get("status") != "stopped":
                 await ctx.workspace_ready()

@@ -1,4 +1,4 @@
-"""Waiting for a build and for its agent to be usable (reference §4.5 and §4.6).
+"""Waiting for a build and for its agent to be usable (docs/behaviour.md §5.3, §5.3.1).
 
 Both waits are bounded by settings and wake early on bus events (the job's and the agent's
 channels); the database is re-read on every wake-up, events are only hints.
@@ -21,7 +21,7 @@ _WAITING_LIFECYCLE = (Lifecycle.CREATED, Lifecycle.STARTING)
 
 
 async def wait_build(deps: ChatdDeps, build_id: uuid.UUID) -> str | None:
-    """Wait for the build; ``None`` on success, else the failure text (reference §4.5)."""
+    """Wait for the build; ``None`` on success, else the failure text (docs/behaviour.md §5.3)."""
     try:
         build = await deps.workspaces.wait_for_build(
             build_id, timeout_s=deps.settings.build_timeout_s
@@ -69,7 +69,7 @@ async def probe_agent(deps: ChatdDeps, agent_id: uuid.UUID) -> str | None:
 
 async def wait_lifecycle(deps: ChatdDeps, agent_id: uuid.UUID) -> dict[str, Any]:
     """Phase 2: wait for the startup scripts; ``{}`` when ready, else the
-    ``startup_scripts`` / ``lifecycle_state`` fields of reference §4.6."""
+    ``startup_scripts`` / ``lifecycle_state`` fields of docs/behaviour.md §5.3.1."""
     clock = deps.clock
     deadline = clock.monotonic() + deps.settings.startup_script_timeout_s
     poll = min(2.0, deps.settings.agent_ready_retry_s)
@@ -77,7 +77,7 @@ async def wait_lifecycle(deps: ChatdDeps, agent_id: uuid.UUID) -> dict[str, Any]
         while True:
             try:
                 agent = await deps.agents.find(agent_id)
-            except Exception:  # poll read errors are ignored (reference §4.6)
+            except Exception:  # poll read errors are ignored (docs/behaviour.md §5.3.1)
                 agent = None
             if agent is not None and agent.lifecycle_state not in _WAITING_LIFECYCLE:
                 if agent.lifecycle_state is Lifecycle.READY:

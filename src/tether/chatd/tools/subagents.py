@@ -1,4 +1,4 @@
-"""Subagent tools for root chats (reference §4.8): spawn_agent, wait_agent, message_agent,
+"""Subagent tools for root chats (docs/behaviour.md §5.4): spawn_agent, wait_agent, message_agent,
 close_agent.
 
 A child chat inherits the parent's binding triple (SA-1) and its persisted context-file

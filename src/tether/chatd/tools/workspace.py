@@ -1,5 +1,5 @@
-"""Tools that run over the chat's agent connection (reference §4.7): execute, process_output,
-process_list, process_signal, read_file, write_file, edit_files, list_dir.
+"""Tools that run over the chat's agent connection (docs/behaviour.md §5.2): execute,
+process_output, process_list, process_signal, read_file, write_file, edit_files, list_dir.
 
 Each one reaches the agent only through :meth:`ToolContext.with_agent`, so a missing,
 stopped or unreachable workspace becomes a typed error result (see ``tools/base.py``).
@@ -16,7 +16,7 @@ from pydantic_ai import Tool
 from tether.agent.schemas import BackgroundStarted, ExecResult
 from tether.chatd.tools.base import Args, ToolContext, invalid_arguments, make_tool
 
-# Non-interactive environment for every command (reference §4.7).
+# Non-interactive environment for every command (docs/behaviour.md §5.2).
 EXEC_ENV = {
     "TETHER_CHAT_AGENT": "true",
     "GIT_TERMINAL_PROMPT": "0",

@@ -1,4 +1,4 @@
-"""The bubblewrap sandbox around every local workspace (DESIGN §1a).
+"""The bubblewrap sandbox around every local workspace (docs/architecture.md §5).
 
 Each agent runs as ``bwrap … -- [setpriv …] <agent command>`` with its own mount, PID, IPC
 and UTS namespaces and a new session. The filesystem is built from nothing: system
