@@ -167,6 +167,8 @@ class Provisioner:
             template_name=template.name,
             parameters=dict(build.parameters),
             network=spec.network,
+            backend_config=spec.docker.model_dump(mode="json") if spec.docker else {},
+            build_id=build.id,
         )
 
         async def sink(level: str, line: str) -> None:

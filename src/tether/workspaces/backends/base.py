@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 LogSink = Callable[[str, str], Awaitable[None]]
 """``await log(level, line)``: append a line to the build job's log (level: info|warn|error)."""
@@ -35,6 +35,9 @@ class WorkspaceRef:
     template_name: str
     parameters: dict[str, str] = field(default_factory=dict)
     network: bool = True  # False: the template asked for no network (sandboxed backends)
+    # the template's section for this backend (e.g. ``docker:``), as JSON data
+    backend_config: dict[str, Any] = field(default_factory=dict)
+    build_id: uuid.UUID | None = None  # the build this start/stop/delete runs for
 
 
 @dataclass(frozen=True)
