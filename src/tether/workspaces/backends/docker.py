@@ -55,6 +55,7 @@ from aiodocker.containers import DockerContainer
 import tether
 from tether.clock import Clock, SystemClock
 from tether.errors import BackendError, InvalidInput
+from tether.settings import Settings
 from tether.workspaces.backends import procs
 from tether.workspaces.backends import sandbox_launch as launch
 from tether.workspaces.backends.base import AgentLaunch, LogSink, WorkspaceRef, WorkspaceRuntime
@@ -84,6 +85,20 @@ def container_name(workspace_id: uuid.UUID) -> str:
 
 def volume_name(workspace_id: uuid.UUID) -> str:
     return f"tether-home-{workspace_id}"
+
+
+def docker_backend(settings: Settings) -> DockerBackend:
+    """The docker backend as the server configures it (no engine contact until used)."""
+    return DockerBackend(
+        settings.data_dir / "docker",
+        settings.server_url(),
+        docker_host=settings.docker_host,
+        default_image=settings.docker_image,
+        python="python3",
+        stop_grace_s=settings.agent_stop_grace_s,
+        request_timeout_s=settings.docker_request_timeout_s,
+        ready_timeout_s=settings.docker_ready_timeout_s,
+    )
 
 
 @dataclass(frozen=True)
