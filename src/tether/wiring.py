@@ -115,7 +115,7 @@ async def build_graph(
                     extra_ro_paths=settings.sandbox_ro_paths,
                     bwrap=settings.sandbox_bwrap,
                 ),
-            )
+            ),
             "docker": docker_backend(settings),
         }
         if settings.unsandboxed:

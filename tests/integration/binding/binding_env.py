@@ -225,6 +225,7 @@ class BindingEnv(ChatDriver):
     _stack: contextlib.AsyncExitStack | None = None
     _worker_task: asyncio.Task[None] | None = None
     _prov_task: asyncio.Task[None] | None = None
+    backend: str = "local"  # the template's workspace backend ("docker": on a Docker engine)
 
     # --- worker, provisioner, restart ---------------------------------------------------
 
@@ -346,7 +347,7 @@ class BindingEnv(ChatDriver):
     async def agent_pid(self, workspace_id: uuid.UUID) -> int:
         ws = await self.graph.workspace_store.get(workspace_id)
         ref = WorkspaceRef(workspace_id=ws.id, owner_name="", name=ws.name, template_name="")
-        runtime = await self.graph.backends["local"].inspect(ref)
+        runtime = await self.graph.backends[self.backend].inspect(ref)
         [pid] = runtime.agent_pids.values()
         return int(pid)
 
@@ -364,7 +365,10 @@ class BindingEnv(ChatDriver):
 
 
 @contextlib.asynccontextmanager
-async def binding_env(tmp_path: Path, **overrides: Any) -> AsyncIterator[BindingEnv]:
+async def binding_env(
+    tmp_path: Path, backend: str = "local", **overrides: Any
+) -> AsyncIterator[BindingEnv]:
+    """``backend="docker"``: the template runs on the docker backend (pass ``docker_host``)."""
     values: dict[str, Any] = {
         "run_chatd": False,
         "run_provisioner": False,
@@ -388,9 +392,11 @@ async def binding_env(tmp_path: Path, **overrides: Any) -> AsyncIterator[Binding
             request_timeout=settings.agent_request_timeout_s,
         )
     )
-    env = BindingEnv(settings, server, owner, uuid.UUID(int=0), dialer, _stack=stack)
+    env = BindingEnv(
+        settings, server, owner, uuid.UUID(int=0), dialer, _stack=stack, backend=backend
+    )
     try:
-        source = PYTHON_TEMPLATE.read_text()
+        source = PYTHON_TEMPLATE.read_text().replace("backend: local", f"backend: {backend}")
         template, _ = await graph.template_store.push(
             spec=spec_to_json(parse_template(source)), source=source, user_id=owner.id
         )

@@ -1,0 +1,66 @@
+"""The binding acceptance tests that matter for a backend, once more on the docker backend:
+a rebuild between turns, the workspace stopped behind the chat's back (and started again
+from the chat), the agent killed (``kill -9`` of its process in the container), and the agent
+dying mid-turn. Real server, real ``tether agent`` in a container of the workspace image on
+the test engine (``docker_host`` fixture), reached over the backend's unix sockets.
+
+The test functions are the local backend's (imported); this module's ``env`` runs them on
+Docker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from binding_env import BindingEnv, binding_env
+from test_binding_e2e import (
+    test_e2e2_e2e6_gc3_rebuild_between_turns_is_repaired_silently as test_docker_rebuild,
+)
+from test_binding_e2e import (
+    test_e2e4_e2e8_gc13_gc14_stopped_workspace_is_typed_within_target as test_docker_stopped,
+)
+from test_binding_e2e import (
+    test_e2e5_start_workspace_after_stopped_error_recovers_in_the_same_turn as test_docker_start,
+)
+from test_binding_failures import (
+    test_e2e7_gc4_crashed_agent_same_build_is_agent_unreachable as test_docker_agent_killed,
+)
+from test_binding_failures import (
+    test_e2e9_gc8_agent_dies_mid_turn_then_restart_works as test_docker_agent_dies_mid_turn,
+)
+
+from tether.workspaces.backends.base import WorkspaceRef
+
+pytestmark = [pytest.mark.integration, pytest.mark.docker]
+
+__all__ = [
+    "test_docker_agent_dies_mid_turn",
+    "test_docker_agent_killed",
+    "test_docker_rebuild",
+    "test_docker_start",
+    "test_docker_stopped",
+]
+
+
+@pytest.fixture
+async def env(tmp_path: Path, docker_host: str) -> AsyncIterator[BindingEnv]:
+    async with binding_env(tmp_path, backend="docker", docker_host=docker_host) as running:
+        backend = running.graph.backends["docker"]
+        try:
+            yield running
+        finally:
+            # no container or volume outlives its test
+            for ws_id in await asyncio.to_thread(_ids, running.settings.data_dir / "docker"):
+                await backend.delete(WorkspaceRef(ws_id, "", "", ""), _quiet)
+
+
+def _ids(root: Path) -> list[uuid.UUID]:
+    return [uuid.UUID(p.name) for p in root.iterdir()] if root.is_dir() else []
+
+
+async def _quiet(_level: str, _line: str) -> None:
+    return None
