@@ -60,6 +60,7 @@ class Settings(BaseSettings):
     docker_image: str = "tether-workspace:bookworm"  # when a template names no image
     docker_request_timeout_s: float = 60.0  # one Engine API call
     docker_ready_timeout_s: float = 30.0  # container start → every agent process running
+    docker_instance: str = "default"  # label value; installations sharing an engine differ
     image_cache_dir: Path = Field(default_factory=lambda: Path.home() / ".cache/tether/images")
 
     # --- builds / provisioner -----------------------------------------------------------

@@ -33,7 +33,7 @@ from test_binding_failures import (
     test_e2e9_gc8_agent_dies_mid_turn_then_restart_works as test_docker_agent_dies_mid_turn,
 )
 
-from tether.workspaces.backends.base import WorkspaceRef
+from tether.workspaces.backends.base import AgentLaunch, WorkspaceRef
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
 
@@ -48,7 +48,10 @@ __all__ = [
 
 @pytest.fixture
 async def env(tmp_path: Path, docker_host: str) -> AsyncIterator[BindingEnv]:
-    async with binding_env(tmp_path, backend="docker", docker_host=docker_host) as running:
+    instance = f"test-{uuid.uuid4().hex[:8]}"  # reconciliation leaves other tests' alone
+    async with binding_env(
+        tmp_path, backend="docker", docker_host=docker_host, docker_instance=instance
+    ) as running:
         backend = running.graph.backends["docker"]
         try:
             yield running
@@ -56,6 +59,27 @@ async def env(tmp_path: Path, docker_host: str) -> AsyncIterator[BindingEnv]:
             # no container or volume outlives its test
             for ws_id in await asyncio.to_thread(_ids, running.settings.data_dir / "docker"):
                 await backend.delete(WorkspaceRef(ws_id, "", "", ""), _quiet)
+
+
+async def test_docker_restart_removes_the_leftovers_of_unknown_workspaces(
+    env: BindingEnv,
+) -> None:
+    """A container and volume labelled for a workspace the database does not have (deleted
+    while the server was down) are removed when the server starts again; the known
+    workspace's home stays."""
+    ws, _ = await env.create_workspace()
+    backend = env.graph.backends["docker"]
+    orphan = WorkspaceRef(uuid.uuid4(), "ghost", "gone", "python", build_id=uuid.uuid4())
+    await backend.start(orphan, [AgentLaunch(uuid.uuid4(), "main", "stale-token")], _quiet)
+    assert {m.workspace_id for m in await backend.managed()} == {ws, orphan.workspace_id}
+    await env.restart()
+    backend = env.graph.backends["docker"]
+    deadline = asyncio.get_running_loop().time() + 30
+    while orphan.workspace_id in {m.workspace_id for m in await backend.managed()}:
+        assert asyncio.get_running_loop().time() < deadline, await backend.managed()
+        await asyncio.sleep(0.1)
+    left = {(m.kind, m.workspace_id) for m in await backend.managed()}
+    assert ("volume", ws) in left and ("container", ws) in left
 
 
 def _ids(root: Path) -> list[uuid.UUID]:

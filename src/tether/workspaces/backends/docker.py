@@ -25,8 +25,10 @@ it): each agent gets ``/run/tether/<agent_id>.cred`` (0600), which it reads and 
 (``TETHER_AGENT_CREDENTIALS_FILE``).
 
 Labels (``tether.workspace``, ``tether.build``, ``tether.owner``, ``tether.agents``,
-``tether.managed``) tie containers and volumes to their workspace and build;
-:meth:`DockerBackend.managed` lists them so a restarted server can reconcile and clean up.
+``tether.managed=<instance>``) tie containers and volumes to their workspace and build;
+:meth:`DockerBackend.managed` lists this instance's, and :meth:`DockerBackend.remove_unknown`
+(run by the provisioner at start-up, :mod:`tether.workspaces.reconcile`) removes those of
+workspaces the database no longer has.
 
 Limitation: the runtime dir is a bind mount, so the engine must share this host's filesystem
 (a local engine, or a remote one with the same path shared). See docs/docker.md.
@@ -43,7 +45,7 @@ import signal
 import sys
 import sysconfig
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,6 +100,7 @@ def docker_backend(settings: Settings) -> DockerBackend:
         stop_grace_s=settings.agent_stop_grace_s,
         request_timeout_s=settings.docker_request_timeout_s,
         ready_timeout_s=settings.docker_ready_timeout_s,
+        instance=settings.docker_instance,
     )
 
 
@@ -132,8 +135,11 @@ class DockerBackend:
         extra_binds: list[str] | None = None,
         run_root: Path | None = None,
         clock: Clock | None = None,
+        instance: str = "default",
     ) -> None:
         self.root = Path(root)
+        # tether.managed=<instance>: what this server may reconcile on a shared engine
+        self.instance = instance
         self.server_url = server_url
         self.docker_host = docker_host
         self.default_image = default_image
@@ -254,7 +260,8 @@ class DockerBackend:
         """Every container and volume on the engine that carries this backend's labels."""
         out: list[Managed] = []
         async with self._engine() as docker:
-            for c in await docker.containers.list(all=True, filters={"label": [LABEL]}):
+            mine = {"label": [f"{LABEL}={self.instance}"]}
+            for c in await docker.containers.list(all=True, filters=mine):
                 labels = c._container.get("Labels") or {}
                 out.append(
                     Managed(
@@ -265,7 +272,7 @@ class DockerBackend:
                         c._container.get("State") == "running",
                     )
                 )
-            volumes = await docker.volumes.list(filters={"label": [LABEL]})
+            volumes = await docker.volumes.list(filters=mine)
             for v in volumes.get("Volumes") or []:
                 labels = v.get("Labels") or {}
                 out.append(
@@ -279,10 +286,16 @@ class DockerBackend:
                 )
         return out
 
-    async def remove_unknown(self, known: set[uuid.UUID], log: LogSink) -> list[uuid.UUID]:
+    async def remove_unknown(
+        self, known: set[uuid.UUID] | Callable[[], Awaitable[set[uuid.UUID]]], log: LogSink
+    ) -> list[uuid.UUID]:
         """Delete the containers and volumes of workspaces not in ``known`` (deleted while
-        the server was down, or never recorded); returns their ids."""
-        gone = sorted({m.workspace_id for m in await self.managed()} - known)
+        the server was down, or never recorded); returns their ids. ``known`` may be a
+        callable: it is asked *after* the engine was listed, so a workspace created
+        meanwhile (its row exists before its container) is never taken for unknown."""
+        found = {m.workspace_id for m in await self.managed()}
+        keep = known if isinstance(known, set) else await known()
+        gone = sorted(found - keep)
         for workspace_id in gone:
             await self.delete(WorkspaceRef(workspace_id, "", "", ""), log)
         return gone
@@ -328,7 +341,7 @@ class DockerBackend:
 
     def _labels(self, ws: WorkspaceRef, agents: list[AgentLaunch]) -> dict[str, str]:
         labels = {
-            LABEL: "true",
+            LABEL: self.instance,
             LABEL_WORKSPACE: str(ws.workspace_id),
             LABEL_BUILD: str(ws.build_id or ""),
             LABEL_OWNER: ws.owner_name,
