@@ -14,6 +14,7 @@ import asyncio
 import json
 import os
 import shutil
+import sysconfig
 import tempfile
 import uuid
 from collections.abc import AsyncIterator
@@ -23,6 +24,7 @@ from typing import Any
 import aiodocker
 import pytest
 
+import tether
 from tether.errors import BackendError
 from tether.workspaces.backends.base import AgentLaunch, WorkspaceRef
 from tether.workspaces.backends.docker import (
@@ -35,6 +37,15 @@ from tether.workspaces.backends.docker import (
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
+
+
+def server_packages() -> tuple[Path, Path]:
+    """The server's ``tether`` package and site-packages (mounted into every container)."""
+    return (
+        Path(tether.__file__).resolve().parent,
+        Path(sysconfig.get_paths()["purelib"]).resolve(),
+    )
+
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 
@@ -306,3 +317,57 @@ async def test_image_without_the_python_is_refused_with_the_reason(
         await other.start(ws, [launch()], log)
     assert "/no/such/python3 not found in the image" in err.value.message
     assert not (await other.inspect(ws)).running
+
+
+async def test_attacks_from_inside_a_container_fail(
+    backend: DockerBackend, engine: aiodocker.Docker, tmp_path: Path
+) -> None:
+    """Workspace B's "agent" (``tests/fixtures/sandbox_attack.py``) tries to reach workspace
+    A (its agent's socket, runtime dir, pid, token), the server's state, and to write into the
+    server's own packages mounted into every container (a ``.pth`` there would run in the
+    server). Each attempt must fail."""
+    victim, victim_agent = ws_ref(), launch()
+    await backend.start(victim, [victim_agent], Log())
+    await home_file(engine, victim, f"sleepy-{victim_agent.agent_id}.json")
+    victim_pid = (await backend.inspect(victim)).agent_pids[victim_agent.agent_id]
+    a_run = backend.run_dir(victim.workspace_id)
+    package, site = server_packages()
+    targets = {
+        "read": [str(a_run / "server.sock"), str(backend.root / str(victim.workspace_id))],
+        "list": [str(a_run), str(backend.run_root), str(backend.root), "/var/lib/docker"],
+        "kill": [victim_pid],
+        "connect": [
+            str(a_run / f"{victim_agent.agent_id}.sock"),
+            str(a_run / "server.sock"),
+            "/var/run/docker.sock",
+        ],
+        "write": [
+            "/opt/tether/lib/tether/pwned.py",
+            "/opt/tether/site/pwned.pth",
+            f"{package}/pwned.py",
+            f"{site}/pwned.pth",
+        ],
+        "needle": victim_agent.token,
+    }
+    spec = tmp_path / "attack"
+    spec.mkdir()
+    (spec / "targets.json").write_text(json.dumps(targets))
+    attacker = DockerBackend(
+        backend.root,
+        backend.server_url,
+        docker_host=backend.docker_host,
+        agent_args=["/opt/fixtures/sandbox_attack.py", "/opt/attack/targets.json"],
+        extra_binds=[f"{FIXTURES}:/opt/fixtures:ro", f"{spec}:/opt/attack:ro"],
+        stop_grace_s=1.0,
+        run_root=backend.run_root,
+    )
+    b = ws_ref()
+    await attacker.start(b, [launch()], Log())
+    report = await home_file(engine, b, "attack.json")
+    for kind in ("read", "list", "kill", "connect", "write"):
+        for target, outcome in report[kind].items():
+            assert outcome.startswith("failed"), (kind, target, outcome)
+    assert report["proc"]["needle_found_in"] == []
+    assert (await backend.inspect(victim)).agent_pids[victim_agent.agent_id] == victim_pid
+    assert not (package / "pwned.py").exists() and not (site / "pwned.pth").exists()
+    await attacker.delete(b, Log())
