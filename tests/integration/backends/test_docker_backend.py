@@ -272,6 +272,7 @@ async def test_credentials_are_a_file_the_agent_deletes_never_the_environment(
     await backend.start(ws, [agent], Log())
     report = await home_file(engine, ws, f"sleepy-{agent.agent_id}.json")
     assert report["token"] == agent.token  # the agent got its token
+    assert report["uid"] == backend.agent_uid != 0  # never root in the container
     info = await (await engine.containers.get(container_name(ws.workspace_id))).show()
     inspected = json.dumps(info)
     assert agent.token not in inspected and agent.dial_secret not in inspected

@@ -72,6 +72,7 @@ HOME = "/home/workspace"
 RUN = "/run/tether"
 OPT = "/opt/tether"
 RELAY_SOCKET = "server.sock"
+AGENT_UID = 1000  # the agents' uid (and gid) in containers when the server runs as root
 AGENT_MARK = "tether_agent"  # ``python3 -X tether_agent=<id>``: finds the agent in ``top``
 _POLL_S = 0.1
 
@@ -136,10 +137,15 @@ class DockerBackend:
         run_root: Path | None = None,
         clock: Clock | None = None,
         instance: str = "default",
+        agent_uid: int | None = None,
     ) -> None:
         self.root = Path(root)
         # tether.managed=<instance>: what this server may reconcile on a shared engine
         self.instance = instance
+        # Agents never run as root in the container: as the server's uid (so the server can
+        # dial their 0600 sockets), or AGENT_UID when the server itself is root.
+        uid = os.geteuid()
+        self.agent_uid = agent_uid if agent_uid is not None else (uid if uid else AGENT_UID)
         self.server_url = server_url
         self.docker_host = docker_host
         self.default_image = default_image
@@ -309,11 +315,18 @@ class DockerBackend:
         for stale in run.glob("*.cred"):
             stale.unlink(missing_ok=True)
         self.state_dir(ws.workspace_id).mkdir(parents=True, exist_ok=True)
+        self._own(run)
         for agent in agents:
             path = run / f"{agent.agent_id}.cred"
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as f:
                 f.write(f"{agent.token}\n{agent.dial_secret}")
+            self._own(path)
+
+    def _own(self, path: Path) -> None:
+        """Hand a runtime path to the agents' uid (a root server; otherwise it is ours)."""
+        if os.geteuid() == 0 and path.lstat().st_uid != self.agent_uid:
+            os.lchown(path, self.agent_uid, self.agent_uid)
 
     def _start_relay(self, ws: WorkspaceRef) -> None:
         sock = self.run_dir(ws.workspace_id) / RELAY_SOCKET
@@ -369,6 +382,17 @@ class DockerBackend:
         )
         return f"{shlex.quote(self.python)} -c {shlex.quote(code)} || exit 3"
 
+    def _drop(self) -> str:
+        """Python that drops to the agents' uid/gid (when root) and execs its arguments: the
+        image needs nothing but its Python for it."""
+        uid = self.agent_uid
+        return (
+            "import os, sys\n"
+            "if os.getuid() == 0:\n"
+            f"    os.setgroups([]); os.setgid({uid}); os.setuid({uid})\n"
+            "os.execvp(sys.argv[1], sys.argv[1:])\n"
+        )
+
     def _script(self, agents: list[AgentLaunch]) -> str:
         """The container's command: check, start every agent, forward SIGTERM, wait.
 
@@ -379,6 +403,9 @@ class DockerBackend:
             f"{{ echo 'tether: {self.python} not found in the image' >&2; exit 127; }}",
             self._preflight(),
             f"m={AGENT_MARK}",
+            # the home volume is created root-owned; the agents own it (not recursive: what
+            # is inside was made by them)
+            f'[ "$(id -u)" != 0 ] || chown {self.agent_uid}:{self.agent_uid} "$HOME"',
             "pids=''",
             "trap 'kill -TERM $pids 2>/dev/null; wait; exit 0' TERM INT",
             'cd "$HOME"',
@@ -391,7 +418,11 @@ class DockerBackend:
                 "TETHER_AGENT_CREDENTIALS_FILE": f"{RUN}/{aid}.cred",
             }
             assigns = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
-            command = f'{shlex.quote(self.python)} -X "$m={aid}" {shlex.join(self.agent_args)}'
+            python = shlex.quote(self.python)
+            command = (
+                f"{python} -c {shlex.quote(self._drop())} "
+                f'{python} -X "$m={aid}" {shlex.join(self.agent_args)}'
+            )
             lines.append(f"env {assigns} {command} &")
             lines.append('pids="$pids $!"')
         lines.append("wait")
