@@ -149,6 +149,7 @@ async def build_image(
     key = image_key(mirror)
     await asyncio.to_thread(lambda: cache_dir.mkdir(parents=True, exist_ok=True))
     rootfs = cache_dir / f"rootfs-{SUITE}-{key}.tar"
+    docker_host = docker_host or "unix:///var/run/docker.sock"
     docker = aiodocker.Docker(url=docker_host, timeout=aiohttp.ClientTimeout(total=timeout_s))
     try:
         if not force and await _image_key_on_engine(docker, tag) == key:

@@ -72,6 +72,7 @@ HOME = "/home/workspace"
 RUN = "/run/tether"
 OPT = "/opt/tether"
 RELAY_SOCKET = "server.sock"
+DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"  # the engine's own default
 AGENT_UID = 1000  # the agents' uid (and gid) in containers when the server runs as root
 AGENT_MARK = "tether_agent"  # ``python3 -X tether_agent=<id>``: finds the agent in ``top``
 _POLL_S = 0.1
@@ -147,7 +148,7 @@ class DockerBackend:
         uid = os.geteuid()
         self.agent_uid = agent_uid if agent_uid is not None else (uid if uid else AGENT_UID)
         self.server_url = server_url
-        self.docker_host = docker_host
+        self.docker_host = docker_host or DEFAULT_DOCKER_HOST
         self.default_image = default_image
         self.python = python
         self.agent_args = list(agent_args or ["-m", "tether.agent"])
