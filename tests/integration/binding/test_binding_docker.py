@@ -15,8 +15,9 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiodocker
 import pytest
-from binding_env import BindingEnv, binding_env
+from binding_env import REPO, BindingEnv, binding_env
 from test_binding_e2e import (
     test_e2e2_e2e6_gc3_rebuild_between_turns_is_repaired_silently as test_docker_rebuild,
 )
@@ -33,9 +34,15 @@ from test_binding_failures import (
     test_e2e9_gc8_agent_dies_mid_turn_then_restart_works as test_docker_agent_dies_mid_turn,
 )
 
+from tether.chatd.models import ChatStatus
+from tether.llm.scripted import Call, Say, script_model
 from tether.workspaces.backends.base import AgentLaunch, WorkspaceRef
+from tether.workspaces.backends.docker import container_name
+from tether.workspaces.templates import parse_template, spec_to_json
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
+
+EXAMPLE = REPO / "examples" / "templates" / "docker.yaml"
 
 __all__ = [
     "test_docker_agent_dies_mid_turn",
@@ -80,6 +87,35 @@ async def test_docker_restart_removes_the_leftovers_of_unknown_workspaces(
         await asyncio.sleep(0.1)
     left = {(m.kind, m.workspace_id) for m in await backend.managed()}
     assert ("volume", ws) in left and ("container", ws) in left
+
+
+async def test_docker_example_template_runs_a_chat_turn_with_its_limits(
+    env: BindingEnv, docker_host: str
+) -> None:
+    """``examples/templates/docker.yaml`` end to end: parameters fill the limits, the startup
+    script runs in the container, and a chat turn executes a command there."""
+    source = EXAMPLE.read_text()
+    template, _ = await env.graph.template_store.push(
+        spec=spec_to_json(parse_template(source)), source=source, user_id=env.owner.id
+    )
+    ws, build = await env.graph.workspaces.create(
+        env.owner, template=template, name="boxed", parameters={"memory": "512m", "cpus": "1.5"}
+    )
+    await env.graph.workspaces.wait_for_build(build.id, timeout_s=30)
+    agent = await env.wait_agent_ready(ws.id)
+    async with aiodocker.Docker(url=docker_host) as docker:
+        info = await (await docker.containers.get(container_name(ws.id))).show()
+    assert info["HostConfig"]["Memory"] == 512 << 20
+    assert info["HostConfig"]["NanoCpus"] == 1_500_000_000
+    assert info["HostConfig"]["PidsLimit"] == 512
+    env.start_worker()
+    model = script_model([Call("execute", {"command": "python3 hello.py; id -u"}), Say("ok")])
+    chat = await env.new_chat("run it", model, workspace_id=ws.id)
+    chat = await env.wait_status(chat.id)
+    assert chat.status is ChatStatus.WAITING, chat.last_error
+    assert chat.agent_id == agent.id
+    [result] = await env.results(chat.id, "execute")
+    assert result["result"]["output"].split() == ["hello", "from", "a", "container", "1000"]
 
 
 def _ids(root: Path) -> list[uuid.UUID]:
