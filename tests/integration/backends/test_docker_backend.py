@@ -129,8 +129,12 @@ def alive(pid: int) -> bool:
 async def test_stop_ends_every_process_of_the_container(
     backend: DockerBackend, engine: aiodocker.Docker
 ) -> None:
-    ws, agent = ws_ref(), launch()
-    await backend.start(ws, [agent], Log())
+    ws, agent, started = ws_ref(), launch(), Log()
+    await backend.start(ws, [agent], started)
+    # the build log shows the engine's steps
+    steps = started.text()
+    for step in ("creating volume", "creating container", "starting container", "started agent"):
+        assert step in steps, steps
     await home_file(engine, ws, f"sleepy-{agent.agent_id}.json")  # the daemon has forked
     container = await engine.containers.get(container_name(ws.workspace_id))
     top = await container.top(ps_args="-eo pid,args")

@@ -72,6 +72,19 @@ class WorkspaceBackend(Protocol):
         ...
 
 
+class ReconcilingBackend(WorkspaceBackend, Protocol):
+    """A backend whose workspaces live outside the server (containers, volumes, Pods) and
+    can be listed from their labels. The provisioner calls :meth:`remove_unknown` at
+    start-up (:mod:`tether.workspaces.reconcile`); the docker backend implements it, a
+    Kubernetes backend would too (docs/kubernetes.md)."""
+
+    async def remove_unknown(
+        self, known: set[uuid.UUID] | Callable[[], Awaitable[set[uuid.UUID]]], log: LogSink
+    ) -> list[uuid.UUID]:
+        """Delete what belongs to workspaces not in ``known`` (asked after listing)."""
+        ...
+
+
 def decided_dial_address(
     backend: object | None, workspace_id: uuid.UUID, agent_id: uuid.UUID
 ) -> str | None:
