@@ -61,6 +61,7 @@ class Settings(BaseSettings):
     docker_request_timeout_s: float = 60.0  # one Engine API call
     docker_ready_timeout_s: float = 30.0  # container start → every agent process running
     docker_instance: str = "default"  # label value; installations sharing an engine differ
+    docker_agent_uid: int = Field(default=65532, gt=0)  # agents' uid when the server is root
     image_cache_dir: Path = Field(default_factory=lambda: Path.home() / ".cache/tether/images")
 
     # --- builds / provisioner -----------------------------------------------------------

@@ -73,7 +73,9 @@ RUN = "/run/tether"
 OPT = "/opt/tether"
 RELAY_SOCKET = "server.sock"
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"  # the engine's own default
-AGENT_UID = 1000  # the agents' uid (and gid) in containers when the server runs as root
+# The agents' uid (and gid) in containers when the server runs as root: one no host account
+# should use, since the runtime dir on the host (sockets, credentials files) is theirs.
+AGENT_UID = 65532
 AGENT_MARK = "tether_agent"  # ``python3 -X tether_agent=<id>``: finds the agent in ``top``
 _POLL_S = 0.1
 
@@ -103,6 +105,7 @@ def docker_backend(settings: Settings) -> DockerBackend:
         request_timeout_s=settings.docker_request_timeout_s,
         ready_timeout_s=settings.docker_ready_timeout_s,
         instance=settings.docker_instance,
+        agent_uid=settings.docker_agent_uid,
     )
 
 
@@ -144,7 +147,7 @@ class DockerBackend:
         # tether.managed=<instance>: what this server may reconcile on a shared engine
         self.instance = instance
         # Agents never run as root in the container: as the server's uid (so the server can
-        # dial their 0600 sockets), or AGENT_UID when the server itself is root.
+        # dial their 0600 sockets), or agent_uid (AGENT_UID) when the server itself is root.
         uid = os.geteuid()
         self.agent_uid = agent_uid if agent_uid is not None else (uid if uid else AGENT_UID)
         self.server_url = server_url
