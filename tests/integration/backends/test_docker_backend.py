@@ -14,6 +14,7 @@ import asyncio
 import json
 import os
 import shutil
+import subprocess
 import sysconfig
 import tempfile
 import uuid
@@ -376,3 +377,59 @@ async def test_attacks_from_inside_a_container_fail(
     assert (await backend.inspect(victim)).agent_pids[victim_agent.agent_id] == victim_pid
     assert not (package / "pwned.py").exists() and not (site / "pwned.pth").exists()
     await attacker.delete(b, Log())
+
+
+SYSTEM_PYTHON = "/usr/bin/python3"  # one another user can run (the venv may be private)
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not os.access(SYSTEM_PYTHON, os.X_OK),
+    reason="needs root (to act as another host user) and /usr/bin/python3",
+)
+async def test_another_host_user_cannot_reach_the_runtime_dir(backend: DockerBackend) -> None:
+    """The host side of the transport: a local user other than the agents' uid cannot list
+    the runtime dir, connect to an agent's socket or read a credentials file."""
+    ws, agent = ws_ref(), launch()
+    await backend.start(ws, [agent], Log())
+    run = backend.run_dir(ws.workspace_id)
+    probe = (
+        "import os, socket, sys\n"
+        "out = []\n"
+        "for name, fn in (\n"
+        "    ('list', lambda: os.listdir(sys.argv[1])),\n"
+        "    ('socket', lambda: socket.socket(socket.AF_UNIX).connect(sys.argv[2])),\n"
+        "    ('relay', lambda: socket.socket(socket.AF_UNIX).connect(sys.argv[3])),\n"
+        "):\n"
+        "    try:\n"
+        "        fn(); out.append(name + ' SUCCEEDED')\n"
+        "    except OSError as exc:\n"
+        "        out.append(name + ' ' + type(exc).__name__)\n"
+        "print(' '.join(out))\n"
+    )
+    nobody = 65534
+    assert backend.agent_uid != nobody
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [
+            SYSTEM_PYTHON,
+            "-S",
+            "-c",
+            probe,
+            str(run),
+            str(run / f"{agent.agent_id}.sock"),
+            str(run / "server.sock"),
+        ],
+        user=nobody,
+        group=nobody,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.stdout.split() == [
+        "list",
+        "PermissionError",
+        "socket",
+        "PermissionError",
+        "relay",
+        "PermissionError",
+    ], done.stdout + done.stderr
