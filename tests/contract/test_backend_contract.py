@@ -83,7 +83,7 @@ def launches(*names: str) -> list[AgentLaunch]:
     return [AgentLaunch(uuid.uuid4(), n, f"token-{n}") for n in names]
 
 
-@pytest.fixture(params=["fake", "local", "docker"])
+@pytest.fixture(params=["fake", "local", pytest.param("docker", marks=pytest.mark.docker)])
 async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Harness]:
     if request.param == "fake":
         yield Harness(FakeBackend(), "fake", tmp_path)
