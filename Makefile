@@ -10,7 +10,9 @@ STAMP := $(VENV)/.installed
 
 # Debian packages the sandbox and the tests need; installed only when missing (needs root
 # or sudo on a fresh machine). SYSDEPS maps a command to the package that provides it.
-SYSDEPS ?= bwrap:bubblewrap setpriv:util-linux
+SYSDEPS ?= bwrap:bubblewrap setpriv:util-linux dockerd:docker.io mmdebstrap:mmdebstrap
+# The private Docker engine of the tests (own data root and socket; images cached there).
+DOCKERD_DIR ?= $(HOME)/.cache/tether-test/dockerd
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 $(STAMP): pyproject.toml constraints.txt
@@ -39,8 +41,14 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# Starts a private dockerd (and builds the workspace image, cached) for the docker backend
+# tests, then stops it by PID. Under CI=true an engine that cannot start fails the run.
 pytest: $(STAMP) sysdeps
-	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	@host=$$($(BIN)/python tests/support/dockerd.py start $(DOCKERD_DIR)) || { \
+	  echo "the private dockerd did not start (see $(DOCKERD_DIR)/dockerd.log)"; \
+	  [ "$$CI" != true ] || exit 1; }; \
+	TETHER_TEST_DOCKER_HOST="$$host" $(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS); \
+	rc=$$?; $(BIN)/python tests/support/dockerd.py stop $(DOCKERD_DIR); exit $$rc
 
 test: lint typecheck pytest
 

@@ -35,9 +35,11 @@ import asyncpg
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from support import dockerd
 from support.pg import PgUnavailable, create_database, database_dsn, drop_database, start_cluster
 from tether.db.engine import create_engine
 from tether.db.migrate import head_revision, upgrade
+from tether.errors import TetherError
 
 
 @pytest.fixture(scope="session")
@@ -58,6 +60,32 @@ def pg_dsn() -> Iterator[str]:
         yield cluster.dsn
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def docker_host() -> Iterator[str]:
+    """Address of a Docker engine with the workspace image (``tests/support/dockerd.py``):
+    ``TETHER_TEST_DOCKER_HOST`` (``make test`` starts one), else a private engine started
+    here. No engine: skipped — unless ``CI=true``, where that is a failure."""
+    external = os.environ.get("TETHER_TEST_DOCKER_HOST")
+    engine = None
+    try:
+        if external:
+            host = external
+        else:
+            engine = dockerd.start()
+            host = engine.host
+        dockerd.ensure_image(host)
+    except (dockerd.DockerUnavailable, OSError, TetherError) as exc:
+        message = f"no Docker engine for the docker backend tests:\n{exc}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    try:
+        yield host
+    finally:
+        if engine is not None:
+            dockerd.stop(engine)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

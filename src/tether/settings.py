@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -53,6 +53,18 @@ class Settings(BaseSettings):
     sandbox_uid: int = 65534  # host uid of workspace processes when the server runs as root
     sandbox_ro_paths: list[Path] = Field(default_factory=list)  # also visible, read-only
     sandbox_bwrap: str = "bwrap"  # the bubblewrap executable
+
+    # Docker backend (docs/docker.md). docker_host: also read from DOCKER_HOST; None → the
+    # engine's default socket. Images: `tether images build` caches its rootfs in image_cache_dir.
+    docker_host: str | None = Field(
+        default=None, validation_alias=AliasChoices("TETHER_DOCKER_HOST", "DOCKER_HOST")
+    )
+    docker_image: str = "tether-workspace:bookworm"  # when a template names no image
+    docker_request_timeout_s: float = 60.0  # one Engine API call
+    docker_ready_timeout_s: float = 30.0  # container start → every agent process running
+    docker_instance: str = "default"  # label value; installations sharing an engine differ
+    docker_agent_uid: int = Field(default=65532, gt=0)  # agents' uid when the server is root
+    image_cache_dir: Path = Field(default_factory=lambda: Path.home() / ".cache/tether/images")
 
     # --- builds / provisioner -----------------------------------------------------------
     build_poll_s: float = 2.0

@@ -34,6 +34,7 @@ from tether.llm.registry import ModelRegistry
 from tether.serverkey import ServerKey, open_server_key
 from tether.settings import Settings
 from tether.workspaces.backends.base import WorkspaceBackend
+from tether.workspaces.backends.docker import docker_backend
 from tether.workspaces.backends.local import LocalBackend
 from tether.workspaces.backends.sandbox import UNSANDBOXED_WARNING, Sandbox
 from tether.workspaces.pings import PingBatcher
@@ -116,7 +117,8 @@ async def build_graph(
                     extra_ro_paths=settings.sandbox_ro_paths,
                     bwrap=settings.sandbox_bwrap,
                 ),
-            )
+            ),
+            "docker": docker_backend(settings),
         }
         if settings.unsandboxed:
             log.warning(UNSANDBOXED_WARNING)

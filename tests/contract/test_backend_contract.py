@@ -1,12 +1,18 @@
-"""Contract of :class:`WorkspaceBackend`, run against the fake and the local backend.
+"""Contract of :class:`WorkspaceBackend`, run against the fake, the local and the docker
+backend.
 
-The local backend runs ``tests/fixtures/sleepy_agent.py`` as its agent: a process that
-double-forks a sleeping daemon and sleeps, so no server is needed.
+The local and docker backends run ``tests/fixtures/sleepy_agent.py`` as their agent: a process
+that double-forks a sleeping daemon and sleeps, so no server is needed. The docker backend
+runs it in a container of the workspace image on the test engine (``docker_host`` fixture).
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
+import shutil
 import sys
+import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -17,9 +23,26 @@ import pytest
 from tether.errors import BackendError
 from tether.testing.fake_backend import FakeBackend
 from tether.workspaces.backends.base import AgentLaunch, WorkspaceBackend, WorkspaceRef
+from tether.workspaces.backends.docker import DockerBackend
 from tether.workspaces.backends.local import LocalBackend
 
-SLEEPY = Path(__file__).parent.parent / "fixtures" / "sleepy_agent.py"
+FIXTURES = Path(__file__).parent.parent / "fixtures"
+SLEEPY = FIXTURES / "sleepy_agent.py"
+
+
+def docker_backend(
+    host: str, root: Path, run_root: Path, script: str = "sleepy_agent.py"
+) -> DockerBackend:
+    """The docker backend running the sleepy agent (``/opt/fixtures`` in the container)."""
+    return DockerBackend(
+        root,
+        "http://127.0.0.1:9",
+        docker_host=host,
+        agent_args=[f"/opt/fixtures/{script}"],
+        extra_binds=[f"{FIXTURES}:/opt/fixtures:ro"],
+        stop_grace_s=2.0,
+        run_root=run_root,
+    )
 
 
 @dataclass
@@ -36,12 +59,17 @@ class Harness:
     backend: WorkspaceBackend
     kind: str
     root: Path
+    docker_host: str = ""
+    run_root: Path | None = None
 
     def failing(self) -> WorkspaceBackend:
         """A backend over the same state whose next start fails."""
         if isinstance(self.backend, FakeBackend):
             self.backend.fail_next_start("agent binary missing")
             return self.backend
+        if self.kind == "docker":
+            assert self.run_root is not None
+            return docker_backend(self.docker_host, self.root, self.run_root, "no-such-agent")
         return LocalBackend(
             self.root, "http://127.0.0.1:9", agent_command=[str(self.root / "no-such-agent")]
         )
@@ -55,10 +83,24 @@ def launches(*names: str) -> list[AgentLaunch]:
     return [AgentLaunch(uuid.uuid4(), n, f"token-{n}") for n in names]
 
 
-@pytest.fixture(params=["fake", "local"])
+@pytest.fixture(params=["fake", "local", pytest.param("docker", marks=pytest.mark.docker)])
 async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Harness]:
     if request.param == "fake":
         yield Harness(FakeBackend(), "fake", tmp_path)
+        return
+    if request.param == "docker":
+        host = request.getfixturevalue("docker_host")
+        run_root = Path(tempfile.mkdtemp(prefix="td", dir="/tmp"))  # short: socket paths
+        backend = docker_backend(host, tmp_path / "workspaces", run_root)
+        try:
+            yield Harness(backend, "docker", tmp_path / "workspaces", host, run_root)
+        finally:
+            # Never leak containers or volumes, whatever the test did.
+            ours = {uuid.UUID(n) for n in await asyncio.to_thread(os.listdir, run_root)}
+            for managed in await backend.managed():
+                if managed.workspace_id in ours:
+                    await backend.delete(WorkspaceRef(managed.workspace_id, "", "", ""), Log())
+            shutil.rmtree(run_root, ignore_errors=True)
         return
     root = tmp_path / "workspaces"
     backend = LocalBackend(

@@ -128,11 +128,11 @@ async def running_server(
 
 
 def _workspace_ids(settings: Settings) -> list[uuid.UUID]:
-    root = settings.data_dir / "workspaces"
     ids = []
-    for entry in root.iterdir() if root.is_dir() else []:
-        with contextlib.suppress(ValueError):
-            ids.append(uuid.UUID(entry.name))
+    for root in (settings.data_dir / "workspaces", settings.data_dir / "docker"):
+        for entry in root.iterdir() if root.is_dir() else []:
+            with contextlib.suppress(ValueError):
+                ids.append(uuid.UUID(entry.name))
     return ids
 
 

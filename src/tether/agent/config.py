@@ -8,6 +8,8 @@ TETHER_AGENT_DIAL_SECRET         the secret the server dials with (derived by th
 TETHER_AGENT_CREDENTIALS_FD      instead of both: an inherited pipe carrying the token, a
                                  newline and the dial secret (read, then closed: no command
                                  inherits it and no environment holds it)
+TETHER_AGENT_CREDENTIALS_FILE    the same as a file (container backends mount it): read, then
+                                 deleted, so nothing in the workspace can read it later
 TETHER_AGENT_SERVER_SOCKET       reach the server through this unix socket (a relay; for
                                  sandboxes without network) instead of TETHER_AGENT_URL's host
 TETHER_AGENT_LISTEN              ``unix:<path>``: serve the API on this unix socket (the
@@ -66,6 +68,8 @@ class AgentConfig:
         dial_secret = env.get("TETHER_AGENT_DIAL_SECRET") or None
         if env.get("TETHER_AGENT_CREDENTIALS_FD"):
             token, dial_secret = read_credentials_fd(env["TETHER_AGENT_CREDENTIALS_FD"])
+        elif env.get("TETHER_AGENT_CREDENTIALS_FILE"):
+            token, dial_secret = read_credentials_file(env["TETHER_AGENT_CREDENTIALS_FILE"])
         listen = env.get("TETHER_AGENT_LISTEN") or None
         if listen is not None and not listen.startswith("unix:/"):
             raise InvalidInput(
@@ -90,6 +94,21 @@ class AgentConfig:
             listen=listen,
             server_socket=env.get("TETHER_AGENT_SERVER_SOCKET") or None,
         )
+
+
+def read_credentials_file(path: str) -> tuple[str | None, str | None]:
+    """Read ``token\ndial_secret`` from a file and delete it (the container backends' variant
+    of the pipe: no environment holds the credentials and the file is gone once read)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as exc:
+        raise InvalidInput(f"cannot read the agent credentials file {path}: {exc}") from None
+    try:
+        os.unlink(path)
+    except OSError as exc:
+        os.close(fd)
+        raise InvalidInput(f"cannot delete the agent credentials file {path}: {exc}") from None
+    return read_credentials_fd(str(fd))
 
 
 def read_credentials_fd(raw: str) -> tuple[str | None, str | None]:

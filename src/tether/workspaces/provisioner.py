@@ -24,6 +24,7 @@ from tether.ids import new_id
 from tether.workspaces import events
 from tether.workspaces.backends.base import AgentLaunch, WorkspaceBackend, WorkspaceRef
 from tether.workspaces.models import Build, JobStatus, Transition
+from tether.workspaces.reconcile import reconcile_backends
 from tether.workspaces.templates import spec_from_json
 
 log = logging.getLogger("tether.provisioner")
@@ -60,6 +61,7 @@ class Provisioner:
         """Claim and run jobs until cancelled; also sweeps TTLs."""
         await self._ws.requeue_orphans(self._clock.now() - timedelta(seconds=60))
         async with asyncio.TaskGroup() as tg:
+            tg.create_task(reconcile_backends(self._ws, self._backends))
             tg.create_task(self._claim_loop())
             tg.create_task(self._ttl_loop())
 
@@ -167,6 +169,8 @@ class Provisioner:
             template_name=template.name,
             parameters=dict(build.parameters),
             network=spec.network,
+            backend_config=spec.docker.model_dump(mode="json") if spec.docker else {},
+            build_id=build.id,
         )
 
         async def sink(level: str, line: str) -> None:

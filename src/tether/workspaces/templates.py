@@ -147,6 +147,31 @@ class AgentSpec(_Model):
     chat: bool = False
 
 
+class DockerSpec(_Model):
+    """``docker:`` of a template for the ``docker`` backend. String values may use
+    ``{{ parameter }}`` to take a build parameter's value (see
+    :mod:`tether.workspaces.backends.dockerconfig`)."""
+
+    image: str | None = None  # None: the server's default image (settings.docker_image)
+    cpus: str | None = None  # e.g. "1.5"
+    memory: str | None = None  # bytes or with a unit: "512m", "2g"
+    pids: str | None = None  # max processes in the container
+    env: dict[str, str] = Field(default_factory=dict)  # container environment
+    network_mode: str = "none"  # "none", "host" or an engine network's name
+
+    @field_validator("cpus", "memory", "pids", mode="before")
+    @classmethod
+    def _scalars(cls, value: Any) -> Any:
+        return _scalar_to_str(value)
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _env_strings(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: _scalar_to_str(v) for k, v in value.items()}
+        return value
+
+
 def _default_agents() -> list[AgentSpec]:
     return [AgentSpec(name="main", order=0, chat=True)]
 
@@ -166,6 +191,7 @@ class TemplateSpec(_Model):
     mcp: dict[str, Any] | None = None  # written as .mcp.json into the working directory
     env: dict[str, str] = Field(default_factory=dict)
     network: bool = True  # False: no network in the workspace (the agent session is relayed)
+    docker: DockerSpec | None = None  # image, limits, env, network of the docker backend
     connection_timeout_s: int = Field(default=120, gt=0, le=CONNECTION_TIMEOUT_S_MAX)
     deprecated: bool = False
     ttl_ms: int | None = Field(default=None, gt=0, le=TTL_MS_MAX)
@@ -206,6 +232,12 @@ class TemplateSpec(_Model):
             (f"agents[{i}].name", f"duplicate agent {n!r}")
             for i, n in _dups(a.name for a in self.agents)
         ]
+        if self.docker is not None:
+            # Imported here: the backends package imports this module's users.
+            from tether.workspaces.backends.dockerconfig import unknown_references
+
+            known = {p.name for p in self.parameters}
+            errors += [(f"docker.{f}", m) for f, m in unknown_references(self.docker, known)]
         if errors:
             raise _SpecErrors(errors)
         return self

@@ -240,5 +240,5 @@ def test_backend_for(tmp_path: Path) -> None:
     assert isinstance(backend, LocalBackend)
     assert backend.stop_grace_s == 1.0
     with pytest.raises(InvalidInput) as info:
-        backend_for("docker", root=tmp_path, server_url=SERVER)
+        backend_for("podman", root=tmp_path, server_url=SERVER)
     assert info.value.field == "backend"

@@ -225,6 +225,7 @@ class BindingEnv(ChatDriver):
     _stack: contextlib.AsyncExitStack | None = None
     _worker_task: asyncio.Task[None] | None = None
     _prov_task: asyncio.Task[None] | None = None
+    backend: str = "local"  # the template's workspace backend ("docker": on a Docker engine)
 
     # --- worker, provisioner, restart ---------------------------------------------------
 
@@ -344,7 +345,7 @@ class BindingEnv(ChatDriver):
         return await self.wait_agent_ready(workspace_id)
 
     async def agent_pid(self, workspace_id: uuid.UUID) -> int:
-        return await support_agent_pid(self.graph, workspace_id)
+        return await support_agent_pid(self.graph, workspace_id, self.backend)
 
     async def kill_agent(self, workspace_id: uuid.UUID) -> None:
         """``kill -9`` the workspace's agent process (the build stays as it is)."""
@@ -360,7 +361,10 @@ class BindingEnv(ChatDriver):
 
 
 @contextlib.asynccontextmanager
-async def binding_env(tmp_path: Path, **overrides: Any) -> AsyncIterator[BindingEnv]:
+async def binding_env(
+    tmp_path: Path, backend: str = "local", **overrides: Any
+) -> AsyncIterator[BindingEnv]:
+    """``backend="docker"``: the template runs on the docker backend (pass ``docker_host``)."""
     values: dict[str, Any] = {
         "run_chatd": False,
         "run_provisioner": False,
@@ -386,9 +390,11 @@ async def binding_env(tmp_path: Path, **overrides: Any) -> AsyncIterator[Binding
             liveness=graph.liveness,
         )
     )
-    env = BindingEnv(settings, server, owner, uuid.UUID(int=0), dialer, _stack=stack)
+    env = BindingEnv(
+        settings, server, owner, uuid.UUID(int=0), dialer, _stack=stack, backend=backend
+    )
     try:
-        source = PYTHON_TEMPLATE.read_text()
+        source = PYTHON_TEMPLATE.read_text().replace("backend: local", f"backend: {backend}")
         template, _ = await graph.template_store.push(
             spec=spec_to_json(parse_template(source)), source=source, user_id=owner.id
         )

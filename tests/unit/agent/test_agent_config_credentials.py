@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -46,3 +47,29 @@ def test_listen_and_server_socket() -> None:
     )
     assert config.listen == "unix:/run/a.sock"
     assert config.server_socket == "/run/server.sock"
+
+
+def test_credentials_from_a_file_which_is_then_deleted(tmp_path: Path) -> None:
+    path = tmp_path / "agent.cred"
+    path.write_text("file-token\nfile-dial-secret")
+    config = AgentConfig.from_env({**BASE, "TETHER_AGENT_CREDENTIALS_FILE": str(path)})
+    assert (config.token, config.dial_secret) == ("file-token", "file-dial-secret")
+    assert not path.exists()  # nothing in the workspace can read it afterwards
+
+
+def test_a_credentials_symlink_is_refused(tmp_path: Path) -> None:
+    """A link planted where the file should be (pointing at another file) is not followed."""
+    target = tmp_path / "other"
+    target.write_text("not-a-credential\n")
+    (tmp_path / "agent.cred").symlink_to(target)
+    with pytest.raises(InvalidInput):
+        AgentConfig.from_env(
+            {**BASE, "TETHER_AGENT_CREDENTIALS_FILE": str(tmp_path / "agent.cred")}
+        )
+    assert target.read_text() == "not-a-credential\n"
+
+
+def test_a_missing_credentials_file_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInput) as info:
+        AgentConfig.from_env({**BASE, "TETHER_AGENT_CREDENTIALS_FILE": str(tmp_path / "none")})
+    assert "credentials file" in info.value.message

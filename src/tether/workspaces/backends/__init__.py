@@ -9,7 +9,7 @@ from typing import Any
 from tether.errors import InvalidInput
 from tether.workspaces.backends.base import WorkspaceBackend
 
-BACKEND_NAMES = ("local",)
+BACKEND_NAMES = ("local", "docker")
 
 
 def backend_for(name: str, *, root: Path, server_url: str, **options: Any) -> WorkspaceBackend:
@@ -20,6 +20,10 @@ def backend_for(name: str, *, root: Path, server_url: str, **options: Any) -> Wo
         from tether.workspaces.backends.local import LocalBackend
 
         return LocalBackend(root, server_url, **options)
+    if name == "docker":
+        from tether.workspaces.backends.docker import DockerBackend
+
+        return DockerBackend(root, server_url, **options)
     raise InvalidInput(
         f"unknown workspace backend {name!r} (known: {', '.join(BACKEND_NAMES)})", field="backend"
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 LogSink = Callable[[str, str], Awaitable[None]]
 """``await log(level, line)``: append a line to the build job's log (level: info|warn|error)."""
@@ -35,6 +35,9 @@ class WorkspaceRef:
     template_name: str
     parameters: dict[str, str] = field(default_factory=dict)
     network: bool = True  # False: the template asked for no network (sandboxed backends)
+    # the template's section for this backend (e.g. ``docker:``), as JSON data
+    backend_config: dict[str, Any] = field(default_factory=dict)
+    build_id: uuid.UUID | None = None  # the build this start/stop/delete runs for
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,19 @@ class WorkspaceBackend(Protocol):
 
     async def inspect(self, ws: WorkspaceRef) -> WorkspaceRuntime:
         """Report whether the workspace's processes are running."""
+        ...
+
+
+class ReconcilingBackend(WorkspaceBackend, Protocol):
+    """A backend whose workspaces live outside the server (containers, volumes, Pods) and
+    can be listed from their labels. The provisioner calls :meth:`remove_unknown` at
+    start-up (:mod:`tether.workspaces.reconcile`); the docker backend implements it, a
+    Kubernetes backend would too (docs/kubernetes.md)."""
+
+    async def remove_unknown(
+        self, known: set[uuid.UUID] | Callable[[], Awaitable[set[uuid.UUID]]], log: LogSink
+    ) -> list[uuid.UUID]:
+        """Delete what belongs to workspaces not in ``known`` (asked after listing)."""
         ...
 
 
