@@ -78,7 +78,7 @@ async def main(n_workspaces: int, n_execs: int) -> dict[str, float]:
             await asyncio.sleep(2.0)  # idle: startup done, a ping or two exchanged
             rss = agent_rss_mb(srv.graph.settings.server_url())
             assert len(rss) == n_workspaces, f"found {len(rss)} agent processes"
-            print(f"idle agent RSS over {len(rss)}: p50 {pct(rss, 50):.1f} MB max {max(rss):.1f} MB")
+            print(f"idle agent RSS: p50 {pct(rss, 50):.1f} MB, max {max(rss):.1f} MB")
             ws = (await srv.client.get("/api/v1/workspaces/b0")).json()
             agent = await srv.graph.agents.get(uuid.UUID(ws["agents"][0]["id"]))
             assert agent.dial_address and agent.dial_secret

@@ -61,7 +61,7 @@ async def render(graph: Any) -> bytes:
 @router.get(
     "/metrics",
     response_class=Response,
-    responses={200: {"content": {CONTENT_TYPE: {}}, "description": "Prometheus text format"}},
+    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
 )
 async def metrics(request: Request, _: AdminUser) -> Response:
     """tether's Prometheus metrics (admins only; see ``metrics_bind`` for a scrape port)."""
