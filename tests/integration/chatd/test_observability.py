@@ -5,6 +5,7 @@ worker, the dial and the agent session; no secret reaches a log line."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -195,3 +196,23 @@ async def test_no_secret_values_in_logs(chatd: Chatd, json_logs: io.StringIO) ->
     assert repr(key._key)[2:-1] not in text
     assert "[redacted]" in text
     assert not re.search(r"\b(tt|agt)_[A-Za-z0-9_-]{32}", text)  # no user or agent token
+
+
+async def test_queue_depth_and_sessions_follow_the_state(chatd: Chatd) -> None:
+    """The gauges move both ways: a chat no worker has claimed is pending, a stopped
+    workspace's agent session is no longer counted."""
+
+    async def gauges() -> tuple[float, float]:
+        got = samples((await chatd.server.client.get("/metrics")).text)
+        return got[("tether_chats_pending", ())], got[("tether_agent_sessions_connected", ())]
+
+    ws, _ = await chatd.create_workspace()
+    assert await gauges() == (0, 1)
+    await chatd.new_chat("nobody runs this yet", script_model([Say("later")]))  # no worker
+    assert await gauges() == (1, 1)
+    await chatd.stop_workspace(ws.id)
+    deadline = asyncio.get_running_loop().time() + 10
+    while (await gauges())[1] != 0:
+        assert asyncio.get_running_loop().time() < deadline, "session still counted"
+        await asyncio.sleep(0.05)
+    assert await gauges() == (1, 0)
