@@ -165,11 +165,12 @@ async def test_json_logs_follow_one_turn_across_components(
     assert request_id.startswith("turn-") and turn[1]["request_id"] == request_id
     assert turn[0]["workspace_id"] == str(chat.workspace_id)
     # the dial, inside the turn: same turn id, and the agent it reached
-    [dial] = [r for r in by_chat if r["msg"].startswith("dial ")]
-    assert dial["request_id"] == request_id and dial["agent_id"] == str(chat.agent_id)
+    dials = [r for r in by_chat if r["msg"].startswith("dial ")]
+    assert dials and all(r["request_id"] == request_id for r in dials)
+    assert dials[-1]["msg"].startswith("dial ok") and dials[-1]["agent_id"] == str(chat.agent_id)
     # the agent's session (another component, its own request): found by the agent id
     session = [r for r in records if r["msg"] == "agent session opened"]
-    assert [r["agent_id"] for r in session] == [str(chat.agent_id)]
+    assert {r["agent_id"] for r in session} == {str(chat.agent_id)}  # (once, or on reconnect)
     assert session[0]["workspace_id"] == str(chat.workspace_id)
     assert session[0]["build_id"] == str(chat.build_id)
     builds = [r for r in records if r["logger"] == "tether.observe" and "build" in r["msg"]]
