@@ -242,6 +242,7 @@ async def main(n_chats: int) -> dict[str, Any]:
             Path(tmp),
             run_chatd=False,  # installed below, with timed model and dialer
             agent_ping_interval_s=2.0,
+            agent_unreachable_after_s=6.0,  # at least two ping intervals (a settings rule)
             agent_inactive_disconnect_s=6.0,
             worker_poll_s=1.0,
             ttl_sweep_s=5.0,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -26,6 +27,29 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from support.server import fast_settings, running_server  # noqa: E402
 from tether.agentconn.client import AgentClient  # noqa: E402
+
+
+def agent_rss_mb(server_url: str) -> list[float]:
+    """RSS of the ``tether agent`` processes of the server at ``server_url`` (the Python
+    process inside bwrap; other servers' agents on the machine are left out)."""
+    out = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            if b"tether.agent" not in argv or os.path.basename(argv[0]) == b"bwrap":
+                continue
+            env = (proc / "environ").read_bytes().split(b"\0")
+            if f"TETHER_AGENT_URL={server_url}".encode() not in env:
+                continue
+            status = (proc / "status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                out.append(int(line.split()[1]) / 1024)
+    return out
 
 
 def pct(values: list[float], q: float) -> float:
@@ -51,6 +75,10 @@ async def main(n_workspaces: int, n_execs: int) -> dict[str, float]:
                 f"create → ready over {n_workspaces}: p50 {pct(ready, 50):.3f}s "
                 f"p99 {pct(ready, 99):.3f}s"
             )
+            await asyncio.sleep(2.0)  # idle: startup done, a ping or two exchanged
+            rss = agent_rss_mb(srv.graph.settings.server_url())
+            assert len(rss) == n_workspaces, f"found {len(rss)} agent processes"
+            print(f"idle agent RSS: p50 {pct(rss, 50):.1f} MB, max {max(rss):.1f} MB")
             ws = (await srv.client.get("/api/v1/workspaces/b0")).json()
             agent = await srv.graph.agents.get(uuid.UUID(ws["agents"][0]["id"]))
             assert agent.dial_address and agent.dial_secret
@@ -90,6 +118,7 @@ async def main(n_workspaces: int, n_execs: int) -> dict[str, float]:
     return {
         "create_to_ready_s_p50": round(pct(ready, 50), 3),
         "create_to_ready_s_p99": round(pct(ready, 99), 3),
+        "agent_rss_mb_idle": round(pct(rss, 50), 1),
         "exec_rtt_ms_p50": round(pct(rtts, 50), 2),
         "exec_rtt_ms_p99": round(pct(rtts, 99), 2),
         "concurrent_4x_sleep_0_2_ms": round(concurrent_ms, 1),

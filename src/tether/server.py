@@ -14,6 +14,7 @@ import uvicorn
 
 from tether.agentconn.liveness import follow_liveness
 from tether.api.app import BackgroundJob, create_app
+from tether.observability.endpoint import serve_metrics
 from tether.settings import Settings
 from tether.wiring import Graph, graph_context
 
@@ -46,6 +47,8 @@ def background_jobs(graph: Graph) -> list[BackgroundJob]:
         jobs.append(graph.pings.run)  # agent sessions live in the API
     if graph.settings.run_provisioner:
         jobs.append(graph.provisioner.run)
+    if graph.settings.metrics_bind:
+        jobs.append(functools.partial(serve_metrics, graph))
     jobs.extend(graph.extras.get("background", []))
     return jobs
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -33,6 +34,12 @@ class Settings(BaseSettings):
     cli_config: Path = Field(default_factory=lambda: default_data_dir() / "cli.json")
     bootstrap_admin: str = "admin"
     api_max_body_bytes: int = Field(default=1024 * 1024, gt=0)  # larger bodies → 413
+    # --- observability (README "Operating tether") ----------------------------------------
+    log_format: Literal["text", "json"] = "text"  # json: one object a line, with the work's ids
+    # host:port of an unauthenticated /metrics listener (a private interface)
+    metrics_bind: str | None = Field(
+        default=None, pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$"
+    )
 
     # --- identity and secrets at rest (docs: tether.serverkey, tether.db.users) -----------
     server_key: SecretStr | None = None  # shared by replicas; else read/created in the file

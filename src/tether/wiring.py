@@ -31,6 +31,7 @@ from tether.db.users import UserStore
 from tether.db.workspaces import WorkspaceStore
 from tether.llm.config import load_operator_models, option_defaults
 from tether.llm.registry import ModelRegistry
+from tether.observability.metrics import Metrics
 from tether.serverkey import ServerKey, open_server_key
 from tether.settings import Settings
 from tether.workspaces.backends.base import WorkspaceBackend
@@ -64,6 +65,7 @@ class Graph:
     chat_service: ChatService
     models: ModelRegistry
     liveness: AgentLiveness = field(default_factory=AgentLiveness)
+    metrics: Metrics = field(default_factory=Metrics)  # this graph's own registry
     extras: dict[str, Any] = field(default_factory=dict)
     server_key: ServerKey | None = None
 
@@ -83,6 +85,7 @@ async def build_graph(
     bus: EventBus | None = None,
 ) -> Graph:
     clock = clock or SystemClock()
+    metrics = Metrics()
     operator_models = load_operator_models(settings)  # a bad config fails before any I/O
     server_key = open_server_key(settings)  # data dir 0700, SQLite files and key 0600
     engine = create_engine(settings.database_url())
@@ -142,6 +145,7 @@ async def build_graph(
         clock=clock,
         poll_s=settings.provisioner_poll_s,
         ttl_sweep_s=settings.ttl_sweep_s,
+        metrics=metrics,
     )
     liveness = AgentLiveness()
     pool = AgentPool(
@@ -178,6 +182,7 @@ async def build_graph(
         provisioner=provisioner,
         agent_pool=pool,
         liveness=liveness,
+        metrics=metrics,
         # flushed at least once per ping interval, so status computation never lags a ping
         pings=PingBatcher(agents, clock, flush_s=min(1.0, settings.agent_ping_interval_s)),
         chats=chat_store,

@@ -25,6 +25,7 @@ from tether.api.agent_liveness import (
     session_up,
 )
 from tether.errors import Conflict, TetherError
+from tether.observability.hooks import agent_session_opened
 from tether.workspaces import events
 from tether.workspaces.backends.base import decided_dial_address
 from tether.workspaces.models import Lifecycle
@@ -108,6 +109,7 @@ async def agent_session(ws: WebSocket) -> None:
     )
     silent = False
     pinger = asyncio.create_task(ping_agent(ws, settings.agent_ping_interval_s))
+    session_closed = agent_session_opened(graph.metrics, agent)
     try:
         await ws.send_text(protocol.encode_frame(manifest))
         while True:
@@ -137,6 +139,7 @@ async def agent_session(ws: WebSocket) -> None:
         with contextlib.suppress(Exception):
             await ws.close(code=1008)
     finally:
+        session_closed()
         pinger.cancel()
         if silent:
             await session_silent(graph, ws, agent.id, settings.agent_unreachable_after_s)

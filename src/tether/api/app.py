@@ -17,6 +17,8 @@ from tether.api.errors import install_error_handlers
 from tether.api.guard import RequestGuard
 from tether.api.openapi import install_openapi
 from tether.api.routers import chats, models, templates, users, workspaces
+from tether.observability import endpoint as metrics_endpoint
+from tether.observability.logs import RequestIds
 
 log = logging.getLogger("tether.api")
 
@@ -42,6 +44,7 @@ def create_app(graph: Any, *, background: list[BackgroundJob] | None = None) -> 
     install_error_handlers(app)
     install_openapi(app)
     app.add_middleware(RequestGuard, max_body_bytes=graph.settings.api_max_body_bytes)
+    app.add_middleware(RequestIds)  # outermost: every response and log line has its id
 
     @app.get("/api/v1/health")
     async def health() -> dict[str, str]:
@@ -53,6 +56,7 @@ def create_app(graph: Any, *, background: list[BackgroundJob] | None = None) -> 
     app.include_router(chats.router)
     app.include_router(models.router)
     app.include_router(agent_session.router)
+    app.include_router(metrics_endpoint.router)
     extra = getattr(graph, "extras", {}).get("routers", [])
     for router in extra:
         app.include_router(router)

@@ -16,6 +16,8 @@ from tether.chatd.types import AgentRow, ChatBinding
 from tether.db.agents import AgentStore
 from tether.db.chats import ChatStore
 from tether.errors import AgentTransportError
+from tether.observability.logs import bind_log_ids
+from tether.observability.metrics import Metrics
 
 
 def binding_of(chat: Chat) -> ChatBinding:
@@ -33,9 +35,12 @@ def binding_of(chat: Chat) -> ChatBinding:
 class StoreBinding:
     """:class:`~tether.chatd.binding.BindingStore` backed by the chat and agent stores."""
 
-    def __init__(self, chats: ChatStore, agents: AgentStore) -> None:
+    def __init__(
+        self, chats: ChatStore, agents: AgentStore, *, metrics: Metrics | None = None
+    ) -> None:
         self._chats = chats
         self._agents = agents
+        self._metrics = metrics
 
     async def get_agent(self, agent_id: uuid.UUID) -> AgentRow | None:
         return await self._agents.find(agent_id)
@@ -59,6 +64,9 @@ class StoreBinding:
         updated = await self._chats.update_build_agent_binding_if(
             chat_id, workspace_id=workspace_id, build_id=build_id, agent_id=agent_id
         )
+        if self._metrics is not None:
+            self._metrics.binding_repaired()
+        bind_log_ids(workspace_id=workspace_id, build_id=build_id, agent_id=agent_id)
         return binding_of(updated)
 
 

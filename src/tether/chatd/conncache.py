@@ -37,6 +37,7 @@ from tether.errors import (
     TetherError,
     WorkspaceChanged,
 )
+from tether.observability.metrics import Metrics
 
 T = TypeVar("T")
 C = TypeVar("C", bound=Conn)
@@ -78,8 +79,10 @@ class ChatConnections(Generic[C]):
         drain: TaskOwner,
         validation_delay: float = 0.25,
         dial_timeout: float = 10.0,
+        metrics: Metrics | None = None,
     ) -> None:
         self.resolver = AgentResolver(binding, store)
+        self._metrics = metrics
         self._dialer = dialer
         self._clock = clock
         self._drain = drain
@@ -231,7 +234,7 @@ class ChatConnections(Generic[C]):
             return await dialer.dial(rows[agent_id], headers=headers)
 
         try:
-            result = await dial_with_lazy_validation(
+            lazy = dial_with_lazy_validation(
                 bound_agent_id=agent.id,
                 workspace_id=workspace_id,
                 dial=dial,
@@ -241,6 +244,7 @@ class ChatConnections(Generic[C]):
                 drain=self._drain,
                 timeout=self._dial_timeout,
             )
+            result = await (lazy if self._metrics is None else self._metrics.dial(lazy))
         except NoRunningAgent:
             self.evict()
             raise

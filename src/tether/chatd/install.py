@@ -43,6 +43,7 @@ def chatd_deps(graph: Any, *, dialer: Dialer | None = None) -> ChatdDeps:
         workspaces=graph.workspaces,
         users=graph.users,
         hub=hub,
+        metrics=graph.metrics,
         dialer=dialer
         or AgentDialer(
             connect_timeout=settings.agent_connect_timeout_s,
@@ -91,12 +92,13 @@ def install_chatd(
             timeout_s=settings.mcp_discovery_timeout_s,
             first_wait_s=settings.mcp_first_call_wait_s,
             connect_timeout_s=settings.mcp_server_connect_timeout_s,
+            metrics=deps.metrics,
         ),
     )
     worker = ChatWorker(
         deps,
         runner,
-        binding_store=StoreBinding(deps.chats, graph.agents),
+        binding_store=StoreBinding(deps.chats, graph.agents, metrics=deps.metrics),
         poll_s=settings.worker_poll_s,
         max_claim=settings.worker_max_claim,
         heartbeat_s=settings.heartbeat_s,

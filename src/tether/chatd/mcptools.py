@@ -53,6 +53,7 @@ from tether.errors import (
     NoWorkspace,
     TetherError,
 )
+from tether.observability.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -194,8 +195,10 @@ class McpDiscovery:
         first_wait_s: float = 2.0,
         connect_timeout_s: float = 30.0,
         poll_s: float = 0.5,
+        metrics: Metrics | None = None,
     ) -> None:
         self.cache = cache
+        self._metrics = metrics
         self._clock = clock
         self._timeout_s = timeout_s
         self._first_wait_s = first_wait_s
@@ -227,6 +230,8 @@ class McpDiscovery:
         return await self._bounded(ctx, self._slow(ctx))
 
     async def _bounded(self, ctx: ToolContext, aw: Awaitable[Discovery]) -> Discovery:
+        if self._metrics is not None:
+            aw = self._metrics.mcp_discovery(aw)
         try:
             return await within(self._clock, self._timeout_s, aw)
         except TimeoutError:

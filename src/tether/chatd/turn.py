@@ -286,6 +286,7 @@ class TurnRunner:
         self, chat: Chat, worker_id: Any, error: str | None, error_code: str | None
     ) -> None:
         deps = self._deps
+        deps.metrics.turn_outcome(error_code)
         try:
             final, promoted = await deps.chats.finish_turn(
                 chat.id, worker_id, error=error, error_code=error_code
@@ -482,14 +483,14 @@ class TurnRunner:
                     await recorder.tool_results(node.request)
                     if recorder.steps_done >= deps.settings.max_steps_per_turn:
                         raise _StepLimit()
-                    async with node.stream(run.ctx) as stream:
+                    async with deps.metrics.model_call(), node.stream(run.ctx) as stream:
                         async for event in stream:
                             self._publish_part(chat, event, recorder)
                     for msg in run.new_messages():
                         if isinstance(msg, pai.ModelResponse):
                             await recorder.response(msg)
                 elif Agent.is_call_tools_node(node):
-                    async with node.stream(run.ctx) as tool_stream:
+                    async with deps.metrics.tools_step(), node.stream(run.ctx) as tool_stream:
                         async for tool_event in tool_stream:
                             self._publish_tool(chat, tool_event)
             for msg in run.new_messages():
@@ -527,6 +528,7 @@ class TurnRunner:
 
     def _publish_tool(self, chat: Chat, event: Any) -> None:
         hub = self._deps.hub
+        self._deps.metrics.tool_event(event)
         if isinstance(event, pai.FunctionToolCallEvent):
             hub.publish(
                 chat.id,

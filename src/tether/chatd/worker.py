@@ -39,6 +39,7 @@ from tether.chatd.tools.base import ChatdDeps, ChatState
 from tether.chatd.tools.subagents import CHATS_CHANNEL, chat_channel
 from tether.chatd.turn import TurnControl, TurnRunner
 from tether.ids import new_id
+from tether.observability.hooks import observe_turn
 from tether.workspaces import events
 
 log = logging.getLogger(__name__)
@@ -174,7 +175,13 @@ class ChatWorker:
         state = self._state_for(chat)
         control = TurnControl()
         task = tg.create_task(
-            self._runner.run(chat, state, self.worker_id, control), name=f"turn-{chat.id}"
+            observe_turn(
+                self._deps.metrics,
+                chat,
+                control,
+                self._runner.run(chat, state, self.worker_id, control),
+            ),
+            name=f"turn-{chat.id}",
         )
         self._running[chat.id] = _Running(task, control)
         tg.create_task(self._supervise(chat.id, task, control), name=f"watch-{chat.id}")
@@ -192,6 +199,7 @@ class ChatWorker:
                     drain=self._drain,
                     validation_delay=self._validation_delay_s,
                     dial_timeout=self._dial_timeout_s,
+                    metrics=self._deps.metrics,
                 )
             )
             self._states[chat.id] = state

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -39,14 +38,10 @@ def server(
     from pydantic import ValidationError
 
     from tether.errors import TetherError
+    from tether.observability.logs import configure_logging
     from tether.server import serve
     from tether.settings import Settings
 
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     overrides: dict[str, Any] = {}
     if data_dir is not None:
         overrides["data_dir"] = data_dir.expanduser().resolve()
@@ -69,6 +64,7 @@ def server(
     except ValidationError as exc:
         typer.echo(f"error: invalid settings: {exc}", err=True)
         raise typer.Exit(2) from None
+    configure_logging(settings.log_format, level=logging.INFO if verbose else logging.WARNING)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     _check_sandbox(settings)
     typer.echo(f"tether server on {settings.server_url()} (data in {settings.data_dir})", err=True)

@@ -21,6 +21,8 @@ from tether.db.users import UserStore
 from tether.db.workspaces import BuildRequest, WorkspaceStore
 from tether.errors import TetherError
 from tether.ids import new_id
+from tether.observability.hooks import observe_build
+from tether.observability.metrics import Metrics
 from tether.workspaces import events
 from tether.workspaces.backends.base import AgentLaunch, WorkspaceBackend, WorkspaceRef
 from tether.workspaces.models import Build, JobStatus, Transition
@@ -44,6 +46,7 @@ class Provisioner:
         poll_s: float = 1.0,
         ttl_sweep_s: float = 5.0,
         cancel_poll_s: float = 0.2,
+        metrics: Metrics | None = None,
     ) -> None:
         self._ws = workspaces
         self._templates = templates
@@ -56,6 +59,7 @@ class Provisioner:
         self._ttl_sweep = ttl_sweep_s
         self._cancel_poll = cancel_poll_s
         self.worker_id = new_id()
+        self._metrics = metrics or Metrics()
 
     async def run(self) -> None:
         """Claim and run jobs until cancelled; also sweeps TTLs."""
@@ -115,7 +119,7 @@ class Provisioner:
         await self._announce(build)
         error: str | None = None
         try:
-            await self._run_cancellable(build)
+            await observe_build(self._metrics, build, self._run_cancellable(build))
         except _Canceled:
             error = None
         except TetherError as exc:

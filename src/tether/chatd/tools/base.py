@@ -58,6 +58,7 @@ from tether.errors import (
     WorkspaceStarting,
     WorkspaceStopped,
 )
+from tether.observability.metrics import Metrics
 from tether.settings import Settings
 from tether.workspaces.models import JobStatus, Transition
 from tether.workspaces.service import WorkspaceService
@@ -85,6 +86,7 @@ class ChatdDeps:
     users: UserStore
     hub: ChatStreamHub
     dialer: Dialer
+    metrics: Metrics = field(default_factory=Metrics)  # the graph's, from install.chatd_deps
 
 
 @dataclass
