@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 
 # Debian packages the sandbox and the tests need; installed only when missing (needs root
 # or sudo on a fresh machine). SYSDEPS maps a command to the package that provides it.
-SYSDEPS ?= bwrap:bubblewrap setpriv:util-linux
+SYSDEPS ?= bwrap:bubblewrap setpriv:util-linux chromium:chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 $(STAMP): pyproject.toml constraints.txt
