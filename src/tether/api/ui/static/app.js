@@ -10,6 +10,7 @@ import {
   button,
   errorBox,
   every,
+  fill,
   h,
   leavePage,
   pageHeader,
@@ -59,7 +60,7 @@ function signInPage(main) {
       window.location.hash = "#/chats";
     });
   });
-  main.replaceChildren(form);
+  fill(main, form);
   input.focus();
 }
 
@@ -156,7 +157,7 @@ async function chatsPage(main) {
       window.location.hash = `#/chats/${chat.id}`;
     });
   });
-  main.replaceChildren(
+  fill(main, 
     pageHeader("Chats"),
     form,
     h("div", { class: "toolbar" }, search, h("label", { for: "show-archived" }, archived, " Show archived")),
@@ -167,7 +168,7 @@ async function chatsPage(main) {
   const render = () => {
     const q = search.value.trim().toLowerCase();
     const shown = chats.filter((c) => !q || (c.title || "").toLowerCase().includes(q));
-    rows.replaceChildren(
+    fill(rows, 
       ...(shown.length
         ? shown.map((c) =>
             h(
@@ -188,7 +189,7 @@ async function chatsPage(main) {
       chats = await api("GET", `/chats?archived=${archived.checked}&limit=200`);
       render();
     } catch (e) {
-      err.replaceChildren(errorBox(e));
+      fill(err, errorBox(e));
     }
   };
   search.addEventListener("input", render);
@@ -213,7 +214,7 @@ async function templatesPage(main) {
       window.location.hash = `#/templates/${encodeURIComponent(t.name)}`;
     });
   });
-  main.replaceChildren(
+  fill(main, 
     pageHeader("Templates"),
     h(
       "div",
@@ -237,7 +238,7 @@ async function templatesPage(main) {
 async function templatePage(main, name) {
   const t = await api("GET", `/templates/${encodeURIComponent(name)}`);
   const spec = t.spec || {};
-  main.replaceChildren(
+  fill(main, 
     pageHeader(t.display_name || t.name, h("a", { class: "btn btn-primary", href: "#/workspaces/new" }, "Create workspace")),
     h("p", {}, t.description || ""),
     h("dl", { class: "facts" }, h("dt", {}, "Name"), h("dd", {}, t.name), h("dt", {}, "Backend"), h("dd", {}, t.backend), h("dt", {}, "Version"), h("dd", {}, String(t.active_version ?? "—"))),
@@ -274,7 +275,7 @@ async function tokensPage(main) {
   const form = h("form", { class: "row card" }, h("label", { for: "token-name" }, "New token name"), name, create);
   const load = async () => {
     const tokens = await api("GET", "/users/me/tokens");
-    body.replaceChildren(
+    fill(body, 
       ...tokens.map((t) => {
         const revoke = button("Revoke", () => act(revoke, err, async () => {
           await api("DELETE", `/users/me/tokens/${t.id}`);
@@ -288,12 +289,12 @@ async function tokensPage(main) {
     ev.preventDefault();
     act(create, err, async () => {
       const made = await api("POST", "/users/me/tokens", { name: name.value });
-      secret.replaceChildren(h("div", { class: "alert alert-ok" }, "Copy the new token now; it is shown only once: ", h("code", { class: "secret" }, made.secret)));
+      fill(secret, h("div", { class: "alert alert-ok" }, "Copy the new token now; it is shown only once: ", h("code", { class: "secret" }, made.secret)));
       name.value = "";
       await load();
     });
   });
-  main.replaceChildren(
+  fill(main, 
     pageHeader("Admin"),
     adminTabs("tokens"),
     form,
@@ -314,7 +315,7 @@ async function usersPage(main) {
   const form = h("form", { class: "row card" }, h("label", { for: "user-name" }, "Name"), name, h("label", { for: "user-role" }, "Role"), role, create);
   const load = async () => {
     const users = await api("GET", "/users");
-    body.replaceChildren(
+    fill(body, 
       ...users.map((u) => {
         const toggle = button(u.disabled ? "Enable" : "Disable", () => act(toggle, err, async () => {
           await api("POST", `/users/${u.id}/${u.disabled ? "enable" : "disable"}`);
@@ -328,18 +329,18 @@ async function usersPage(main) {
     ev.preventDefault();
     act(create, err, async () => {
       const made = await api("POST", "/users", { name: name.value, role: role.value });
-      secret.replaceChildren(h("div", { class: "alert alert-ok" }, `Token of ${made.user.name} (shown once): `, h("code", { class: "secret" }, made.token)));
+      fill(secret, h("div", { class: "alert alert-ok" }, `Token of ${made.user.name} (shown once): `, h("code", { class: "secret" }, made.token)));
       name.value = "";
       await load();
     });
   });
-  main.replaceChildren(pageHeader("Admin"), adminTabs("users"), form, secret, err, h("table", { class: "table" }, h("thead", {}, h("tr", {}, h("th", {}, "Name"), h("th", {}, "Role"), h("th", {}, "Status"), h("th", {}, "Created"), h("th", {}, ""))), body));
+  fill(main, pageHeader("Admin"), adminTabs("users"), form, secret, err, h("table", { class: "table" }, h("thead", {}, h("tr", {}, h("th", {}, "Name"), h("th", {}, "Role"), h("th", {}, "Status"), h("th", {}, "Created"), h("th", {}, ""))), body));
   await load();
 }
 
 async function modelsPage(main) {
   const models = await api("GET", "/models");
-  main.replaceChildren(
+  fill(main, 
     pageHeader("Admin"),
     adminTabs("models"),
     h(
@@ -379,7 +380,7 @@ async function route() {
       window.location.hash = "#/chats";
       return;
     } catch (err) {
-      app.replaceChildren(nav(null), main);
+      fill(app, nav(null), main);
       signInPage(main);
       main.prepend(errorBox(err));
       return;
@@ -391,18 +392,18 @@ async function route() {
       window.location.hash = "#/chats";
       return;
     }
-    app.replaceChildren(nav(null), main);
+    fill(app, nav(null), main);
     signInPage(main);
     return;
   }
   for (const [re, key, page] of ROUTES) {
     const m = re.exec(hash);
     if (!m) continue;
-    app.replaceChildren(nav(key), main);
+    fill(app, nav(key), main);
     try {
       await page(main, ...m.slice(1));
     } catch (err) {
-      main.replaceChildren(errorBox(err));
+      fill(main, errorBox(err));
     }
     return;
   }

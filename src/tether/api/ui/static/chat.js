@@ -9,7 +9,7 @@
 // it stopped — no duplicated and no lost text.
 
 import { renderMarkdown } from "./md.js";
-import { act, ago, api, badge, button, errorBox, events, h, onLeave, state } from "./core.js";
+import { act, ago, api, badge, button, errorBox, events, fill, h, onLeave, state } from "./core.js";
 import { workspacePanel } from "./workspaces.js";
 
 const WINDOW = 50; // messages rendered at first; "show earlier" adds as many again
@@ -48,7 +48,7 @@ export async function chatPage(main, id) {
   try {
     chat = await api("GET", `/chats/${id}`);
   } catch (err) {
-    main.replaceChildren(
+    fill(main, 
       h("div", { class: "page-head" }, h("h1", {}, "Chat")),
       errorBox(err),
       h("p", {}, h("a", { href: "#/chats" }, "Back to your chats")),
@@ -107,7 +107,7 @@ export async function chatPage(main, id) {
   const wsSlot = h("div");
   const kids = h("div", { class: "subagents" });
   side.append(wsSlot, kids);
-  main.replaceChildren(
+  fill(main, 
     h(
       "div",
       { class: "chat-layout" },
@@ -129,7 +129,7 @@ export async function chatPage(main, id) {
   function renderHead() {
     title.textContent = chat.title || "Untitled chat";
     archiveBtn.textContent = chat.archived ? "Unarchive" : "Archive";
-    meta.replaceChildren(
+    fill(meta, 
       chat.model ? h("span", {}, "Model ", h("code", {}, chat.model)) : null,
       chat.parent_chat_id ? h("span", {}, " · subagent of ", h("a", { href: `#/chats/${chat.parent_chat_id}` }, "parent chat")) : null,
       h("span", {}, ` · updated ${ago(chat.updated_at)}`),
@@ -138,14 +138,14 @@ export async function chatPage(main, id) {
 
   // --- status, errors, workspace ---------------------------------------------------------
   let panel = null;
-  let panelFor = null;
+  let panelFor; // undefined until the first showWorkspace (null means "no workspace")
   async function showWorkspace(wsId) {
     if (wsId === panelFor) return;
     panelFor = wsId;
     if (panel) panel.close();
     panel = null;
     if (!wsId) {
-      wsSlot.replaceChildren(h("div", { class: "card" }, h("h3", {}, "Workspace"), h("p", { class: "hint" }, "No workspace yet. The agent can create one, or create one on the Workspaces page.")));
+      fill(wsSlot, h("div", { class: "card" }, h("h3", {}, "Workspace"), h("p", { class: "hint" }, "No workspace yet. The agent can create one, or create one on the Workspaces page.")));
       return;
     }
     panel = await workspacePanel(wsSlot, wsId);
@@ -173,7 +173,7 @@ export async function chatPage(main, id) {
 
   function setStatus(data) {
     if (data.status) chat.status = data.status;
-    statusSlot.replaceChildren(badge(chat.status));
+    fill(statusSlot, badge(chat.status));
     const busy = BUSY.has(chat.status);
     stopBtn.hidden = !busy;
     mode.hidden = !busy;
@@ -183,7 +183,7 @@ export async function chatPage(main, id) {
       showWorkspace(chat.workspace_id);
     }
     if (chat.status === "error" && (data.last_error || data.last_error_code)) {
-      turnErr.replaceChildren(typedError({ code: data.last_error_code, message: data.last_error, remediation: remedyOf(data.last_error_code) }));
+      fill(turnErr, typedError({ code: data.last_error_code, message: data.last_error, remediation: remedyOf(data.last_error_code) }));
     } else if (busy) {
       turnErr.replaceChildren();
     }
@@ -197,7 +197,7 @@ export async function chatPage(main, id) {
   async function loadChildren() {
     try {
       const children = await api("GET", `/chats/${id}/children`);
-      kids.replaceChildren(
+      fill(kids, 
         ...(children.length
           ? [h("h3", {}, "Subagents"), h("ul", {}, children.map((c) => h("li", {}, h("a", { href: `#/chats/${c.id}` }, c.title || "subagent"), " ", badge(c.status))))]
           : []),
@@ -208,7 +208,7 @@ export async function chatPage(main, id) {
   }
 
   function showQueue(queued) {
-    queueList.replaceChildren(...queued.map((q) => h("li", { class: "queued" }, textOf(q.parts) || "(attachment)")));
+    fill(queueList, ...queued.map((q) => h("li", { class: "queued" }, textOf(q.parts) || "(attachment)")));
     queueBox.hidden = queued.length === 0;
   }
 
@@ -238,14 +238,14 @@ export async function chatPage(main, id) {
       },
       setResult(part) {
         if (part.is_error) {
-          state_.replaceChildren(badge("error", "error"));
-          result.replaceChildren(typedError({ code: part.error_code || "tool_error", message: jsonText(part.result), remediation: part.remediation }));
+          fill(state_, badge("error", "error"));
+          fill(result, typedError({ code: part.error_code || "tool_error", message: jsonText(part.result), remediation: part.remediation }));
           el.open = true;
           return;
         }
         const r = part.result;
         const failed = r && typeof r === "object" && (r.error || (r.exit_code !== undefined && r.exit_code !== 0));
-        state_.replaceChildren(badge(failed ? "failed" : "succeeded", failed ? "failed" : "ok"));
+        fill(state_, badge(failed ? "failed" : "succeeded", failed ? "failed" : "ok"));
         const out = [];
         if (r && typeof r === "object" && "exit_code" in r) {
           out.push(h("div", { class: "hint" }, `exit code ${r.exit_code}${r.truncated ? " · output truncated" : ""}`));
@@ -256,7 +256,7 @@ export async function chatPage(main, id) {
         } else {
           out.push(clipped(jsonText(r)));
         }
-        result.replaceChildren(...out);
+        fill(result, ...out);
       },
     };
     cards.set(callId, c);
@@ -328,7 +328,7 @@ export async function chatPage(main, id) {
     const start = Math.max(0, all.length - WINDOW);
     // results of calls outside the window must not create cards before their calls do
     const els = all.slice(start).map(messageEl).filter(Boolean);
-    list.replaceChildren(...els);
+    fill(list, ...els);
     rendered = all.length - start;
     earlier.hidden = start === 0;
     toBottom();
@@ -360,7 +360,8 @@ export async function chatPage(main, id) {
   function paintLive() {
     frame = 0;
     const stick = nearBottom();
-    liveBody.replaceChildren(
+    fill(
+      liveBody,
       liveReasoning ? h("details", { class: "reasoning" }, h("summary", {}, "Thinking"), h("pre", {}, liveReasoning)) : null,
       liveText ? renderMarkdown(liveText) : null,
     );
@@ -430,10 +431,10 @@ export async function chatPage(main, id) {
       setStatus(d);
     },
     error: (d) => {
-      turnErr.replaceChildren(typedError({ code: d.code || "error", message: d.message, remediation: remedyOf(d.code) }));
+      fill(turnErr, typedError({ code: d.code || "error", message: d.message, remediation: remedyOf(d.code) }));
     },
     retry: (d) => {
-      turnErr.replaceChildren(h("div", { class: "alert alert-warn" }, `Model provider failed (${d.error}); retry ${d.attempt}/${d.max_attempts} in ${d.delay_s}s`));
+      fill(turnErr, h("div", { class: "alert alert-warn" }, `Model provider failed (${d.error}); retry ${d.attempt}/${d.max_attempts} in ${d.delay_s}s`));
     },
     queue_update: (d) => showQueue(d.queued || []),
   });

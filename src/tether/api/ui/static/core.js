@@ -18,6 +18,13 @@ export function h(tag, attrs, ...children) {
   return e;
 }
 
+// replaceChildren that skips null/false (the DOM would print them as text)
+export function fill(parent, ...children) {
+  parent.replaceChildren();
+  append(parent, children);
+  return parent;
+}
+
 function append(parent, children) {
   for (const c of children) {
     if (c === null || c === undefined || c === false) continue;

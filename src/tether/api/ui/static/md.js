@@ -14,14 +14,14 @@ export function safeHref(url) {
 }
 
 const INLINE =
-  /(`+)([\s\S]*?[^`])\1(?!`)|\*\*([^*\n]+)\*\*|__([^_\n]+)__|\*([^*\s][^*\n]*)\*|\[([^\]\n]+)\]\(([^)\s]+)\)|(https?:\/\/[^\s<>()]+[^\s<>().,;:!?'"])/g;
+  /(`+)([\s\S]*?[^`])\1(?!`)|\*\*([^*\n]+)\*\*|(?<!\w)__([^_\n]+)__(?!\w)|\*([^*\s][^*\n]*)\*|\[([^\]\n]+)\]\(([^)\s]+)\)|(https?:\/\/[^\s<>()]+[^\s<>().,;:!?'"])/g;
 
 function inline(text, parent) {
   let last = 0;
-  INLINE.lastIndex = 0;
-  for (let m = INLINE.exec(text); m; m = INLINE.exec(text)) {
+  const re = new RegExp(INLINE); // own lastIndex: bold/italic recurse
+  for (let m = re.exec(text); m; m = re.exec(text)) {
     if (m.index > last) parent.append(document.createTextNode(text.slice(last, m.index)));
-    last = INLINE.lastIndex;
+    last = re.lastIndex;
     if (m[1]) {
       const code = document.createElement("code");
       code.textContent = m[2];

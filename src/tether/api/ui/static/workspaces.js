@@ -12,6 +12,7 @@ import {
   errorBox,
   events,
   every,
+  fill,
   h,
   logView,
   onLeave,
@@ -24,7 +25,7 @@ const IN_PROGRESS = new Set(["starting", "stopping", "deleting", "pending"]);
 export async function workspacesPage(main) {
   const table = h("tbody");
   const err = h("div");
-  main.replaceChildren(
+  fill(main, 
     pageHeader("Workspaces", h("a", { class: "btn btn-primary", href: "#/workspaces/new" }, "New workspace")),
     err,
     h(
@@ -37,7 +38,7 @@ export async function workspacesPage(main) {
   const load = async () => {
     try {
       const list = await api("GET", "/workspaces");
-      table.replaceChildren(
+      fill(table, 
         ...(list.length
           ? list.map((ws) =>
               h(
@@ -53,7 +54,7 @@ export async function workspacesPage(main) {
           : [h("tr", {}, h("td", { colspan: "5", class: "empty" }, "No workspaces yet."))]),
       );
     } catch (e) {
-      err.replaceChildren(errorBox(e));
+      fill(err, errorBox(e));
     }
   };
   await load();
@@ -114,7 +115,7 @@ export async function newWorkspacePage(main) {
     const t = await api("GET", `/templates/${encodeURIComponent(select.value)}`);
     spec = t.spec || {};
     const ps = spec.parameters || [];
-    params.replaceChildren(...(ps.length ? ps.map(parameterField) : [h("p", { class: "hint" }, "This template has no parameters.")]));
+    fill(params, ...(ps.length ? ps.map(parameterField) : [h("p", { class: "hint" }, "This template has no parameters.")]));
   };
   select.addEventListener("change", loadParams);
   const submit = h("button", { type: "submit", class: "btn btn-primary" }, "Create workspace");
@@ -156,7 +157,7 @@ export async function newWorkspacePage(main) {
       window.location.hash = `#/workspaces/${ws.id}`;
     });
   });
-  main.replaceChildren(
+  fill(main, 
     pageHeader("New workspace"),
     active.length ? form : h("p", { class: "empty" }, "No templates yet: an admin pushes one on the Templates page."),
   );
@@ -165,7 +166,7 @@ export async function newWorkspacePage(main) {
 
 export async function workspacePage(main, id) {
   const panel = h("div");
-  main.replaceChildren(pageHeader("Workspace"), panel);
+  fill(main, pageHeader("Workspace"), panel);
   const { ws } = await workspacePanel(panel, id, { full: true });
   if (ws) main.querySelector("h1").textContent = `Workspace ${ws.name}`;
 }
@@ -180,7 +181,7 @@ export async function workspacePanel(root, id, { full = false } = {}) {
   const buildTitle = h("h3", {}, "Build log");
   const agentLog = logView();
   const agentTitle = h("h3", {}, "Startup script log");
-  root.replaceChildren(
+  fill(root, 
     h("div", { class: "ws-panel", "data-workspace-id": id }, head, err, buildTitle, buildLog, full ? [agentTitle, agentLog] : null),
   );
   let followingBuild = null;
@@ -260,7 +261,7 @@ export async function workspacePanel(root, id, { full = false } = {}) {
       else buttons.push(transition("start"));
       if (full) buttons.push(transition("delete"));
     }
-    head.replaceChildren(
+    fill(head, 
       h(
         "div",
         { class: "ws-title" },
@@ -290,7 +291,7 @@ export async function workspacePanel(root, id, { full = false } = {}) {
       ws = await api("GET", `/workspaces/${id}`);
       render();
     } catch (e) {
-      err.replaceChildren(errorBox(e));
+      fill(err, errorBox(e));
     }
   };
   await refresh();
