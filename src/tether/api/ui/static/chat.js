@@ -9,7 +9,7 @@
 // it stopped — no duplicated and no lost text.
 
 import { renderMarkdown } from "./md.js";
-import { act, ago, api, badge, button, errorBox, events, fill, h, onLeave, state } from "./core.js";
+import { act, ago, api, badge, button, chatBadge, errorBox, events, fill, h, onLeave, state } from "./core.js";
 import { workspacePanel } from "./workspaces.js";
 
 const WINDOW = 50; // messages rendered at first; "show earlier" adds as many again
@@ -173,7 +173,7 @@ export async function chatPage(main, id) {
 
   function setStatus(data) {
     if (data.status) chat.status = data.status;
-    fill(statusSlot, badge(chat.status));
+    fill(statusSlot, chatBadge(chat.status));
     const busy = BUSY.has(chat.status);
     stopBtn.hidden = !busy;
     mode.hidden = !busy;
@@ -199,7 +199,7 @@ export async function chatPage(main, id) {
       const children = await api("GET", `/chats/${id}/children`);
       fill(kids, 
         ...(children.length
-          ? [h("h3", {}, "Subagents"), h("ul", {}, children.map((c) => h("li", {}, h("a", { href: `#/chats/${c.id}` }, c.title || "subagent"), " ", badge(c.status))))]
+          ? [h("h3", {}, "Subagents"), h("ul", {}, children.map((c) => h("li", {}, h("a", { href: `#/chats/${c.id}` }, c.title || "subagent"), " ", chatBadge(c.status))))]
           : []),
       );
     } catch {

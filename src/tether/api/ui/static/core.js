@@ -116,17 +116,27 @@ const KINDS = {
   off: "off",
   paused: "off",
 };
-const LABELS = { waiting: "idle", running: "working", pending: "queued to run" };
+const CHAT_LABELS = { waiting: "idle", running: "working", pending: "queued to run" };
 
-export function badge(status, label) {
+export function badge(status, label, kind) {
   const s = String(status || "unknown");
-  const kind = KINDS[s] || "off";
+  kind = kind || KINDS[s] || "off";
   return h(
     "span",
     { class: `badge badge-${kind}`, "data-status": s, title: s },
     h("span", { class: "dot", "aria-hidden": "true" }),
-    label || LABELS[s] || s.replace(/_/g, " "),
+    label || s.replace(/_/g, " "),
   );
+}
+
+// A workspace's state: "running" is the good state here, not activity.
+export function wsBadge(state) {
+  return badge(state, null, state === "running" ? "ok" : null);
+}
+
+// A chat's status in words a user reads ("working", "idle").
+export function chatBadge(status) {
+  return badge(status, CHAT_LABELS[status]);
 }
 
 export function ago(iso) {

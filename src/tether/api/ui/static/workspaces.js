@@ -18,6 +18,7 @@ import {
   onLeave,
   pageHeader,
   when,
+  wsBadge,
 } from "./core.js";
 
 const IN_PROGRESS = new Set(["starting", "stopping", "deleting", "pending"]);
@@ -46,7 +47,7 @@ export async function workspacesPage(main) {
                 { "data-workspace": ws.name },
                 h("td", {}, h("a", { href: `#/workspaces/${ws.id}` }, ws.name)),
                 h("td", {}, ws.template_name),
-                h("td", {}, badge(ws.state)),
+                h("td", {}, wsBadge(ws.state)),
                 h("td", {}, ws.agents.length ? badge(ws.agents[0].status) : "—"),
                 h("td", {}, ws.deadline ? when(ws.deadline) : "—"),
               ),
@@ -59,6 +60,23 @@ export async function workspacesPage(main) {
   };
   await load();
   every(3000, load);
+}
+
+// The template's regex checked in the browser (best effort: the server checks again; the
+// `pattern` attribute would compile it with the `v` flag, which rejects plain classes).
+function checkWith(input, regex, message) {
+  let re;
+  try {
+    re = new RegExp(regex);
+  } catch {
+    return;
+  }
+  const check = () =>
+    input.setCustomValidity(
+      re.test(input.value) ? "" : (message || "must match {regex}").replace("{value}", input.value).replace("{regex}", regex),
+    );
+  input.addEventListener("input", check);
+  check();
 }
 
 // One input per template parameter, typed: options → select, bool → checkbox, number →
@@ -79,8 +97,8 @@ function parameterField(p) {
     input = h("input", { id, name: p.name, type: "number", step: "any", min: v.min ?? null, max: v.max ?? null, value: p.default ?? "" });
   } else {
     const v = p.validation || {};
-    input = h("input", { id, name: p.name, type: "text", pattern: v.regex ? v.regex.replace(/^\^|\$$/g, "") : null, value: p.default ?? "" });
-    if (v.error) input.title = v.error.replace("{value}", "the value");
+    input = h("input", { id, name: p.name, type: "text", value: p.default ?? "" });
+    if (v.regex) checkWith(input, v.regex, v.error);
   }
   if (p.required) input.required = true;
   return h(
@@ -97,6 +115,11 @@ function parameterValue(p, form) {
   if (!input) return null;
   if (p.type === "bool") return input.checked ? "true" : "false";
   return input.value;
+}
+
+function checked(input, regex, message) {
+  checkWith(input, regex, message);
+  return input;
 }
 
 export async function newWorkspacePage(main) {
@@ -127,7 +150,7 @@ export async function newWorkspacePage(main) {
       "div",
       { class: "field" },
       h("label", { for: "ws-name" }, "Name"),
-      h("input", { id: "ws-name", name: "name", required: true, pattern: "[a-z][a-z0-9-]{0,63}", autocomplete: "off" }),
+      checked(h("input", { id: "ws-name", name: "name", required: true, autocomplete: "off" }), "^[a-z][a-z0-9-]{0,63}$", "lowercase letters, digits and dashes, starting with a letter"),
       h("div", { class: "hint" }, "Lowercase letters, digits and dashes."),
     ),
     h(
@@ -266,7 +289,7 @@ export async function workspacePanel(root, id, { full = false } = {}) {
         "div",
         { class: "ws-title" },
         full ? null : h("a", { href: `#/workspaces/${ws.id}`, class: "ws-name" }, ws.name),
-        h("span", { class: "ws-state" }, "Workspace ", badge(ws.state)),
+        h("span", { class: "ws-state" }, "Workspace ", wsBadge(ws.state)),
       ),
       h(
         "dl",
