@@ -29,6 +29,8 @@ agents:
 
 async def test_templates_list_view_and_admin_push(ui: UI) -> None:
     context, page = await ui.signed_in()
+    await page.wait_for_selector(".chat-row, .empty")
+    await ui.shot(page, "chats")
     await page.click("nav >> text=Templates")
     await expect(page.locator(".card-link")).to_have_count(2)
     await page.fill("#template-source", NEW_TEMPLATE)
