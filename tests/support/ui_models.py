@@ -4,8 +4,8 @@ It picks a script by a keyword in the user's latest message, so one model serves
 browser test: ``slow`` streams a numbered reply word by word over a few seconds (long enough
 to reload the page mid-turn), ``forever`` streams until interrupted, ``templates`` calls the
 list_templates tool (its result holds the templates' text), ``run`` calls execute (a stopped
-workspace answers with the typed error), ``xss`` answers with markup that must stay text.
-Anything else gets an echo.
+workspace answers with the typed error), ``xss`` answers with markup that must stay text,
+``delegate`` spawns a subagent. Anything else gets an echo.
 """
 
 from __future__ import annotations
@@ -44,6 +44,9 @@ _SCRIPTS = {
     "templates": script_model([Call("list_templates", {}), Say("Those are the templates.")]),
     "run": script_model([Call("execute", {"command": "echo hi"}), Say("I could not run it.")]),
     "xss": script_model([Say(XSS_REPLY)]),
+    "delegate": script_model(
+        [Call("spawn_agent", {"prompt": "say hi", "title": "helper"}), Say("Delegated.")]
+    ),
     "slow": script_model([Say(slow_text())]),
     "forever": script_model([Say(" ".join(f"f{i}" for i in range(500)))]),
 }

@@ -7,8 +7,8 @@ import re
 import time
 
 import pytest
-from playwright.async_api import Page, expect
-from ui_env import UI
+from playwright.async_api import Page, Request, expect
+from ui_env import UI, CuttableProxy
 
 from support.ui_models import SLOW_WORDS
 
@@ -18,8 +18,8 @@ REPLIES = ".messages .msg-assistant"
 XSS_USER = '<img src=x onerror="window.__xss=1"> [click](javascript:window.__xss=2) xss please'
 
 
-async def new_chat(page: Page, ui: UI, text: str) -> str:
-    await page.goto(ui.url + "/ui/#/chats")
+async def new_chat(page: Page, ui: UI, text: str, *, base_url: str | None = None) -> str:
+    await page.goto((base_url or ui.url) + "/ui/#/chats")
     await page.fill("#new-chat", text)
     await page.press("#new-chat", "Enter")
     await page.wait_for_url(re.compile(r"#/chats/[0-9a-f-]{36}$"))
@@ -164,4 +164,43 @@ async def test_thousand_message_chat_is_usable_within_a_second(ui: UI) -> None:
     await page.click("text=Show earlier messages")
     await expect(page.locator(".messages .msg")).to_have_count(100)
     assert elapsed < 1.0
+    await context.close()
+
+
+async def test_connection_loss_resumes_with_last_event_id(ui: UI) -> None:
+    async with CuttableProxy(ui.server.graph.settings.port).running() as proxy:
+        base = f"http://127.0.0.1:{proxy.port}"
+        context, page = await ui.signed_in(base_url=base)
+        requests: list[Request] = []
+        page.on("request", lambda r: requests.append(r) if "/stream" in r.url else None)
+        await new_chat(page, ui, "slow again please", base_url=base)
+        await expect(page.locator(".live")).to_contain_text("w05")
+        assert proxy.cut() > 0  # the connection drops mid-turn
+        await expect(page.locator(REPLIES).last).to_contain_text("end.", timeout=20_000)
+        # EventSource reconnected by itself, sending the last id it had seen
+        streams = [await r.all_headers() for r in requests]
+        assert len(streams) >= 2, streams
+        assert all(re.fullmatch(r"\d+\.\d+", h.get("last-event-id", "")) for h in streams[1:])
+        words = re.findall(r"w\d\d", await page.locator(".scroller").inner_text())
+        assert words == [f"w{i:02d}" for i in range(SLOW_WORDS)]
+        await context.close()
+
+
+async def test_subagent_linked_and_archive(ui: UI) -> None:
+    context, page = await ui.signed_in()
+    await new_chat(page, ui, "delegate this")
+    link = page.locator(".subagents a")
+    await expect(link).to_have_text("helper")
+    await expect(page.locator(REPLIES).last).to_contain_text("Delegated.")
+    await link.click()
+    await expect(page.locator(".chat-meta")).to_contain_text("subagent of")
+    await page.click(".chat-meta a")
+    await expect(page.locator(".chat-title")).to_have_text("delegate this")
+    await page.click("text=Archive")
+    await expect(page.locator("text=Unarchive")).to_be_visible()
+    await page.click("nav >> text=Chats")
+    await expect(page.locator(".chat-row, .chat-list .empty").first).to_be_visible()
+    assert "delegate this" not in await page.locator(".chat-list").inner_text()
+    await page.check("#show-archived")
+    await expect(page.locator(".chat-list")).to_contain_text("delegate this")
     await context.close()

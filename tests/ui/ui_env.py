@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import shutil
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,14 +68,16 @@ class UI:
         token, _ = await users.create_token(user.id, "ui-test")
         return token
 
-    async def signed_in(self, token: str | None = None) -> tuple[BrowserContext, Page]:
+    async def signed_in(
+        self, token: str | None = None, *, base_url: str | None = None
+    ) -> tuple[BrowserContext, Page]:
         context = await self.browser.new_context(viewport={"width": 1280, "height": 860})
         page = await context.new_page()
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
         page.on("dialog", lambda d: errors.append(f"dialog: {d.message}"))
         page.js_errors = errors  # type: ignore[attr-defined]
-        await page.goto(self.url + "/ui/")
+        await page.goto((base_url or self.url) + "/ui/")
         await page.fill("#token", token or self.server.token)
         await page.click("button[type=submit]")
         await page.wait_for_selector(".topbar nav")
@@ -80,3 +85,47 @@ class UI:
 
     async def shot(self, page: Page, name: str) -> None:
         await page.screenshot(path=str(self.shots / f"{name}.png"), full_page=False)
+
+
+class CuttableProxy:
+    """A loopback TCP proxy in front of the server whose open connections the test can cut
+    (a real connection loss, which the browser's offline emulation does not cause for an
+    open stream)."""
+
+    def __init__(self, target_port: int) -> None:
+        self._target = target_port
+        self._writers: set[asyncio.StreamWriter] = set()
+        self.port = 0
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self._target)
+        self._writers |= {writer, up_writer}
+        try:
+            await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+        finally:
+            self._writers -= {writer, up_writer}
+
+    def cut(self) -> int:
+        """Abort every open connection; returns how many there were."""
+        writers = list(self._writers)
+        for w in writers:
+            w.transport.abort()
+        return len(writers)
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[CuttableProxy]:
+        server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = server.sockets[0].getsockname()[1]
+        try:
+            yield self
+        finally:
+            server.close()
+            self.cut()
+            await server.wait_closed()

@@ -14,7 +14,7 @@ import { workspacePanel } from "./workspaces.js";
 
 const WINDOW = 50; // messages rendered at first; "show earlier" adds as many again
 const CLIP = 2000; // characters of a tool result shown before "show more"
-const BUSY = new Set(["running", "pending"]);
+const BUSY = new Set(["running", "pending", "interrupting"]);
 
 function textOf(parts) {
   return (parts || []).filter((p) => p.type === "text").map((p) => p.text).join("");
@@ -90,8 +90,8 @@ export async function chatPage(main, id) {
   );
   const sendBtn = h("button", { type: "submit", class: "btn btn-primary" }, "Send");
   const stopBtn = button("Interrupt", () => act(stopBtn, sendErr, async () => {
-    chat = await api("POST", `/chats/${id}/interrupt`);
-    setStatus(chat);
+    // the stream reports the status; a late HTTP answer must not overwrite a newer one
+    await api("POST", `/chats/${id}/interrupt`);
   }), "btn btn-danger");
   stopBtn.dataset.action = "interrupt";
   stopBtn.hidden = true;
@@ -401,11 +401,9 @@ export async function chatPage(main, id) {
     if (!content.trim()) return;
     const busy = composer.querySelector("input[name=busy]:checked").value;
     act(sendBtn, sendErr, async () => {
-      const res = await api("POST", `/chats/${id}/messages`, { content, busy });
+      await api("POST", `/chats/${id}/messages`, { content, busy });
       input.value = "";
-      chat = res.chat;
-      setStatus(res.chat);
-      turnErr.replaceChildren();
+      fill(turnErr);
     });
   });
 

@@ -100,6 +100,7 @@ const KINDS = {
   deleting: "busy",
   connecting: "busy",
   canceling: "busy",
+  interrupting: "busy",
   waiting: "ok",
   connected: "ok",
   ready: "ok",
