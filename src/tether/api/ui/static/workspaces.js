@@ -133,9 +133,13 @@ export async function newWorkspacePage(main) {
     active.map((t) => h("option", { value: t.name }, t.display_name || t.name)),
   );
   let spec = null;
+  let loadedFor = null;
   const loadParams = async () => {
-    if (!select.value) return;
-    const t = await api("GET", `/templates/${encodeURIComponent(select.value)}`);
+    const name = select.value;
+    if (!name || name === loadedFor) return; // re-selecting must not wipe what was typed
+    loadedFor = name;
+    const t = await api("GET", `/templates/${encodeURIComponent(name)}`);
+    if (select.value !== name) return; // a later choice won
     spec = t.spec || {};
     const ps = spec.parameters || [];
     fill(params, ...(ps.length ? ps.map(parameterField) : [h("p", { class: "hint" }, "This template has no parameters.")]));
