@@ -5,7 +5,7 @@ browser test: ``slow`` streams a numbered reply word by word over a few seconds 
 to reload the page mid-turn), ``forever`` streams until interrupted, ``templates`` calls the
 list_templates tool (its result holds the templates' text), ``run`` calls execute (a stopped
 workspace answers with the typed error), ``xss`` answers with markup that must stay text,
-``delegate`` spawns a subagent. Anything else gets an echo.
+``delegate`` spawns a subagent, ``build`` creates a workspace. Anything else gets an echo.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from pydantic_ai import messages as pai
 from pydantic_ai.models.function import AgentInfo, DeltaToolCalls, FunctionModel
 
-from tether.llm.scripted import Call, Say, current_turn, script_model
+from tether.llm.scripted import Call, Say, Step, Then, current_turn, script_model, tool_results
 
 SLOW_WORDS = 40
 SLOW_DELAY_S = 0.1
@@ -40,7 +40,17 @@ def _prompt(messages: list[pai.ModelMessage]) -> str:
     return ""
 
 
+def _create_from_listing(messages: list[pai.ModelMessage]) -> Step:
+    listing = [r for r in tool_results(current_turn(messages)) if r.tool_name == "list_templates"]
+    templates = listing[-1].value["templates"]
+    template_id = next(t["id"] for t in templates if t["name"] == "python")
+    return Call("create_workspace", {"template_id": template_id, "name": "agent-ws"})
+
+
 _SCRIPTS = {
+    "build": script_model(
+        [Call("list_templates", {}), Then(_create_from_listing), Say("Workspace ready.")]
+    ),
     "templates": script_model([Call("list_templates", {}), Say("Those are the templates.")]),
     "run": script_model([Call("execute", {"command": "echo hi"}), Say("I could not run it.")]),
     "xss": script_model([Say(XSS_REPLY)]),

@@ -79,6 +79,22 @@ async def test_stopped_workspace_shows_typed_error_and_start_works(ui: UI) -> No
     await context.close()
 
 
+async def test_workspace_created_by_the_model_appears_with_its_build_log(ui: UI) -> None:
+    context, page = await ui.signed_in()
+    await page.goto(ui.url + "/ui/#/chats")
+    await page.fill("#new-chat", "build me a workspace")
+    await page.press("#new-chat", "Enter")
+    side = page.locator(".chat-side .ws-panel")
+    await expect(side.locator(".ws-name")).to_have_text("agent-ws", timeout=15_000)
+    await expect(side.locator(".build-log")).to_contain_text("start build #1")
+    await expect(page.locator(".messages .msg-assistant").last).to_contain_text(
+        "Workspace ready.", timeout=30_000
+    )
+    await expect(side.locator(".ws-state")).to_contain_text("running")
+    await ui.shot(page, "chat-agent-workspace")
+    await context.close()
+
+
 async def page_sleep() -> None:
     import asyncio
 
