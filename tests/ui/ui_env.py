@@ -76,6 +76,11 @@ class UI:
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
         page.on("dialog", lambda d: errors.append(f"dialog: {d.message}"))
+        # a CSP violation (inline script or style, another origin) is a bug of the UI
+        page.on(
+            "console",
+            lambda m: errors.append(m.text) if "Content Security Policy" in m.text else None,
+        )
         page.js_errors = errors  # type: ignore[attr-defined]
         await page.goto((base_url or self.url) + "/ui/")
         await page.fill("#token", token or self.server.token)
