@@ -5,7 +5,8 @@ browser test: ``slow`` streams a numbered reply word by word over a few seconds 
 to reload the page mid-turn), ``forever`` streams until interrupted, ``templates`` calls the
 list_templates tool (its result holds the templates' text), ``run`` calls execute (a stopped
 workspace answers with the typed error), ``xss`` answers with markup that must stay text,
-``delegate`` spawns a subagent, ``build`` creates a workspace. Anything else gets an echo.
+``delegate`` spawns a subagent, ``build`` creates a workspace,
+``long`` runs a command with a long output. Anything else gets an echo.
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ def _create_from_listing(messages: list[pai.ModelMessage]) -> Step:
     return Call("create_workspace", {"template_id": template_id, "name": "agent-ws"})
 
 
-_SCRIPTS = {
+_SCRIPTS = {  # first match wins
+    "long": script_model([Call("execute", {"command": "seq 1 2000"}), Say("Long output.")]),
     "build": script_model(
         [Call("list_templates", {}), Then(_create_from_listing), Say("Workspace ready.")]
     ),

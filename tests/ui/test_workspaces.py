@@ -70,11 +70,17 @@ async def test_stopped_workspace_shows_typed_error_and_start_works(ui: UI) -> No
     await expect(side.locator(".ws-state")).to_contain_text("running", timeout=30_000)
     await expect(side.locator(".build-log")).not_to_be_empty()
     await expect(side.locator(".badge[data-status=ready]")).to_be_visible(timeout=15_000)
-    # the chat works on the started workspace
-    await page.fill("#composer", "run it again")
+    # the chat works on the started workspace; a long output is clipped until asked for
+    await page.fill("#composer", "a long listing please")
     await page.press("#composer", "Enter")
-    cards = page.locator(".tool[data-tool=execute] .tool-state")
-    await expect(cards.last).to_have_text("ok", timeout=20_000)
+    cards = page.locator(".tool[data-tool=execute]")
+    await expect(cards.last.locator(".tool-state")).to_have_text("ok", timeout=20_000)
+    await cards.last.locator("summary").click()
+    output = cards.last.locator("pre.output")
+    await expect(cards.last.locator(".tool-result")).to_contain_text("exit code 0")
+    assert "\n2000" not in await output.inner_text()
+    await cards.last.locator("text=Show more").click()
+    await expect(output).to_contain_text("1999\n2000")
     await ui.shot(page, "chat-workspace")
     await context.close()
 
