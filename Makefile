@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 
 # Debian packages the sandbox and the tests need; installed only when missing (needs root
 # or sudo on a fresh machine). SYSDEPS maps a command to the package that provides it.
-SYSDEPS ?= bwrap:bubblewrap setpriv:util-linux dockerd:docker.io mmdebstrap:mmdebstrap
+SYSDEPS ?= bwrap:bubblewrap setpriv:util-linux dockerd:docker.io mmdebstrap:mmdebstrap chromium:chromium
 # The private Docker engine of the tests (own data root and socket; images cached there).
 DOCKERD_DIR ?= $(HOME)/.cache/tether-test/dockerd
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)

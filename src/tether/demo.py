@@ -220,6 +220,8 @@ def run_demo(data_dir: Path) -> int:
         _step(server, ["workspaces", "show", "demo"])
         _step(server, ["workspaces", "stop", "demo"])
         _chat_steps(server)
+        print(f"\n# the web UI: {server.url}/ui/ — a one-time sign-in link:", flush=True)
+        _step(server, ["ui"])
     except (StepFailed, RuntimeError, OSError) as exc:
         print(f"\ndemo failed: {exc}", file=sys.stderr, flush=True)
         tail = server.log_tail()

@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     server_key_file: Path | None = None  # None → <data_dir>/server.key (0600)
     token_last_used_granularity_s: float = 60.0  # last_used_at is written at most this often
     stream_auth_recheck_s: float = 5.0  # fallback re-check of an open stream's token (lost events)
+    ui_session_ttl_s: float = 12 * 3600.0  # web UI sign-in (cookie) lifetime
+    ui_link_ttl_s: float = 300.0  # a one-time sign-in link (`tether ui`) is valid this long
 
     # --- agents and their status (docs/behaviour.md §4.1) -------------------------------
     agent_ping_interval_s: float = 1.0  # both ways on the agent session

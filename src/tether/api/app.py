@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from tether import __version__
-from tether.api import agent_session
+from tether.api import agent_session, ui, websession
 from tether.api.errors import install_error_handlers
 from tether.api.guard import RequestGuard
 from tether.api.openapi import install_openapi
@@ -57,6 +57,8 @@ def create_app(graph: Any, *, background: list[BackgroundJob] | None = None) -> 
     app.include_router(models.router)
     app.include_router(agent_session.router)
     app.include_router(metrics_endpoint.router)
+    app.include_router(websession.router)
+    app.include_router(ui.router)
     extra = getattr(graph, "extras", {}).get("routers", [])
     for router in extra:
         app.include_router(router)

@@ -74,6 +74,7 @@ async def guard_stream(request: Request, events: AsyncIterator[str]) -> AsyncIte
     async with graph.bus.subscribe(CHANNEL) as sub:
         watcher = asyncio.ensure_future(_until_invalid(request, sub))
         iterator = aiter(events)
+        step: asyncio.Future[str] | None = None
         try:
             while True:
                 step = asyncio.ensure_future(anext(iterator))
@@ -93,9 +94,13 @@ async def guard_stream(request: Request, events: AsyncIterator[str]) -> AsyncIte
                     yield sse_event(error.to_dict(), event="error")
                 return
         finally:
-            watcher.cancel()
-            with contextlib.suppress(BaseException):
-                await watcher
+            # a stream closed by its client leaves the pending step behind: end it here,
+            # or it finishes later with an exception nobody retrieves
+            for task in (watcher, step):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(BaseException):
+                        await task
             aclose = getattr(events, "aclose", None)
             if aclose is not None:
                 with contextlib.suppress(Exception):

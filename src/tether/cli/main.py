@@ -11,7 +11,17 @@ from typing import Annotated
 
 import typer
 
-from tether.cli import chat, exec_cmd, images, models, server_cmd, templates, users, workspaces
+from tether.cli import (
+    chat,
+    exec_cmd,
+    images,
+    models,
+    server_cmd,
+    templates,
+    ui_cmd,
+    users,
+    workspaces,
+)
 from tether.cli.common import Globals
 
 
@@ -44,6 +54,7 @@ def build_app() -> typer.Typer:
     app.command("login")(users.login)
     app.command("whoami")(users.whoami)
     app.command("exec")(exec_cmd.exec_command)
+    app.command("ui")(ui_cmd.ui)
     app.add_typer(users.app, name="users")
     app.add_typer(users.tokens_app, name="tokens")
     app.add_typer(templates.app, name="templates")

@@ -120,6 +120,11 @@ class TetherClient:
         data: dict[str, Any] = await self._request("GET", "/health")
         return data
 
+    async def signin_link(self) -> str:
+        """A one-time web UI sign-in link (valid a few minutes) for this client's user."""
+        data = await self._request("POST", "/session/links")
+        return self.url.rstrip("/") + str(data["path"])
+
     async def me(self) -> User:
         return User.model_validate(await self._request("GET", "/users/me"))
 

@@ -1,0 +1,441 @@
+// The chat view: history (windowed), the live reply over SSE, tool calls with their
+// results, typed errors with remediation, the composer (queue / interrupt), the queue,
+// subagents, archive and the chat's workspace panel.
+//
+// The stream is the one source of messages: it replays persisted messages after the resume
+// point, then the turn's buffered deltas, then live events (ids "seq.n"). A reload opens it
+// from the start, so the partial reply is rebuilt once from its deltas; a dropped connection
+// reconnects with Last-Event-ID (EventSource does that itself) and continues exactly where
+// it stopped — no duplicated and no lost text.
+
+import { renderMarkdown } from "./md.js";
+import { act, ago, api, badge, button, chatBadge, errorBox, events, fill, h, onLeave, state } from "./core.js";
+import { workspacePanel } from "./workspaces.js";
+
+const WINDOW = 50; // messages rendered at first; "show earlier" adds as many again
+const CLIP = 2000; // characters of a tool result shown before "show more"
+const BUSY = new Set(["running", "pending", "interrupting"]);
+
+function textOf(parts) {
+  return (parts || []).filter((p) => p.type === "text").map((p) => p.text).join("");
+}
+
+function jsonText(value) {
+  if (typeof value === "string") return value;
+  try {
+    return JSON.stringify(value, null, 2);
+  } catch {
+    return String(value);
+  }
+}
+
+function clipped(text) {
+  const pre = h("pre", { class: "output" });
+  if (text.length <= CLIP) {
+    pre.textContent = text;
+    return pre;
+  }
+  pre.textContent = text.slice(0, CLIP) + "…";
+  const more = button(`Show more (${text.length - CLIP} more characters)`, () => {
+    pre.textContent = text;
+    more.remove();
+  }, "btn btn-small");
+  return h("div", {}, pre, more);
+}
+
+export async function chatPage(main, id) {
+  let chat;
+  try {
+    chat = await api("GET", `/chats/${id}`);
+  } catch (err) {
+    fill(main, 
+      h("div", { class: "page-head" }, h("h1", {}, "Chat")),
+      errorBox(err),
+      h("p", {}, h("a", { href: "#/chats" }, "Back to your chats")),
+    );
+    return;
+  }
+
+  // --- layout ---------------------------------------------------------------------------
+  const title = h("h1", { class: "chat-title" }, chat.title || "Untitled chat");
+  const statusSlot = h("span", { class: "chat-status", "aria-live": "polite" });
+  const archiveBtn = button("", () => act(archiveBtn, topErr, async () => {
+    chat = await api("POST", `/chats/${id}/archive`, { archived: !chat.archived });
+    renderHead();
+  }), "btn btn-small");
+  const meta = h("div", { class: "chat-meta" });
+  const topErr = h("div");
+  const earlier = button("Show earlier messages", () => showEarlier(), "btn btn-small earlier");
+  const list = h("div", { class: "messages", role: "log", "aria-label": "Messages" });
+  const live = h("div", { class: "msg msg-assistant live", hidden: true });
+  const liveBody = h("div");
+  const liveCards = h("div", { class: "cards" });
+  live.append(h("div", { class: "who" }, "Assistant ", h("span", { class: "typing" }, "writing…")), liveBody, liveCards);
+  const turnErr = h("div", { class: "turn-error" });
+  const scroller = h("div", { class: "scroller" }, earlier, list, live, turnErr);
+  const queueList = h("ol", { class: "queue-list" });
+  const queueBox = h("div", { class: "queue", hidden: true }, h("h3", {}, "Queued messages"), queueList);
+  const input = h("textarea", {
+    id: "composer",
+    rows: "3",
+    placeholder: "Message the agent (Enter to send, Shift+Enter for a new line)",
+    "aria-label": "Message",
+  });
+  const mode = h(
+    "fieldset",
+    { class: "busy-mode", hidden: true },
+    h("legend", {}, "While it works:"),
+    h("label", {}, h("input", { type: "radio", name: "busy", value: "queue", checked: true }), " queue"),
+    h("label", {}, h("input", { type: "radio", name: "busy", value: "interrupt" }), " interrupt"),
+  );
+  const sendBtn = h("button", { type: "submit", class: "btn btn-primary" }, "Send");
+  const stopBtn = button("Interrupt", () => act(stopBtn, sendErr, async () => {
+    // the stream reports the status; a late HTTP answer must not overwrite a newer one
+    await api("POST", `/chats/${id}/interrupt`);
+  }), "btn btn-danger");
+  stopBtn.dataset.action = "interrupt";
+  stopBtn.hidden = true;
+  const sendErr = h("div");
+  const composer = h(
+    "form",
+    { class: "composer" },
+    input,
+    h("div", { class: "composer-bar" }, mode, h("div", { class: "actions" }, stopBtn, sendBtn)),
+    sendErr,
+  );
+  const side = h("aside", { class: "chat-side" });
+  const wsSlot = h("div");
+  const kids = h("div", { class: "subagents" });
+  side.append(wsSlot, kids);
+  fill(main, 
+    h(
+      "div",
+      { class: "chat-layout" },
+      h(
+        "section",
+        { class: "chat-main" },
+        h("div", { class: "chat-head" }, h("div", {}, title, meta), h("div", { class: "actions" }, statusSlot, archiveBtn)),
+        topErr,
+        scroller,
+        queueBox,
+        composer,
+      ),
+      side,
+    ),
+  );
+  main.classList.add("main-chat");
+  onLeave(() => main.classList.remove("main-chat"));
+
+  function renderHead() {
+    title.textContent = chat.title || "Untitled chat";
+    archiveBtn.textContent = chat.archived ? "Unarchive" : "Archive";
+    fill(meta, 
+      chat.model ? h("span", {}, "Model ", h("code", {}, chat.model)) : null,
+      chat.parent_chat_id ? h("span", {}, " · subagent of ", h("a", { href: `#/chats/${chat.parent_chat_id}` }, "parent chat")) : null,
+      h("span", {}, ` · updated ${ago(chat.updated_at)}`),
+    );
+  }
+
+  // --- status, errors, workspace ---------------------------------------------------------
+  let panel = null;
+  let panelFor; // undefined until the first showWorkspace (null means "no workspace")
+  async function showWorkspace(wsId) {
+    if (wsId === panelFor) return;
+    panelFor = wsId;
+    if (panel) panel.close();
+    panel = null;
+    if (!wsId) {
+      fill(wsSlot, h("div", { class: "card" }, h("h3", {}, "Workspace"), h("p", { class: "hint" }, "No workspace yet. The agent can create one, or create one on the Workspaces page.")));
+      return;
+    }
+    panel = await workspacePanel(wsSlot, wsId);
+  }
+  onLeave(() => panel && panel.close());
+
+  async function startWorkspace(btn, where) {
+    await act(btn, where, async () => {
+      if (!chat.workspace_id) throw new Error("this chat has no workspace");
+      await api("POST", `/workspaces/${chat.workspace_id}/start`, {});
+      if (panel) await panel.refresh();
+    });
+  }
+
+  function typedError(err) {
+    const actions = [];
+    const remedy = String(err.remediation || "");
+    if (remedy.includes("start_workspace") && chat.workspace_id) {
+      const b = button("Start workspace", () => startWorkspace(b, null), "btn btn-primary btn-small");
+      b.dataset.action = "start-workspace";
+      actions.push(b);
+    }
+    return errorBox(err, actions);
+  }
+
+  function setStatus(data) {
+    if (data.status) chat.status = data.status;
+    fill(statusSlot, chatBadge(chat.status));
+    const busy = BUSY.has(chat.status);
+    stopBtn.hidden = !busy;
+    mode.hidden = !busy;
+    live.querySelector(".typing").hidden = !busy;
+    if (data.workspace_id !== undefined && data.workspace_id !== chat.workspace_id) {
+      chat.workspace_id = data.workspace_id;
+      showWorkspace(chat.workspace_id);
+    }
+    if (chat.status === "error" && (data.last_error || data.last_error_code)) {
+      fill(turnErr, typedError({ code: data.last_error_code, message: data.last_error, remediation: remedyOf(data.last_error_code) }));
+    } else if (busy) {
+      turnErr.replaceChildren();
+    }
+    if (busy === false) loadChildren();
+  }
+
+  function remedyOf(code) {
+    return { workspace_stopped: "start_workspace", no_workspace: "create_workspace", agent_unreachable: "stop_workspace, then start_workspace" }[code] || null;
+  }
+
+  async function loadChildren() {
+    try {
+      const children = await api("GET", `/chats/${id}/children`);
+      fill(kids, 
+        ...(children.length
+          ? [h("h3", {}, "Subagents"), h("ul", {}, children.map((c) => h("li", {}, h("a", { href: `#/chats/${c.id}` }, c.title || "subagent"), " ", chatBadge(c.status))))]
+          : []),
+      );
+    } catch {
+      /* the list is a nicety; the chat itself still works */
+    }
+  }
+
+  function showQueue(queued) {
+    fill(queueList, ...queued.map((q) => h("li", { class: "queued" }, textOf(q.parts) || "(attachment)")));
+    queueBox.hidden = queued.length === 0;
+  }
+
+  // --- tool calls -------------------------------------------------------------------------
+  const cards = new Map(); // tool_call_id → {el, setArgs, setResult}
+
+  function card(callId, toolName) {
+    let c = cards.get(callId);
+    if (c) return c;
+    const state_ = h("span", { class: "tool-state" }, badge("running", "running"));
+    const argsPre = h("pre", { class: "args" });
+    const argsShort = h("span", { class: "tool-args-short" });
+    const result = h("div", { class: "tool-result" }, h("p", { class: "hint" }, "Waiting for the result…"));
+    const el = h(
+      "details",
+      { class: "tool", "data-call-id": callId, "data-tool": toolName },
+      h("summary", {}, h("span", { class: "tool-name" }, toolName), argsShort, state_),
+      h("div", { class: "tool-body" }, h("h4", {}, "Arguments"), argsPre, h("h4", {}, "Result"), result),
+    );
+    c = {
+      el,
+      setArgs(args) {
+        const text = jsonText(args || {});
+        argsPre.textContent = text;
+        const one = JSON.stringify(args || {});
+        argsShort.textContent = one.length > 90 ? one.slice(0, 89) + "…" : one;
+      },
+      setResult(part) {
+        if (part.is_error) {
+          fill(state_, badge("error", "error"));
+          fill(result, typedError({ code: part.error_code || "tool_error", message: jsonText(part.result), remediation: part.remediation }));
+          el.open = true;
+          return;
+        }
+        const r = part.result;
+        const failed = r && typeof r === "object" && (r.error || (r.exit_code !== undefined && r.exit_code !== 0));
+        fill(state_, badge(failed ? "failed" : "succeeded", failed ? "failed" : "ok"));
+        const out = [];
+        if (r && typeof r === "object" && "exit_code" in r) {
+          out.push(h("div", { class: "hint" }, `exit code ${r.exit_code}${r.truncated ? " · output truncated" : ""}`));
+          out.push(clipped(String(r.output ?? "")));
+          if (r.error) out.push(h("div", { class: "text-bad" }, String(r.error)));
+        } else if (r && typeof r === "object" && typeof r.content === "string") {
+          out.push(clipped(r.content));
+        } else {
+          out.push(clipped(jsonText(r)));
+        }
+        fill(result, ...out);
+      },
+    };
+    cards.set(callId, c);
+    return c;
+  }
+
+  // --- messages ---------------------------------------------------------------------------
+  const all = []; // persisted messages shown to the user, by seq
+  const seen = new Set();
+  let rendered = 0; // how many of the newest `all` are in the DOM
+  let caughtUp = false;
+
+  function messageEl(m) {
+    if (m.visibility === "model") return null;
+    const parts = m.parts || [];
+    if (m.role === "tool") {
+      const orphans = [];
+      for (const p of parts) {
+        if (p.type !== "tool-result") continue;
+        const known = cards.has(p.tool_call_id);
+        const c = card(p.tool_call_id, p.tool_name);
+        c.setResult(p);
+        if (!known) orphans.push(c.el);
+      }
+      return orphans.length ? h("div", { class: "msg msg-tool", "data-seq": m.seq }, orphans) : null;
+    }
+    if (m.role !== "user" && m.role !== "assistant") return null;
+    const body = [];
+    for (const p of parts) {
+      if (p.type === "text" && p.text) body.push(renderMarkdown(p.text));
+      else if (p.type === "reasoning" && p.text)
+        body.push(h("details", { class: "reasoning" }, h("summary", {}, "Thinking"), h("pre", {}, p.text)));
+      else if (p.type === "tool-call") {
+        const c = card(p.tool_call_id, p.tool_name);
+        c.setArgs(p.args);
+        body.push(c.el);
+      }
+    }
+    if (!body.length) return null;
+    return h(
+      "div",
+      { class: `msg msg-${m.role}`, "data-seq": m.seq },
+      h("div", { class: "who" }, m.role === "user" ? "You" : "Assistant", h("time", { datetime: m.created_at, title: m.created_at }, ago(m.created_at))),
+      body,
+    );
+  }
+
+  function nearBottom() {
+    return scroller.scrollTop + scroller.clientHeight >= scroller.scrollHeight - 80;
+  }
+  function toBottom() {
+    scroller.scrollTop = scroller.scrollHeight;
+  }
+
+  function addMessage(m) {
+    if (seen.has(m.seq)) return;
+    seen.add(m.seq);
+    all.push(m);
+    if (!caughtUp) return; // rendered in one go when the catch-up ends
+    const stick = nearBottom();
+    const el = messageEl(m);
+    rendered++;
+    if (el) list.append(el);
+    if (m.role === "assistant") resetLive(); // its text was the live text
+    if (stick || m.role === "user") toBottom();
+  }
+
+  function renderWindow() {
+    const start = Math.max(0, all.length - WINDOW);
+    // results of calls outside the window must not create cards before their calls do
+    const els = all.slice(start).map(messageEl).filter(Boolean);
+    fill(list, ...els);
+    rendered = all.length - start;
+    earlier.hidden = start === 0;
+    toBottom();
+  }
+
+  function showEarlier() {
+    const end = all.length - rendered;
+    const start = Math.max(0, end - WINDOW);
+    const height = scroller.scrollHeight;
+    const els = all.slice(start, end).map(messageEl).filter(Boolean);
+    list.prepend(...els);
+    rendered += end - start;
+    earlier.hidden = start === 0;
+    scroller.scrollTop += scroller.scrollHeight - height;
+  }
+
+  // --- the live reply -----------------------------------------------------------------------
+  let liveText = "";
+  let liveReasoning = "";
+  let frame = 0;
+  function resetLive() {
+    liveText = "";
+    liveReasoning = "";
+    liveBody.replaceChildren();
+    // cards still here were not persisted yet (the message holding them moved the rest)
+    live.hidden = liveCards.childElementCount === 0;
+    list.after(live);
+  }
+  function paintLive() {
+    frame = 0;
+    const stick = nearBottom();
+    fill(
+      liveBody,
+      liveReasoning ? h("details", { class: "reasoning" }, h("summary", {}, "Thinking"), h("pre", {}, liveReasoning)) : null,
+      liveText ? renderMarkdown(liveText) : null,
+    );
+    live.hidden = !liveText && !liveReasoning && liveCards.childElementCount === 0;
+    if (stick) toBottom();
+  }
+  function schedulePaint() {
+    if (!frame) frame = window.requestAnimationFrame(paintLive);
+  }
+  function onPart(d) {
+    if (d.kind === "text") {
+      liveText += d.delta || "";
+      schedulePaint();
+    } else if (d.kind === "reasoning") {
+      liveReasoning += d.delta || "";
+      schedulePaint();
+    } else if (d.kind === "tool-call-start" || d.kind === "tool-call") {
+      const c = card(d.tool_call_id, d.tool_name);
+      if (d.args) c.setArgs(d.args);
+      if (!c.el.isConnected) liveCards.append(c.el);
+      schedulePaint();
+    } else if (d.kind === "tool-result") {
+      card(d.tool_call_id, d.tool_name).setResult(d);
+    }
+  }
+
+  // --- composer ---------------------------------------------------------------------------
+  input.addEventListener("keydown", (ev) => {
+    if (ev.key === "Enter" && !ev.shiftKey && !ev.isComposing) {
+      ev.preventDefault();
+      composer.requestSubmit();
+    }
+  });
+  composer.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const content = input.value;
+    if (!content.trim()) return;
+    const busy = composer.querySelector("input[name=busy]:checked").value;
+    act(sendBtn, sendErr, async () => {
+      await api("POST", `/chats/${id}/messages`, { content, busy });
+      input.value = "";
+      fill(turnErr);
+    });
+  });
+
+  // --- go -----------------------------------------------------------------------------------
+  renderHead();
+  setStatus(chat);
+  showWorkspace(chat.workspace_id);
+  loadChildren();
+  try {
+    showQueue(await api("GET", `/chats/${id}/queue`));
+  } catch {
+    /* shown again by the next queue_update */
+  }
+  events(`/api/v1/chats/${id}/stream`, {
+    message: (m) => addMessage(m),
+    message_part: (d) => onPart(d),
+    status: (d) => {
+      if (!caughtUp) {
+        caughtUp = true; // the stream sends a status snapshot right after the history
+        renderWindow();
+        list.after(live);
+      }
+      setStatus(d);
+    },
+    error: (d) => {
+      fill(turnErr, typedError({ code: d.code || "error", message: d.message, remediation: remedyOf(d.code) }));
+    },
+    retry: (d) => {
+      fill(turnErr, h("div", { class: "alert alert-warn" }, `Model provider failed (${d.error}); retry ${d.attempt}/${d.max_attempts} in ${d.delay_s}s`));
+    },
+    queue_update: (d) => showQueue(d.queued || []),
+  });
+  input.focus();
+  return state;
+}
