@@ -106,8 +106,12 @@ class Settings(BaseSettings):
     # --- chatd: worker --------------------------------------------------------------------
     worker_poll_s: float = 1.0
     worker_max_claim: int = 10
-    heartbeat_s: float = 30.0
-    stale_after_s: float = 300.0
+    # Replica takeover (DESIGN §7): a dead replica's chat runs again elsewhere within
+    # stale_after_s + stale_sweep_s (≤ 12 s). Same on SQLite: a worker never sweeps its own
+    # live turns, so a loaded single process cannot take a chat over from itself.
+    heartbeat_s: float = 2.0
+    stale_after_s: float = 10.0
+    stale_sweep_s: float = 2.0
     max_queued_messages: int = 20
     max_steps_per_turn: int = 200
     provider_max_retries: int = 3

@@ -141,13 +141,6 @@ def test_unknown_chat_is_a_clean_error(server: LocalServer) -> None:
     assert "not found" in result.stderr and "Traceback" not in result.stderr
 
 
-@pytest.mark.skip(
-    reason=(
-        "known bug, not fixed yet: interrupting a turn while create_workspace runs can leave "
-        "SQLite's write lock held ('database is locked' for the whole server; ~1 run in 3). "
-        "See README 'Known gaps'."
-    )
-)
 def test_ctrl_c_without_a_tty_interrupts_the_turn(server: LocalServer) -> None:
     # Reset SIGINT to Python's default in the child: a parent that ignores SIGINT (a
     # background job) would otherwise make the child ignore it too.

@@ -103,6 +103,7 @@ def install_chatd(
         max_claim=settings.worker_max_claim,
         heartbeat_s=settings.heartbeat_s,
         stale_after_s=settings.stale_after_s,
+        stale_sweep_s=settings.stale_sweep_s,
         validation_delay_s=settings.dial_validation_delay_s,
         dial_timeout_s=settings.dial_timeout_s,
     )

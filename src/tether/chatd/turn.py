@@ -33,6 +33,7 @@ from pydantic_ai.tools import RunContext
 from pydantic_ai.toolsets import FunctionToolset
 
 from tether.agent.schemas import McpTool
+from tether.chatd import history as history_mod
 from tether.chatd import messages as cm
 from tether.chatd.mcptools import McpDiscovery, McpToolCache, mcp_tools
 from tether.chatd.mcpturn import McpTurn
@@ -113,38 +114,8 @@ def _stored_to_chat(msg: StoredMessage) -> cm.ChatMessage:
 
 
 def repair_dangling_calls(history: list[cm.ChatMessage]) -> list[cm.ChatMessage]:
-    """Tool calls without results (a turn that died mid-tool) get ``interrupted`` results in
-    memory, so the provider never sees an unanswered call."""
-    answered = {
-        p.tool_call_id for m in history for p in m.parts if isinstance(p, cm.ToolResultPart)
-    }
-    out: list[cm.ChatMessage] = []
-    for msg in history:
-        out.append(msg)
-        if msg.role != "assistant":
-            continue
-        missing = [
-            p
-            for p in msg.parts
-            if isinstance(p, cm.ToolCallPart) and p.tool_call_id not in answered
-        ]
-        if missing:
-            out.append(
-                cm.ChatMessage(
-                    role="tool",
-                    parts=[
-                        cm.ToolResultPart(
-                            tool_call_id=p.tool_call_id,
-                            tool_name=p.tool_name,
-                            result="the tool call did not complete",
-                            is_error=True,
-                            error_code="interrupted",
-                        )
-                        for p in missing
-                    ],
-                )
-            )
-    return out
+    """The request-side normalisation of :func:`tether.chatd.history.well_formed`."""
+    return history_mod.well_formed(history)
 
 
 @dataclass
@@ -212,22 +183,17 @@ class _Recorder:
                 )
             )
             self.partial.clear()
+        await self.close_calls(history_mod.BY_USER)
+
+    async def close_calls(self, why: str) -> None:
+        """Store ``interrupted: {why}`` results for this turn's unanswered tool calls."""
         if self.call_ids:
-            await self.save(
-                cm.ChatMessage(
-                    role="tool",
-                    parts=[
-                        cm.ToolResultPart(
-                            tool_call_id=cid,
-                            tool_name=name,
-                            result="interrupted by the user",
-                            is_error=True,
-                            error_code="interrupted",
-                        )
-                        for cid, name in self.call_ids.items()
-                    ],
-                )
+            calls = [cm.ToolCallPart(tool_call_id=c, tool_name=n) for c, n in self.call_ids.items()]
+            stored = await history_mod.close_dangling_calls(
+                self.deps.chats, self.chat_id, calls, why
             )
+            if stored is not None:
+                self.deps.hub.publish_message(stored)
             self.call_ids.clear()
 
 
@@ -273,6 +239,8 @@ class TurnRunner:
         try:
             error, error_code = await self._attempts(chat, state, model, recorder)
         except asyncio.CancelledError:
+            if control.reason == "shutdown":  # §7: the history stays well-formed
+                await history_mod.shielded(recorder.close_calls(history_mod.LOST_ON_SHUTDOWN))
             if control.reason != "interrupt":
                 raise
             task = asyncio.current_task()
@@ -423,7 +391,9 @@ class TurnRunner:
         parallel with MCP discovery; each step is bounded and failure-tolerant on its own."""
 
         async def prompt() -> tuple[list[cm.ChatMessage], str]:
-            history = await self._history(ctx.chat)
+            history = await history_mod.after_takeover(
+                self._deps.chats, self._deps.hub, ctx.chat.id, await self._history(ctx.chat)
+            )
             return history, await self._block(ctx, history)
 
         async with asyncio.TaskGroup() as tg:

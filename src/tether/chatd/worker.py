@@ -8,8 +8,12 @@ recover stale chats, honour interrupts, and keep each chat's agent connection ac
 * **Workspace usage**: at claim time and with every heartbeat, the workspaces of the
   worker's running chats are touched in one statement (``last_used_at``, the TTL clock;
   WK-7).
-* **Stale sweep** every ``stale_after_s / 5``: running chats whose heartbeat is older than
-  ``stale_after_s`` go back to pending (WK-3).
+* **Stale sweep** every ``stale_sweep_s``: running chats whose heartbeat is older than
+  ``stale_after_s`` go back to pending (WK-3) — except this worker's own live turns: a
+  late heartbeat of a loaded event loop is not a dead worker. A dead replica's chat is
+  therefore running again elsewhere within ``stale_after_s + stale_sweep_s`` (+ one poll).
+  Tool calls are at-least-once: the call in flight when a replica died has an
+  ``interrupted`` result and the model decides whether to repeat it.
 * **Interrupt**: per running turn, the ``chat:<id>`` channel (``{"type": "interrupt"}``) and
   a row poll at least every ``interrupt_poll_s`` (status ``interrupting``).
 * **Builds**: a ``builds`` event for workspace W evicts the cached connection of every chat
@@ -61,8 +65,9 @@ class ChatWorker:
         worker_id: uuid.UUID | None = None,
         poll_s: float = 1.0,
         max_claim: int = 10,
-        heartbeat_s: float = 30.0,
-        stale_after_s: float = 300.0,
+        heartbeat_s: float = 2.0,
+        stale_after_s: float = 10.0,
+        stale_sweep_s: float | None = None,
         interrupt_poll_s: float = 0.5,
         validation_delay_s: float = 0.25,
         dial_timeout_s: float = 10.0,
@@ -75,6 +80,7 @@ class ChatWorker:
         self._max_claim = max_claim
         self._heartbeat_s = heartbeat_s
         self._stale_after_s = stale_after_s
+        self._stale_sweep_s = stale_sweep_s if stale_sweep_s is not None else stale_after_s / 5
         self._interrupt_poll_s = min(interrupt_poll_s, 1.0)
         self._validation_delay_s = validation_delay_s
         self._dial_timeout_s = dial_timeout_s
@@ -295,13 +301,15 @@ class ChatWorker:
 
     async def _stale_loop(self) -> None:
         while True:
-            await asyncio.sleep(self._stale_after_s / 5)
+            await asyncio.sleep(self._stale_sweep_s)
             await self.sweep_once()
 
     async def sweep_once(self) -> list[uuid.UUID]:
-        """Return chats with stale heartbeats to pending (WK-3)."""
+        """Return chats with stale heartbeats to pending (WK-3), except this worker's own
+        live turns."""
         older_than = self._deps.clock.now() - timedelta(seconds=self._stale_after_s)
-        recovered = await self._deps.chats.recover_stale(older_than)
+        live = [cid for cid, r in self._running.items() if not r.task.done()]
+        recovered = await self._deps.chats.recover_stale(older_than, keep=live)
         if recovered:
             log.warning("recovered %d stale chat(s)", len(recovered))
             self._wake.set()

@@ -9,6 +9,7 @@ writer makes the guard enough)."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
@@ -220,19 +221,23 @@ class ChatStore:
             )
         return set(ids)
 
-    async def recover_stale(self, older_than: datetime) -> list[uuid.UUID]:
-        """Running chats whose heartbeat is older than ``older_than`` go back to pending."""
+    async def recover_stale(
+        self, older_than: datetime, *, keep: Collection[uuid.UUID] = ()
+    ) -> list[uuid.UUID]:
+        """Running chats whose heartbeat is older than ``older_than`` go back to pending;
+        ``keep`` are chats the caller knows alive (its own running turns)."""
+        stale = [
+            chats.c.status.in_([ChatStatus.RUNNING.value, ChatStatus.INTERRUPTING.value]),
+            chats.c.heartbeat_at < older_than,
+        ]
+        if keep:
+            stale.append(chats.c.id.not_in(list(keep)))
         async with self._engine.begin() as conn:
             ids = (
                 (
                     await conn.execute(
                         chats.update()
-                        .where(
-                            chats.c.status.in_(
-                                [ChatStatus.RUNNING.value, ChatStatus.INTERRUPTING.value]
-                            ),
-                            chats.c.heartbeat_at < older_than,
-                        )
+                        .where(*stale)
                         .values(
                             status=ChatStatus.PENDING.value,
                             worker_id=None,

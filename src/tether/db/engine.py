@@ -14,12 +14,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import logging
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
@@ -29,6 +30,9 @@ from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
 from tether.errors import InvalidInput, Timeout
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 def normalise_url(url: str | URL) -> URL:
@@ -87,8 +91,54 @@ def _create_sqlite_engine(url: URL, *, echo: bool, pool_timeout_s: float) -> Asy
 SQLITE_WRITE_WAIT_S = 30.0
 
 
+class CompletingConnection(AsyncConnection):
+    """An :class:`AsyncConnection` whose statements, commits and rollbacks run to
+    completion when the calling task is cancelled; the cancellation is raised right after
+    (see :class:`SQLiteEngine`)."""
+
+    async def execute(self, *args: Any, **kwargs: Any) -> Any:
+        return await _complete(super().execute(*args, **kwargs))
+
+    async def exec_driver_sql(self, *args: Any, **kwargs: Any) -> Any:
+        return await _complete(super().exec_driver_sql(*args, **kwargs))
+
+    async def scalar(self, *args: Any, **kwargs: Any) -> Any:
+        return await _complete(super().scalar(*args, **kwargs))
+
+    async def scalars(self, *args: Any, **kwargs: Any) -> Any:
+        return await _complete(super().scalars(*args, **kwargs))
+
+    async def run_sync(self, *args: Any, **kwargs: Any) -> Any:
+        return await _complete(super().run_sync(*args, **kwargs))
+
+    async def commit(self) -> None:
+        await _complete(super().commit())
+
+    async def rollback(self) -> None:
+        await _complete(super().rollback())
+
+
+async def _complete(step: Awaitable[T]) -> T:
+    """Await ``step`` to the end even if the calling task is cancelled meanwhile; then
+    re-raise the cancellation. ``step`` is a short database operation (bounded by the busy
+    timeout), so deferring the cancellation by it is safe."""
+    task = asyncio.ensure_future(step)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.wait({task})
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("database step failed after a cancellation: %r", task.exception())
+        raise asyncio.CancelledError()
+    return task.result()
+
+
 class SQLiteEngine(AsyncEngine):
-    """An async engine whose write transactions (``begin()``) take turns in asyncio.
+    """An async engine whose write transactions (``begin()``) take turns in asyncio, and
+    whose database work is never cut in half by a cancellation.
 
     SQLite has one writer. Left to its busy handler, many concurrent writers of one process
     fail with "database is locked" once a loaded event loop keeps a transaction open longer
@@ -96,7 +146,20 @@ class SQLiteEngine(AsyncEngine):
     when another connection committed meanwhile. Queueing the writers here removes both:
     the database sees one write transaction of this process at a time. Reads
     (``connect()``) still run concurrently (WAL). Re-entrant within a task; the wait is
-    bounded (``write_wait_s``) and raises :class:`tether.errors.Timeout`."""
+    bounded (``write_wait_s``) and raises :class:`tether.errors.Timeout`.
+
+    Cancellation (issue #9 §9): a statement runs in aiosqlite's thread and cannot be
+    stopped. When a cancellation reached SQLAlchemy mid-statement, it invalidated the
+    connection and raced aiosqlite's close against the statement still running; an
+    interrupt during ``create_workspace`` could leave a connection checked out with its
+    greenlet suspended forever, holding SQLite's write lock ("database is locked" for the
+    whole server until restart). Here every statement, commit, rollback and close runs to
+    completion (``_complete``) and the cancellation is raised right after it, so a
+    cancelled ``begin()`` block always rolls back, returns its connection and releases the
+    write lock before the caller sees ``CancelledError``. Each step is bounded by SQLite's
+    busy timeout."""
+
+    _connection_cls = CompletingConnection
 
     def __init__(self, sync_engine: sa.Engine, *, write_wait_s: float) -> None:
         super().__init__(sync_engine)
@@ -109,7 +172,7 @@ class SQLiteEngine(AsyncEngine):
     @contextlib.asynccontextmanager
     async def begin(self) -> AsyncIterator[AsyncConnection]:
         if self._writer.get():  # nested in this task's own write transaction
-            async with super().begin() as conn:
+            async with self._transaction() as conn:
                 yield conn
             return
         try:
@@ -121,11 +184,32 @@ class SQLiteEngine(AsyncEngine):
             ) from exc
         token = self._writer.set(True)
         try:
-            async with super().begin() as conn:
+            async with self._transaction() as conn:
                 yield conn
         finally:
             self._writer.reset(token)
             self._write_lock.release()
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[AsyncConnection]:
+        """``AsyncEngine.begin()`` with its connect, commit, rollback and close completed
+        even when the task is cancelled meanwhile."""
+        conn = self.connect()
+        try:
+            await _complete(conn.start())
+            trans = conn.begin()
+            await _complete(trans.start())
+            try:
+                yield conn
+            except BaseException:
+                if trans.is_active:
+                    await _complete(trans.rollback())
+                raise
+            else:
+                if trans.is_active:
+                    await _complete(trans.commit())
+        finally:
+            await _complete(conn.close())
 
 
 def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:

@@ -10,6 +10,7 @@ from binding_env import BindingEnv, binding_env
 
 
 @pytest.fixture
-async def env(tmp_path: Path) -> AsyncIterator[BindingEnv]:
-    async with binding_env(tmp_path) as running:
+async def env(tmp_path: Path, db_url: str) -> AsyncIterator[BindingEnv]:
+    """Once per dialect: SQLite and PostgreSQL (``db_url``)."""
+    async with binding_env(tmp_path, db_url=db_url) as running:
         yield running

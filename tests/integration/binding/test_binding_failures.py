@@ -9,11 +9,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import select
 import signal
 import time
 import uuid
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,18 +31,23 @@ PROMPT_S = 0.5
 EXECUTE = script_model([Call("execute", {"command": "echo hi"}), Say("ok")])
 
 
-def _wait_dead(pid: int, timeout: float = 2.0) -> None:
-    """Block until ``pid`` has exited (gone or a zombie): its sockets are closed then."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
-        except FileNotFoundError:
-            return
-        if state in ("Z", "X"):
-            return
-        time.sleep(0.002)
-    raise AssertionError(f"process {pid} is still alive")
+def _kill_and_wait_dead(pid: int, timeout: float = 2.0) -> None:
+    """``kill -9`` ``pid`` and block until it has exited: its sockets are closed then.
+
+    Through a pidfd opened before the kill: it names this process even after the local
+    backend's reaper collects it (polling ``/proc/PID/stat`` raced that reaping — the
+    file vanishes mid-read with ``ProcessLookupError`` — and made the test flaky), and it
+    becomes readable exactly when the process exits."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        raise AssertionError(f"process {pid} was gone before the kill") from None
+    try:
+        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        ready, _, _ = select.select([pidfd], [], [], timeout)
+        assert ready, f"process {pid} is still alive {timeout}s after SIGKILL"
+    finally:
+        os.close(pidfd)
 
 
 @pytest.mark.parametrize("cache", ["warm", "cold"])
@@ -54,8 +59,7 @@ async def test_e2e7_gc4_crashed_agent_same_build_is_agent_unreachable(
     chat = await env.new_chat("one", EXECUTE, workspace_id=ws)
     chat = await env.wait_status(chat.id)
     pid = await env.agent_pid(ws)
-    os.kill(pid, signal.SIGKILL)
-    _wait_dead(pid)
+    _kill_and_wait_dead(pid)
     if cache == "cold":
         await env.stop_worker()
         env.start_worker()
@@ -81,8 +85,7 @@ async def test_e2e9_gc8_agent_dies_mid_turn_then_restart_works(env: BindingEnv) 
     marks: dict[str, int] = {}
 
     def kill_then_execute(_messages: list[Any]) -> Call:
-        os.kill(pid, signal.SIGKILL)
-        _wait_dead(pid)
+        _kill_and_wait_dead(pid)
         marks["dials"] = len(env.dialer.calls)
         return Call("execute", {"command": "echo two"})
 

@@ -20,9 +20,11 @@ from tether.workspaces.models import Role, User
 
 
 @pytest.fixture
-async def chatd(tmp_path: Path) -> AsyncIterator[Chatd]:
+async def chatd(tmp_path: Path, db_url: str) -> AsyncIterator[Chatd]:
+    """Once per dialect: SQLite and PostgreSQL (``db_url``)."""
     settings = fast_settings(
         tmp_path,
+        db_url=db_url,
         run_chatd=False,
         run_provisioner=False,
         provider_retry_base_s=0.01,

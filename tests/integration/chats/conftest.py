@@ -19,9 +19,11 @@ from tether.wiring import build_graph
 
 
 @pytest.fixture
-async def env(tmp_path: Path) -> AsyncIterator[ChatEnv]:
+async def env(tmp_path: Path, db_url: str) -> AsyncIterator[ChatEnv]:
+    """Once per dialect: SQLite and PostgreSQL (``db_url``)."""
     settings = Settings(
         data_dir=tmp_path / "data",
+        db_url=db_url,
         port=free_port(),
         cli_config=tmp_path / "c.json",
         run_chatd=False,  # the tests play the worker (FakeWorker)
