@@ -106,7 +106,7 @@ class Settings(BaseSettings):
     # --- chatd: worker --------------------------------------------------------------------
     worker_poll_s: float = 1.0
     worker_max_claim: int = 10
-    # Replica takeover (DESIGN §7): a dead replica's chat runs again elsewhere within
+    # Replica takeover (docs/behaviour.md §3.1): a dead replica's chat runs again elsewhere within
     # stale_after_s + stale_sweep_s (≤ 12 s). Same on SQLite: a worker never sweeps its own
     # live turns, so a loaded single process cannot take a chat over from itself.
     heartbeat_s: float = 2.0
