@@ -170,9 +170,11 @@ class ChatService:
         workspace_id: uuid.UUID | None = None,
         model: str | None = None,
         title: str | None = None,
+        plan_mode: bool = False,
     ) -> Chat:
         """A new root chat, pending with its first user message. Only ``workspace_id`` is
-        written; the build/agent half of the binding is resolved lazily by the first turn."""
+        written; the build/agent half of the binding is resolved lazily by the first turn.
+        ``plan_mode``: the chat's turns are read-only until a message turns it off (PL-9)."""
         parts = user_parts(content)
         if workspace_id is not None:
             ws = await self._workspaces.get(actor, workspace_id)
@@ -189,6 +191,7 @@ class ChatService:
             first_message=parts,
             workspace_id=workspace_id,
             model=model,
+            plan_mode=plan_mode,
         )
         first = await self.store.messages(chat.id, limit=1)
         if first:
@@ -204,14 +207,19 @@ class ChatService:
         *,
         busy: Busy = "queue",
         model: str | None = None,
+        plan_mode: bool | None = None,
     ) -> SendResult:
         """Send a user message. Idle chat → persisted, the chat becomes pending. Busy chat
         → queued (QueueFull past the limit); the worker promotes it when the turn ends.
         ``busy="interrupt"`` also interrupts the running turn (a pending chat no worker
         has started takes the message into its history at once). ``model`` switches the
-        chat to another configured model from its next turn on."""
+        chat to another configured model from its next turn on; ``plan_mode`` (when given)
+        turns plan mode on or off from the next turn on (PL-9; a running turn keeps its
+        mode)."""
         parts = user_parts(content)
         chat = await self.get(actor, chat_id)
+        if plan_mode is not None and plan_mode != chat.plan_mode:
+            chat = await self.store.set_fields(chat.id, plan_mode=plan_mode)
         if model is not None:
             if self._models is not None:
                 model = await self._models.chat_model(model)

@@ -1,7 +1,7 @@
 """``tether chat …``: talk to the coding agent from a terminal.
 
-    tether chat [--workspace W] [--model M] "message"    new chat, reply streamed live
-    tether chat send CHAT "message" [--interrupt] [--no-follow]
+    tether chat [--workspace W] [--model M] [--plan] "message"    new chat, reply streamed live
+    tether chat send CHAT "message" [--interrupt] [--no-follow] [--plan | --no-plan]
     tether chat list [--all-statuses] | show CHAT | interrupt CHAT | watch CHAT [--from-start]
 
 Streaming commands print the assistant's text as it arrives and one line per tool call and
@@ -195,13 +195,19 @@ def new(
             "--model", "-m", help="Model name (see `tether models list`; default: the server's)."
         ),
     ] = None,
+    plan: Annotated[
+        bool,
+        typer.Option("--plan", help="Plan mode: read-only tools; the plan goes to a plan file."),
+    ] = False,
     json_mode: JsonOpt = False,
 ) -> None:
     """Start a chat and stream the reply (this is what `tether chat "message"` runs)."""
 
     async def body(client: TetherClient, out: Output, session: Session) -> int:
         workspace_id = (await client.get_workspace(workspace)).id if workspace else None
-        chat = await ChatsAPI(client).create(message, workspace_id=workspace_id, model=model)
+        chat = await ChatsAPI(client).create(
+            message, workspace_id=workspace_id, model=model, plan_mode=plan
+        )
         session.chat_id = chat.id
         if out.json_mode:
             print(ndjson({"event": "chat", "data": chat}), flush=True)
@@ -227,6 +233,10 @@ def send(
         str | None,
         typer.Option("--model", "-m", help="Switch the chat to this configured model."),
     ] = None,
+    plan: Annotated[
+        bool | None,
+        typer.Option("--plan/--no-plan", help="Turn plan mode on or off from this message on."),
+    ] = None,
     json_mode: JsonOpt = False,
 ) -> None:
     """Send a message to a chat (queued while a turn runs) and stream the reply."""
@@ -236,7 +246,11 @@ def send(
         target = await resolve_chat(chats, chat)
         session.chat_id = target.id
         result = await chats.send(
-            target.id, message, busy="interrupt" if interrupt else "queue", model=model
+            target.id,
+            message,
+            busy="interrupt" if interrupt else "queue",
+            model=model,
+            plan_mode=plan,
         )
         if no_follow:
             state = "queued" if result.queued else result.chat.status
@@ -354,6 +368,7 @@ def _chat_fields(chat: Chat) -> list[tuple[str, Any]]:
         ("build", chat.build_id or "-"),
         ("agent", chat.agent_id or "-"),
         ("model", chat.model or "(server default)"),
+        ("plan mode", "on" if chat.plan_mode else "off"),
         ("queued", chat.queued),
         ("last error", error),
     ]

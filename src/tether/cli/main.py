@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from tether.cli import chat, exec_cmd, models, server_cmd, templates, users, workspaces
+from tether.cli import chat, chat_config, exec_cmd, models, server_cmd, templates, users, workspaces
 from tether.cli.common import Globals
 
 
@@ -51,6 +51,7 @@ def build_app() -> typer.Typer:
     app.add_typer(workspaces.app, name="ws", help="Alias of `workspaces`.")
     app.add_typer(chat.app, name="chat")
     app.add_typer(models.app, name="models")
+    app.add_typer(chat_config.app, name="chat-config")
     return app
 
 

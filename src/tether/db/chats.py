@@ -49,6 +49,8 @@ def _chat(row: Any) -> Chat:
         interrupt_requested=row.interrupt_requested,
         created_at=as_utc(row.created_at),  # type: ignore[arg-type]
         updated_at=as_utc(row.updated_at),  # type: ignore[arg-type]
+        plan_mode=bool(row.plan_mode),
+        last_injected_context=row.last_injected_context,
     )
 
 
@@ -85,6 +87,7 @@ class ChatStore:
         root_chat_id: uuid.UUID | None = None,
         model: str | None = None,
         copy_messages: list[StoredMessage] | None = None,
+        plan_mode: bool = False,
     ) -> Chat:
         now = self._clock.now()
         chat_id = new_id()
@@ -105,6 +108,7 @@ class ChatStore:
                     interrupt_requested=False,
                     created_at=now,
                     updated_at=now,
+                    plan_mode=plan_mode,
                 )
             )
             for msg in copy_messages or []:

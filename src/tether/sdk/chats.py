@@ -50,6 +50,8 @@ class Chat(_Model):
     queued: int = 0
     created_at: datetime
     updated_at: datetime
+    plan_mode: bool = False
+    last_injected_context: list[dict[str, Any]] | None = None
 
 
 class ChatMessage(_Model):
@@ -117,13 +119,17 @@ class ChatsAPI:
         workspace_id: uuid.UUID | str | None = None,
         model: str | None = None,
         title: str | None = None,
+        plan_mode: bool = False,
     ) -> Chat:
-        body = {
+        """``plan_mode``: the chat plans without changing the workspace (PL-9)."""
+        body: dict[str, Any] = {
             "content": _parts(content),
             "workspace_id": str(workspace_id) if workspace_id else None,
             "model": model,
             "title": title,
         }
+        if plan_mode:
+            body["plan_mode"] = True
         return Chat.model_validate(await self._call("POST", "", json=body))
 
     async def get(self, chat_id: uuid.UUID | str) -> Chat:
@@ -154,10 +160,14 @@ class ChatsAPI:
         *,
         busy: Literal["queue", "interrupt"] = "queue",
         model: str | None = None,
+        plan_mode: bool | None = None,
     ) -> SendResult:
+        """``plan_mode`` turns plan mode on or off from the next turn on (None: unchanged)."""
         body: dict[str, Any] = {"content": _parts(content), "busy": busy}
         if model is not None:
             body["model"] = model  # a configured model name (see TetherClient.list_models)
+        if plan_mode is not None:
+            body["plan_mode"] = plan_mode
         return SendResult.model_validate(
             await self._call("POST", f"/{chat_id}/messages", json=body)
         )

@@ -35,12 +35,14 @@ class CreateChat(BaseModel):
     workspace_id: uuid.UUID | None = None
     model: str | None = Field(default=None, min_length=1, max_length=MODEL_SPEC_MAX)
     title: str | None = Field(default=None, max_length=TITLE_MAX)
+    plan_mode: bool = False  # read-only turns and a plan file (PL-9)
 
 
 class SendMessage(BaseModel):
     content: Content
     busy: Literal["queue", "interrupt"] = "queue"
     model: str | None = Field(default=None, min_length=1, max_length=256)  # a configured name
+    plan_mode: bool | None = None  # switch plan mode on/off from the next turn; None: keep
 
 
 class ArchiveChat(BaseModel):
@@ -64,6 +66,9 @@ class ChatOut(BaseModel):
     queued: int
     created_at: datetime
     updated_at: datetime
+    plan_mode: bool = False
+    # the instruction/skill parts last injected, without file contents (None: none found)
+    last_injected_context: list[dict[str, Any]] | None = None
 
     @classmethod
     def of(cls, c: Chat, queued: int = 0) -> ChatOut:
@@ -84,6 +89,8 @@ class ChatOut(BaseModel):
             queued=queued,
             created_at=c.created_at,
             updated_at=c.updated_at,
+            plan_mode=c.plan_mode,
+            last_injected_context=c.last_injected_context,
         )
 
 
@@ -147,7 +154,12 @@ async def _out(service: ChatService, chat: Chat) -> ChatOut:
 async def create(request: Request, body: CreateChat, user: CurrentUser) -> ChatOut:
     service = _service(request)
     chat = await service.create(
-        user, body.content, workspace_id=body.workspace_id, model=body.model, title=body.title
+        user,
+        body.content,
+        workspace_id=body.workspace_id,
+        model=body.model,
+        title=body.title,
+        plan_mode=body.plan_mode,
     )
     return await _out(service, chat)
 
@@ -191,7 +203,9 @@ async def send(
     request: Request, chat_id: uuid.UUID, body: SendMessage, user: CurrentUser
 ) -> SendOut:
     service = _service(request)
-    result = await service.send(user, chat_id, body.content, busy=body.busy, model=body.model)
+    result = await service.send(
+        user, chat_id, body.content, busy=body.busy, model=body.model, plan_mode=body.plan_mode
+    )
     return SendOut(
         message=MessageOut.of(result.message) if result.message else None,
         queued_message=QueuedOut.of(result.queued_message) if result.queued_message else None,
