@@ -152,6 +152,7 @@ class FakeChats:
     def __init__(self) -> None:
         self.rows: list[StoredMessage] = []
         self.finished: list[tuple[str | None, str | None]] = []
+        self.fields: dict[uuid.UUID, dict[str, Any]] = {}  # set_fields calls, merged
 
     async def messages(self, chat_id: uuid.UUID, **_: Any) -> list[StoredMessage]:
         return [m for m in self.rows if m.chat_id == chat_id]
@@ -180,6 +181,9 @@ class FakeChats:
 
     async def queued(self, chat_id: uuid.UUID) -> list[Any]:
         return []
+
+    async def set_fields(self, chat_id: uuid.UUID, **values: Any) -> None:
+        self.fields.setdefault(chat_id, {}).update(values)
 
     def context_rows(self, chat_id: uuid.UUID) -> list[StoredMessage]:
         return [
@@ -451,6 +455,7 @@ async def test_pl13_nothing_found_persists_blank_marker(world: World) -> None:
     [marker] = cm.load_parts(row.parts)
     assert isinstance(marker, cm.ContextFilePart)
     assert marker.agent_id == agent.id and marker.path is None and marker.content == ""
+    assert world.chats.fields[ctx.chat_id] == {"last_injected_context": None}
     # the marker suppresses further lookups for this agent
     history = [cm.ChatMessage(role="user", parts=[marker], visibility="user")]
     assert cm.has_persisted_instructions(history)
