@@ -3,6 +3,7 @@
     tether chat [--workspace W] [--model M] [--plan] "message"    new chat, reply streamed live
     tether chat send CHAT "message" [--interrupt] [--no-follow] [--plan | --no-plan]
     tether chat list [--all-statuses] | show CHAT | interrupt CHAT | watch CHAT [--from-start]
+    tether chat retitle CHAT                             new title from the chat's model
 
 Streaming commands print the assistant's text as it arrives and one line per tool call and
 result; they return when the chat is idle again (exit 1 when the turn ended in ``error``).
@@ -383,6 +384,20 @@ def interrupt(ctx: typer.Context, chat: ChatRef, json_mode: JsonOpt = False) -> 
         target = await resolve_chat(chats, chat)
         result = await chats.interrupt(target.id)
         out.emit(result, f"chat {result.id} is {result.status}")
+        return 0
+
+    run(ctx, json_mode, body)
+
+
+@app.command("retitle")
+def retitle(ctx: typer.Context, chat: ChatRef, json_mode: JsonOpt = False) -> None:
+    """Ask the chat's model for a new title."""
+
+    async def body(client: TetherClient, out: Output) -> int:
+        chats = ChatsAPI(client)
+        target = await resolve_chat(chats, chat)
+        result = await chats.regenerate_title(target.id)
+        out.emit(result, f"chat {result.id}: {result.title}")
         return 0
 
     run(ctx, json_mode, body)

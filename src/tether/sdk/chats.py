@@ -184,6 +184,10 @@ class ChatsAPI:
         body = {"archived": archived}
         return Chat.model_validate(await self._call("POST", f"/{chat_id}/archive", json=body))
 
+    async def regenerate_title(self, chat_id: uuid.UUID | str) -> Chat:
+        """Ask the chat's model for a new title (502/504 when the provider fails)."""
+        return Chat.model_validate(await self._call("POST", f"/{chat_id}/title/regenerate"))
+
     async def children(self, chat_id: uuid.UUID | str) -> list[Chat]:
         return [Chat.model_validate(c) for c in await self._call("GET", f"/{chat_id}/children")]
 

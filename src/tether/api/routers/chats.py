@@ -24,6 +24,9 @@ from tether.chatd.follow import follow_chat
 from tether.chatd.models import Chat, ChatStatus, QueuedMessage, StoredMessage
 from tether.chatd.service import ChatService
 from tether.chatd.stream import parse_event_id
+from tether.chatd.titles import generate_title
+
+TITLE_HISTORY_MESSAGES = 20  # the start of the conversation names it
 
 router = APIRouter(prefix="/api/v1/chats", tags=["chats"])
 
@@ -232,6 +235,23 @@ async def archive(
     service = _service(request)
     archived = body.archived if body is not None else True
     return await _out(service, await service.archive(user, chat_id, archived))
+
+
+@router.post("/{chat_id}/title/regenerate")
+async def regenerate_title(request: Request, chat_id: uuid.UUID, user: CurrentUser) -> ChatOut:
+    """Ask the chat's model for a new title (``chatd/titles.py``); provider failures are
+    typed (502/504) and leave the title as it was."""
+    service = _service(request)
+    graph = graph_of(request)
+    chat = await service.get(user, chat_id)
+    history = await service.store.messages(chat.id, limit=TITLE_HISTORY_MESSAGES)
+    title = await generate_title(
+        await graph.models.model(chat.model),
+        history,
+        clock=graph.clock,
+        timeout_s=graph.settings.model_request_timeout_s,
+    )
+    return await _out(service, await service.store.set_fields(chat.id, title=title))
 
 
 @router.get("/{chat_id}/children")
