@@ -22,6 +22,7 @@ from tether.chatd.follow import status_data
 from tether.chatd.models import Chat, ChatStatus, QueuedMessage, StoredMessage
 from tether.chatd.stream import ChatStreamHub
 from tether.clock import Clock
+from tether.db.chatlabels import check_labels
 from tether.db.chats import ChatStore
 from tether.db.pubsub import EventBus
 from tether.errors import Conflict, InvalidInput, NotFound
@@ -171,6 +172,7 @@ class ChatService:
         model: str | None = None,
         title: str | None = None,
         plan_mode: bool = False,
+        labels: dict[str, str] | None = None,
     ) -> Chat:
         """A new root chat, pending with its first user message. Only ``workspace_id`` is
         written; the build/agent half of the binding is resolved lazily by the first turn.
@@ -185,6 +187,8 @@ class ChatService:
         title = (title or "").strip() or title_from(parts)
         if len(title) > MAX_TITLE:
             raise InvalidInput(f"title must be at most {MAX_TITLE} characters", field="title")
+        if labels:
+            check_labels(labels)  # before anything is written
         chat = await self.store.create(
             owner_id=actor.id,
             title=title,
@@ -193,6 +197,8 @@ class ChatService:
             model=model,
             plan_mode=plan_mode,
         )
+        if labels:
+            await self.store.labels.set(chat.id, labels)
         first = await self.store.messages(chat.id, limit=1)
         if first:
             self.hub.publish_message(first[0])
@@ -243,6 +249,28 @@ class ChatService:
         reply and ends the turn); pending (not claimed yet) → waiting, or straight on to
         the next queued message; idle or already interrupting → no-op."""
         return await self._interrupt(await self.get(actor, chat_id))
+
+    async def update(
+        self,
+        actor: User,
+        chat_id: uuid.UUID,
+        *,
+        title: str | None = None,
+        labels: dict[str, str] | None = None,
+    ) -> Chat:
+        """Rename the chat and/or replace its labels (``None``: unchanged)."""
+        chat = await self.get(actor, chat_id)
+        if labels is not None:
+            await self.store.labels.set(chat.id, check_labels(labels))
+        if title is not None:
+            title = title.strip()
+            if not title or len(title) > MAX_TITLE:
+                raise InvalidInput(f"title must be 1 to {MAX_TITLE} characters", field="title")
+            chat = await self.store.set_fields(chat.id, title=title)
+        return chat
+
+    async def labels_of(self, chats: list[Chat]) -> dict[uuid.UUID, dict[str, str]]:
+        return await self.store.labels.of([c.id for c in chats])
 
     async def archive(self, actor: User, chat_id: uuid.UUID, archived: bool = True) -> Chat:
         chat = await self.get(actor, chat_id)
@@ -299,10 +327,19 @@ class ChatService:
         status: ChatStatus | None = None,
         roots_only: bool = True,
         limit: int = 50,
+        search: str | None = None,
+        labels: dict[str, str] | None = None,
     ) -> list[Chat]:
-        """The actor's own chats, most recently updated first."""
+        """The actor's own chats, most recently updated first; ``search`` matches the title
+        (case-insensitive substring), ``labels`` must all be on the chat."""
         return await self.store.list(
-            owner_id=actor.id, archived=archived, status=status, roots_only=roots_only, limit=limit
+            owner_id=actor.id,
+            archived=archived,
+            status=status,
+            roots_only=roots_only,
+            limit=limit,
+            search=search,
+            labels=labels,
         )
 
 

@@ -24,6 +24,7 @@ from tether.chatd.models import (
     sources_of,
 )
 from tether.clock import Clock, as_utc
+from tether.db.chatlabels import ChatLabelStore, label_filter
 from tether.db.tables import chat_messages, chat_queued_messages, chats
 from tether.errors import Conflict, NotFound, QueueFull
 from tether.ids import new_id
@@ -71,6 +72,7 @@ class ChatStore:
     def __init__(self, engine: AsyncEngine, clock: Clock) -> None:
         self._engine = engine
         self._clock = clock
+        self.labels = ChatLabelStore(engine)
 
     # --- chats ----------------------------------------------------------------------------
 
@@ -666,8 +668,17 @@ class ChatStore:
         parent_chat_id: uuid.UUID | None = None,
         roots_only: bool = False,
         limit: int = 50,
+        search: str | None = None,
+        labels: dict[str, str] | None = None,
     ) -> list[Chat]:
+        """``search``: a case-insensitive substring of the title; ``labels``: every pair
+        must be on the chat (``db/chatlabels.py``)."""
         query = sa.select(chats).where(chats.c.owner_id == owner_id)
+        if search:
+            escaped = search.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            query = query.where(sa.func.lower(chats.c.title).like(f"%{escaped}%", escape="\\"))
+        for key, value in (labels or {}).items():
+            query = query.where(label_filter(chats.c.id, key, value))
         if archived is not None:
             query = query.where(chats.c.archived.is_(archived))
         if status is not None:

@@ -294,3 +294,13 @@ chat_config = sa.Table(
     sa.Column("value", sa.JSON, nullable=False),
     sa.Column("updated_at", TS, nullable=False),
 )
+
+# A chat's labels (migration 0011): the chat list filters on them.
+chat_labels = sa.Table(
+    "chat_labels",
+    metadata,
+    sa.Column("chat_id", sa.Uuid, sa.ForeignKey("chats.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.String(256), nullable=False),
+    sa.Index("ix_chat_labels_key", "key", "value"),
+)

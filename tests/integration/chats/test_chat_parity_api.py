@@ -93,3 +93,38 @@ async def test_cw24_chat_settings_admin_only_and_validated(env: ChatEnv) -> None
         assert cleared.template_allowlist == [] and cleared.system_prompt == ""
     finally:
         await admin.aclose()
+
+
+async def test_labels_rename_and_search_over_http(env: ChatEnv) -> None:
+    api = env.alice.chats
+    web = await api.create("Fix the login page", labels={"team": "web", "prio": "high"})
+    assert web.labels == {"prio": "high", "team": "web"}
+    ops = await api.create("Rotate the 100% certs", labels={"team": "ops"})
+    await env.bob.chats.create("Fix the login page too", labels={"team": "web"})
+
+    assert {c.id for c in await api.list(labels={"team": "web"})} == {web.id}
+    assert [c.id for c in await api.list(search="LOGIN")] == [web.id]
+    assert [c.id for c in await api.list(search="100%")] == [ops.id]
+    assert await api.list(search="login", labels={"team": "ops"}) == []
+    shown = await api.get(ops.id)
+    assert shown.labels == {"team": "ops"}
+
+    renamed = await api.update(ops.id, title="Certificates", labels={"team": "sec"})
+    assert (renamed.title, renamed.labels) == ("Certificates", {"team": "sec"})
+    kept = await api.update(ops.id, title="Certs")  # labels None: unchanged
+    assert kept.labels == {"team": "sec"}
+
+    # another user's chat is not found; bad labels and filters are typed 4xx
+    with pytest.raises(ApiError) as other:
+        await env.bob.chats.update(ops.id, labels={"x": "y"})
+    assert other.value.status == 404
+    for bad in ({"Bad Key": "x"}, {"k": "v" * 300}):
+        with pytest.raises(ApiError) as invalid:
+            await api.update(ops.id, labels=bad)
+        assert invalid.value.status in (400, 422) and invalid.value.code == "invalid_input"
+    with pytest.raises(ApiError) as empty_title:
+        await api.update(ops.id, title="   ")
+    assert empty_title.value.status == 400
+    res = await env.alice.http.get("/api/v1/chats", params={"label": "no-colon"})
+    assert res.status_code == 400 and res.json()["details"]["field"] == "label"
+    assert (await api.get(ops.id)).labels == {"team": "sec"}
