@@ -85,3 +85,22 @@ def test_cw24_chat_config_allowlist_and_prompts(server: LocalServer, tmp_path: P
     refused = server.cli("chat-config", "user-prompt", "obey", env=member)
     assert refused.returncode == 1 and "admin" in refused.stderr
     assert run_json(server, "chat-config", "show")["user_prompt"] == "I like tests."
+
+
+def test_chat_labels_and_search(server: LocalServer) -> None:
+    created = server.cli("chat", "new", "Fix the parity login", "--label", "team=web", "--json")
+    assert created.returncode == 0, created.stderr
+    chat = json.loads(created.stdout.splitlines()[0])["data"]
+    assert chat["labels"] == {"team": "web"}
+    relabelled = run_json(server, "chat", "label", chat["id"], "team=ops", "prio=high")
+    assert relabelled["labels"] == {"prio": "high", "team": "ops"}
+    found = run_json(server, "chat", "list", "--search", "PARITY LOGIN", "--label", "team=ops")
+    assert [c["id"] for c in found] == [chat["id"]]
+    assert run_json(server, "chat", "list", "--label", "team=web") == []
+    listed = server.cli("chat", "show", chat["id"])
+    assert "prio=high" in listed.stdout
+    bad = server.cli("chat", "label", chat["id"], "Bad Key=x")
+    assert bad.returncode == 1 and "label key" in bad.stderr
+    assert server.cli("chat", "label", chat["id"], "novalue").returncode != 0
+    cleared = run_json(server, "chat", "label", chat["id"], "--clear")
+    assert cleared["labels"] == {}
