@@ -14,7 +14,7 @@ import asyncio
 from collections.abc import Sequence
 
 from pydantic_ai import Agent
-from pydantic_ai.exceptions import ModelAPIError
+from pydantic_ai.exceptions import AgentRunError, ModelAPIError
 from pydantic_ai.models import Model
 
 from tether.chatd.mcptools import within
@@ -78,6 +78,8 @@ async def generate_title(
         if isinstance(typed, ProviderError):
             raise typed from exc
         raise ProviderError(f"the model provider failed: {exc}") from exc
+    except AgentRunError as exc:  # e.g. the model called a tool: there are none here
+        raise ProviderError(f"the model gave no title: {exc}") from exc
     title = clean_title(result.output)
     if not title:
         raise ProviderError("the model answered with an empty title")

@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from typing import Any
+
+import pytest
+from pydantic_ai.models.function import FunctionModel
 
 from tether.chatd.models import StoredMessage
-from tether.chatd.titles import TITLE_MAX_CHARS, TRANSCRIPT_MAX_CHARS, clean_title, transcript
-from tether.testing.clock import DEFAULT_START
+from tether.chatd.titles import (
+    TITLE_MAX_CHARS,
+    TRANSCRIPT_MAX_CHARS,
+    clean_title,
+    generate_title,
+    transcript,
+)
+from tether.clock import SystemClock
+from tether.errors import InvalidInput, ProviderError, ProviderTimeout
+from tether.llm.scripted import Call, Say, script_model
+from tether.testing.clock import DEFAULT_START, FakeClock, settle
 
 
 def _msg(role: str, text: str, visibility: str = "both") -> StoredMessage:
@@ -33,3 +47,37 @@ def test_clean_title() -> None:
     assert clean_title("  \n ") == ""
     long = clean_title("word " * 100)
     assert len(long) == TITLE_MAX_CHARS and long.endswith("…")
+
+
+async def test_a_model_that_calls_a_tool_is_a_provider_error_not_a_crash() -> None:
+    """The scripted demo model answers a first message with a tool call; there are no tools
+    in a title request, so regeneration fails typed (502), never with a server error."""
+    model = script_model([Call("list_templates", {})])
+    with pytest.raises(ProviderError):
+        await generate_title(model, [_msg("user", "hi")], clock=SystemClock(), timeout_s=5)
+    with pytest.raises(InvalidInput):  # nothing to name the chat by
+        await generate_title(model, [], clock=SystemClock(), timeout_s=5)
+
+
+async def test_title_from_the_model_and_its_deadline() -> None:
+    assert (
+        await generate_title(
+            script_model([Say('"Fix the build."')]),
+            [_msg("user", "fix it")],
+            clock=SystemClock(),
+            timeout_s=5,
+        )
+        == "Fix the build"
+    )
+    clock = FakeClock()
+
+    async def never(messages: list[Any], info: Any) -> Any:
+        await asyncio.Event().wait()
+
+    task = asyncio.ensure_future(
+        generate_title(FunctionModel(never), [_msg("user", "x")], clock=clock, timeout_s=30)
+    )
+    await settle()
+    clock.advance(30)
+    with pytest.raises(ProviderTimeout):
+        await asyncio.wait_for(task, 5)
