@@ -5,12 +5,15 @@ The model gets the first user and assistant texts (at most ``TRANSCRIPT_MAX_CHAR
 instruction to answer with a title only; the answer's first line, without quotes and cut to
 ``TITLE_MAX_CHARS``, becomes the title. One plain (non-streamed) request without tools,
 bounded by ``timeout_s`` of the injected clock; provider failures are typed
-(``provider_error`` 502, ``provider_timeout`` 504) and leave the title unchanged.
+(``provider_error`` 502, ``provider_timeout`` 504) and leave the title unchanged. A model
+that answers without a usable title (a tool call, an empty line) gets the first-message
+title, as a new chat does.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 
 from pydantic_ai import Agent
@@ -19,9 +22,12 @@ from pydantic_ai.models import Model
 
 from tether.chatd.mcptools import within
 from tether.chatd.models import StoredMessage
+from tether.chatd.service import title_from
 from tether.clock import Clock
 from tether.errors import InvalidInput, ProviderError, ProviderTimeout
 from tether.llm.provider import typed_provider_error
+
+log = logging.getLogger(__name__)
 
 TITLE_PROMPT = (
     "Write a short title (at most 8 words) for the conversation below. Answer with the "
@@ -79,8 +85,12 @@ async def generate_title(
             raise typed from exc
         raise ProviderError(f"the model provider failed: {exc}") from exc
     except AgentRunError as exc:  # e.g. the model called a tool: there are none here
-        raise ProviderError(f"the model gave no title: {exc}") from exc
-    title = clean_title(result.output)
-    if not title:
-        raise ProviderError("the model answered with an empty title")
-    return title
+        log.info("the model gave no usable title (%s); titling from the first message", exc)
+        return fallback_title(history)
+    return clean_title(result.output) or fallback_title(history)
+
+
+def fallback_title(history: Sequence[StoredMessage]) -> str:
+    """The title a new chat gets: from its first user message."""
+    first = next((m for m in history if m.role == "user" and m.visibility != "user"), None)
+    return title_from(first.parts if first is not None else [])

@@ -18,7 +18,7 @@ from tether.chatd.titles import (
     transcript,
 )
 from tether.clock import SystemClock
-from tether.errors import InvalidInput, ProviderError, ProviderTimeout
+from tether.errors import InvalidInput, ProviderTimeout
 from tether.llm.scripted import Call, Say, script_model
 from tether.testing.clock import DEFAULT_START, FakeClock, settle
 
@@ -49,12 +49,13 @@ def test_clean_title() -> None:
     assert len(long) == TITLE_MAX_CHARS and long.endswith("…")
 
 
-async def test_a_model_that_calls_a_tool_is_a_provider_error_not_a_crash() -> None:
+async def test_a_model_without_a_usable_title_gets_the_first_message_title() -> None:
     """The scripted demo model answers a first message with a tool call; there are no tools
-    in a title request, so regeneration fails typed (502), never with a server error."""
-    model = script_model([Call("list_templates", {})])
-    with pytest.raises(ProviderError):
-        await generate_title(model, [_msg("user", "hi")], clock=SystemClock(), timeout_s=5)
+    in a title request, so the chat is titled as a new chat is (never a server error)."""
+    history = [_msg("user", "please   fix the build"), _msg("assistant", "ok")]
+    for model in (script_model([Call("list_templates", {})]), script_model([Say("  \n")])):
+        title = await generate_title(model, history, clock=SystemClock(), timeout_s=5)
+        assert title == "please fix the build"
     with pytest.raises(InvalidInput):  # nothing to name the chat by
         await generate_title(model, [], clock=SystemClock(), timeout_s=5)
 
