@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tether.clock import Clock
 from tether.db.tables import chat_config
+from tether.errors import Conflict
 
 TEMPLATE_ALLOWLIST = "template_allowlist"
 SYSTEM_PROMPT = "system_prompt"
@@ -72,6 +73,7 @@ class ChatConfigStore:
                     return
                 except IntegrityError:
                     continue  # a concurrent writer inserted it first: update instead
+        raise Conflict(f"could not write the chat setting {key}; try again")
 
     async def set_template_allowlist(self, template_ids: list[uuid.UUID]) -> ChatConfig:
         unique = sorted({str(t) for t in template_ids})
