@@ -57,7 +57,7 @@ class ChatConfigStore:
 
     async def _put(self, key: str, value: Any) -> None:
         now = self._clock.now()
-        for _ in range(2):  # insert, or update when the key exists (portable upsert)
+        for _ in range(2):  # update, or insert when the key is new (portable upsert)
             async with self._engine.begin() as conn:
                 updated = await conn.execute(
                     chat_config.update()
@@ -66,13 +66,14 @@ class ChatConfigStore:
                 )
                 if updated.rowcount:
                     return
-                try:
+            try:
+                async with self._engine.begin() as conn:
                     await conn.execute(
                         chat_config.insert().values(key=key, value=value, updated_at=now)
                     )
-                    return
-                except IntegrityError:
-                    continue  # a concurrent writer inserted it first: update instead
+                return
+            except IntegrityError:
+                continue  # a concurrent writer inserted it first: update instead
         raise Conflict(f"could not write the chat setting {key}; try again")
 
     async def set_template_allowlist(self, template_ids: list[uuid.UUID]) -> ChatConfig:

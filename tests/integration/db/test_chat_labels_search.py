@@ -4,6 +4,8 @@ are literal, labels go with their chat, a write replaces the set, bad labels are
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -89,3 +91,11 @@ async def test_chat_config_upsert_and_defaults(engine: AsyncEngine) -> None:
     await config.set_system_prompt("a")
     assert (await config.set_system_prompt("b")).system_prompt == "b"
     assert (await config.get()).user_prompt == ""
+
+
+async def test_chat_config_concurrent_first_writes_all_succeed(engine: AsyncEngine) -> None:
+    """Racing first writes of one key (insert vs insert) end in one row, no error."""
+    config = ChatConfigStore(engine, SystemClock())
+    texts = [f"prompt {i}" for i in range(8)]
+    await asyncio.gather(*(config.set_user_prompt(t) for t in texts))
+    assert (await config.get()).user_prompt in texts
