@@ -45,6 +45,7 @@ from tether.agent.schemas import (
     SignalResult,
     WriteFileRequest,
 )
+from tether.agent.skills import find_skills
 from tether.agent.state import AgentState
 from tether.errors import InvalidInput, TetherError
 
@@ -203,9 +204,13 @@ class AgentApi:
         found = await asyncio.to_thread(
             find_instruction_files, self.state.home, self.state.directory
         )
+        skills = await asyncio.to_thread(find_skills, self.state.directory)
         return _json(
             Instructions(
-                os=platform.system().lower(), directory=str(self.state.directory), files=found
+                os=platform.system().lower(),
+                directory=str(self.state.directory),
+                files=found,
+                skills=skills,
             )
         )
 

@@ -168,10 +168,20 @@ class InstructionFile(_Body):
     truncated: bool
 
 
+class Skill(_Body):
+    """A skill's metadata (``.agents/skills/<name>/SKILL.md``); the body is read on demand."""
+
+    name: str
+    description: str
+    directory: str  # the skill's directory
+    path: str  # its SKILL.md
+
+
 class Instructions(_Body):
     os: str
     directory: str
     files: list[InstructionFile]
+    skills: list[Skill] = []  # older agents send none
 
 
 # --- MCP --------------------------------------------------------------------------------------

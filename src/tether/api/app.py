@@ -16,7 +16,7 @@ from tether.api import agent_session, ui, websession
 from tether.api.errors import install_error_handlers
 from tether.api.guard import RequestGuard
 from tether.api.openapi import install_openapi
-from tether.api.routers import chats, models, templates, users, workspaces
+from tether.api.routers import chat_config, chats, models, templates, users, workspaces
 from tether.observability import endpoint as metrics_endpoint
 from tether.observability.logs import RequestIds
 
@@ -59,6 +59,7 @@ def create_app(graph: Any, *, background: list[BackgroundJob] | None = None) -> 
     app.include_router(metrics_endpoint.router)
     app.include_router(websession.router)
     app.include_router(ui.router)
+    app.include_router(chat_config.router)
     extra = getattr(graph, "extras", {}).get("routers", [])
     for router in extra:
         app.include_router(router)

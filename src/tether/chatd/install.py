@@ -17,6 +17,7 @@ from tether.chatd.stream import ChatStreamHub
 from tether.chatd.tools.base import ChatdDeps
 from tether.chatd.turn import Instructions, TurnRunner
 from tether.chatd.worker import ChatWorker
+from tether.db.chatconfig import ChatConfigStore
 from tether.db.chats import ChatStore
 from tether.llm.chatmodel import ModelFor
 from tether.llm.registry import ModelRegistry
@@ -44,6 +45,7 @@ def chatd_deps(graph: Any, *, dialer: Dialer | None = None) -> ChatdDeps:
         users=graph.users,
         hub=hub,
         metrics=graph.metrics,
+        config=ChatConfigStore(graph.engine, graph.clock),
         dialer=dialer
         or AgentDialer(
             connect_timeout=settings.agent_connect_timeout_s,

@@ -22,6 +22,11 @@ The chat's "current agent" is the one cached in memory (warm turns: zero queries
 request); otherwise the pre-dial gate names it (one query), so a rebuilt workspace is
 noticed even while the binding still names the old agent (PL-15).
 
+Skills (PL-12, PL-13, ``skills.py``) travel with the files: persisted as ``skill`` parts in
+the same message (next to the blank marker when there is no file), their index appended to
+the block, and the chat's ``last_injected_context`` set to the stripped parts (NULL when
+nothing was found).
+
 Failures never fail the turn: worst case the turn runs without the block.
 """
 
@@ -31,10 +36,12 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from tether.agent.schemas import Instructions
 from tether.chatd import messages as cm
 from tether.chatd.mcptools import within
+from tether.chatd.skills import last_injected, skill_index, skill_parts, skills_of_agent
 from tether.chatd.tools.base import ToolContext
 from tether.clock import Clock
 from tether.errors import NoRunningAgent, NoWorkspace
@@ -99,7 +106,7 @@ class InstructionFiles:
             and cached.id == persisted
             and cached.workspace_id == conns.binding.workspace_id
         ):
-            return cm.format_workspace_context(parts_of_agent(history, persisted))
+            return _block(history, persisted)
         try:
             found = await within(self._clock, self._timeout_s, self._read(ctx, persisted))
         except TimeoutError:
@@ -118,15 +125,16 @@ class InstructionFiles:
             return ""
         agent_id, info = found
         if info is None:  # the gate named the agent the persisted parts came from
-            return cm.format_workspace_context(parts_of_agent(history, agent_id))
+            return _block(history, agent_id)
         parts = context_parts(info, agent_id)
+        skills = skill_parts(info, agent_id)
         try:
-            await self._persist(ctx, parts)
+            await self._persist(ctx, [*parts, *skills], last_injected(parts, skills))
         except asyncio.CancelledError:
             raise
         except Exception as err:
             log.warning("chat %s: persisting instruction files failed: %s", ctx.chat_id, err)
-        return cm.format_workspace_context(parts)
+        return _join(cm.format_workspace_context(parts), skill_index(skills))
 
     async def _read(
         self, ctx: ToolContext, persisted: uuid.UUID | None
@@ -144,9 +152,27 @@ class InstructionFiles:
         dialled = conns.cached_agent
         return (dialled.id if dialled is not None else agent_id), info
 
-    async def _persist(self, ctx: ToolContext, parts: list[cm.ContextFilePart]) -> None:
+    async def _persist(
+        self,
+        ctx: ToolContext,
+        parts: list[cm.ContextFilePart | cm.SkillPart],
+        injected: list[dict[str, Any]] | None,
+    ) -> None:
         deps = ctx.deps
         stored = await deps.chats.append_message(
             ctx.chat_id, role="user", parts=cm.dump_parts(parts), visibility="user", model=None
         )
         deps.hub.publish_message(stored)
+        await deps.chats.set_fields(ctx.chat_id, last_injected_context=injected)
+
+
+def _join(block: str, skills: str) -> str:
+    return "\n\n".join(p for p in (block, skills) if p)
+
+
+def _block(history: Sequence[cm.ChatMessage], agent_id: uuid.UUID) -> str:
+    """The block rebuilt from the persisted parts of ``agent_id`` (files and skills)."""
+    return _join(
+        cm.format_workspace_context(parts_of_agent(history, agent_id)),
+        skill_index(skills_of_agent(history, agent_id)),
+    )

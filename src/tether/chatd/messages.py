@@ -101,8 +101,20 @@ class ContextFilePart(_Part):
     agent_id: UUID | None = None
 
 
+class SkillPart(_Part):
+    """A skill found in a workspace (docs/behaviour.md §5.6): metadata only; persisted in
+    the instruction message next to the context-file parts (PL-12)."""
+
+    type: Literal["skill"] = "skill"
+    name: str
+    description: str = ""
+    directory: str = ""
+    meta_file: str = "SKILL.md"
+    agent_id: UUID | None = None
+
+
 Part = Annotated[
-    TextPart | ReasoningPart | ToolCallPart | ToolResultPart | ContextFilePart,
+    TextPart | ReasoningPart | ToolCallPart | ToolResultPart | ContextFilePart | SkillPart,
     Field(discriminator="type"),
 ]
 Role = Literal["user", "assistant", "tool", "system"]
@@ -228,7 +240,7 @@ def _response_part(part: Part) -> pai.ModelResponsePart:
 
 
 def _request_part(part: Part, role: Role) -> pai.ModelRequestPart | None:
-    if isinstance(part, ContextFilePart):
+    if isinstance(part, ContextFilePart | SkillPart):
         return None  # injected into the system prompt by the turn runner instead
     if isinstance(part, TextPart):
         if role == "system":

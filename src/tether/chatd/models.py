@@ -53,6 +53,9 @@ class Chat:
     interrupt_requested: bool
     created_at: datetime
     updated_at: datetime
+    plan_mode: bool = False  # read-only turns with a plan file (docs/behaviour.md §5.7)
+    # stripped copies of the instruction/skill parts last persisted (for UIs); None: none
+    last_injected_context: list[dict[str, Any]] | None = None
 
     @property
     def is_root(self) -> bool:

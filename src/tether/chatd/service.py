@@ -22,6 +22,7 @@ from tether.chatd.follow import status_data
 from tether.chatd.models import Chat, ChatStatus, QueuedMessage, StoredMessage
 from tether.chatd.stream import ChatStreamHub
 from tether.clock import Clock
+from tether.db.chatlabels import check_labels
 from tether.db.chats import ChatStore
 from tether.db.pubsub import EventBus
 from tether.errors import Conflict, InvalidInput, NotFound
@@ -170,9 +171,12 @@ class ChatService:
         workspace_id: uuid.UUID | None = None,
         model: str | None = None,
         title: str | None = None,
+        plan_mode: bool = False,
+        labels: dict[str, str] | None = None,
     ) -> Chat:
         """A new root chat, pending with its first user message. Only ``workspace_id`` is
-        written; the build/agent half of the binding is resolved lazily by the first turn."""
+        written; the build/agent half of the binding is resolved lazily by the first turn.
+        ``plan_mode``: the chat's turns are read-only until a message turns it off (PL-9)."""
         parts = user_parts(content)
         if workspace_id is not None:
             ws = await self._workspaces.get(actor, workspace_id)
@@ -183,13 +187,18 @@ class ChatService:
         title = (title or "").strip() or title_from(parts)
         if len(title) > MAX_TITLE:
             raise InvalidInput(f"title must be at most {MAX_TITLE} characters", field="title")
+        if labels:
+            check_labels(labels)  # before anything is written
         chat = await self.store.create(
             owner_id=actor.id,
             title=title,
             first_message=parts,
             workspace_id=workspace_id,
             model=model,
+            plan_mode=plan_mode,
         )
+        if labels:
+            await self.store.labels.set(chat.id, labels)
         first = await self.store.messages(chat.id, limit=1)
         if first:
             self.hub.publish_message(first[0])
@@ -204,14 +213,19 @@ class ChatService:
         *,
         busy: Busy = "queue",
         model: str | None = None,
+        plan_mode: bool | None = None,
     ) -> SendResult:
         """Send a user message. Idle chat → persisted, the chat becomes pending. Busy chat
         → queued (QueueFull past the limit); the worker promotes it when the turn ends.
         ``busy="interrupt"`` also interrupts the running turn (a pending chat no worker
         has started takes the message into its history at once). ``model`` switches the
-        chat to another configured model from its next turn on."""
+        chat to another configured model from its next turn on; ``plan_mode`` (when given)
+        turns plan mode on or off from the next turn on (PL-9; a running turn keeps its
+        mode)."""
         parts = user_parts(content)
         chat = await self.get(actor, chat_id)
+        if plan_mode is not None and plan_mode != chat.plan_mode:
+            chat = await self.store.set_fields(chat.id, plan_mode=plan_mode)
         if model is not None:
             if self._models is not None:
                 model = await self._models.chat_model(model)
@@ -235,6 +249,28 @@ class ChatService:
         reply and ends the turn); pending (not claimed yet) → waiting, or straight on to
         the next queued message; idle or already interrupting → no-op."""
         return await self._interrupt(await self.get(actor, chat_id))
+
+    async def update(
+        self,
+        actor: User,
+        chat_id: uuid.UUID,
+        *,
+        title: str | None = None,
+        labels: dict[str, str] | None = None,
+    ) -> Chat:
+        """Rename the chat and/or replace its labels (``None``: unchanged)."""
+        chat = await self.get(actor, chat_id)
+        if labels is not None:
+            await self.store.labels.set(chat.id, check_labels(labels))
+        if title is not None:
+            title = title.strip()
+            if not title or len(title) > MAX_TITLE:
+                raise InvalidInput(f"title must be 1 to {MAX_TITLE} characters", field="title")
+            chat = await self.store.set_fields(chat.id, title=title)
+        return chat
+
+    async def labels_of(self, chats: list[Chat]) -> dict[uuid.UUID, dict[str, str]]:
+        return await self.store.labels.of([c.id for c in chats])
 
     async def archive(self, actor: User, chat_id: uuid.UUID, archived: bool = True) -> Chat:
         chat = await self.get(actor, chat_id)
@@ -291,10 +327,19 @@ class ChatService:
         status: ChatStatus | None = None,
         roots_only: bool = True,
         limit: int = 50,
+        search: str | None = None,
+        labels: dict[str, str] | None = None,
     ) -> list[Chat]:
-        """The actor's own chats, most recently updated first."""
+        """The actor's own chats, most recently updated first; ``search`` matches the title
+        (case-insensitive substring), ``labels`` must all be on the chat."""
         return await self.store.list(
-            owner_id=actor.id, archived=archived, status=status, roots_only=roots_only, limit=limit
+            owner_id=actor.id,
+            archived=archived,
+            status=status,
+            roots_only=roots_only,
+            limit=limit,
+            search=search,
+            labels=labels,
         )
 
 

@@ -38,25 +38,16 @@ from tether.chatd import messages as cm
 from tether.chatd.mcptools import McpDiscovery, McpToolCache, mcp_tools
 from tether.chatd.mcpturn import McpTurn
 from tether.chatd.models import Chat, StoredMessage
+from tether.chatd.prompts import TurnPrompt
 from tether.chatd.tools import build_tools
 from tether.chatd.tools.base import ChatdDeps, ChatState, ToolContext
+from tether.db.chatconfig import ChatConfig
 from tether.errors import Conflict, TetherError
 from tether.llm.chatmodel import ModelFor, resolve_chat_model
 from tether.llm.provider import retry_policy, typed_provider_error
 
 log = logging.getLogger(__name__)
 
-SYSTEM_PROMPT = (
-    "You are tether, a coding agent working inside the user's workspace (a development "
-    "environment). Use the tools to inspect and change files and run commands; prefer "
-    "read_file/write_file/edit_files over shell tricks. If no workspace is bound, find a "
-    "template with list_templates and call create_workspace. When a tool returns an error "
-    "with a remediation, follow it or tell the user. Be concise."
-)
-SUBAGENT_PROMPT = (
-    "You are a subagent started by another chat. Do the task you were given and answer with "
-    "a short report; you cannot create, start or stop workspaces or start subagents."
-)
 INTERRUPTED_NOTE = "\n\n[interrupted by the user]"
 
 
@@ -75,6 +66,7 @@ class _TurnWorkspace:
     toolset: FunctionToolset[None] = field(default_factory=FunctionToolset)
     mcp_names: tuple[str, ...] = ()
     mcp: McpTurn | None = None  # late MCP tools and the failure notice (mcpturn.py)
+    prompt: TurnPrompt | None = None  # admin prompts and plan mode (prompts.py)
 
 
 @dataclass
@@ -291,7 +283,7 @@ class TurnRunner:
         turn_ws = _TurnWorkspace()
         tools = build_tools(ctx)
         taken = {t.name for t in tools}
-        if self._mcp is not None:
+        if self._mcp is not None and not chat.plan_mode:  # PL-9: no MCP discovery
             turn_ws.mcp = McpTurn(
                 self._mcp, ctx, lambda specs: self._set_mcp(ctx, turn_ws, specs, taken)
             )
@@ -351,17 +343,6 @@ class TurnRunner:
                 log.exception("chat %s: turn failed", chat.id)
                 return f"{type(exc).__name__}: {exc}", "internal"
 
-    @staticmethod
-    def _system_prompt(chat: Chat, block: str, mcp_notice: str = "") -> str:
-        parts = [SYSTEM_PROMPT]
-        if not chat.is_root:
-            parts.append(SUBAGENT_PROMPT)
-        if block:
-            parts.append(block)
-        if mcp_notice:
-            parts.append(mcp_notice)
-        return "\n\n".join(parts)
-
     async def _history(self, chat: Chat) -> list[cm.ChatMessage]:
         return [_stored_to_chat(m) for m in await self._deps.chats.messages(chat.id)]
 
@@ -396,9 +377,13 @@ class TurnRunner:
             )
             return history, await self._block(ctx, history)
 
+        async def admin_prompt() -> None:
+            turn_ws.prompt = await TurnPrompt.load(self._deps, ctx.chat)
+
         async with asyncio.TaskGroup() as tg:
             mcp_task = tg.create_task(self._discover(turn_ws))
             prompt_task = tg.create_task(prompt())
+            tg.create_task(admin_prompt())
         history, block = prompt_task.result()
         return history, block, mcp_task.result()
 
@@ -442,7 +427,8 @@ class TurnRunner:
         # string join.
         async def instructions() -> str:
             notice = turn_ws.mcp.notice if turn_ws.mcp is not None else ""
-            return self._system_prompt(chat, turn_ws.block, notice)  # re-read every step
+            prompt = turn_ws.prompt or TurnPrompt(chat, ChatConfig())
+            return prompt.render(turn_ws.block, mcp_notice=notice)  # re-read every step
 
         model_messages = cm.to_model_messages(repair_dangling_calls(history))
         async with agent.iter(

@@ -1,8 +1,11 @@
 """``tether chat …``: talk to the coding agent from a terminal.
 
-    tether chat [--workspace W] [--model M] "message"    new chat, reply streamed live
-    tether chat send CHAT "message" [--interrupt] [--no-follow]
+    tether chat [--workspace W] [--model M] [--plan] "message"    new chat, reply streamed live
+    tether chat send CHAT "message" [--interrupt] [--no-follow] [--plan | --no-plan]
     tether chat list [--all-statuses] | show CHAT | interrupt CHAT | watch CHAT [--from-start]
+    tether chat retitle CHAT                             new title from the chat's model
+    tether chat label CHAT KEY=VALUE… | --clear          replace its labels
+    tether chat list [--search TEXT] [--label KEY=VALUE]…
 
 Streaming commands print the assistant's text as it arrives and one line per tool call and
 result; they return when the chat is idle again (exit 1 when the turn ended in ``error``).
@@ -182,6 +185,21 @@ def _report(out: Output, outcome: StreamOutcome) -> int:
     return code
 
 
+LabelOpt = Annotated[
+    list[str] | None, typer.Option("--label", "-l", help="A label KEY=VALUE (repeatable).")
+]
+
+
+def _labels(raw: list[str] | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in raw or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{item!r}: use KEY=VALUE", param_hint="--label")
+        out[key] = value
+    return out
+
+
 @app.command(NEW)
 def new(
     ctx: typer.Context,
@@ -195,13 +213,21 @@ def new(
             "--model", "-m", help="Model name (see `tether models list`; default: the server's)."
         ),
     ] = None,
+    plan: Annotated[
+        bool,
+        typer.Option("--plan", help="Plan mode: read-only tools; the plan goes to a plan file."),
+    ] = False,
+    label: LabelOpt = None,
     json_mode: JsonOpt = False,
 ) -> None:
     """Start a chat and stream the reply (this is what `tether chat "message"` runs)."""
+    labels = _labels(label)
 
     async def body(client: TetherClient, out: Output, session: Session) -> int:
         workspace_id = (await client.get_workspace(workspace)).id if workspace else None
-        chat = await ChatsAPI(client).create(message, workspace_id=workspace_id, model=model)
+        chat = await ChatsAPI(client).create(
+            message, workspace_id=workspace_id, model=model, plan_mode=plan, labels=labels
+        )
         session.chat_id = chat.id
         if out.json_mode:
             print(ndjson({"event": "chat", "data": chat}), flush=True)
@@ -227,6 +253,10 @@ def send(
         str | None,
         typer.Option("--model", "-m", help="Switch the chat to this configured model."),
     ] = None,
+    plan: Annotated[
+        bool | None,
+        typer.Option("--plan/--no-plan", help="Turn plan mode on or off from this message on."),
+    ] = None,
     json_mode: JsonOpt = False,
 ) -> None:
     """Send a message to a chat (queued while a turn runs) and stream the reply."""
@@ -236,7 +266,11 @@ def send(
         target = await resolve_chat(chats, chat)
         session.chat_id = target.id
         result = await chats.send(
-            target.id, message, busy="interrupt" if interrupt else "queue", model=model
+            target.id,
+            message,
+            busy="interrupt" if interrupt else "queue",
+            model=model,
+            plan_mode=plan,
         )
         if no_follow:
             state = "queued" if result.queued else result.chat.status
@@ -281,6 +315,32 @@ def watch(
     _run_streaming(ctx, json_mode, body)
 
 
+@app.command("label")
+def label_chat(
+    ctx: typer.Context,
+    chat: ChatRef,
+    labels: Annotated[
+        list[str] | None, typer.Argument(help="KEY=VALUE pairs: the chat's new labels.")
+    ] = None,
+    clear: Annotated[bool, typer.Option("--clear", help="Remove every label.")] = False,
+    json_mode: JsonOpt = False,
+) -> None:
+    """Replace a chat's labels (or remove them with --clear)."""
+    if bool(labels) == clear:
+        raise typer.BadParameter("give KEY=VALUE pairs, or --clear")
+    new = _labels(labels)
+
+    async def body(client: TetherClient, out: Output) -> int:
+        chats = ChatsAPI(client)
+        target = await resolve_chat(chats, chat)
+        result = await chats.update(target.id, labels=new)
+        shown = ", ".join(f"{k}={v}" for k, v in result.labels.items()) or "(none)"
+        out.emit(result, f"chat {result.id} labels: {shown}")
+        return 0
+
+    run(ctx, json_mode, body)
+
+
 @app.command("list")
 def list_chats(
     ctx: typer.Context,
@@ -288,15 +348,20 @@ def list_chats(
         bool, typer.Option("--all-statuses", help="Archived chats too.")
     ] = False,
     status: Annotated[str | None, typer.Option(help="Only chats in this status.")] = None,
+    search: Annotated[
+        str | None, typer.Option("--search", "-s", help="Titles containing this (any case).")
+    ] = None,
+    label: LabelOpt = None,
     json_mode: JsonOpt = False,
 ) -> None:
     """List your chats (most recently updated first)."""
+    labels = _labels(label)
 
     async def body(client: TetherClient, out: Output) -> int:
         chats = ChatsAPI(client)
-        items = await chats.list(status=status)
+        items = await chats.list(status=status, search=search, labels=labels)
         if all_statuses:
-            items += await chats.list(archived=True, status=status)
+            items += await chats.list(archived=True, status=status, search=search, labels=labels)
         if out.json_mode:
             out.json(items)
         elif not items:
@@ -354,6 +419,8 @@ def _chat_fields(chat: Chat) -> list[tuple[str, Any]]:
         ("build", chat.build_id or "-"),
         ("agent", chat.agent_id or "-"),
         ("model", chat.model or "(server default)"),
+        ("plan mode", "on" if chat.plan_mode else "off"),
+        ("labels", ", ".join(f"{k}={v}" for k, v in chat.labels.items()) or "-"),
         ("queued", chat.queued),
         ("last error", error),
     ]
@@ -368,6 +435,20 @@ def interrupt(ctx: typer.Context, chat: ChatRef, json_mode: JsonOpt = False) -> 
         target = await resolve_chat(chats, chat)
         result = await chats.interrupt(target.id)
         out.emit(result, f"chat {result.id} is {result.status}")
+        return 0
+
+    run(ctx, json_mode, body)
+
+
+@app.command("retitle")
+def retitle(ctx: typer.Context, chat: ChatRef, json_mode: JsonOpt = False) -> None:
+    """Ask the chat's model for a new title."""
+
+    async def body(client: TetherClient, out: Output) -> int:
+        chats = ChatsAPI(client)
+        target = await resolve_chat(chats, chat)
+        result = await chats.regenerate_title(target.id)
+        out.emit(result, f"chat {result.id}: {result.title}")
         return 0
 
     run(ctx, json_mode, body)

@@ -13,6 +13,7 @@ import typer
 
 from tether.cli import (
     chat,
+    chat_config,
     exec_cmd,
     images,
     models,
@@ -63,6 +64,7 @@ def build_app() -> typer.Typer:
     app.add_typer(chat.app, name="chat")
     app.add_typer(models.app, name="models")
     app.add_typer(images.app, name="images")
+    app.add_typer(chat_config.app, name="chat-config")
     return app
 
 

@@ -25,6 +25,7 @@ from tether.chatd.models import (
     sources_of,
 )
 from tether.clock import Clock, as_utc
+from tether.db.chatlabels import ChatLabelStore, label_filter
 from tether.db.tables import chat_messages, chat_queued_messages, chats
 from tether.errors import Conflict, NotFound, QueueFull
 from tether.ids import new_id
@@ -50,6 +51,8 @@ def _chat(row: Any) -> Chat:
         interrupt_requested=row.interrupt_requested,
         created_at=as_utc(row.created_at),  # type: ignore[arg-type]
         updated_at=as_utc(row.updated_at),  # type: ignore[arg-type]
+        plan_mode=bool(row.plan_mode),
+        last_injected_context=row.last_injected_context,
     )
 
 
@@ -70,6 +73,7 @@ class ChatStore:
     def __init__(self, engine: AsyncEngine, clock: Clock) -> None:
         self._engine = engine
         self._clock = clock
+        self.labels = ChatLabelStore(engine)
 
     # --- chats ----------------------------------------------------------------------------
 
@@ -86,6 +90,7 @@ class ChatStore:
         root_chat_id: uuid.UUID | None = None,
         model: str | None = None,
         copy_messages: list[StoredMessage] | None = None,
+        plan_mode: bool = False,
     ) -> Chat:
         now = self._clock.now()
         chat_id = new_id()
@@ -106,6 +111,7 @@ class ChatStore:
                     interrupt_requested=False,
                     created_at=now,
                     updated_at=now,
+                    plan_mode=plan_mode,
                 )
             )
             for msg in copy_messages or []:
@@ -667,8 +673,17 @@ class ChatStore:
         parent_chat_id: uuid.UUID | None = None,
         roots_only: bool = False,
         limit: int = 50,
+        search: str | None = None,
+        labels: dict[str, str] | None = None,
     ) -> list[Chat]:
+        """``search``: a case-insensitive substring of the title; ``labels``: every pair
+        must be on the chat (``db/chatlabels.py``)."""
         query = sa.select(chats).where(chats.c.owner_id == owner_id)
+        if search:
+            escaped = search.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            query = query.where(sa.func.lower(chats.c.title).like(f"%{escaped}%", escape="\\"))
+        for key, value in (labels or {}).items():
+            query = query.where(label_filter(chats.c.id, key, value))
         if archived is not None:
             query = query.where(chats.c.archived.is_(archived))
         if status is not None:

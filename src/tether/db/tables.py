@@ -242,6 +242,9 @@ chats = sa.Table(
     sa.Column("interrupt_requested", sa.Boolean, nullable=False),
     sa.Column("created_at", TS, nullable=False),
     sa.Column("updated_at", TS, nullable=False),
+    # migration 0011: plan mode and the UI copy of the last injected instruction/skill parts
+    sa.Column("plan_mode", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("last_injected_context", sa.JSON, nullable=True),
     sa.Index("ix_chats_status_updated", "status", "updated_at"),
     sa.Index("ix_chats_owner", "owner_id", "updated_at"),
     sa.Index("ix_chats_parent", "parent_chat_id"),
@@ -281,4 +284,23 @@ llm_models = sa.Table(
     sa.Column("created_by", sa.Uuid, sa.ForeignKey("users.id", ondelete="SET NULL"), nullable=True),
     sa.Column("created_at", TS, nullable=False),
     sa.Column("updated_at", TS, nullable=False),
+)
+
+# Admin chat settings (migration 0011): template allowlist, system prompt, user prompt.
+chat_config = sa.Table(
+    "chat_config",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.JSON, nullable=False),
+    sa.Column("updated_at", TS, nullable=False),
+)
+
+# A chat's labels (migration 0011): the chat list filters on them.
+chat_labels = sa.Table(
+    "chat_labels",
+    metadata,
+    sa.Column("chat_id", sa.Uuid, sa.ForeignKey("chats.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.String(256), nullable=False),
+    sa.Index("ix_chat_labels_key", "key", "value"),
 )

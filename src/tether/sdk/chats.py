@@ -16,12 +16,13 @@ when 20 messages already wait, ``not_found`` for a chat that is not yours, …).
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
 import httpx
+from pydantic import Field
 
 from tether.sdk.client import API, TetherClient, _api_error
 from tether.sdk.models import _Model
@@ -50,6 +51,9 @@ class Chat(_Model):
     queued: int = 0
     created_at: datetime
     updated_at: datetime
+    plan_mode: bool = False
+    labels: dict[str, str] = Field(default_factory=dict)
+    last_injected_context: list[dict[str, Any]] | None = None
 
 
 class ChatMessage(_Model):
@@ -117,13 +121,20 @@ class ChatsAPI:
         workspace_id: uuid.UUID | str | None = None,
         model: str | None = None,
         title: str | None = None,
+        plan_mode: bool = False,
+        labels: Mapping[str, str] | None = None,
     ) -> Chat:
-        body = {
+        """``plan_mode``: the chat plans without changing the workspace (PL-9)."""
+        body: dict[str, Any] = {
             "content": _parts(content),
             "workspace_id": str(workspace_id) if workspace_id else None,
             "model": model,
             "title": title,
         }
+        if plan_mode:
+            body["plan_mode"] = True
+        if labels:
+            body["labels"] = dict(labels)
         return Chat.model_validate(await self._call("POST", "", json=body))
 
     async def get(self, chat_id: uuid.UUID | str) -> Chat:
@@ -154,10 +165,14 @@ class ChatsAPI:
         *,
         busy: Literal["queue", "interrupt"] = "queue",
         model: str | None = None,
+        plan_mode: bool | None = None,
     ) -> SendResult:
+        """``plan_mode`` turns plan mode on or off from the next turn on (None: unchanged)."""
         body: dict[str, Any] = {"content": _parts(content), "busy": busy}
         if model is not None:
             body["model"] = model  # a configured model name (see TetherClient.list_models)
+        if plan_mode is not None:
+            body["plan_mode"] = plan_mode
         return SendResult.model_validate(
             await self._call("POST", f"/{chat_id}/messages", json=body)
         )
@@ -173,6 +188,10 @@ class ChatsAPI:
     async def archive(self, chat_id: uuid.UUID | str, archived: bool = True) -> Chat:
         body = {"archived": archived}
         return Chat.model_validate(await self._call("POST", f"/{chat_id}/archive", json=body))
+
+    async def regenerate_title(self, chat_id: uuid.UUID | str) -> Chat:
+        """Ask the chat's model for a new title (502/504 when the provider fails)."""
+        return Chat.model_validate(await self._call("POST", f"/{chat_id}/title/regenerate"))
 
     async def children(self, chat_id: uuid.UUID | str) -> list[Chat]:
         return [Chat.model_validate(c) for c in await self._call("GET", f"/{chat_id}/children")]
@@ -216,8 +235,35 @@ class ChatsAPI:
             raise client._transport_error(exc) from exc
 
     # Last on purpose: a method named ``list`` shadows the builtin in later annotations.
-    async def list(self, *, archived: bool = False, status: str | None = None) -> list[Chat]:
+    async def list(
+        self,
+        *,
+        archived: bool = False,
+        status: str | None = None,
+        search: str | None = None,
+        labels: Mapping[str, str] | None = None,
+    ) -> list[Chat]:
+        """``search``: a substring of the title (any case); ``labels``: all must be set."""
         params: dict[str, Any] = {"archived": "true" if archived else "false"}
         if status is not None:
             params["status"] = status
+        if search:
+            params["q"] = search
+        if labels:
+            params["label"] = [f"{k}:{v}" for k, v in labels.items()]
         return [Chat.model_validate(c) for c in await self._call("GET", "", params=params)]
+
+    async def update(
+        self,
+        chat_id: uuid.UUID | str,
+        *,
+        title: str | None = None,
+        labels: Mapping[str, str] | None = None,
+    ) -> Chat:
+        """Rename the chat and/or replace its labels (``None``: unchanged)."""
+        body: dict[str, Any] = {}
+        if title is not None:
+            body["title"] = title
+        if labels is not None:
+            body["labels"] = dict(labels)
+        return Chat.model_validate(await self._call("PATCH", f"/{chat_id}", json=body))

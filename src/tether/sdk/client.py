@@ -16,7 +16,7 @@ import asyncio
 import json as jsonlib
 import time
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any, Literal
 from urllib.parse import quote
 
@@ -29,6 +29,7 @@ from tether.sdk.models import (
     Build,
     BuildLogs,
     BuildResult,
+    ChatConfig,
     CreatedToken,
     DeletedUser,
     ExecResult,
@@ -186,6 +187,27 @@ class TetherClient:
 
     async def remove_model(self, name: str) -> None:
         await self._request("DELETE", f"/models/{_seg(name)}")
+
+    # --- chat settings (admins) -----------------------------------------------------------
+
+    async def chat_config(self) -> ChatConfig:
+        return ChatConfig.model_validate(await self._request("GET", "/chat-config"))
+
+    async def set_template_allowlist(self, template_ids: Sequence[str | uuid.UUID]) -> ChatConfig:
+        """Limit the templates chats see (CW-24); an empty list allows every template."""
+        body = {"template_ids": [str(t) for t in template_ids]}
+        data = await self._request("PUT", "/chat-config/template-allowlist", json=body)
+        return ChatConfig.model_validate(data)
+
+    async def set_system_prompt(self, prompt: str) -> ChatConfig:
+        """Text added to every chat's system prompt ("" removes it)."""
+        data = await self._request("PUT", "/chat-config/system-prompt", json={"prompt": prompt})
+        return ChatConfig.model_validate(data)
+
+    async def set_user_prompt(self, prompt: str) -> ChatConfig:
+        """Instructions given to every chat as the user's (``<user-instructions>``)."""
+        data = await self._request("PUT", "/chat-config/user-prompt", json={"prompt": prompt})
+        return ChatConfig.model_validate(data)
 
     # --- templates ------------------------------------------------------------------------
 

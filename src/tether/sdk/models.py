@@ -179,3 +179,11 @@ class ExecResult(_Model):
 
 class BackgroundStarted(_Model):
     process_id: str
+
+
+class ChatConfig(_Model):
+    """The admin chat settings (``/api/v1/chat-config``)."""
+
+    template_allowlist: list[uuid.UUID] = Field(default_factory=list)
+    system_prompt: str = ""
+    user_prompt: str = ""

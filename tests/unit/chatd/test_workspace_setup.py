@@ -152,6 +152,7 @@ class FakeChats:
     def __init__(self) -> None:
         self.rows: list[StoredMessage] = []
         self.finished: list[tuple[str | None, str | None]] = []
+        self.fields: dict[uuid.UUID, dict[str, Any]] = {}  # set_fields calls, merged
 
     async def messages(self, chat_id: uuid.UUID, **_: Any) -> list[StoredMessage]:
         return [m for m in self.rows if m.chat_id == chat_id]
@@ -180,6 +181,9 @@ class FakeChats:
 
     async def queued(self, chat_id: uuid.UUID) -> list[Any]:
         return []
+
+    async def set_fields(self, chat_id: uuid.UUID, **values: Any) -> None:
+        self.fields.setdefault(chat_id, {}).update(values)
 
     def context_rows(self, chat_id: uuid.UUID) -> list[StoredMessage]:
         return [
@@ -451,6 +455,7 @@ async def test_pl13_nothing_found_persists_blank_marker(world: World) -> None:
     [marker] = cm.load_parts(row.parts)
     assert isinstance(marker, cm.ContextFilePart)
     assert marker.agent_id == agent.id and marker.path is None and marker.content == ""
+    assert world.chats.fields[ctx.chat_id] == {"last_injected_context": None}
     # the marker suppresses further lookups for this agent
     history = [cm.ChatMessage(role="user", parts=[marker], visibility="user")]
     assert cm.has_persisted_instructions(history)
@@ -740,3 +745,24 @@ def test_a_failure_is_news_again_only_after_the_server_worked() -> None:
     assert cache.unreported(chat, Discovery(failed=(bad,))) == []  # ... that failed again
     assert cache.unreported(chat, Discovery()) == []  # works now (or left .mcp.json)
     assert cache.unreported(chat, Discovery(failed=(bad,))) == [bad]  # broken again: news
+
+
+async def test_pl9_plan_mode_turn_never_asks_for_mcp_tools(world: World) -> None:
+    """PL-9: a plan-mode turn skips workspace MCP discovery (the agent is never asked for
+    its list, even with a running workspace), still reads the instructions, and offers no
+    tool that writes."""
+    agent = world.running()
+    ctx = world.chat(agent)
+    ctx = ToolContext(world.deps, replace(ctx.chat, plan_mode=True), ctx.state)
+    scripted = ScriptedModel().say("a plan")
+    await world.turn(ctx, scripted)
+    assert world.chats.finished == [(None, None)]
+    side = world.dialer.side(agent.id)
+    assert side.list_calls == 0 and side.instruction_calls == 1
+    [request] = scripted.requests
+    assert not [n for n in request.tool_names if "__" in n]
+    assert not {"execute", "edit_files", "process_signal", "create_workspace"} & set(
+        request.tool_names
+    )
+    assert "# Project rules" in (request.instructions or "")
+    assert f"~/.tether/plans/{ctx.chat_id}.md" in (request.instructions or "")

@@ -24,10 +24,22 @@ from tether.chatd.follow import follow_chat
 from tether.chatd.models import Chat, ChatStatus, QueuedMessage, StoredMessage
 from tether.chatd.service import ChatService
 from tether.chatd.stream import parse_event_id
+from tether.chatd.titles import generate_title
+from tether.db.chatlabels import KEY_MAX, LABELS_MAX, VALUE_MAX
+from tether.errors import InvalidInput
+
+TITLE_HISTORY_MESSAGES = 20  # the start of the conversation names it
 
 router = APIRouter(prefix="/api/v1/chats", tags=["chats"])
 
 Content = MessageText | MessageParts
+Labels = Annotated[
+    dict[
+        Annotated[str, Field(min_length=1, max_length=KEY_MAX)],
+        Annotated[str, Field(max_length=VALUE_MAX)],
+    ],
+    Field(max_length=LABELS_MAX),
+]
 
 
 class CreateChat(BaseModel):
@@ -35,12 +47,20 @@ class CreateChat(BaseModel):
     workspace_id: uuid.UUID | None = None
     model: str | None = Field(default=None, min_length=1, max_length=MODEL_SPEC_MAX)
     title: str | None = Field(default=None, max_length=TITLE_MAX)
+    plan_mode: bool = False  # read-only turns and a plan file (PL-9)
+    labels: Labels | None = None
+
+
+class UpdateChat(BaseModel):
+    title: str | None = Field(default=None, min_length=1, max_length=TITLE_MAX)
+    labels: Labels | None = None  # replaces the chat's labels
 
 
 class SendMessage(BaseModel):
     content: Content
     busy: Literal["queue", "interrupt"] = "queue"
     model: str | None = Field(default=None, min_length=1, max_length=256)  # a configured name
+    plan_mode: bool | None = None  # switch plan mode on/off from the next turn; None: keep
 
 
 class ArchiveChat(BaseModel):
@@ -64,9 +84,13 @@ class ChatOut(BaseModel):
     queued: int
     created_at: datetime
     updated_at: datetime
+    plan_mode: bool = False
+    labels: dict[str, str] = Field(default_factory=dict)
+    # the instruction/skill parts last injected, without file contents (None: none found)
+    last_injected_context: list[dict[str, Any]] | None = None
 
     @classmethod
-    def of(cls, c: Chat, queued: int = 0) -> ChatOut:
+    def of(cls, c: Chat, queued: int = 0, labels: dict[str, str] | None = None) -> ChatOut:
         return cls(
             id=c.id,
             owner_id=c.owner_id,
@@ -84,6 +108,9 @@ class ChatOut(BaseModel):
             queued=queued,
             created_at=c.created_at,
             updated_at=c.updated_at,
+            plan_mode=c.plan_mode,
+            labels=labels or {},
+            last_injected_context=c.last_injected_context,
         )
 
 
@@ -139,15 +166,36 @@ def _service(request: Request) -> ChatService:
 
 
 async def _out(service: ChatService, chat: Chat) -> ChatOut:
-    counts = await service.queued_counts([chat])
-    return ChatOut.of(chat, counts.get(chat.id, 0))
+    return (await _outs(service, [chat]))[0]
+
+
+async def _outs(service: ChatService, chats: list[Chat]) -> list[ChatOut]:
+    counts = await service.queued_counts(chats)
+    labels = await service.labels_of(chats)
+    return [ChatOut.of(c, counts.get(c.id, 0), labels.get(c.id)) for c in chats]
+
+
+def _label_pairs(raw: list[str]) -> dict[str, str]:
+    pairs: dict[str, str] = {}
+    for item in raw:
+        key, sep, value = item.partition(":")
+        if not sep or not key:
+            raise InvalidInput(f"label filter {item[:80]!r}: use key:value", field="label")
+        pairs[key] = value
+    return pairs
 
 
 @router.post("", status_code=201)
 async def create(request: Request, body: CreateChat, user: CurrentUser) -> ChatOut:
     service = _service(request)
     chat = await service.create(
-        user, body.content, workspace_id=body.workspace_id, model=body.model, title=body.title
+        user,
+        body.content,
+        workspace_id=body.workspace_id,
+        model=body.model,
+        title=body.title,
+        plan_mode=body.plan_mode,
+        labels=body.labels,
     )
     return await _out(service, chat)
 
@@ -159,11 +207,31 @@ async def list_chats(
     archived: bool = False,
     status: ChatStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    q: Annotated[str | None, Query(max_length=TITLE_MAX)] = None,
+    label: Annotated[list[str] | None, Query(max_length=LABELS_MAX)] = None,
 ) -> list[ChatOut]:
+    """``q``: a case-insensitive substring of the title; ``label=key:value`` (repeatable):
+    chats carrying every one of these labels."""
     service = _service(request)
-    chats = await service.list(user, archived=archived, status=status, limit=limit)
-    counts = await service.queued_counts(chats)
-    return [ChatOut.of(c, counts.get(c.id, 0)) for c in chats]
+    chats = await service.list(
+        user,
+        archived=archived,
+        status=status,
+        limit=limit,
+        search=q or None,
+        labels=_label_pairs(label or []),
+    )
+    return await _outs(service, chats)
+
+
+@router.patch("/{chat_id}")
+async def update(
+    request: Request, chat_id: uuid.UUID, body: UpdateChat, user: CurrentUser
+) -> ChatOut:
+    """Rename the chat and/or replace its labels."""
+    service = _service(request)
+    chat = await service.update(user, chat_id, title=body.title, labels=body.labels)
+    return await _out(service, chat)
 
 
 @router.get("/{chat_id}")
@@ -191,7 +259,9 @@ async def send(
     request: Request, chat_id: uuid.UUID, body: SendMessage, user: CurrentUser
 ) -> SendOut:
     service = _service(request)
-    result = await service.send(user, chat_id, body.content, busy=body.busy, model=body.model)
+    result = await service.send(
+        user, chat_id, body.content, busy=body.busy, model=body.model, plan_mode=body.plan_mode
+    )
     return SendOut(
         message=MessageOut.of(result.message) if result.message else None,
         queued_message=QueuedOut.of(result.queued_message) if result.queued_message else None,
@@ -220,12 +290,27 @@ async def archive(
     return await _out(service, await service.archive(user, chat_id, archived))
 
 
+@router.post("/{chat_id}/title/regenerate")
+async def regenerate_title(request: Request, chat_id: uuid.UUID, user: CurrentUser) -> ChatOut:
+    """Ask the chat's model for a new title (``chatd/titles.py``); provider failures are
+    typed (502/504) and leave the title as it was."""
+    service = _service(request)
+    graph = graph_of(request)
+    chat = await service.get(user, chat_id)
+    history = await service.store.messages(chat.id, limit=TITLE_HISTORY_MESSAGES)
+    title = await generate_title(
+        await graph.models.model(chat.model),
+        history,
+        clock=graph.clock,
+        timeout_s=graph.settings.model_request_timeout_s,
+    )
+    return await _out(service, await service.store.set_fields(chat.id, title=title))
+
+
 @router.get("/{chat_id}/children")
 async def children(request: Request, chat_id: uuid.UUID, user: CurrentUser) -> list[ChatOut]:
     service = _service(request)
-    chats = await service.children(user, chat_id)
-    counts = await service.queued_counts(chats)
-    return [ChatOut.of(c, counts.get(c.id, 0)) for c in chats]
+    return await _outs(service, await service.children(user, chat_id))
 
 
 @router.get("/{chat_id}/stream", responses=SSE_RESPONSE)

@@ -43,6 +43,7 @@ from tether.chatd.models import Chat
 from tether.chatd.stream import ChatStreamHub
 from tether.clock import Clock
 from tether.db.agents import AgentStore
+from tether.db.chatconfig import ChatConfig, ChatConfigStore
 from tether.db.chats import ChatStore
 from tether.db.pubsub import EventBus
 from tether.db.templates import TemplateStore
@@ -87,6 +88,12 @@ class ChatdDeps:
     hub: ChatStreamHub
     dialer: Dialer
     metrics: Metrics = field(default_factory=Metrics)  # the graph's, from install.chatd_deps
+    # admin chat settings (template allowlist, prompts); None in unit tests: the defaults
+    config: ChatConfigStore | None = None
+
+    async def chat_config(self) -> ChatConfig:
+        """The admin chat settings, read fresh (an admin's change applies to the next call)."""
+        return await self.config.get() if self.config is not None else ChatConfig()
 
 
 @dataclass

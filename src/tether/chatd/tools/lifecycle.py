@@ -26,6 +26,7 @@ from tether.chatd.tools.base import Args, ToolContext, invalid_arguments, make_t
 from tether.chatd.tools.readiness import agent_readiness, build_agent_report, wait_build
 from tether.errors import (
     AgentSelectionError,
+    Forbidden,
     NoRunningAgent,
     NotFound,
     NoWorkspace,
@@ -120,8 +121,20 @@ def lifecycle_tools(ctx: ToolContext) -> list[Tool[Any]]:
             },
         )
 
+    async def allowed(template_id: uuid.UUID) -> None:
+        """CW-24: outside a non-empty admin allowlist a template does not exist for chats."""
+        if not (await deps.chat_config()).allows(template_id):
+            raise Forbidden(
+                f"template {template_id} is not allowlisted for chats; use list_templates"
+            )
+
     async def list_templates(args: ListTemplatesArgs) -> dict[str, Any]:
-        templates = await deps.template_store.list(include_deprecated=False)
+        config = await deps.chat_config()
+        templates = [
+            t
+            for t in await deps.template_store.list(include_deprecated=False)
+            if config.allows(t.id)
+        ]
         if args.query:
             q = args.query.lower()
             templates = [
@@ -149,7 +162,9 @@ def lifecycle_tools(ctx: ToolContext) -> list[Tool[Any]]:
         }
 
     async def read_template(args: TemplateIdArgs) -> dict[str, Any]:
-        template = await deps.template_store.get(_template_uuid(args.template_id))
+        template_id = _template_uuid(args.template_id)
+        await allowed(template_id)
+        template = await deps.template_store.get(template_id)
         parameters: list[dict[str, Any]] = []
         if template.active_version_id is not None:
             version = await deps.template_store.get_version(template.active_version_id)
@@ -254,6 +269,7 @@ def lifecycle_tools(ctx: ToolContext) -> list[Tool[Any]]:
 
     async def _create_workspace(args: CreateWorkspaceArgs) -> dict[str, Any]:
         template_id = _template_uuid(args.template_id)
+        await allowed(template_id)  # CW-24: before taking the mutex
         async with ctx.state.workspace_lock:
             existing = await check_existing()
             if existing is not None:

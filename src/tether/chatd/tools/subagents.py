@@ -102,6 +102,7 @@ def subagent_tools(ctx: ToolContext) -> list[Tool[Any]]:
             root_chat_id=parent.root_chat_id or parent.id,
             model=parent.model,
             copy_messages=context,
+            plan_mode=parent.plan_mode,  # SA-2
         )
         await deps.bus.publish(CHATS_CHANNEL, {"chat_id": str(created.id)})
         return {"chat_id": str(created.id), "title": created.title, "status": created.status.value}

@@ -1,0 +1,116 @@
+"""``tether chat-config …``: the admin chat settings (admins only).
+
+tether chat-config show
+tether chat-config templates [T …] | --all       limit the templates chats see (CW-24)
+tether chat-config system-prompt TEXT | --file F | --clear
+tether chat-config user-prompt TEXT | --file F | --clear
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tether.cli.common import CliError, JsonOpt, run
+from tether.cli.output import Output
+from tether.sdk import ChatConfig, TetherClient
+
+app = typer.Typer(help="Chat settings for every chat (admins only).", no_args_is_help=True)
+
+PromptText = Annotated[str | None, typer.Argument(help="The prompt text.")]
+PromptFile = Annotated[
+    Path | None, typer.Option("--file", "-f", help="Read the prompt from this file.")
+]
+Clear = Annotated[bool, typer.Option("--clear", help="Remove the prompt.")]
+
+
+def _show(out: Output, c: ChatConfig) -> None:
+    if out.json_mode:
+        out.json(c)
+        return
+    allow = ", ".join(str(t) for t in c.template_allowlist) or "(every template)"
+    out.line(f"template allowlist: {allow}")
+    out.line(f"system prompt: {c.system_prompt or '(none)'}")
+    out.line(f"user prompt: {c.user_prompt or '(none)'}")
+
+
+def _prompt(text: str | None, file: Path | None, clear: bool) -> str:
+    given = [x for x in (text is not None, file is not None, clear) if x]
+    if len(given) != 1:
+        raise CliError("give exactly one of TEXT, --file or --clear")
+    if clear:
+        return ""
+    if file is not None:
+        try:
+            return file.read_text()
+        except OSError as exc:
+            raise CliError(f"cannot read {file}: {exc}") from exc
+    return text or ""
+
+
+@app.command("show")
+def show(ctx: typer.Context, json_mode: JsonOpt = False) -> None:
+    """Show the chat settings."""
+
+    async def body(client: TetherClient, out: Output) -> int:
+        _show(out, await client.chat_config())
+        return 0
+
+    run(ctx, json_mode, body)
+
+
+@app.command("templates")
+def templates(
+    ctx: typer.Context,
+    refs: Annotated[list[str] | None, typer.Argument(help="Template names or ids.")] = None,
+    all_templates: Annotated[
+        bool, typer.Option("--all", help="Clear the allowlist: chats see every template.")
+    ] = False,
+    json_mode: JsonOpt = False,
+) -> None:
+    """Limit the templates chats can list, read and create workspaces from."""
+    if bool(refs) == all_templates:
+        raise typer.BadParameter("give template names/ids, or --all")
+
+    async def body(client: TetherClient, out: Output) -> int:
+        ids = [(await client.get_template(ref)).id for ref in refs or []]
+        _show(out, await client.set_template_allowlist(ids))
+        return 0
+
+    run(ctx, json_mode, body)
+
+
+@app.command("system-prompt")
+def system_prompt(
+    ctx: typer.Context,
+    text: PromptText = None,
+    file: PromptFile = None,
+    clear: Clear = False,
+    json_mode: JsonOpt = False,
+) -> None:
+    """Set the text added to every chat's system prompt."""
+
+    async def body(client: TetherClient, out: Output) -> int:
+        _show(out, await client.set_system_prompt(_prompt(text, file, clear)))
+        return 0
+
+    run(ctx, json_mode, body)
+
+
+@app.command("user-prompt")
+def user_prompt(
+    ctx: typer.Context,
+    text: PromptText = None,
+    file: PromptFile = None,
+    clear: Clear = False,
+    json_mode: JsonOpt = False,
+) -> None:
+    """Set the instructions every chat gets as the user's (<user-instructions>)."""
+
+    async def body(client: TetherClient, out: Output) -> int:
+        _show(out, await client.set_user_prompt(_prompt(text, file, clear)))
+        return 0
+
+    run(ctx, json_mode, body)
