@@ -1,0 +1,598 @@
+"""An in-process fake of one workspace agent, speaking :class:`tether.agentconn.AgentClient`'s
+API without HTTP or processes.
+
+``tests/contract/test_agent_contract.py`` holds it to a real ``tether agent``: same calls,
+same assertions. What it fakes and what it shares:
+
+* **files, instruction files, skills** live in a real directory (``home`` and the working
+  ``directory``) and go through the agent's own pure functions (:mod:`tether.agent.files`,
+  :mod:`tether.agent.instructions`, :mod:`tether.agent.skills`), so paths, windows, edit
+  rules and the ``AGENTS.md``/skill lookup cannot drift;
+* **commands are scripted**: :meth:`FakeAgent.script` maps a command line to its output,
+  exit code and run time; an unscripted command is "not found" (exit 127), like bash;
+* **MCP servers are scripted**: connected, failing, or pending until an event is set (a
+  hanging server never sets it); a listing waits for pending servers only up to ``wait``
+  after their first attempt, as the agent does;
+* **errors** are what :class:`AgentClient` raises for the agent's answers: request bodies are
+  validated with the agent's schemas (400 ``invalid_input``), unknown processes and tools are
+  404 ``not_found``, and a stopped agent (:meth:`FakeAgent.stop`) fails every call with
+  :class:`AgentTransportError`.
+
+:class:`FakeAgentDialer` hands out :class:`FakeAgentConn`\\ s (a :class:`FakeConn` that also
+speaks the agent API), one :class:`FakeAgent` per agent id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import shlex
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal, TypeVar, overload
+
+from pydantic import BaseModel, ValidationError
+
+from tether.agent import files
+from tether.agent.instructions import find_instruction_files
+from tether.agent.schemas import (
+    EXEC_DEFAULT_TIMEOUT_S,
+    BackgroundStarted,
+    EditRequest,
+    EditResult,
+    ExecRequest,
+    ExecResult,
+    FileEdits,
+    Health,
+    Instructions,
+    ListDirRequest,
+    ListDirResult,
+    McpCallRequest,
+    McpCallResult,
+    McpContent,
+    McpServerStatus,
+    McpTool,
+    McpToolList,
+    ProcessInfo,
+    ProcessList,
+    ProcessOutput,
+    ReadFileRequest,
+    ReadFileResult,
+    SignalRequest,
+    SignalResult,
+    WriteFileRequest,
+    WriteFileResult,
+)
+from tether.agent.skills import find_skills
+from tether.errors import (
+    AgentRequestFailed,
+    AgentTransportError,
+    InvalidInput,
+    NotFound,
+    TetherError,
+)
+from tether.testing.fake_dialer import FakeConn, FakeDialer
+
+BodyT = TypeVar("BodyT", bound=BaseModel)
+T = TypeVar("T")
+
+SIGNAL_EXIT = {"terminate": 128 + 15, "kill": 128 + 9}  # as a shell reports a killed command
+MCP_CONNECT_TIMEOUT_S = 30.0  # the agent's default connect bound
+TOOL_SEPARATOR = "__"
+
+
+@dataclass(frozen=True)
+class FakeCommand:
+    """What a scripted command does: print ``output``, then exit with ``exit_code`` after
+    ``runs_s`` seconds (``None``: runs until it is signalled or times out)."""
+
+    output: str = ""
+    exit_code: int = 0
+    runs_s: float | None = 0.0
+
+
+@dataclass
+class FakeMcpTool:
+    name: str
+    description: str = ""
+    input_schema: dict[str, Any] = field(default_factory=lambda: {"type": "object"})
+    # Given the arguments, the result's text; raising makes an ``is_error`` result.
+    handler: Callable[[dict[str, Any]], str | Awaitable[str]] | None = None
+
+
+@dataclass
+class FakeMcpServer:
+    """A workspace MCP server: connected at once, failing with ``error``, or pending until
+    ``connected`` is set (never set: a hanging server)."""
+
+    name: str
+    tools: list[FakeMcpTool] = field(default_factory=list)
+    error: str | None = None
+    connected: asyncio.Event | None = None
+    retry_in_s: float = 30.0
+
+
+@dataclass
+class _Process:
+    id: str
+    command: str
+    started_at: datetime
+    listed: bool
+    output: str
+    exit_code: int | None = None
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.exit_code is None
+
+    def finish(self, code: int) -> None:
+        if self.exit_code is None:
+            self.exit_code = code
+            self.done.set()
+
+
+def _failed(exc: TetherError) -> AgentRequestFailed:
+    """The error :class:`AgentClient` raises for the agent's answer to ``exc``."""
+    return AgentRequestFailed(exc.message, status=exc.http_status, agent_code=exc.code)
+
+
+def _body(model: type[BodyT], data: Mapping[str, Any]) -> BodyT:
+    """Validate like the agent's HTTP layer: the first problem is a 400 ``invalid_input``."""
+    try:
+        return model.model_validate(dict(data))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or None
+        raise InvalidInput(f"{where or 'body'}: {first.get('msg')}", field=where) from None
+
+
+class FakeAgent:
+    """One fake workspace agent rooted at ``home`` (working directory: ``directory``)."""
+
+    def __init__(
+        self,
+        home: Path,
+        directory: Path | None = None,
+        *,
+        address: str = "fake-agent",
+        mcp_connect_timeout_s: float = MCP_CONNECT_TIMEOUT_S,
+    ) -> None:
+        self.home = home
+        self.directory = directory or home
+        self.address = address
+        self.mcp_connect_timeout_s = mcp_connect_timeout_s
+        self.commands: dict[str, FakeCommand] = {}
+        self.mcp_servers: list[FakeMcpServer] = []
+        self.stopped = False
+        self._procs: dict[str, _Process] = {}
+        self._mcp_started: dict[str, float] = {}
+        self._started = time.monotonic()
+        self.calls: list[str] = []  # the API methods called, in order
+
+    # --- scripting --------------------------------------------------------------------------
+
+    def script(
+        self, command: str, output: str = "", exit_code: int = 0, runs_s: float | None = 0.0
+    ) -> None:
+        self.commands[command] = FakeCommand(output, exit_code, runs_s)
+
+    def set_mcp_servers(self, *servers: FakeMcpServer) -> None:
+        """Replace the MCP configuration (like editing ``.mcp.json``)."""
+        self.mcp_servers = list(servers)
+        self._mcp_started = {}
+
+    async def stop(self) -> None:
+        """The agent goes away: running commands die, every later call is a transport error."""
+        self.stopped = True
+        for proc in self._procs.values():
+            if proc.task is not None:
+                proc.task.cancel()
+            proc.finish(SIGNAL_EXIT["kill"])
+
+    # --- plumbing ---------------------------------------------------------------------------
+
+    async def _call(self, name: str, work: Callable[[], Awaitable[T]]) -> T:
+        await asyncio.sleep(0)  # a request is never synchronous
+        if self.stopped:
+            raise AgentTransportError(
+                f"agent at {self.address}: ConnectError: connection refused", sent=False
+            )
+        self.calls.append(name)
+        try:
+            return await work()
+        except TetherError as exc:
+            if isinstance(exc, AgentRequestFailed | AgentTransportError):
+                raise
+            raise _failed(exc) from None
+        except PermissionError as exc:
+            raise AgentRequestFailed(
+                f"permission denied: {exc.filename or exc}", status=403, agent_code="forbidden"
+            ) from None
+        except OSError as exc:
+            raise AgentRequestFailed(str(exc), status=400, agent_code="io_error") from None
+
+    def resolve(self, path: str) -> Path:
+        """A request path: absolute, ``~``-relative, or relative to the working directory."""
+        if "\x00" in path:
+            raise InvalidInput("path contains a NUL byte", field="path")
+        if path == "~" or path.startswith("~/"):
+            candidate = self.home / path[2:]
+        else:
+            candidate = Path(path)
+        if not candidate.is_absolute():
+            candidate = self.directory / candidate
+        return Path(os.path.normpath(candidate))
+
+    # --- API ----------------------------------------------------------------------------------
+
+    async def health(self, *, timeout: float | None = None) -> Health:
+        async def work() -> Health:
+            return Health(status="ok", lifecycle="ready", uptime_s=time.monotonic() - self._started)
+
+        return await self._call("health", work)
+
+    @overload
+    async def exec(
+        self,
+        command: str,
+        *,
+        timeout_s: float | None = None,
+        workdir: str | None = None,
+        background: Literal[False] = False,
+        env: Mapping[str, str] | None = None,
+    ) -> ExecResult: ...
+
+    @overload
+    async def exec(
+        self,
+        command: str,
+        *,
+        timeout_s: float | None = None,
+        workdir: str | None = None,
+        background: Literal[True],
+        env: Mapping[str, str] | None = None,
+    ) -> BackgroundStarted: ...
+
+    async def exec(
+        self,
+        command: str,
+        *,
+        timeout_s: float | None = None,
+        workdir: str | None = None,
+        background: bool = False,
+        env: Mapping[str, str] | None = None,
+    ) -> ExecResult | BackgroundStarted:
+        async def work() -> ExecResult | BackgroundStarted:
+            body = _body(
+                ExecRequest,
+                {
+                    "command": command,
+                    "timeout_s": timeout_s,
+                    "workdir": workdir,
+                    "background": background,
+                    "env": dict(env or {}),
+                },
+            )
+            cwd = self.resolve(body.workdir) if body.workdir else self.directory
+            if not await asyncio.to_thread(cwd.is_dir):
+                raise InvalidInput(f"workdir does not exist: {cwd}", field="workdir")
+            proc = self._spawn(body.command, listed=body.background)
+            if body.background:
+                return BackgroundStarted(process_id=proc.id)
+            return await self._foreground(proc, body.timeout_s or EXEC_DEFAULT_TIMEOUT_S)
+
+        return await self._call("exec", work)
+
+    def _spawn(self, command: str, *, listed: bool) -> _Process:
+        scripted = self.commands.get(command)
+        if scripted is None:
+            word = shlex.split(command)[0] if command.strip() else command
+            scripted = FakeCommand(f"bash: line 1: {word}: command not found\n", 127)
+        proc = _Process(
+            id=secrets.token_hex(6),
+            command=command,
+            started_at=datetime.now(UTC),
+            listed=listed,
+            output=scripted.output,
+        )
+        self._procs[proc.id] = proc
+        if scripted.runs_s == 0:
+            proc.finish(scripted.exit_code)
+        elif scripted.runs_s is not None:
+            proc.task = asyncio.create_task(self._run_for(proc, scripted))
+        return proc
+
+    @staticmethod
+    async def _run_for(proc: _Process, scripted: FakeCommand) -> None:
+        assert scripted.runs_s is not None
+        await asyncio.sleep(scripted.runs_s)
+        proc.finish(scripted.exit_code)
+
+    async def _foreground(self, proc: _Process, timeout_s: float) -> ExecResult:
+        start = time.monotonic()
+        try:
+            await asyncio.wait_for(proc.done.wait(), timeout_s)
+            timed_out = False
+        except TimeoutError:
+            timed_out = True
+            if proc.task is not None:
+                proc.task.cancel()
+            proc.finish(SIGNAL_EXIT["kill"])
+        code = proc.exit_code if proc.exit_code is not None else -1
+        return ExecResult(
+            exit_code=-1 if timed_out else code,
+            output=proc.output,
+            truncated=False,
+            wall_ms=int((time.monotonic() - start) * 1000),
+            timed_out=timed_out,
+            error=f"command timed out after {timeout_s:g}s" if timed_out else None,
+            process_id=proc.id,
+        )
+
+    def _get(self, pid: str) -> _Process:
+        proc = self._procs.get(pid)
+        if proc is None:
+            raise NotFound(f"no process with id {pid!r}")
+        return proc
+
+    async def process_list(self) -> ProcessList:
+        async def work() -> ProcessList:
+            procs = sorted(self._procs.values(), key=lambda p: p.started_at)
+            return ProcessList(
+                processes=[
+                    ProcessInfo(
+                        process_id=p.id,
+                        command=p.command,
+                        running=p.running,
+                        exit_code=p.exit_code,
+                        started_at=p.started_at,
+                    )
+                    for p in procs
+                    if p.listed
+                ]
+            )
+
+        return await self._call("process_list", work)
+
+    async def process_output(self, pid: str) -> ProcessOutput:
+        async def work() -> ProcessOutput:
+            proc = self._get(pid)
+            return ProcessOutput(
+                process_id=proc.id,
+                running=proc.running,
+                exit_code=proc.exit_code,
+                output=proc.output,
+                truncated=False,
+            )
+
+        return await self._call("process_output", work)
+
+    async def process_signal(self, pid: str, signal: str) -> SignalResult:
+        async def work() -> SignalResult:
+            proc = self._get(pid)  # 404 before 400, as the agent does
+            body = _body(SignalRequest, {"signal": signal})
+            if not proc.running:
+                message = f"process {proc.id} has already exited"
+            else:
+                if proc.task is not None:
+                    proc.task.cancel()
+                proc.finish(SIGNAL_EXIT[body.signal])
+                message = f"sent {body.signal} to process {proc.id}"
+            return SignalResult(process_id=pid, signal=body.signal, message=message)
+
+        return await self._call("process_signal", work)
+
+    async def read_file(self, path: str, offset: int = 1, limit: int = 2000) -> ReadFileResult:
+        async def work() -> ReadFileResult:
+            body = _body(ReadFileRequest, {"path": path, "offset": offset, "limit": limit})
+            target = self.resolve(body.path)
+            return await asyncio.to_thread(
+                files.read_file, target, offset=body.offset, limit=body.limit
+            )
+
+        return await self._call("read_file", work)
+
+    async def write_file(self, path: str, content: str) -> WriteFileResult:
+        async def work() -> WriteFileResult:
+            body = _body(WriteFileRequest, {"path": path, "content": content})
+            return await asyncio.to_thread(files.write_file, self.resolve(body.path), body.content)
+
+        return await self._call("write_file", work)
+
+    async def edit_files(self, specs: Sequence[FileEdits | Mapping[str, Any]]) -> EditResult:
+        async def work() -> EditResult:
+            payload = [s.model_dump() if isinstance(s, FileEdits) else dict(s) for s in specs]
+            body = _body(EditRequest, {"files": payload})
+            results = []
+            for spec in body.files:
+                target = self.resolve(spec.path)
+                results.append(await asyncio.to_thread(files.edit_file, target, spec))
+            return EditResult(files=results)
+
+        return await self._call("edit_files", work)
+
+    async def list_dir(self, path: str = ".") -> ListDirResult:
+        async def work() -> ListDirResult:
+            body = _body(ListDirRequest, {"path": path})
+            return await asyncio.to_thread(files.list_dir, self.resolve(body.path))
+
+        return await self._call("list_dir", work)
+
+    async def instructions(self) -> Instructions:
+        async def work() -> Instructions:
+            found = await asyncio.to_thread(find_instruction_files, self.home, self.directory)
+            skills = await asyncio.to_thread(find_skills, self.directory)
+            return Instructions(
+                os="linux", directory=str(self.directory), files=found, skills=skills
+            )
+
+        return await self._call("instructions", work)
+
+    async def mcp_tools(
+        self, *, timeout: float | None = None, wait: float | None = None
+    ) -> McpToolList:
+        async def work() -> McpToolList:
+            if wait is not None and not 0 <= wait <= 600:
+                raise InvalidInput("wait must be between 0 and 600", field="wait")
+            await self._wait_for_servers(self.mcp_connect_timeout_s + 1.0 if wait is None else wait)
+            return self._listing()
+
+        return await self._call("mcp_tools", work)
+
+    async def _wait_for_servers(self, bound: float) -> None:
+        """Wait for pending servers, each until ``bound`` after its first attempt."""
+        now = asyncio.get_running_loop().time()
+        waits: dict[asyncio.Task[bool], float] = {}
+        for server in self.mcp_servers:
+            if server.error is not None or server.connected is None or server.connected.is_set():
+                continue
+            started = self._mcp_started.setdefault(server.name, now)
+            left = started + bound - now
+            if left > 0:
+                waits[asyncio.ensure_future(server.connected.wait())] = left
+        if not waits:
+            return
+        try:
+            await asyncio.wait(set(waits), timeout=max(waits.values()))
+        finally:
+            for task in waits:
+                task.cancel()
+
+    def _listing(self) -> McpToolList:
+        tools: list[McpTool] = []
+        servers: list[McpServerStatus] = []
+        for server in self.mcp_servers:
+            if server.error is not None:
+                servers.append(
+                    McpServerStatus(
+                        name=server.name,
+                        status="error",
+                        error=server.error,
+                        retry_in_s=server.retry_in_s,
+                    )
+                )
+                continue
+            if server.connected is not None and not server.connected.is_set():
+                servers.append(McpServerStatus(name=server.name, status="pending"))
+                continue
+            servers.append(McpServerStatus(name=server.name, status="ok"))
+            tools.extend(
+                McpTool(
+                    name=f"{server.name}{TOOL_SEPARATOR}{tool.name}",
+                    server=server.name,
+                    tool=tool.name,
+                    description=tool.description,
+                    input_schema=dict(tool.input_schema),
+                )
+                for tool in server.tools
+            )
+        return McpToolList(tools=tools, servers=servers)
+
+    async def mcp_call(self, name: str, arguments: Mapping[str, Any]) -> McpCallResult:
+        async def work() -> McpCallResult:
+            body = _body(McpCallRequest, {"name": name, "arguments": dict(arguments)})
+            found = self._route(body.name)
+            if found is None:
+                raise NotFound(f"unknown MCP tool {body.name!r}")
+            try:
+                text = found.handler(body.arguments) if found.handler else ""
+                if not isinstance(text, str):
+                    text = await text
+            except Exception as exc:
+                error = McpContent(type="text", text=str(exc))
+                return McpCallResult(content=[error], is_error=True)
+            return McpCallResult(content=[McpContent(type="text", text=text)], is_error=False)
+
+        return await self._call("mcp_call", work)
+
+    def _route(self, name: str) -> FakeMcpTool | None:
+        listing = self._listing()
+        if name not in {t.name for t in listing.tools}:
+            return None
+        server_name, _, tool_name = name.partition(TOOL_SEPARATOR)
+        server = next(s for s in self.mcp_servers if s.name == server_name)
+        return next(t for t in server.tools if t.name == tool_name)
+
+    async def aclose(self) -> None:
+        return None
+
+
+class FakeAgentConn(FakeConn):
+    """A :class:`FakeConn` that also speaks the agent API, through its agent's
+    :class:`FakeAgent`; a closed or broken conn, or a killed agent, fails with a transport
+    error first (like :meth:`FakeConn.call`)."""
+
+    @property
+    def agent(self) -> FakeAgent:
+        assert isinstance(self.dialer, FakeAgentDialer)
+        return self.dialer.agent(self.agent_id)
+
+    async def _live(self) -> FakeAgent:
+        await self.call()
+        return self.agent
+
+    async def exec(self, command: str, **kwargs: Any) -> Any:
+        return await (await self._live()).exec(command, **kwargs)
+
+    async def process_list(self) -> ProcessList:
+        return await (await self._live()).process_list()
+
+    async def process_output(self, pid: str) -> ProcessOutput:
+        return await (await self._live()).process_output(pid)
+
+    async def process_signal(self, pid: str, signal: str) -> SignalResult:
+        return await (await self._live()).process_signal(pid, signal)
+
+    async def read_file(self, path: str, offset: int = 1, limit: int = 2000) -> ReadFileResult:
+        return await (await self._live()).read_file(path, offset, limit)
+
+    async def write_file(self, path: str, content: str) -> WriteFileResult:
+        return await (await self._live()).write_file(path, content)
+
+    async def edit_files(self, specs: Sequence[FileEdits | Mapping[str, Any]]) -> EditResult:
+        return await (await self._live()).edit_files(specs)
+
+    async def list_dir(self, path: str = ".") -> ListDirResult:
+        return await (await self._live()).list_dir(path)
+
+    async def instructions(self) -> Instructions:
+        return await (await self._live()).instructions()
+
+    async def mcp_tools(
+        self, *, timeout: float | None = None, wait: float | None = None
+    ) -> McpToolList:
+        return await (await self._live()).mcp_tools(timeout=timeout, wait=wait)
+
+    async def mcp_call(self, name: str, arguments: Mapping[str, Any]) -> McpCallResult:
+        return await (await self._live()).mcp_call(name, arguments)
+
+
+class FakeAgentDialer(FakeDialer):
+    """A :class:`FakeDialer` whose conns speak the agent API; each agent id gets its own
+    :class:`FakeAgent` rooted in ``root/<agent id>`` (made on first use)."""
+
+    def __init__(self, root: Path, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.root = root
+        self.agents: dict[uuid.UUID, FakeAgent] = {}
+
+    def agent(self, agent_id: uuid.UUID) -> FakeAgent:
+        found = self.agents.get(agent_id)
+        if found is None:
+            home = self.root / str(agent_id)
+            (home / "project").mkdir(parents=True, exist_ok=True)
+            found = self.agents[agent_id] = FakeAgent(
+                home, home / "project", address=f"fake-agent-{agent_id}"
+            )
+        return found
+
+    def _new_conn(self, agent_id: uuid.UUID, headers: dict[str, str]) -> FakeConn:
+        self._serial += 1
+        return FakeAgentConn(agent_id, dict(headers), self._serial, self)
