@@ -7,7 +7,8 @@ same assertions. What it fakes and what it shares:
 * **files, instruction files, skills** live in a real directory (``home`` and the working
   ``directory``) and go through the agent's own pure functions (:mod:`tether.agent.files`,
   :mod:`tether.agent.instructions`, :mod:`tether.agent.skills`), so paths, windows, edit
-  rules and the ``AGENTS.md``/skill lookup cannot drift;
+  rules and the ``AGENTS.md``/skill lookup cannot drift; the fake does this small disk work
+  inline (no worker thread), so tests on a fake clock stay deterministic;
 * **commands are scripted**: :meth:`FakeAgent.script` maps a command line to its output,
   exit code and run time; an unscripted command is "not found" (exit 127), like bash;
 * **MCP servers are scripted**: connected, failing, or pending until an event is set (a
@@ -281,7 +282,7 @@ class FakeAgent:
                 },
             )
             cwd = self.resolve(body.workdir) if body.workdir else self.directory
-            if not await asyncio.to_thread(cwd.is_dir):
+            if not cwd.is_dir():
                 raise InvalidInput(f"workdir does not exist: {cwd}", field="workdir")
             proc = self._spawn(body.command, listed=body.background)
             if body.background:
@@ -393,16 +394,14 @@ class FakeAgent:
         async def work() -> ReadFileResult:
             body = _body(ReadFileRequest, {"path": path, "offset": offset, "limit": limit})
             target = self.resolve(body.path)
-            return await asyncio.to_thread(
-                files.read_file, target, offset=body.offset, limit=body.limit
-            )
+            return files.read_file(target, offset=body.offset, limit=body.limit)
 
         return await self._call("read_file", work)
 
     async def write_file(self, path: str, content: str) -> WriteFileResult:
         async def work() -> WriteFileResult:
             body = _body(WriteFileRequest, {"path": path, "content": content})
-            return await asyncio.to_thread(files.write_file, self.resolve(body.path), body.content)
+            return files.write_file(self.resolve(body.path), body.content)
 
         return await self._call("write_file", work)
 
@@ -413,7 +412,7 @@ class FakeAgent:
             results = []
             for spec in body.files:
                 target = self.resolve(spec.path)
-                results.append(await asyncio.to_thread(files.edit_file, target, spec))
+                results.append(files.edit_file(target, spec))
             return EditResult(files=results)
 
         return await self._call("edit_files", work)
@@ -421,14 +420,14 @@ class FakeAgent:
     async def list_dir(self, path: str = ".") -> ListDirResult:
         async def work() -> ListDirResult:
             body = _body(ListDirRequest, {"path": path})
-            return await asyncio.to_thread(files.list_dir, self.resolve(body.path))
+            return files.list_dir(self.resolve(body.path))
 
         return await self._call("list_dir", work)
 
     async def instructions(self) -> Instructions:
         async def work() -> Instructions:
-            found = await asyncio.to_thread(find_instruction_files, self.home, self.directory)
-            skills = await asyncio.to_thread(find_skills, self.directory)
+            found = find_instruction_files(self.home, self.directory)
+            skills = find_skills(self.directory)
             return Instructions(
                 os="linux", directory=str(self.directory), files=found, skills=skills
             )
@@ -524,15 +523,51 @@ class FakeAgent:
         return None
 
 
+HANG = "hang"  # an :class:`AgentSide` answer: the call never returns (until cancelled)
+
+
+@dataclass
+class AgentSide:
+    """Per-agent overrides and counters on top of a :class:`FakeAgent`, for tests that need
+    an answer the contract does not cover (a hang, a server error, a canned listing).
+
+    Each answer is ``None`` (the :class:`FakeAgent` answers), a value, an exception to raise,
+    :data:`HANG`, or an async function run when the agent is asked."""
+
+    instructions: Any = None
+    tools: Any = None
+    call: Any = None
+    instruction_calls: int = 0
+    list_calls: int = 0
+    waits: list[float | None] = field(default_factory=list)
+    mcp_calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    async def answer(self, what: Any, agent: Callable[[], Awaitable[T]]) -> T:
+        await asyncio.sleep(0)
+        if what is None:
+            return await agent()
+        if isinstance(what, str) and what == HANG:
+            await asyncio.Event().wait()
+        if isinstance(what, Exception):
+            raise what
+        if callable(what):
+            return await what()
+        return what
+
+
 class FakeAgentConn(FakeConn):
     """A :class:`FakeConn` that also speaks the agent API, through its agent's
-    :class:`FakeAgent`; a closed or broken conn, or a killed agent, fails with a transport
-    error first (like :meth:`FakeConn.call`)."""
+    :class:`FakeAgent` (and :class:`AgentSide` overrides); a closed or broken conn, or a
+    killed agent, fails with a transport error first (like :meth:`FakeConn.call`)."""
 
     @property
     def agent(self) -> FakeAgent:
         assert isinstance(self.dialer, FakeAgentDialer)
         return self.dialer.agent(self.agent_id)
+
+    def side(self) -> AgentSide:
+        assert isinstance(self.dialer, FakeAgentDialer)
+        return self.dialer.side(self.agent_id)
 
     async def _live(self) -> FakeAgent:
         await self.call()
@@ -563,25 +598,37 @@ class FakeAgentConn(FakeConn):
         return await (await self._live()).list_dir(path)
 
     async def instructions(self) -> Instructions:
-        return await (await self._live()).instructions()
+        agent, side = await self._live(), self.side()
+        side.instruction_calls += 1
+        return await side.answer(side.instructions, agent.instructions)
 
     async def mcp_tools(
         self, *, timeout: float | None = None, wait: float | None = None
     ) -> McpToolList:
-        return await (await self._live()).mcp_tools(timeout=timeout, wait=wait)
+        agent, side = await self._live(), self.side()
+        side.list_calls += 1
+        side.waits.append(wait)
+        return await side.answer(side.tools, lambda: agent.mcp_tools(timeout=timeout, wait=wait))
 
     async def mcp_call(self, name: str, arguments: Mapping[str, Any]) -> McpCallResult:
-        return await (await self._live()).mcp_call(name, arguments)
+        agent, side = await self._live(), self.side()
+        side.mcp_calls.append((name, dict(arguments)))
+        return await side.answer(side.call, lambda: agent.mcp_call(name, arguments))
 
 
 class FakeAgentDialer(FakeDialer):
     """A :class:`FakeDialer` whose conns speak the agent API; each agent id gets its own
-    :class:`FakeAgent` rooted in ``root/<agent id>`` (made on first use)."""
+    :class:`FakeAgent` rooted in ``root/<agent id>`` (made on first use, then passed to
+    ``setup``) and :class:`AgentSide`."""
 
-    def __init__(self, root: Path, **kwargs: Any) -> None:
+    def __init__(
+        self, root: Path, *, setup: Callable[[FakeAgent], None] | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.root = root
+        self.setup = setup
         self.agents: dict[uuid.UUID, FakeAgent] = {}
+        self.sides: dict[uuid.UUID, AgentSide] = {}
 
     def agent(self, agent_id: uuid.UUID) -> FakeAgent:
         found = self.agents.get(agent_id)
@@ -591,7 +638,12 @@ class FakeAgentDialer(FakeDialer):
             found = self.agents[agent_id] = FakeAgent(
                 home, home / "project", address=f"fake-agent-{agent_id}"
             )
+            if self.setup is not None:
+                self.setup(found)
         return found
+
+    def side(self, agent_id: uuid.UUID) -> AgentSide:
+        return self.sides.setdefault(agent_id, AgentSide())
 
     def _new_conn(self, agent_id: uuid.UUID, headers: dict[str, str]) -> FakeConn:
         self._serial += 1

@@ -45,13 +45,18 @@ from tether.errors import AgentRequestFailed
 from tether.llm.scripted import Call
 from tether.settings import Settings
 from tether.testing.clock import DEFAULT_START, FakeClock, settle
+from tether.testing.fake_agent import (
+    HANG,
+    FakeAgent,
+    FakeAgentDialer,
+    FakeMcpServer,
+    FakeMcpTool,
+)
 from tether.testing.fake_binding_store import FakeBindingStore, agent_row
-from tether.testing.fake_dialer import FakeConn, FakeDialer
 from tether.testing.models import ScriptedModel
 
 MCP_TIMEOUT = 35.0
 LOOKUP_TIMEOUT = 5.0
-HANG = "hang"
 
 ECHO = McpTool(
     name="echo__echo",
@@ -60,90 +65,17 @@ ECHO = McpTool(
     description="Echo the text back.",
     input_schema={"type": "object", "properties": {"text": {"type": "string"}}},
 )
-AGENTS_MD = InstructionFile(
-    path="/home/coder/project/AGENTS.md", content="# Project rules", truncated=False
-)
 
 
 # --- doubles --------------------------------------------------------------------------------
 
 
-@dataclass
-class AgentSide:
-    """What one fake agent answers (a value, an exception to raise, or HANG)."""
-
-    instructions: Any = field(
-        default_factory=lambda: Instructions(
-            os="linux", directory="/home/coder/project", files=[AGENTS_MD]
-        )
-    )
-    tools: Any = field(
-        default_factory=lambda: McpToolList(
-            tools=[ECHO], servers=[McpServerStatus(name="echo", status="ok")]
-        )
-    )
-    call: Any = field(
-        default_factory=lambda: McpCallResult(
-            content=[McpContent(type="text", text="echoed")], is_error=False
-        )
-    )
-    instruction_calls: int = 0
-    list_calls: int = 0
-    waits: list[float | None] = field(default_factory=list)
-    mcp_calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-
-    async def answer(self, what: Any) -> Any:
-        await asyncio.sleep(0)
-        if isinstance(what, str) and what == HANG:
-            await asyncio.Event().wait()
-        if isinstance(what, Exception):
-            raise what
-        if callable(what):  # an async function: runs when the agent is asked
-            return await what()
-        return what
-
-
-@dataclass
-class WorkspaceConn(FakeConn):
-    """A fake conn that also speaks the agent's instruction and MCP endpoints."""
-
-    def side(self) -> AgentSide:
-        return cast(AgentDialer, self.dialer).sides.setdefault(self.agent_id, AgentSide())
-
-    async def _live(self) -> AgentSide:
-        await self.call()  # raises a transport error when the conn or agent is dead
-        return self.side()
-
-    async def instructions(self) -> Instructions:
-        side = await self._live()
-        side.instruction_calls += 1
-        return await side.answer(side.instructions)  # type: ignore[no-any-return]
-
-    async def mcp_tools(
-        self, *, timeout: float | None = None, wait: float | None = None
-    ) -> McpToolList:
-        side = await self._live()
-        side.list_calls += 1
-        side.waits.append(wait)
-        return await side.answer(side.tools)  # type: ignore[no-any-return]
-
-    async def mcp_call(self, name: str, arguments: dict[str, Any]) -> McpCallResult:
-        side = await self._live()
-        side.mcp_calls.append((name, dict(arguments)))
-        return await side.answer(side.call)  # type: ignore[no-any-return]
-
-
-class AgentDialer(FakeDialer):
-    def __init__(self) -> None:
-        super().__init__()
-        self.sides: dict[uuid.UUID, AgentSide] = {}
-
-    def side(self, agent_id: uuid.UUID) -> AgentSide:
-        return self.sides.setdefault(agent_id, AgentSide())
-
-    def _new_conn(self, agent_id: uuid.UUID, headers: dict[str, str]) -> FakeConn:
-        self._serial += 1
-        return WorkspaceConn(agent_id, dict(headers), self._serial, self)
+def _workspace(agent: FakeAgent) -> None:
+    """Every fake agent's workspace: a project AGENTS.md and an ``echo`` MCP server (the
+    contract in tests/contract/test_agent_contract.py holds FakeAgent to the real agent)."""
+    (agent.directory / "AGENTS.md").write_text("# Project rules\n")
+    echo = FakeMcpTool(ECHO.tool, ECHO.description, ECHO.input_schema, lambda args: "echoed")
+    agent.set_mcp_servers(FakeMcpServer("echo", tools=[echo]))
 
 
 class FakeChats:
@@ -226,13 +158,14 @@ class World:
     tmp: Path
     clock: FakeClock = field(default_factory=FakeClock)
     store: FakeBindingStore = field(default_factory=FakeBindingStore)
-    dialer: AgentDialer = field(default_factory=AgentDialer)
+    dialer: FakeAgentDialer = field(init=False)
     chats: FakeChats = field(default_factory=FakeChats)
     cache: McpToolCache = field(default_factory=McpToolCache)
     drain: TaskOwner = field(default_factory=TaskOwner)
     ws: uuid.UUID = field(default_factory=uuid.uuid4)
 
     def __post_init__(self) -> None:
+        self.dialer = FakeAgentDialer(self.tmp / "agents", setup=_workspace)
         self.deps = ChatdDeps(
             settings=Settings(data_dir=self.tmp, max_steps_per_turn=10),
             clock=self.clock,
@@ -425,21 +358,18 @@ async def test_pl10_block_and_persisted_parts(world: World) -> None:
     agent = world.running()
     ctx = world.chat(agent)
     block = await world.instructions.block(ctx, [])
+    project = world.dialer.agent(agent.id).directory
     assert block == (
         "<workspace-context>\n"
         "Operating System: linux\n"
-        "Working Directory: /home/coder/project\n"
-        "\nSource: /home/coder/project/AGENTS.md\n# Project rules\n"
+        f"Working Directory: {project}\n"
+        f"\nSource: {project}/AGENTS.md\n# Project rules\n"
         "</workspace-context>"
     )
     [row] = world.chats.rows
     [part] = cm.load_parts(row.parts)
     assert isinstance(part, cm.ContextFilePart)
-    assert (part.agent_id, part.os, part.directory) == (
-        agent.id,
-        "linux",
-        "/home/coder/project",
-    )
+    assert (part.agent_id, part.os, part.directory) == (agent.id, "linux", str(project))
     # to_model_messages never sends it to the model as a message
     history = [cm.ChatMessage(role="user", parts=[part], visibility="user")]
     assert cm.to_model_messages(history) == []
