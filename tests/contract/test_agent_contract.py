@@ -92,8 +92,10 @@ class FakeSide:
     def mcp(self, **servers: str) -> None:
         made = []
         for name, kind in servers.items():
-            if kind == "echo":
-                made.append(FakeMcpServer(name, tools=list(ECHO_TOOLS)))
+            if kind == "echo":  # a real server takes a moment to connect
+                connected = asyncio.Event()
+                asyncio.get_running_loop().call_later(0.2, connected.set)
+                made.append(FakeMcpServer(name, tools=list(ECHO_TOOLS), connected=connected))
             elif kind == "broken":
                 made.append(FakeMcpServer(name, error="[Errno 2] No such file or directory"))
             else:
@@ -380,6 +382,15 @@ async def test_mcp_ok_and_failed_servers_and_calls(side: Side) -> None:
         assert (err.status, err.agent_code) == (404, "not_found")
     err = await _failed(side.api.mcp_call("", {}))
     assert (err.status, err.agent_code) == (400, "invalid_input")
+
+
+async def test_mcp_call_waits_for_its_server_still_connecting(side: Side) -> None:
+    side.mcp(echo="echo", hangs="hangs")
+    # No listing first (the agent restarted): the call waits for the echo server only.
+    echoed = await side.api.mcp_call("echo__echo", {"text": "early"})
+    assert (echoed.is_error, echoed.content[0].text) == (False, "early")
+    listing = await side.api.mcp_tools(wait=0)
+    assert _statuses(listing) == {"echo": "ok", "hangs": "pending"}
 
 
 async def test_mcp_pending_server_is_bounded_by_wait_and_not_waited_for_twice(

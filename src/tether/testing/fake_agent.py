@@ -13,7 +13,8 @@ same assertions. What it fakes and what it shares:
   exit code and run time; an unscripted command is "not found" (exit 127), like bash;
 * **MCP servers are scripted**: connected, failing, or pending until an event is set (a
   hanging server never sets it); a listing waits for pending servers only up to ``wait``
-  after their first attempt, as the agent does;
+  after their first attempt, and a call to a tool of a pending server waits for that server
+  within its connect bound, as the agent does;
 * **errors** are what :class:`AgentClient` raises for the agent's answers: request bodies are
   validated with the agent's schemas (400 ``invalid_input``), unknown processes and tools are
   404 ``not_found``, and a stopped agent (:meth:`FakeAgent.stop`) fails every call with
@@ -26,6 +27,7 @@ speaks the agent API), one :class:`FakeAgent` per agent id.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import shlex
@@ -498,6 +500,14 @@ class FakeAgent:
         async def work() -> McpCallResult:
             body = _body(McpCallRequest, {"name": name, "arguments": dict(arguments)})
             found = self._route(body.name)
+            owner = self._connecting_owner(body.name) if found is None else None
+            if owner is not None:
+                # A tool of a server still connecting (the agent restarted): wait for that
+                # server only, within its connect bound, as the agent does.
+                assert owner.connected is not None
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(owner.connected.wait(), self.mcp_connect_timeout_s + 1.0)
+                found = self._route(body.name)
             if found is None:
                 raise NotFound(f"unknown MCP tool {body.name!r}")
             try:
@@ -510,6 +520,13 @@ class FakeAgent:
             return McpCallResult(content=[McpContent(type="text", text=text)], is_error=False)
 
         return await self._call("mcp_call", work)
+
+    def _connecting_owner(self, name: str) -> FakeMcpServer | None:
+        for server in self.mcp_servers:
+            pending = server.connected is not None and not server.connected.is_set()
+            if pending and server.error is None and name.startswith(server.name + TOOL_SEPARATOR):
+                return server
+        return None
 
     def _route(self, name: str) -> FakeMcpTool | None:
         listing = self._listing()
