@@ -1,6 +1,7 @@
 """The workspace agent's API contract, run against ``FakeAgent`` (``tether.testing``, what
-the pre-LLM setup tests and chatd unit tests stand on) and a real ``tether agent`` process
-through ``AgentClient``. The real agent is the truth: where they disagree, the fake is wrong.
+the pre-LLM setup tests stand on), the same fake through a ``FakeAgentDialer`` conn (how
+those tests reach it) and a real ``tether agent`` process through ``AgentClient``. The real
+agent is the truth: where they disagree, the fake is wrong.
 
 Covered: foreground exec (output, exit code, timeout, the process id and reading it again),
 background processes (list, output, signal), files (read window, write, edit, list),
@@ -16,6 +17,7 @@ import asyncio
 import json
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -24,7 +26,8 @@ import pytest
 
 from tether.agent.schemas import BackgroundStarted, ExecResult, FileEdits
 from tether.errors import AgentRequestFailed, AgentTransportError
-from tether.testing.fake_agent import FakeAgent, FakeMcpServer, FakeMcpTool
+from tether.testing.fake_agent import FakeAgent, FakeAgentDialer, FakeMcpServer, FakeMcpTool
+from tether.testing.fake_binding_store import agent_row
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration" / "agent"))
 from agent_procs import RunningAgent, start_agent, stop_agent
@@ -84,10 +87,18 @@ class FakeSide:
         self.home = tmp_path / "home"
         self.project = self.home / "project"
         self.project.mkdir(parents=True)
-        self.api = FakeAgent(self.home, self.project)
-        self.api.script(PRINTS, "one\ntwo\nthree\n", 3)
-        self.api.script(FOREVER, runs_s=None)
-        self.api.script(QUICK, "a\nb\n")
+        self.agent = FakeAgent(self.home, self.project)
+        self.api: Any = self.agent
+        self.agent.script(PRINTS, "one\ntwo\nthree\n", 3)
+        self.agent.script(FOREVER, runs_s=None)
+        self.agent.script(QUICK, "a\nb\n")
+
+    async def through_a_conn(self, tmp_path: Path) -> None:
+        """Speak to the agent through a ``FakeAgentDialer`` conn, as chatd tests do."""
+        dialer = FakeAgentDialer(tmp_path / "agents")
+        row = agent_row(uuid.uuid4(), uuid.uuid4())
+        dialer.agents[row.id] = self.agent
+        self.api = await dialer.dial(row, headers={})
 
     def mcp(self, **servers: str) -> None:
         made = []
@@ -100,10 +111,10 @@ class FakeSide:
                 made.append(FakeMcpServer(name, error="[Errno 2] No such file or directory"))
             else:
                 made.append(FakeMcpServer(name, connected=asyncio.Event()))
-        self.api.set_mcp_servers(*made)
+        self.agent.set_mcp_servers(*made)
 
     async def stop(self) -> None:
-        await self.api.stop()
+        await self.agent.stop()
 
 
 # --- the real agent -----------------------------------------------------------------------------
@@ -131,10 +142,12 @@ class RealSide:
         await stop_agent(self.agent.proc)
 
 
-@pytest.fixture(params=["fake", pytest.param("real", marks=pytest.mark.integration)])
+@pytest.fixture(params=["fake", "fake_conn", pytest.param("real", marks=pytest.mark.integration)])
 async def side(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Side]:
-    if request.param == "fake":
+    if request.param != "real":
         fake = FakeSide(tmp_path)
+        if request.param == "fake_conn":
+            await fake.through_a_conn(tmp_path)
         try:
             yield fake
         finally:
