@@ -178,6 +178,11 @@ async def _until_exited(side: Side, pid: str) -> Any:
             await asyncio.sleep(0.02)
 
 
+async def test_health(side: Side) -> None:
+    health = await side.api.health()
+    assert (health.status, health.lifecycle) == ("ok", "ready") and health.uptime_s >= 0
+
+
 # --- exec and processes -----------------------------------------------------------------------
 
 

@@ -590,6 +590,9 @@ class FakeAgentConn(FakeConn):
         await self.call()
         return self.agent
 
+    async def health(self, *, timeout: float | None = None) -> Health:
+        return await (await self._live()).health(timeout=timeout)
+
     async def exec(self, command: str, **kwargs: Any) -> Any:
         return await (await self._live()).exec(command, **kwargs)
 
