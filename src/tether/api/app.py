@@ -16,7 +16,7 @@ from tether.api import agent_session
 from tether.api.errors import install_error_handlers
 from tether.api.guard import RequestGuard
 from tether.api.openapi import install_openapi
-from tether.api.routers import chats, models, templates, users, workspaces
+from tether.api.routers import chats, compaction, models, templates, users, workspaces
 
 log = logging.getLogger("tether.api")
 
@@ -51,6 +51,7 @@ def create_app(graph: Any, *, background: list[BackgroundJob] | None = None) -> 
     app.include_router(templates.router)
     app.include_router(workspaces.router)
     app.include_router(chats.router)
+    app.include_router(compaction.router)
     app.include_router(models.router)
     app.include_router(agent_session.router)
     extra = getattr(graph, "extras", {}).get("routers", [])

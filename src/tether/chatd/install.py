@@ -9,6 +9,7 @@ from typing import Any
 from pydantic_ai.models import Model
 
 from tether.chatd.adapters import AgentDialer, StoreBinding
+from tether.chatd.compaction import longchat_of
 from tether.chatd.conncache import Dialer
 from tether.chatd.instructions import InstructionFiles
 from tether.chatd.mcptools import McpDiscovery, McpToolCache
@@ -92,6 +93,7 @@ def install_chatd(
             first_wait_s=settings.mcp_first_call_wait_s,
             connect_timeout_s=settings.mcp_server_connect_timeout_s,
         ),
+        longchat=longchat_of(graph),
     )
     worker = ChatWorker(
         deps,
