@@ -147,13 +147,31 @@ def extractive_summary(messages: list[cm.ChatMessage]) -> str:
     return text[-SUMMARY_MAX_CHARS:]
 
 
-def cut_index(messages: list[cm.ChatMessage], keep_steps: int) -> int:
+def cut_index(
+    messages: list[cm.ChatMessage],
+    keep_steps: int,
+    *,
+    tokens: list[int] | None = None,
+    tail_budget: int | None = None,
+) -> int:
     """Where the kept tail starts: at most ``keep_steps`` assistant messages after it, and
-    never at a tool message (its call would be cut off). 0 = nothing to compact."""
+    never at a tool message (its call would be cut off). With ``tail_budget`` (tokens,
+    ``tokens[i]`` per message) the tail is shortened further, down to one assistant
+    message, until it fits. 0 = nothing to compact."""
     assistants = [i for i, m in enumerate(messages) if m.role == "assistant"]
     if len(assistants) <= keep_steps:
         return 0
-    i = assistants[-keep_steps]
+    candidates = [a for a in assistants[-keep_steps:]]
+    i = _cut_at(messages, candidates[0])
+    if tokens is not None and tail_budget is not None:
+        for a in candidates[1:]:
+            if sum(tokens[i:]) <= tail_budget:
+                break
+            i = _cut_at(messages, a)
+    return i
+
+
+def _cut_at(messages: list[cm.ChatMessage], i: int) -> int:
     while i > 0 and messages[i].role == "tool":
         i -= 1
     return i
@@ -222,6 +240,7 @@ class LongChat:
         *,
         reason: str,
         keep_steps: int | None = None,
+        tail_budget: int | None = None,
         timeout_s: float = SUMMARISE_TIMEOUT_S,
     ) -> Compaction:
         """Summarise the history before the cut and record it. InvalidInput when there is
@@ -230,10 +249,11 @@ class LongChat:
             view = await self.view(chat_id)
             messages = view.entry.messages
             keep = self.keep_steps if keep_steps is None else keep_steps
-            cut = cut_index(messages, keep)
+            sizes = [raw_tokens(self.cache.converted(view.entry, m)) for m in messages]
+            cut = cut_index(messages, keep, tokens=sizes, tail_budget=tail_budget)
             while cut == 0 and keep > 1:  # one long turn: keep fewer steps
                 keep -= 1
-                cut = cut_index(messages, keep)
+                cut = cut_index(messages, keep, tokens=sizes, tail_budget=tail_budget)
             if cut == 0:
                 raise InvalidInput("the chat has nothing to compact yet")
             older = messages[:cut]

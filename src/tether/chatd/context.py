@@ -11,7 +11,8 @@ Before every model request (:class:`ContextBudget`, a pydantic-ai capability):
 
 1. under the threshold → sent as is;
 2. above it → old tool output is **elided in the request only** (never in the database):
-   every tool result older than the last ``keep_steps`` model responses is replaced by a
+   every tool result older than the last ``keep_steps // 2`` model responses (the
+   compaction cut keeps ``keep_steps``; setting ``context_keep_steps``) is replaced by a
    stub that names the tool call and says to call it again for the output. A tool call and
    its result stay together (only the result's content changes);
 3. still above the threshold → :class:`NeedsCompaction` is raised; the turn compacts
@@ -80,10 +81,11 @@ def budget_of(model: Model) -> Budget | None:
 class NeedsCompaction(Exception):
     """The next request is above the budget even with old tool output elided."""
 
-    def __init__(self, estimate: int, budget: Budget) -> None:
+    def __init__(self, estimate: int, budget: Budget, tail_budget: int | None = None) -> None:
         super().__init__(f"request of ~{estimate} tokens is above {budget.limit}")
         self.estimate = estimate
         self.budget = budget
+        self.tail_budget = tail_budget  # uncalibrated tokens the kept messages may take
 
 
 # --- estimating ----------------------------------------------------------------------------
@@ -268,12 +270,14 @@ class ContextBudget(AbstractCapability[Any]):
         raw = raw_tokens(messages, fixed)
         estimate = self.turn.calibration.estimate(raw)
         if estimate > self.budget.limit:
-            messages = elide(messages, self.keep_steps)
+            messages = elide(messages, max(1, self.keep_steps // 2))
             raw = raw_tokens(messages, fixed)
             estimate = self.turn.calibration.estimate(raw)
             self.turn.elided_requests += 1
             if estimate > self.budget.limit:
-                raise NeedsCompaction(estimate, self.budget)
+                # the kept messages get half of what the fixed part leaves under the limit
+                free = self.budget.limit / self.turn.calibration.ratio - raw_tokens([], fixed)
+                raise NeedsCompaction(estimate, self.budget, max(0, int(free / 2)))
             request_context.messages = messages  # this request only: history is unchanged
         self.turn.last_raw = raw
         self.turn.last_estimate = estimate

@@ -426,9 +426,9 @@ class TurnRunner:
             err = overflow_error(f"{detail} (after {n - 1} compactions)")
             return f"{err.message}. Remediation: {err.remediation}", err.code
         try:
-            await self._long.compact(
-                chat.id, model, reason="overflow" if budget is None else "budget"
-            )
+            tail = cause.tail_budget if isinstance(cause, NeedsCompaction) else None
+            reason = "budget" if isinstance(cause, NeedsCompaction) else "overflow"
+            await self._long.compact(chat.id, model, reason=reason, tail_budget=tail)
         except InvalidInput:
             err = overflow_error(f"{detail}; the recent messages alone are too large")
             return f"{err.message}. Remediation: {err.remediation}", err.code
