@@ -68,6 +68,7 @@ def overflow_error(style: str, tokens: int, window: int) -> JSONResponse:
             "message": f"prompt is too long: {tokens} tokens > {window} maximum",
         }
         return JSONResponse({"type": "error", "error": error}, status_code=400)
+    error: dict[str, Any]
     if style == "llama":
         error = {
             "code": 400,
