@@ -62,13 +62,13 @@ def prompt_tokens(body: dict[str, Any]) -> int:
 
 def overflow_error(style: str, tokens: int, window: int) -> JSONResponse:
     """The context-length error of a real provider of ``style``."""
+    error: dict[str, Any]
     if style == "anthropic":
         error = {
             "type": "invalid_request_error",
             "message": f"prompt is too long: {tokens} tokens > {window} maximum",
         }
         return JSONResponse({"type": "error", "error": error}, status_code=400)
-    error: dict[str, Any]
     if style == "llama":
         error = {
             "code": 400,
