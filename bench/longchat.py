@@ -180,6 +180,17 @@ async def _chat(
             phase.turn_done()
 
 
+async def _compactions(graph: Any) -> dict[str, Any]:
+    import sqlalchemy as sa
+
+    async with graph.engine.connect() as conn:
+        try:
+            n = await conn.scalar(sa.text("select count(*) from chat_compactions"))
+        except Exception:  # before the long-chat work: no such table
+            return {"compactions": None}
+    return {"compactions": n}
+
+
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="tether-bench-longchat-") as tmp:
@@ -226,7 +237,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     if args.long:
                         phase = Phase(f"1 chat x {args.long}", args.long, data_dir)
                         await _chat(api, graph, ws, args.long, phase)
-                        results.append(phase.figures())
+                        results.append({**phase.figures(), **await _compactions(graph)})
                         print(json.dumps(results[-1]))
                         models.clear()
                     if args.chats:

@@ -43,6 +43,7 @@ MESSAGE_OVERHEAD = 4  # tokens of role/framing per message
 ELIDED_PREFIX = "[output elided to save context:"
 # the share of the window a single user message may take (the rest: prompt, tools, reply)
 SINGLE_MESSAGE_SHARE = 0.8
+MIN_RATIO, MAX_RATIO = 0.5, 2.0  # bounds of the calibration (reported / estimated tokens)
 
 
 @dataclass(frozen=True)
@@ -146,7 +147,9 @@ class Calibration:
     def observe(self, raw: int, reported: int) -> None:
         if raw <= 0 or reported <= 0:
             return
-        measured = min(4.0, max(0.25, reported / raw))
+        # real tokenizers take 2.5-5 characters per token: a report outside 0.5-2x of the
+        # chars/4 estimate is not a tokenizer's (e.g. a test model's guess) and is clamped
+        measured = min(MAX_RATIO, max(MIN_RATIO, reported / raw))
         # the first sample replaces the guess; later ones move it by half
         self.ratio = measured if self.samples == 0 else (self.ratio + measured) / 2
         self.samples += 1

@@ -97,7 +97,9 @@ def test_calibration_follows_the_reported_counts() -> None:
     cal.observe(1000, 1100)
     assert cal.estimate(1000) == 1200
     cal.observe(10, 10_000)  # absurd reports are clamped
-    assert cal.ratio <= 4.0
+    assert cal.ratio <= 2.0
+    cal.observe(10_000, 10)
+    assert cal.ratio >= 0.5
 
 
 def test_a_message_too_large_for_the_window_is_refused() -> None:
