@@ -151,3 +151,11 @@ async def test_the_history_cache_reads_only_new_rows_and_stays_bounded() -> None
     add(c, 80)
     assert len((await cache.view(c)).messages) == 80  # served, not kept
     assert c not in cache and cache.size <= 50
+
+
+def test_what_a_subagent_hands_back_is_bounded() -> None:
+    from tether.chatd.tools.subagents import REPORT_MAX_CHARS, bounded_report
+
+    assert bounded_report("short") == "short"
+    long = bounded_report("z" * (REPORT_MAX_CHARS * 3))
+    assert len(long) == REPORT_MAX_CHARS and long.endswith("read the subagent chat for the rest]")
