@@ -201,3 +201,36 @@ def test_killed_helper_is_a_real_path(tmp_path: Path) -> None:
     code = KILLED.replace("asyncio.run(main())", "print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "ok", out.stderr
+
+
+async def test_the_instruction_block_and_goal_survive_compaction(
+    sqlite_engine: AsyncEngine,
+) -> None:
+    engine = sqlite_engine
+    chat_id = await _chat_with_turns(engine)
+    chats = ChatStore(engine, SystemClock())
+    rules = cm.ContextFilePart(
+        path="/home/u/AGENTS.md", content="Always answer in Esperanto.", agent_id=uuid.uuid4()
+    )
+    await chats.append_message(
+        chat_id, role="system", parts=cm.dump_parts([rules]), visibility="user"
+    )
+    for turn in range(4):  # push the context-file message before the cut
+        await chats.append_message(
+            chat_id, role="user", parts=[{"type": "text", "text": f"later {turn}"}]
+        )
+        await chats.append_message(
+            chat_id, role="assistant", parts=cm.dump_parts([cm.TextPart(text="ok")])
+        )
+    long = _longchat(engine)
+    block = cm.workspace_context_from_history((await long.view(chat_id)).history)
+    assert "Esperanto" in block
+    await long.compact(chat_id, _summariser(), reason="t")
+    await long.compact(chat_id, _summariser(), reason="t")  # and a second time
+    view = await long.view(chat_id)
+    assert view.compaction is not None and view.compaction.number == 2
+    assert all(m.seq is None or m.seq > view.compaction.through_seq for m in view.history)
+    assert cm.workspace_context_from_history(view.history) == block
+    lead = long.model_messages(view, view.history)[0]
+    assert isinstance(lead, pai.ModelRequest)
+    assert "the goal" in str(lead.parts[0].content)  # the first user message, kept twice over
