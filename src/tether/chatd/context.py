@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pydantic_ai import messages as pai
@@ -136,10 +136,29 @@ def text_tokens(text: str) -> int:
 
 @dataclass
 class Calibration:
-    """reported input tokens / raw estimate, smoothed; starts at 1."""
+    """reported input tokens / raw estimate, smoothed; starts at 1. Also keeps the sizes of
+    the messages of the chat's last request (by identity: the history cache shares them
+    across steps and turns), so a request measures only what is new."""
 
     ratio: float = 1.0
     samples: int = 0
+    sizes: dict[int, tuple[object, int]] = field(default_factory=dict)
+    fixed: tuple[int, int] = (-1, 0)  # (number of tools, characters) of the fixed part
+
+    def raw(self, messages: Sequence[pai.ModelMessage], params: Any) -> int:
+        """:func:`raw_tokens` of a request, with the sizes of known messages reused."""
+        tools = len(getattr(params, "function_tools", None) or [])
+        if self.fixed[0] != tools:
+            self.fixed = (tools, fixed_chars(params))
+        sizes: dict[int, tuple[object, int]] = {}
+        chars = self.fixed[1]
+        for message in messages:
+            known = self.sizes.get(id(message))
+            size = known[1] if known is not None and known[0] is message else message_chars(message)
+            sizes[id(message)] = (message, size)
+            chars += size
+        self.sizes = sizes  # only the last request's messages: bounded by the window
+        return int(chars / CHARS_PER_TOKEN) + MESSAGE_OVERHEAD * len(messages)
 
     def estimate(self, raw: int) -> int:
         return int(raw * self.ratio)
@@ -268,18 +287,19 @@ class ContextBudget(AbstractCapability[Any]):
     async def before_model_request(
         self, ctx: RunContext[Any], request_context: ModelRequestContext
     ) -> ModelRequestContext:
-        fixed = fixed_chars(request_context.model_request_parameters)
+        params = request_context.model_request_parameters
+        cal = self.turn.calibration
         messages = list(request_context.messages)
-        raw = raw_tokens(messages, fixed)
-        estimate = self.turn.calibration.estimate(raw)
+        raw = cal.raw(messages, params)
+        estimate = cal.estimate(raw)
         if estimate > self.budget.limit:
             messages = elide(messages, max(1, self.keep_steps // 2))
-            raw = raw_tokens(messages, fixed)
+            raw = cal.raw(messages, params)
             estimate = self.turn.calibration.estimate(raw)
             self.turn.elided_requests += 1
             if estimate > self.budget.limit:
                 # the kept messages get half of what the fixed part leaves under the limit
-                free = self.budget.limit / self.turn.calibration.ratio - raw_tokens([], fixed)
+                free = self.budget.limit / cal.ratio - raw_tokens([], cal.fixed[1])
                 raise NeedsCompaction(estimate, self.budget, max(0, int(free / 2)))
             request_context.messages = messages  # this request only: history is unchanged
         self.turn.last_raw = raw
