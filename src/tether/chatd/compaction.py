@@ -32,6 +32,7 @@ import asyncio
 import json
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -188,7 +189,9 @@ class LongChat:
         *,
         max_cached_messages: int,
         keep_steps: int = 4,
+        summariser_for: Callable[[Model], Awaitable[Model]] | None = None,
     ) -> None:
+        self.summariser_for = summariser_for
         self.chats = chats
         self.store = store
         self.hub = hub
@@ -358,6 +361,11 @@ class LongChat:
     async def _summarise(
         self, model: Model | None, messages: list[cm.ChatMessage], timeout_s: float
     ) -> str:
+        if model is not None and self.summariser_for is not None:
+            try:
+                model = await self.summariser_for(model)
+            except Exception as exc:  # a removed summary model: the chat's own model writes
+                log.warning("summary model unavailable (%s); using the chat's model", exc)
         if model is not None:
             cfg = getattr(model, "cfg", None)
             timeout_s = float(getattr(cfg, "request_timeout_s", timeout_s))
@@ -387,11 +395,20 @@ def longchat_of(graph: Any) -> LongChat:
         if hub is None:
             hub = graph.extras["hub"] = ChatStreamHub()
         settings = graph.settings
+        registry = getattr(graph, "models", None)
+
+        async def summariser_for(model: Model) -> Model:
+            name = getattr(getattr(model, "cfg", None), "summary_model", None)
+            if name is None or registry is None:
+                return model
+            return await registry.model(name)
+
         found = graph.extras["longchat"] = LongChat(
             chats,
             CompactionStore(graph.engine, graph.clock),
             hub,
             max_cached_messages=settings.history_cache_max_messages,
             keep_steps=settings.context_keep_steps,
+            summariser_for=summariser_for,
         )
     return found

@@ -231,3 +231,29 @@ async def test_compact_and_clear_by_hand(tmp_path: Path) -> None:
     assert prompt_tokens(after_clear) < prompt_tokens(after_compact)
     assert all(m["compacted"] for m in page["messages"][:-4])
     assert not any(m["compacted"] for m in page["messages"][-4:])
+
+
+async def test_an_admin_configured_summary_model_writes_the_summary(tmp_path: Path) -> None:
+    async with (
+        FakeOpenAI().running() as chat_fake,
+        FakeOpenAI().running() as summary_fake,
+        start_server(
+            tmp_path,
+            [
+                model_entry("main", chat_fake.url, request_timeout_s=10, summary_model="summ"),
+                model_entry("summ", summary_fake.url, request_timeout_s=10),
+            ],
+        ) as server,
+    ):
+        alice = await server.user_client("alice")
+        chat = (await alice.post("/api/v1/chats", json={"content": "goal"})).json()
+        await wait_turn(alice, chat["id"], ceiling_s=30)
+        for turn in range(3):
+            await _send(alice, chat["id"], f"step {turn}")
+        compacted = await alice.post(f"/api/v1/chats/{chat['id']}/compact")
+        await alice.aclose()
+    assert compacted.status_code == 200, compacted.text
+    assert compacted.json()["summary"] == SUMMARY_ANSWER
+    asked = [b for b in summary_fake.requests if "Summarise the conversation" in _texts(b)]
+    assert len(asked) == 1 and len(summary_fake.requests) == 1
+    assert not any("Summarise the conversation" in _texts(b) for b in chat_fake.requests)
