@@ -52,6 +52,7 @@ def create_app(graph: Any, *, background: list[BackgroundJob] | None = None) -> 
     app.include_router(workspaces.router)
     app.include_router(chats.router)
     app.include_router(compaction.router)
+    app.include_router(compaction.me_router)
     app.include_router(models.router)
     app.include_router(agent_session.router)
     extra = getattr(graph, "extras", {}).get("routers", [])

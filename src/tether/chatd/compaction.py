@@ -41,7 +41,7 @@ from pydantic_ai import messages as pai
 from pydantic_ai.models import Model
 
 from tether.chatd import messages as cm
-from tether.chatd.context import Calibration, raw_tokens
+from tether.chatd.context import Budget, Calibration, budget_of, raw_tokens
 from tether.chatd.historycache import Entry, HistoryCache
 from tether.chatd.stream import ChatStreamHub
 from tether.db.chats import ChatStore
@@ -202,6 +202,16 @@ class LongChat:
             max_messages=max_cached_messages,
         )
         self._locks: dict[uuid.UUID, asyncio.Lock] = {}
+
+    async def budget(self, model: Model, chat: Any) -> Budget | None:
+        """The model's budget, at the chat owner's lower threshold if they set one."""
+        budget = budget_of(model)
+        if budget is None:
+            return None
+        mine = await self.store.user_threshold(chat.owner_id)
+        if mine is not None and mine < budget.threshold:
+            return Budget(budget.window, mine)
+        return budget
 
     async def view(self, chat_id: uuid.UUID) -> View:
         entry = await self.cache.view(chat_id)

@@ -41,7 +41,6 @@ from tether.chatd.context import (
     ContextBudget,
     NeedsCompaction,
     TurnBudget,
-    budget_of,
     is_context_overflow,
     overflow_error,
 )
@@ -350,7 +349,7 @@ class TurnRunner:
             return turn_ws.toolset  # evaluated every step: tools primed mid-turn appear
 
         ctx.on_workspace_ready = on_ready
-        budget = budget_of(model) if self._long is not None else None
+        budget = await self._long.budget(model, chat) if self._long is not None else None
         capabilities = (
             [ContextBudget(budget, turn_ws.budget, settings.context_keep_steps)] if budget else []
         )

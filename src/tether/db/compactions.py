@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tether.clock import Clock, as_utc
-from tether.db.tables import chat_compactions, chat_usage
+from tether.db.tables import chat_compactions, chat_usage, user_context_settings
 from tether.errors import Conflict
 from tether.ids import new_id
 
@@ -110,6 +110,29 @@ class CompactionStore:
                 "the chat was compacted concurrently; its newer history is kept"
             ) from exc
         return _row(row)
+
+    async def user_threshold(self, user_id: uuid.UUID) -> float | None:
+        query = sa.select(user_context_settings.c.compaction_threshold).where(
+            user_context_settings.c.user_id == user_id
+        )
+        async with self._engine.connect() as conn:
+            value = await conn.scalar(query)
+        return float(value) if value is not None else None
+
+    async def set_user_threshold(self, user_id: uuid.UUID, threshold: float | None) -> None:
+        """Set (or, with None, drop) the user's own threshold; one upsert-like pair."""
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                user_context_settings.delete().where(user_context_settings.c.user_id == user_id)
+            )
+            if threshold is not None:
+                await conn.execute(
+                    user_context_settings.insert().values(
+                        user_id=user_id,
+                        compaction_threshold=threshold,
+                        updated_at=self._clock.now(),
+                    )
+                )
 
     async def record_usage(
         self,

@@ -314,3 +314,12 @@ chat_usage = sa.Table(
     sa.Column("created_at", TS, nullable=False),
     sa.Index("ix_chat_usage_chat", "chat_id", "created_at"),
 )
+
+# A user's own, lower compaction threshold (chatd/context.py): min(model's, user's) applies.
+user_context_settings = sa.Table(
+    "user_context_settings",
+    metadata,
+    sa.Column("user_id", sa.Uuid, sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("compaction_threshold", sa.Float, nullable=True),
+    sa.Column("updated_at", TS, nullable=False),
+)

@@ -257,3 +257,32 @@ async def test_an_admin_configured_summary_model_writes_the_summary(tmp_path: Pa
     asked = [b for b in summary_fake.requests if "Summarise the conversation" in _texts(b)]
     assert len(asked) == 1 and len(summary_fake.requests) == 1
     assert not any("Summarise the conversation" in _texts(b) for b in chat_fake.requests)
+
+
+async def test_a_user_may_lower_the_threshold_for_their_chats(tmp_path: Path) -> None:
+    async with (
+        FakeOpenAI(context_window=WINDOW).running() as fake,
+        start_server(
+            tmp_path,
+            [model_entry("small", fake.url, context_window=WINDOW, request_timeout_s=10)],
+        ) as server,
+    ):
+        await _push_template(server)
+        alice = await server.user_client("alice")
+        too_high = await alice.put("/api/v1/me/context", json={"compaction_threshold": 1.5})
+        lowered = await alice.put("/api/v1/me/context", json={"compaction_threshold": 0.62})
+        shown = (await alice.get("/api/v1/me/context")).json()
+        chat = (await alice.post("/api/v1/chats", json={"content": "list them"})).json()
+        await wait_turn(alice, chat["id"], ceiling_s=30)
+        for turn in range(10):
+            done = await _send(alice, chat["id"], f"turn {turn}: again. " + "x y " * 140)
+            assert done["status"] == "waiting", done["last_error"]
+        compactions = (await alice.get(f"/api/v1/chats/{chat['id']}/compactions")).json()
+        await alice.aclose()
+    assert too_high.status_code == 400 and too_high.json()["code"] == "invalid_input"
+    assert lowered.status_code == 200 and shown == {"compaction_threshold": 0.62}
+    assert compactions
+    limit = 0.62 * WINDOW
+    sent = [t for b, t in zip(fake.requests, fake.prompt_tokens, strict=True) if b.get("tools")]
+    # calibrated after the first request; the model's own 0.7 would allow up to 4,200
+    assert max(sent[1:]) <= limit * 1.05, (sent, limit)

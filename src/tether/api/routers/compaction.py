@@ -10,7 +10,7 @@ import uuid
 from datetime import datetime
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from tether.api.auth import CurrentUser, graph_of
 from tether.chatd.compaction import longchat_of
@@ -70,3 +70,28 @@ async def compactions(
     graph = graph_of(request)
     chat = await graph.chat_service.get(user, chat_id)
     return [CompactionOut.of(c) for c in await longchat_of(graph).store.all(chat.id)]
+
+
+me_router = APIRouter(prefix="/api/v1/me", tags=["chats"])
+
+
+class ContextSettings(BaseModel):
+    """A user's own compaction threshold (a share of each model's window); it applies only
+    where it is lower than the model's. ``null`` drops it."""
+
+    compaction_threshold: float | None = Field(default=None, ge=0.1, le=0.95)
+
+
+@me_router.get("/context")
+async def my_context(request: Request, user: CurrentUser) -> ContextSettings:
+    store = longchat_of(graph_of(request)).store
+    return ContextSettings(compaction_threshold=await store.user_threshold(user.id))
+
+
+@me_router.put("/context")
+async def set_my_context(
+    request: Request, body: ContextSettings, user: CurrentUser
+) -> ContextSettings:
+    store = longchat_of(graph_of(request)).store
+    await store.set_user_threshold(user.id, body.compaction_threshold)
+    return body

@@ -1,4 +1,4 @@
-"""Long chats: compaction records and per-request usage.
+"""Long chats: compaction records, per-request usage, a user's compaction threshold.
 
 Revision ID: 0010
 Revises: 0004
@@ -52,9 +52,23 @@ def upgrade() -> None:
         ),
     )
     op.create_index("ix_chat_usage_chat", "chat_usage", ["chat_id", "created_at"])
+    op.create_table(
+        "user_context_settings",
+        sa.Column("user_id", sa.Uuid, nullable=False),
+        sa.Column("compaction_threshold", sa.Float, nullable=True),
+        sa.Column("updated_at", TS, nullable=False),
+        sa.PrimaryKeyConstraint("user_id", name="pk_user_context_settings"),
+        sa.ForeignKeyConstraint(
+            ["user_id"],
+            ["users.id"],
+            name="fk_user_context_settings_user_id_users",
+            ondelete="CASCADE",
+        ),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("user_context_settings")
     op.drop_index("ix_chat_usage_chat", table_name="chat_usage")
     op.drop_table("chat_usage")
     op.drop_table("chat_compactions")
