@@ -20,6 +20,8 @@ class is its default message.
     ├── ProviderError           502 provider_error     (LLM provider failed after retries)
     │   ├── ProviderTimeout     504 provider_timeout   (no answer within the model's timeout)
     │   └── ProviderUnsupported 502 provider_unsupported (the provider refuses a feature)
+    ├── ContextOverflow         413 context_overflow   (the request does not fit the model's
+    │                           context window even after compaction; has a remediation)
     ├── BackendError            500 backend_error      (a workspace backend failed; job error text)
     └── WorkspaceError          409                     (model-facing, each with a remediation)
         ├── NoWorkspace         no_workspace        → create_workspace
@@ -187,6 +189,23 @@ class ProviderUnsupported(ProviderError):
     """The language model provider does not support what the request needs."""
 
     code = "provider_unsupported"
+
+
+class ContextOverflow(TetherError):
+    """The request does not fit the model's context window."""
+
+    code = "context_overflow"
+    http_status = 413
+    remediation: ClassVar[str] = (
+        "send a shorter message (put large text in a workspace file and ask the model to "
+        "read it), run /clear for a fresh context, or switch the chat to a model with a "
+        "larger context window"
+    )
+
+    def to_dict(self) -> dict[str, Any]:
+        data = super().to_dict()
+        data["remediation"] = self.remediation
+        return data
 
 
 class WorkspaceError(TetherError):

@@ -118,6 +118,9 @@ class Settings(BaseSettings):
     provider_retry_base_s: float = 1.0
     subagent_wait_default_s: float = 300.0
     chat_workspace_ttl_ms: int = 0
+    # long chats (chatd/context.py, compaction.py, historycache.py)
+    history_cache_max_messages: int = Field(default=20_000, ge=0, le=10_000_000)
+    context_keep_steps: int = Field(default=4, ge=1, le=100)  # kept verbatim (elision, cut)
 
     # --- LLM ------------------------------------------------------------------------------
     # ``model`` is the operator's shortcut: one model (named "default") from a spec string.

@@ -209,3 +209,18 @@ def test_json_stream_errors_stay_one_object_per_line(server: LocalServer) -> Non
     lines = [line for line in result.stdout.splitlines() if line.strip()]
     assert lines and all(json.loads(line) for line in lines)
     assert json.loads(lines[-1])["error"]["code"] == "not_found"
+
+
+def test_compact_and_clear_through_the_cli(
+    server: LocalServer, hello_chat: tuple[str, str]
+) -> None:
+    chat_id, _ = hello_chat
+    compacted = ok(server, "chat", "send", chat_id, "/compact")
+    assert f"chat {chat_id}: compacted through message #" in compacted.stdout
+    record = as_json(server, "chat", "clear", chat_id)
+    assert record["kind"] == "clear" and record["number"] == 2
+    messages = as_json(server, "chat", "show", chat_id)  # the history stays readable
+    assert messages
+    again = ok(server, "chat", "send", chat_id, "build me a hello world")
+    assert "context cleared" not in again.stdout  # the line is printed when it happens
+    assert "→ " in again.stdout  # the chat keeps answering after /clear

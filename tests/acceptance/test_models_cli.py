@@ -77,6 +77,10 @@ def test_models_list_add_edit_remove(server: LocalServer) -> None:
     assert (added["name"], added["source"], added["stream"]) == ("team", "admin", False)
     edited = run_json(server, "models", "edit", "team", "--model", "m2", "--request-timeout", "5")
     assert (edited["model"], edited["request_timeout_s"]) == ("m2", 5)
+    assert edited["context_window"] is None
+    window = ["--context-window", "8192", "--compaction-threshold", "0.5"]
+    windowed = run_json(server, "models", "edit", "team", *window)
+    assert (windowed["context_window"], windowed["compaction_threshold"]) == (8192, 0.5)
     names = [m["name"] for m in run_json(server, "models", "list")]
     assert names == ["demo", "local", "team"]
     assert server.cli("models", "remove", "team").returncode == 0

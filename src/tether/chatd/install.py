@@ -9,6 +9,7 @@ from typing import Any
 from pydantic_ai.models import Model
 
 from tether.chatd.adapters import AgentDialer, StoreBinding
+from tether.chatd.compaction import longchat_of
 from tether.chatd.conncache import Dialer
 from tether.chatd.instructions import InstructionFiles
 from tether.chatd.mcptools import McpDiscovery, McpToolCache
@@ -96,6 +97,7 @@ def install_chatd(
             connect_timeout_s=settings.mcp_server_connect_timeout_s,
             metrics=deps.metrics,
         ),
+        longchat=longchat_of(graph),
     )
     worker = ChatWorker(
         deps,

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from tether.chatd.context import Budget, check_single_message
 from tether.chatd.follow import status_data
 from tether.chatd.models import Chat, ChatStatus, QueuedMessage, StoredMessage
 from tether.chatd.stream import ChatStreamHub
@@ -184,6 +185,7 @@ class ChatService:
                 raise NotFound(f"workspace {workspace_id} not found")
         if self._models is not None:  # only configured names; never a spec from a request
             model = await self._models.chat_model(model)
+        await self._check_fits(model, parts)
         title = (title or "").strip() or title_from(parts)
         if len(title) > MAX_TITLE:
             raise InvalidInput(f"title must be at most {MAX_TITLE} characters", field="title")
@@ -230,7 +232,10 @@ class ChatService:
             if self._models is not None:
                 model = await self._models.chat_model(model)
             if model != chat.model:
+                await self._check_fits(model, parts)
                 chat = await self.store.set_fields(chat.id, model=model)
+        else:
+            await self._check_fits(chat.model, parts)
         chat, message, queued = await self.store.submit_user_message(
             chat.id, parts, max_queued=self._max_queued, join_pending=busy == "interrupt"
         )
@@ -243,6 +248,17 @@ class ChatService:
             if busy == "interrupt":
                 chat = await self._interrupt(chat)
         return SendResult(chat, message, queued)
+
+    async def _check_fits(self, model: str | None, parts: list[dict[str, Any]]) -> None:
+        """A message that cannot fit the model's window even alone is refused now (413
+        ``context_overflow``), not after it was queued (chatd/context.py)."""
+        get = getattr(self._models, "get", None)
+        if get is None:
+            return
+        cfg = await get(model or self._models.default)  # type: ignore[union-attr]
+        if cfg.context_window:
+            text = "\n".join(str(p.get("text", "")) for p in parts)
+            check_single_message(Budget(cfg.context_window, cfg.compaction_threshold), text)
 
     async def interrupt(self, actor: User, chat_id: uuid.UUID) -> Chat:
         """Stop the current turn. Running → interrupting (the worker persists the partial

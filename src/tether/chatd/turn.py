@@ -35,6 +35,16 @@ from pydantic_ai.toolsets import FunctionToolset
 from tether.agent.schemas import McpTool
 from tether.chatd import history as history_mod
 from tether.chatd import messages as cm
+from tether.chatd.compaction import LongChat, View
+from tether.chatd.context import (
+    Budget,
+    Calibration,
+    ContextBudget,
+    NeedsCompaction,
+    TurnBudget,
+    is_context_overflow,
+    overflow_error,
+)
 from tether.chatd.mcptools import McpDiscovery, McpToolCache, mcp_tools
 from tether.chatd.mcpturn import McpTurn
 from tether.chatd.models import Chat, StoredMessage
@@ -42,13 +52,14 @@ from tether.chatd.prompts import TurnPrompt
 from tether.chatd.tools import build_tools
 from tether.chatd.tools.base import ChatdDeps, ChatState, ToolContext
 from tether.db.chatconfig import ChatConfig
-from tether.errors import Conflict, TetherError
+from tether.errors import Conflict, InvalidInput, TetherError
 from tether.llm.chatmodel import ModelFor, resolve_chat_model
 from tether.llm.provider import retry_policy, typed_provider_error
 
 log = logging.getLogger(__name__)
 
 INTERRUPTED_NOTE = "\n\n[interrupted by the user]"
+MAX_COMPACTIONS_PER_TURN = 2  # then the turn ends with context_overflow
 
 
 class Instructions(Protocol):
@@ -67,6 +78,8 @@ class _TurnWorkspace:
     mcp_names: tuple[str, ...] = ()
     mcp: McpTurn | None = None  # late MCP tools and the failure notice (mcpturn.py)
     prompt: TurnPrompt | None = None  # admin prompts and plan mode (prompts.py)
+    view: View | None = None  # the history in force (compaction.py)
+    budget: TurnBudget = field(default_factory=lambda: TurnBudget(Calibration()))
 
 
 @dataclass
@@ -202,8 +215,10 @@ class TurnRunner:
         model_for: ModelFor,
         instructions: Instructions | None = None,
         mcp: McpDiscovery | None = None,
+        longchat: LongChat | None = None,
     ) -> None:
         self._deps = deps
+        self._long = longchat
         self._model_for = model_for
         self._instructions = instructions
         self._mcp = mcp
@@ -295,8 +310,15 @@ class TurnRunner:
             return turn_ws.toolset  # evaluated every step: tools primed mid-turn appear
 
         ctx.on_workspace_ready = on_ready
-        agent: Agent[None, str] = Agent(model, tools=tools, toolsets=[workspace_mcp], retries=3)
+        budget = await self._long.budget(model, chat) if self._long is not None else None
+        capabilities = (
+            [ContextBudget(budget, turn_ws.budget, settings.context_keep_steps)] if budget else []
+        )
+        agent: Agent[None, str] = Agent(
+            model, tools=tools, toolsets=[workspace_mcp], retries=3, capabilities=capabilities
+        )
         failures = 0
+        compactions = 0
         while True:
             steps_before = recorder.steps_done
             try:
@@ -307,7 +329,18 @@ class TurnRunner:
                     f"the turn stopped after {settings.max_steps_per_turn} model steps",
                     "step_limit",
                 )
+            except NeedsCompaction as exc:
+                compactions += 1
+                if (done := await self._compact(chat, model, budget, compactions, exc)) is not None:
+                    return done
             except ModelHTTPError as exc:
+                if self._long is not None and is_context_overflow(exc):
+                    compactions += 1
+                    if (
+                        done := await self._compact(chat, model, budget, compactions, exc)
+                    ) is not None:
+                        return done
+                    continue
                 if recorder.steps_done > steps_before:
                     failures = 0  # progress was made: the budget is per stuck step
                 max_retries, retry_base_s = retry_policy(
@@ -343,7 +376,31 @@ class TurnRunner:
                 log.exception("chat %s: turn failed", chat.id)
                 return f"{type(exc).__name__}: {exc}", "internal"
 
-    async def _history(self, chat: Chat) -> list[cm.ChatMessage]:
+    async def _compact(
+        self, chat: Chat, model: Model, budget: Budget | None, n: int, cause: Exception
+    ) -> tuple[str, str] | None:
+        """One compaction for an over-budget request (then the turn runs again from the
+        persisted history), or the ``context_overflow`` outcome."""
+        detail = cause.message if isinstance(cause, ModelHTTPError) else str(cause)
+        if self._long is None or n > MAX_COMPACTIONS_PER_TURN:
+            err = overflow_error(f"{detail} (after {n - 1} compactions)")
+            return f"{err.message}. Remediation: {err.remediation}", err.code
+        try:
+            tail = cause.tail_budget if isinstance(cause, NeedsCompaction) else None
+            reason = "budget" if isinstance(cause, NeedsCompaction) else "overflow"
+            await self._long.compact(chat.id, model, reason=reason, tail_budget=tail)
+        except InvalidInput:
+            err = overflow_error(f"{detail}; the recent messages alone are too large")
+            return f"{err.message}. Remediation: {err.remediation}", err.code
+        except Conflict:
+            pass  # another compaction of this chat won; its history is in force
+        return None
+
+    async def _history(self, chat: Chat, turn_ws: _TurnWorkspace) -> list[cm.ChatMessage]:
+        if self._long is not None:  # since the last compaction, read incrementally
+            turn_ws.view = await self._long.view(chat.id)
+            turn_ws.budget.calibration = turn_ws.view.calibration
+            return turn_ws.view.history
         return [_stored_to_chat(m) for m in await self._deps.chats.messages(chat.id)]
 
     async def _block(self, ctx: ToolContext, history: list[cm.ChatMessage]) -> str:
@@ -373,7 +430,10 @@ class TurnRunner:
 
         async def prompt() -> tuple[list[cm.ChatMessage], str]:
             history = await history_mod.after_takeover(
-                self._deps.chats, self._deps.hub, ctx.chat.id, await self._history(ctx.chat)
+                self._deps.chats,
+                self._deps.hub,
+                ctx.chat.id,
+                await self._history(ctx.chat, turn_ws),
             )
             return history, await self._block(ctx, history)
 
@@ -391,7 +451,7 @@ class TurnRunner:
         self, ctx: ToolContext, turn_ws: _TurnWorkspace, taken: set[str]
     ) -> None:
         """Mid-turn (PL-18): a lifecycle tool bound a workspace whose agent is ready."""
-        history = await self._history(ctx.chat)
+        history = await self._history(ctx.chat, turn_ws)
         turn_ws.block = await self._block(ctx, history)
         self._set_mcp(ctx, turn_ws, await self._discover(turn_ws), taken)
 
@@ -430,7 +490,12 @@ class TurnRunner:
             prompt = turn_ws.prompt or TurnPrompt(chat, ChatConfig())
             return prompt.render(turn_ws.block, mcp_notice=notice)  # re-read every step
 
-        model_messages = cm.to_model_messages(repair_dangling_calls(history))
+        repaired = repair_dangling_calls(history)
+        view = turn_ws.view
+        if self._long is not None and view is not None:
+            model_messages = self._long.model_messages(view, repaired)
+        else:
+            model_messages = cm.to_model_messages(repaired)
         async with agent.iter(
             None, message_history=model_messages, instructions=instructions
         ) as run:
@@ -444,7 +509,16 @@ class TurnRunner:
                             self._publish_part(chat, event, recorder)
                     for msg in run.new_messages():
                         if isinstance(msg, pai.ModelResponse):
+                            fresh = id(msg) not in recorder.persisted
                             await recorder.response(msg)
+                            if fresh and self._long is not None and view is not None:
+                                await self._long.record_usage(
+                                    chat.id,
+                                    view,
+                                    msg,
+                                    turn_ws.budget.last_raw,
+                                    recorder.model_name or "",
+                                )
                 elif Agent.is_call_tools_node(node):
                     async with deps.metrics.tools_step(), node.stream(run.ctx) as tool_stream:
                         async for tool_event in tool_stream:

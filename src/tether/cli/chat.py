@@ -265,6 +265,8 @@ def send(
         chats = ChatsAPI(client)
         target = await resolve_chat(chats, chat)
         session.chat_id = target.id
+        if message.strip() in SLASH_COMMANDS:  # /compact, /clear
+            return await _slash(chats, out, target.id, message.strip())
         result = await chats.send(
             target.id,
             message,
@@ -424,6 +426,47 @@ def _chat_fields(chat: Chat) -> list[tuple[str, Any]]:
         ("queued", chat.queued),
         ("last error", error),
     ]
+
+
+SLASH_COMMANDS = ("/compact", "/clear")
+
+
+async def _slash(chats: ChatsAPI, out: Output, chat_id: uuid.UUID, command: str) -> int:
+    if command == "/clear":
+        record = await chats.clear(chat_id)
+        out.emit(record, f"chat {chat_id}: context cleared (history kept, not sent again)")
+    else:
+        record = await chats.compact(chat_id)
+        out.emit(
+            record,
+            f"chat {chat_id}: compacted through message #{record.through_seq} "
+            f"(~{record.tokens_before or 0} tokens before)",
+        )
+    return 0
+
+
+@app.command("compact")
+def compact(ctx: typer.Context, chat: ChatRef, json_mode: JsonOpt = False) -> None:
+    """Summarise the chat's older messages for the model (same as sending /compact)."""
+
+    async def body(client: TetherClient, out: Output) -> int:
+        chats = ChatsAPI(client)
+        target = await resolve_chat(chats, chat)
+        return await _slash(chats, out, target.id, "/compact")
+
+    run(ctx, json_mode, body)
+
+
+@app.command("clear")
+def clear(ctx: typer.Context, chat: ChatRef, json_mode: JsonOpt = False) -> None:
+    """Give the chat a fresh context; its history stays (same as sending /clear)."""
+
+    async def body(client: TetherClient, out: Output) -> int:
+        chats = ChatsAPI(client)
+        target = await resolve_chat(chats, chat)
+        return await _slash(chats, out, target.id, "/clear")
+
+    run(ctx, json_mode, body)
 
 
 @app.command("interrupt")

@@ -101,6 +101,18 @@ def tool_result_line(part: dict[str, Any]) -> tuple[str, str]:
     return "← ok", "green"
 
 
+def compaction_line(data: dict[str, Any]) -> str:
+    """The line the CLI prints for a ``compaction`` stream event."""
+    if data.get("kind") == "clear":
+        return "⟲ context cleared: earlier messages are no longer sent to the model"
+    before = data.get("tokens_before")
+    size = f" (~{before} tokens)" if before else ""
+    return (
+        f"⟲ chat compacted{size}: messages up to #{data.get('through_seq')} summarised "
+        f"({data.get('reason')})"
+    )
+
+
 def message_text(parts: list[dict[str, Any]]) -> str:
     return "".join(str(p.get("text", "")) for p in parts if p.get("type") == "text")
 
@@ -154,6 +166,8 @@ class ChatRenderer:
         elif event == "error":
             code = f" [{data['code']}]" if data.get("code") else ""
             self.line(f"error: {data.get('message')}{code}", "red")
+        elif event == "compaction":
+            self.line(compaction_line(data), "cyan")
         elif event == "retry":
             self.line(
                 f"↻ model provider failed ({data.get('error')}); retry "

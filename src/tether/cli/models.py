@@ -25,6 +25,10 @@ Retries = Annotated[int | None, typer.Option(help="Retries of a failed provider 
 Stream = Annotated[
     bool | None, typer.Option("--stream/--no-stream", help="Stream replies (default: stream).")
 ]
+Window = Annotated[int | None, typer.Option(help="Context window, tokens (enables compaction).")]
+Threshold = Annotated[
+    float | None, typer.Option(help="Compact above this share of the window (default 0.7).")
+]
 
 
 def _options(**values: Any) -> dict[str, Any]:
@@ -79,6 +83,8 @@ def add(
     connect_timeout: Connect = None,
     max_retries: Retries = None,
     stream: Stream = None,
+    context_window: Window = None,
+    compaction_threshold: Threshold = None,
     json_mode: JsonOpt = False,
 ) -> None:
     """Add a model (admins)."""
@@ -89,6 +95,8 @@ def add(
         connect_timeout_s=connect_timeout,
         max_retries=max_retries,
         stream=stream,
+        context_window=context_window,
+        compaction_threshold=compaction_threshold,
     )
 
     async def body(client: TetherClient, out: Output) -> int:
@@ -110,6 +118,8 @@ def edit(
     connect_timeout: Connect = None,
     max_retries: Retries = None,
     stream: Stream = None,
+    context_window: Window = None,
+    compaction_threshold: Threshold = None,
     json_mode: JsonOpt = False,
 ) -> None:
     """Change an admin model (admins)."""
@@ -122,6 +132,8 @@ def edit(
         connect_timeout_s=connect_timeout,
         max_retries=max_retries,
         stream=stream,
+        context_window=context_window,
+        compaction_threshold=compaction_threshold,
     )
 
     async def body(client: TetherClient, out: Output) -> int:

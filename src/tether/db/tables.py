@@ -304,3 +304,44 @@ chat_labels = sa.Table(
     sa.Column("value", sa.String(256), nullable=False),
     sa.Index("ix_chat_labels_key", "key", "value"),
 )
+
+# Compaction records (chatd/compaction.py): the model sees ``summary`` instead of the
+# messages up to ``through_seq``; those messages stay. ``number`` counts a chat's records,
+# unique per chat: of two concurrent compactions of one state, one insert fails.
+chat_compactions = sa.Table(
+    "chat_compactions",
+    metadata,
+    sa.Column("id", sa.Uuid, primary_key=True),
+    sa.Column("chat_id", sa.Uuid, sa.ForeignKey("chats.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("number", sa.Integer, nullable=False),
+    sa.Column("through_seq", sa.Integer, nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("summary", sa.Text, nullable=False),
+    sa.Column("carried", sa.JSON, nullable=False),
+    sa.Column("tokens_before", sa.Integer, nullable=True),
+    sa.Column("created_at", TS, nullable=False),
+    sa.UniqueConstraint("chat_id", "number", name="uq_chat_compactions_chat_number"),
+)
+
+# What each model request cost, as the provider reported it (chatd/context.py).
+chat_usage = sa.Table(
+    "chat_usage",
+    metadata,
+    sa.Column("id", sa.Uuid, primary_key=True),
+    sa.Column("chat_id", sa.Uuid, sa.ForeignKey("chats.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("model", sa.String(256), nullable=True),
+    sa.Column("input_tokens", sa.Integer, nullable=False),
+    sa.Column("output_tokens", sa.Integer, nullable=False),
+    sa.Column("estimated_tokens", sa.Integer, nullable=True),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Index("ix_chat_usage_chat", "chat_id", "created_at"),
+)
+
+# A user's own, lower compaction threshold (chatd/context.py): min(model's, user's) applies.
+user_context_settings = sa.Table(
+    "user_context_settings",
+    metadata,
+    sa.Column("user_id", sa.Uuid, sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("compaction_threshold", sa.Float, nullable=True),
+    sa.Column("updated_at", TS, nullable=False),
+)

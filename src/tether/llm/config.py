@@ -19,6 +19,9 @@ Operator document (YAML or JSON, from ``models_file`` or ``models_json``)::
         max_retries: 2
         retry_base_s: 1.0
         stream: true
+        context_window: 32768        # tokens; compaction above compaction_threshold of it
+        compaction_threshold: 0.7
+        summary_model: small        # optional: another configured model summarises
 
 Trust: ``python`` models (import and call code) and ``api_key_file`` (read a file) are
 accepted only from the operator. Admin models name their key by an environment variable
@@ -60,6 +63,10 @@ class ModelOptions(BaseModel):
     max_retries: int = Field(default=3, ge=0, le=10)
     retry_base_s: float = Field(default=1.0, ge=0, le=60)
     stream: bool = True
+    # the context budget (chatd/context.py): None = unknown, nothing is measured
+    context_window: int | None = Field(default=None, ge=512, le=100_000_000)
+    compaction_threshold: float = Field(default=0.7, ge=0.1, le=0.95)
+    summary_model: ModelName | None = None  # another configured model writes the summaries
 
 
 class ModelConfig(ModelOptions):
@@ -123,6 +130,9 @@ class AdminModelPatch(BaseModel):
     max_retries: int | None = Field(default=None, ge=0, le=10)
     retry_base_s: float | None = Field(default=None, ge=0, le=60)
     stream: bool | None = None
+    context_window: int | None = Field(default=None, ge=512, le=100_000_000)
+    compaction_threshold: float | None = Field(default=None, ge=0.1, le=0.95)
+    summary_model: ModelName | None = None
 
     def apply(self, current: ModelConfig) -> ModelConfig:
         data = current.model_dump(exclude={"source", "api_key_file"})

@@ -40,7 +40,15 @@ def resolve_model(spec: str, *, openai_base_url: str | None = None) -> Model:
 
 
 def build_model(cfg: ModelConfig) -> Model:
-    """The pydantic-ai model of ``cfg`` (HTTP providers wrapped in ``ProviderModel``)."""
+    """The pydantic-ai model of ``cfg`` (HTTP providers wrapped in ``ProviderModel``), with
+    its context budget attached when the config states a window (chatd/context.py)."""
+    from tether.chatd.context import Budget, attach_budget
+
+    budget = Budget(cfg.context_window, cfg.compaction_threshold) if cfg.context_window else None
+    return attach_budget(_build_model(cfg), budget)
+
+
+def _build_model(cfg: ModelConfig) -> Model:
     check_consistent(cfg.provider, cfg.model, cfg.base_url)
     try:
         if cfg.provider == "scripted":

@@ -65,6 +65,7 @@ class ChatMessage(_Model):
     visibility: str = "both"
     model: str | None = None
     created_at: datetime
+    compacted: bool = False  # before the last compaction: no longer sent to the model
 
     @property
     def text(self) -> str:
@@ -81,6 +82,18 @@ class QueuedMessage(_Model):
 class MessagePage(_Model):
     messages: list[ChatMessage]
     next_after_seq: int | None = None
+
+
+class Compaction(_Model):
+    """A compaction record: the model gets ``summary`` instead of messages up to
+    ``through_seq`` (``kind="clear"``: nothing of them)."""
+
+    number: int
+    kind: str
+    through_seq: int
+    summary: str
+    tokens_before: int | None = None
+    created_at: datetime
 
 
 class SendResult(_Model):
@@ -184,6 +197,19 @@ class ChatsAPI:
 
     async def interrupt(self, chat_id: uuid.UUID | str) -> Chat:
         return Chat.model_validate(await self._call("POST", f"/{chat_id}/interrupt"))
+
+    async def compact(self, chat_id: uuid.UUID | str) -> Compaction:
+        """Summarise the idle chat's older history for the model (409 while it runs)."""
+        return Compaction.model_validate(await self._call("POST", f"/{chat_id}/compact"))
+
+    async def clear(self, chat_id: uuid.UUID | str) -> Compaction:
+        """Give the idle chat a fresh context; its history stays readable."""
+        return Compaction.model_validate(await self._call("POST", f"/{chat_id}/clear"))
+
+    async def compactions(self, chat_id: uuid.UUID | str) -> list[Compaction]:
+        return [
+            Compaction.model_validate(c) for c in await self._call("GET", f"/{chat_id}/compactions")
+        ]
 
     async def archive(self, chat_id: uuid.UUID | str, archived: bool = True) -> Chat:
         body = {"archived": archived}

@@ -71,6 +71,8 @@ class ModelInfo(_Model):
     request_timeout_s: float | None = None
     connect_timeout_s: float | None = None
     max_retries: int | None = None
+    context_window: int | None = None
+    compaction_threshold: float | None = None
     base_url: str | None = None  # shown to admins only
 
 

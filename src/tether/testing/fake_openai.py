@@ -14,6 +14,13 @@ It plays the provider behaviours tether must survive, so the real pydantic-ai
   (``llama_error="http"``) or, as llama-server does once the stream has started, an
   ``error:`` line that no SSE parser reads (``llama_error="in_stream"``).
 
+With ``context_window`` (tokens; the fake's tokenizer is ``len(json(messages, tools)) /
+3.5``) a request above the window gets the context-length error of ``overflow_style``:
+OpenAI's ``context_length_exceeded``, Anthropic's "prompt is too long" or llama.cpp's
+``exceed_context_size_error``; ``prompt_tokens`` keeps the count of every request and the
+usage it reports is that count. A request without tools whose last user message asks to
+summarise is answered with :data:`SUMMARY_ANSWER`.
+
 ``fail`` answers every request, ``fail_plain`` every non-streamed one, with an HTTP error
 ``(status, message)``.
 
@@ -43,6 +50,42 @@ from starlette.routing import Route
 
 LLAMA_STREAM_TOOLS_ERROR = "Automatic streaming tool choice is not supported"
 NULL_CONTENT_ERROR = "Expected 'content' to be a string or an array"
+SUMMARY_ANSWER = "Summary: the user asked for the template list; each call returned it."
+CHARS_PER_TOKEN = 3.5
+
+
+def prompt_tokens(body: dict[str, Any]) -> int:
+    """The fake's tokenizer: what a request costs against ``context_window``."""
+    text = json.dumps(body.get("messages", [])) + json.dumps(body.get("tools", []))
+    return int(len(text) / CHARS_PER_TOKEN)
+
+
+def overflow_error(style: str, tokens: int, window: int) -> JSONResponse:
+    """The context-length error of a real provider of ``style``."""
+    error: dict[str, Any]
+    if style == "anthropic":
+        error = {
+            "type": "invalid_request_error",
+            "message": f"prompt is too long: {tokens} tokens > {window} maximum",
+        }
+        return JSONResponse({"type": "error", "error": error}, status_code=400)
+    if style == "llama":
+        error = {
+            "code": 400,
+            "message": "the request exceeds the available context size, try increasing it",
+            "type": "exceed_context_size_error",
+            "n_prompt_tokens": tokens,
+            "n_ctx": window,
+        }
+        return JSONResponse({"error": error}, status_code=400)
+    error = {
+        "message": f"This model's maximum context length is {window} tokens. However, your "
+        f"messages resulted in {tokens} tokens. Please reduce the length of the messages.",
+        "type": "invalid_request_error",
+        "param": "messages",
+        "code": "context_length_exceeded",
+    }
+    return JSONResponse({"error": error}, status_code=400)
 
 
 @dataclass
@@ -54,6 +97,10 @@ class FakeOpenAI:
     fail: tuple[int, str] | None = None  # every request gets this HTTP error
     fail_plain: tuple[int, str] | None = None  # non-streamed requests get this HTTP error
     requests: list[dict[str, Any]] = field(default_factory=list)
+    context_window: int | None = None
+    overflow_style: Literal["openai", "anthropic", "llama"] = "openai"
+    prompt_tokens: list[int] = field(default_factory=list)  # per request
+    overflows: int = 0
     url: str = ""
     _release: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -101,6 +148,11 @@ class FakeOpenAI:
                     return _error(400, NULL_CONTENT_ERROR, "invalid_request_error")
         stream = bool(body.get("stream"))
         tools = bool(body.get("tools"))
+        tokens = prompt_tokens(body)
+        self.prompt_tokens.append(tokens)
+        if self.context_window is not None and tokens > self.context_window:
+            self.overflows += 1
+            return overflow_error(self.overflow_style, tokens, self.context_window)
         failure = self.fail or (None if stream else self.fail_plain)
         if failure is not None:
             return _error(failure[0], failure[1], "server_error")
@@ -113,8 +165,8 @@ class FakeOpenAI:
             return StreamingResponse(iter([f"error: {line}\n\n"]), media_type="text/event-stream")
         message = self._answer(body, tools)
         if not stream:
-            return JSONResponse(_completion(body, message))
-        return StreamingResponse(_chunks(body, message), media_type="text/event-stream")
+            return JSONResponse(_completion(body, message, tokens))
+        return StreamingResponse(_chunks(body, message, tokens), media_type="text/event-stream")
 
     async def _stalled(self, body: dict[str, Any]) -> AsyncIterator[str]:
         first = {
@@ -131,6 +183,9 @@ class FakeOpenAI:
         messages = body.get("messages", [])
         last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
         answered = any(m.get("role") == "tool" for m in messages[last_user + 1 :])
+        text = messages[last_user].get("content") if last_user >= 0 else ""
+        if not tools and isinstance(text, str) and text.startswith("Summarise the conversation"):
+            return {"role": "assistant", "content": SUMMARY_ANSWER}
         if tools and not answered:
             n = len(self.requests)
             return {
@@ -153,7 +208,7 @@ def _error(status: int, message: str, kind: str) -> JSONResponse:
     )
 
 
-def _completion(body: dict[str, Any], message: dict[str, Any]) -> dict[str, Any]:
+def _completion(body: dict[str, Any], message: dict[str, Any], tokens: int = 1) -> dict[str, Any]:
     return {
         "id": "chatcmpl-fake",
         "object": "chat.completion",
@@ -166,11 +221,13 @@ def _completion(body: dict[str, Any], message: dict[str, Any]) -> dict[str, Any]
                 "finish_reason": "tool_calls" if message.get("tool_calls") else "stop",
             }
         ],
-        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+        "usage": {"prompt_tokens": tokens, "completion_tokens": 1, "total_tokens": tokens + 1},
     }
 
 
-async def _chunks(body: dict[str, Any], message: dict[str, Any]) -> AsyncIterator[str]:
+async def _chunks(
+    body: dict[str, Any], message: dict[str, Any], tokens: int = 1
+) -> AsyncIterator[str]:
     def chunk(delta: dict[str, Any], finish: str | None = None) -> str:
         data = {
             "id": "chatcmpl-fake",
@@ -188,4 +245,14 @@ async def _chunks(body: dict[str, Any], message: dict[str, Any]) -> AsyncIterato
     else:
         yield chunk({"role": "assistant", "content": message["content"]})
         yield chunk({}, "stop")
+    usage = {"prompt_tokens": tokens, "completion_tokens": 1, "total_tokens": tokens + 1}
+    last = {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": body.get("model", "fake"),
+        "choices": [],
+        "usage": usage,
+    }
+    yield f"data: {json.dumps(last)}\n\n"
     yield "data: [DONE]\n\n"

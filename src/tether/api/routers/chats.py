@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 from tether.api.auth import CurrentUser, graph_of
 from tether.api.limits import MODEL_SPEC_MAX, SEQ_MAX, TITLE_MAX, MessageParts, MessageText
 from tether.api.sse import SSE_RESPONSE, sse_event, sse_response
+from tether.chatd.compaction import longchat_of
 from tether.chatd.follow import follow_chat
 from tether.chatd.models import Chat, ChatStatus, QueuedMessage, StoredMessage
 from tether.chatd.service import ChatService
@@ -123,9 +124,10 @@ class MessageOut(BaseModel):
     visibility: str
     model: str | None
     created_at: datetime
+    compacted: bool = False  # before the chat's last compaction: no longer sent to the model
 
     @classmethod
-    def of(cls, m: StoredMessage) -> MessageOut:
+    def of(cls, m: StoredMessage, compacted_through: int = 0) -> MessageOut:
         return cls(
             id=m.id,
             chat_id=m.chat_id,
@@ -135,6 +137,7 @@ class MessageOut(BaseModel):
             visibility=m.visibility,
             model=m.model,
             created_at=m.created_at,
+            compacted=m.seq <= compacted_through,
         )
 
 
@@ -249,8 +252,11 @@ async def messages(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> MessagePageOut:
     page = await _service(request).messages(user, chat_id, after_seq=after_seq, limit=limit)
+    latest = await longchat_of(graph_of(request)).store.latest(chat_id)
+    through = latest.through_seq if latest is not None else 0
     return MessagePageOut(
-        messages=[MessageOut.of(m) for m in page.messages], next_after_seq=page.next_after_seq
+        messages=[MessageOut.of(m, through) for m in page.messages],
+        next_after_seq=page.next_after_seq,
     )
 
 

@@ -27,6 +27,8 @@ class ModelOut(BaseModel):
     request_timeout_s: float
     connect_timeout_s: float
     max_retries: int
+    context_window: int | None = None
+    compaction_threshold: float = 0.7
     base_url: str | None = None  # admins only
 
     @classmethod
@@ -41,6 +43,8 @@ class ModelOut(BaseModel):
             request_timeout_s=cfg.request_timeout_s,
             connect_timeout_s=cfg.connect_timeout_s,
             max_retries=cfg.max_retries,
+            context_window=cfg.context_window,
+            compaction_threshold=cfg.compaction_threshold,
             base_url=cfg.base_url if viewer.is_admin else None,
         )
 

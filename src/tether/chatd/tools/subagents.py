@@ -23,6 +23,17 @@ POLL_S = 0.2
 _IDLE = (ChatStatus.WAITING, ChatStatus.ERROR)
 
 
+REPORT_MAX_CHARS = 16_000  # what a subagent hands back to its parent (issue #16 §6)
+
+
+def bounded_report(text: str) -> str:
+    """A subagent's answer as its parent's tool result: at most ``REPORT_MAX_CHARS``."""
+    if len(text) <= REPORT_MAX_CHARS:
+        return text
+    note = "\n[the report was truncated; read the subagent chat for the rest]"
+    return text[: REPORT_MAX_CHARS - len(note)] + note
+
+
 def chat_channel(chat_id: uuid.UUID) -> str:
     """Per-chat bus channel: control (``{"type": "interrupt"}``) and status hints."""
     return f"chat:{chat_id}"
@@ -81,7 +92,7 @@ def subagent_tools(ctx: ToolContext) -> list[Tool[Any]]:
             if msg.role == "assistant":
                 texts = [p.get("text", "") for p in msg.parts if p.get("type") == "text"]
                 if any(texts):
-                    return "".join(texts)
+                    return bounded_report("".join(texts))
         return ""
 
     async def spawn_agent(args: SpawnArgs) -> dict[str, Any]:

@@ -1,0 +1,424 @@
+"""Compaction: a summary replaces the older part of a chat's history for the model.
+
+:class:`LongChat` is what the turn runner and the API use:
+
+* :meth:`LongChat.view` — the history a turn works with: the instruction-file messages
+  carried over by the latest compaction, then the messages after its cut (incrementally,
+  through :class:`~tether.chatd.historycache.HistoryCache`);
+* :meth:`LongChat.model_messages` — the same as pydantic-ai messages, led by the summary
+  (with the user's original goal) when the chat was compacted;
+* :meth:`LongChat.compact` / :meth:`LongChat.clear` — write a compaction record.
+
+The cut keeps the last ``keep_steps`` model responses verbatim and never separates a tool
+call from its result (it falls before an assistant or user message, never before a tool
+message). The summary comes from the chat's model, asked without tools and bounded by the
+model's request timeout; if it fails or says nothing, an extractive summary (the user's
+messages and the tool calls made) is used, so compaction never depends on the provider.
+The record is written in one INSERT once the summary exists: a crash, an interrupt or a
+takeover during summarisation leaves the previous history in force; two concurrent
+compactions of the same state (two replicas, or ``/compact`` during a turn) insert the
+same ``number`` and one of them fails (``db/compactions.py``).
+
+What survives every compaction: the workspace binding (on the chat row), the instruction
+files (their ``context-file`` messages are carried in the record, so the turn rebuilds the
+same ``<workspace-context>`` block), and the user's original goal (the first user message,
+carried from record to record and put before the summary). ``/clear`` keeps the first two
+only: a fresh context.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic_ai import Agent
+from pydantic_ai import messages as pai
+from pydantic_ai.models import Model
+
+from tether.chatd import messages as cm
+from tether.chatd.context import Budget, Calibration, budget_of, raw_tokens
+from tether.chatd.historycache import Entry, HistoryCache
+from tether.chatd.stream import ChatStreamHub
+from tether.db.chats import ChatStore
+from tether.db.compactions import Compaction, CompactionStore
+from tether.errors import Conflict, InvalidInput
+
+log = logging.getLogger(__name__)
+
+GOAL_MAX_CHARS = 4000
+SUMMARY_MAX_CHARS = 8000
+TRANSCRIPT_ITEM_CHARS = 600
+TRANSCRIPT_MAX_CHARS = 24_000
+SUMMARISE_TIMEOUT_S = 120.0
+SUMMARY_PROMPT = (
+    "Summarise the conversation below between a user and a coding agent so that the agent "
+    "can continue the work from the summary alone. Keep: the user's goals and constraints, "
+    "decisions made, files and commands touched and what they showed, what is done and what "
+    "is left to do. Write at most 300 words, plain text.\n\n"
+)
+SUMMARY_HEADER = "[Earlier messages of this chat were compacted to fit the model's context.]"
+
+
+@dataclass
+class View:
+    """The history of one turn: carried + since-the-cut messages, and the record in force."""
+
+    entry: Entry
+    carried: list[cm.ChatMessage]
+
+    @property
+    def compaction(self) -> Compaction | None:
+        return self.entry.compaction
+
+    @property
+    def history(self) -> list[cm.ChatMessage]:
+        return [*self.carried, *self.entry.messages]
+
+    @property
+    def calibration(self) -> Calibration:
+        return self.entry.calibration
+
+
+def summary_text(compaction: Compaction | None) -> str | None:
+    """The text the model gets in place of the compacted messages (None: nothing)."""
+    if compaction is None or compaction.kind == "clear":
+        return None
+    goal = compaction.carried.get("goal") if isinstance(compaction.carried, dict) else None
+    parts = [SUMMARY_HEADER]
+    if goal:
+        parts.append(f"The user's original request:\n{goal}")
+    parts.append(f"Summary of the conversation so far:\n{compaction.summary}")
+    return "\n\n".join(parts)
+
+
+def _carried_messages(compaction: Compaction | None) -> list[cm.ChatMessage]:
+    if compaction is None or not isinstance(compaction.carried, dict):
+        return []
+    return [cm.ChatMessage.model_validate(m) for m in compaction.carried.get("messages", [])]
+
+
+def _has_context_files(msg: cm.ChatMessage) -> bool:
+    return any(isinstance(p, cm.ContextFilePart) for p in msg.parts)
+
+
+def _text(msg: cm.ChatMessage) -> str:
+    return "\n".join(p.text for p in msg.parts if isinstance(p, cm.TextPart))
+
+
+def _short(value: Any, limit: int = TRANSCRIPT_ITEM_CHARS) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= limit else text[: limit // 2] + " … " + text[-limit // 2 :]
+
+
+def transcript(messages: list[cm.ChatMessage]) -> str:
+    """A bounded plain-text rendering of ``messages`` for the summariser."""
+    lines: list[str] = []
+    for msg in messages:
+        if msg.visibility == "user":
+            continue
+        for part in msg.parts:
+            if isinstance(part, cm.TextPart):
+                lines.append(f"{msg.role}: {_short(part.text)}")
+            elif isinstance(part, cm.ToolCallPart):
+                lines.append(f"tool call {part.tool_name}({_short(part.args, 300)})")
+            elif isinstance(part, cm.ToolResultPart):
+                kind = "error" if part.is_error else "result"
+                lines.append(f"tool {kind} {part.tool_name}: {_short(part.result)}")
+    text = "\n".join(lines)
+    if len(text) > TRANSCRIPT_MAX_CHARS:  # the oldest lines go first
+        text = "…\n" + text[-TRANSCRIPT_MAX_CHARS:]
+    return text
+
+
+def extractive_summary(messages: list[cm.ChatMessage]) -> str:
+    """The summary when the model gives none: what the user asked and which tools ran."""
+    lines: list[str] = []
+    for msg in messages:
+        if msg.role == "user" and msg.visibility != "model" and (text := _text(msg)):
+            lines.append(f"- the user wrote: {_short(text, 300)}")
+        for part in msg.parts:
+            if isinstance(part, cm.ToolCallPart):
+                lines.append(f"- called {part.tool_name}({_short(part.args, 120)})")
+    text = "\n".join(lines)
+    return text[-SUMMARY_MAX_CHARS:]
+
+
+def cut_index(
+    messages: list[cm.ChatMessage],
+    keep_steps: int,
+    *,
+    tokens: list[int] | None = None,
+    tail_budget: int | None = None,
+) -> int:
+    """Where the kept tail starts: at most ``keep_steps`` assistant messages after it, and
+    never at a tool message (its call would be cut off). With ``tail_budget`` (tokens,
+    ``tokens[i]`` per message) the tail is shortened further, down to one assistant
+    message, until it fits. 0 = nothing to compact."""
+    assistants = [i for i, m in enumerate(messages) if m.role == "assistant"]
+    if len(assistants) <= keep_steps:
+        return 0
+    candidates = [a for a in assistants[-keep_steps:]]
+    i = _cut_at(messages, candidates[0])
+    if tokens is not None and tail_budget is not None:
+        for a in candidates[1:]:
+            if sum(tokens[i:]) <= tail_budget:
+                break
+            i = _cut_at(messages, a)
+    return i
+
+
+def _cut_at(messages: list[cm.ChatMessage], i: int) -> int:
+    while i > 0 and messages[i].role == "tool":
+        i -= 1
+    return i
+
+
+class LongChat:
+    """Views, model messages and compaction of chats (one per process)."""
+
+    def __init__(
+        self,
+        chats: ChatStore,
+        store: CompactionStore,
+        hub: ChatStreamHub,
+        *,
+        max_cached_messages: int,
+        keep_steps: int = 4,
+        summariser_for: Callable[[Model], Awaitable[Model]] | None = None,
+    ) -> None:
+        self.summariser_for = summariser_for
+        self.chats = chats
+        self.store = store
+        self.hub = hub
+        self.keep_steps = keep_steps
+        self.cache = HistoryCache(
+            lambda chat_id, after: chats.messages(chat_id, after_seq=after),
+            store.latest,
+            max_messages=max_cached_messages,
+        )
+        self._locks: dict[uuid.UUID, asyncio.Lock] = {}
+
+    async def budget(self, model: Model, chat: Any) -> Budget | None:
+        """The model's budget, at the chat owner's lower threshold if they set one."""
+        budget = budget_of(model)
+        if budget is None:
+            return None
+        mine = await self.store.user_threshold(chat.owner_id)
+        if mine is not None and mine < budget.threshold:
+            return Budget(budget.window, mine)
+        return budget
+
+    async def view(self, chat_id: uuid.UUID) -> View:
+        entry = await self.cache.view(chat_id)
+        return View(entry, _carried_messages(entry.compaction))
+
+    def model_messages(self, view: View, history: list[cm.ChatMessage]) -> list[pai.ModelMessage]:
+        """``history`` (the view's, possibly repaired) as pydantic-ai messages, led by the
+        summary; each stored message is converted once (the cache keeps it)."""
+        out: list[pai.ModelMessage] = []
+        summary = summary_text(view.compaction)
+        if summary is not None:
+            out.append(pai.ModelRequest(parts=[pai.UserPromptPart(content=summary)]))
+        for msg in history:
+            out.extend(self.cache.converted(view.entry, msg))
+        return out
+
+    async def record_usage(
+        self, chat_id: uuid.UUID, view: View, response: pai.ModelResponse, raw: int, model: str
+    ) -> None:
+        """Store what the provider reported for a request; calibrate the estimate by it."""
+        usage = response.usage
+        if not usage.input_tokens:
+            return
+        view.calibration.observe(raw, usage.input_tokens)
+        await self.store.record_usage(
+            chat_id,
+            model=model,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            estimated_tokens=raw or None,
+        )
+
+    # --- compaction ---------------------------------------------------------------------
+
+    async def compact(
+        self,
+        chat_id: uuid.UUID,
+        model: Model | None,
+        *,
+        reason: str,
+        keep_steps: int | None = None,
+        tail_budget: int | None = None,
+        timeout_s: float = SUMMARISE_TIMEOUT_S,
+    ) -> Compaction:
+        """Summarise the history before the cut and record it. InvalidInput when there is
+        nothing to compact; Conflict when another compaction of this chat won."""
+        async with self._lock(chat_id):
+            view = await self.view(chat_id)
+            messages = view.entry.messages
+            keep = self.keep_steps if keep_steps is None else keep_steps
+            sizes = [raw_tokens(self.cache.converted(view.entry, m)) for m in messages]
+            cut = cut_index(messages, keep, tokens=sizes, tail_budget=tail_budget)
+            while cut == 0 and keep > 1:  # one long turn: keep fewer steps
+                keep -= 1
+                cut = cut_index(messages, keep, tokens=sizes, tail_budget=tail_budget)
+            if cut == 0:
+                raise InvalidInput("the chat has nothing to compact yet")
+            older = messages[:cut]
+            previous = view.compaction
+            goal = previous.carried.get("goal") if previous is not None else None
+            if goal is None:
+                first = next((m for m in older if m.role == "user" and _text(m)), None)
+                goal = _text(first)[:GOAL_MAX_CHARS] if first is not None else ""
+            source = older
+            if previous is not None and previous.kind != "clear":
+                head = cm.ChatMessage(role="user", parts=[cm.TextPart(text=previous.summary)])
+                source = [head, *older]
+            summary = await self._summarise(model, source, timeout_s)
+            before = raw_tokens(self.model_messages(view, view.history))
+            carried = {
+                "goal": goal,
+                "messages": self._carry(view.carried, older),
+            }
+            return await self._record(
+                chat_id, previous, older[-1].seq or 0, "compact", summary, carried, before, reason
+            )
+
+    async def clear(self, chat_id: uuid.UUID) -> Compaction:
+        """A fresh context: nothing before now is sent again (instruction files excepted)."""
+        async with self._lock(chat_id):
+            view = await self.view(chat_id)
+            last = await self.chats.last_message_seq(chat_id)
+            carried = {"goal": None, "messages": self._carry(view.carried, view.entry.messages)}
+            before = raw_tokens(self.model_messages(view, view.history))
+            return await self._record(
+                chat_id, view.compaction, last, "clear", "", carried, before, "clear"
+            )
+
+    def _lock(self, chat_id: uuid.UUID) -> asyncio.Lock:
+        lock = self._locks.get(chat_id)
+        if lock is None:
+            if len(self._locks) > 1024:  # only idle locks are dropped
+                self._locks = {k: v for k, v in self._locks.items() if v.locked()}
+            lock = self._locks[chat_id] = asyncio.Lock()
+        return lock
+
+    @staticmethod
+    def _carry(carried: list[cm.ChatMessage], older: list[cm.ChatMessage]) -> list[dict[str, Any]]:
+        keep = [m for m in [*carried, *older] if _has_context_files(m)][-4:]
+        return [
+            {
+                "role": m.role,
+                "visibility": m.visibility,
+                "parts": cm.dump_parts([p for p in m.parts if isinstance(p, cm.ContextFilePart)]),
+            }
+            for m in keep
+        ]
+
+    async def _record(
+        self,
+        chat_id: uuid.UUID,
+        previous: Compaction | None,
+        through_seq: int,
+        kind: str,
+        summary: str,
+        carried: dict[str, Any],
+        before: int,
+        reason: str,
+    ) -> Compaction:
+        try:
+            record = await self.store.record(
+                chat_id,
+                previous=previous,
+                through_seq=through_seq,
+                kind=kind,
+                summary=summary,
+                carried=carried,
+                tokens_before=before,
+            )
+        except Conflict:
+            self.cache.invalidate(chat_id)
+            raise
+        self.cache.invalidate(chat_id)
+        self.hub.publish(
+            chat_id,
+            "compaction",
+            {
+                "kind": kind,
+                "reason": reason,
+                "number": record.number,
+                "through_seq": record.through_seq,
+                "tokens_before": before,
+                "summary_chars": len(summary),
+            },
+        )
+        log.info(
+            "chat %s: %s #%d through seq %d (%s, ~%d tokens before)",
+            chat_id,
+            kind,
+            record.number,
+            through_seq,
+            reason,
+            before,
+        )
+        return record
+
+    async def _summarise(
+        self, model: Model | None, messages: list[cm.ChatMessage], timeout_s: float
+    ) -> str:
+        if model is not None and self.summariser_for is not None:
+            try:
+                model = await self.summariser_for(model)
+            except Exception as exc:  # a removed summary model: the chat's own model writes
+                log.warning("summary model unavailable (%s); using the chat's model", exc)
+        if model is not None:
+            cfg = getattr(model, "cfg", None)
+            timeout_s = float(getattr(cfg, "request_timeout_s", timeout_s))
+            try:
+                async with asyncio.timeout(timeout_s):
+                    agent: Agent[None, str] = Agent(model, retries=0)
+                    result = await agent.run(SUMMARY_PROMPT + transcript(messages))
+                text = (result.output or "").strip()
+                if text:
+                    return text[:SUMMARY_MAX_CHARS]
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the provider's trouble must not block compaction
+                log.warning("summariser failed (%s); using an extractive summary", exc)
+        return extractive_summary(messages)
+
+
+def longchat_of(graph: Any) -> LongChat:
+    """The process's :class:`LongChat` (``graph.extras["longchat"]``), made on first use by
+    the API or the chat worker, whichever comes first."""
+    found = graph.extras.get("longchat")
+    if found is None:
+        chats = getattr(graph, "chats", None) or graph.extras.get("chats")
+        if chats is None:
+            chats = graph.extras["chats"] = ChatStore(graph.engine, graph.clock)
+        hub = getattr(graph, "hub", None) or graph.extras.get("hub")
+        if hub is None:
+            hub = graph.extras["hub"] = ChatStreamHub()
+        settings = graph.settings
+        registry = getattr(graph, "models", None)
+
+        async def summariser_for(model: Model) -> Model:
+            name = getattr(getattr(model, "cfg", None), "summary_model", None)
+            if name is None or registry is None:
+                return model
+            return await registry.model(name)
+
+        found = graph.extras["longchat"] = LongChat(
+            chats,
+            CompactionStore(graph.engine, graph.clock),
+            hub,
+            max_cached_messages=settings.history_cache_max_messages,
+            keep_steps=settings.context_keep_steps,
+            summariser_for=summariser_for,
+        )
+    return found

@@ -1,0 +1,115 @@
+"""A bounded per-chat cache of the history a turn sends: the messages since the chat's last
+compaction, parsed, with their model messages converted once.
+
+A turn asks :meth:`HistoryCache.view` for a chat: the cache checks the chat's latest
+compaction (one indexed query) and reads only the rows after the last ``seq`` it holds, so
+a turn's database and conversion cost does not grow with the chat's length. Messages are
+append-only (``seq`` grows), so rows another replica appended after a takeover are picked up
+by the same read; a different compaction number (a compaction here or on another replica,
+``/clear``) or :meth:`invalidate` drops the entry. Memory is bounded by
+``max_messages`` over all chats (least recently used chats go first), not by the number or
+length of chats; a chat larger than the bound alone is served but not kept.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from pydantic_ai import messages as pai
+
+from tether.chatd import messages as cm
+from tether.chatd.context import Calibration
+from tether.chatd.models import StoredMessage
+from tether.db.compactions import Compaction
+
+
+@dataclass
+class Entry:
+    compaction: Compaction | None
+    last_seq: int
+    messages: list[cm.ChatMessage] = field(default_factory=list)
+    converted: dict[int, list[pai.ModelMessage]] = field(default_factory=dict)  # by seq
+    calibration: Calibration = field(default_factory=Calibration)
+
+    @property
+    def number(self) -> int:
+        return self.compaction.number if self.compaction is not None else 0
+
+
+def _stored_to_chat(msg: StoredMessage) -> cm.ChatMessage:
+    return cm.ChatMessage(
+        role=msg.role,  # type: ignore[arg-type]
+        parts=cm.load_parts(msg.parts),
+        visibility=msg.visibility,  # type: ignore[arg-type]
+        seq=msg.seq,
+        created_at=msg.created_at,
+        model=msg.model,
+    )
+
+
+LoadRows = Callable[[uuid.UUID, int], Awaitable[list[StoredMessage]]]
+LoadLatest = Callable[[uuid.UUID], Awaitable[Compaction | None]]
+
+
+class HistoryCache:
+    def __init__(self, load_rows: LoadRows, load_latest: LoadLatest, *, max_messages: int) -> None:
+        self._rows = load_rows
+        self._latest = load_latest
+        self.max_messages = max_messages
+        self._entries: OrderedDict[uuid.UUID, Entry] = OrderedDict()
+        self._size = 0
+        self.rows_read = 0  # rows loaded from the database (tests and the benchmark read it)
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def __contains__(self, chat_id: uuid.UUID) -> bool:
+        return chat_id in self._entries
+
+    def invalidate(self, chat_id: uuid.UUID) -> None:
+        entry = self._entries.pop(chat_id, None)
+        if entry is not None:
+            self._size -= len(entry.messages)
+
+    async def view(self, chat_id: uuid.UUID) -> Entry:
+        """The chat's messages since its latest compaction, read incrementally."""
+        latest = await self._latest(chat_id)
+        number = latest.number if latest is not None else 0
+        entry = self._entries.get(chat_id)
+        if entry is None or entry.number != number:
+            calibration = entry.calibration if entry is not None else Calibration()
+            self.invalidate(chat_id)
+            through = latest.through_seq if latest is not None else 0
+            entry = Entry(latest, through, calibration=calibration)
+        else:
+            self._entries.pop(chat_id)
+            self._size -= len(entry.messages)
+        rows = await self._rows(chat_id, entry.last_seq)
+        self.rows_read += len(rows)
+        for row in rows:
+            entry.messages.append(_stored_to_chat(row))
+            entry.last_seq = max(entry.last_seq, row.seq)
+        self._keep(chat_id, entry)
+        return entry
+
+    def converted(self, entry: Entry, msg: cm.ChatMessage) -> list[pai.ModelMessage]:
+        """``to_model_messages([msg])``, once per stored message."""
+        if msg.seq is None:
+            return cm.to_model_messages([msg])
+        found = entry.converted.get(msg.seq)
+        if found is None:
+            found = entry.converted[msg.seq] = cm.to_model_messages([msg])
+        return found
+
+    def _keep(self, chat_id: uuid.UUID, entry: Entry) -> None:
+        if len(entry.messages) > self.max_messages:
+            return  # served, not kept: one chat never evicts everything else for nothing
+        self._entries[chat_id] = entry
+        self._size += len(entry.messages)
+        while self._size > self.max_messages and self._entries:
+            _, old = self._entries.popitem(last=False)
+            self._size -= len(old.messages)

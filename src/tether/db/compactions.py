@@ -1,0 +1,169 @@
+"""Compaction records and per-request usage of chats (chatd/compaction.py, context.py).
+
+A record is written in one INSERT after its summary exists, so a crash, an interrupt or a
+takeover during summarisation leaves the previous record (or none) in force. ``number`` is
+the previous record's number + 1 and unique per chat: when two replicas compact the same
+state at once, exactly one insert succeeds and the other gets :class:`Conflict`."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tether.clock import Clock, as_utc
+from tether.db.tables import chat_compactions, chat_usage, user_context_settings
+from tether.errors import Conflict
+from tether.ids import new_id
+
+
+@dataclass(frozen=True)
+class Compaction:
+    id: uuid.UUID
+    chat_id: uuid.UUID
+    number: int
+    through_seq: int  # messages with seq <= this are no longer sent to the model
+    kind: str  # compact | clear
+    summary: str
+    carried: dict[str, Any]  # {goal, messages}: what every compaction keeps (compaction.py)
+    tokens_before: int | None
+    created_at: datetime
+
+
+def _row(row: Any) -> Compaction:
+    return Compaction(
+        id=row.id,
+        chat_id=row.chat_id,
+        number=row.number,
+        through_seq=row.through_seq,
+        kind=row.kind,
+        summary=row.summary,
+        carried=dict(row.carried or {}),
+        tokens_before=row.tokens_before,
+        created_at=as_utc(row.created_at),  # type: ignore[arg-type]
+    )
+
+
+class CompactionStore:
+    def __init__(self, engine: AsyncEngine, clock: Clock) -> None:
+        self._engine = engine
+        self._clock = clock
+
+    async def latest(self, chat_id: uuid.UUID) -> Compaction | None:
+        query = (
+            sa.select(chat_compactions)
+            .where(chat_compactions.c.chat_id == chat_id)
+            .order_by(chat_compactions.c.number.desc())
+            .limit(1)
+        )
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        return _row(row) if row is not None else None
+
+    async def all(self, chat_id: uuid.UUID) -> list[Compaction]:
+        query = (
+            sa.select(chat_compactions)
+            .where(chat_compactions.c.chat_id == chat_id)
+            .order_by(chat_compactions.c.number)
+        )
+        async with self._engine.connect() as conn:
+            return [_row(r) for r in (await conn.execute(query)).all()]
+
+    async def record(
+        self,
+        chat_id: uuid.UUID,
+        *,
+        previous: Compaction | None,
+        through_seq: int,
+        kind: str,
+        summary: str,
+        carried: dict[str, Any],
+        tokens_before: int | None = None,
+    ) -> Compaction:
+        """Insert the record that follows ``previous``; Conflict when another compaction
+        of the same chat got there first (its history is then the one in force)."""
+        values = {
+            "id": new_id(),
+            "chat_id": chat_id,
+            "number": (previous.number if previous is not None else 0) + 1,
+            "through_seq": through_seq,
+            "kind": kind,
+            "summary": summary,
+            "carried": carried,
+            "tokens_before": tokens_before,
+            "created_at": self._clock.now(),
+        }
+        try:
+            async with self._engine.begin() as conn:
+                row = (
+                    await conn.execute(
+                        chat_compactions.insert().values(**values).returning(*chat_compactions.c)
+                    )
+                ).one()
+        except IntegrityError as exc:
+            raise Conflict(
+                "the chat was compacted concurrently; its newer history is kept"
+            ) from exc
+        return _row(row)
+
+    async def user_threshold(self, user_id: uuid.UUID) -> float | None:
+        query = sa.select(user_context_settings.c.compaction_threshold).where(
+            user_context_settings.c.user_id == user_id
+        )
+        async with self._engine.connect() as conn:
+            value = await conn.scalar(query)
+        return float(value) if value is not None else None
+
+    async def set_user_threshold(self, user_id: uuid.UUID, threshold: float | None) -> None:
+        """Set (or, with None, drop) the user's own threshold; one upsert-like pair."""
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                user_context_settings.delete().where(user_context_settings.c.user_id == user_id)
+            )
+            if threshold is not None:
+                await conn.execute(
+                    user_context_settings.insert().values(
+                        user_id=user_id,
+                        compaction_threshold=threshold,
+                        updated_at=self._clock.now(),
+                    )
+                )
+
+    async def record_usage(
+        self,
+        chat_id: uuid.UUID,
+        *,
+        model: str | None,
+        input_tokens: int,
+        output_tokens: int,
+        estimated_tokens: int | None,
+    ) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                chat_usage.insert().values(
+                    id=new_id(),
+                    chat_id=chat_id,
+                    model=model,
+                    input_tokens=input_tokens,
+                    output_tokens=output_tokens,
+                    estimated_tokens=estimated_tokens,
+                    created_at=self._clock.now(),
+                )
+            )
+
+    async def usage(self, chat_id: uuid.UUID) -> list[tuple[int, int, int | None]]:
+        """``(input, output, estimated)`` tokens of each request, oldest first."""
+        query = (
+            sa.select(
+                chat_usage.c.input_tokens, chat_usage.c.output_tokens, chat_usage.c.estimated_tokens
+            )
+            .where(chat_usage.c.chat_id == chat_id)
+            .order_by(chat_usage.c.created_at, chat_usage.c.id)
+        )
+        async with self._engine.connect() as conn:
+            return [(r[0], r[1], r[2]) for r in (await conn.execute(query)).all()]
