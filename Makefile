@@ -47,7 +47,7 @@ pytest: $(STAMP) sysdeps
 	@host=$$($(BIN)/python tests/support/dockerd.py start $(DOCKERD_DIR)) || { \
 	  echo "the private dockerd did not start (see $(DOCKERD_DIR)/dockerd.log)"; \
 	  [ "$$CI" != true ] || exit 1; }; \
-	TETHER_TEST_DOCKER_HOST="$$host" $(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS); \
+	TETHER_TEST_DOCKER_HOST="$$host" $(BIN)/python -m pytest -q -p no:cacheprovider --durations=15 $(PYTEST_ARGS); \
 	rc=$$?; $(BIN)/python tests/support/dockerd.py stop $(DOCKERD_DIR); exit $$rc
 
 test: lint typecheck pytest
