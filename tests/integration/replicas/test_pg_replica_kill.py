@@ -57,6 +57,7 @@ async def test_killed_replica_chat_runs_again_on_the_other_within_the_bound(
         db_url=pg_db_url,
         run_chatd=False,
         run_provisioner=False,
+        server_key_file=tmp_path / "server.key",  # replicas share the server key
         # the recovery timings under test are the defaults, not the fast test ones
         heartbeat_s=defaults.heartbeat_s,
         stale_after_s=defaults.stale_after_s,
@@ -69,6 +70,7 @@ async def test_killed_replica_chat_runs_again_on_the_other_within_the_bound(
             tmp_path / "a",
             env={
                 "TETHER_DB_URL": pg_db_url,
+                "TETHER_SERVER_KEY_FILE": str(tmp_path / "server.key"),
                 "TETHER_MODEL": "python:takeover_models:create_workspace_forever",
                 "TAKEOVER_TEMPLATE_ID": template["id"],
                 "PYTHONPATH": os.pathsep.join(
