@@ -37,6 +37,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
+from ready import wait_ready  # noqa: E402
 from support.server import fast_settings, running_server  # noqa: E402
 from tether.chatd.install import install_chatd  # noqa: E402
 from tether.chatd.models import Chat  # noqa: E402
@@ -82,22 +83,6 @@ def workspace_processes(data_dir: Path) -> int:
             if str(data_dir).encode() in cmd:
                 count += 1
     return count
-
-
-async def _wait_ready(api: httpx.AsyncClient, name: str) -> uuid.UUID:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while True:
-        data = (await api.get(f"/api/v1/workspaces/{name}")).json()
-        agents = data.get("agents") or []
-        if (
-            agents
-            and agents[0]["status"] == "connected"
-            and agents[0]["lifecycle_state"] == "ready"
-        ):
-            return uuid.UUID(data["id"])
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"workspace {name} not ready: {data}")
-        await asyncio.sleep(0.25)
 
 
 class Phase:
@@ -233,7 +218,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                         "/api/v1/workspaces", json={"template": "python", "name": "w"}
                     )
                     r.raise_for_status()
-                    ws = await _wait_ready(api, "w")
+                    ws = await wait_ready(api, "w", timeout_s=READY_TIMEOUT_S)
                     if args.long:
                         phase = Phase(f"1 chat x {args.long}", args.long, data_dir)
                         await _chat(api, graph, ws, args.long, phase)

@@ -33,6 +33,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
+from ready import wait_ready  # noqa: E402
 from support.server import fast_settings, running_server  # noqa: E402
 from tether.chatd.install import install_chatd  # noqa: E402
 from tether.chatd.models import Chat  # noqa: E402
@@ -61,19 +62,6 @@ agents:
   - name: main
     chat: true
 """
-
-
-async def wait_ready(api: httpx.AsyncClient, name: str) -> uuid.UUID:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while True:
-        data = (await api.get(f"/api/v1/workspaces/{name}")).json()
-        agents = data.get("agents") or []
-        if agents and agents[0]["status"] == "connected":
-            if agents[0]["lifecycle_state"] == "ready":
-                return uuid.UUID(data["id"])
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"workspace {name} not ready in {READY_TIMEOUT_S:g}s: {data}")
-        await asyncio.sleep(0.1)
 
 
 async def final_status(queue: asyncio.Queue[Any]) -> str:
@@ -111,7 +99,7 @@ async def main(
                         "/api/v1/workspaces", json={"template": "mcpbench", "name": "mcp"}
                     )
                     r.raise_for_status()
-                    ws = await wait_ready(api, "mcp")
+                    ws = await wait_ready(api, "mcp", timeout_s=READY_TIMEOUT_S, poll_s=0.1)
                     await asyncio.sleep(after_ready_s)  # the user opens a chat
                     chat_id: uuid.UUID | None = None
                     for turn in range(turns):

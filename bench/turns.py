@@ -48,6 +48,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from pydantic_ai.models.function import FunctionModel  # noqa: E402
 
+from ready import wait_ready  # noqa: E402
 from support.server import fast_settings, running_server  # noqa: E402
 from tether.chatd.adapters import AgentDialer  # noqa: E402
 from tether.chatd.install import install_chatd  # noqa: E402
@@ -149,21 +150,6 @@ class TurnFigures:
         return self.wall - self.model - self.tool
 
 
-async def _wait_ready(api: httpx.AsyncClient, name: str) -> uuid.UUID:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while True:
-        data = (await api.get(f"/api/v1/workspaces/{name}")).json()
-        agents = data.get("agents") or []
-        if agents and agents[0]["status"] == "connected":
-            if agents[0]["lifecycle_state"] == "ready":
-                return uuid.UUID(data["id"])
-            if agents[0]["lifecycle_state"] not in ("created", "starting"):
-                raise RuntimeError(f"workspace {name}: agent {agents[0]['lifecycle_state']}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"workspace {name} not ready in {READY_TIMEOUT_S:g}s: {data}")
-        await asyncio.sleep(0.25)
-
-
 async def _create_workspaces(api: httpx.AsyncClient, n: int) -> list[uuid.UUID]:
     gate = asyncio.Semaphore(CREATE_CONCURRENCY)
 
@@ -171,7 +157,7 @@ async def _create_workspaces(api: httpx.AsyncClient, n: int) -> list[uuid.UUID]:
         async with gate:
             r = await api.post("/api/v1/workspaces", json={"template": "python", "name": f"t{i}"})
             r.raise_for_status()
-            return await _wait_ready(api, f"t{i}")
+            return await wait_ready(api, f"t{i}", timeout_s=READY_TIMEOUT_S)
 
     return list(await asyncio.gather(*(one(i) for i in range(n))))
 
