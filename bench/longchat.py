@@ -37,7 +37,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from ready import wait_ready  # noqa: E402
+from benchlib import IDLE, final_status, wait_ready  # noqa: E402
 from support.server import fast_settings, running_server  # noqa: E402
 from tether.chatd.install import install_chatd  # noqa: E402
 from tether.chatd.models import Chat  # noqa: E402
@@ -51,7 +51,6 @@ except ImportError:  # pragma: no cover
 
 READY_TIMEOUT_S = 60.0
 TURN_TIMEOUT_S = 120.0
-IDLE = ("waiting", "error")
 
 
 def rss_mb() -> float:
@@ -134,14 +133,6 @@ class Phase:
         }
 
 
-async def _final(queue: asyncio.Queue[Any]) -> str:
-    async with asyncio.timeout(TURN_TIMEOUT_S):
-        while True:
-            ev = await queue.get()
-            if ev.event == "status" and ev.data.get("status") in IDLE:
-                return str(ev.data["status"])
-
-
 async def _chat(
     api: httpx.AsyncClient, graph: Any, ws: uuid.UUID, turns: int, phase: Phase
 ) -> None:
@@ -155,10 +146,14 @@ async def _chat(
                     f"/api/v1/chats/{chat_id}/messages", json={"content": f"turn {turn + 1}"}
                 )
                 r.raise_for_status()
-                status = await _final(queue)
+                status = await final_status(queue, timeout_s=TURN_TIMEOUT_S)
             else:
                 chat = (await api.get(f"/api/v1/chats/{chat_id}")).json()
-                status = chat["status"] if chat["status"] in IDLE else await _final(queue)
+                status = (
+                    chat["status"]
+                    if chat["status"] in IDLE
+                    else await final_status(queue, timeout_s=TURN_TIMEOUT_S)
+                )
             if status != "waiting":
                 chat = (await api.get(f"/api/v1/chats/{chat_id}")).json()
                 raise RuntimeError(f"turn {turn + 1} ended {status}: {chat.get('last_error')}")

@@ -33,7 +33,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from ready import wait_ready  # noqa: E402
+from benchlib import final_status, wait_ready  # noqa: E402
 from support.server import fast_settings, running_server  # noqa: E402
 from tether.chatd.install import install_chatd  # noqa: E402
 from tether.chatd.models import Chat  # noqa: E402
@@ -43,7 +43,6 @@ from tether.llm.scripted import Say, script_model  # noqa: E402
 FIXTURES = REPO / "tests" / "fixtures"
 READY_TIMEOUT_S = 120.0
 TURN_TIMEOUT_S = 120.0
-IDLE = ("waiting", "error")
 
 
 def template(only_hanging: bool) -> str:
@@ -62,14 +61,6 @@ agents:
   - name: main
     chat: true
 """
-
-
-async def final_status(queue: asyncio.Queue[Any]) -> str:
-    async with asyncio.timeout(TURN_TIMEOUT_S):
-        while True:
-            ev = await queue.get()
-            if ev.event == "status" and ev.data.get("status") in IDLE:
-                return str(ev.data["status"])
 
 
 async def main(
@@ -115,19 +106,16 @@ async def main(
                             chat_id = uuid.UUID(r.json()["id"])
                             async with srv.graph.hub.subscribe(chat_id) as queue:
                                 early = srv.graph.hub.buffered_after(chat_id, 0, 0)
-                                done = [
-                                    str(e.data["status"])
-                                    for e in early
-                                    if e.event == "status" and e.data.get("status") in IDLE
-                                ]
-                                status = done[0] if done else await final_status(queue)
+                                status = await final_status(
+                                    queue, timeout_s=TURN_TIMEOUT_S, early=early
+                                )
                         else:
                             async with srv.graph.hub.subscribe(chat_id) as queue:
                                 r = await api.post(
                                     f"/api/v1/chats/{chat_id}/messages", json={"content": "again"}
                                 )
                                 r.raise_for_status()
-                                status = await final_status(queue)
+                                status = await final_status(queue, timeout_s=TURN_TIMEOUT_S)
                         wall = time.perf_counter() - t0
                         at, tools = firsts[seen]
                         rows.append(

@@ -48,7 +48,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from pydantic_ai.models.function import FunctionModel  # noqa: E402
 
-from ready import wait_ready  # noqa: E402
+from benchlib import final_status, wait_ready  # noqa: E402
 from support.server import fast_settings, running_server  # noqa: E402
 from tether.chatd.adapters import AgentDialer  # noqa: E402
 from tether.chatd.install import install_chatd  # noqa: E402
@@ -63,7 +63,6 @@ STOP_CONCURRENCY = 16
 READY_TIMEOUT_S = 120.0
 TURN_TIMEOUT_S = 120.0
 IDLE_SAMPLE_S = 2.0
-IDLE = ("waiting", "error")
 
 
 def pct(values: list[float], q: float) -> float:
@@ -200,26 +199,13 @@ async def _run_chat(
                 r.raise_for_status()
             # Turn 1 could in theory finish before we subscribed: its status is buffered.
             early = [e for e in hub.buffered_after(chat_id, 0, 0) if turn == 0]
-            status = await _final_status(queue, early)
+            status = await final_status(queue, timeout_s=TURN_TIMEOUT_S, early=early)
             wall = time.perf_counter() - t0
             if status != "waiting":
                 raise RuntimeError(f"chat {chat_id} turn {turn + 1} ended in {status}")
             model_s, tool_s = timers.take(chat_id, workspace_id)
             figures.append(TurnFigures(wall, model_s, tool_s, first=turn == 0))
     return figures
-
-
-async def _final_status(queue: asyncio.Queue[Any], early: list[Any]) -> str:
-    for ev in early:
-        if ev.event == "status" and ev.data.get("status") in IDLE:
-            return str(ev.data["status"])
-    async with asyncio.timeout(TURN_TIMEOUT_S):
-        while True:
-            ev = await queue.get()
-            # A turn publishes status(running) first, then its final status last. The
-            # service's own status events (pending) never carry waiting/error.
-            if ev.event == "status" and ev.data.get("status") in IDLE:
-                return str(ev.data["status"])
 
 
 async def main(n_chats: int) -> dict[str, Any]:

@@ -1,12 +1,16 @@
-"""Waiting for a bench workspace's agent to be ready, shared by the benches."""
+"""What the benches share: waiting for a ready workspace, waiting for a turn's end."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 import uuid
+from collections.abc import Iterable
+from typing import Any
 
 import httpx
+
+IDLE = ("waiting", "error")  # the statuses a chat ends a turn in
 
 
 async def wait_ready(
@@ -26,3 +30,19 @@ async def wait_ready(
         if time.monotonic() > deadline:
             raise RuntimeError(f"workspace {name} not ready in {timeout_s:g}s: {data}")
         await asyncio.sleep(poll_s)
+
+
+async def final_status(
+    queue: asyncio.Queue[Any], *, timeout_s: float, early: Iterable[Any] = ()
+) -> str:
+    """The status a chat's turn ended in: from the events already received (``early``), else
+    the next idle status on its event ``queue``. A turn publishes status(running) first, then
+    its final status last; the service's own status events (pending) never carry an idle one."""
+    for ev in early:
+        if ev.event == "status" and ev.data.get("status") in IDLE:
+            return str(ev.data["status"])
+    async with asyncio.timeout(timeout_s):
+        while True:
+            ev = await queue.get()
+            if ev.event == "status" and ev.data.get("status") in IDLE:
+                return str(ev.data["status"])
