@@ -37,6 +37,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
+from benchlib import IDLE, final_status, wait_ready  # noqa: E402
 from support.server import fast_settings, running_server  # noqa: E402
 from tether.chatd.install import install_chatd  # noqa: E402
 from tether.chatd.models import Chat  # noqa: E402
@@ -50,7 +51,6 @@ except ImportError:  # pragma: no cover
 
 READY_TIMEOUT_S = 60.0
 TURN_TIMEOUT_S = 120.0
-IDLE = ("waiting", "error")
 
 
 def rss_mb() -> float:
@@ -82,22 +82,6 @@ def workspace_processes(data_dir: Path) -> int:
             if str(data_dir).encode() in cmd:
                 count += 1
     return count
-
-
-async def _wait_ready(api: httpx.AsyncClient, name: str) -> uuid.UUID:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while True:
-        data = (await api.get(f"/api/v1/workspaces/{name}")).json()
-        agents = data.get("agents") or []
-        if (
-            agents
-            and agents[0]["status"] == "connected"
-            and agents[0]["lifecycle_state"] == "ready"
-        ):
-            return uuid.UUID(data["id"])
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"workspace {name} not ready: {data}")
-        await asyncio.sleep(0.25)
 
 
 class Phase:
@@ -149,14 +133,6 @@ class Phase:
         }
 
 
-async def _final(queue: asyncio.Queue[Any]) -> str:
-    async with asyncio.timeout(TURN_TIMEOUT_S):
-        while True:
-            ev = await queue.get()
-            if ev.event == "status" and ev.data.get("status") in IDLE:
-                return str(ev.data["status"])
-
-
 async def _chat(
     api: httpx.AsyncClient, graph: Any, ws: uuid.UUID, turns: int, phase: Phase
 ) -> None:
@@ -170,10 +146,14 @@ async def _chat(
                     f"/api/v1/chats/{chat_id}/messages", json={"content": f"turn {turn + 1}"}
                 )
                 r.raise_for_status()
-                status = await _final(queue)
+                status = await final_status(queue, timeout_s=TURN_TIMEOUT_S)
             else:
                 chat = (await api.get(f"/api/v1/chats/{chat_id}")).json()
-                status = chat["status"] if chat["status"] in IDLE else await _final(queue)
+                status = (
+                    chat["status"]
+                    if chat["status"] in IDLE
+                    else await final_status(queue, timeout_s=TURN_TIMEOUT_S)
+                )
             if status != "waiting":
                 chat = (await api.get(f"/api/v1/chats/{chat_id}")).json()
                 raise RuntimeError(f"turn {turn + 1} ended {status}: {chat.get('last_error')}")
@@ -233,7 +213,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                         "/api/v1/workspaces", json={"template": "python", "name": "w"}
                     )
                     r.raise_for_status()
-                    ws = await _wait_ready(api, "w")
+                    ws = await wait_ready(api, "w", timeout_s=READY_TIMEOUT_S)
                     if args.long:
                         phase = Phase(f"1 chat x {args.long}", args.long, data_dir)
                         await _chat(api, graph, ws, args.long, phase)

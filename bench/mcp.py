@@ -33,6 +33,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
+from benchlib import final_status, wait_ready  # noqa: E402
 from support.server import fast_settings, running_server  # noqa: E402
 from tether.chatd.install import install_chatd  # noqa: E402
 from tether.chatd.models import Chat  # noqa: E402
@@ -42,7 +43,6 @@ from tether.llm.scripted import Say, script_model  # noqa: E402
 FIXTURES = REPO / "tests" / "fixtures"
 READY_TIMEOUT_S = 120.0
 TURN_TIMEOUT_S = 120.0
-IDLE = ("waiting", "error")
 
 
 def template(only_hanging: bool) -> str:
@@ -61,27 +61,6 @@ agents:
   - name: main
     chat: true
 """
-
-
-async def wait_ready(api: httpx.AsyncClient, name: str) -> uuid.UUID:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while True:
-        data = (await api.get(f"/api/v1/workspaces/{name}")).json()
-        agents = data.get("agents") or []
-        if agents and agents[0]["status"] == "connected":
-            if agents[0]["lifecycle_state"] == "ready":
-                return uuid.UUID(data["id"])
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"workspace {name} not ready in {READY_TIMEOUT_S:g}s: {data}")
-        await asyncio.sleep(0.1)
-
-
-async def final_status(queue: asyncio.Queue[Any]) -> str:
-    async with asyncio.timeout(TURN_TIMEOUT_S):
-        while True:
-            ev = await queue.get()
-            if ev.event == "status" and ev.data.get("status") in IDLE:
-                return str(ev.data["status"])
 
 
 async def main(
@@ -111,7 +90,7 @@ async def main(
                         "/api/v1/workspaces", json={"template": "mcpbench", "name": "mcp"}
                     )
                     r.raise_for_status()
-                    ws = await wait_ready(api, "mcp")
+                    ws = await wait_ready(api, "mcp", timeout_s=READY_TIMEOUT_S, poll_s=0.1)
                     await asyncio.sleep(after_ready_s)  # the user opens a chat
                     chat_id: uuid.UUID | None = None
                     for turn in range(turns):
@@ -127,19 +106,16 @@ async def main(
                             chat_id = uuid.UUID(r.json()["id"])
                             async with srv.graph.hub.subscribe(chat_id) as queue:
                                 early = srv.graph.hub.buffered_after(chat_id, 0, 0)
-                                done = [
-                                    str(e.data["status"])
-                                    for e in early
-                                    if e.event == "status" and e.data.get("status") in IDLE
-                                ]
-                                status = done[0] if done else await final_status(queue)
+                                status = await final_status(
+                                    queue, timeout_s=TURN_TIMEOUT_S, early=early
+                                )
                         else:
                             async with srv.graph.hub.subscribe(chat_id) as queue:
                                 r = await api.post(
                                     f"/api/v1/chats/{chat_id}/messages", json={"content": "again"}
                                 )
                                 r.raise_for_status()
-                                status = await final_status(queue)
+                                status = await final_status(queue, timeout_s=TURN_TIMEOUT_S)
                         wall = time.perf_counter() - t0
                         at, tools = firsts[seen]
                         rows.append(

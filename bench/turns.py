@@ -48,6 +48,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from pydantic_ai.models.function import FunctionModel  # noqa: E402
 
+from benchlib import final_status, wait_ready  # noqa: E402
 from support.server import fast_settings, running_server  # noqa: E402
 from tether.chatd.adapters import AgentDialer  # noqa: E402
 from tether.chatd.install import install_chatd  # noqa: E402
@@ -62,7 +63,6 @@ STOP_CONCURRENCY = 16
 READY_TIMEOUT_S = 120.0
 TURN_TIMEOUT_S = 120.0
 IDLE_SAMPLE_S = 2.0
-IDLE = ("waiting", "error")
 
 
 def pct(values: list[float], q: float) -> float:
@@ -149,21 +149,6 @@ class TurnFigures:
         return self.wall - self.model - self.tool
 
 
-async def _wait_ready(api: httpx.AsyncClient, name: str) -> uuid.UUID:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while True:
-        data = (await api.get(f"/api/v1/workspaces/{name}")).json()
-        agents = data.get("agents") or []
-        if agents and agents[0]["status"] == "connected":
-            if agents[0]["lifecycle_state"] == "ready":
-                return uuid.UUID(data["id"])
-            if agents[0]["lifecycle_state"] not in ("created", "starting"):
-                raise RuntimeError(f"workspace {name}: agent {agents[0]['lifecycle_state']}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"workspace {name} not ready in {READY_TIMEOUT_S:g}s: {data}")
-        await asyncio.sleep(0.25)
-
-
 async def _create_workspaces(api: httpx.AsyncClient, n: int) -> list[uuid.UUID]:
     gate = asyncio.Semaphore(CREATE_CONCURRENCY)
 
@@ -171,7 +156,7 @@ async def _create_workspaces(api: httpx.AsyncClient, n: int) -> list[uuid.UUID]:
         async with gate:
             r = await api.post("/api/v1/workspaces", json={"template": "python", "name": f"t{i}"})
             r.raise_for_status()
-            return await _wait_ready(api, f"t{i}")
+            return await wait_ready(api, f"t{i}", timeout_s=READY_TIMEOUT_S)
 
     return list(await asyncio.gather(*(one(i) for i in range(n))))
 
@@ -214,26 +199,13 @@ async def _run_chat(
                 r.raise_for_status()
             # Turn 1 could in theory finish before we subscribed: its status is buffered.
             early = [e for e in hub.buffered_after(chat_id, 0, 0) if turn == 0]
-            status = await _final_status(queue, early)
+            status = await final_status(queue, timeout_s=TURN_TIMEOUT_S, early=early)
             wall = time.perf_counter() - t0
             if status != "waiting":
                 raise RuntimeError(f"chat {chat_id} turn {turn + 1} ended in {status}")
             model_s, tool_s = timers.take(chat_id, workspace_id)
             figures.append(TurnFigures(wall, model_s, tool_s, first=turn == 0))
     return figures
-
-
-async def _final_status(queue: asyncio.Queue[Any], early: list[Any]) -> str:
-    for ev in early:
-        if ev.event == "status" and ev.data.get("status") in IDLE:
-            return str(ev.data["status"])
-    async with asyncio.timeout(TURN_TIMEOUT_S):
-        while True:
-            ev = await queue.get()
-            # A turn publishes status(running) first, then its final status last. The
-            # service's own status events (pending) never carry waiting/error.
-            if ev.event == "status" and ev.data.get("status") in IDLE:
-                return str(ev.data["status"])
 
 
 async def main(n_chats: int) -> dict[str, Any]:

@@ -10,11 +10,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from support.cli_server import running_server
 from tether.demo import PYTHON_TEMPLATE, LocalServer
 
 pytestmark = pytest.mark.integration
@@ -24,21 +24,10 @@ DEMO_TOOLS = ["list_templates", "create_workspace", "write_file", "execute", "re
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
-    data_dir: Path = tmp_path_factory.mktemp("tether-chat-acceptance")
-    srv = LocalServer(data_dir)
-    try:
-        srv.start(health_timeout=30)
+    with running_server(tmp_path_factory.mktemp("tether-chat-acceptance")) as srv:
         pushed = srv.cli("templates", "push", str(PYTHON_TEMPLATE))
         assert pushed.returncode == 0, pushed.stderr
-    except BaseException:
-        print(srv.log_tail())
-        srv.stop()
-        raise
-    try:
         yield srv
-    finally:
-        srv.stop_workspaces()
-        srv.stop()
 
 
 def ok(server: LocalServer, *args: str) -> subprocess.CompletedProcess[str]:
@@ -224,3 +213,5 @@ def test_compact_and_clear_through_the_cli(
     again = ok(server, "chat", "send", chat_id, "build me a hello world")
     assert "context cleared" not in again.stdout  # the line is printed when it happens
     assert "→ " in again.stdout  # the chat keeps answering after /clear
+    record = as_json(server, "chat", "compact", chat_id)  # the command, same as /compact
+    assert record["kind"] == "compact" and record["number"] == 3

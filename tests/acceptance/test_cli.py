@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from support.cli_server import running_server
 from tether.demo import PYTHON_TEMPLATE, LocalServer, free_port
 
 pytestmark = pytest.mark.integration
@@ -42,19 +43,8 @@ class Cli:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
-    data_dir: Path = tmp_path_factory.mktemp("tether-acceptance")
-    srv = LocalServer(data_dir)
-    try:
-        srv.start(health_timeout=30)
-    except BaseException:
-        print(srv.log_tail())
-        srv.stop()
-        raise
-    try:
+    with running_server(tmp_path_factory.mktemp("tether-acceptance")) as srv:
         yield srv
-    finally:
-        srv.stop_workspaces()
-        srv.stop()
 
 
 @pytest.fixture(scope="module")

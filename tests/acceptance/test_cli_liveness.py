@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from support.agents import agent_pid_on_disk
+from support.cli_server import running_server
 from tether.demo import PYTHON_TEMPLATE, LocalServer
 
 pytestmark = pytest.mark.integration
@@ -22,18 +23,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
-    srv = LocalServer(tmp_path_factory.mktemp("tether-liveness"))
-    try:
-        srv.start(health_timeout=30)
-    except BaseException:
-        print(srv.log_tail())
-        srv.stop()
-        raise
-    try:
+    with running_server(tmp_path_factory.mktemp("tether-liveness")) as srv:
         yield srv
-    finally:
-        srv.stop_workspaces()
-        srv.stop()
 
 
 def ok(server: LocalServer, *args: str) -> subprocess.CompletedProcess[str]:

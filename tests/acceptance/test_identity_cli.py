@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from support.cli_server import running_server
 from tether.demo import LocalServer
 from tether.serverkey import load_server_key
 
@@ -45,18 +46,8 @@ class Cli:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
-    srv = LocalServer(tmp_path_factory.mktemp("tether-identity") / "data")
-    try:
-        srv.start(health_timeout=30)
-    except BaseException:
-        print(srv.log_tail())
-        srv.stop()
-        raise
-    try:
+    with running_server(tmp_path_factory.mktemp("tether-identity") / "data") as srv:
         yield srv
-    finally:
-        srv.stop_workspaces()
-        srv.stop()
 
 
 @pytest.fixture(scope="module")

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 
+from support.cli_server import run_json, running_server
 from tether.demo import LocalServer
 
 pytestmark = pytest.mark.integration
@@ -31,27 +30,9 @@ MODELS = {
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
-    data_dir: Path = tmp_path_factory.mktemp("tether-models")
-    srv = LocalServer(
-        data_dir,
-        env={"TETHER_MODELS_JSON": json.dumps(MODELS), "LOCAL_API_KEY": "sk-never-shown-99"},
-    )
-    try:
-        srv.start(health_timeout=30)
-    except BaseException:
-        print(srv.log_tail())
-        srv.stop()
-        raise
-    try:
+    env = {"TETHER_MODELS_JSON": json.dumps(MODELS), "LOCAL_API_KEY": "sk-never-shown-99"}
+    with running_server(tmp_path_factory.mktemp("tether-models"), env=env) as srv:
         yield srv
-    finally:
-        srv.stop()
-
-
-def run_json(server: LocalServer, *args: str, env: dict[str, str] | None = None) -> Any:
-    result = server.cli(*args, "--json", env=env)
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
 
 
 def test_models_list_add_edit_remove(server: LocalServer) -> None:

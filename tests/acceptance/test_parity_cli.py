@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from support.cli_server import run_json, running_server
 from tether.demo import LocalServer
 
 pytestmark = pytest.mark.integration
@@ -25,24 +25,8 @@ agents:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
-    data_dir: Path = tmp_path_factory.mktemp("tether-parity")
-    srv = LocalServer(data_dir)
-    try:
-        srv.start(health_timeout=30)
-    except BaseException:
-        print(srv.log_tail())
-        srv.stop()
-        raise
-    try:
+    with running_server(tmp_path_factory.mktemp("tether-parity")) as srv:
         yield srv
-    finally:
-        srv.stop()
-
-
-def run_json(server: LocalServer, *args: str, env: dict[str, str] | None = None) -> Any:
-    result = server.cli(*args, "--json", env=env)
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
 
 
 def test_pl9_chat_plan_flag_and_send_no_plan(server: LocalServer) -> None:

@@ -45,6 +45,19 @@ def resolve_directory(home: Path, directory: str | None) -> Path:
     return path if path.is_absolute() else home / path
 
 
+def resolve_path(home: Path, directory: Path, path: str) -> Path:
+    """A request path: absolute, ``~``-relative, or relative to the working directory."""
+    if "\x00" in path:
+        raise InvalidInput("path contains a NUL byte", field="path")
+    if path == "~" or path.startswith("~/"):
+        candidate = home / path[2:]
+    else:
+        candidate = Path(path)
+    if not candidate.is_absolute():
+        candidate = directory / candidate
+    return Path(os.path.normpath(candidate))
+
+
 class AgentState:
     """Mutable facts about the running agent; owned by the agent's main task."""
 
@@ -87,12 +100,4 @@ class AgentState:
 
     def resolve(self, path: str) -> Path:
         """A request path: absolute, ``~``-relative, or relative to the working directory."""
-        if "\x00" in path:
-            raise InvalidInput("path contains a NUL byte", field="path")
-        if path == "~" or path.startswith("~/"):
-            candidate = self.home / path[2:]
-        else:
-            candidate = Path(path)
-        if not candidate.is_absolute():
-            candidate = self.directory / candidate
-        return Path(os.path.normpath(candidate))
+        return resolve_path(self.home, self.directory, path)

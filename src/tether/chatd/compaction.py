@@ -42,6 +42,7 @@ from pydantic_ai.models import Model
 
 from tether.chatd import messages as cm
 from tether.chatd.context import Budget, Calibration, budget_of, raw_tokens
+from tether.chatd.graphparts import chats_and_hub
 from tether.chatd.historycache import Entry, HistoryCache
 from tether.chatd.stream import ChatStreamHub
 from tether.db.chats import ChatStore
@@ -398,12 +399,7 @@ def longchat_of(graph: Any) -> LongChat:
     the API or the chat worker, whichever comes first."""
     found = graph.extras.get("longchat")
     if found is None:
-        chats = getattr(graph, "chats", None) or graph.extras.get("chats")
-        if chats is None:
-            chats = graph.extras["chats"] = ChatStore(graph.engine, graph.clock)
-        hub = getattr(graph, "hub", None) or graph.extras.get("hub")
-        if hub is None:
-            hub = graph.extras["hub"] = ChatStreamHub()
+        chats, hub = chats_and_hub(graph)
         settings = graph.settings
         registry = getattr(graph, "models", None)
 

@@ -39,7 +39,8 @@ class Entry:
         return self.compaction.number if self.compaction is not None else 0
 
 
-def _stored_to_chat(msg: StoredMessage) -> cm.ChatMessage:
+def stored_to_chat(msg: StoredMessage) -> cm.ChatMessage:
+    """A stored message row as the chat history the model is given."""
     return cm.ChatMessage(
         role=msg.role,  # type: ignore[arg-type]
         parts=cm.load_parts(msg.parts),
@@ -91,7 +92,7 @@ class HistoryCache:
         rows = await self._rows(chat_id, entry.last_seq)
         self.rows_read += len(rows)
         for row in rows:
-            entry.messages.append(_stored_to_chat(row))
+            entry.messages.append(stored_to_chat(row))
             entry.last_seq = max(entry.last_seq, row.seq)
         self._keep(chat_id, entry)
         return entry

@@ -11,15 +11,14 @@ from pydantic_ai.models import Model
 from tether.chatd.adapters import AgentDialer, StoreBinding
 from tether.chatd.compaction import longchat_of
 from tether.chatd.conncache import Dialer
+from tether.chatd.graphparts import chats_and_hub
 from tether.chatd.instructions import InstructionFiles
 from tether.chatd.mcptools import McpDiscovery, McpToolCache
 from tether.chatd.models import Chat
-from tether.chatd.stream import ChatStreamHub
 from tether.chatd.tools.base import ChatdDeps
 from tether.chatd.turn import Instructions, TurnRunner
 from tether.chatd.worker import ChatWorker
 from tether.db.chatconfig import ChatConfigStore
-from tether.db.chats import ChatStore
 from tether.llm.chatmodel import ModelFor
 from tether.llm.registry import ModelRegistry
 
@@ -28,12 +27,7 @@ def chatd_deps(graph: Any, *, dialer: Dialer | None = None) -> ChatdDeps:
     """The deps from the graph; reuses the graph's ``chats`` store and ``hub`` when the API
     side created them (so subscribers see what the worker publishes)."""
     settings = graph.settings
-    chats = getattr(graph, "chats", None) or graph.extras.get("chats")
-    if chats is None:
-        chats = graph.extras["chats"] = ChatStore(graph.engine, graph.clock)
-    hub = getattr(graph, "hub", None) or graph.extras.get("hub")
-    if hub is None:
-        hub = graph.extras["hub"] = ChatStreamHub()
+    chats, hub = chats_and_hub(graph)
     return ChatdDeps(
         settings=settings,
         clock=graph.clock,

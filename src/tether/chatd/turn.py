@@ -45,9 +45,10 @@ from tether.chatd.context import (
     is_context_overflow,
     overflow_error,
 )
+from tether.chatd.historycache import stored_to_chat
 from tether.chatd.mcptools import McpDiscovery, McpToolCache, mcp_tools
 from tether.chatd.mcpturn import McpTurn
-from tether.chatd.models import Chat, StoredMessage
+from tether.chatd.models import Chat
 from tether.chatd.prompts import TurnPrompt
 from tether.chatd.tools import build_tools
 from tether.chatd.tools.base import ChatdDeps, ChatState, ToolContext
@@ -105,17 +106,6 @@ def _status_data(chat: Chat) -> dict[str, Any]:
         "last_error": chat.last_error,
         "last_error_code": chat.last_error_code,
     }
-
-
-def _stored_to_chat(msg: StoredMessage) -> cm.ChatMessage:
-    return cm.ChatMessage(
-        role=msg.role,  # type: ignore[arg-type]
-        parts=cm.load_parts(msg.parts),
-        visibility=msg.visibility,  # type: ignore[arg-type]
-        seq=msg.seq,
-        created_at=msg.created_at,
-        model=msg.model,
-    )
 
 
 def repair_dangling_calls(history: list[cm.ChatMessage]) -> list[cm.ChatMessage]:
@@ -401,7 +391,7 @@ class TurnRunner:
             turn_ws.view = await self._long.view(chat.id)
             turn_ws.budget.calibration = turn_ws.view.calibration
             return turn_ws.view.history
-        return [_stored_to_chat(m) for m in await self._deps.chats.messages(chat.id)]
+        return [stored_to_chat(m) for m in await self._deps.chats.messages(chat.id)]
 
     async def _block(self, ctx: ToolContext, history: list[cm.ChatMessage]) -> str:
         if self._instructions is None:

@@ -445,28 +445,25 @@ async def _slash(chats: ChatsAPI, out: Output, chat_id: uuid.UUID, command: str)
     return 0
 
 
-@app.command("compact")
-def compact(ctx: typer.Context, chat: ChatRef, json_mode: JsonOpt = False) -> None:
-    """Summarise the chat's older messages for the model (same as sending /compact)."""
-
+def _run_slash(ctx: typer.Context, json_mode: bool, chat: str, command: str) -> None:
     async def body(client: TetherClient, out: Output) -> int:
         chats = ChatsAPI(client)
         target = await resolve_chat(chats, chat)
-        return await _slash(chats, out, target.id, "/compact")
+        return await _slash(chats, out, target.id, command)
 
     run(ctx, json_mode, body)
+
+
+@app.command("compact")
+def compact(ctx: typer.Context, chat: ChatRef, json_mode: JsonOpt = False) -> None:
+    """Summarise the chat's older messages for the model (same as sending /compact)."""
+    _run_slash(ctx, json_mode, chat, "/compact")
 
 
 @app.command("clear")
 def clear(ctx: typer.Context, chat: ChatRef, json_mode: JsonOpt = False) -> None:
     """Give the chat a fresh context; its history stays (same as sending /clear)."""
-
-    async def body(client: TetherClient, out: Output) -> int:
-        chats = ChatsAPI(client)
-        target = await resolve_chat(chats, chat)
-        return await _slash(chats, out, target.id, "/clear")
-
-    run(ctx, json_mode, body)
+    _run_slash(ctx, json_mode, chat, "/clear")
 
 
 @app.command("interrupt")

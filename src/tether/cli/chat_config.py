@@ -8,6 +8,7 @@ tether chat-config user-prompt TEXT | --file F | --clear
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -48,6 +49,23 @@ def _prompt(text: str | None, file: Path | None, clear: bool) -> str:
         except OSError as exc:
             raise CliError(f"cannot read {file}: {exc}") from exc
     return text or ""
+
+
+def _set_prompt(
+    ctx: typer.Context,
+    json_mode: bool,
+    setter: Callable[[TetherClient, str], Awaitable[ChatConfig]],
+    text: str | None,
+    file: Path | None,
+    clear: bool,
+) -> None:
+    """Store the prompt (exactly one of text, file or clear) through ``setter``."""
+
+    async def body(client: TetherClient, out: Output) -> int:
+        _show(out, await setter(client, _prompt(text, file, clear)))
+        return 0
+
+    run(ctx, json_mode, body)
 
 
 @app.command("show")
@@ -91,12 +109,7 @@ def system_prompt(
     json_mode: JsonOpt = False,
 ) -> None:
     """Set the text added to every chat's system prompt."""
-
-    async def body(client: TetherClient, out: Output) -> int:
-        _show(out, await client.set_system_prompt(_prompt(text, file, clear)))
-        return 0
-
-    run(ctx, json_mode, body)
+    _set_prompt(ctx, json_mode, TetherClient.set_system_prompt, text, file, clear)
 
 
 @app.command("user-prompt")
@@ -108,9 +121,4 @@ def user_prompt(
     json_mode: JsonOpt = False,
 ) -> None:
     """Set the instructions every chat gets as the user's (<user-instructions>)."""
-
-    async def body(client: TetherClient, out: Output) -> int:
-        _show(out, await client.set_user_prompt(_prompt(text, file, clear)))
-        return 0
-
-    run(ctx, json_mode, body)
+    _set_prompt(ctx, json_mode, TetherClient.set_user_prompt, text, file, clear)

@@ -35,6 +35,29 @@ def _options(**values: Any) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
 
 
+def _settings(
+    base_url: str | None,
+    api_key_env: str | None,
+    request_timeout: float | None,
+    connect_timeout: float | None,
+    max_retries: int | None,
+    stream: bool | None,
+    context_window: int | None,
+    compaction_threshold: float | None,
+) -> dict[str, Any]:
+    """The settings ``add`` and ``edit`` share, keyed as the API names them (unset: left out)."""
+    return _options(
+        base_url=base_url,
+        api_key_env=api_key_env,
+        request_timeout_s=request_timeout,
+        connect_timeout_s=connect_timeout,
+        max_retries=max_retries,
+        stream=stream,
+        context_window=context_window,
+        compaction_threshold=compaction_threshold,
+    )
+
+
 def _show(out: Output, m: ModelInfo) -> None:
     if out.json_mode:
         out.json(m)
@@ -88,15 +111,15 @@ def add(
     json_mode: JsonOpt = False,
 ) -> None:
     """Add a model (admins)."""
-    options = _options(
-        base_url=base_url,
-        api_key_env=api_key_env,
-        request_timeout_s=request_timeout,
-        connect_timeout_s=connect_timeout,
-        max_retries=max_retries,
-        stream=stream,
-        context_window=context_window,
-        compaction_threshold=compaction_threshold,
+    options = _settings(
+        base_url,
+        api_key_env,
+        request_timeout,
+        connect_timeout,
+        max_retries,
+        stream,
+        context_window,
+        compaction_threshold,
     )
 
     async def body(client: TetherClient, out: Output) -> int:
@@ -123,17 +146,15 @@ def edit(
     json_mode: JsonOpt = False,
 ) -> None:
     """Change an admin model (admins)."""
-    changes = _options(
-        provider=provider,
-        model=model,
-        base_url=base_url,
-        api_key_env=api_key_env,
-        request_timeout_s=request_timeout,
-        connect_timeout_s=connect_timeout,
-        max_retries=max_retries,
-        stream=stream,
-        context_window=context_window,
-        compaction_threshold=compaction_threshold,
+    changes = _options(provider=provider, model=model) | _settings(
+        base_url,
+        api_key_env,
+        request_timeout,
+        connect_timeout,
+        max_retries,
+        stream,
+        context_window,
+        compaction_threshold,
     )
 
     async def body(client: TetherClient, out: Output) -> int:

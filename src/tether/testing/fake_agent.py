@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import secrets
 import shlex
 import time
@@ -72,6 +71,7 @@ from tether.agent.schemas import (
     WriteFileResult,
 )
 from tether.agent.skills import find_skills
+from tether.agent.state import resolve_path
 from tether.errors import (
     AgentRequestFailed,
     AgentTransportError,
@@ -223,15 +223,7 @@ class FakeAgent:
 
     def resolve(self, path: str) -> Path:
         """A request path: absolute, ``~``-relative, or relative to the working directory."""
-        if "\x00" in path:
-            raise InvalidInput("path contains a NUL byte", field="path")
-        if path == "~" or path.startswith("~/"):
-            candidate = self.home / path[2:]
-        else:
-            candidate = Path(path)
-        if not candidate.is_absolute():
-            candidate = self.directory / candidate
-        return Path(os.path.normpath(candidate))
+        return resolve_path(self.home, self.directory, path)
 
     # --- API ----------------------------------------------------------------------------------
 

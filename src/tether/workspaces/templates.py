@@ -14,10 +14,18 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import PurePosixPath
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from tether.errors import InvalidInput
 from tether.workspaces.safe_yaml import YamlTooLarge, load_yaml
@@ -50,6 +58,16 @@ def _scalar_to_str(value: Any) -> Any:
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return json.dumps(value)  # a list(string) value is a JSON array
     return value
+
+
+def _values_to_str(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _scalar_to_str(v) for k, v in value.items()}
+    return value
+
+
+# An environment mapping; YAML numbers and booleans in it are taken as their strings.
+EnvVars = Annotated[dict[str, str], BeforeValidator(_values_to_str)]
 
 
 class _Model(BaseModel):
@@ -156,20 +174,13 @@ class DockerSpec(_Model):
     cpus: str | None = None  # e.g. "1.5"
     memory: str | None = None  # bytes or with a unit: "512m", "2g"
     pids: str | None = None  # max processes in the container
-    env: dict[str, str] = Field(default_factory=dict)  # container environment
+    env: EnvVars = Field(default_factory=dict)  # container environment
     network_mode: str = "none"  # "none", "host" or an engine network's name
 
     @field_validator("cpus", "memory", "pids", mode="before")
     @classmethod
     def _scalars(cls, value: Any) -> Any:
         return _scalar_to_str(value)
-
-    @field_validator("env", mode="before")
-    @classmethod
-    def _env_strings(cls, value: Any) -> Any:
-        if isinstance(value, dict):
-            return {k: _scalar_to_str(v) for k, v in value.items()}
-        return value
 
 
 def _default_agents() -> list[AgentSpec]:
@@ -189,19 +200,12 @@ class TemplateSpec(_Model):
     directory: str | None = "project"  # working directory, relative to HOME (None: HOME)
     agents: list[AgentSpec] = Field(default_factory=_default_agents, min_length=1)
     mcp: dict[str, Any] | None = None  # written as .mcp.json into the working directory
-    env: dict[str, str] = Field(default_factory=dict)
+    env: EnvVars = Field(default_factory=dict)
     network: bool = True  # False: no network in the workspace (the agent session is relayed)
     docker: DockerSpec | None = None  # image, limits, env, network of the docker backend
     connection_timeout_s: int = Field(default=120, gt=0, le=CONNECTION_TIMEOUT_S_MAX)
     deprecated: bool = False
     ttl_ms: int | None = Field(default=None, gt=0, le=TTL_MS_MAX)
-
-    @field_validator("env", mode="before")
-    @classmethod
-    def _env_strings(cls, value: Any) -> Any:
-        if isinstance(value, dict):
-            return {k: _scalar_to_str(v) for k, v in value.items()}
-        return value
 
     @field_validator("directory")
     @classmethod

@@ -6,7 +6,9 @@ request does not fit. Only the fake is scripted."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -231,6 +233,28 @@ async def test_compact_and_clear_by_hand(tmp_path: Path) -> None:
     assert prompt_tokens(after_clear) < prompt_tokens(after_compact)
     assert all(m["compacted"] for m in page["messages"][:-4])
     assert not any(m["compacted"] for m in page["messages"][-4:])
+
+
+async def test_compact_and_clear_of_a_chat_whose_turn_runs_are_refused(tmp_path: Path) -> None:
+    async with (
+        FakeOpenAI(behaviour="stall").running() as fake,
+        start_server(tmp_path, [model_entry("stall", fake.url, request_timeout_s=30)]) as server,
+    ):
+        alice = await server.user_client("alice")
+        chat = (await alice.post("/api/v1/chats", json={"content": "hi", "model": "stall"})).json()
+        deadline = time.monotonic() + 20
+        while not fake.requests:  # the turn runs once its model request arrives (then stalls)
+            assert time.monotonic() < deadline, "the turn never asked the model"
+            await asyncio.sleep(0.05)
+        compacted = await alice.post(f"/api/v1/chats/{chat['id']}/compact")
+        cleared = await alice.post(f"/api/v1/chats/{chat['id']}/clear")
+        listed = (await alice.get(f"/api/v1/chats/{chat['id']}/compactions")).json()
+        await alice.aclose()
+    for refused, verb in ((compacted, "compact"), (cleared, "clear")):
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["code"] == "conflict"
+        assert f"{verb} it when the turn has ended" in refused.text
+    assert listed == []
 
 
 async def test_an_admin_configured_summary_model_writes_the_summary(tmp_path: Path) -> None:

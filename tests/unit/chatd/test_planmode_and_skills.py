@@ -8,42 +8,21 @@ from typing import Any
 
 import pytest
 
+from support.chats import make_chat
 from tether.agent.schemas import Instructions, Skill
 from tether.chatd import messages as cm
-from tether.chatd.models import Chat, ChatStatus
+from tether.chatd.models import Chat
 from tether.chatd.prompts import SUBAGENT_PROMPT, SYSTEM_PROMPT, TurnPrompt
 from tether.chatd.skills import last_injected, skill_index, skill_parts, skills_of_agent
 from tether.chatd.tools.planmode import WRITE_TOOLS, is_plan_path, plan_path
 from tether.db.chatconfig import ChatConfig
-from tether.testing.clock import DEFAULT_START
 
 CHAT = uuid.UUID(int=7)
 AGENT = uuid.UUID(int=9)
 
 
 def _chat(**changes: Any) -> Chat:
-    values: dict[str, Any] = dict(
-        id=CHAT,
-        owner_id=uuid.UUID(int=1),
-        title="t",
-        status=ChatStatus.RUNNING,
-        worker_id=None,
-        heartbeat_at=None,
-        last_error=None,
-        last_error_code=None,
-        parent_chat_id=None,
-        root_chat_id=None,
-        workspace_id=None,
-        build_id=None,
-        agent_id=None,
-        model=None,
-        archived=False,
-        interrupt_requested=False,
-        created_at=DEFAULT_START,
-        updated_at=DEFAULT_START,
-    )
-    values.update(changes)
-    return Chat(**values)
+    return make_chat(CHAT, **changes)
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ from typing import Any, cast
 import pytest
 from pydantic_ai.exceptions import ToolFailed
 
+from support.chats import make_chat
 from tether.agent.schemas import (
     InstructionFile,
     Instructions,
@@ -131,25 +132,13 @@ def _chat(
     agent: AgentRow | None = None,
     parent: uuid.UUID | None = None,
 ) -> Chat:
-    return Chat(
-        id=chat_id,
-        owner_id=uuid.UUID(int=1),
-        title="t",
-        status=ChatStatus.RUNNING,
-        worker_id=None,
-        heartbeat_at=None,
-        last_error=None,
-        last_error_code=None,
+    return make_chat(
+        chat_id,
         parent_chat_id=parent,
         root_chat_id=parent,
         workspace_id=workspace,
         build_id=agent.build_id if agent else None,
         agent_id=agent.id if agent else None,
-        model=None,
-        archived=False,
-        interrupt_requested=False,
-        created_at=DEFAULT_START,
-        updated_at=DEFAULT_START,
     )
 
 

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
 from tether.api.auth import CurrentUser, graph_of
 from tether.chatd.compaction import longchat_of
-from tether.chatd.models import ChatStatus
+from tether.chatd.models import Chat, ChatStatus
 from tether.db.compactions import Compaction
 from tether.errors import Conflict
+from tether.workspaces.models import User
 
 router = APIRouter(prefix="/api/v1/chats", tags=["chats"])
 
@@ -43,12 +45,18 @@ class CompactionOut(BaseModel):
         )
 
 
+async def _idle_chat(graph: Any, user: User, chat_id: uuid.UUID, verb: str) -> Chat:
+    """The user's chat, when no turn of it is running (else Conflict)."""
+    chat = await graph.chat_service.get(user, chat_id)
+    if chat.status not in IDLE:
+        raise Conflict(f"chat is {chat.status.value}; {verb} it when the turn has ended")
+    return chat
+
+
 @router.post("/{chat_id}/compact", responses={409: {"description": "the chat is busy"}})
 async def compact(request: Request, chat_id: uuid.UUID, user: CurrentUser) -> CompactionOut:
     graph = graph_of(request)
-    chat = await graph.chat_service.get(user, chat_id)
-    if chat.status not in IDLE:
-        raise Conflict(f"chat is {chat.status.value}; compact it when the turn has ended")
+    chat = await _idle_chat(graph, user, chat_id, "compact")
     model = await graph.models.model(chat.model)
     record = await longchat_of(graph).compact(chat.id, model, reason="user", keep_steps=2)
     return CompactionOut.of(record)
@@ -57,9 +65,7 @@ async def compact(request: Request, chat_id: uuid.UUID, user: CurrentUser) -> Co
 @router.post("/{chat_id}/clear", responses={409: {"description": "the chat is busy"}})
 async def clear(request: Request, chat_id: uuid.UUID, user: CurrentUser) -> CompactionOut:
     graph = graph_of(request)
-    chat = await graph.chat_service.get(user, chat_id)
-    if chat.status not in IDLE:
-        raise Conflict(f"chat is {chat.status.value}; clear it when the turn has ended")
+    chat = await _idle_chat(graph, user, chat_id, "clear")
     return CompactionOut.of(await longchat_of(graph).clear(chat.id))
 
 
