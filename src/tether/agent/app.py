@@ -1,35 +1,33 @@
-"""The agent's HTTP API (Starlette): exec, processes, files, instructions, MCP, health.
+"""The agent's HTTP API: exec, processes, files, instructions, MCP, health.
 
-Every request needs ``Authorization: Bearer <dial secret>``. Errors are JSON
-``{"code", "message"}``: tether errors keep their code and status, invalid bodies are 400
-``invalid_input``, unknown routes 404 ``not_found``, anything unexpected 500 ``internal``.
-Blocking work (disk) runs in worker threads; processes are asyncio subprocesses.
+Served by :mod:`tether.agent.http`. Every request needs ``Authorization: Bearer <dial
+secret>``. Errors are JSON ``{"code", "message"}``: tether errors keep their code and status,
+invalid bodies are 400 ``invalid_input``, unknown routes 404 ``not_found``, a known route with
+another method 405 ``method_not_allowed``, anything unexpected 500 ``internal``. Bodies are
+checked by :mod:`tether.agent.wire` (the same fields as :mod:`tether.agent.schemas`). Blocking
+work (disk) runs in worker threads; processes are asyncio subprocesses.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import platform
-import secrets
+import re
+from collections.abc import Awaitable, Callable
+from hmac import compare_digest
 from pathlib import Path
-from typing import Any, TypeVar
-
-from pydantic import BaseModel, ValidationError
-from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from typing import Any
 
 from tether.agent import files
 from tether.agent.execstream import exec_stream_response
+from tether.agent.http import Handler, Request, Response, error_response
 from tether.agent.instructions import find_instruction_files
 from tether.agent.mcphost import McpHost
 from tether.agent.processes import ProcessManager
-from tether.agent.schemas import (
+from tether.agent.skills import find_skills
+from tether.agent.state import AgentState
+from tether.agent.wire import (
     EXEC_DEFAULT_TIMEOUT_S,
     BackgroundStarted,
     EditRequest,
@@ -44,58 +42,19 @@ from tether.agent.schemas import (
     SignalRequest,
     SignalResult,
     WriteFileRequest,
+    dump,
+    parse_json,
 )
-from tether.agent.skills import find_skills
-from tether.agent.state import AgentState
 from tether.errors import InvalidInput, TetherError
 
 log = logging.getLogger("tether.agent")
-
-BodyT = TypeVar("BodyT", bound=BaseModel)
-
-
-def _error(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"code": code, "message": message}, status_code=status)
-
-
-class _AuthAndLog:
-    """Pure ASGI middleware: reject requests without the dial secret; log chat ids."""
-
-    def __init__(self, app: ASGIApp, secret: str) -> None:
-        self._app = app
-        self._expected = f"Bearer {secret}".encode()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self._app(scope, receive, send)
-            return
-        headers = dict(scope.get("headers") or [])
-        auth = headers.get(b"authorization", b"")
-        if not secrets.compare_digest(auth, self._expected):
-            response = _error(401, "unauthorized", "missing or wrong agent secret")
-            await response(scope, receive, send)
-            return
-        chat = headers.get(b"x-tether-chat-id")
-        ancestors = headers.get(b"x-tether-ancestor-chat-ids")
-        if chat is not None or ancestors is not None:
-            log.info(
-                "%s %s chat=%s ancestors=%s",
-                scope["method"],
-                scope["path"],
-                (chat or b"").decode("latin-1"),
-                (ancestors or b"").decode("latin-1"),
-            )
-        else:
-            log.debug("%s %s", scope["method"], scope["path"])
-        await self._app(scope, receive, send)
-
 
 MAX_MCP_WAIT_S = 600.0
 
 
 def _wait_param(request: Request) -> float | None:
     """``?wait=<seconds>``: how long an MCP listing may wait for connecting servers."""
-    raw = request.query_params.get("wait")
+    raw = request.query.get("wait")
     if raw is None:
         return None
     try:
@@ -109,22 +68,8 @@ def _wait_param(request: Request) -> float | None:
     return value
 
 
-async def _body(request: Request, model: type[BodyT]) -> BodyT:
-    raw = await request.body()
-    try:
-        data: Any = json.loads(raw) if raw.strip() else {}
-    except json.JSONDecodeError as exc:
-        raise InvalidInput(f"request body is not JSON: {exc}") from None
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ())) or None
-        raise InvalidInput(f"{where or 'body'}: {first.get('msg')}", field=where) from None
-
-
-def _json(model: BaseModel) -> JSONResponse:
-    return JSONResponse(model.model_dump(mode="json"))
+def _json(value: Any) -> Response:
+    return Response(200, dump(value))
 
 
 class AgentApi:
@@ -149,7 +94,7 @@ class AgentApi:
         return path
 
     async def exec(self, request: Request) -> Response:
-        body = await _body(request, ExecRequest)
+        body = ExecRequest.parse(parse_json(request.body))
         cwd = await self._workdir(body.workdir)
         if body.background:
             proc = await self.processes.spawn(body.command, cwd=cwd, env=body.env)
@@ -171,24 +116,24 @@ class AgentApi:
     async def process_signal(self, request: Request) -> Response:
         pid = request.path_params["pid"]
         self.processes.get(pid)  # 404 before 400, an unknown process is the bigger mistake
-        body = await _body(request, SignalRequest)
+        body = SignalRequest.parse(parse_json(request.body))
         message = self.processes.signal(pid, body.signal)
         return _json(SignalResult(process_id=pid, signal=body.signal, message=message))
 
     async def read_file(self, request: Request) -> Response:
-        body = await _body(request, ReadFileRequest)
+        body = ReadFileRequest.parse(parse_json(request.body))
         path = self.state.resolve(body.path)
         return _json(
             await asyncio.to_thread(files.read_file, path, offset=body.offset, limit=body.limit)
         )
 
     async def write_file(self, request: Request) -> Response:
-        body = await _body(request, WriteFileRequest)
+        body = WriteFileRequest.parse(parse_json(request.body))
         path = self.state.resolve(body.path)
         return _json(await asyncio.to_thread(files.write_file, path, body.content))
 
     async def edit_files(self, request: Request) -> Response:
-        body = await _body(request, EditRequest)
+        body = EditRequest.parse(parse_json(request.body))
         results = []
         for spec in body.files:
             path = self.state.resolve(spec.path)
@@ -196,7 +141,7 @@ class AgentApi:
         return _json(EditResult(files=results))
 
     async def list_dir(self, request: Request) -> Response:
-        body = await _body(request, ListDirRequest)
+        body = ListDirRequest.parse(parse_json(request.body))
         path = self.state.resolve(body.path)
         return _json(await asyncio.to_thread(files.list_dir, path))
 
@@ -218,56 +163,77 @@ class AgentApi:
         return _json(await self.mcp.list_tools(wait_s=_wait_param(request)))
 
     async def mcp_call(self, request: Request) -> Response:
-        body = await _body(request, McpCallRequest)
+        body = McpCallRequest.parse(parse_json(request.body))
         return _json(await self.mcp.call(body.name, body.arguments))
 
 
-async def _tether_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, TetherError)
-    return _error(exc.http_status, exc.code, exc.message)
+_Route = Callable[[Request], Awaitable[Response]]
+_PROCESS_ROUTE = re.compile(r"/processes/([^/]+)/(output|signal)")
 
 
-async def _http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "error")
-    return _error(exc.status_code, code, str(exc.detail))
+def build_app(api: AgentApi, secret: str) -> Handler:
+    """The request handler: the secret check, then the routes."""
+    expected = f"Bearer {secret}".encode()
+    routes: dict[str, dict[str, _Route]] = {
+        "/health": {"GET": api.health},
+        "/exec": {"POST": api.exec},
+        "/processes": {"GET": api.process_list},
+        "/files/read": {"POST": api.read_file},
+        "/files/write": {"POST": api.write_file},
+        "/files/edit": {"POST": api.edit_files},
+        "/files/list": {"POST": api.list_dir},
+        "/instructions": {"GET": api.instructions},
+        "/mcp/tools": {"GET": api.mcp_tools},
+        "/mcp/call": {"POST": api.mcp_call},
+    }
+    process_routes: dict[str, dict[str, _Route]] = {
+        "output": {"GET": api.process_output},
+        "signal": {"POST": api.process_signal},
+    }
 
+    def route(request: Request) -> dict[str, _Route] | None:
+        found = routes.get(request.path)
+        if found is not None:
+            return found
+        match = _PROCESS_ROUTE.fullmatch(request.path)
+        if match is None:
+            return None
+        request.path_params["pid"] = match.group(1)
+        return process_routes[match.group(2)]
 
-async def _os_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, OSError)
-    if isinstance(exc, PermissionError):
-        return _error(403, "forbidden", f"permission denied: {exc.filename or exc}")
-    return _error(400, "io_error", str(exc))
+    async def handle(request: Request) -> Response:
+        auth = request.headers.get("authorization", "").encode("latin-1")
+        if not compare_digest(auth, expected):
+            return error_response(401, "unauthorized", "missing or wrong agent secret")
+        chat = request.headers.get("x-tether-chat-id")
+        ancestors = request.headers.get("x-tether-ancestor-chat-ids")
+        if chat is not None or ancestors is not None:
+            log.info(
+                "%s %s chat=%s ancestors=%s",
+                request.method,
+                request.path,
+                chat or "",
+                ancestors or "",
+            )
+        else:
+            log.debug("%s %s", request.method, request.path)
+        methods = route(request)
+        if methods is None:
+            return error_response(404, "not_found", "Not Found")
+        method = "GET" if request.method == "HEAD" else request.method
+        endpoint = methods.get(method)
+        if endpoint is None:
+            return error_response(405, "method_not_allowed", "Method Not Allowed")
+        try:
+            return await endpoint(request)
+        except TetherError as exc:
+            return error_response(exc.http_status, exc.code, exc.message)
+        except PermissionError as exc:
+            return error_response(403, "forbidden", f"permission denied: {exc.filename or exc}")
+        except OSError as exc:
+            return error_response(400, "io_error", str(exc))
+        except Exception as exc:
+            log.exception("%s %s failed", request.method, request.path)
+            return error_response(500, "internal", f"{type(exc).__name__}: {exc}")
 
-
-async def _unexpected(request: Request, exc: Exception) -> Response:
-    # Starlette re-raises after this response, so the server logs the traceback once.
-    return _error(500, "internal", f"{type(exc).__name__}: {exc}")
-
-
-def build_app(api: AgentApi, secret: str) -> ASGIApp:
-    """The ASGI app: routes behind the secret check."""
-    routes = [
-        Route("/health", api.health, methods=["GET"]),
-        Route("/exec", api.exec, methods=["POST"]),
-        Route("/processes", api.process_list, methods=["GET"]),
-        Route("/processes/{pid}/output", api.process_output, methods=["GET"]),
-        Route("/processes/{pid}/signal", api.process_signal, methods=["POST"]),
-        Route("/files/read", api.read_file, methods=["POST"]),
-        Route("/files/write", api.write_file, methods=["POST"]),
-        Route("/files/edit", api.edit_files, methods=["POST"]),
-        Route("/files/list", api.list_dir, methods=["POST"]),
-        Route("/instructions", api.instructions, methods=["GET"]),
-        Route("/mcp/tools", api.mcp_tools, methods=["GET"]),
-        Route("/mcp/call", api.mcp_call, methods=["POST"]),
-    ]
-    app = Starlette(
-        routes=routes,
-        exception_handlers={
-            TetherError: _tether_error,
-            HTTPException: _http_error,
-            OSError: _os_error,
-            Exception: _unexpected,
-        },
-    )
-    return _AuthAndLog(app, secret)
+    return handle

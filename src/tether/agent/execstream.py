@@ -12,11 +12,11 @@ import asyncio
 import codecs
 import json
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from starlette.responses import StreamingResponse
-
+from tether.agent.http import Response
 from tether.agent.processes import ManagedProcess, ProcessManager
 
 # Coalesce output: at most one line per this many seconds while output keeps coming.
@@ -30,15 +30,17 @@ async def exec_stream_response(
     timeout_s: float,
     cwd: Path,
     env: Mapping[str, str] | None,
-) -> StreamingResponse:
+) -> Response:
     """Start ``command`` now (so spawn errors are still a normal error response) and stream
     its id, its output and its result."""
     wake = asyncio.Event()
     proc = await processes.start_foreground(
         command, timeout_s=timeout_s, cwd=cwd, env=env, on_output=wake.set
     )
-    return StreamingResponse(
-        _lines(proc, wake, processes.output_cap), media_type="application/x-ndjson"
+    return Response(
+        200,
+        content_type="application/x-ndjson",
+        stream=_lines(proc, wake, processes.output_cap),
     )
 
 
@@ -67,7 +69,7 @@ async def _lines(proc: ManagedProcess, wake: asyncio.Event, cap: int) -> AsyncIt
             waiter.cancel()
         if not proc.result.done():
             await asyncio.sleep(_FLUSH_S)  # coalesce a burst of output into one line
-    yield _line({"result": proc.result.result().model_dump(mode="json")})
+    yield _line({"result": asdict(proc.result.result())})
 
 
 def _line(frame: dict[str, object]) -> bytes:

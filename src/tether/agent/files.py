@@ -11,7 +11,7 @@ import stat
 from pathlib import Path
 from typing import Literal
 
-from tether.agent.schemas import (
+from tether.agent.wire import (
     DirEntry,
     EditError,
     FileEditResult,

@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from tether.agent.schemas import InstructionFile
 from tether.agent.text import cap_text
+from tether.agent.wire import InstructionFile
 
 INSTRUCTION_FILE_NAME = "AGENTS.md"
 INSTRUCTION_CAP_BYTES = 64 * 1024

@@ -20,17 +20,17 @@ import secrets
 import signal
 import socket
 import sys
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from typing import Any
-
-import uvicorn
 
 from tether.agent.app import AgentApi, build_app
 from tether.agent.config import AgentConfig
+from tether.agent.frames import Hello, Manifest
+from tether.agent.http import HttpServer
+from tether.agent.lifecycle import LifecycleState
 from tether.agent.mcpconfig import CONFIG_FILE_NAME, write_template_config
 from tether.agent.mcphost import McpHost
 from tether.agent.processes import ProcessManager
-from tether.agent.protocol import Hello, LifecycleState, Manifest
 from tether.agent.session import AgentSession
 from tether.agent.startup import run_startup_script
 from tether.agent.state import AgentState, resolve_directory
@@ -45,14 +45,6 @@ _MCP_STOP_S = 10.0
 _FLUSH_S = 2.0
 
 
-class _Server(uvicorn.Server):
-    """uvicorn without its own signal handling: the agent decides when to stop."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
-
-
 def _ensure_dir(path: os.PathLike[str]) -> None:
     try:
         os.makedirs(path, exist_ok=True)
@@ -63,13 +55,13 @@ def _ensure_dir(path: os.PathLike[str]) -> None:
 def listen_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
     """A bound, listening TCP socket for the agent's HTTP server (``port=0``: a free one).
 
-    Connections queue from the moment this returns, before uvicorn accepts them.
+    Connections queue from the moment this returns, before the HTTP server accepts them.
     """
     # The protocol must be spelled IPPROTO_TCP, not left 0: asyncio sets TCP_NODELAY on an
     # accepted connection only when the socket says it is TCP (base_events._set_nodelay),
-    # and accepted sockets inherit the listener's proto. Without TCP_NODELAY uvicorn's two
-    # writes per response (headers, then body) hit Nagle + the client's delayed ACK: every
-    # request on a reused keep-alive connection stalled ~40 ms.
+    # and accepted sockets inherit the listener's proto. Without TCP_NODELAY a response
+    # written in two parts (a stream's head, then its chunks) hits Nagle + the client's
+    # delayed ACK: every request on a reused keep-alive connection stalled ~40 ms.
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -214,8 +206,8 @@ class Agent:
             sock = listen_socket()
             self._address = f"127.0.0.1:{sock.getsockname()[1]}"
         app = build_app(AgentApi(self.state, self.processes, self.mcp), self.secret)
-        server = _Server(uvicorn.Config(app, lifespan="off", access_log=False, log_level="warning"))
-        server_task = asyncio.create_task(server.serve(sockets=[sock]), name="http")
+        server = HttpServer(app)
+        await server.start(sock)
         announce(json.dumps({"address": self._address}))
 
         session_task: asyncio.Task[None] | None = None
@@ -236,7 +228,7 @@ class Agent:
             session_task = asyncio.create_task(self.session.run(), name="session")
 
         stop_wait = asyncio.create_task(self.stop.wait())
-        watched: set[asyncio.Task[object]] = {stop_wait, server_task}
+        watched: set[asyncio.Task[object]] = {stop_wait}
         if session_task is not None:
             watched.add(session_task)
         done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
@@ -246,13 +238,12 @@ class Agent:
                 log.error("agent task %s ended unexpectedly: %r", task.get_name(), task.exception())
                 code = 1
         stop_wait.cancel()
-        await self._shutdown(server, server_task, session_task)
+        await self._shutdown(server, session_task)
         return code
 
     async def _shutdown(
         self,
-        server: _Server,
-        server_task: asyncio.Task[None],
+        server: HttpServer,
         session_task: asyncio.Task[None] | None,
     ) -> None:
         log.info("agent shutting down")
@@ -272,11 +263,7 @@ class Agent:
             await self.session.close()
             session_task.cancel()
             await asyncio.gather(session_task, return_exceptions=True)
-        server.should_exit = True
-        try:
-            await asyncio.wait_for(server_task, _SERVER_STOP_S)
-        except (TimeoutError, Exception) as exc:
-            log.warning("HTTP server did not stop cleanly: %r", exc)
+        await server.close(_SERVER_STOP_S)
 
 
 def _announce(line: str) -> None:

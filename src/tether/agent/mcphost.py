@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tether.agent.mcpconfig import CONFIG_FILE_NAME, ConfigError, ServerSpec, parse_config
-from tether.agent.schemas import McpCallResult, McpContent, McpServerStatus, McpTool, McpToolList
+from tether.agent.wire import McpCallResult, McpContent, McpServerStatus, McpTool, McpToolList
 from tether.clock import Clock
 from tether.errors import NotFound
 

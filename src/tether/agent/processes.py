@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from tether.agent.schemas import ExecResult, ProcessInfo, ProcessOutput
 from tether.agent.state import AgentState
 from tether.agent.text import cap_head, cap_tail, decode
+from tether.agent.wire import ExecResult, ProcessInfo, ProcessOutput
 from tether.errors import NotFound
 
 log = logging.getLogger("tether.agent")

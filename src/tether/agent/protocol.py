@@ -13,28 +13,20 @@ an agent unreachable when nothing arrived from it for ``agent_unreachable_after_
 reconnects when nothing arrived from the server for the manifest's ``silence_timeout_s``.
 
 After a reconnect the agent sends ``hello`` again and then its current lifecycle state; the
-startup script runs only once per agent process. Both sides import these models.
+startup script runs only once per agent process. The server speaks through these models; the
+agent process through :mod:`tether.agent.frames` (the same frames without pydantic, checked
+against these models by tests/unit/agent/test_agent_wire.py).
 """
 
 from __future__ import annotations
 
 import uuid
-from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-
-class LifecycleState(StrEnum):
-    """What the agent reports about its startup and shutdown (docs/behaviour.md §4.1)."""
-
-    CREATED = "created"
-    STARTING = "starting"
-    READY = "ready"
-    START_ERROR = "start_error"
-    START_TIMEOUT = "start_timeout"
-    SHUTTING_DOWN = "shutting_down"
-    OFF = "off"
+# Re-exported: the server and the tests import it from here.
+from tether.agent.lifecycle import LifecycleState as LifecycleState
 
 
 class _Frame(BaseModel):

@@ -15,21 +15,21 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from pydantic import ValidationError
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus, WebSocketException
 
-from tether.agent.protocol import (
+from tether.agent.frames import (
+    AgentFrame,
+    FrameError,
     Hello,
     Lifecycle,
-    LifecycleState,
     Manifest,
     Ping,
     Shutdown,
-    _Frame,
     encode_frame,
     parse_server_frame,
 )
+from tether.agent.lifecycle import LifecycleState
 from tether.agent.state import AgentState
 from tether.clock import Clock
 
@@ -79,7 +79,7 @@ class AgentSession:
         self._open_timeout = open_timeout_s
         # A sandbox without network reaches the server through the backend's relay socket.
         self._via: dict[str, Any] = {"unix": True, "path": server_socket} if server_socket else {}
-        self._outbox: deque[_Frame] = deque(maxlen=_OUTBOX_LIMIT)
+        self._outbox: deque[AgentFrame] = deque(maxlen=_OUTBOX_LIMIT)
         self._wake = asyncio.Event()
         self._empty = asyncio.Event()
         self._empty.set()
@@ -90,7 +90,7 @@ class AgentSession:
 
     # --- what the rest of the agent calls -------------------------------------------------
 
-    def send(self, frame: _Frame) -> None:
+    def send(self, frame: AgentFrame) -> None:
         """Queue a frame; it is sent as soon as a connection is up."""
         self._outbox.append(frame)
         self._empty.clear()
@@ -145,7 +145,7 @@ class AgentSession:
                     await self._clock.sleep(self._auth_retry)
                     continue
                 log.warning("session handshake failed: HTTP %s", status)
-            except (OSError, TimeoutError, WebSocketException, ValidationError) as exc:
+            except (OSError, TimeoutError, WebSocketException, FrameError) as exc:
                 log.info("session connection lost: %s", exc)
             finally:
                 self._ws = None
@@ -207,7 +207,7 @@ class AgentSession:
                 raise TimeoutError(f"no frame from the server for {silence_timeout_s:g}s") from None
             try:
                 frame = parse_server_frame(raw)
-            except ValidationError:
+            except FrameError:
                 log.warning("ignoring an unknown frame from the server")
                 continue
             if isinstance(frame, Shutdown):

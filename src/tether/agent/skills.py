@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 
 from tether.agent.instructions import INSTRUCTION_CAP_BYTES, sanitize
-from tether.agent.schemas import Skill
+from tether.agent.wire import Skill
 
 SKILLS_DIR = Path(".agents") / "skills"
 SKILL_FILE = "SKILL.md"

@@ -13,8 +13,9 @@ import contextlib
 from collections.abc import Callable
 from pathlib import Path
 
+from tether.agent.frames import Log
+from tether.agent.lifecycle import LifecycleState
 from tether.agent.processes import ProcessManager
-from tether.agent.protocol import LifecycleState, Log
 
 
 class _LineBatcher:

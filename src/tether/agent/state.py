@@ -11,7 +11,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from tether.agent.protocol import LifecycleState
+from tether.agent.lifecycle import LifecycleState
 from tether.clock import Clock
 from tether.errors import InvalidInput
 

@@ -33,28 +33,24 @@ import shlex
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, TypeVar, overload
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from tether.agent import files
+from tether.agent import files, wire
 from tether.agent.instructions import find_instruction_files
 from tether.agent.schemas import (
     EXEC_DEFAULT_TIMEOUT_S,
     BackgroundStarted,
-    EditRequest,
     EditResult,
-    ExecRequest,
     ExecResult,
     FileEdits,
     Health,
     Instructions,
-    ListDirRequest,
     ListDirResult,
-    McpCallRequest,
     McpCallResult,
     McpContent,
     McpServerStatus,
@@ -63,11 +59,8 @@ from tether.agent.schemas import (
     ProcessInfo,
     ProcessList,
     ProcessOutput,
-    ReadFileRequest,
     ReadFileResult,
-    SignalRequest,
     SignalResult,
-    WriteFileRequest,
     WriteFileResult,
 )
 from tether.agent.skills import find_skills
@@ -81,7 +74,7 @@ from tether.errors import (
 )
 from tether.testing.fake_dialer import FakeConn, FakeDialer
 
-BodyT = TypeVar("BodyT", bound=BaseModel)
+ModelT = TypeVar("ModelT", bound=BaseModel)
 T = TypeVar("T")
 
 SIGNAL_EXIT = {"terminate": 128 + 15, "kill": 128 + 9}  # as a shell reports a killed command
@@ -146,14 +139,9 @@ def _failed(exc: TetherError) -> AgentRequestFailed:
     return AgentRequestFailed(exc.message, status=exc.http_status, agent_code=exc.code)
 
 
-def _body(model: type[BodyT], data: Mapping[str, Any]) -> BodyT:
-    """Validate like the agent's HTTP layer: the first problem is a 400 ``invalid_input``."""
-    try:
-        return model.model_validate(dict(data))
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ())) or None
-        raise InvalidInput(f"{where or 'body'}: {first.get('msg')}", field=where) from None
+def _model(model: type[ModelT], value: Any) -> ModelT:
+    """The agent's plain result as the contract's pydantic model (what a client parses)."""
+    return model.model_validate(asdict(value))
 
 
 class FakeAgent:
@@ -265,8 +253,7 @@ class FakeAgent:
         env: Mapping[str, str] | None = None,
     ) -> ExecResult | BackgroundStarted:
         async def work() -> ExecResult | BackgroundStarted:
-            body = _body(
-                ExecRequest,
+            body = wire.ExecRequest.parse(
                 {
                     "command": command,
                     "timeout_s": timeout_s,
@@ -372,7 +359,7 @@ class FakeAgent:
     async def process_signal(self, pid: str, signal: str) -> SignalResult:
         async def work() -> SignalResult:
             proc = self._get(pid)  # 404 before 400, as the agent does
-            body = _body(SignalRequest, {"signal": signal})
+            body = wire.SignalRequest.parse({"signal": signal})
             if not proc.running:
                 message = f"process {proc.id} has already exited"
             else:
@@ -386,35 +373,38 @@ class FakeAgent:
 
     async def read_file(self, path: str, offset: int = 1, limit: int = 2000) -> ReadFileResult:
         async def work() -> ReadFileResult:
-            body = _body(ReadFileRequest, {"path": path, "offset": offset, "limit": limit})
+            body = wire.ReadFileRequest.parse({"path": path, "offset": offset, "limit": limit})
             target = self.resolve(body.path)
-            return files.read_file(target, offset=body.offset, limit=body.limit)
+            return _model(
+                ReadFileResult, files.read_file(target, offset=body.offset, limit=body.limit)
+            )
 
         return await self._call("read_file", work)
 
     async def write_file(self, path: str, content: str) -> WriteFileResult:
         async def work() -> WriteFileResult:
-            body = _body(WriteFileRequest, {"path": path, "content": content})
-            return files.write_file(self.resolve(body.path), body.content)
+            body = wire.WriteFileRequest.parse({"path": path, "content": content})
+            return _model(WriteFileResult, files.write_file(self.resolve(body.path), body.content))
 
         return await self._call("write_file", work)
 
     async def edit_files(self, specs: Sequence[FileEdits | Mapping[str, Any]]) -> EditResult:
         async def work() -> EditResult:
             payload = [s.model_dump() if isinstance(s, FileEdits) else dict(s) for s in specs]
-            body = _body(EditRequest, {"files": payload})
+            body = wire.EditRequest.parse({"files": payload})
             results = []
             for spec in body.files:
                 target = self.resolve(spec.path)
-                results.append(files.edit_file(target, spec))
-            return EditResult(files=results)
+                edits = [wire.Edit(search=e.search, replace=e.replace) for e in spec.edits]
+                results.append(files.edit_file(target, wire.FileEdits(spec.path, edits)))
+            return _model(EditResult, wire.EditResult(files=results))
 
         return await self._call("edit_files", work)
 
     async def list_dir(self, path: str = ".") -> ListDirResult:
         async def work() -> ListDirResult:
-            body = _body(ListDirRequest, {"path": path})
-            return files.list_dir(self.resolve(body.path))
+            body = wire.ListDirRequest.parse({"path": path})
+            return _model(ListDirResult, files.list_dir(self.resolve(body.path)))
 
         return await self._call("list_dir", work)
 
@@ -422,8 +412,11 @@ class FakeAgent:
         async def work() -> Instructions:
             found = find_instruction_files(self.home, self.directory)
             skills = find_skills(self.directory)
-            return Instructions(
-                os="linux", directory=str(self.directory), files=found, skills=skills
+            return _model(
+                Instructions,
+                wire.Instructions(
+                    os="linux", directory=str(self.directory), files=found, skills=skills
+                ),
             )
 
         return await self._call("instructions", work)
@@ -490,7 +483,7 @@ class FakeAgent:
 
     async def mcp_call(self, name: str, arguments: Mapping[str, Any]) -> McpCallResult:
         async def work() -> McpCallResult:
-            body = _body(McpCallRequest, {"name": name, "arguments": dict(arguments)})
+            body = wire.McpCallRequest.parse({"name": name, "arguments": dict(arguments)})
             found = self._route(body.name)
             owner = self._connecting_owner(body.name) if found is None else None
             if owner is not None:

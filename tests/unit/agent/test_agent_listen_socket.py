@@ -1,7 +1,8 @@
 """The agent's listening socket: connections it accepts must have TCP_NODELAY.
 
-Without it, uvicorn's two writes per response (headers, then body) meet Nagle's algorithm and
-the client's delayed ACK, and every request on a reused keep-alive connection stalls ~40 ms.
+Without it, a response written in two parts (a stream's head, then its chunks) meets Nagle's
+algorithm and the client's delayed ACK, and every request on a reused keep-alive connection
+stalls ~40 ms.
 These tests check the property, not the timing (speed is measured by bench/workspace.py).
 """
 
@@ -12,10 +13,10 @@ import socket
 from pathlib import Path
 
 import httpx
-import uvicorn
 
 from tether.agent.app import AgentApi, build_app
-from tether.agent.main import _Server, listen_socket
+from tether.agent.http import HttpServer
+from tether.agent.main import listen_socket
 from tether.agent.mcphost import McpHost
 from tether.agent.processes import ProcessManager
 from tether.agent.protocol import LifecycleState
@@ -61,7 +62,7 @@ async def test_asyncio_server_on_listen_socket_accepts_with_nodelay() -> None:
 
 
 async def test_agent_http_server_keepalive_connection_has_nodelay(tmp_path: Path) -> None:
-    """The real agent app under the agent's uvicorn server, as ``Agent.serve`` runs it."""
+    """The real agent app under the agent's HTTP server, as ``Agent.serve`` runs it."""
     clock = SystemClock()
     state = AgentState(
         home=tmp_path,
@@ -75,8 +76,8 @@ async def test_agent_http_server_keepalive_connection_has_nodelay(tmp_path: Path
     app = build_app(AgentApi(state, processes, mcp), "sekrit")
     sock = listen_socket()
     address = f"127.0.0.1:{sock.getsockname()[1]}"
-    server = _Server(uvicorn.Config(app, lifespan="off", access_log=False, log_level="warning"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
+    server = HttpServer(app)
+    await server.start(sock)
     try:
         async with httpx.AsyncClient(
             base_url=f"http://{address}",
@@ -87,12 +88,10 @@ async def test_agent_http_server_keepalive_connection_has_nodelay(tmp_path: Path
             for _ in range(3):  # the same keep-alive connection, reused
                 response = await http.get("/health")
                 assert response.status_code == 200
-            connections = list(server.server_state.connections)
-            assert len(connections) == 1
-            transport = connections[0].transport
-            assert _nodelay(transport.get_extra_info("socket"))
+            assert server.connections == 1
+            sockets = server.sockets()
+            assert len(sockets) == 1 and _nodelay(sockets[0])
     finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, DEADLINE_S)
+        await server.close(DEADLINE_S)
         await processes.close()
         await mcp.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tether.agent.skills import DESCRIPTION_MAX, find_skills, front_matter
+from tether.agent.wire import dump
 
 
 def _skill(root: Path, folder: str, text: str) -> Path:
@@ -27,7 +28,7 @@ def test_pl12_valid_skills_in_name_order_metadata_only(tmp_path: Path) -> None:
     web = skills[1]
     assert web.description == "Deploy the site"  # sanitised like an instruction file
     assert (web.directory, web.path) == (str(path.parent), str(path))
-    assert "SECRET" not in web.model_dump_json()
+    assert b"SECRET" not in dump(web)
 
 
 def test_skills_that_pose_as_others_or_are_malformed_are_left_out(tmp_path: Path) -> None:
