@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import platform
 import re
 from collections.abc import Awaitable, Callable
@@ -87,15 +88,18 @@ class AgentApi:
             )
         )
 
-    async def _workdir(self, workdir: str | None) -> Path:
+    def _workdir(self, workdir: str | None) -> Path:
         path = self.state.resolve(workdir) if workdir else self.state.directory
-        if not await asyncio.to_thread(path.is_dir):
+        # One stat, on the loop: a worker-thread hop here cost every command a thread
+        # handoff (a scheduler wait on a busy machine), and the spawn that follows changes
+        # into this same directory while the loop waits for it anyway.
+        if not os.path.isdir(path):
             raise InvalidInput(f"workdir does not exist: {path}", field="workdir")
         return path
 
     async def exec(self, request: Request) -> Response:
         body = ExecRequest.parse(parse_json(request.body))
-        cwd = await self._workdir(body.workdir)
+        cwd = self._workdir(body.workdir)
         if body.background:
             proc = await self.processes.spawn(body.command, cwd=cwd, env=body.env)
             return _json(BackgroundStarted(process_id=proc.id))
