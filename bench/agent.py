@@ -293,7 +293,8 @@ def run(calls: int, sandbox: bool) -> dict[str, object]:
         bash.pid = proc.pid
         targets.append(bash)
         for t in targets:
-            _wait_http(client, t.url, t.headers, "/is_alive" if t.name == "swerex" else "/health")
+            probe = "/is_alive" if t.name.startswith("swerex") else "/health"
+            _wait_http(client, t.url, t.headers, probe)
         time.sleep(SETTLE_S)
         for t in targets:
             t.rss_idle = rss_mb(t.pid)

@@ -13,10 +13,6 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable
-from typing import Any
-
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import InvalidStatus, WebSocketException
 
 from tether.agent.frames import (
     AgentFrame,
@@ -31,6 +27,7 @@ from tether.agent.frames import (
 )
 from tether.agent.lifecycle import LifecycleState
 from tether.agent.state import AgentState
+from tether.agent.wsclient import ClientConnection, InvalidStatus, WebSocketError, connect
 from tether.clock import Clock
 
 log = logging.getLogger("tether.agent")
@@ -78,7 +75,7 @@ class AgentSession:
         self._auth_retry = auth_retry_s
         self._open_timeout = open_timeout_s
         # A sandbox without network reaches the server through the backend's relay socket.
-        self._via: dict[str, Any] = {"unix": True, "path": server_socket} if server_socket else {}
+        self._via = server_socket
         self._outbox: deque[AgentFrame] = deque(maxlen=_OUTBOX_LIMIT)
         self._wake = asyncio.Event()
         self._empty = asyncio.Event()
@@ -129,13 +126,12 @@ class AgentSession:
                     additional_headers={"Authorization": f"Bearer {self._token}"},
                     open_timeout=self._open_timeout,
                     close_timeout=1.0,
-                    proxy=None,
-                    **self._via,
+                    unix_path=self._via,
                 ) as ws:
                     self._ws = ws
                     await self._serve(ws)
             except InvalidStatus as exc:
-                status = exc.response.status_code
+                status = exc.status_code
                 if status in (401, 403):
                     log.error(
                         "server rejected the agent token (HTTP %s); retrying in %gs",
@@ -145,7 +141,7 @@ class AgentSession:
                     await self._clock.sleep(self._auth_retry)
                     continue
                 log.warning("session handshake failed: HTTP %s", status)
-            except (OSError, TimeoutError, WebSocketException, FrameError) as exc:
+            except (OSError, TimeoutError, WebSocketError, FrameError) as exc:
                 log.info("session connection lost: %s", exc)
             finally:
                 self._ws = None
@@ -162,7 +158,7 @@ class AgentSession:
             self._on_shutdown()
             return
         if not isinstance(frame, Manifest):
-            raise WebSocketException("the server did not answer hello with a manifest")
+            raise WebSocketError("the server did not answer hello with a manifest")
         self._served = True
         reconnect = self._manifests > 0
         self._manifests += 1
