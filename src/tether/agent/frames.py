@@ -22,7 +22,7 @@ class FrameError(ValueError):
     """A server frame that is not JSON, of an unknown type, or with a bad field."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Hello:
     address: str
     os: str
@@ -31,18 +31,18 @@ class Hello:
     type: Literal["hello"] = "hello"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Ping:
     type: Literal["ping"] = "ping"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Lifecycle:
     state: LifecycleState
     type: Literal["lifecycle"] = "lifecycle"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Log:
     lines: list[str]
     source: str = "startup_script"
@@ -61,7 +61,7 @@ def encode_frame(frame: AgentFrame) -> str:
     return json.dumps(data, separators=(",", ":"))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Manifest:
     agent_id: uuid.UUID
     name: str
@@ -78,7 +78,7 @@ class Manifest:
     type: Literal["manifest"] = "manifest"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Shutdown:
     type: Literal["shutdown"] = "shutdown"
 

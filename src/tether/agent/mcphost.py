@@ -13,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import importlib
 import logging
+import sys
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -103,9 +105,10 @@ class _Connection:
         return tools
 
     async def _run(self) -> None:
-        from mcp import Client, StdioServerParameters  # heavy import, only when MCP is used
-
         try:
+            await _load_sdk()
+            from mcp import Client, StdioServerParameters
+
             async with AsyncExitStack() as stack:
                 if self.spec.command is not None:
                     target: Any = StdioServerParameters(
@@ -459,6 +462,29 @@ class McpHost:
             self._close_all()
             if self._dying:
                 await asyncio.wait(set(self._dying), timeout=_CLOSE_TIMEOUT_S + 3.0)
+
+
+_SDK_MODULES = (
+    "mcp",
+    "mcp.client.streamable_http",
+    "mcp.shared._httpx_utils",
+    "mcp.shared.exceptions",
+    "mcp_types",
+)
+
+
+def _import_sdk() -> None:
+    for name in _SDK_MODULES:
+        importlib.import_module(name)
+
+
+async def _load_sdk() -> None:
+    """Import the MCP SDK (with pydantic, anyio and httpx; the agent loads none of them at
+    start-up) on first MCP use, in a worker thread: the import takes ~0.3 s of CPU (seconds
+    on a busy machine), and the loop must keep answering health checks, session pings and
+    an MCP listing's own wait bound meanwhile."""
+    if not all(name in sys.modules for name in _SDK_MODULES):
+        await asyncio.to_thread(_import_sdk)
 
 
 def _connection_closed(exc: BaseException) -> bool:

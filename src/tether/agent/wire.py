@@ -145,7 +145,7 @@ def _str_dict(data: dict[str, Any], key: str) -> dict[str, str]:
     return dict(mapping)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class ExecRequest:
     command: str
     timeout_s: float | None = None
@@ -167,7 +167,7 @@ class ExecRequest:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class SignalRequest:
     signal: Literal["terminate", "kill"]
 
@@ -180,7 +180,7 @@ class SignalRequest:
         return cls(signal=sig)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class ReadFileRequest:
     path: str
     offset: int = 1
@@ -196,7 +196,7 @@ class ReadFileRequest:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class WriteFileRequest:
     path: str
     content: str
@@ -207,19 +207,19 @@ class WriteFileRequest:
         return cls(path=_str(data, "path", min_length=1), content=_str(data, "content"))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Edit:
     search: str
     replace: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class FileEdits:
     path: str
     edits: list[Edit]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class EditRequest:
     files: list[FileEdits]
 
@@ -255,7 +255,7 @@ class EditRequest:
         return cls(files=specs)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class ListDirRequest:
     path: str = "."
 
@@ -265,7 +265,7 @@ class ListDirRequest:
         return cls(path=_str(data, "path", default="."))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class McpCallRequest:
     name: str
     arguments: dict[str, Any] = field(default_factory=dict)
@@ -280,14 +280,14 @@ class McpCallRequest:
 # --- responses (field for field as in tether.agent.schemas) -----------------------------------
 
 
-@dataclass(slots=True)
+@dataclass
 class Health:
     status: str
     lifecycle: str
     uptime_s: float
 
 
-@dataclass(slots=True)
+@dataclass
 class ExecResult:
     exit_code: int
     output: str
@@ -298,12 +298,12 @@ class ExecResult:
     process_id: str | None = None
 
 
-@dataclass(slots=True)
+@dataclass
 class BackgroundStarted:
     process_id: str
 
 
-@dataclass(slots=True)
+@dataclass
 class ProcessInfo:
     process_id: str
     command: str
@@ -312,12 +312,12 @@ class ProcessInfo:
     started_at: datetime
 
 
-@dataclass(slots=True)
+@dataclass
 class ProcessList:
     processes: list[ProcessInfo]
 
 
-@dataclass(slots=True)
+@dataclass
 class ProcessOutput:
     process_id: str
     running: bool
@@ -326,14 +326,14 @@ class ProcessOutput:
     truncated: bool
 
 
-@dataclass(slots=True)
+@dataclass
 class SignalResult:
     process_id: str
     signal: str
     message: str
 
 
-@dataclass(slots=True)
+@dataclass
 class ReadFileResult:
     path: str
     content: str
@@ -343,19 +343,19 @@ class ReadFileResult:
     binary: bool
 
 
-@dataclass(slots=True)
+@dataclass
 class WriteFileResult:
     path: str
     bytes_written: int
 
 
-@dataclass(slots=True)
+@dataclass
 class EditError:
     index: int | None
     message: str
 
 
-@dataclass(slots=True)
+@dataclass
 class FileEditResult:
     path: str
     ok: bool
@@ -363,32 +363,32 @@ class FileEditResult:
     errors: list[EditError] = field(default_factory=list)
 
 
-@dataclass(slots=True)
+@dataclass
 class EditResult:
     files: list[FileEditResult]
 
 
-@dataclass(slots=True)
+@dataclass
 class DirEntry:
     name: str
     type: Literal["file", "dir", "symlink", "other"]
     size: int
 
 
-@dataclass(slots=True)
+@dataclass
 class ListDirResult:
     path: str
     entries: list[DirEntry]
 
 
-@dataclass(slots=True)
+@dataclass
 class InstructionFile:
     path: str
     content: str
     truncated: bool
 
 
-@dataclass(slots=True)
+@dataclass
 class Skill:
     name: str
     description: str
@@ -396,7 +396,7 @@ class Skill:
     path: str
 
 
-@dataclass(slots=True)
+@dataclass
 class Instructions:
     os: str
     directory: str
@@ -404,7 +404,7 @@ class Instructions:
     skills: list[Skill] = field(default_factory=list)
 
 
-@dataclass(slots=True)
+@dataclass
 class McpTool:
     name: str
     server: str
@@ -413,7 +413,7 @@ class McpTool:
     input_schema: dict[str, Any]
 
 
-@dataclass(slots=True)
+@dataclass
 class McpServerStatus:
     name: str
     status: Literal["ok", "error", "pending"]
@@ -421,13 +421,13 @@ class McpServerStatus:
     retry_in_s: float | None = None
 
 
-@dataclass(slots=True)
+@dataclass
 class McpToolList:
     tools: list[McpTool]
     servers: list[McpServerStatus]
 
 
-@dataclass(slots=True)
+@dataclass
 class McpContent:
     type: str
     text: str | None = None
@@ -435,7 +435,7 @@ class McpContent:
     mime_type: str | None = None
 
 
-@dataclass(slots=True)
+@dataclass
 class McpCallResult:
     content: list[McpContent]
     is_error: bool
