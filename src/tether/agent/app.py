@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import platform
 import re
 from collections.abc import Awaitable, Callable
 from hmac import compare_digest
@@ -156,7 +155,7 @@ class AgentApi:
         skills = await asyncio.to_thread(find_skills, self.state.directory)
         return _json(
             Instructions(
-                os=platform.system().lower(),
+                os=os.uname().sysname.lower(),
                 directory=str(self.state.directory),
                 files=found,
                 skills=skills,

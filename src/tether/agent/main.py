@@ -15,7 +15,6 @@ import contextlib
 import json
 import logging
 import os
-import platform
 import secrets
 import signal
 import socket
@@ -186,7 +185,7 @@ class Agent:
     def _hello(self) -> Hello:
         return Hello(
             address=self._address,
-            os=platform.system().lower(),
+            os=os.uname().sysname.lower(),
             version=AGENT_VERSION,
             pid=os.getpid(),
         )

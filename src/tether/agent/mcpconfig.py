@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,6 +95,8 @@ def write_template_config(directory: Path, mcp: Mapping[str, Any]) -> bool:
     target = directory / CONFIG_FILE_NAME
     if target.exists():
         return False
+    import tempfile  # only here: most agents never write a config (start-up imports)
+
     fd, tmp = tempfile.mkstemp(prefix=".mcp.json.", dir=directory)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
