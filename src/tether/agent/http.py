@@ -283,7 +283,10 @@ async def _read_chunked(reader: asyncio.StreamReader, max_body: int) -> bytes:
             raise _BadRequest(413, f"request body is over {max_body} bytes")
         if size == 0:
             while True:  # trailers, up to the empty line
-                trailer = await reader.readuntil(b"\r\n")
+                try:
+                    trailer = await reader.readuntil(b"\r\n")
+                except asyncio.LimitOverrunError:
+                    raise _BadRequest(400, "malformed chunk trailer") from None
                 if len(trailer) > MAX_CHUNK_LINE:
                     raise _BadRequest(400, "malformed chunk trailer")
                 if trailer == b"\r\n":
@@ -321,7 +324,7 @@ async def _write(
                 if chunk:
                     writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
                     await writer.drain()
-        writer.write(b"0\r\n\r\n")
+            writer.write(b"0\r\n\r\n")
         await writer.drain()
     finally:
         aclose = getattr(stream, "aclose", None)

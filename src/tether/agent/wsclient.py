@@ -71,6 +71,7 @@ class ClientConnection:
         self._write_lock = asyncio.Lock()
         self._closed = False
         self._close_received = asyncio.Event()
+        self._reading = False  # a recv() is waiting for frames
 
     async def send(self, message: str | bytes) -> None:
         """Send one text (``str``) or binary (``bytes``) message."""
@@ -83,6 +84,13 @@ class ClientConnection:
 
     async def recv(self) -> str | bytes:
         """The next message (text as ``str``); answers pings on the way."""
+        self._reading = True
+        try:
+            return await self._recv()
+        finally:
+            self._reading = False
+
+    async def _recv(self) -> str | bytes:
         parts: list[bytes] = []
         kind: int | None = None
         size = 0
@@ -119,6 +127,8 @@ class ClientConnection:
             self._closed = True
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(self._close_timeout):
+                    if self._reading:  # that recv() sees the server's close frame
+                        await self._close_received.wait()
                     while not self._close_received.is_set():
                         _, opcode, _ = await self._read_frame()
                         if opcode == _OP_CLOSE:

@@ -201,6 +201,12 @@ async def test_malformed_chunks_are_a_4xx(server: tuple[HttpServer, int], chunks
     assert 400 <= _status(raw) < 500
 
 
+async def test_oversized_chunk_trailer_is_a_400(server: tuple[HttpServer, int]) -> None:
+    head = b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: "
+    raw = await _exchange(server[1], head + b"a" * 70_000 + b"\r\n\r\n")
+    assert _status(raw) == 400
+
+
 async def test_slowloris_head_is_cut_off_at_the_header_deadline(
     server: tuple[HttpServer, int],
 ) -> None:

@@ -183,3 +183,20 @@ class _NullWriter:
 
     def close(self) -> None:
         self.closed = True
+
+
+async def test_close_while_a_recv_waits_ends_both_within_the_close_timeout() -> None:
+    """The session closes its connection while its receiver task still waits in recv():
+    the close handshake completes through that recv, which then raises ConnectionClosed."""
+
+    async def handler(ws: ServerConnection) -> None:
+        await ws.wait_closed()
+
+    async with ws_server(handler) as url, connect(url, close_timeout=5.0) as ws:
+        receiver = asyncio.create_task(ws.recv())
+        await asyncio.sleep(0)  # the receiver is waiting for frames
+        began = asyncio.get_running_loop().time()
+        await asyncio.wait_for(ws.close(), DEADLINE_S)
+        assert asyncio.get_running_loop().time() - began < 5.0
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(receiver, DEADLINE_S)
