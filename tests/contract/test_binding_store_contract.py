@@ -31,9 +31,9 @@ from tether.db.chats import ChatStore
 from tether.db.templates import TemplateStore
 from tether.db.users import UserStore
 from tether.db.workspaces import BuildRequest, WorkspaceStore
+from tether.domain.workspace import Transition
 from tether.errors import Conflict, NotFound
 from tether.testing.fake_binding_store import FakeBindingStore, agent_row
-from tether.workspaces.models import Transition
 
 AGENTS = [("main", 0, True), ("sidecar", 1, False)]
 

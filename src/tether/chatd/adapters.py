@@ -11,10 +11,10 @@ import uuid
 from tether.agentconn.client import AgentClient
 from tether.agentconn.dial import dial
 from tether.agentconn.liveness import AgentLiveness
-from tether.chatd.models import Chat
 from tether.chatd.types import AgentRow, ChatBinding
 from tether.db.agents import AgentStore
 from tether.db.chats import ChatStore
+from tether.domain.chat import Chat
 from tether.errors import AgentTransportError
 from tether.observability.logs import bind_log_ids
 from tether.observability.metrics import Metrics

@@ -14,11 +14,11 @@ from tether.chatd.conncache import Dialer
 from tether.chatd.graphparts import chats_and_hub
 from tether.chatd.instructions import InstructionFiles
 from tether.chatd.mcptools import McpDiscovery, McpToolCache
-from tether.chatd.models import Chat
 from tether.chatd.tools.base import ChatdDeps
 from tether.chatd.turn import Instructions, TurnRunner
 from tether.chatd.worker import ChatWorker
 from tether.db.chatconfig import ChatConfigStore
+from tether.domain.chat import Chat
 from tether.llm.chatmodel import ModelFor
 from tether.llm.registry import ModelRegistry
 

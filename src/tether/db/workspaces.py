@@ -22,9 +22,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from tether.clock import Clock, as_utc
 from tether.db.logs import read_log
 from tether.db.tables import provisioner_job_logs, provisioner_jobs, workspace_builds, workspaces
+from tether.domain.workspace import Build, Job, JobStatus, LogLine, Transition, Workspace
 from tether.errors import Conflict, NotFound
 from tether.ids import new_id
-from tether.workspaces.models import Build, Job, JobStatus, LogLine, Transition, Workspace
 
 _later = workspace_builds.alias("later")
 _LATEST = (

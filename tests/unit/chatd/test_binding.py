@@ -28,6 +28,7 @@ from tether.chatd.conncache import (
 )
 from tether.chatd.taskowner import TaskOwner
 from tether.chatd.types import AgentRow, ChatBinding, Conn
+from tether.domain.agent import AgentStatus
 from tether.errors import (
     AgentSelectionError,
     AgentTransportError,
@@ -42,7 +43,7 @@ from tether.errors import (
 from tether.testing.clock import FakeClock, settle
 from tether.testing.fake_binding_store import FakeBindingStore, agent_row
 from tether.testing.fake_dialer import DialPlan, FakeConn, FakeDialer
-from tether.workspaces.status import AgentStatus, compute_agent_status
+from tether.workspaces.status import compute_agent_status
 
 LATEST_AGENTS = "latest_build_agents"
 UPDATE = "update_build_agent_binding"

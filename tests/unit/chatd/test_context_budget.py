@@ -21,7 +21,7 @@ from tether.chatd.context import (
     is_context_overflow,
 )
 from tether.chatd.historycache import HistoryCache
-from tether.chatd.models import StoredMessage
+from tether.domain.chat import StoredMessage
 from tether.errors import ContextOverflow
 
 

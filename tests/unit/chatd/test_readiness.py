@@ -20,8 +20,8 @@ from tether.chatd.tools.readiness import agent_readiness, build_agent_report
 from tether.chatd.types import AgentRow
 from tether.clock import SystemClock
 from tether.db.pubsub import InProcessBus
+from tether.domain.agent import Lifecycle
 from tether.settings import Settings
-from tether.workspaces.models import Lifecycle
 
 NOW = datetime(2026, 4, 1, tzinfo=UTC)
 BUILD = uuid.uuid4()

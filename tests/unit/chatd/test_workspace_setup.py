@@ -35,13 +35,13 @@ from tether.chatd.mcptools import (
     mcp_tool,
 )
 from tether.chatd.mcpturn import STREAM_EVENT
-from tether.chatd.models import Chat, ChatStatus, StoredMessage
 from tether.chatd.stream import ChatStreamHub
 from tether.chatd.taskowner import TaskOwner
 from tether.chatd.tools.base import ChatdDeps, ChatState, ToolContext
 from tether.chatd.turn import TurnControl, TurnRunner
 from tether.chatd.types import AgentRow, ChatBinding
 from tether.db.pubsub import InProcessBus
+from tether.domain.chat import Chat, ChatStatus, StoredMessage
 from tether.errors import AgentRequestFailed
 from tether.llm.scripted import Call
 from tether.settings import Settings

@@ -39,7 +39,6 @@ from pydantic_ai.exceptions import ToolFailed
 from tether.agentconn.client import AgentClient
 from tether.chatd.conncache import ChatConnections, Dialer
 from tether.chatd.messages import INVALID_JSON_KEY, render_tool_error
-from tether.chatd.models import Chat
 from tether.chatd.stream import ChatStreamHub
 from tether.clock import Clock
 from tether.db.agents import AgentStore
@@ -49,6 +48,8 @@ from tether.db.pubsub import EventBus
 from tether.db.templates import TemplateStore
 from tether.db.users import UserStore
 from tether.db.workspaces import WorkspaceStore
+from tether.domain.chat import Chat
+from tether.domain.workspace import JobStatus, Transition
 from tether.errors import (
     AgentRequestFailed,
     AgentUnreachable,
@@ -61,7 +62,6 @@ from tether.errors import (
 )
 from tether.observability.metrics import Metrics
 from tether.settings import Settings
-from tether.workspaces.models import JobStatus, Transition
 from tether.workspaces.service import WorkspaceService
 
 log = logging.getLogger(__name__)
