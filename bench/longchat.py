@@ -45,7 +45,7 @@ from tether.domain.chat import Chat  # noqa: E402
 from tether.llm.scripted import Call, Say, script_model  # noqa: E402
 
 try:  # absent before the long-chat work: the "before" run states no window
-    from tether.chatd.context import Budget, attach_budget
+    from tether.llm.budget import Budget, attach_budget
 except ImportError:  # pragma: no cover
     Budget = attach_budget = None  # type: ignore[assignment,misc]
 

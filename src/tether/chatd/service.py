@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from tether.chatd.context import Budget, check_single_message
+from tether.chatd.context import check_single_message
 from tether.chatd.follow import status_data
 from tether.chatd.stream import ChatStreamHub
 from tether.clock import Clock
@@ -28,6 +28,7 @@ from tether.db.pubsub import EventBus
 from tether.domain.chat import Chat, ChatStatus, QueuedMessage, StoredMessage
 from tether.domain.user import User
 from tether.errors import Conflict, InvalidInput, NotFound
+from tether.llm.budget import Budget
 from tether.workspaces.service import WorkspaceService
 
 Busy = Literal["queue", "interrupt"]

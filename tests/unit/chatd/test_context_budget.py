@@ -14,7 +14,6 @@ from tether.chatd import messages as cm
 from tether.chatd.compaction import cut_index
 from tether.chatd.context import (
     ELIDED_PREFIX,
-    Budget,
     Calibration,
     check_single_message,
     elide,
@@ -23,6 +22,7 @@ from tether.chatd.context import (
 from tether.chatd.historycache import HistoryCache
 from tether.domain.chat import StoredMessage
 from tether.errors import ContextOverflow
+from tether.llm.budget import Budget
 
 
 def _turn(n: int, size: int = 2000) -> list[pai.ModelMessage]:
