@@ -22,9 +22,7 @@ from typing import Protocol
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tether.chatd.adapters import StoreBinding
-from tether.chatd.binding import BindingStore
-from tether.chatd.types import AgentRow, ChatBinding
+from tether.chatd.binding import AgentRow, BindingStore, ChatBinding, StoreBinding
 from tether.clock import SystemClock
 from tether.db.agents import AgentStore, NewAgent
 from tether.db.chats import ChatStore

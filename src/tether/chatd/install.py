@@ -8,9 +8,8 @@ from typing import Any
 
 from pydantic_ai.models import Model
 
-from tether.chatd.adapters import AgentDialer, StoreBinding
+from tether.chatd.binding import AgentDialer, Dialer, StoreBinding
 from tether.chatd.compaction import longchat_of
-from tether.chatd.conncache import Dialer
 from tether.chatd.graphparts import chats_and_hub
 from tether.chatd.instructions import InstructionFiles
 from tether.chatd.mcptools import McpDiscovery, McpToolCache

@@ -33,9 +33,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from tether.chatd.adapters import binding_of
-from tether.chatd.binding import BindingStore
-from tether.chatd.conncache import ChatConnections
+from tether.chatd.binding import BindingStore, ChatConnections, binding_of
 from tether.chatd.mcptools import McpToolCache
 from tether.chatd.taskowner import TaskOwner
 from tether.chatd.tools.base import ChatdDeps, ChatState

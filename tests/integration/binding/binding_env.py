@@ -29,9 +29,8 @@ from pydantic_ai.models import Model
 from support.agents import agent_pid as support_agent_pid
 from support.chat_driver import ChatDriver
 from support.server import RunningServer, fast_settings, free_port, running_server
-from tether.chatd.adapters import AgentDialer, StoreBinding
+from tether.chatd.binding import AgentDialer, AgentRow, ChatBinding, StoreBinding
 from tether.chatd.install import install_chatd
-from tether.chatd.types import AgentRow, ChatBinding
 from tether.chatd.worker import ChatWorker
 from tether.db.engine import StatementCounter
 from tether.db.tables import workspace_agents

@@ -16,10 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from support.chat_driver import ChatDriver
 from support.server import RunningServer
-from tether.chatd.adapters import AgentDialer
+from tether.chatd.binding import AgentDialer, AgentRow
 from tether.chatd.install import install_chatd
 from tether.chatd.stream import StreamEvent
-from tether.chatd.types import AgentRow
 from tether.chatd.worker import ChatWorker
 from tether.db.tables import provisioner_jobs, workspace_agents
 from tether.domain.agent import Lifecycle

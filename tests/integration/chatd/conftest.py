@@ -15,7 +15,7 @@ import pytest
 from chatd_env import PYTHON_TEMPLATE, Chatd, CountingDialer
 
 from support.server import fast_settings, running_server
-from tether.chatd.adapters import AgentDialer
+from tether.chatd.binding import AgentDialer
 from tether.domain.user import Role, User
 
 

@@ -15,9 +15,9 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, cast
 
+from tether.chatd.binding import AgentRow
 from tether.chatd.tools.base import ChatdDeps
 from tether.chatd.tools.readiness import agent_readiness, build_agent_report
-from tether.chatd.types import AgentRow
 from tether.clock import SystemClock
 from tether.db.pubsub import InProcessBus
 from tether.domain.agent import Lifecycle

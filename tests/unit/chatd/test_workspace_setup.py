@@ -24,7 +24,7 @@ from tether.agent.schemas import (
     McpToolList,
 )
 from tether.chatd import messages as cm
-from tether.chatd.conncache import ChatConnections
+from tether.chatd.binding import AgentRow, ChatBinding, ChatConnections
 from tether.chatd.instructions import InstructionFiles
 from tether.chatd.mcptools import (
     CONNECTION_FAILED,
@@ -39,7 +39,6 @@ from tether.chatd.stream import ChatStreamHub
 from tether.chatd.taskowner import TaskOwner
 from tether.chatd.tools.base import ChatdDeps, ChatState, ToolContext
 from tether.chatd.turn import TurnControl, TurnRunner
-from tether.chatd.types import AgentRow, ChatBinding
 from tether.db.pubsub import InProcessBus
 from tether.domain.chat import Chat, ChatStatus, StoredMessage
 from tether.errors import AgentRequestFailed

@@ -20,8 +20,7 @@ from typing import Any
 from pydantic import Field
 from pydantic_ai import Tool
 
-from tether.chatd.adapters import binding_of
-from tether.chatd.agentselect import select_chat_agent
+from tether.chatd.binding import binding_of, select_chat_agent
 from tether.chatd.tools.base import Args, ToolContext, invalid_arguments, make_tool
 from tether.chatd.tools.readiness import agent_readiness, build_agent_report, wait_build
 from tether.domain.agent import AgentStatus

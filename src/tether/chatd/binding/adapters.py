@@ -1,6 +1,6 @@
 """The real implementations of the binding seams: :class:`StoreBinding` (the
-:class:`~tether.chatd.binding.BindingStore` over the database stores) and
-:class:`AgentDialer` (the :class:`~tether.chatd.conncache.Dialer` over
+:class:`~tether.chatd.binding.resolver.BindingStore` over the database stores) and
+:class:`AgentDialer` (the :class:`~tether.chatd.binding.conncache.Dialer` over
 :func:`tether.agentconn.dial.dial`), which fails at once for an agent whose session went
 silent (:mod:`tether.agentconn.liveness`)."""
 
@@ -11,7 +11,7 @@ import uuid
 from tether.agentconn.client import AgentClient
 from tether.agentconn.dial import dial
 from tether.agentconn.liveness import AgentLiveness
-from tether.chatd.types import AgentRow, ChatBinding
+from tether.chatd.binding.types import AgentRow, ChatBinding
 from tether.db.agents import AgentStore
 from tether.db.chats import ChatStore
 from tether.domain.chat import Chat
@@ -33,7 +33,7 @@ def binding_of(chat: Chat) -> ChatBinding:
 
 
 class StoreBinding:
-    """:class:`~tether.chatd.binding.BindingStore` backed by the chat and agent stores."""
+    """:class:`~tether.chatd.binding.resolver.BindingStore` backed by the chat and agent stores."""
 
     def __init__(
         self, chats: ChatStore, agents: AgentStore, *, metrics: Metrics | None = None
