@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tether.db.pubsub import PostgresBus
+from tether.db.pgbus import PostgresBus
 from tether.settings import Settings
 from tether.testing.fake_backend import FakeBackend
 from tether.wiring import build_graph
