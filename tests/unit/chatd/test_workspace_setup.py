@@ -45,13 +45,8 @@ from tether.errors import AgentRequestFailed
 from tether.llm.scripted import Call
 from tether.settings import Settings
 from tether.testing.clock import DEFAULT_START, FakeClock, settle
-from tether.testing.fake_agent import (
-    HANG,
-    FakeAgent,
-    FakeAgentDialer,
-    FakeMcpServer,
-    FakeMcpTool,
-)
+from tether.testing.fake_agent import FakeAgent, FakeMcpServer, FakeMcpTool
+from tether.testing.fake_agent_dialer import HANG, FakeAgentDialer
 from tether.testing.fake_binding_store import FakeBindingStore, agent_row
 from tether.testing.models import ScriptedModel
 
