@@ -29,7 +29,7 @@ from tether.errors import Conflict, TetherError
 from tether.observability.hooks import agent_session_opened
 from tether.workspaces import events
 from tether.workspaces.backends.base import decided_dial_address
-from tether.workspaces.templates import spec_from_json
+from tether.workspaces.template_parse import spec_from_json
 
 log = logging.getLogger("tether.api.agent_session")
 router = APIRouter()

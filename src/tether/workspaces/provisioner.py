@@ -27,7 +27,7 @@ from tether.observability.metrics import Metrics
 from tether.workspaces import events
 from tether.workspaces.backends.base import AgentLaunch, WorkspaceBackend, WorkspaceRef
 from tether.workspaces.reconcile import reconcile_backends
-from tether.workspaces.templates import spec_from_json
+from tether.workspaces.template_parse import spec_from_json
 
 log = logging.getLogger("tether.provisioner")
 

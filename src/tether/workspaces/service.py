@@ -24,7 +24,8 @@ from tether.errors import Conflict, InvalidInput, NotFound, Timeout
 from tether.workspaces import events
 from tether.workspaces.startrunning import StartAction, StartOutcome, dead_agents
 from tether.workspaces.status import compute_agent_status
-from tether.workspaces.templates import spec_from_json, validate_parameters
+from tether.workspaces.template_parse import spec_from_json
+from tether.workspaces.templates import validate_parameters
 
 NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
 

@@ -40,7 +40,7 @@ from tether.domain.user import Role, User
 from tether.domain.workspace import Transition
 from tether.llm.scripted import script_model
 from tether.settings import Settings
-from tether.workspaces.templates import parse_template, spec_to_json
+from tether.workspaces.template_parse import parse_template, spec_to_json
 
 REPO = Path(__file__).resolve().parents[3]
 PYTHON_TEMPLATE = REPO / "examples" / "templates" / "python.yaml"

@@ -38,7 +38,7 @@ from tether.domain.chat import ChatStatus
 from tether.llm.scripted import Call, Say, script_model
 from tether.workspaces.backends.base import AgentLaunch, WorkspaceRef
 from tether.workspaces.backends.docker import container_name
-from tether.workspaces.templates import parse_template, spec_to_json
+from tether.workspaces.template_parse import parse_template, spec_to_json
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
 

@@ -27,7 +27,7 @@ from tether.domain.user import User
 from tether.domain.workspace import Build, Transition, Workspace
 from tether.llm.scripted import script_model
 from tether.workspaces.backends.base import AgentLaunch, LogSink, WorkspaceRef, WorkspaceRuntime
-from tether.workspaces.templates import parse_template, spec_to_json
+from tether.workspaces.template_parse import parse_template, spec_to_json
 
 REPO = Path(__file__).resolve().parents[3]
 PYTHON_TEMPLATE = REPO / "examples" / "templates" / "python.yaml"

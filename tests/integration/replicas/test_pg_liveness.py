@@ -19,7 +19,7 @@ from support.server import fast_settings, running_server
 from tether.chatd.install import install_chatd
 from tether.domain.chat import ChatStatus
 from tether.llm.scripted import Call, Say, script_model
-from tether.workspaces.templates import parse_template, spec_to_json
+from tether.workspaces.template_parse import parse_template, spec_to_json
 
 pytestmark = [pytest.mark.postgres, pytest.mark.integration]
 

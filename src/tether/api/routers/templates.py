@@ -11,7 +11,7 @@ from tether.api.auth import AdminUser, CurrentUser, graph_of
 from tether.api.limits import TEMPLATE_SOURCE_MAX_CHARS
 from tether.api.schemas import TemplateOut
 from tether.domain.workspace import Template
-from tether.workspaces.templates import parse_template, spec_to_json
+from tether.workspaces.template_parse import parse_template, spec_to_json
 
 router = APIRouter(prefix="/api/v1/templates", tags=["templates"])
 

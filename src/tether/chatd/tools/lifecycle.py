@@ -38,7 +38,7 @@ from tether.errors import (
 from tether.workspaces.service import NAME_RE
 from tether.workspaces.startrunning import StartAction, StartOutcome
 from tether.workspaces.status import compute_agent_status
-from tether.workspaces.templates import spec_from_json
+from tether.workspaces.template_parse import spec_from_json
 
 PAGE_SIZE = 10
 _IN_PROGRESS = (JobStatus.PENDING, JobStatus.RUNNING)
