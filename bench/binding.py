@@ -42,9 +42,9 @@ from binding_env import (  # noqa: E402
     tcp_black_hole,
 )
 
-from tether.chatd.models import ChatStatus  # noqa: E402
+from tether.domain.chat import ChatStatus  # noqa: E402
+from tether.domain.workspace import Transition  # noqa: E402
 from tether.llm.scripted import Call, Say, script_model  # noqa: E402
-from tether.workspaces.models import Transition  # noqa: E402
 
 SELECT = re.compile(r"^\s*SELECT\b", re.IGNORECASE)
 EXECUTE = script_model([Call("execute", {"command": "true"}), Say("ok")])

@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO / "tests" / "integration" / "binding"))
 
 from binding_env import BindingEnv, binding_env  # noqa: E402
 
-from tether.chatd.models import ChatStatus  # noqa: E402
+from tether.domain.chat import ChatStatus  # noqa: E402
 from tether.llm.scripted import Call, Say, script_model  # noqa: E402
 
 

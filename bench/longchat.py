@@ -40,12 +40,12 @@ sys.path.insert(0, str(REPO / "tests"))
 from benchlib import IDLE, final_status, wait_ready  # noqa: E402
 from support.server import fast_settings, running_server  # noqa: E402
 from tether.chatd.install import install_chatd  # noqa: E402
-from tether.chatd.models import Chat  # noqa: E402
 from tether.demo import kill_workspace_processes  # noqa: E402
+from tether.domain.chat import Chat  # noqa: E402
 from tether.llm.scripted import Call, Say, script_model  # noqa: E402
 
 try:  # absent before the long-chat work: the "before" run states no window
-    from tether.chatd.context import Budget, attach_budget
+    from tether.llm.budget import Budget, attach_budget
 except ImportError:  # pragma: no cover
     Budget = attach_budget = None  # type: ignore[assignment,misc]
 

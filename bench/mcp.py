@@ -36,8 +36,8 @@ sys.path.insert(0, str(REPO / "tests"))
 from benchlib import final_status, wait_ready  # noqa: E402
 from support.server import fast_settings, running_server  # noqa: E402
 from tether.chatd.install import install_chatd  # noqa: E402
-from tether.chatd.models import Chat  # noqa: E402
 from tether.demo import kill_workspace_processes  # noqa: E402
+from tether.domain.chat import Chat  # noqa: E402
 from tether.llm.scripted import Say, script_model  # noqa: E402
 
 FIXTURES = REPO / "tests" / "fixtures"

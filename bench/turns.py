@@ -50,11 +50,11 @@ from pydantic_ai.models.function import FunctionModel  # noqa: E402
 
 from benchlib import final_status, wait_ready  # noqa: E402
 from support.server import fast_settings, running_server  # noqa: E402
-from tether.chatd.adapters import AgentDialer  # noqa: E402
+from tether.chatd.binding import AgentDialer  # noqa: E402
 from tether.chatd.install import install_chatd  # noqa: E402
-from tether.chatd.models import Chat  # noqa: E402
 from tether.db.engine import StatementCounter  # noqa: E402
 from tether.demo import kill_workspace_processes  # noqa: E402
+from tether.domain.chat import Chat  # noqa: E402
 from tether.llm.scripted import zero_latency_execute_model  # noqa: E402
 
 TURNS_PER_CHAT = 5

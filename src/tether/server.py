@@ -14,7 +14,7 @@ import uvicorn
 
 from tether.agentconn.liveness import follow_liveness
 from tether.api.app import BackgroundJob, create_app
-from tether.observability.endpoint import serve_metrics
+from tether.api.metrics import serve_metrics
 from tether.settings import Settings
 from tether.wiring import Graph, graph_context
 

@@ -24,7 +24,8 @@ from tether.db.chats import ChatStore
 from tether.db.engine import create_engine
 from tether.db.llm_models import ModelStore
 from tether.db.migrate import upgrade
-from tether.db.pubsub import EventBus, InProcessBus, PostgresBus
+from tether.db.pgbus import PostgresBus
+from tether.db.pubsub import EventBus, InProcessBus
 from tether.db.serverkeys import check_fingerprint
 from tether.db.templates import TemplateStore
 from tether.db.users import UserStore

@@ -26,7 +26,8 @@ import pytest
 
 from tether.agent.schemas import BackgroundStarted, ExecResult, FileEdits
 from tether.errors import AgentRequestFailed, AgentTransportError
-from tether.testing.fake_agent import FakeAgent, FakeAgentDialer, FakeMcpServer, FakeMcpTool
+from tether.testing.fake_agent import FakeAgent, FakeMcpServer, FakeMcpTool
+from tether.testing.fake_agent_dialer import FakeAgentDialer
 from tether.testing.fake_binding_store import agent_row
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration" / "agent"))

@@ -22,18 +22,16 @@ from typing import Protocol
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tether.chatd.adapters import StoreBinding
-from tether.chatd.binding import BindingStore
-from tether.chatd.types import AgentRow, ChatBinding
+from tether.chatd.binding import AgentRow, BindingStore, ChatBinding, StoreBinding
 from tether.clock import SystemClock
 from tether.db.agents import AgentStore, NewAgent
 from tether.db.chats import ChatStore
 from tether.db.templates import TemplateStore
 from tether.db.users import UserStore
 from tether.db.workspaces import BuildRequest, WorkspaceStore
+from tether.domain.workspace import Transition
 from tether.errors import Conflict, NotFound
 from tether.testing.fake_binding_store import FakeBindingStore, agent_row
-from tether.workspaces.models import Transition
 
 AGENTS = [("main", 0, True), ("sidecar", 1, False)]
 

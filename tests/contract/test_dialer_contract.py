@@ -1,4 +1,4 @@
-"""The Dialer contract (``tether.chatd.conncache.Dialer``), run against ``FakeDialer`` and
+"""The Dialer contract (``tether.chatd.binding.Dialer``), run against ``FakeDialer`` and
 the real ``AgentDialer`` with a real ``tether agent`` process.
 
 What every implementation promises:
@@ -28,9 +28,13 @@ from typing import Any, Protocol
 import pytest
 
 from tether.agentconn.liveness import AgentLiveness
-from tether.chatd.adapters import AgentDialer
-from tether.chatd.conncache import ANCESTOR_CHAT_IDS_HEADER, CHAT_ID_HEADER, Dialer
-from tether.chatd.types import AgentRow
+from tether.chatd.binding import (
+    ANCESTOR_CHAT_IDS_HEADER,
+    CHAT_ID_HEADER,
+    AgentDialer,
+    AgentRow,
+    Dialer,
+)
 from tether.errors import AgentTransportError
 from tether.testing.fake_binding_store import agent_row
 from tether.testing.fake_dialer import DialPlan, FakeDialer

@@ -10,10 +10,10 @@ from typing import Any
 from pydantic_ai.models import Model
 
 from support.server import RunningServer
-from tether.chatd.models import Chat, ChatStatus
 from tether.chatd.worker import ChatWorker
 from tether.db.chats import ChatStore
-from tether.workspaces.models import User
+from tether.domain.chat import Chat, ChatStatus
+from tether.domain.user import User
 
 TERMINAL = (ChatStatus.WAITING, ChatStatus.ERROR)
 

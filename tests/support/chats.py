@@ -1,4 +1,4 @@
-"""A :class:`~tether.chatd.models.Chat` record for unit tests: a running top-level chat with
+"""A :class:`~tether.domain.chat.Chat` record for unit tests: a running top-level chat with
 no workspace, changed by keyword."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from tether.chatd.models import Chat, ChatStatus
+from tether.domain.chat import Chat, ChatStatus
 from tether.testing.clock import DEFAULT_START
 
 

@@ -24,12 +24,12 @@ from tether.api.agent_liveness import (
     session_silent,
     session_up,
 )
+from tether.domain.agent import Lifecycle
 from tether.errors import Conflict, TetherError
 from tether.observability.hooks import agent_session_opened
 from tether.workspaces import events
 from tether.workspaces.backends.base import decided_dial_address
-from tether.workspaces.models import Lifecycle
-from tether.workspaces.templates import spec_from_json
+from tether.workspaces.template_parse import spec_from_json
 
 log = logging.getLogger("tether.api.agent_session")
 router = APIRouter()

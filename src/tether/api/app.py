@@ -13,11 +13,11 @@ from fastapi import FastAPI
 
 from tether import __version__
 from tether.api import agent_session, ui, websession
+from tether.api import metrics as metrics_endpoint
 from tether.api.errors import install_error_handlers
 from tether.api.guard import RequestGuard
 from tether.api.openapi import install_openapi
 from tether.api.routers import chat_config, chats, compaction, models, templates, users, workspaces
-from tether.observability import endpoint as metrics_endpoint
 from tether.observability.logs import RequestIds
 
 log = logging.getLogger("tether.api")

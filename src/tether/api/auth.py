@@ -9,8 +9,8 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
+from tether.domain.user import User
 from tether.errors import Forbidden, Unauthorized
-from tether.workspaces.models import User
 
 
 def graph_of(request: Request) -> Any:

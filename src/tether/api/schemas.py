@@ -8,7 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from tether.workspaces.models import Build, Template, TemplateVersion, User
+from tether.domain.user import User
+from tether.domain.workspace import Build, Template, TemplateVersion
 from tether.workspaces.service import AgentView, WorkspaceView
 
 

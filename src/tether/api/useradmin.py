@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from tether.api.revocation import publish_revoked
-from tether.chatd.models import ChatStatus
+from tether.domain.chat import ChatStatus
+from tether.domain.user import User
+from tether.domain.workspace import Transition
 from tether.errors import Conflict, TetherError
-from tether.workspaces.models import Transition, User
 
 log = logging.getLogger("tether.api.useradmin")
 

@@ -41,13 +41,14 @@ from pydantic_ai import messages as pai
 from pydantic_ai.models import Model
 
 from tether.chatd import messages as cm
-from tether.chatd.context import Budget, Calibration, budget_of, raw_tokens
+from tether.chatd.context import Calibration, raw_tokens
 from tether.chatd.graphparts import chats_and_hub
 from tether.chatd.historycache import Entry, HistoryCache
 from tether.chatd.stream import ChatStreamHub
 from tether.db.chats import ChatStore
 from tether.db.compactions import Compaction, CompactionStore
 from tether.errors import Conflict, InvalidInput
+from tether.llm.budget import Budget, budget_of
 
 log = logging.getLogger(__name__)
 

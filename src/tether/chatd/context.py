@@ -33,10 +33,11 @@ from typing import Any
 from pydantic_ai import messages as pai
 from pydantic_ai.capabilities import AbstractCapability
 from pydantic_ai.exceptions import ModelHTTPError
-from pydantic_ai.models import Model, ModelRequestContext
+from pydantic_ai.models import ModelRequestContext
 from pydantic_ai.tools import RunContext
 
 from tether.errors import ContextOverflow
+from tether.llm.budget import Budget
 
 CHARS_PER_TOKEN = 4.0
 MESSAGE_OVERHEAD = 4  # tokens of role/framing per message
@@ -44,39 +45,6 @@ ELIDED_PREFIX = "[output elided to save context:"
 # the share of the window a single user message may take (the rest: prompt, tools, reply)
 SINGLE_MESSAGE_SHARE = 0.8
 MIN_RATIO, MAX_RATIO = 0.5, 2.0  # bounds of the calibration (reported / estimated tokens)
-
-
-@dataclass(frozen=True)
-class Budget:
-    """A model's context window and the fraction of it that triggers elision/compaction."""
-
-    window: int
-    threshold: float = 0.7
-
-    @property
-    def limit(self) -> int:
-        return int(self.window * self.threshold)
-
-
-_ATTR = "_tether_budget"
-
-
-def attach_budget(model: Model, budget: Budget | None) -> Model:
-    """Remember the budget of a built model (``llm/models.py``; tests attach their own)."""
-    if budget is not None:
-        setattr(model, _ATTR, budget)  # models are unhashable dataclasses: no weak map
-    return model
-
-
-def budget_of(model: Model) -> Budget | None:
-    found = getattr(model, _ATTR, None)
-    if isinstance(found, Budget):
-        return found
-    cfg = getattr(model, "cfg", None)  # ProviderModel
-    window = getattr(cfg, "context_window", None)
-    if window:
-        return Budget(window, float(getattr(cfg, "compaction_threshold", 0.7)))
-    return None
 
 
 class NeedsCompaction(Exception):

@@ -25,9 +25,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from tether.chatd.models import Chat, StoredMessage
 from tether.chatd.stream import ChatStreamHub, StreamEvent, message_json
 from tether.db.chats import ChatStore
+from tether.domain.chat import Chat, StoredMessage
 
 CATCH_UP_PAGE = 200
 DRAIN_BATCH = 500

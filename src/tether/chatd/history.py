@@ -27,9 +27,9 @@ from typing import Any
 from uuid import UUID
 
 from tether.chatd import messages as cm
-from tether.chatd.models import StoredMessage
 from tether.chatd.stream import ChatStreamHub
 from tether.db.chats import ChatStore
+from tether.domain.chat import StoredMessage
 
 log = logging.getLogger(__name__)
 

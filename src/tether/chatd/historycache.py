@@ -22,8 +22,8 @@ from pydantic_ai import messages as pai
 
 from tether.chatd import messages as cm
 from tether.chatd.context import Calibration
-from tether.chatd.models import StoredMessage
 from tether.db.compactions import Compaction
+from tether.domain.chat import StoredMessage
 
 
 @dataclass

@@ -8,17 +8,16 @@ from typing import Any
 
 from pydantic_ai.models import Model
 
-from tether.chatd.adapters import AgentDialer, StoreBinding
+from tether.chatd.binding import AgentDialer, Dialer, StoreBinding
 from tether.chatd.compaction import longchat_of
-from tether.chatd.conncache import Dialer
 from tether.chatd.graphparts import chats_and_hub
 from tether.chatd.instructions import InstructionFiles
 from tether.chatd.mcptools import McpDiscovery, McpToolCache
-from tether.chatd.models import Chat
 from tether.chatd.tools.base import ChatdDeps
 from tether.chatd.turn import Instructions, TurnRunner
 from tether.chatd.worker import ChatWorker
 from tether.db.chatconfig import ChatConfigStore
+from tether.domain.chat import Chat
 from tether.llm.chatmodel import ModelFor
 from tether.llm.registry import ModelRegistry
 

@@ -143,7 +143,7 @@ class InstructionFiles:
         the persisted parts are the current agent's after all. Else what the agent sent."""
         conns = ctx.conns
         try:
-            agent_id = await ctx.gate_agent_id()
+            agent_id = await ctx.conns.gate_agent_id()
         except (NoRunningAgent, NoWorkspace):
             return None
         if agent_id == persisted:

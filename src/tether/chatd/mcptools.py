@@ -248,7 +248,7 @@ class McpDiscovery:
 
     async def _slow(self, ctx: ToolContext) -> Discovery:
         try:
-            agent_id = await ctx.gate_agent_id()
+            agent_id = await ctx.conns.gate_agent_id()
         except (NoRunningAgent, NoWorkspace):
             self.cache.invalidate(ctx.chat_id)  # no running agent: skip quietly, never dial
             return Discovery()

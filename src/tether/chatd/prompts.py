@@ -13,10 +13,10 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from tether.chatd.models import Chat
 from tether.chatd.tools.base import ChatdDeps
 from tether.chatd.tools.planmode import plan_prompt
 from tether.db.chatconfig import ChatConfig
+from tether.domain.chat import Chat
 
 log = logging.getLogger(__name__)
 

@@ -18,16 +18,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from tether.chatd.context import Budget, check_single_message
+from tether.chatd.context import check_single_message
 from tether.chatd.follow import status_data
-from tether.chatd.models import Chat, ChatStatus, QueuedMessage, StoredMessage
 from tether.chatd.stream import ChatStreamHub
 from tether.clock import Clock
 from tether.db.chatlabels import check_labels
 from tether.db.chats import ChatStore
 from tether.db.pubsub import EventBus
+from tether.domain.chat import Chat, ChatStatus, QueuedMessage, StoredMessage
+from tether.domain.user import User
 from tether.errors import Conflict, InvalidInput, NotFound
-from tether.workspaces.models import User
+from tether.llm.budget import Budget
 from tether.workspaces.service import WorkspaceService
 
 Busy = Literal["queue", "interrupt"]

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from tether.chatd.models import StoredMessage
+from tether.domain.chat import StoredMessage
 
 MAX_BUFFER = 10_000
 SUBSCRIBER_QUEUE = 10_000

@@ -21,9 +21,9 @@ from pydantic_ai.exceptions import AgentRunError, ModelAPIError
 from pydantic_ai.models import Model
 
 from tether.chatd.mcptools import within
-from tether.chatd.models import StoredMessage
 from tether.chatd.service import title_from
 from tether.clock import Clock
+from tether.domain.chat import StoredMessage
 from tether.errors import InvalidInput, ProviderError, ProviderTimeout
 from tether.llm.provider import typed_provider_error
 

@@ -37,7 +37,6 @@ from tether.chatd import history as history_mod
 from tether.chatd import messages as cm
 from tether.chatd.compaction import LongChat, View
 from tether.chatd.context import (
-    Budget,
     Calibration,
     ContextBudget,
     NeedsCompaction,
@@ -48,12 +47,13 @@ from tether.chatd.context import (
 from tether.chatd.historycache import stored_to_chat
 from tether.chatd.mcptools import McpDiscovery, McpToolCache, mcp_tools
 from tether.chatd.mcpturn import McpTurn
-from tether.chatd.models import Chat
 from tether.chatd.prompts import TurnPrompt
 from tether.chatd.tools import build_tools
 from tether.chatd.tools.base import ChatdDeps, ChatState, ToolContext
 from tether.db.chatconfig import ChatConfig
+from tether.domain.chat import Chat
 from tether.errors import Conflict, InvalidInput, TetherError
+from tether.llm.budget import Budget
 from tether.llm.chatmodel import ModelFor, resolve_chat_model
 from tether.llm.provider import retry_policy, typed_provider_error
 

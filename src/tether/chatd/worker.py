@@ -33,15 +33,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from tether.chatd.adapters import binding_of
-from tether.chatd.binding import BindingStore
-from tether.chatd.conncache import ChatConnections
+from tether.chatd.binding import BindingStore, ChatConnections, binding_of
 from tether.chatd.mcptools import McpToolCache
-from tether.chatd.models import Chat, ChatStatus
 from tether.chatd.taskowner import TaskOwner
 from tether.chatd.tools.base import ChatdDeps, ChatState
 from tether.chatd.tools.subagents import CHATS_CHANNEL, chat_channel
 from tether.chatd.turn import TurnControl, TurnRunner
+from tether.domain.chat import Chat, ChatStatus
 from tether.ids import new_id
 from tether.observability.hooks import observe_turn
 from tether.workspaces import events

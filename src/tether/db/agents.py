@@ -19,9 +19,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tether.clock import Clock, as_utc
 from tether.db.logs import read_log
 from tether.db.tables import workspace_agent_logs, workspace_agents, workspace_builds
+from tether.domain.agent import Lifecycle, WorkspaceAgent, lifecycle_sources
+from tether.domain.workspace import LogLine
 from tether.errors import Conflict, NotFound, Unauthorized
 from tether.ids import hash_token, new_id, new_token
-from tether.workspaces.models import Lifecycle, LogLine, WorkspaceAgent, lifecycle_sources
 
 
 @dataclass(frozen=True)

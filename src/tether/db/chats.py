@@ -17,16 +17,10 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from tether.chatd.models import (
-    Chat,
-    ChatStatus,
-    QueuedMessage,
-    StoredMessage,
-    sources_of,
-)
 from tether.clock import Clock, as_utc
 from tether.db.chatlabels import ChatLabelStore, label_filter
 from tether.db.tables import chat_messages, chat_queued_messages, chats
+from tether.domain.chat import Chat, ChatStatus, QueuedMessage, StoredMessage, sources_of
 from tether.errors import Conflict, NotFound, QueueFull
 from tether.ids import new_id
 

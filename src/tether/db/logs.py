@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tether.clock import as_utc
-from tether.workspaces.models import LogLine
+from tether.domain.workspace import LogLine
 
 
 async def read_log(

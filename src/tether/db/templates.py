@@ -11,9 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tether.clock import Clock, as_utc
 from tether.db.tables import template_versions, templates
+from tether.domain.workspace import Template, TemplateVersion
 from tether.errors import NotFound
 from tether.ids import new_id
-from tether.workspaces.models import Template, TemplateVersion
 
 
 def _template(row: Any) -> Template:

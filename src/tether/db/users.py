@@ -21,9 +21,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tether.clock import Clock, as_utc
 from tether.db.tables import api_tokens, chat_messages, chat_queued_messages, chats, users
+from tether.domain.user import Role, User
 from tether.errors import Conflict, InvalidInput, NotFound, Unauthorized
 from tether.ids import hash_token, new_id, new_token
-from tether.workspaces.models import Role, User
 
 ROLES = tuple(r.value for r in Role)
 USER_NAME = re.compile(r"^[a-z][a-z0-9-]{0,31}$")

@@ -1,4 +1,5 @@
-"""Workspace store: workspaces, their builds and the provisioner jobs behind them.
+"""Workspace store: workspaces, their builds and (``db/jobs.py``) the provisioner jobs
+behind them.
 
 Builds are numbered per workspace (unique ``(workspace_id, build_number)``), so two
 concurrent requests can never both create build N+1: the loser sees the constraint
@@ -17,14 +18,14 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tether.clock import Clock, as_utc
-from tether.db.logs import read_log
-from tether.db.tables import provisioner_job_logs, provisioner_jobs, workspace_builds, workspaces
+from tether.clock import as_utc
+from tether.db.jobs import JobQueue, build_from_row, builds_query
+from tether.db.tables import provisioner_jobs, workspace_builds, workspaces
+from tether.domain.workspace import Build, JobStatus, Transition, Workspace
 from tether.errors import Conflict, NotFound
 from tether.ids import new_id
-from tether.workspaces.models import Build, Job, JobStatus, LogLine, Transition, Workspace
 
 _later = workspace_builds.alias("later")
 _LATEST = (
@@ -33,16 +34,6 @@ _LATEST = (
     .correlate(workspaces)
     .scalar_subquery()
 )
-
-_BUILD_COLS: builtins.list[Any] = [
-    workspace_builds,
-    provisioner_jobs.c.created_at.label("job_created_at"),
-    provisioner_jobs.c.started_at,
-    provisioner_jobs.c.completed_at,
-    provisioner_jobs.c.canceled_at,
-    provisioner_jobs.c.error,
-    provisioner_jobs.c.worker_id,
-]
 
 
 def _workspace(row: Any) -> Workspace:
@@ -59,37 +50,6 @@ def _workspace(row: Any) -> Workspace:
     )
 
 
-def _build(row: Any) -> Build:
-    job = Job(
-        id=row.job_id,
-        created_at=as_utc(row.job_created_at),  # type: ignore[arg-type]
-        started_at=as_utc(row.started_at),
-        completed_at=as_utc(row.completed_at),
-        canceled_at=as_utc(row.canceled_at),
-        error=row.error,
-        worker_id=row.worker_id,
-    )
-    return Build(
-        id=row.id,
-        workspace_id=row.workspace_id,
-        build_number=row.build_number,
-        transition=Transition(row.transition),
-        template_version_id=row.template_version_id,
-        parameters=dict(row.parameters or {}),
-        job_id=row.job_id,
-        initiator_id=row.initiator_id,
-        reason=row.reason,
-        created_at=as_utc(row.created_at),  # type: ignore[arg-type]
-        job=job,
-    )
-
-
-def _builds_query() -> sa.Select[Any]:
-    return sa.select(*_BUILD_COLS).join(
-        provisioner_jobs, provisioner_jobs.c.id == workspace_builds.c.job_id
-    )
-
-
 @dataclass(frozen=True)
 class BuildRequest:
     workspace_id: uuid.UUID
@@ -100,10 +60,8 @@ class BuildRequest:
     reason: str = "initiator"
 
 
-class WorkspaceStore:
-    def __init__(self, engine: AsyncEngine, clock: Clock) -> None:
-        self._engine = engine
-        self._clock = clock
+class WorkspaceStore(JobQueue):
+    """Workspaces and their builds; the provisioner job queue comes from :class:`JobQueue`."""
 
     # --- workspaces -----------------------------------------------------------------------
 
@@ -277,21 +235,21 @@ class WorkspaceStore:
         return build_id
 
     async def _get_build(self, conn: AsyncConnection, build_id: uuid.UUID) -> Build:
-        row = (await conn.execute(_builds_query().where(workspace_builds.c.id == build_id))).first()
+        row = (await conn.execute(builds_query().where(workspace_builds.c.id == build_id))).first()
         if row is None:
             raise NotFound(f"build {build_id} not found")
-        return _build(row)
+        return build_from_row(row)
 
     async def _latest(self, conn: AsyncConnection, workspace_id: uuid.UUID) -> Build | None:
         row = (
             await conn.execute(
-                _builds_query()
+                builds_query()
                 .where(workspace_builds.c.workspace_id == workspace_id)
                 .order_by(workspace_builds.c.build_number.desc())
                 .limit(1)
             )
         ).first()
-        return _build(row) if row is not None else None
+        return build_from_row(row) if row is not None else None
 
     async def create_build(self, req: BuildRequest) -> tuple[Build, bool]:
         """Start a new build unless one is in progress.
@@ -346,175 +304,18 @@ class WorkspaceStore:
         async with self._engine.connect() as conn:
             rows = (
                 await conn.execute(
-                    _builds_query()
+                    builds_query()
                     .where(workspace_builds.c.workspace_id == workspace_id)
                     .order_by(workspace_builds.c.build_number)
                 )
             ).all()
-        return [_build(r) for r in rows]
+        return [build_from_row(r) for r in rows]
 
     async def build_for_job(self, job_id: uuid.UUID) -> Build:
         async with self._engine.connect() as conn:
             row = (
-                await conn.execute(_builds_query().where(workspace_builds.c.job_id == job_id))
+                await conn.execute(builds_query().where(workspace_builds.c.job_id == job_id))
             ).first()
         if row is None:
             raise NotFound(f"no build for job {job_id}")
-        return _build(row)
-
-    # --- jobs ---------------------------------------------------------------------------
-
-    async def claim_job(self, worker_id: uuid.UUID) -> Build | None:
-        """Claim the oldest pending job (pending → running) in one guarded statement."""
-        now = self._clock.now()
-        pending = sa.and_(
-            provisioner_jobs.c.started_at.is_(None),
-            provisioner_jobs.c.completed_at.is_(None),
-            provisioner_jobs.c.canceled_at.is_(None),
-            provisioner_jobs.c.error.is_(None),
-        )
-        # The provisioner polls this every ``provisioner_poll_s``; almost always there is no
-        # job. Look first in a read-only connection (no write transaction, no write lock for
-        # the chat worker to wait on; half the CPU of the guarded UPDATE) and claim only
-        # when a job is pending. The UPDATE stays guarded: another replica may win the race.
-        async with self._engine.connect() as conn:
-            if (
-                await conn.execute(sa.select(provisioner_jobs.c.id).where(pending).limit(1))
-            ).first() is None:
-                return None
-        async with self._engine.begin() as conn:
-            oldest = sa.select(provisioner_jobs.c.id).where(pending)
-            oldest = oldest.order_by(provisioner_jobs.c.created_at).limit(1)
-            if conn.dialect.name == "postgresql":
-                oldest = oldest.with_for_update(skip_locked=True)
-            job_id = (
-                await conn.execute(
-                    provisioner_jobs.update()
-                    .where(provisioner_jobs.c.id == oldest.scalar_subquery(), pending)
-                    .values(started_at=now, worker_id=worker_id, updated_at=now)
-                    .returning(provisioner_jobs.c.id)
-                )
-            ).scalar()
-            if job_id is None:
-                return None
-            row = (
-                await conn.execute(_builds_query().where(workspace_builds.c.job_id == job_id))
-            ).first()
-        return _build(row) if row is not None else None
-
-    async def finish_job(self, job_id: uuid.UUID, *, error: str | None = None) -> Job:
-        """running|canceling → succeeded|failed|canceled. Guarded: a finished job conflicts."""
-        now = self._clock.now()
-        async with self._engine.begin() as conn:
-            updated = (
-                await conn.execute(
-                    provisioner_jobs.update()
-                    .where(
-                        provisioner_jobs.c.id == job_id,
-                        provisioner_jobs.c.completed_at.is_(None),
-                    )
-                    .values(completed_at=now, error=error or None, updated_at=now)
-                    .returning(provisioner_jobs.c.id)
-                )
-            ).scalar()
-            if updated is None:
-                raise Conflict(f"job {job_id} is already finished")
-            return await self._job(conn, job_id)
-
-    async def cancel_job(self, job_id: uuid.UUID) -> Job:
-        """pending → canceled at once; running → canceling (the provisioner finishes it)."""
-        now = self._clock.now()
-        async with self._engine.begin() as conn:
-            done = (
-                await conn.execute(
-                    provisioner_jobs.update()
-                    .where(
-                        provisioner_jobs.c.id == job_id,
-                        provisioner_jobs.c.started_at.is_(None),
-                        provisioner_jobs.c.completed_at.is_(None),
-                        provisioner_jobs.c.canceled_at.is_(None),
-                    )
-                    .values(canceled_at=now, completed_at=now, updated_at=now)
-                    .returning(provisioner_jobs.c.id)
-                )
-            ).scalar()
-            if done is None:
-                done = (
-                    await conn.execute(
-                        provisioner_jobs.update()
-                        .where(
-                            provisioner_jobs.c.id == job_id,
-                            provisioner_jobs.c.completed_at.is_(None),
-                            provisioner_jobs.c.canceled_at.is_(None),
-                        )
-                        .values(canceled_at=now, updated_at=now)
-                        .returning(provisioner_jobs.c.id)
-                    )
-                ).scalar()
-            if done is None:
-                raise Conflict(f"job {job_id} cannot be canceled: it is not in progress")
-            return await self._job(conn, job_id)
-
-    async def requeue_orphans(self, older_than: datetime) -> int:
-        """Running jobs not updated since ``older_than`` (their provisioner died) → pending."""
-        async with self._engine.begin() as conn:
-            result = await conn.execute(
-                provisioner_jobs.update()
-                .where(
-                    provisioner_jobs.c.started_at.is_not(None),
-                    provisioner_jobs.c.completed_at.is_(None),
-                    provisioner_jobs.c.canceled_at.is_(None),
-                    provisioner_jobs.c.updated_at < older_than,
-                )
-                .values(started_at=None, worker_id=None, updated_at=self._clock.now())
-            )
-        return int(result.rowcount or 0)
-
-    async def heartbeat_job(self, job_id: uuid.UUID) -> None:
-        async with self._engine.begin() as conn:
-            await conn.execute(
-                provisioner_jobs.update()
-                .where(provisioner_jobs.c.id == job_id)
-                .values(updated_at=self._clock.now())
-            )
-
-    async def get_job(self, job_id: uuid.UUID) -> Job:
-        async with self._engine.connect() as conn:
-            return await self._job(conn, job_id)
-
-    async def _job(self, conn: AsyncConnection, job_id: uuid.UUID) -> Job:
-        row = (
-            await conn.execute(sa.select(provisioner_jobs).where(provisioner_jobs.c.id == job_id))
-        ).first()
-        if row is None:
-            raise NotFound(f"job {job_id} not found")
-        return Job(
-            id=row.id,
-            created_at=as_utc(row.created_at),  # type: ignore[arg-type]
-            started_at=as_utc(row.started_at),
-            completed_at=as_utc(row.completed_at),
-            canceled_at=as_utc(row.canceled_at),
-            error=row.error,
-            worker_id=row.worker_id,
-        )
-
-    async def append_log(self, job_id: uuid.UUID, *, stage: str, level: str, output: str) -> None:
-        async with self._engine.begin() as conn:
-            await conn.execute(
-                provisioner_job_logs.insert().values(
-                    job_id=job_id,
-                    created_at=self._clock.now(),
-                    stage=stage,
-                    level=level,
-                    output=output,
-                )
-            )
-
-    async def job_logs(self, job_id: uuid.UUID, *, after_id: int = 0) -> builtins.list[LogLine]:
-        return await read_log(
-            self._engine,
-            provisioner_job_logs,
-            provisioner_job_logs.c.job_id == job_id,
-            after_id=after_id,
-            source="stage",
-        )
+        return build_from_row(row)

@@ -24,6 +24,7 @@ from pydantic_ai.models import Model
 from pydantic_ai.settings import ModelSettings
 
 from tether.errors import InvalidInput
+from tether.llm.budget import Budget, attach_budget
 from tether.llm.config import ModelConfig, check_consistent, spec_to_config
 from tether.llm.provider import LenientOpenAIChatModel, ProviderModel
 from tether.settings import env_value
@@ -41,9 +42,7 @@ def resolve_model(spec: str, *, openai_base_url: str | None = None) -> Model:
 
 def build_model(cfg: ModelConfig) -> Model:
     """The pydantic-ai model of ``cfg`` (HTTP providers wrapped in ``ProviderModel``), with
-    its context budget attached when the config states a window (chatd/context.py)."""
-    from tether.chatd.context import Budget, attach_budget
-
+    its context budget attached when the config states a window (llm/budget.py)."""
     budget = Budget(cfg.context_window, cfg.compaction_threshold) if cfg.context_window else None
     return attach_budget(_build_model(cfg), budget)
 

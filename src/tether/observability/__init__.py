@@ -1,2 +1,2 @@
 """What an operator sees of a running tether: Prometheus metrics (:mod:`.metrics`, served by
-:mod:`.endpoint`) and structured logs carrying the ids of the work at hand (:mod:`.logs`)."""
+``api/metrics.py``) and structured logs carrying the ids of the work at hand (:mod:`.logs`)."""

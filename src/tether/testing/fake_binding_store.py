@@ -18,10 +18,10 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from tether.chatd.types import AgentRow, ChatBinding
+from tether.chatd.binding import AgentRow, ChatBinding
+from tether.domain.agent import Lifecycle
 from tether.errors import Conflict, NotFound
 from tether.testing.clock import DEFAULT_START
-from tether.workspaces.models import Lifecycle
 
 Hook = Callable[[], Awaitable[None]]
 

@@ -1,4 +1,4 @@
-"""A scriptable fake of chatd's agent dialer (``tether.chatd.conncache.Dialer``).
+"""A scriptable fake of chatd's agent dialer (``tether.chatd.binding.Dialer``).
 
 Each agent gets a queue of :class:`DialPlan`\\ s, consumed one per dial; the last plan
 repeats. Plans cover what real agents do: answer at once, fail fast, black-hole (hang until
@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tether.agentconn.liveness import AgentLiveness
-from tether.chatd.types import AgentRow
+from tether.chatd.binding import AgentRow
 from tether.errors import AgentTransportError
 
 

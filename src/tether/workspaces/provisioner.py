@@ -19,15 +19,15 @@ from tether.db.pubsub import EventBus
 from tether.db.templates import TemplateStore
 from tether.db.users import UserStore
 from tether.db.workspaces import BuildRequest, WorkspaceStore
+from tether.domain.workspace import Build, JobStatus, Transition
 from tether.errors import TetherError
 from tether.ids import new_id
 from tether.observability.hooks import observe_build
 from tether.observability.metrics import Metrics
 from tether.workspaces import events
 from tether.workspaces.backends.base import AgentLaunch, WorkspaceBackend, WorkspaceRef
-from tether.workspaces.models import Build, JobStatus, Transition
 from tether.workspaces.reconcile import reconcile_backends
-from tether.workspaces.templates import spec_from_json
+from tether.workspaces.template_parse import spec_from_json
 
 log = logging.getLogger("tether.provisioner")
 

@@ -17,20 +17,15 @@ from tether.db.agents import AgentStore
 from tether.db.pubsub import EventBus
 from tether.db.templates import TemplateStore
 from tether.db.workspaces import BuildRequest, WorkspaceStore
+from tether.domain.agent import AgentStatus, WorkspaceAgent
+from tether.domain.user import User
+from tether.domain.workspace import Build, JobStatus, Template, Transition, Workspace
 from tether.errors import Conflict, InvalidInput, NotFound, Timeout
 from tether.workspaces import events
-from tether.workspaces.models import (
-    Build,
-    JobStatus,
-    Template,
-    Transition,
-    User,
-    Workspace,
-    WorkspaceAgent,
-)
 from tether.workspaces.startrunning import StartAction, StartOutcome, dead_agents
-from tether.workspaces.status import AgentStatus, compute_agent_status
-from tether.workspaces.templates import spec_from_json, validate_parameters
+from tether.workspaces.status import compute_agent_status
+from tether.workspaces.template_parse import spec_from_json
+from tether.workspaces.templates import validate_parameters
 
 NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
 

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from tether.clock import Clock, as_utc
-from tether.workspaces.models import Build, WorkspaceAgent
-from tether.workspaces.status import AgentStatus, compute_agent_status, disconnected_since
+from tether.domain.agent import AgentStatus, WorkspaceAgent
+from tether.domain.workspace import Build
+from tether.workspaces.status import compute_agent_status, disconnected_since
 
 _POLL_S = 0.1
 

@@ -7,18 +7,11 @@ for a given ``now`` and the deployment's inactive-disconnect timeout.
 
 from __future__ import annotations
 
-import enum
 from datetime import datetime, timedelta
 from typing import Protocol
 
 from tether.clock import as_utc
-
-
-class AgentStatus(enum.StrEnum):
-    CONNECTING = "connecting"
-    CONNECTED = "connected"
-    DISCONNECTED = "disconnected"
-    TIMEOUT = "timeout"
+from tether.domain.agent import AgentStatus
 
 
 class AgentTimes(Protocol):

@@ -1,9 +1,9 @@
-"""Workspace templates: the YAML spec, its validation, and validation of parameter values.
+"""Workspace templates: the spec, its rules, and validation of parameter values.
 
-A template is written in YAML (see ``examples/templates/``), parsed with :func:`parse_template`
-into a :class:`TemplateSpec`, stored as JSON (:func:`spec_to_json` / :func:`spec_from_json`),
-and used to validate the parameter values of each build (:func:`validate_parameters`).
-Every problem raises :class:`tether.errors.InvalidInput` whose ``field`` is a path such as
+A template is written in YAML (see ``examples/templates/``), read into a :class:`TemplateSpec`
+by ``workspaces/template_parse.py`` (which also stores it as JSON), and used to validate the
+parameter values of each build (:func:`validate_parameters`). Every problem raises
+:class:`tether.errors.InvalidInput` whose ``field`` is a path such as
 ``parameters[1].validation.regex``.
 """
 
@@ -16,19 +16,16 @@ from collections.abc import Iterable, Mapping
 from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
-    ValidationError,
     field_validator,
     model_validator,
 )
 
 from tether.errors import InvalidInput
-from tether.workspaces.safe_yaml import YamlTooLarge, load_yaml
 
 ParameterType = Literal["string", "number", "bool", "list(string)"]
 
@@ -41,7 +38,7 @@ CONNECTION_TIMEOUT_S_MAX = 7 * 24 * 3600
 INT32_MAX = 2**31 - 1
 
 
-class _SpecErrors(ValueError):
+class SpecErrors(ValueError):
     """Cross-field errors of one model, each with a path relative to that model."""
 
     def __init__(self, errors: list[tuple[str, str]]) -> None:
@@ -104,7 +101,7 @@ class ValidationSpec(_Model):
     @model_validator(mode="after")
     def _bounds(self) -> ValidationSpec:
         if self.min is not None and self.max is not None and self.min > self.max:
-            raise _SpecErrors([("min", f"min ({self.min:g}) is greater than max ({self.max:g})")])
+            raise SpecErrors([("min", f"min ({self.min:g}) is greater than max ({self.max:g})")])
         return self
 
 
@@ -155,7 +152,7 @@ class ParameterSpec(_Model):
         ):
             errors.append(("default", f"the default is invalid: {problem}"))
         if errors:
-            raise _SpecErrors(errors)
+            raise SpecErrors(errors)
         return self
 
 
@@ -243,7 +240,7 @@ class TemplateSpec(_Model):
             known = {p.name for p in self.parameters}
             errors += [(f"docker.{f}", m) for f, m in unknown_references(self.docker, known)]
         if errors:
-            raise _SpecErrors(errors)
+            raise SpecErrors(errors)
         return self
 
 
@@ -312,91 +309,6 @@ def _custom_error(v: ValidationSpec, value: str) -> str:
     for key, repl in fields.items():
         text = text.replace("{" + key + "}", repl)
     return text
-
-
-def _path(loc: Iterable[str | int]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def _join(base: str, rel: str) -> str:
-    if not base:
-        return rel
-    return f"{base}{rel}" if rel.startswith("[") else f"{base}.{rel}"
-
-
-def _errors(exc: ValidationError) -> list[dict[str, str]]:
-    out: list[dict[str, str]] = []
-    for err in exc.errors(include_url=False):
-        base = _path(err["loc"])
-        cause = (err.get("ctx") or {}).get("error")
-        if isinstance(cause, _SpecErrors):
-            out += [{"field": _join(base, f), "message": m} for f, m in cause.errors]
-            continue
-        message = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            message = "unknown key"
-        out.append({"field": base, "message": message})
-    return out
-
-
-def _invalid(errors: list[dict[str, str]], what: str) -> InvalidInput:
-    first = errors[0]
-    where = f"{first['field']}: " if first["field"] else ""
-    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    return InvalidInput(
-        f"invalid {what}: {where}{first['message']}{more}",
-        field=first["field"] or None,
-        errors=errors,
-    )
-
-
-def spec_from_json(data: Mapping[str, Any]) -> TemplateSpec:
-    """Build a spec from its stored JSON form (or any mapping); raises InvalidInput."""
-    try:
-        return TemplateSpec.model_validate(dict(data))
-    except ValidationError as exc:
-        raise _invalid(_errors(exc), "template") from None
-
-
-def spec_to_json(spec: TemplateSpec) -> dict[str, Any]:
-    """The spec as plain JSON data (what the database stores)."""
-    return spec.model_dump(mode="json")
-
-
-def _whole(message: str, **details: Any) -> InvalidInput:
-    # A problem with the document as a whole: no field path to name.
-    return InvalidInput(message, errors=[{"field": "", "message": message}], **details)
-
-
-def parse_template(text: str) -> TemplateSpec:
-    """Parse and validate a template written in YAML; raises InvalidInput naming the field
-    of the first problem (``details["errors"]`` lists them all)."""
-    try:
-        data = load_yaml(text)
-    except YamlTooLarge as exc:
-        raise _whole(f"template YAML refused: {exc}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc)
-        if mark is None:
-            raise _whole(f"invalid template YAML: {problem}") from None
-        line, column = mark.line + 1, mark.column + 1
-        raise _whole(
-            f"invalid template YAML at line {line}, column {column}: {problem}",
-            line=line,
-            column=column,
-        ) from None
-    except ValueError as exc:  # values that are not plain data (.inf, !!binary, huge ints)
-        raise _whole(f"invalid template YAML: {exc}") from None
-    if not isinstance(data, dict):
-        kind = "empty" if data is None else type(data).__name__
-        raise _whole(f"a template must be a YAML mapping, got {kind}")
-    if not all(isinstance(k, str) for k in data):
-        raise _whole("template keys must be strings")
-    return spec_from_json(data)
 
 
 def validate_parameters(

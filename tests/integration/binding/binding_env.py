@@ -29,17 +29,18 @@ from pydantic_ai.models import Model
 from support.agents import agent_pid as support_agent_pid
 from support.chat_driver import ChatDriver
 from support.server import RunningServer, fast_settings, free_port, running_server
-from tether.chatd.adapters import AgentDialer, StoreBinding
+from tether.chatd.binding import AgentDialer, AgentRow, ChatBinding, StoreBinding
 from tether.chatd.install import install_chatd
-from tether.chatd.models import Chat
-from tether.chatd.types import AgentRow, ChatBinding
 from tether.chatd.worker import ChatWorker
 from tether.db.engine import StatementCounter
 from tether.db.tables import workspace_agents
+from tether.domain.agent import Lifecycle
+from tether.domain.chat import Chat
+from tether.domain.user import Role, User
+from tether.domain.workspace import Transition
 from tether.llm.scripted import script_model
 from tether.settings import Settings
-from tether.workspaces.models import Lifecycle, Role, Transition, User
-from tether.workspaces.templates import parse_template, spec_to_json
+from tether.workspaces.template_parse import parse_template, spec_to_json
 
 REPO = Path(__file__).resolve().parents[3]
 PYTHON_TEMPLATE = REPO / "examples" / "templates" / "python.yaml"

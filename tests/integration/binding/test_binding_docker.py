@@ -34,11 +34,11 @@ from test_binding_failures import (
     test_e2e9_gc8_agent_dies_mid_turn_then_restart_works as test_docker_agent_dies_mid_turn,
 )
 
-from tether.chatd.models import ChatStatus
+from tether.domain.chat import ChatStatus
 from tether.llm.scripted import Call, Say, script_model
 from tether.workspaces.backends.base import AgentLaunch, WorkspaceRef
 from tether.workspaces.backends.docker import container_name
-from tether.workspaces.templates import parse_template, spec_to_json
+from tether.workspaces.template_parse import parse_template, spec_to_json
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
 

@@ -16,7 +16,7 @@ from binding_env import (
     tcp_black_hole,
 )
 
-from tether.chatd.models import ChatStatus
+from tether.domain.chat import ChatStatus
 from tether.llm.scripted import Call, Say, script_model
 
 pytestmark = pytest.mark.integration

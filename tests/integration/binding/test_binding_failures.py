@@ -20,8 +20,8 @@ import pytest
 from binding_env import BindingEnv, binding_writes, resolution_queries, tcp_black_hole
 from sqlalchemy.exc import OperationalError
 
-from tether.chatd.conncache import ANCESTOR_CHAT_IDS_HEADER, CHAT_ID_HEADER
-from tether.chatd.models import ChatStatus
+from tether.chatd.binding import ANCESTOR_CHAT_IDS_HEADER, CHAT_ID_HEADER
+from tether.domain.chat import ChatStatus
 from tether.llm.scripted import Call, Say, Then, last_result, script_model
 from tether.workspaces.status import compute_agent_status
 

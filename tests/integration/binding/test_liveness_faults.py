@@ -23,7 +23,7 @@ import pytest
 from binding_env import BindingEnv
 
 from support.agents import frozen
-from tether.chatd.models import ChatStatus
+from tether.domain.chat import ChatStatus
 from tether.llm.scripted import Call, Say, Then, script_model
 
 pytestmark = pytest.mark.integration

@@ -10,8 +10,8 @@ import contextlib
 from binding_env import BindingEnv
 
 from tether.chatd.follow import Outgoing, follow_chat
-from tether.chatd.models import ChatStatus
 from tether.chatd.stream import parse_event_id
+from tether.domain.chat import ChatStatus
 from tether.llm.scripted import Say, script_model
 
 

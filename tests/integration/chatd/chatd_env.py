@@ -16,17 +16,18 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from support.chat_driver import ChatDriver
 from support.server import RunningServer
-from tether.chatd.adapters import AgentDialer
+from tether.chatd.binding import AgentDialer, AgentRow
 from tether.chatd.install import install_chatd
-from tether.chatd.models import Chat, StoredMessage
 from tether.chatd.stream import StreamEvent
-from tether.chatd.types import AgentRow
 from tether.chatd.worker import ChatWorker
 from tether.db.tables import provisioner_jobs, workspace_agents
+from tether.domain.agent import Lifecycle
+from tether.domain.chat import Chat, StoredMessage
+from tether.domain.user import User
+from tether.domain.workspace import Build, Transition, Workspace
 from tether.llm.scripted import script_model
 from tether.workspaces.backends.base import AgentLaunch, LogSink, WorkspaceRef, WorkspaceRuntime
-from tether.workspaces.models import Build, Lifecycle, Transition, User, Workspace
-from tether.workspaces.templates import parse_template, spec_to_json
+from tether.workspaces.template_parse import parse_template, spec_to_json
 
 REPO = Path(__file__).resolve().parents[3]
 PYTHON_TEMPLATE = REPO / "examples" / "templates" / "python.yaml"

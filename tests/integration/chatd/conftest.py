@@ -15,8 +15,8 @@ import pytest
 from chatd_env import PYTHON_TEMPLATE, Chatd, CountingDialer
 
 from support.server import fast_settings, running_server
-from tether.chatd.adapters import AgentDialer
-from tether.workspaces.models import Role, User
+from tether.chatd.binding import AgentDialer
+from tether.domain.user import Role, User
 
 
 @pytest.fixture

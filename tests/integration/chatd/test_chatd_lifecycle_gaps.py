@@ -16,9 +16,10 @@ from typing import Any
 
 from chatd_env import Chatd, template_source
 
-from tether.chatd.models import ChatStatus
+from tether.domain.agent import Lifecycle
+from tether.domain.chat import ChatStatus
+from tether.domain.workspace import JobStatus, Transition
 from tether.llm.scripted import Call, Say, script_model
-from tether.workspaces.models import JobStatus, Lifecycle, Transition
 
 TWO_AGENTS = "[{name: dev, order: 0}, {name: chat, order: 1, chat: true}]"
 TWO_CHAT_AGENTS = "[{name: left, chat: true}, {name: right, order: 1, chat: true}]"

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from chatd_env import PYTHON_TEMPLATE, Chatd
 
-from tether.chatd.models import ChatStatus
+from tether.domain.chat import ChatStatus
+from tether.domain.workspace import Transition
 from tether.llm.scripted import Call, Say, script_model
-from tether.workspaces.models import Transition
 
 EXECUTE = [Call("execute", {"command": "true"}), Say("done")]
 

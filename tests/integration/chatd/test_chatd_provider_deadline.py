@@ -11,7 +11,7 @@ from pydantic_ai import messages as pai
 from pydantic_ai.exceptions import ModelRequestTimeout
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
-from tether.chatd.models import ChatStatus
+from tether.domain.chat import ChatStatus
 
 
 def _deadline_model() -> FunctionModel:

@@ -12,7 +12,7 @@ from pydantic_ai import messages as pai
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
 from tether.chatd import history
-from tether.chatd.models import ChatStatus
+from tether.domain.chat import ChatStatus
 from tether.ids import new_id
 from tether.llm.scripted import Call, Say, script_model
 

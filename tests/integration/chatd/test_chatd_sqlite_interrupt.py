@@ -39,7 +39,7 @@ import pytest
 import sqlalchemy as sa
 from chatd_env import Chatd
 
-from tether.chatd.models import ChatStatus
+from tether.domain.chat import ChatStatus
 from tether.llm.scripted import Call, Say, script_model
 
 _WRITE = re.compile(r"^\s*(INSERT|UPDATE|DELETE|REPLACE|CREATE|DROP|ALTER)", re.IGNORECASE)

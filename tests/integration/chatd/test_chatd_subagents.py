@@ -10,8 +10,8 @@ from typing import Any
 
 from chatd_env import Chatd
 
-from tether.chatd.conncache import ANCESTOR_CHAT_IDS_HEADER
-from tether.chatd.models import ChatStatus
+from tether.chatd.binding import ANCESTOR_CHAT_IDS_HEADER
+from tether.domain.chat import ChatStatus
 from tether.llm.scripted import Call, Say, Then, last_result, script_model
 from tether.testing.models import ScriptedModel
 

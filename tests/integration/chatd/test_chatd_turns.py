@@ -13,7 +13,7 @@ from pydantic_ai import messages as pai
 from pydantic_ai.exceptions import ModelHTTPError
 from pydantic_ai.models.function import AgentInfo, DeltaToolCall, DeltaToolCalls, FunctionModel
 
-from tether.chatd.models import ChatStatus
+from tether.domain.chat import ChatStatus
 from tether.errors import InvalidInput
 from tether.ids import new_id
 from tether.llm.scripted import Call, Say, script_model

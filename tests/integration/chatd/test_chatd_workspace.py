@@ -11,9 +11,10 @@ from typing import Any
 import sqlalchemy as sa
 from chatd_env import PYTHON_TEMPLATE, Chatd
 
-from tether.chatd.models import ChatStatus
 from tether.chatd.tools.lifecycle import generate_name, workspace_name_for
 from tether.db.tables import workspace_agents
+from tether.domain.chat import ChatStatus
+from tether.domain.workspace import Transition
 from tether.llm.scripted import (
     Call,
     CallMany,
@@ -23,7 +24,6 @@ from tether.llm.scripted import (
     last_result,
     script_model,
 )
-from tether.workspaces.models import Transition
 
 BROKEN = """
 name: broken

@@ -16,7 +16,7 @@ import pytest
 from pydantic_ai import messages as pai
 
 from tether.chatd import messages as cm
-from tether.chatd.types import AgentRow
+from tether.chatd.binding import AgentRow
 from tether.llm.scripted import Call, Say, Step
 from tether.testing.models import ScriptedModel
 

@@ -20,7 +20,7 @@ from chatd_env import Chatd
 from prometheus_client.parser import text_string_to_metric_families
 
 from support.server import fast_settings, free_port, running_server
-from tether.chatd.models import ChatStatus
+from tether.domain.chat import ChatStatus
 from tether.llm.scripted import Call, Say, script_model
 from tether.observability.logs import JsonFormatter
 

@@ -10,13 +10,13 @@ from typing import Any
 
 import httpx
 
-from tether.chatd.models import Chat, ChatStatus, StoredMessage
 from tether.chatd.stream import message_json
+from tether.domain.chat import Chat, ChatStatus, StoredMessage
+from tether.domain.user import User
 from tether.ids import new_id
 from tether.sdk.chats import ChatEvent, ChatsAPI
 from tether.sdk.client import TetherClient
 from tether.wiring import Graph
-from tether.workspaces.models import User
 
 
 @dataclass

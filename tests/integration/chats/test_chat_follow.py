@@ -10,11 +10,11 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tether.chatd.follow import Outgoing, follow_chat
-from tether.chatd.models import StoredMessage
 from tether.chatd.stream import ChatStreamHub, parse_event_id
 from tether.clock import SystemClock
 from tether.db.chats import ChatStore
 from tether.db.users import UserStore
+from tether.domain.chat import StoredMessage
 
 
 class RacingStore(ChatStore):

@@ -11,7 +11,7 @@ from chat_env import ChatEnv
 
 from tether.sdk.client import TetherClient
 from tether.sdk.errors import ApiError
-from tether.workspaces.templates import parse_template, spec_to_json
+from tether.workspaces.template_parse import parse_template, spec_to_json
 
 TEMPLATE = """
 name: plain

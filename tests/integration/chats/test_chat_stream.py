@@ -8,8 +8,8 @@ import asyncio
 import httpx
 from chat_env import ChatEnv, Collector, FakeWorker, has_status
 
-from tether.chatd.models import ChatStatus
 from tether.chatd.stream import parse_event_id
+from tether.domain.chat import ChatStatus
 from tether.ids import new_id
 
 

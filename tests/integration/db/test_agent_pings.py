@@ -11,10 +11,11 @@ from tether.db.engine import StatementCounter
 from tether.db.templates import TemplateStore
 from tether.db.users import UserStore
 from tether.db.workspaces import BuildRequest, WorkspaceStore
+from tether.domain.agent import AgentStatus
+from tether.domain.workspace import Transition
 from tether.testing.clock import FakeClock
-from tether.workspaces.models import Transition
 from tether.workspaces.pings import PingBatcher
-from tether.workspaces.status import AgentStatus, compute_agent_status
+from tether.workspaces.status import compute_agent_status
 
 
 async def _agents(engine: AsyncEngine, clock: FakeClock, n: int):

@@ -9,7 +9,8 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from tether.db.pubsub import RECONNECTED, TRUNCATED, EventBus, InProcessBus, PostgresBus
+from tether.db.pgbus import PostgresBus
+from tether.db.pubsub import RECONNECTED, TRUNCATED, EventBus, InProcessBus
 
 
 @pytest.fixture(params=["inprocess", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -9,10 +9,10 @@ from datetime import timedelta
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tether.chatd.models import ChatStatus
 from tether.clock import SystemClock
 from tether.db.chats import ChatStore
 from tether.db.users import UserStore
+from tether.domain.chat import ChatStatus
 from tether.errors import Conflict, QueueFull
 from tether.ids import new_id
 

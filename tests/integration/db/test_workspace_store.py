@@ -14,8 +14,9 @@ from tether.db.agents import AgentStore, NewAgent
 from tether.db.templates import TemplateStore
 from tether.db.users import UserStore
 from tether.db.workspaces import BuildRequest, WorkspaceStore
+from tether.domain.agent import Lifecycle
+from tether.domain.workspace import JobStatus, Transition
 from tether.errors import Conflict, Unauthorized
-from tether.workspaces.models import JobStatus, Lifecycle, Transition
 
 SPEC = {"name": "py", "agents": [{"name": "main", "order": 0, "chat": True}]}
 

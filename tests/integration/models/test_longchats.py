@@ -21,7 +21,7 @@ from support.server import RunningServer
 from tether.chatd.compaction import SUMMARY_HEADER, longchat_of
 from tether.chatd.context import ELIDED_PREFIX
 from tether.testing.fake_openai import SUMMARY_ANSWER, FakeOpenAI, prompt_tokens
-from tether.workspaces.templates import parse_template, spec_to_json
+from tether.workspaces.template_parse import parse_template, spec_to_json
 
 pytestmark = pytest.mark.usefixtures("allow_loopback_provider")
 

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from support.server import fast_settings, running_server
-from tether.chatd.models import ChatStatus
+from tether.domain.chat import ChatStatus
 
 pytestmark = [pytest.mark.postgres, pytest.mark.integration]
 

@@ -17,9 +17,9 @@ import pytest
 from support.agents import agent_pid, frozen
 from support.server import fast_settings, running_server
 from tether.chatd.install import install_chatd
-from tether.chatd.models import ChatStatus
+from tether.domain.chat import ChatStatus
 from tether.llm.scripted import Call, Say, script_model
-from tether.workspaces.templates import parse_template, spec_to_json
+from tether.workspaces.template_parse import parse_template, spec_to_json
 
 pytestmark = [pytest.mark.postgres, pytest.mark.integration]
 

@@ -22,8 +22,8 @@ from pydantic_ai.models.function import AgentInfo, FunctionModel
 
 from support.server import PYTHON_TEMPLATE, fast_settings, running_server
 from tether.chatd.install import install_chatd
-from tether.chatd.models import ChatStatus
 from tether.demo import LocalServer
+from tether.domain.chat import ChatStatus
 from tether.settings import Settings
 
 pytestmark = [pytest.mark.postgres, pytest.mark.integration]

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from tether.db.pubsub import PostgresBus
+from tether.db.pgbus import PostgresBus
 from tether.settings import Settings
 from tether.testing.fake_backend import FakeBackend
 from tether.wiring import build_graph
 from tether.workspaces import events
-from tether.workspaces.templates import parse_template, spec_to_json
+from tether.workspaces.template_parse import parse_template, spec_to_json
 
 pytestmark = pytest.mark.postgres
 

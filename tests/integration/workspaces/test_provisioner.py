@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import asyncio
 
+from tether.domain.workspace import JobStatus, Transition
 from tether.settings import Settings
 from tether.testing.fake_backend import FakeBackend
 from tether.wiring import graph_context
-from tether.workspaces.models import JobStatus, Transition
-from tether.workspaces.templates import parse_template, spec_to_json
+from tether.workspaces.template_parse import parse_template, spec_to_json
 
 TEMPLATE = "name: fake\nbackend: fake\n"
 

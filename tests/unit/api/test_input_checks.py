@@ -11,7 +11,7 @@ from tether.api.guard import check_json
 from tether.errors import AgentRequestFailed, InvalidInput
 from tether.plaindata import plain_problem
 from tether.workspaces.safe_yaml import YamlTooLarge, load_yaml
-from tether.workspaces.templates import parse_template
+from tether.workspaces.template_parse import parse_template
 
 
 @pytest.mark.parametrize(

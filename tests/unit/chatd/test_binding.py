@@ -19,15 +19,18 @@ from datetime import timedelta
 
 import pytest
 
-from tether.chatd.agentselect import select_chat_agent
-from tether.chatd.binding import AgentResolver
-from tether.chatd.conncache import (
+from tether.chatd.binding import (
     ANCESTOR_CHAT_IDS_HEADER,
     CHAT_ID_HEADER,
+    AgentResolver,
+    AgentRow,
+    ChatBinding,
     ChatConnections,
+    Conn,
+    select_chat_agent,
 )
 from tether.chatd.taskowner import TaskOwner
-from tether.chatd.types import AgentRow, ChatBinding, Conn
+from tether.domain.agent import AgentStatus
 from tether.errors import (
     AgentSelectionError,
     AgentTransportError,
@@ -42,7 +45,7 @@ from tether.errors import (
 from tether.testing.clock import FakeClock, settle
 from tether.testing.fake_binding_store import FakeBindingStore, agent_row
 from tether.testing.fake_dialer import DialPlan, FakeConn, FakeDialer
-from tether.workspaces.status import AgentStatus, compute_agent_status
+from tether.workspaces.status import compute_agent_status
 
 LATEST_AGENTS = "latest_build_agents"
 UPDATE = "update_build_agent_binding"
@@ -760,6 +763,7 @@ async def test_gate_checks_latest_build_and_evicts_when_stopped(w: World) -> Non
     assert await conns.gate_agent_id() == w.main.id
     assert w.store.query_names == [LATEST_AGENTS]
     w.store.stop(w.ws)
+    conns.forget_gate()  # the next turn
     with pytest.raises(WorkspaceStopped):
         await conns.gate_agent_id()
     assert conns.cached_agent is None

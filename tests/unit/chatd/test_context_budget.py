@@ -14,15 +14,15 @@ from tether.chatd import messages as cm
 from tether.chatd.compaction import cut_index
 from tether.chatd.context import (
     ELIDED_PREFIX,
-    Budget,
     Calibration,
     check_single_message,
     elide,
     is_context_overflow,
 )
 from tether.chatd.historycache import HistoryCache
-from tether.chatd.models import StoredMessage
+from tether.domain.chat import StoredMessage
 from tether.errors import ContextOverflow
+from tether.llm.budget import Budget
 
 
 def _turn(n: int, size: int = 2000) -> list[pai.ModelMessage]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from tether.chatd.lazydial import DialResult, dial_with_lazy_validation
+from tether.chatd.binding import DialResult, dial_with_lazy_validation
 from tether.chatd.taskowner import TaskOwner
 from tether.errors import AgentTransportError, AgentUnreachable, DialTimeout, WorkspaceStopped
 from tether.testing.clock import FakeClock, settle

@@ -11,11 +11,11 @@ import pytest
 from support.chats import make_chat
 from tether.agent.schemas import Instructions, Skill
 from tether.chatd import messages as cm
-from tether.chatd.models import Chat
 from tether.chatd.prompts import SUBAGENT_PROMPT, SYSTEM_PROMPT, TurnPrompt
 from tether.chatd.skills import last_injected, skill_index, skill_parts, skills_of_agent
 from tether.chatd.tools.planmode import WRITE_TOOLS, is_plan_path, plan_path
 from tether.db.chatconfig import ChatConfig
+from tether.domain.chat import Chat
 
 CHAT = uuid.UUID(int=7)
 AGENT = uuid.UUID(int=9)

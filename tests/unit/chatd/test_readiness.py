@@ -15,13 +15,13 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, cast
 
+from tether.chatd.binding import AgentRow
 from tether.chatd.tools.base import ChatdDeps
 from tether.chatd.tools.readiness import agent_readiness, build_agent_report
-from tether.chatd.types import AgentRow
 from tether.clock import SystemClock
 from tether.db.pubsub import InProcessBus
+from tether.domain.agent import Lifecycle
 from tether.settings import Settings
-from tether.workspaces.models import Lifecycle
 
 NOW = datetime(2026, 4, 1, tzinfo=UTC)
 BUILD = uuid.uuid4()

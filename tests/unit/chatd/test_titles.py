@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 from pydantic_ai.models.function import FunctionModel
 
-from tether.chatd.models import StoredMessage
 from tether.chatd.titles import (
     TITLE_MAX_CHARS,
     TRANSCRIPT_MAX_CHARS,
@@ -18,6 +17,7 @@ from tether.chatd.titles import (
     transcript,
 )
 from tether.clock import SystemClock
+from tether.domain.chat import StoredMessage
 from tether.errors import InvalidInput, ProviderTimeout
 from tether.llm.scripted import Call, Say, script_model
 from tether.testing.clock import DEFAULT_START, FakeClock, settle

@@ -24,7 +24,7 @@ from tether.agent.schemas import (
     McpToolList,
 )
 from tether.chatd import messages as cm
-from tether.chatd.conncache import ChatConnections
+from tether.chatd.binding import AgentRow, ChatBinding, ChatConnections
 from tether.chatd.instructions import InstructionFiles
 from tether.chatd.mcptools import (
     CONNECTION_FAILED,
@@ -35,24 +35,18 @@ from tether.chatd.mcptools import (
     mcp_tool,
 )
 from tether.chatd.mcpturn import STREAM_EVENT
-from tether.chatd.models import Chat, ChatStatus, StoredMessage
 from tether.chatd.stream import ChatStreamHub
 from tether.chatd.taskowner import TaskOwner
 from tether.chatd.tools.base import ChatdDeps, ChatState, ToolContext
 from tether.chatd.turn import TurnControl, TurnRunner
-from tether.chatd.types import AgentRow, ChatBinding
 from tether.db.pubsub import InProcessBus
+from tether.domain.chat import Chat, ChatStatus, StoredMessage
 from tether.errors import AgentRequestFailed
 from tether.llm.scripted import Call
 from tether.settings import Settings
 from tether.testing.clock import DEFAULT_START, FakeClock, settle
-from tether.testing.fake_agent import (
-    HANG,
-    FakeAgent,
-    FakeAgentDialer,
-    FakeMcpServer,
-    FakeMcpTool,
-)
+from tether.testing.fake_agent import FakeAgent, FakeMcpServer, FakeMcpTool
+from tether.testing.fake_agent_dialer import HANG, FakeAgentDialer
 from tether.testing.fake_binding_store import FakeBindingStore, agent_row
 from tether.testing.models import ScriptedModel
 

@@ -6,14 +6,8 @@ import asyncio
 import json
 import uuid
 
-from tether.db.pubsub import (
-    PG_MAX_IDENTIFIER,
-    PG_MAX_PAYLOAD_BYTES,
-    TRUNCATED,
-    InProcessBus,
-    encode_notification,
-    pg_channel,
-)
+from tether.db.pgbus import PG_MAX_IDENTIFIER, PG_MAX_PAYLOAD_BYTES, encode_notification, pg_channel
+from tether.db.pubsub import TRUNCATED, InProcessBus
 
 
 async def test_slow_subscriber_drops_oldest_and_never_blocks_publisher() -> None:

@@ -7,7 +7,7 @@ import pytest
 
 from tether.errors import InvalidInput
 from tether.workspaces.backends.dockerconfig import resolve
-from tether.workspaces.templates import parse_template
+from tether.workspaces.template_parse import parse_template
 
 TEMPLATE = """
 name: boxed

@@ -9,8 +9,8 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
+from tether.domain.agent import Lifecycle, WorkspaceAgent
 from tether.testing.clock import FakeClock, settle
-from tether.workspaces.models import Lifecycle, WorkspaceAgent
 from tether.workspaces.startrunning import agent_dead, dead_agents
 
 INACTIVE_S = 6.0

@@ -6,14 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tether.chatd.models import CHAT_TRANSITIONS, ChatStatus, sources_of
-from tether.workspaces.models import (
-    LIFECYCLE_TRANSITIONS,
-    JobStatus,
-    Lifecycle,
-    derive_job_status,
-    lifecycle_sources,
-)
+from tether.domain.agent import LIFECYCLE_TRANSITIONS, Lifecycle, lifecycle_sources
+from tether.domain.chat import CHAT_TRANSITIONS, ChatStatus, sources_of
+from tether.domain.workspace import JobStatus, derive_job_status
 
 T = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -9,15 +9,10 @@ from typing import Any
 
 import pytest
 
+from tether.domain.agent import AgentStatus, WorkspaceAgent
 from tether.testing.clock import DEFAULT_START
 from tether.testing.fake_binding_store import agent_row
-from tether.workspaces.models import WorkspaceAgent
-from tether.workspaces.status import (
-    AgentStatus,
-    compute_agent_status,
-    disconnected_since,
-    is_agent_unreachable,
-)
+from tether.workspaces.status import compute_agent_status, disconnected_since, is_agent_unreachable
 
 NOW = DEFAULT_START
 INACTIVE = 6.0

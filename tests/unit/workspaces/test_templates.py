@@ -8,13 +8,8 @@ from pathlib import Path
 import pytest
 
 from tether.errors import InvalidInput
-from tether.workspaces.templates import (
-    TemplateSpec,
-    parse_template,
-    spec_from_json,
-    spec_to_json,
-    validate_parameters,
-)
+from tether.workspaces.template_parse import parse_template, spec_from_json, spec_to_json
+from tether.workspaces.templates import TemplateSpec, validate_parameters
 
 EXAMPLES = Path(__file__).parents[3] / "examples" / "templates"
 

@@ -22,11 +22,11 @@ from tether.api.limits import MODEL_SPEC_MAX, SEQ_MAX, TITLE_MAX, MessageParts, 
 from tether.api.sse import SSE_RESPONSE, sse_event, sse_response
 from tether.chatd.compaction import longchat_of
 from tether.chatd.follow import follow_chat
-from tether.chatd.models import Chat, ChatStatus, QueuedMessage, StoredMessage
 from tether.chatd.service import ChatService
 from tether.chatd.stream import parse_event_id
 from tether.chatd.titles import generate_title
 from tether.db.chatlabels import KEY_MAX, LABELS_MAX, VALUE_MAX
+from tether.domain.chat import Chat, ChatStatus, QueuedMessage, StoredMessage
 from tether.errors import InvalidInput
 
 TITLE_HISTORY_MESSAGES = 20  # the start of the conversation names it

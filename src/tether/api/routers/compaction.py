@@ -15,10 +15,10 @@ from pydantic import BaseModel, Field
 
 from tether.api.auth import CurrentUser, graph_of
 from tether.chatd.compaction import longchat_of
-from tether.chatd.models import Chat, ChatStatus
 from tether.db.compactions import Compaction
+from tether.domain.chat import Chat, ChatStatus
+from tether.domain.user import User
 from tether.errors import Conflict
-from tether.workspaces.models import User
 
 router = APIRouter(prefix="/api/v1/chats", tags=["chats"])
 

@@ -10,9 +10,9 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel
 
 from tether.api.auth import AdminUser, CurrentUser, graph_of
+from tether.domain.user import User
 from tether.llm.config import AdminModelInput, AdminModelPatch, ModelConfig
 from tether.llm.registry import ModelRegistry
-from tether.workspaces.models import User
 
 router = APIRouter(prefix="/api/v1/models", tags=["models"])
 

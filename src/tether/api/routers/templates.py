@@ -10,8 +10,8 @@ from pydantic import BaseModel, Field
 from tether.api.auth import AdminUser, CurrentUser, graph_of
 from tether.api.limits import TEMPLATE_SOURCE_MAX_CHARS
 from tether.api.schemas import TemplateOut
-from tether.workspaces.models import Template
-from tether.workspaces.templates import parse_template, spec_to_json
+from tether.domain.workspace import Template
+from tether.workspaces.template_parse import parse_template, spec_to_json
 
 router = APIRouter(prefix="/api/v1/templates", tags=["templates"])
 

@@ -20,8 +20,8 @@ from tether.api.revocation import publish_revoked
 from tether.api.schemas import UserOut
 from tether.api.useradmin import delete_user
 from tether.db.users import ApiToken
+from tether.domain.user import User
 from tether.errors import Conflict, Forbidden, InvalidInput
-from tether.workspaces.models import User
 
 router = APIRouter(prefix="/api/v1/users", tags=["users"])
 

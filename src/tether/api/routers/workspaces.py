@@ -14,10 +14,11 @@ from tether.api.limits import COMMAND_MAX_CHARS, PATH_MAX, SEQ_MAX, Name, Parame
 from tether.api.routers.templates import resolve_template
 from tether.api.schemas import BuildOut, WorkspaceOut
 from tether.api.sse import SSE_RESPONSE, sse_event, sse_response
+from tether.domain.agent import AgentStatus, Lifecycle
+from tether.domain.user import User
+from tether.domain.workspace import LogLine, Transition, Workspace
 from tether.errors import InvalidInput, NotFound, WorkspaceStopped
 from tether.workspaces import events
-from tether.workspaces.models import Lifecycle, LogLine, Transition, User, Workspace
-from tether.workspaces.status import AgentStatus
 
 router = APIRouter(prefix="/api/v1/workspaces", tags=["workspaces"])
 

@@ -37,9 +37,8 @@ from pydantic_ai import Tool
 from pydantic_ai.exceptions import ToolFailed
 
 from tether.agentconn.client import AgentClient
-from tether.chatd.conncache import ChatConnections, Dialer
+from tether.chatd.binding import ChatConnections, Dialer
 from tether.chatd.messages import INVALID_JSON_KEY, render_tool_error
-from tether.chatd.models import Chat
 from tether.chatd.stream import ChatStreamHub
 from tether.clock import Clock
 from tether.db.agents import AgentStore
@@ -49,6 +48,8 @@ from tether.db.pubsub import EventBus
 from tether.db.templates import TemplateStore
 from tether.db.users import UserStore
 from tether.db.workspaces import WorkspaceStore
+from tether.domain.chat import Chat
+from tether.domain.workspace import JobStatus, Transition
 from tether.errors import (
     AgentRequestFailed,
     AgentUnreachable,
@@ -61,7 +62,6 @@ from tether.errors import (
 )
 from tether.observability.metrics import Metrics
 from tether.settings import Settings
-from tether.workspaces.models import JobStatus, Transition
 from tether.workspaces.service import WorkspaceService
 
 log = logging.getLogger(__name__)
@@ -115,12 +115,10 @@ class ToolContext:
     # Set by the turn runner: re-reads instruction files and primes the MCP cache once a
     # lifecycle tool has seen the (new) agent ready, so the following steps see both.
     on_workspace_ready: Callable[[], Awaitable[None]] | None = None
-    # The pre-dial gate's answer for this turn's pre-LLM steps (agent id or the typed
-    # error): the steps start a moment apart and must not each query the latest build.
-    _gate: tuple[int, uuid.UUID | BaseException] | None = field(
-        default=None, init=False, repr=False
-    )
-    _gate_lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # a turn's pre-LLM steps get a fresh pre-dial gate answer (docs/behaviour.md §4.3)
+        self.conns.forget_gate()
 
     @property
     def chat_id(self) -> uuid.UUID:
@@ -181,29 +179,10 @@ class ToolContext:
             return WorkspaceStopped("the workspace's last start was canceled; use start_workspace")
         return err
 
-    async def gate_agent_id(self) -> uuid.UUID:
-        """The pre-dial gate (docs/behaviour.md §4.3), checked once and shared by the pre-LLM
-        steps of a turn. The answer holds while the chat's connection state is unchanged:
-        an eviction (build event, transport failure) or a re-bind forgets it, and so does
-        :meth:`workspace_ready`."""
-        resolver = self.conns.resolver
-        async with self._gate_lock:
-            if self._gate is None or self._gate[0] != resolver.generation:
-                outcome: uuid.UUID | BaseException
-                try:
-                    outcome = await self.conns.gate_agent_id()
-                except TetherError as err:
-                    outcome = err
-                self._gate = (resolver.generation, outcome)
-            answer = self._gate[1]
-        if isinstance(answer, BaseException):
-            raise answer
-        return answer
-
     async def workspace_ready(self) -> None:
         """A lifecycle tool saw the chat's agent ready: run the turn's hook (bounded and
         failure-tolerant itself; an error here never fails the tool)."""
-        self._gate = None
+        self.conns.forget_gate()
         if self.on_workspace_ready is None:
             return
         try:

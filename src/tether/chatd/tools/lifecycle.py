@@ -20,10 +20,12 @@ from typing import Any
 from pydantic import Field
 from pydantic_ai import Tool
 
-from tether.chatd.adapters import binding_of
-from tether.chatd.agentselect import select_chat_agent
+from tether.chatd.binding import binding_of, select_chat_agent
 from tether.chatd.tools.base import Args, ToolContext, invalid_arguments, make_tool
 from tether.chatd.tools.readiness import agent_readiness, build_agent_report, wait_build
+from tether.domain.agent import AgentStatus
+from tether.domain.user import Role, User
+from tether.domain.workspace import Build, JobStatus, Transition, Workspace
 from tether.errors import (
     AgentSelectionError,
     Forbidden,
@@ -33,11 +35,10 @@ from tether.errors import (
     TetherError,
     WorkspaceDeleted,
 )
-from tether.workspaces.models import Build, JobStatus, Role, Transition, User, Workspace
 from tether.workspaces.service import NAME_RE
 from tether.workspaces.startrunning import StartAction, StartOutcome
-from tether.workspaces.status import AgentStatus, compute_agent_status
-from tether.workspaces.templates import spec_from_json
+from tether.workspaces.status import compute_agent_status
+from tether.workspaces.template_parse import spec_from_json
 
 PAGE_SIZE = 10
 _IN_PROGRESS = (JobStatus.PENDING, JobStatus.RUNNING)

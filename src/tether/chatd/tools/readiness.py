@@ -10,12 +10,12 @@ import asyncio
 import uuid
 from typing import Any
 
-from tether.chatd.agentselect import select_chat_agent
+from tether.chatd.binding import AgentRow, select_chat_agent
 from tether.chatd.tools.base import ChatdDeps
-from tether.chatd.types import AgentRow
+from tether.domain.agent import Lifecycle
+from tether.domain.workspace import JobStatus
 from tether.errors import AgentSelectionError, NoRunningAgent, Timeout
 from tether.workspaces import events
-from tether.workspaces.models import JobStatus, Lifecycle
 
 _WAITING_LIFECYCLE = (Lifecycle.CREATED, Lifecycle.STARTING)
 

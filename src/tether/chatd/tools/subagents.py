@@ -14,8 +14,8 @@ from typing import Any
 from pydantic import Field
 from pydantic_ai import Tool
 
-from tether.chatd.models import Chat, ChatStatus
 from tether.chatd.tools.base import Args, ToolContext, invalid_arguments, make_tool
+from tether.domain.chat import Chat, ChatStatus
 from tether.errors import Conflict, NotFound
 
 CHATS_CHANNEL = "chats"

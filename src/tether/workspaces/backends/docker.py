@@ -39,10 +39,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shlex
 import shutil
 import signal
-import sys
 import sysconfig
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -62,6 +60,7 @@ from tether.workspaces.backends import procs
 from tether.workspaces.backends import sandbox_launch as launch
 from tether.workspaces.backends.base import AgentLaunch, LogSink, WorkspaceRef, WorkspaceRuntime
 from tether.workspaces.backends.dockerconfig import DockerConfig, resolve
+from tether.workspaces.backends.dockerscript import AGENT_MARK, RUN, container_script
 
 LABEL = "tether.managed"
 LABEL_WORKSPACE = "tether.workspace"
@@ -69,14 +68,12 @@ LABEL_BUILD = "tether.build"
 LABEL_OWNER = "tether.owner"
 LABEL_AGENTS = "tether.agents"
 HOME = "/home/workspace"
-RUN = "/run/tether"
 OPT = "/opt/tether"
 RELAY_SOCKET = "server.sock"
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"  # the engine's own default
 # The agents' uid (and gid) in containers when the server runs as root: one no host account
 # should use, since the runtime dir on the host (sockets, credentials files) is theirs.
 AGENT_UID = 65532
-AGENT_MARK = "tether_agent"  # ``python3 -X tether_agent=<id>``: finds the agent in ``top``
 _POLL_S = 0.1
 
 
@@ -367,71 +364,6 @@ class DockerBackend:
             labels[LABEL_AGENTS] = ",".join(str(a.agent_id) for a in agents)
         return labels
 
-    def _preflight(self) -> str:
-        """A Python check run before the agents: the image's Python is the server's minor
-        version (the mounted packages need it) and the agent program is there. A failure
-        ends the container at once with the reason, which the build log shows."""
-        want = f"{sys.version_info.major}.{sys.version_info.minor}"
-        if self.agent_args[:1] == ["-m"]:
-            target = f"importlib.util.find_spec({self.agent_args[1]!r}) is not None"
-        else:
-            target = f"os.access({self.agent_args[0]!r}, os.R_OK)"
-        code = (
-            "import importlib.util, os, sys\n"
-            "have = '%d.%d' % sys.version_info[:2]\n"
-            f"if have != {want!r}: sys.exit('tether: the image has Python ' + have + "
-            f"', the agent needs {want} (the server\\'s)')\n"
-            f"if not ({target}): sys.exit('tether: agent program not found: "
-            f"{' '.join(self.agent_args)}')\n"
-        )
-        return f"{shlex.quote(self.python)} -c {shlex.quote(code)} || exit 3"
-
-    def _drop(self) -> str:
-        """Python that drops to the agents' uid/gid (when root) and execs its arguments: the
-        image needs nothing but its Python for it."""
-        uid = self.agent_uid
-        return (
-            "import os, sys\n"
-            "if os.getuid() == 0:\n"
-            f"    os.setgroups([]); os.setgid({uid}); os.setuid({uid})\n"
-            "os.execvp(sys.argv[1], sys.argv[1:])\n"
-        )
-
-    def _script(self, agents: list[AgentLaunch]) -> str:
-        """The container's command: check, start every agent, forward SIGTERM, wait.
-
-        The marker is spelled through ``$m`` so this script's own command line (visible in
-        ``top``) never matches an agent."""
-        lines = [
-            f"command -v {shlex.quote(self.python)} >/dev/null || "
-            f"{{ echo 'tether: {self.python} not found in the image' >&2; exit 127; }}",
-            self._preflight(),
-            f"m={AGENT_MARK}",
-            # the home volume is created root-owned; the agents own it (not recursive: what
-            # is inside was made by them)
-            f'[ "$(id -u)" != 0 ] || chown {self.agent_uid}:{self.agent_uid} "$HOME"',
-            "pids=''",
-            "trap 'kill -TERM $pids 2>/dev/null; wait; exit 0' TERM INT",
-            'cd "$HOME"',
-        ]
-        for agent in agents:
-            aid = agent.agent_id
-            env = {
-                "TETHER_AGENT_ID": str(aid),
-                "TETHER_AGENT_LISTEN": f"unix:{RUN}/{aid}.sock",
-                "TETHER_AGENT_CREDENTIALS_FILE": f"{RUN}/{aid}.cred",
-            }
-            assigns = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
-            python = shlex.quote(self.python)
-            command = (
-                f"{python} -c {shlex.quote(self._drop())} "
-                f'{python} -X "$m={aid}" {shlex.join(self.agent_args)}'
-            )
-            lines.append(f"env {assigns} {command} &")
-            lines.append('pids="$pids $!"')
-        lines.append("wait")
-        return "\n".join(lines)
-
     def _env(self, ws: WorkspaceRef, config: DockerConfig) -> list[str]:
         env = dict(config.env)
         env.update(
@@ -483,7 +415,16 @@ class DockerBackend:
             host["PidsLimit"] = config.pids_limit
         body: dict[str, Any] = {
             "Image": config.image,
-            "Cmd": ["/bin/sh", "-c", self._script(agents)],
+            "Cmd": [
+                "/bin/sh",
+                "-c",
+                container_script(
+                    agents,
+                    python=self.python,
+                    agent_args=self.agent_args,
+                    agent_uid=self.agent_uid,
+                ),
+            ],
             "Env": self._env(ws, config),
             "WorkingDir": HOME,
             "Labels": self._labels(ws, agents),

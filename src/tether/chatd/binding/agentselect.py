@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from tether.chatd.types import AgentRow
+from tether.chatd.binding.types import AgentRow
 from tether.errors import AgentSelectionError, WorkspaceStopped
 
 

@@ -32,8 +32,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from tether.chatd.binding.types import Conn
 from tether.chatd.taskowner import TaskOwner
-from tether.chatd.types import Conn
 from tether.clock import Clock
 from tether.errors import AgentUnreachable, DialTimeout, WorkspaceError
 

@@ -26,8 +26,8 @@ import uuid
 from collections.abc import Callable
 from typing import Protocol
 
-from tether.chatd.agentselect import select_chat_agent
-from tether.chatd.types import AgentRow, ChatBinding
+from tether.chatd.binding.agentselect import select_chat_agent
+from tether.chatd.binding.types import AgentRow, ChatBinding
 from tether.errors import (
     Conflict,
     NoRunningAgent,

@@ -9,7 +9,7 @@ the entry is evicted, and the next call goes once through the lazy-validation di
 repairs a stale binding or yields a typed error. Build-transition events call
 :meth:`ChatConnections.evict` so stops and rebuilds are noticed without waiting.
 
-Miss path: resolve the agent (:class:`~tether.chatd.binding.AgentResolver`), dial it with
+Miss path: resolve the agent (:class:`~tether.chatd.binding.resolver.AgentResolver`), dial it with
 lazy validation under ``dial_timeout``, persist a switched agent, cache the conn. Misses are
 single-flight: concurrent callers wait for the one dial in progress and share its conn.
 """
@@ -24,10 +24,10 @@ from collections.abc import Awaitable, Callable
 from typing import Generic, Protocol, TypeVar
 
 from tether.agentconn.execstream import copy_partial
-from tether.chatd.binding import AgentResolver, BindingStore, gate_agent_id
-from tether.chatd.lazydial import close_quietly, dial_with_lazy_validation
+from tether.chatd.binding.lazydial import close_quietly, dial_with_lazy_validation
+from tether.chatd.binding.resolver import AgentResolver, BindingStore, gate_agent_id
+from tether.chatd.binding.types import AgentRow, ChatBinding, Conn
 from tether.chatd.taskowner import TaskOwner
-from tether.chatd.types import AgentRow, ChatBinding, Conn
 from tether.clock import Clock
 from tether.errors import (
     AgentTransportError,
@@ -91,7 +91,10 @@ class ChatConnections(Generic[C]):
         self._conn: C | None = None
         self._conn_workspace_id: uuid.UUID | None = None
         self._miss_lock = asyncio.Lock()
-        self._gate_flight: asyncio.Task[uuid.UUID] | None = None
+        # The pre-dial gate's one memo: the check (in flight or done) and the resolver
+        # generation it ended in (docs/behaviour.md §4.3).
+        self._gate: asyncio.Task[uuid.UUID] | None = None
+        self._gate_generation = -1
 
     # --- state ---------------------------------------------------------------------------
 
@@ -188,18 +191,37 @@ class ChatConnections(Generic[C]):
             ) from err
 
     async def gate_agent_id(self) -> uuid.UUID:
-        """The pre-dial gate for pre-LLM steps (docs/behaviour.md §4.3). With a cached conn it
-        answers from the cache (a warm turn makes no query); otherwise it checks the latest
-        build and evicts when the workspace has no agent."""
+        """The pre-dial gate for pre-LLM steps (docs/behaviour.md §4.3), memoised here and
+        nowhere else. With a cached conn it answers from the cache (a warm turn makes no
+        query). Otherwise one check — the latest build, or a resolution when the binding is
+        incomplete; no agent evicts — is shared by every caller, and its answer (an agent id
+        or a typed error) holds until :meth:`forget_gate` (a new turn, a workspace made
+        ready), an eviction or a re-bind."""
         if self._hit() is not None and self.resolver.cached_agent is not None:
             return self.resolver.cached_agent.id
-        # The pre-LLM steps gate in parallel: share one check instead of querying per step.
-        flight = self._gate_flight
-        if flight is None or flight.done():
-            flight = self._gate_flight = self._drain.spawn(
-                gate_agent_id(self.resolver, on_no_agent=self.evict), name="gate-agent-id"
-            )
-        return await asyncio.shield(flight)
+        gate = self._gate
+        if gate is None or not self._holds(gate):
+            gate = self._gate = self._drain.spawn(self._check_gate(), name="gate-agent-id")
+        return await asyncio.shield(gate)
+
+    def forget_gate(self) -> None:
+        """The next :meth:`gate_agent_id` checks again (a caller waiting on a check in
+        flight still gets its answer)."""
+        self._gate = None
+
+    def _holds(self, gate: asyncio.Task[uuid.UUID]) -> bool:
+        if not gate.done():
+            return True  # in flight: share it
+        if gate.cancelled() or not isinstance(gate.exception(), TetherError | None):
+            return False  # an untyped failure is no answer
+        return self._gate_generation == self.resolver.generation
+
+    async def _check_gate(self) -> uuid.UUID:
+        try:
+            return await gate_agent_id(self.resolver, on_no_agent=self.evict)
+        finally:
+            if self._gate is asyncio.current_task():  # not forgotten meanwhile
+                self._gate_generation = self.resolver.generation
 
     def _hit(self) -> C | None:
         if self._conn is None:

@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass, replace
 from typing import Protocol, TypeAlias
 
-from tether.workspaces.models import WorkspaceAgent
+from tether.domain.agent import WorkspaceAgent
 
 # The agent row chatd reads. It is the workspace domain type itself (id, build_id,
 # workspace_id, name, display_order, chat, parent_id, timestamps, connection_timeout_s,

@@ -1,6 +1,6 @@
 """The real implementations of the binding seams: :class:`StoreBinding` (the
-:class:`~tether.chatd.binding.BindingStore` over the database stores) and
-:class:`AgentDialer` (the :class:`~tether.chatd.conncache.Dialer` over
+:class:`~tether.chatd.binding.resolver.BindingStore` over the database stores) and
+:class:`AgentDialer` (the :class:`~tether.chatd.binding.conncache.Dialer` over
 :func:`tether.agentconn.dial.dial`), which fails at once for an agent whose session went
 silent (:mod:`tether.agentconn.liveness`)."""
 
@@ -11,10 +11,10 @@ import uuid
 from tether.agentconn.client import AgentClient
 from tether.agentconn.dial import dial
 from tether.agentconn.liveness import AgentLiveness
-from tether.chatd.models import Chat
-from tether.chatd.types import AgentRow, ChatBinding
+from tether.chatd.binding.types import AgentRow, ChatBinding
 from tether.db.agents import AgentStore
 from tether.db.chats import ChatStore
+from tether.domain.chat import Chat
 from tether.errors import AgentTransportError
 from tether.observability.logs import bind_log_ids
 from tether.observability.metrics import Metrics
@@ -33,7 +33,7 @@ def binding_of(chat: Chat) -> ChatBinding:
 
 
 class StoreBinding:
-    """:class:`~tether.chatd.binding.BindingStore` backed by the chat and agent stores."""
+    """:class:`~tether.chatd.binding.resolver.BindingStore` backed by the chat and agent stores."""
 
     def __init__(
         self, chats: ChatStore, agents: AgentStore, *, metrics: Metrics | None = None
