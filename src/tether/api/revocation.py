@@ -21,9 +21,11 @@ from typing import Any
 from fastapi import Request
 
 from tether.api.sse import sse_event
+from tether.cancellation import cancel_and_wait
+from tether.channels import IDENTITY
 from tether.errors import Unauthorized
 
-CHANNEL = "identity"
+CHANNEL = IDENTITY  # the bus channel (defined in tether.channels)
 
 
 async def publish_revoked(
@@ -86,9 +88,7 @@ async def guard_stream(request: Request, events: AsyncIterator[str]) -> AsyncIte
                         return
                     yield item
                     continue
-                step.cancel()
-                with contextlib.suppress(BaseException):
-                    await step
+                await cancel_and_wait(step)
                 if watcher.exception() is None:
                     error = Unauthorized("the API token of this stream is no longer valid")
                     yield sse_event(error.to_dict(), event="error")
@@ -96,11 +96,7 @@ async def guard_stream(request: Request, events: AsyncIterator[str]) -> AsyncIte
         finally:
             # a stream closed by its client leaves the pending step behind: end it here,
             # or it finishes later with an exception nobody retrieves
-            for task in (watcher, step):
-                if task is not None:
-                    task.cancel()
-                    with contextlib.suppress(BaseException):
-                        await task
+            await cancel_and_wait(watcher, step)
             aclose = getattr(events, "aclose", None)
             if aclose is not None:
                 with contextlib.suppress(Exception):

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from tether.channels import CHATS, chat_channel
 from tether.chatd.context import Budget, check_single_message
 from tether.chatd.follow import status_data
 from tether.chatd.models import Chat, ChatStatus, QueuedMessage, StoredMessage
@@ -33,16 +34,10 @@ from tether.workspaces.service import WorkspaceService
 Busy = Literal["queue", "interrupt"]
 Content = str | Sequence[dict[str, Any]]
 
-WORKER_CHANNEL = "chats"
 TITLE_CHARS = 60
 MAX_TITLE = 256
 MAX_MESSAGES_PAGE = 500
 BUSY_STATUSES = frozenset({ChatStatus.PENDING, ChatStatus.RUNNING, ChatStatus.INTERRUPTING})
-
-
-def chat_channel(chat_id: uuid.UUID) -> str:
-    """The bus channel of one chat's control events (interrupt)."""
-    return f"chat:{chat_id}"
 
 
 @dataclass(frozen=True)
@@ -331,7 +326,7 @@ class ChatService:
         self.hub.publish(chat_id, "queue_update", {"queued": [queued_json(q) for q in queued]})
 
     async def _wake_workers(self, chat_id: uuid.UUID) -> None:
-        await self._bus.publish(WORKER_CHANNEL, {"chat_id": str(chat_id), "type": "pending"})
+        await self._bus.publish(CHATS, {"chat_id": str(chat_id), "type": "pending"})
 
     # Last in the class on purpose: a method named ``list`` shadows the builtin for the
     # annotations of the methods defined after it.

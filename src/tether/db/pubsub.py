@@ -31,6 +31,7 @@ from typing import Any, Protocol
 import asyncpg
 from sqlalchemy.engine import make_url
 
+from tether.cancellation import cancel_and_wait
 from tether.clock import Clock, SystemClock
 from tether.errors import Timeout
 
@@ -274,10 +275,7 @@ class PostgresBus:
 
     async def close(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
     async def __aenter__(self) -> PostgresBus:
         await self.start()

@@ -8,7 +8,6 @@ time: two ``COUNT`` queries per scrape, nothing on the hot paths."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any
 
@@ -18,6 +17,7 @@ from fastapi import APIRouter, Request, Response
 from starlette.types import Receive, Scope, Send
 
 from tether.api.auth import AdminUser, graph_of
+from tether.cancellation import cancel_and_wait
 from tether.db import tables as t
 from tether.errors import TetherError
 from tether.observability.metrics import Metrics
@@ -107,5 +107,5 @@ async def serve_metrics(graph: Any) -> None:
         await asyncio.shield(task)
     finally:  # cancelled with the server: close the listener before going
         server.should_exit = True
-        with contextlib.suppress(BaseException):
-            await asyncio.wait_for(task, STOP_TIMEOUT_S)
+        await asyncio.wait({task}, timeout=STOP_TIMEOUT_S)
+        await cancel_and_wait(task, timeout=STOP_TIMEOUT_S)  # a listener that would not stop

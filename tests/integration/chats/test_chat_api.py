@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from chat_env import ChatEnv, FakeWorker
 
+from tether.channels import chat_channel
 from tether.chatd.models import ChatStatus
-from tether.chatd.service import chat_channel
 from tether.sdk.errors import ApiError
 
 

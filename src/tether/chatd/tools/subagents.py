@@ -14,11 +14,11 @@ from typing import Any
 from pydantic import Field
 from pydantic_ai import Tool
 
+from tether.channels import CHATS, chat_channel
 from tether.chatd.models import Chat, ChatStatus
 from tether.chatd.tools.base import Args, ToolContext, invalid_arguments, make_tool
 from tether.errors import Conflict, NotFound
 
-CHATS_CHANNEL = "chats"
 POLL_S = 0.2
 _IDLE = (ChatStatus.WAITING, ChatStatus.ERROR)
 
@@ -32,11 +32,6 @@ def bounded_report(text: str) -> str:
         return text
     note = "\n[the report was truncated; read the subagent chat for the rest]"
     return text[: REPORT_MAX_CHARS - len(note)] + note
-
-
-def chat_channel(chat_id: uuid.UUID) -> str:
-    """Per-chat bus channel: control (``{"type": "interrupt"}``) and status hints."""
-    return f"chat:{chat_id}"
 
 
 class SpawnArgs(Args):
@@ -115,7 +110,7 @@ def subagent_tools(ctx: ToolContext) -> list[Tool[Any]]:
             copy_messages=context,
             plan_mode=parent.plan_mode,  # SA-2
         )
-        await deps.bus.publish(CHATS_CHANNEL, {"chat_id": str(created.id)})
+        await deps.bus.publish(CHATS, {"chat_id": str(created.id)})
         return {"chat_id": str(created.id), "title": created.title, "status": created.status.value}
 
     async def wait_agent(args: WaitArgs) -> dict[str, Any]:
@@ -155,7 +150,7 @@ def subagent_tools(ctx: ToolContext) -> list[Tool[Any]]:
             queued = True
             if args.interrupt:
                 await request_interrupt(ctx, chat)
-        await deps.bus.publish(CHATS_CHANNEL, {"chat_id": str(chat.id)})
+        await deps.bus.publish(CHATS, {"chat_id": str(chat.id)})
         return {"chat_id": str(chat.id), "queued": queued}
 
     async def close_agent(args: CloseArgs) -> dict[str, Any]:
