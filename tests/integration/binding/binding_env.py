@@ -26,9 +26,6 @@ from typing import Any
 import sqlalchemy as sa
 from pydantic_ai.models import Model
 
-from support.agents import agent_pid as support_agent_pid
-from support.chat_driver import ChatDriver
-from support.server import RunningServer, fast_settings, free_port, running_server
 from tether.chatd.adapters import AgentDialer, StoreBinding
 from tether.chatd.install import install_chatd
 from tether.chatd.models import Chat
@@ -38,6 +35,14 @@ from tether.db.engine import StatementCounter
 from tether.db.tables import workspace_agents
 from tether.llm.scripted import script_model
 from tether.settings import Settings
+from tether.testing.harness import (
+    ChatDriver,
+    RunningServer,
+    fast_settings,
+    free_port,
+    running_server,
+)
+from tether.testing.harness import agent_pid as support_agent_pid
 from tether.workspaces.models import Lifecycle, Role, Transition, User
 from tether.workspaces.templates import parse_template, spec_to_json
 
