@@ -54,7 +54,7 @@ pytest: $(STAMP) sysdeps
 test: lint typecheck pytest
 
 bench: $(STAMP)
-	$(BIN)/python bench/workspace.py
+	$(BIN)/python -m bench.workspace
 
 clean:
 	rm -rf $(VENV)

@@ -16,7 +16,7 @@ each turn, and a StatementCounter on the engine. Measures, over >= --trials tria
 
 Prints figures, then one JSON object as the last line.
 
-    .venv/bin/python bench/binding.py [--trials 20]
+    .venv/bin/python -m bench.binding [--trials 20]
 """
 
 from __future__ import annotations
@@ -25,26 +25,20 @@ import argparse
 import asyncio
 import json
 import re
-import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
-sys.path.insert(0, str(REPO / "tests" / "integration" / "binding"))
-
-from binding_env import (  # noqa: E402
+from tests.integration.binding.binding_env import (
     BindingEnv,
     binding_env,
     resolution_queries,
     tcp_black_hole,
 )
-
-from tether.domain.chat import ChatStatus  # noqa: E402
-from tether.domain.workspace import Transition  # noqa: E402
-from tether.llm.scripted import Call, Say, script_model  # noqa: E402
+from tether.domain.chat import ChatStatus
+from tether.domain.workspace import Transition
+from tether.llm.scripted import Call, Say, script_model
 
 SELECT = re.compile(r"^\s*SELECT\b", re.IGNORECASE)
 EXECUTE = script_model([Call("execute", {"command": "true"}), Say("ok")])

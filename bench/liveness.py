@@ -14,7 +14,7 @@ liveness settings (session ping 1 s, ``agent_unreachable_after_s`` 3 s). Per tri
 
 Prints figures, then one JSON object as the last line.
 
-    .venv/bin/python bench/liveness.py [--trials 3]
+    .venv/bin/python -m bench.liveness [--trials 3]
 """
 
 from __future__ import annotations
@@ -24,20 +24,14 @@ import asyncio
 import json
 import os
 import signal
-import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
-sys.path.insert(0, str(REPO / "tests" / "integration" / "binding"))
-
-from binding_env import BindingEnv, binding_env  # noqa: E402
-
-from tether.domain.chat import ChatStatus  # noqa: E402
-from tether.llm.scripted import Call, Say, script_model  # noqa: E402
+from tests.integration.binding.binding_env import BindingEnv, binding_env
+from tether.domain.chat import ChatStatus
+from tether.llm.scripted import Call, Say, script_model
 
 
 async def _until(predicate: object, timeout: float) -> None:

@@ -15,7 +15,7 @@ workspace. ``--window T`` gives the model a context window of T tokens (compacti
 without it the model states none (nothing is measured or compacted). The benchmark runs
 on code without the long-chat modules too (for the "before" figure).
 
-    .venv/bin/python bench/longchat.py --long 300 --chats 20 --turns 25 --window 8000
+    .venv/bin/python -m bench.longchat --long 300 --chats 20 --turns 25 --window 8000
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import json
 import os
-import sys
 import tempfile
 import time
 import uuid
@@ -34,15 +33,12 @@ from typing import Any
 
 import httpx
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
-
-from benchlib import IDLE, final_status, wait_ready  # noqa: E402
-from support.server import fast_settings, running_server  # noqa: E402
-from tether.chatd.install import install_chatd  # noqa: E402
-from tether.demo import kill_workspace_processes  # noqa: E402
-from tether.domain.chat import Chat  # noqa: E402
-from tether.llm.scripted import Call, Say, script_model  # noqa: E402
+from bench.benchlib import IDLE, final_status, wait_ready
+from tether.chatd.install import install_chatd
+from tether.demo import kill_workspace_processes
+from tether.domain.chat import Chat
+from tether.llm.scripted import Call, Say, script_model
+from tether.testing.harness import fast_settings, running_server
 
 try:  # absent before the long-chat work: the "before" run states no window
     from tether.llm.budget import Budget, attach_budget

@@ -12,7 +12,7 @@ whether the working server's tools were in that first call. ``--only-hanging`` d
 echo server (then the old code cached nothing and waited again on later turns). Prints
 figures, then one JSON object as the last line.
 
-    .venv/bin/python bench/mcp.py
+    .venv/bin/python -m bench.mcp
 """
 
 from __future__ import annotations
@@ -31,14 +31,13 @@ from typing import Any
 import httpx
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
 
-from benchlib import final_status, wait_ready  # noqa: E402
-from support.server import fast_settings, running_server  # noqa: E402
+from bench.benchlib import final_status, wait_ready  # noqa: E402
 from tether.chatd.install import install_chatd  # noqa: E402
 from tether.demo import kill_workspace_processes  # noqa: E402
 from tether.domain.chat import Chat  # noqa: E402
 from tether.llm.scripted import Say, script_model  # noqa: E402
+from tether.testing.harness import fast_settings, running_server  # noqa: E402
 
 FIXTURES = REPO / "tests" / "fixtures"
 READY_TIMEOUT_S = 120.0

@@ -21,7 +21,7 @@ agent connections can be timed. Per turn:
 Workspaces are created with bounded concurrency and all stopped at the end (stragglers are
 killed). Prints figures, then one JSON object as the last line.
 
-    .venv/bin/python bench/turns.py --chats 10
+    .venv/bin/python -m bench.turns --chats 10
 """
 
 from __future__ import annotations
@@ -42,20 +42,16 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from pydantic_ai.models.function import FunctionModel
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
-
-from pydantic_ai.models.function import FunctionModel  # noqa: E402
-
-from benchlib import final_status, wait_ready  # noqa: E402
-from support.server import fast_settings, running_server  # noqa: E402
-from tether.chatd.binding import AgentDialer  # noqa: E402
-from tether.chatd.install import install_chatd  # noqa: E402
-from tether.db.engine import StatementCounter  # noqa: E402
-from tether.demo import kill_workspace_processes  # noqa: E402
-from tether.domain.chat import Chat  # noqa: E402
-from tether.llm.scripted import zero_latency_execute_model  # noqa: E402
+from bench.benchlib import final_status, wait_ready
+from tether.chatd.binding import AgentDialer
+from tether.chatd.install import install_chatd
+from tether.db.engine import StatementCounter
+from tether.demo import kill_workspace_processes
+from tether.domain.chat import Chat
+from tether.llm.scripted import zero_latency_execute_model
+from tether.testing.harness import fast_settings, running_server
 
 TURNS_PER_CHAT = 5
 CREATE_CONCURRENCY = 8

@@ -4,7 +4,7 @@ concurrency on one agent, and agent responsiveness during a command.
 Runs a real server (uvicorn on loopback, SQLite, local backend) and real `tether agent`
 processes. Prints human-readable figures, then one JSON object as the last line.
 
-    .venv/bin/python bench/workspace.py [--workspaces 10] [--execs 200]
+    .venv/bin/python -m bench.workspace [--workspaces 10] [--execs 200]
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import asyncio
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 import uuid
@@ -22,11 +21,8 @@ from pathlib import Path
 
 import httpx
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
-
-from support.server import fast_settings, running_server  # noqa: E402
-from tether.agentconn.client import AgentClient  # noqa: E402
+from tether.agentconn.client import AgentClient
+from tether.testing.harness import fast_settings, running_server
 
 
 def agent_rss_mb(server_url: str) -> list[float]:

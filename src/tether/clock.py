@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Protocol, TypeVar
+
+from tether.cancellation import cancel_and_wait
+
+T = TypeVar("T")
 
 
 class Clock(Protocol):
@@ -36,6 +41,20 @@ class SystemClock:
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds))
+
+
+async def within(clock: Clock, seconds: float, aw: Awaitable[T]) -> T:
+    """Await ``aw`` for at most ``seconds`` of ``clock`` time; then cancel it and raise
+    :class:`TimeoutError`. (A clock timer, so tests drive deadlines with a fake clock.)"""
+    task = asyncio.ensure_future(aw)
+    timer = asyncio.ensure_future(clock.sleep(seconds))
+    try:
+        await asyncio.wait({task, timer}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        await cancel_and_wait(timer, None if task.done() else task)
+    if task.cancelled():
+        raise TimeoutError(f"gave up after {seconds:g}s")
+    return task.result()
 
 
 def utcnow() -> datetime:

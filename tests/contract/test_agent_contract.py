@@ -24,14 +24,12 @@ from typing import Any, Protocol
 
 import pytest
 
+from support.agent_procs import RunningAgent, start_agent, stop_agent
 from tether.agent.schemas import BackgroundStarted, ExecResult, FileEdits
 from tether.errors import AgentRequestFailed, AgentTransportError
 from tether.testing.fake_agent import FakeAgent, FakeMcpServer, FakeMcpTool
 from tether.testing.fake_agent_dialer import FakeAgentDialer
 from tether.testing.fake_binding_store import agent_row
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration" / "agent"))
-from agent_procs import RunningAgent, start_agent, stop_agent
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 ECHO_SERVER = FIXTURES / "mcp_echo_server.py"

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -27,6 +26,7 @@ from typing import Any, Protocol
 
 import pytest
 
+from support.agent_procs import RunningAgent, start_agent, stop_agent
 from tether.agentconn.liveness import AgentLiveness
 from tether.chatd.binding import (
     ANCESTOR_CHAT_IDS_HEADER,
@@ -38,9 +38,6 @@ from tether.chatd.binding import (
 from tether.errors import AgentTransportError
 from tether.testing.fake_binding_store import agent_row
 from tether.testing.fake_dialer import DialPlan, FakeDialer
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration" / "agent"))
-from agent_procs import RunningAgent, start_agent, stop_agent
 
 CONNECT_TIMEOUT = 0.3
 FAST_S = 0.5

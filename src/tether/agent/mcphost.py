@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import importlib
 import logging
 import sys
@@ -154,9 +153,9 @@ class _Connection:
             self._cancel()  # still connecting: nothing to close gracefully
         done, _ = await asyncio.wait({task}, timeout=_CLOSE_TIMEOUT_S)
         if not done:
+            # not cancel_and_wait: a second cancel would cut the SDK's shutdown short
             self._cancel()
-            with contextlib.suppress(BaseException):
-                await asyncio.wait_for(task, 2.0)
+            await asyncio.wait({task}, timeout=2.0)
 
 
 @dataclass

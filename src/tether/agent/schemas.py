@@ -11,6 +11,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# Defined beside the agent's pydantic-free bodies; re-exported for the server side.
+from tether.agent.wire import EXEC_ENV as EXEC_ENV
+
 EXEC_DEFAULT_TIMEOUT_S = 10.0
 EXEC_MAX_TIMEOUT_S = 3600.0
 

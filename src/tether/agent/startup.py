@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import codecs
-import contextlib
 from collections.abc import Callable
 from pathlib import Path
 
 from tether.agent.frames import Log
 from tether.agent.lifecycle import LifecycleState
 from tether.agent.processes import ProcessManager
+from tether.cancellation import cancel_and_wait
 
 
 class _LineBatcher:
@@ -82,9 +82,7 @@ async def run_startup_script(
     try:
         timed_out = await proc.wait_or_kill(timeout_s)
     finally:
-        flush_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await flush_task
+        await cancel_and_wait(flush_task)
     batcher.finish()
     flush()
     if timed_out:

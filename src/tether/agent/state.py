@@ -12,21 +12,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from tether.agent.lifecycle import LifecycleState
+from tether.agent.wire import EXEC_ENV
 from tether.clock import Clock
 from tether.errors import InvalidInput
-
-NON_INTERACTIVE_ENV: Mapping[str, str] = {
-    "TETHER_CHAT_AGENT": "true",
-    "PAGER": "cat",
-    "GIT_PAGER": "cat",
-    "EDITOR": "true",
-    "VISUAL": "true",
-    "GIT_EDITOR": "true",
-    "GIT_TERMINAL_PROMPT": "0",
-    "NO_COLOR": "1",
-    "TERM": "dumb",
-}
-"""Set for every command so nothing waits for a human (pagers, editors, git prompts)."""
 
 # Never handed to commands: a command could otherwise impersonate the agent.
 _PRIVATE_ENV = (
@@ -92,7 +80,7 @@ class AgentState:
         """A command's environment: agent env, manifest env, non-interactive, ``extra``."""
         env = dict(self._base_env)
         env.update(self.extra_env)
-        env.update(NON_INTERACTIVE_ENV)
+        env.update(EXEC_ENV)
         if extra:
             env.update(extra)
         env["TETHER_CHAT_AGENT"] = "true"

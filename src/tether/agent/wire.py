@@ -23,6 +23,22 @@ from typing import Any, Literal
 
 from tether.errors import InvalidInput
 
+EXEC_ENV: dict[str, str] = {
+    "TETHER_CHAT_AGENT": "true",
+    "PAGER": "cat",
+    "GIT_PAGER": "cat",
+    "EDITOR": "true",
+    "VISUAL": "true",
+    "GIT_EDITOR": "true",
+    "GIT_TERMINAL_PROMPT": "0",
+    "NO_COLOR": "1",
+    "TERM": "dumb",
+}
+"""The non-interactive environment of every command (docs/behaviour.md §5.2), so nothing
+waits for a human (pagers, editors, git prompts). The agent sets it for every command; the
+``execute`` tool also sends it with each request. Read-only by convention: copy it."""
+
+
 EXEC_DEFAULT_TIMEOUT_S = 10.0
 EXEC_MAX_TIMEOUT_S = 3600.0
 

@@ -27,10 +27,11 @@ import weakref
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from tether.channels import AGENT_LIVENESS
+
 log = logging.getLogger(__name__)
 
-LIVENESS_CHANNEL = "agent_liveness"
-"""Bus channel: ``{"type": "down" | "up", "agent_id": "<uuid>", "reason": "..."}``."""
+LIVENESS_CHANNEL = AGENT_LIVENESS  # the bus channel (defined in tether.channels)
 
 Listener = Callable[[uuid.UUID, str], None]
 

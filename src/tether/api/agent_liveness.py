@@ -19,7 +19,9 @@ from typing import Any
 from fastapi import WebSocket
 
 from tether.agent import protocol
-from tether.agentconn.liveness import LIVENESS_CHANNEL, down_event, up_event
+from tether.agentconn.liveness import LIVENESS_CHANNEL, AgentLiveness, down_event, up_event
+from tether.clock import Clock
+from tether.db.pubsub import EventBus
 
 log = logging.getLogger("tether.api.agent_session")
 
@@ -33,33 +35,36 @@ def agent_silence_timeout_s(settings: Any) -> float:
     return max(3 * settings.agent_ping_interval_s, 2 * settings.agent_unreachable_after_s)
 
 
-async def ping_agent(ws: WebSocket, interval_s: float) -> None:
-    """Send a ping frame every ``interval_s`` until cancelled or the socket fails."""
+async def ping_agent(ws: WebSocket, interval_s: float, clock: Clock) -> None:
+    """Send a ping frame every ``interval_s`` (of ``clock``) until cancelled or the socket
+    fails."""
     frame = protocol.encode_frame(protocol.Ping())
     with contextlib.suppress(Exception):
         while True:
-            await asyncio.sleep(interval_s)
+            await clock.sleep(interval_s)
             await ws.send_text(frame)
 
 
-async def session_up(graph: Any, agent_id: uuid.UUID) -> None:
+async def session_up(liveness: AgentLiveness, bus: EventBus, agent_id: uuid.UUID) -> None:
     """A session of ``agent_id`` started: it is reachable again (here and elsewhere)."""
-    was_down = graph.liveness.is_down(agent_id)
-    graph.liveness.mark_up(agent_id)
+    was_down = liveness.is_down(agent_id)
+    liveness.mark_up(agent_id)
     if was_down:
         log.info("agent %s is reachable again", agent_id)
     with contextlib.suppress(Exception):
-        await graph.bus.publish(LIVENESS_CHANNEL, up_event(agent_id))
+        await bus.publish(LIVENESS_CHANNEL, up_event(agent_id))
 
 
-async def session_silent(graph: Any, ws: WebSocket, agent_id: uuid.UUID, after_s: float) -> None:
+async def session_silent(
+    liveness: AgentLiveness, bus: EventBus, ws: WebSocket, agent_id: uuid.UUID, after_s: float
+) -> None:
     """Nothing arrived from the agent for ``after_s``: mark it down first (in-process waiters
     fail now), then close the session without waiting for the frozen peer, then tell the
     other replicas."""
     reason = f"the workspace agent stopped answering (no session frame for {after_s:g}s)"
     log.warning("agent %s: %s", agent_id, reason)
-    graph.liveness.mark_down(agent_id, reason)
+    liveness.mark_down(agent_id, reason)
     with contextlib.suppress(Exception):
         await asyncio.wait_for(ws.close(code=SILENT_CLOSE_CODE), 1.0)
     with contextlib.suppress(Exception):
-        await graph.bus.publish(LIVENESS_CHANNEL, down_event(agent_id, reason))
+        await bus.publish(LIVENESS_CHANNEL, down_event(agent_id, reason))

@@ -12,23 +12,45 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated
 
 import pydantic
-from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Depends, WebSocket, WebSocketDisconnect
 
 from tether.agent import protocol
+from tether.agentconn.liveness import AgentLiveness
 from tether.api.agent_liveness import (
     agent_silence_timeout_s,
     ping_agent,
     session_silent,
     session_up,
 )
+from tether.api.deps import (
+    AgentStoreDep,
+    BackendsDep,
+    BusDep,
+    ClockDep,
+    LivenessDep,
+    MetricsDep,
+    PingsDep,
+    SettingsDep,
+    TemplateStoreDep,
+    WorkspaceStoreDep,
+)
+from tether.channels import agent_channel
+from tether.clock import Clock
+from tether.db.agents import AgentStore
+from tether.db.pubsub import EventBus
+from tether.db.templates import TemplateStore
+from tether.db.workspaces import WorkspaceStore
 from tether.domain.agent import Lifecycle
 from tether.errors import Conflict, TetherError
 from tether.observability.hooks import agent_session_opened
-from tether.workspaces import events
-from tether.workspaces.backends.base import decided_dial_address
+from tether.observability.metrics import Metrics
+from tether.settings import Settings
+from tether.workspaces.backends.base import WorkspaceBackend, decided_dial_address
+from tether.workspaces.pings import PingBatcher
 from tether.workspaces.template_parse import spec_from_json
 
 log = logging.getLogger("tether.api.agent_session")
@@ -51,10 +73,51 @@ def manifest_env(template_env: Mapping[str, str], parameters: Mapping[str, str])
     return env
 
 
+@dataclass
+class SessionDeps:
+    """What the agent session handler uses."""
+
+    settings: Settings
+    clock: Clock
+    bus: EventBus
+    agents: AgentStore
+    workspace_store: WorkspaceStore
+    template_store: TemplateStore
+    backends: dict[str, WorkspaceBackend]
+    pings: PingBatcher
+    liveness: AgentLiveness
+    metrics: Metrics
+
+
+def session_deps(
+    settings: SettingsDep,
+    clock: ClockDep,
+    bus: BusDep,
+    agents: AgentStoreDep,
+    workspace_store: WorkspaceStoreDep,
+    template_store: TemplateStoreDep,
+    backends: BackendsDep,
+    pings: PingsDep,
+    liveness: LivenessDep,
+    metrics: MetricsDep,
+) -> SessionDeps:
+    return SessionDeps(
+        settings,
+        clock,
+        bus,
+        agents,
+        workspace_store,
+        template_store,
+        backends,
+        pings,
+        liveness,
+        metrics,
+    )
+
+
 @router.websocket("/api/v1/agent/session")
-async def agent_session(ws: WebSocket) -> None:
-    graph: Any = ws.app.state.graph
-    agents = graph.agents
+async def agent_session(ws: WebSocket, deps: Annotated[SessionDeps, Depends(session_deps)]) -> None:
+    agents = deps.agents
     token = _bearer(ws)
     try:
         if token is None:
@@ -75,12 +138,12 @@ async def agent_session(ws: WebSocket) -> None:
     if not isinstance(hello, protocol.Hello):
         await ws.close(code=1008)
         return
-    build = await graph.workspace_store.get_build(agent.build_id)
-    version = await graph.template_store.get_version(build.template_version_id)
+    build = await deps.workspace_store.get_build(agent.build_id)
+    version = await deps.template_store.get_version(build.template_version_id)
     spec = spec_from_json(version.spec)
     # The backend decides where the server dials; an agent's claim counts only for
     # backends that leave it open (test fakes). A stolen token cannot redirect traffic.
-    backend = graph.backends.get(spec.backend)
+    backend = deps.backends.get(spec.backend)
     address = decided_dial_address(backend, agent.workspace_id, agent.id) or hello.address
     agent = await agents.connected(
         agent.id,
@@ -89,10 +152,10 @@ async def agent_session(ws: WebSocket) -> None:
         directory=spec.directory,
         version=hello.version,
     )
-    channel = events.agent_channel(agent.id)
-    await graph.bus.publish(channel, {"type": "connected", "agent_id": str(agent.id)})
-    settings = graph.settings
-    await session_up(graph, agent.id)
+    channel = agent_channel(agent.id)
+    await deps.bus.publish(channel, {"type": "connected", "agent_id": str(agent.id)})
+    settings = deps.settings
+    await session_up(deps.liveness, deps.bus, agent.id)
     manifest = protocol.Manifest(
         agent_id=agent.id,
         name=agent.name,
@@ -108,8 +171,8 @@ async def agent_session(ws: WebSocket) -> None:
         mcp_retry_s=settings.mcp_server_retry_s,
     )
     silent = False
-    pinger = asyncio.create_task(ping_agent(ws, settings.agent_ping_interval_s))
-    session_closed = agent_session_opened(graph.metrics, agent)
+    pinger = asyncio.create_task(ping_agent(ws, settings.agent_ping_interval_s, deps.clock))
+    session_closed = agent_session_opened(deps.metrics, agent)
     try:
         await ws.send_text(protocol.encode_frame(manifest))
         while True:
@@ -120,18 +183,18 @@ async def agent_session(ws: WebSocket) -> None:
                 break
             frame = protocol.parse_agent_frame(raw)
             if isinstance(frame, protocol.Ping):
-                graph.pings.ping(agent.id)
+                deps.pings.ping(agent.id)
             elif isinstance(frame, protocol.Lifecycle):
                 try:
                     await agents.set_lifecycle(agent.id, Lifecycle(frame.state.value))
                 except Conflict as exc:
                     log.warning("agent %s: %s", agent.id, exc.message)
-                await graph.bus.publish(channel, {"type": "lifecycle", "state": frame.state.value})
+                await deps.bus.publish(channel, {"type": "lifecycle", "state": frame.state.value})
             elif isinstance(frame, protocol.Log):
                 await agents.append_logs(
                     agent.id, source=frame.source, level=frame.level, lines=frame.lines
                 )
-                await graph.bus.publish(channel, {"type": "log", "lines": frame.lines})
+                await deps.bus.publish(channel, {"type": "log", "lines": frame.lines})
     except WebSocketDisconnect:
         pass
     except pydantic.ValidationError as exc:
@@ -142,9 +205,11 @@ async def agent_session(ws: WebSocket) -> None:
         session_closed()
         pinger.cancel()
         if silent:
-            await session_silent(graph, ws, agent.id, settings.agent_unreachable_after_s)
+            await session_silent(
+                deps.liveness, deps.bus, ws, agent.id, settings.agent_unreachable_after_s
+            )
         with contextlib.suppress(Exception):
-            graph.pings.forget(agent.id)
+            deps.pings.forget(agent.id)
             await asyncio.shield(agents.disconnected(agent.id))
         with contextlib.suppress(Exception):
-            await graph.bus.publish(channel, {"type": "disconnected", "agent_id": str(agent.id)})
+            await deps.bus.publish(channel, {"type": "disconnected", "agent_id": str(agent.id)})

@@ -1,5 +1,6 @@
 """The FastAPI application. Resources come from the :class:`~tether.wiring.Graph` built in
-the lifespan owner (``tether.server``) and handed down through ``app.state``."""
+the lifespan owner (``tether.server``); routes reach the parts they use through the typed
+dependencies of :mod:`tether.api.deps` (the graph sits on ``app.state`` for them only)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
@@ -20,12 +21,15 @@ from tether.api.openapi import install_openapi
 from tether.api.routers import chat_config, chats, compaction, models, templates, users, workspaces
 from tether.observability.logs import RequestIds
 
+if TYPE_CHECKING:  # the graph's type only: tether.wiring imports most of tether
+    from tether.wiring import Graph
+
 log = logging.getLogger("tether.api")
 
 BackgroundJob = Callable[[], Awaitable[None]]
 
 
-def create_app(graph: Any, *, background: list[BackgroundJob] | None = None) -> FastAPI:
+def create_app(graph: Graph, *, background: list[BackgroundJob] | None = None) -> FastAPI:
     """Build the app. ``background`` jobs (provisioner, chat workers) run for the app's
     lifetime in one task group and are cancelled at shutdown."""
 
@@ -62,7 +66,7 @@ def create_app(graph: Any, *, background: list[BackgroundJob] | None = None) -> 
     app.include_router(websession.router)
     app.include_router(ui.router)
     app.include_router(chat_config.router)
-    extra = getattr(graph, "extras", {}).get("routers", [])
+    extra = graph.extras.get("routers", [])
     for router in extra:
         app.include_router(router)
     return app

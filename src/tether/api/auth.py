@@ -5,19 +5,16 @@ checks the token (revoked, expired, disabled user → 401 at once, see
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, Request
 
+from tether.api.deps import UserStoreDep
 from tether.domain.user import User
 from tether.errors import Forbidden, Unauthorized
 
 
-def graph_of(request: Request) -> Any:
-    return request.app.state.graph
-
-
-async def current_user(request: Request) -> User:
+async def current_user(request: Request, users: UserStoreDep) -> User:
     from tether.api import websession  # it builds on this module
 
     value = request.headers.get("authorization", "")
@@ -28,7 +25,7 @@ async def current_user(request: Request) -> User:
         token, scheme = cookie, "bearer"
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("missing API token: send Authorization: Bearer <token>")
-    user, api_token = await graph_of(request).users.authenticate_token(token.strip())
+    user, api_token = await users.authenticate_token(token.strip())
     if api_token.name == websession.LINK_TOKEN_NAME:
         raise Unauthorized("a sign-in link only signs in to the web UI")
     # streams opened by this request end when this token stops authenticating

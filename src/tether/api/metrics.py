@@ -8,19 +8,24 @@ time: two ``COUNT`` queries per scrape, nothing on the hot paths."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from typing import Any
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 import uvicorn
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
+from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.types import Receive, Scope, Send
 
-from tether.api.auth import AdminUser, graph_of
+from tether.api.auth import AdminUser
+from tether.api.deps import EngineDep, MetricsDep
+from tether.cancellation import cancel_and_wait
 from tether.db import tables as t
 from tether.errors import TetherError
 from tether.observability.metrics import Metrics
+
+if TYPE_CHECKING:
+    from tether.wiring import Graph
 
 log = logging.getLogger("tether.metrics")
 
@@ -31,16 +36,15 @@ STOP_TIMEOUT_S = 5.0
 router = APIRouter()
 
 
-async def refresh(graph: Any) -> None:
+async def refresh(metrics: Metrics, engine: AsyncEngine) -> None:
     """Read the scrape-time gauges (a failure leaves the last values and is logged)."""
-    metrics: Metrics = graph.metrics
-    pool = graph.engine.sync_engine.pool
+    pool = engine.sync_engine.pool
     checked_out = getattr(pool, "checkedout", None)
     size = getattr(pool, "size", None)
     if callable(checked_out) and callable(size):
         metrics.pool(int(checked_out()), int(size()))
     try:
-        async with graph.engine.connect() as conn:
+        async with engine.connect() as conn:
             pending = await conn.scalar(
                 sa.select(sa.func.count()).select_from(t.chats).where(t.chats.c.status == "pending")
             )
@@ -53,9 +57,9 @@ async def refresh(graph: Any) -> None:
     metrics.queue(int(pending or 0), int(queued or 0))
 
 
-async def render(graph: Any) -> bytes:
-    await refresh(graph)
-    return bytes(graph.metrics.render())
+async def render(metrics: Metrics, engine: AsyncEngine) -> bytes:
+    await refresh(metrics, engine)
+    return bytes(metrics.render())
 
 
 @router.get(
@@ -63,16 +67,17 @@ async def render(graph: Any) -> bytes:
     response_class=Response,
     responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
 )
-async def metrics(request: Request, _: AdminUser) -> Response:
+async def metrics(registry: MetricsDep, engine: EngineDep, _: AdminUser) -> Response:
     """tether's Prometheus metrics (admins only; see ``metrics_bind`` for a scrape port)."""
-    return Response(await render(graph_of(request)), media_type=CONTENT_TYPE)
+    return Response(await render(registry, engine), media_type=CONTENT_TYPE)
 
 
 class MetricsApp:
     """The bare ASGI app of the ``metrics_bind`` listener: ``GET /metrics``, 404 else."""
 
-    def __init__(self, graph: Any) -> None:
-        self.graph = graph
+    def __init__(self, metrics: Metrics, engine: AsyncEngine) -> None:
+        self.metrics = metrics
+        self.engine = engine
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -80,7 +85,7 @@ class MetricsApp:
         if scope["path"] != "/metrics" or scope["method"] not in ("GET", "HEAD"):
             status, body, ctype = 404, b"not found\n", "text/plain"
         else:
-            status, body, ctype = 200, await render(self.graph), CONTENT_TYPE
+            status, body, ctype = 200, await render(self.metrics, self.engine), CONTENT_TYPE
         headers = [(b"content-type", ctype.encode()), (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send(
@@ -95,11 +100,18 @@ def parse_bind(value: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-async def serve_metrics(graph: Any) -> None:
+async def serve_metrics(graph: Graph) -> None:
     """Serve :class:`MetricsApp` on ``settings.metrics_bind`` until cancelled."""
-    host, port = parse_bind(graph.settings.metrics_bind)
+    bind = graph.settings.metrics_bind
+    if not bind:  # background_jobs (tether/server.py) runs this only when it is set
+        raise TetherError("metrics_bind is not set")
+    host, port = parse_bind(bind)
     config = uvicorn.Config(
-        MetricsApp(graph), host=host, port=port, log_level="warning", lifespan="off"
+        MetricsApp(graph.metrics, graph.engine),
+        host=host,
+        port=port,
+        log_level="warning",
+        lifespan="off",
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(), name="metrics-listener")
@@ -107,5 +119,5 @@ async def serve_metrics(graph: Any) -> None:
         await asyncio.shield(task)
     finally:  # cancelled with the server: close the listener before going
         server.should_exit = True
-        with contextlib.suppress(BaseException):
-            await asyncio.wait_for(task, STOP_TIMEOUT_S)
+        await asyncio.wait({task}, timeout=STOP_TIMEOUT_S)
+        await cancel_and_wait(task, timeout=STOP_TIMEOUT_S)  # a listener that would not stop

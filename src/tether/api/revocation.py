@@ -15,19 +15,26 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Request
+from fastapi import Depends, Request
 
+from tether.api.deps import BusDep, ClockDep, SettingsDep, UserStoreDep
 from tether.api.sse import sse_event
+from tether.cancellation import cancel_and_wait
+from tether.channels import IDENTITY
+from tether.clock import Clock
+from tether.db.pubsub import EventBus
+from tether.db.users import UserStore
 from tether.errors import Unauthorized
 
-CHANNEL = "identity"
+CHANNEL = IDENTITY  # the bus channel (defined in tether.channels)
 
 
 async def publish_revoked(
-    bus: Any, *, user_id: uuid.UUID, token_id: uuid.UUID | None = None
+    bus: EventBus, *, user_id: uuid.UUID, token_id: uuid.UUID | None = None
 ) -> None:
     """Tell every stream of ``user_id`` (or only those of ``token_id``) to re-check."""
     payload: dict[str, Any] = {"user_id": str(user_id)}
@@ -42,14 +49,37 @@ def _concerns(event: dict[str, Any], user_id: uuid.UUID, token_id: uuid.UUID) ->
     return event.get("token_id") in (None, str(token_id))
 
 
-async def _until_invalid(request: Request, sub: Any) -> None:
+@dataclass
+class StreamGuard:
+    """Ends a request's SSE stream once its API token stops authenticating."""
+
+    users: UserStore
+    bus: EventBus
+    clock: Clock
+    recheck_s: float
+
+    def stream(self, request: Request, events: AsyncIterator[str]) -> AsyncIterator[str]:
+        """``events``, ended (after an ``unauthorized`` error event) once the token that
+        opened the stream stops authenticating."""
+        return _guarded(self, request, events)
+
+
+def stream_guard(
+    users: UserStoreDep, bus: BusDep, clock: ClockDep, settings: SettingsDep
+) -> StreamGuard:
+    return StreamGuard(users, bus, clock, settings.stream_auth_recheck_s)
+
+
+StreamGuardDep = Annotated[StreamGuard, Depends(stream_guard)]
+
+
+async def _until_invalid(guard: StreamGuard, request: Request, sub: Any) -> None:
     """Return once the request's token no longer authenticates."""
-    graph = request.app.state.graph
     user_id, token_id = request.state.auth_user_id, request.state.auth_token_id
-    recheck_s = graph.settings.stream_auth_recheck_s
-    clock = graph.clock
+    recheck_s = guard.recheck_s
+    clock = guard.clock
     while True:
-        valid = await graph.users.token_valid(token_id)
+        valid = await guard.users.token_valid(token_id)
         if valid is False:
             return
         wait_s = recheck_s
@@ -63,16 +93,15 @@ async def _until_invalid(request: Request, sub: Any) -> None:
                 break
 
 
-async def guard_stream(request: Request, events: AsyncIterator[str]) -> AsyncIterator[str]:
-    """``events``, ended (after an ``unauthorized`` error event) once the token that opened
-    the stream stops authenticating."""
+async def _guarded(
+    guard: StreamGuard, request: Request, events: AsyncIterator[str]
+) -> AsyncIterator[str]:
     if getattr(request.state, "auth_token_id", None) is None:
         async for item in events:
             yield item
         return
-    graph = request.app.state.graph
-    async with graph.bus.subscribe(CHANNEL) as sub:
-        watcher = asyncio.ensure_future(_until_invalid(request, sub))
+    async with guard.bus.subscribe(CHANNEL) as sub:
+        watcher = asyncio.ensure_future(_until_invalid(guard, request, sub))
         iterator = aiter(events)
         step: asyncio.Future[str] | None = None
         try:
@@ -86,9 +115,7 @@ async def guard_stream(request: Request, events: AsyncIterator[str]) -> AsyncIte
                         return
                     yield item
                     continue
-                step.cancel()
-                with contextlib.suppress(BaseException):
-                    await step
+                await cancel_and_wait(step)
                 if watcher.exception() is None:
                     error = Unauthorized("the API token of this stream is no longer valid")
                     yield sse_event(error.to_dict(), event="error")
@@ -96,11 +123,7 @@ async def guard_stream(request: Request, events: AsyncIterator[str]) -> AsyncIte
         finally:
             # a stream closed by its client leaves the pending step behind: end it here,
             # or it finishes later with an exception nobody retrieves
-            for task in (watcher, step):
-                if task is not None:
-                    task.cancel()
-                    with contextlib.suppress(BaseException):
-                        await task
+            await cancel_and_wait(watcher, step)
             aclose = getattr(events, "aclose", None)
             if aclose is not None:
                 with contextlib.suppress(Exception):

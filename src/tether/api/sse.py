@@ -6,7 +6,6 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import Request
 from fastapi.responses import StreamingResponse
 
 
@@ -21,13 +20,10 @@ def sse_event(data: Any, *, event: str | None = None, id: str | int | None = Non
     return "\n".join(lines) + "\n\n"
 
 
-def sse_response(events: AsyncIterator[str], request: Request | None = None) -> StreamingResponse:
-    """An SSE response; given the ``request``, it ends when the request's API token stops
-    authenticating (:mod:`tether.api.revocation`)."""
-    if request is not None:
-        from tether.api.revocation import guard_stream  # it builds on sse_event above
-
-        events = guard_stream(request, events)
+def sse_response(events: AsyncIterator[str]) -> StreamingResponse:
+    """An SSE response. Routes pass ``guard.stream(request, events)`` (a
+    :class:`tether.api.revocation.StreamGuard`), so the stream ends when the request's API
+    token stops authenticating."""
     return StreamingResponse(
         events,
         media_type="text/event-stream",

@@ -11,13 +11,20 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Literal
 
+from fastapi import Depends
+
+from tether.api.deps import BusDep, ChatServiceDep, UserStoreDep, WorkspaceServiceDep
 from tether.api.revocation import publish_revoked
+from tether.chatd.service import ChatService
+from tether.db.pubsub import EventBus
+from tether.db.users import UserStore
 from tether.domain.chat import ChatStatus
 from tether.domain.user import User
 from tether.domain.workspace import Transition
 from tether.errors import Conflict, TetherError
+from tether.workspaces.service import WorkspaceService
 
 log = logging.getLogger("tether.api.useradmin")
 
@@ -33,42 +40,61 @@ class DeletionReport:
     chats_deleted: int = 0
 
 
-async def delete_user(graph: Any, actor: User, target: User, data: DataChoice) -> DeletionReport:
-    if target.id == actor.id:
-        raise Conflict("admins cannot delete themselves")
-    report = DeletionReport(user=target, data=data)
-    await graph.users.set_disabled(target.id, True)
-    await publish_revoked(graph.bus, user_id=target.id)
+@dataclass
+class UserDeletion:
+    """What deleting a user touches: the user store, the bus (revocation), the chats and
+    the workspaces."""
 
-    for status in (ChatStatus.PENDING, ChatStatus.RUNNING):
-        busy = await graph.chat_service.list(
-            target, archived=None, status=status, roots_only=False, limit=100_000
-        )
-        for chat in busy:
-            await graph.chat_service.interrupt(target, chat.id)
-            report.chats_interrupted += 1
+    users: UserStore
+    bus: EventBus
+    chats: ChatService
+    workspaces: WorkspaceService
 
-    transition = Transition.DELETE if data == "remove" else Transition.STOP
-    for ws in await graph.workspaces.list(actor, all_users=True):
-        if ws.owner_id != target.id:
-            continue
-        view = await graph.workspaces.view_of(ws)
-        if transition is Transition.STOP and view.state in ("stopped", "stopping", "failed"):
-            report.workspaces[ws.name] = f"already {view.state}"
-            continue
-        try:
-            build, _ = await graph.workspaces.transition(
-                actor, ws.id, transition, reason="user deleted"
+    async def delete_user(self, actor: User, target: User, data: DataChoice) -> DeletionReport:
+        if target.id == actor.id:
+            raise Conflict("admins cannot delete themselves")
+        report = DeletionReport(user=target, data=data)
+        await self.users.set_disabled(target.id, True)
+        await publish_revoked(self.bus, user_id=target.id)
+
+        for status in (ChatStatus.PENDING, ChatStatus.RUNNING):
+            busy = await self.chats.list(
+                target, archived=None, status=status, roots_only=False, limit=100_000
             )
-        except TetherError as exc:
-            # reported, not hidden: the admin sees which workspace needs attention
-            report.workspaces[ws.name] = f"failed: {exc.message}"
-            continue
-        report.workspaces[ws.name] = f"{transition.value} build #{build.build_number}"
+            for chat in busy:
+                await self.chats.interrupt(target, chat.id)
+                report.chats_interrupted += 1
 
-    if data == "remove":
-        report.chats_deleted = await graph.users.purge_chats(target.id)
-    await graph.users.mark_deleted(target.id)
-    await publish_revoked(graph.bus, user_id=target.id)
-    log.info("deleted user %s (data: %s): %s", target.name, data, report.workspaces)
-    return report
+        transition = Transition.DELETE if data == "remove" else Transition.STOP
+        for ws in await self.workspaces.list(actor, all_users=True):
+            if ws.owner_id != target.id:
+                continue
+            view = await self.workspaces.view_of(ws)
+            if transition is Transition.STOP and view.state in ("stopped", "stopping", "failed"):
+                report.workspaces[ws.name] = f"already {view.state}"
+                continue
+            try:
+                build, _ = await self.workspaces.transition(
+                    actor, ws.id, transition, reason="user deleted"
+                )
+            except TetherError as exc:
+                # reported, not hidden: the admin sees which workspace needs attention
+                report.workspaces[ws.name] = f"failed: {exc.message}"
+                continue
+            report.workspaces[ws.name] = f"{transition.value} build #{build.build_number}"
+
+        if data == "remove":
+            report.chats_deleted = await self.users.purge_chats(target.id)
+        await self.users.mark_deleted(target.id)
+        await publish_revoked(self.bus, user_id=target.id)
+        log.info("deleted user %s (data: %s): %s", target.name, data, report.workspaces)
+        return report
+
+
+def user_deletion(
+    users: UserStoreDep, bus: BusDep, chats: ChatServiceDep, workspaces: WorkspaceServiceDep
+) -> UserDeletion:
+    return UserDeletion(users, bus, chats, workspaces)
+
+
+UserDeletionDep = Annotated[UserDeletion, Depends(user_deletion)]

@@ -26,7 +26,8 @@ from urllib.parse import urlsplit
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
-from tether.api.auth import CurrentUser, graph_of
+from tether.api.auth import CurrentUser
+from tether.api.deps import BusDep, ClockDep, SettingsDep, UserStoreDep
 from tether.api.revocation import publish_revoked
 from tether.api.schemas import UserOut
 from tether.errors import Forbidden, NotFound, Unauthorized
@@ -72,18 +73,23 @@ class LinkOut(BaseModel):
 
 
 @router.post("", status_code=201)
-async def sign_in(request: Request, body: SignIn, response: Response) -> SessionOut:
+async def sign_in(
+    request: Request,
+    users: UserStoreDep,
+    clock: ClockDep,
+    settings: SettingsDep,
+    body: SignIn,
+    response: Response,
+) -> SessionOut:
     _same_origin(request)
-    graph = graph_of(request)
-    user, given = await graph.users.authenticate_token(body.token.strip())
+    user, given = await users.authenticate_token(body.token.strip())
     if given.name == LINK_TOKEN_NAME:  # one-time: used up now (a racing second use loses)
         try:
-            await graph.users.delete_token(given.id, user_id=user.id)
+            await users.delete_token(given.id, user_id=user.id)
         except NotFound:
             raise Unauthorized("this sign-in link was already used") from None
-    settings = graph.settings
-    expires_at = graph.clock.now() + timedelta(seconds=settings.ui_session_ttl_s)
-    secret, _ = await graph.users.create_token(user.id, SESSION_TOKEN_NAME, expires_at)
+    expires_at = clock.now() + timedelta(seconds=settings.ui_session_ttl_s)
+    secret, _ = await users.create_token(user.id, SESSION_TOKEN_NAME, expires_at)
     response.set_cookie(
         COOKIE,
         secret,
@@ -111,31 +117,33 @@ def _session_secret(request: Request) -> str:
 
 
 @router.get("")
-async def show(request: Request, user: CurrentUser) -> SessionOut:
+async def show(request: Request, users: UserStoreDep, user: CurrentUser) -> SessionOut:
     secret = _session_secret(request)
-    token = await graph_of(request).users.get_token(request.state.auth_token_id)
+    token = await users.get_token(request.state.auth_token_id)
     return SessionOut(
         user=UserOut.of(user), csrf_token=csrf_token(secret), expires_at=token.expires_at
     )
 
 
 @router.delete("", status_code=204)
-async def sign_out(request: Request, user: CurrentUser) -> Response:
+async def sign_out(
+    request: Request, users: UserStoreDep, bus: BusDep, user: CurrentUser
+) -> Response:
     _session_secret(request)
-    graph = graph_of(request)
     token_id = request.state.auth_token_id
-    await graph.users.delete_token(token_id, user_id=user.id)
-    await publish_revoked(graph.bus, user_id=user.id, token_id=token_id)
+    await users.delete_token(token_id, user_id=user.id)
+    await publish_revoked(bus, user_id=user.id, token_id=token_id)
     response = Response(status_code=204)
     response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
     return response
 
 
 @router.post("/links", status_code=201)
-async def create_link(request: Request, user: CurrentUser) -> LinkOut:
-    graph = graph_of(request)
-    expires_at = graph.clock.now() + timedelta(seconds=graph.settings.ui_link_ttl_s)
-    secret, _ = await graph.users.create_token(user.id, LINK_TOKEN_NAME, expires_at)
+async def create_link(
+    users: UserStoreDep, clock: ClockDep, settings: SettingsDep, user: CurrentUser
+) -> LinkOut:
+    expires_at = clock.now() + timedelta(seconds=settings.ui_link_ttl_s)
+    secret, _ = await users.create_token(user.id, LINK_TOKEN_NAME, expires_at)
     # the fragment never reaches a server log or a Referer header
     path = f"/ui/#/signin?token={secret}"
-    return LinkOut(url=graph.settings.server_url() + path, path=path, expires_at=expires_at)
+    return LinkOut(url=settings.server_url() + path, path=path, expires_at=expires_at)

@@ -40,6 +40,7 @@ def chatd_deps(graph: Any, *, dialer: Dialer | None = None) -> ChatdDeps:
         hub=hub,
         metrics=graph.metrics,
         config=ChatConfigStore(graph.engine, graph.clock),
+        service=getattr(graph, "chat_service", None),
         dialer=dialer
         or AgentDialer(
             connect_timeout=settings.agent_connect_timeout_s,

@@ -40,10 +40,9 @@ from typing import Any
 
 from tether.agent.schemas import Instructions
 from tether.chatd import messages as cm
-from tether.chatd.mcptools import within
 from tether.chatd.skills import last_injected, skill_index, skill_parts, skills_of_agent
 from tether.chatd.tools.base import ToolContext
-from tether.clock import Clock
+from tether.clock import Clock, within
 from tether.errors import NoRunningAgent, NoWorkspace
 
 log = logging.getLogger(__name__)

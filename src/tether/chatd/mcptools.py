@@ -33,7 +33,6 @@ Every failure here is "no workspace MCP tools this turn", never a turn failure. 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -46,7 +45,7 @@ from pydantic_ai.exceptions import ToolFailed
 from tether.agent.schemas import McpCallResult, McpServerStatus, McpTool, McpToolList
 from tether.chatd.messages import INVALID_JSON_KEY, render_tool_error
 from tether.chatd.tools.base import ToolContext, invalid_arguments, tool_error
-from tether.clock import Clock
+from tether.clock import Clock, within
 from tether.errors import (
     AgentRequestFailed,
     NoRunningAgent,
@@ -61,24 +60,6 @@ T = TypeVar("T")
 
 CONNECTION_FAILED = "workspace connection failed: "
 MCP_TOOL_ERROR = "mcp_tool_error"
-
-
-async def within(clock: Clock, seconds: float, aw: Awaitable[T]) -> T:
-    """Await ``aw`` for at most ``seconds`` of ``clock`` time; then cancel it and raise
-    :class:`TimeoutError`. (A clock timer, so tests drive deadlines with a fake clock.)"""
-    task = asyncio.ensure_future(aw)
-    timer = asyncio.ensure_future(clock.sleep(seconds))
-    try:
-        await asyncio.wait({task, timer}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        timer.cancel()
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
-    if task.cancelled():
-        raise TimeoutError(f"gave up after {seconds:g}s")
-    return task.result()
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,8 @@ from pydantic_ai import Agent
 from pydantic_ai.exceptions import AgentRunError, ModelAPIError
 from pydantic_ai.models import Model
 
-from tether.chatd.mcptools import within
 from tether.chatd.service import title_from
-from tether.clock import Clock
+from tether.clock import Clock, within
 from tether.domain.chat import StoredMessage
 from tether.errors import InvalidInput, ProviderError, ProviderTimeout
 from tether.llm.provider import typed_provider_error

@@ -33,6 +33,7 @@ from pydantic_ai.tools import RunContext
 from pydantic_ai.toolsets import FunctionToolset
 
 from tether.agent.schemas import McpTool
+from tether.channels import CHATS, chat_channel
 from tether.chatd import history as history_mod
 from tether.chatd import messages as cm
 from tether.chatd.compaction import LongChat, View
@@ -275,9 +276,11 @@ class TurnRunner:
                 },
             )
         deps.hub.publish(chat.id, "status", _status_data(final))
-        await deps.bus.publish(f"chat:{chat.id}", {"type": "status", "status": final.status.value})
+        await deps.bus.publish(
+            chat_channel(chat.id), {"type": "status", "status": final.status.value}
+        )
         if promoted is not None:
-            await deps.bus.publish("chats", {"chat_id": str(chat.id)})
+            await deps.bus.publish(CHATS, {"chat_id": str(chat.id)})
 
     async def _attempts(
         self, chat: Chat, state: ChatState, model: Model, recorder: _Recorder

@@ -33,12 +33,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 
+from tether.cancellation import cancel_and_wait
+from tether.channels import CHATS, chat_channel
 from tether.chatd.binding import BindingStore, ChatConnections, binding_of
 from tether.chatd.mcptools import McpToolCache
 from tether.chatd.taskowner import TaskOwner
 from tether.chatd.tools.base import ChatdDeps, ChatState
-from tether.chatd.tools.subagents import CHATS_CHANNEL, chat_channel
 from tether.chatd.turn import TurnControl, TurnRunner
+from tether.clock import within
 from tether.domain.chat import Chat, ChatStatus
 from tether.ids import new_id
 from tether.observability.hooks import observe_turn
@@ -116,10 +118,7 @@ class ChatWorker:
                 try:
                     while True:
                         await self._claim_round(tg)
-                        with contextlib.suppress(TimeoutError):
-                            async with asyncio.timeout(self._poll_s):
-                                await self._wake.wait()
-                        self._wake.clear()
+                        await self._wait_for_work()
                 except asyncio.CancelledError:
                     for running in self._running.values():
                         running.control.reason = running.control.reason or "shutdown"
@@ -127,12 +126,18 @@ class ChatWorker:
         finally:
             await asyncio.shield(self._shutdown())
 
+    async def _wait_for_work(self) -> None:
+        """Until a wake-up (bus event, sweep) or ``poll_s`` of the injected clock."""
+        with contextlib.suppress(TimeoutError):
+            await within(self._deps.clock, self._poll_s, self._wake.wait())
+        self._wake.clear()
+
     async def _shutdown(self) -> None:
         try:
             released = await self._deps.chats.release_worker(self.worker_id)
             if released:
                 log.info("worker %s released %d chat(s)", self.worker_id, len(released))
-                await self._deps.bus.publish(CHATS_CHANNEL, {"released": len(released)})
+                await self._deps.bus.publish(CHATS, {"released": len(released)})
         except Exception:
             log.exception("releasing chats failed; the stale sweep will recover them")
         for state in self._states.values():
@@ -150,7 +155,7 @@ class ChatWorker:
                 raise
             except Exception:
                 log.exception("chat worker %s loop crashed; restarting", name)
-                await asyncio.sleep(self._poll_s)
+                await self._deps.clock.sleep(self._poll_s)
 
     async def _claim_round(self, tg: asyncio.TaskGroup) -> None:
         try:
@@ -229,16 +234,13 @@ class ChatWorker:
                         {waiter, task}, return_when=asyncio.FIRST_COMPLETED
                     )
                     if task in done:
-                        waiter.cancel()
-                        with contextlib.suppress(asyncio.CancelledError):
-                            await waiter
+                        await cancel_and_wait(waiter)
                         break
                     if not control.finishing and await self._interrupt_requested(chat_id):
                         control.reason = control.reason or "interrupt"
                         task.cancel()
                         break
-            with contextlib.suppress(BaseException):
-                await task
+            await asyncio.wait({task})  # its outcome is read below, in finally
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -262,7 +264,7 @@ class ChatWorker:
 
     async def _heartbeat_loop(self) -> None:
         while True:
-            await asyncio.sleep(self._heartbeat_s)
+            await self._deps.clock.sleep(self._heartbeat_s)
             await self.heartbeat_once()
 
     async def heartbeat_once(self) -> None:
@@ -299,7 +301,7 @@ class ChatWorker:
 
     async def _stale_loop(self) -> None:
         while True:
-            await asyncio.sleep(self._stale_sweep_s)
+            await self._deps.clock.sleep(self._stale_sweep_s)
             await self.sweep_once()
 
     async def sweep_once(self) -> list[uuid.UUID]:
@@ -314,7 +316,7 @@ class ChatWorker:
         return recovered
 
     async def _wake_loop(self) -> None:
-        async with self._deps.bus.subscribe(CHATS_CHANNEL) as sub:
+        async with self._deps.bus.subscribe(CHATS) as sub:
             async for _ in sub:
                 self._wake.set()
 

@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.status import Status
 from rich.text import Text
 
+from tether.cancellation import cancel_and_wait
 from tether.cli.chat_render import ChatRenderer
 from tether.cli.common import CliError
 from tether.cli.output import Output, to_jsonable
@@ -153,11 +154,7 @@ class TerminalActivity:
 
     async def aclose(self) -> None:
         self._stop_spinner()
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*self._tasks)
 
 
 @dataclass

@@ -18,6 +18,7 @@ from typing import Any
 import asyncpg
 from sqlalchemy.engine import make_url
 
+from tether.cancellation import cancel_and_wait
 from tether.clock import Clock, SystemClock
 from tether.db.pubsub import (
     DEFAULT_QUEUE_SIZE,
@@ -119,10 +120,7 @@ class PostgresBus:
 
     async def close(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
     async def __aenter__(self) -> PostgresBus:
         await self.start()

@@ -48,6 +48,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from tether.cancellation import cancel_and_wait
+
 LLAMA_STREAM_TOOLS_ERROR = "Automatic streaming tool choice is not supported"
 NULL_CONTENT_ERROR = "Expected 'content' to be a string or an array"
 SUMMARY_ANSWER = "Summary: the user asked for the template list; each call returned it."
@@ -125,8 +127,8 @@ class FakeOpenAI:
         finally:
             self._release.set()  # silent requests end, so the server can stop
             server.should_exit = True
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                await asyncio.wait_for(task, 10)
+            await asyncio.wait({task}, timeout=10)
+            await cancel_and_wait(task)
 
     # --- the endpoint ---------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""Event channel names and payloads for the workspace system (published on the bus).
+"""Event payloads for the workspace system (published on the bus; names in
+:mod:`tether.channels`).
 
 Events are wake-up hints: subscribers re-read the database for the truth."""
 
@@ -7,18 +8,10 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-BUILDS = "builds"  # every build transition/status change: {"workspace_id", "build_id", ...}
-JOBS = "jobs"  # a job was queued: wakes provisioners
+# the names live in tether.channels; re-exported for the workspace modules that use them
+from tether.channels import BUILDS, JOBS, agent_channel, job_channel
 
-
-def job_channel(job_id: uuid.UUID) -> str:
-    """Per-job channel: log lines and the final status (for live log streaming)."""
-    return f"job:{job_id}"
-
-
-def agent_channel(agent_id: uuid.UUID) -> str:
-    """Per-agent channel: lifecycle changes, connects and disconnects."""
-    return f"agent:{agent_id}"
+__all__ = ["BUILDS", "JOBS", "agent_channel", "build_event", "job_channel"]
 
 
 def build_event(

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
+from tether.cancellation import cancel_and_wait
 from tether.clock import Clock
 from tether.db.agents import AgentStore, NewAgent
 from tether.db.pubsub import EventBus
@@ -146,16 +147,12 @@ class Provisioner:
                 await self._ws.heartbeat_job(build.job_id)
                 job = await self._ws.get_job(build.job_id)
                 if job.status is JobStatus.CANCELING:
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
+                    await cancel_and_wait(task)
                     await self._log(build, "warn", "build canceled")
                     raise _Canceled
         finally:
             if not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+                await cancel_and_wait(task)
 
     async def _execute(self, build: Build) -> None:
         ws = await self._ws.get(build.workspace_id)

@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from agent_procs import RunningAgent, start_agent, stop_agent
 
+from support.agent_procs import RunningAgent, start_agent, stop_agent
 from tether.agentconn import AgentClient
 
 

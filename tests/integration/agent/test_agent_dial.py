@@ -7,8 +7,8 @@ import socket
 import time
 
 import pytest
-from agent_procs import RunningAgent
 
+from support.agent_procs import RunningAgent
 from tether.agentconn import dial
 from tether.errors import AgentRequestFailed, AgentTransportError
 

@@ -7,8 +7,8 @@ import time
 
 import httpx
 import pytest
-from agent_procs import RunningAgent, pid_alive
 
+from support.agent_procs import RunningAgent, pid_alive
 from tether.agentconn import AgentClient
 from tether.errors import AgentRequestFailed
 

@@ -9,8 +9,8 @@ import json
 
 import httpx
 import pytest
-from agent_procs import RunningAgent
 
+from support.agent_procs import RunningAgent
 from tether.agent.processes import KEEP_FINISHED_FOREGROUND
 from tether.agentconn import AgentClient
 from tether.errors import AgentRequestFailed

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from agent_procs import RunningAgent
 
+from support.agent_procs import RunningAgent
 from tether.agent.schemas import Edit, FileEdits
 from tether.agentconn import AgentClient
 from tether.errors import AgentRequestFailed

@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 
 import pytest
-from agent_procs import RunningAgent, start_agent, stop_agent
 
+from support.agent_procs import RunningAgent, start_agent, stop_agent
 from tether.agentconn import AgentClient
 from tether.errors import AgentRequestFailed
 

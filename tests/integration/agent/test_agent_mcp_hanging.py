@@ -11,8 +11,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from agent_procs import RunningAgent, start_agent, stop_agent
 
+from support.agent_procs import RunningAgent, start_agent, stop_agent
 from tether.agentconn import AgentClient
 from tether.errors import AgentRequestFailed
 

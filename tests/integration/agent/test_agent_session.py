@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_procs import RunningAgent, pid_alive, start_agent, stop_agent
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
+from support.agent_procs import RunningAgent, pid_alive, start_agent, stop_agent
 from tether.agent.protocol import Hello, Manifest, Ping, encode_frame, parse_agent_frame
 
 pytestmark = pytest.mark.integration

@@ -26,9 +26,6 @@ from typing import Any
 import sqlalchemy as sa
 from pydantic_ai.models import Model
 
-from support.agents import agent_pid as support_agent_pid
-from support.chat_driver import ChatDriver
-from support.server import RunningServer, fast_settings, free_port, running_server
 from tether.chatd.binding import AgentDialer, AgentRow, ChatBinding, StoreBinding
 from tether.chatd.install import install_chatd
 from tether.chatd.worker import ChatWorker
@@ -40,6 +37,14 @@ from tether.domain.user import Role, User
 from tether.domain.workspace import Transition
 from tether.llm.scripted import script_model
 from tether.settings import Settings
+from tether.testing.harness import (
+    ChatDriver,
+    RunningServer,
+    fast_settings,
+    free_port,
+    running_server,
+)
+from tether.testing.harness import agent_pid as support_agent_pid
 from tether.workspaces.template_parse import parse_template, spec_to_json
 
 REPO = Path(__file__).resolve().parents[3]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from chat_env import ChatEnv, FakeWorker
 
-from tether.chatd.service import chat_channel
+from tether.channels import chat_channel
 from tether.domain.chat import ChatStatus
 from tether.sdk.errors import ApiError
 

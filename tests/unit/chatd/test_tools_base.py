@@ -12,8 +12,9 @@ from pydantic_ai.exceptions import ToolFailed
 
 from tether.chatd import messages as cm
 from tether.chatd.tools.base import Args, make_tool, tool_error
-from tether.chatd.tools.workspace import cap_output, parse_duration
+from tether.chatd.tools.workspace import cap_output
 from tether.chatd.turn import repair_dangling_calls
+from tether.durations import parse_duration
 from tether.errors import AgentRequestFailed, NotFound, WorkspaceStopped
 
 
@@ -93,13 +94,24 @@ async def test_handler_errors_become_typed_error_results(
 
 @pytest.mark.parametrize(
     ("value", "seconds"),
-    [("30s", 30.0), ("1m30s", 90.0), ("500ms", 0.5), ("2h", 7200.0), (12, 12.0), ("7", 7.0)],
+    [
+        ("30s", 30.0),
+        ("1m30s", 90.0),
+        ("500ms", 0.5),
+        ("2h", 7200.0),
+        (12, 12.0),
+        ("7", 7.0),
+        ("1d", 86400.0),
+        ("2M", 120.0),
+    ],
 )
 def test_parse_duration(value: Any, seconds: float) -> None:
     assert parse_duration(value) == seconds
 
 
-@pytest.mark.parametrize("value", ["", "soon", "10x", "-5s", 0, "s10", True])
+@pytest.mark.parametrize(
+    "value", ["", "soon", "10x", "-5s", 0, "0s", "s10", True, "nan", "inf", "1e3", float("nan")]
+)
 def test_parse_duration_rejects(value: Any) -> None:
     with pytest.raises(ValueError):
         parse_duration(value)

@@ -14,13 +14,14 @@ from tether.cli.parse import parse_duration_ms, parse_params
 
 
 @pytest.mark.parametrize(
-    ("text", "ms"), [("90s", 90_000), ("2h", 7_200_000), ("1h30m", 5_400_000), ("15", 15_000)]
+    ("text", "ms"),
+    [("90s", 90_000), ("2h", 7_200_000), ("1h30m", 5_400_000), ("15", 15_000), ("0", 0)],
 )
 def test_durations(text: str, ms: int) -> None:
     assert parse_duration_ms(text) == ms
 
 
-@pytest.mark.parametrize("text", ["", "2x", "h2", "1h 30m", "-5s"])
+@pytest.mark.parametrize("text", ["", "2x", "h2", "1h 30m", "-5s", "nan", "inf"])
 def test_bad_durations(text: str) -> None:
     with pytest.raises(typer.BadParameter):
         parse_duration_ms(text)

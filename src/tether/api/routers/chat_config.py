@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from tether.api.auth import AdminUser, graph_of
-from tether.db.chatconfig import ChatConfig, ChatConfigStore
+from tether.api.auth import AdminUser
+from tether.api.deps import ChatConfigStoreDep, TemplateStoreDep
+from tether.db.chatconfig import ChatConfig
 from tether.errors import InvalidInput, NotFound
 
 router = APIRouter(prefix="/api/v1/chat-config", tags=["chat-config"])
@@ -42,21 +43,15 @@ class SetPrompt(BaseModel):
     prompt: str = Field(max_length=PROMPT_MAX_CHARS)  # empty: none
 
 
-def _store(request: Request) -> ChatConfigStore:
-    graph = graph_of(request)
-    return ChatConfigStore(graph.engine, graph.clock)
-
-
 @router.get("")
-async def show(request: Request, _: AdminUser) -> ChatConfigOut:
-    return ChatConfigOut.of(await _store(request).get())
+async def show(store: ChatConfigStoreDep, _: AdminUser) -> ChatConfigOut:
+    return ChatConfigOut.of(await store.get())
 
 
 @router.put("/template-allowlist")
 async def set_template_allowlist(
-    request: Request, body: SetAllowlist, _: AdminUser
+    store: ChatConfigStoreDep, templates: TemplateStoreDep, body: SetAllowlist, _: AdminUser
 ) -> ChatConfigOut:
-    templates = graph_of(request).template_store
     for i, template_id in enumerate(body.template_ids):
         try:
             await templates.get(template_id)
@@ -64,14 +59,18 @@ async def set_template_allowlist(
             raise InvalidInput(
                 f"template {template_id} does not exist", field=f"template_ids[{i}]"
             ) from None
-    return ChatConfigOut.of(await _store(request).set_template_allowlist(body.template_ids))
+    return ChatConfigOut.of(await store.set_template_allowlist(body.template_ids))
 
 
 @router.put("/system-prompt")
-async def set_system_prompt(request: Request, body: SetPrompt, _: AdminUser) -> ChatConfigOut:
-    return ChatConfigOut.of(await _store(request).set_system_prompt(body.prompt))
+async def set_system_prompt(
+    store: ChatConfigStoreDep, body: SetPrompt, _: AdminUser
+) -> ChatConfigOut:
+    return ChatConfigOut.of(await store.set_system_prompt(body.prompt))
 
 
 @router.put("/user-prompt")
-async def set_user_prompt(request: Request, body: SetPrompt, _: AdminUser) -> ChatConfigOut:
-    return ChatConfigOut.of(await _store(request).set_user_prompt(body.prompt))
+async def set_user_prompt(
+    store: ChatConfigStoreDep, body: SetPrompt, _: AdminUser
+) -> ChatConfigOut:
+    return ChatConfigOut.of(await store.set_user_prompt(body.prompt))

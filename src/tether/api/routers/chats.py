@@ -17,10 +17,11 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
-from tether.api.auth import CurrentUser, graph_of
+from tether.api.auth import CurrentUser
+from tether.api.deps import ChatServiceDep, ClockDep, LongChatDep, ModelsDep, SettingsDep
 from tether.api.limits import MODEL_SPEC_MAX, SEQ_MAX, TITLE_MAX, MessageParts, MessageText
+from tether.api.revocation import StreamGuardDep
 from tether.api.sse import SSE_RESPONSE, sse_event, sse_response
-from tether.chatd.compaction import longchat_of
 from tether.chatd.follow import follow_chat
 from tether.chatd.service import ChatService
 from tether.chatd.stream import parse_event_id
@@ -163,11 +164,6 @@ class SendOut(BaseModel):
     chat: ChatOut
 
 
-def _service(request: Request) -> ChatService:
-    service: ChatService = graph_of(request).chat_service
-    return service
-
-
 async def _out(service: ChatService, chat: Chat) -> ChatOut:
     return (await _outs(service, [chat]))[0]
 
@@ -189,8 +185,7 @@ def _label_pairs(raw: list[str]) -> dict[str, str]:
 
 
 @router.post("", status_code=201)
-async def create(request: Request, body: CreateChat, user: CurrentUser) -> ChatOut:
-    service = _service(request)
+async def create(service: ChatServiceDep, body: CreateChat, user: CurrentUser) -> ChatOut:
     chat = await service.create(
         user,
         body.content,
@@ -205,7 +200,7 @@ async def create(request: Request, body: CreateChat, user: CurrentUser) -> ChatO
 
 @router.get("")
 async def list_chats(
-    request: Request,
+    service: ChatServiceDep,
     user: CurrentUser,
     archived: bool = False,
     status: ChatStatus | None = None,
@@ -215,7 +210,6 @@ async def list_chats(
 ) -> list[ChatOut]:
     """``q``: a case-insensitive substring of the title; ``label=key:value`` (repeatable):
     chats carrying every one of these labels."""
-    service = _service(request)
     chats = await service.list(
         user,
         archived=archived,
@@ -229,30 +223,29 @@ async def list_chats(
 
 @router.patch("/{chat_id}")
 async def update(
-    request: Request, chat_id: uuid.UUID, body: UpdateChat, user: CurrentUser
+    service: ChatServiceDep, chat_id: uuid.UUID, body: UpdateChat, user: CurrentUser
 ) -> ChatOut:
     """Rename the chat and/or replace its labels."""
-    service = _service(request)
     chat = await service.update(user, chat_id, title=body.title, labels=body.labels)
     return await _out(service, chat)
 
 
 @router.get("/{chat_id}")
-async def show(request: Request, chat_id: uuid.UUID, user: CurrentUser) -> ChatOut:
-    service = _service(request)
+async def show(service: ChatServiceDep, chat_id: uuid.UUID, user: CurrentUser) -> ChatOut:
     return await _out(service, await service.get(user, chat_id))
 
 
 @router.get("/{chat_id}/messages")
 async def messages(
-    request: Request,
+    service: ChatServiceDep,
+    longchat: LongChatDep,
     chat_id: uuid.UUID,
     user: CurrentUser,
     after_seq: Annotated[int, Query(ge=0, le=SEQ_MAX)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> MessagePageOut:
-    page = await _service(request).messages(user, chat_id, after_seq=after_seq, limit=limit)
-    latest = await longchat_of(graph_of(request)).store.latest(chat_id)
+    page = await service.messages(user, chat_id, after_seq=after_seq, limit=limit)
+    latest = await longchat.store.latest(chat_id)
     through = latest.through_seq if latest is not None else 0
     return MessagePageOut(
         messages=[MessageOut.of(m, through) for m in page.messages],
@@ -262,9 +255,8 @@ async def messages(
 
 @router.post("/{chat_id}/messages")
 async def send(
-    request: Request, chat_id: uuid.UUID, body: SendMessage, user: CurrentUser
+    service: ChatServiceDep, chat_id: uuid.UUID, body: SendMessage, user: CurrentUser
 ) -> SendOut:
-    service = _service(request)
     result = await service.send(
         user, chat_id, body.content, busy=body.busy, model=body.model, plan_mode=body.plan_mode
     )
@@ -277,51 +269,55 @@ async def send(
 
 
 @router.get("/{chat_id}/queue")
-async def queue(request: Request, chat_id: uuid.UUID, user: CurrentUser) -> list[QueuedOut]:
-    return [QueuedOut.of(q) for q in await _service(request).queued(user, chat_id)]
+async def queue(service: ChatServiceDep, chat_id: uuid.UUID, user: CurrentUser) -> list[QueuedOut]:
+    return [QueuedOut.of(q) for q in await service.queued(user, chat_id)]
 
 
 @router.post("/{chat_id}/interrupt")
-async def interrupt(request: Request, chat_id: uuid.UUID, user: CurrentUser) -> ChatOut:
-    service = _service(request)
+async def interrupt(service: ChatServiceDep, chat_id: uuid.UUID, user: CurrentUser) -> ChatOut:
     return await _out(service, await service.interrupt(user, chat_id))
 
 
 @router.post("/{chat_id}/archive")
 async def archive(
-    request: Request, chat_id: uuid.UUID, user: CurrentUser, body: ArchiveChat | None = None
+    service: ChatServiceDep, chat_id: uuid.UUID, user: CurrentUser, body: ArchiveChat | None = None
 ) -> ChatOut:
-    service = _service(request)
     archived = body.archived if body is not None else True
     return await _out(service, await service.archive(user, chat_id, archived))
 
 
 @router.post("/{chat_id}/title/regenerate")
-async def regenerate_title(request: Request, chat_id: uuid.UUID, user: CurrentUser) -> ChatOut:
+async def regenerate_title(
+    service: ChatServiceDep,
+    models: ModelsDep,
+    clock: ClockDep,
+    settings: SettingsDep,
+    chat_id: uuid.UUID,
+    user: CurrentUser,
+) -> ChatOut:
     """Ask the chat's model for a new title (``chatd/titles.py``); provider failures are
     typed (502/504) and leave the title as it was."""
-    service = _service(request)
-    graph = graph_of(request)
     chat = await service.get(user, chat_id)
     history = await service.store.messages(chat.id, limit=TITLE_HISTORY_MESSAGES)
     title = await generate_title(
-        await graph.models.model(chat.model),
+        await models.model(chat.model),
         history,
-        clock=graph.clock,
-        timeout_s=graph.settings.model_request_timeout_s,
+        clock=clock,
+        timeout_s=settings.model_request_timeout_s,
     )
     return await _out(service, await service.store.set_fields(chat.id, title=title))
 
 
 @router.get("/{chat_id}/children")
-async def children(request: Request, chat_id: uuid.UUID, user: CurrentUser) -> list[ChatOut]:
-    service = _service(request)
+async def children(service: ChatServiceDep, chat_id: uuid.UUID, user: CurrentUser) -> list[ChatOut]:
     return await _outs(service, await service.children(user, chat_id))
 
 
 @router.get("/{chat_id}/stream", responses=SSE_RESPONSE)
 async def stream(
     request: Request,
+    service: ChatServiceDep,
+    guard: StreamGuardDep,
     chat_id: uuid.UUID,
     user: CurrentUser,
     after: Annotated[str | None, Query(max_length=64)] = None,
@@ -329,10 +325,9 @@ async def stream(
 ) -> StreamingResponse:
     """Server-sent events of the chat, from the resume point (``Last-Event-ID`` wins over
     ``after``; none → from the first message)."""
-    service = _service(request)
     chat = await service.get(user, chat_id)  # 404 before the stream starts
     resume = parse_event_id(last_event_id or after)
-    return sse_response(_events(service, chat.id, resume, request), request)
+    return sse_response(guard.stream(request, _events(service, chat.id, resume, request)))
 
 
 async def _events(

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from tether.api.auth import CurrentUser, graph_of
-from tether.chatd.compaction import longchat_of
+from tether.api.auth import CurrentUser
+from tether.api.deps import ChatServiceDep, LongChatDep, ModelsDep
+from tether.chatd.service import ChatService
 from tether.db.compactions import Compaction
 from tether.domain.chat import Chat, ChatStatus
 from tether.domain.user import User
@@ -45,37 +45,42 @@ class CompactionOut(BaseModel):
         )
 
 
-async def _idle_chat(graph: Any, user: User, chat_id: uuid.UUID, verb: str) -> Chat:
+async def _idle_chat(service: ChatService, user: User, chat_id: uuid.UUID, verb: str) -> Chat:
     """The user's chat, when no turn of it is running (else Conflict)."""
-    chat = await graph.chat_service.get(user, chat_id)
+    chat = await service.get(user, chat_id)
     if chat.status not in IDLE:
         raise Conflict(f"chat is {chat.status.value}; {verb} it when the turn has ended")
     return chat
 
 
 @router.post("/{chat_id}/compact", responses={409: {"description": "the chat is busy"}})
-async def compact(request: Request, chat_id: uuid.UUID, user: CurrentUser) -> CompactionOut:
-    graph = graph_of(request)
-    chat = await _idle_chat(graph, user, chat_id, "compact")
-    model = await graph.models.model(chat.model)
-    record = await longchat_of(graph).compact(chat.id, model, reason="user", keep_steps=2)
+async def compact(
+    service: ChatServiceDep,
+    models: ModelsDep,
+    longchat: LongChatDep,
+    chat_id: uuid.UUID,
+    user: CurrentUser,
+) -> CompactionOut:
+    chat = await _idle_chat(service, user, chat_id, "compact")
+    model = await models.model(chat.model)
+    record = await longchat.compact(chat.id, model, reason="user", keep_steps=2)
     return CompactionOut.of(record)
 
 
 @router.post("/{chat_id}/clear", responses={409: {"description": "the chat is busy"}})
-async def clear(request: Request, chat_id: uuid.UUID, user: CurrentUser) -> CompactionOut:
-    graph = graph_of(request)
-    chat = await _idle_chat(graph, user, chat_id, "clear")
-    return CompactionOut.of(await longchat_of(graph).clear(chat.id))
+async def clear(
+    service: ChatServiceDep, longchat: LongChatDep, chat_id: uuid.UUID, user: CurrentUser
+) -> CompactionOut:
+    chat = await _idle_chat(service, user, chat_id, "clear")
+    return CompactionOut.of(await longchat.clear(chat.id))
 
 
 @router.get("/{chat_id}/compactions")
 async def compactions(
-    request: Request, chat_id: uuid.UUID, user: CurrentUser
+    service: ChatServiceDep, longchat: LongChatDep, chat_id: uuid.UUID, user: CurrentUser
 ) -> list[CompactionOut]:
-    graph = graph_of(request)
-    chat = await graph.chat_service.get(user, chat_id)
-    return [CompactionOut.of(c) for c in await longchat_of(graph).store.all(chat.id)]
+    chat = await service.get(user, chat_id)
+    return [CompactionOut.of(c) for c in await longchat.store.all(chat.id)]
 
 
 me_router = APIRouter(prefix="/api/v1/me", tags=["chats"])
@@ -89,15 +94,15 @@ class ContextSettings(BaseModel):
 
 
 @me_router.get("/context")
-async def my_context(request: Request, user: CurrentUser) -> ContextSettings:
-    store = longchat_of(graph_of(request)).store
+async def my_context(longchat: LongChatDep, user: CurrentUser) -> ContextSettings:
+    store = longchat.store
     return ContextSettings(compaction_threshold=await store.user_threshold(user.id))
 
 
 @me_router.put("/context")
 async def set_my_context(
-    request: Request, body: ContextSettings, user: CurrentUser
+    longchat: LongChatDep, body: ContextSettings, user: CurrentUser
 ) -> ContextSettings:
-    store = longchat_of(graph_of(request)).store
+    store = longchat.store
     await store.set_user_threshold(user.id, body.compaction_threshold)
     return body

@@ -6,13 +6,13 @@ No answer ever carries a key or where a key comes from; the base URL is shown to
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 from pydantic import BaseModel
 
-from tether.api.auth import AdminUser, CurrentUser, graph_of
+from tether.api.auth import AdminUser, CurrentUser
+from tether.api.deps import ModelsDep
 from tether.domain.user import User
 from tether.llm.config import AdminModelInput, AdminModelPatch, ModelConfig
-from tether.llm.registry import ModelRegistry
 
 router = APIRouter(prefix="/api/v1/models", tags=["models"])
 
@@ -49,34 +49,27 @@ class ModelOut(BaseModel):
         )
 
 
-def _registry(request: Request) -> ModelRegistry:
-    registry: ModelRegistry = graph_of(request).models
-    return registry
-
-
 @router.get("")
-async def list_models(request: Request, user: CurrentUser) -> list[ModelOut]:
-    listed = await _registry(request).list()
+async def list_models(registry: ModelsDep, user: CurrentUser) -> list[ModelOut]:
+    listed = await registry.list()
     return [ModelOut.of(m.config, default=m.default, viewer=user) for m in listed]
 
 
 @router.post("", status_code=201)
-async def add_model(request: Request, body: AdminModelInput, user: AdminUser) -> ModelOut:
-    registry = _registry(request)
+async def add_model(registry: ModelsDep, body: AdminModelInput, user: AdminUser) -> ModelOut:
     cfg = await registry.add(body, user_id=user.id)
     return ModelOut.of(cfg, default=cfg.name == registry.default, viewer=user)
 
 
 @router.patch("/{name}")
 async def edit_model(
-    request: Request, name: str, body: AdminModelPatch, user: AdminUser
+    registry: ModelsDep, name: str, body: AdminModelPatch, user: AdminUser
 ) -> ModelOut:
-    registry = _registry(request)
     cfg = await registry.edit(name, body)
     return ModelOut.of(cfg, default=cfg.name == registry.default, viewer=user)
 
 
 @router.delete("/{name}", status_code=204)
-async def remove_model(request: Request, name: str, _: AdminUser) -> Response:
-    await _registry(request).remove(name)
+async def remove_model(registry: ModelsDep, name: str, _: AdminUser) -> Response:
+    await registry.remove(name)
     return Response(status_code=204)

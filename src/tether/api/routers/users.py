@@ -11,15 +11,17 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from tether.api.auth import AdminUser, CurrentUser, graph_of
+from tether.api.auth import AdminUser, CurrentUser
+from tether.api.deps import BusDep, ClockDep, UserStoreDep
 from tether.api.limits import Name
 from tether.api.revocation import publish_revoked
 from tether.api.schemas import UserOut
-from tether.api.useradmin import delete_user
-from tether.db.users import ApiToken
+from tether.api.useradmin import UserDeletionDep
+from tether.db.pubsub import EventBus
+from tether.db.users import ApiToken, UserStore
 from tether.domain.user import User
 from tether.errors import Conflict, Forbidden, InvalidInput
 
@@ -78,9 +80,8 @@ class DeletedUser(BaseModel):
     chats_deleted: int
 
 
-async def _target(request: Request, actor: User, ref: str) -> User:
+async def _target(users: UserStore, actor: User, ref: str) -> User:
     """``me``, the caller's own name or id, or (admins only) anyone's."""
-    users = graph_of(request).users
     if ref in ("me", actor.name, str(actor.id)):
         return actor
     if not actor.is_admin:
@@ -97,48 +98,51 @@ async def me(user: CurrentUser) -> UserOut:
 
 
 @router.get("")
-async def list_users(request: Request, _: AdminUser) -> list[UserOut]:
-    return [UserOut.of(u) for u in await graph_of(request).users.list_users()]
+async def list_users(users: UserStoreDep, _: AdminUser) -> list[UserOut]:
+    return [UserOut.of(u) for u in await users.list_users()]
 
 
 @router.post("", status_code=201)
-async def create_user(request: Request, body: CreateUser, _: AdminUser) -> UserWithToken:
-    users = graph_of(request).users
+async def create_user(users: UserStoreDep, body: CreateUser, _: AdminUser) -> UserWithToken:
     user = await users.create_user(body.name, body.role)
     token, _tok = await users.create_token(user.id, "default")
     return UserWithToken(user=UserOut.of(user), token=token)
 
 
 @router.get("/{user_ref}")
-async def get_user(request: Request, user_ref: str, actor: CurrentUser) -> UserOut:
-    return UserOut.of(await _target(request, actor, user_ref))
+async def get_user(users: UserStoreDep, user_ref: str, actor: CurrentUser) -> UserOut:
+    return UserOut.of(await _target(users, actor, user_ref))
 
 
-async def _set_disabled(request: Request, actor: User, user_ref: str, disabled: bool) -> UserOut:
-    graph = graph_of(request)
-    target = await _target(request, actor, user_ref)
+async def _set_disabled(
+    users: UserStore, bus: EventBus, actor: User, user_ref: str, disabled: bool
+) -> UserOut:
+    target = await _target(users, actor, user_ref)
     if target.id == actor.id:
         raise Conflict("admins cannot disable or enable themselves")
-    user = await graph.users.set_disabled(target.id, disabled)
+    user = await users.set_disabled(target.id, disabled)
     if disabled:
-        await publish_revoked(graph.bus, user_id=user.id)
+        await publish_revoked(bus, user_id=user.id)
     return UserOut.of(user)
 
 
 @router.post("/{user_ref}/disable")
-async def disable_user(request: Request, user_ref: str, actor: AdminUser) -> UserOut:
+async def disable_user(
+    users: UserStoreDep, bus: BusDep, user_ref: str, actor: AdminUser
+) -> UserOut:
     """Disable a user: every token of theirs gets 401 at once and their streams end."""
-    return await _set_disabled(request, actor, user_ref, True)
+    return await _set_disabled(users, bus, actor, user_ref, True)
 
 
 @router.post("/{user_ref}/enable")
-async def enable_user(request: Request, user_ref: str, actor: AdminUser) -> UserOut:
-    return await _set_disabled(request, actor, user_ref, False)
+async def enable_user(users: UserStoreDep, bus: BusDep, user_ref: str, actor: AdminUser) -> UserOut:
+    return await _set_disabled(users, bus, actor, user_ref, False)
 
 
 @router.delete("/{user_ref}")
 async def remove_user(
-    request: Request,
+    users: UserStoreDep,
+    deletion: UserDeletionDep,
     user_ref: str,
     actor: AdminUser,
     data: Annotated[
@@ -149,8 +153,8 @@ async def remove_user(
         ),
     ],
 ) -> DeletedUser:
-    target = await _target(request, actor, user_ref)
-    report = await delete_user(graph_of(request), actor, target, data)
+    target = await _target(users, actor, user_ref)
+    report = await deletion.delete_user(actor, target, data)
     return DeletedUser(
         user=UserOut.of(report.user),
         data=report.data,
@@ -161,33 +165,33 @@ async def remove_user(
 
 
 @router.get("/{user_ref}/tokens")
-async def list_tokens(request: Request, user_ref: str, actor: CurrentUser) -> list[TokenOut]:
-    target = await _target(request, actor, user_ref)
-    return [TokenOut.of(t) for t in await graph_of(request).users.list_tokens(target.id)]
+async def list_tokens(users: UserStoreDep, user_ref: str, actor: CurrentUser) -> list[TokenOut]:
+    target = await _target(users, actor, user_ref)
+    return [TokenOut.of(t) for t in await users.list_tokens(target.id)]
 
 
 @router.post("/{user_ref}/tokens", status_code=201)
 async def create_token(
-    request: Request, user_ref: str, body: CreateToken, actor: CurrentUser
+    users: UserStoreDep, clock: ClockDep, user_ref: str, body: CreateToken, actor: CurrentUser
 ) -> TokenWithSecret:
     """A new token (its secret is shown only in this response)."""
-    graph = graph_of(request)
-    target = await _target(request, actor, user_ref)
+    target = await _target(users, actor, user_ref)
     expires_at = None
     if body.expires_in_s is not None:
-        expires_at = graph.clock.now() + timedelta(seconds=body.expires_in_s)
-    secret, token = await graph.users.create_token(target.id, body.name, expires_at)
+        expires_at = clock.now() + timedelta(seconds=body.expires_in_s)
+    secret, token = await users.create_token(target.id, body.name, expires_at)
     return TokenWithSecret(token=TokenOut.of(token), secret=secret)
 
 
 @router.delete("/{user_ref}/tokens/{token_id}", status_code=204)
-async def revoke_token(request: Request, user_ref: str, token_id: str, actor: CurrentUser) -> None:
+async def revoke_token(
+    users: UserStoreDep, bus: BusDep, user_ref: str, token_id: str, actor: CurrentUser
+) -> None:
     """Revoke a token: 401 at once for its requests, and its open streams end."""
-    graph = graph_of(request)
-    target = await _target(request, actor, user_ref)
+    target = await _target(users, actor, user_ref)
     try:
         tid = uuid.UUID(token_id)
     except ValueError:
         raise InvalidInput("token ids are UUIDs", field="token_id") from None
-    await graph.users.delete_token(tid, user_id=target.id)
-    await publish_revoked(graph.bus, user_id=target.id, token_id=tid)
+    await users.delete_token(tid, user_id=target.id)
+    await publish_revoked(bus, user_id=target.id, token_id=tid)

@@ -9,16 +9,30 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
-from tether.api.auth import CurrentUser, graph_of
+from tether.api.auth import CurrentUser
+from tether.api.deps import (
+    AgentPoolDep,
+    AgentStoreDep,
+    BusDep,
+    SettingsDep,
+    TemplateStoreDep,
+    WorkspaceServiceDep,
+    WorkspaceStoreDep,
+)
 from tether.api.limits import COMMAND_MAX_CHARS, PATH_MAX, SEQ_MAX, Name, Parameters, TtlMs
+from tether.api.revocation import StreamGuardDep
 from tether.api.routers.templates import resolve_template
 from tether.api.schemas import BuildOut, WorkspaceOut
 from tether.api.sse import SSE_RESPONSE, sse_event, sse_response
+from tether.channels import agent_channel, job_channel
+from tether.db.agents import AgentStore
+from tether.db.pubsub import EventBus
+from tether.db.workspaces import WorkspaceStore
 from tether.domain.agent import AgentStatus, Lifecycle
 from tether.domain.user import User
-from tether.domain.workspace import LogLine, Transition, Workspace
+from tether.domain.workspace import LogLine, Transition
 from tether.errors import InvalidInput, NotFound, WorkspaceStopped
-from tether.workspaces import events
+from tether.workspaces.service import WorkspaceService
 
 router = APIRouter(prefix="/api/v1/workspaces", tags=["workspaces"])
 
@@ -49,54 +63,50 @@ class ExecRequest(BaseModel):
     background: bool = False
 
 
-async def _resolve(request: Request, user: User, ref: str) -> Workspace:
-    ws: Workspace = await graph_of(request).workspaces.resolve(user, ref)
-    return ws
-
-
 @router.post("", status_code=201)
-async def create(request: Request, body: CreateWorkspace, user: CurrentUser) -> WorkspaceOut:
-    graph = graph_of(request)
-    template = await resolve_template(request, body.template)
-    ws, _ = await graph.workspaces.create(
+async def create(
+    svc: WorkspaceServiceDep, templates: TemplateStoreDep, body: CreateWorkspace, user: CurrentUser
+) -> WorkspaceOut:
+    template = await resolve_template(templates, body.template)
+    ws, _ = await svc.create(
         user, template=template, name=body.name, parameters=body.parameters, ttl_ms=body.ttl_ms
     )
-    return WorkspaceOut.of(await graph.workspaces.view_of(ws))
+    return WorkspaceOut.of(await svc.view_of(ws))
 
 
 @router.get("")
 async def list_workspaces(
-    request: Request, user: CurrentUser, all: bool = False
+    svc: WorkspaceServiceDep, user: CurrentUser, all: bool = False
 ) -> list[WorkspaceOut]:
-    svc = graph_of(request).workspaces
     return [WorkspaceOut.of(await svc.view_of(ws)) for ws in await svc.list(user, all_users=all)]
 
 
 @router.get("/{ref}")
-async def show(request: Request, ref: str, user: CurrentUser) -> WorkspaceOut:
-    ws = await _resolve(request, user, ref)
-    return WorkspaceOut.of(await graph_of(request).workspaces.view_of(ws))
+async def show(svc: WorkspaceServiceDep, ref: str, user: CurrentUser) -> WorkspaceOut:
+    ws = await svc.resolve(user, ref)
+    return WorkspaceOut.of(await svc.view_of(ws))
 
 
 async def _transition(
-    request: Request, user: User, ref: str, transition: Transition, params: dict[str, str]
+    svc: WorkspaceService, user: User, ref: str, transition: Transition, params: dict[str, str]
 ) -> BuildResult:
-    ws = await _resolve(request, user, ref)
-    build, created = await graph_of(request).workspaces.transition(
-        user, ws.id, transition, parameters=params or None
-    )
+    ws = await svc.resolve(user, ref)
+    build, created = await svc.transition(user, ws.id, transition, parameters=params or None)
     return BuildResult(build=BuildOut.of(build), created=created)
 
 
 @router.post("/{ref}/start")
 async def start(
-    request: Request, ref: str, user: CurrentUser, body: StartWorkspace | None = None
+    svc: WorkspaceServiceDep,
+    settings: SettingsDep,
+    ref: str,
+    user: CurrentUser,
+    body: StartWorkspace | None = None,
 ) -> BuildResult:
     params = body.parameters if body else {}
-    graph = graph_of(request)
-    ws = await _resolve(request, user, ref)
-    outcome = await graph.workspaces.start(
-        user, ws.id, timeout_s=graph.settings.build_timeout_s, parameters=params or None
+    ws = await svc.resolve(user, ref)
+    outcome = await svc.start(
+        user, ws.id, timeout_s=settings.build_timeout_s, parameters=params or None
     )
     return BuildResult(
         build=BuildOut.of(outcome.build),
@@ -107,47 +117,53 @@ async def start(
 
 
 @router.post("/{ref}/stop")
-async def stop(request: Request, ref: str, user: CurrentUser) -> BuildResult:
-    return await _transition(request, user, ref, Transition.STOP, {})
+async def stop(svc: WorkspaceServiceDep, ref: str, user: CurrentUser) -> BuildResult:
+    return await _transition(svc, user, ref, Transition.STOP, {})
 
 
 @router.delete("/{ref}")
-async def delete(request: Request, ref: str, user: CurrentUser) -> BuildResult:
-    return await _transition(request, user, ref, Transition.DELETE, {})
+async def delete(svc: WorkspaceServiceDep, ref: str, user: CurrentUser) -> BuildResult:
+    return await _transition(svc, user, ref, Transition.DELETE, {})
 
 
 @router.post("/{ref}/rebuild")
-async def rebuild(request: Request, ref: str, user: CurrentUser) -> BuildResult:
-    graph = graph_of(request)
-    ws = await _resolve(request, user, ref)
-    build = await graph.workspaces.rebuild(user, ws.id, timeout_s=graph.settings.build_timeout_s)
+async def rebuild(
+    svc: WorkspaceServiceDep, settings: SettingsDep, ref: str, user: CurrentUser
+) -> BuildResult:
+    ws = await svc.resolve(user, ref)
+    build = await svc.rebuild(user, ws.id, timeout_s=settings.build_timeout_s)
     return BuildResult(build=BuildOut.of(build), created=True)
 
 
 @router.post("/{ref}/cancel")
-async def cancel(request: Request, ref: str, user: CurrentUser) -> BuildOut:
-    ws = await _resolve(request, user, ref)
-    return BuildOut.of(await graph_of(request).workspaces.cancel(user, ws.id))
+async def cancel(svc: WorkspaceServiceDep, ref: str, user: CurrentUser) -> BuildOut:
+    ws = await svc.resolve(user, ref)
+    return BuildOut.of(await svc.cancel(user, ws.id))
 
 
 @router.get("/{ref}/builds")
-async def builds(request: Request, ref: str, user: CurrentUser) -> list[BuildOut]:
-    ws = await _resolve(request, user, ref)
-    return [BuildOut.of(b) for b in await graph_of(request).workspace_store.list_builds(ws.id)]
+async def builds(
+    svc: WorkspaceServiceDep, store: WorkspaceStoreDep, ref: str, user: CurrentUser
+) -> list[BuildOut]:
+    ws = await svc.resolve(user, ref)
+    return [BuildOut.of(b) for b in await store.list_builds(ws.id)]
 
 
 @router.get("/{ref}/logs", responses=SSE_RESPONSE)
 async def logs(
     request: Request,
+    svc: WorkspaceServiceDep,
+    store: WorkspaceStoreDep,
+    bus: BusDep,
+    guard: StreamGuardDep,
     ref: str,
     user: CurrentUser,
     build: Annotated[int | None, Query(ge=1, le=SEQ_MAX)] = None,
     follow: bool = False,
 ) -> Any:
     """The build job's log. ``follow=true`` streams it as SSE until the job finishes."""
-    graph = graph_of(request)
-    ws = await _resolve(request, user, ref)
-    builds = await graph.workspace_store.list_builds(ws.id)
+    ws = await svc.resolve(user, ref)
+    builds = await store.list_builds(ws.id)
     if not builds:
         raise NotFound("workspace has no builds")
     chosen = (
@@ -156,20 +172,20 @@ async def logs(
     if chosen is None:
         raise NotFound(f"build #{build} not found")
     if not follow:
-        lines = await graph.workspace_store.job_logs(chosen.job_id)
+        lines = await store.job_logs(chosen.job_id)
         return {
             "build": BuildOut.of(chosen).model_dump(mode="json"),
             "logs": [{"id": ln.id, "level": ln.level, "output": ln.output} for ln in lines],
         }
-    return sse_response(_follow_logs(graph, chosen.id, chosen.job_id, request), request)
+    events_ = _follow_logs(store, bus, chosen.id, chosen.job_id, request)
+    return sse_response(guard.stream(request, events_))
 
 
 async def _follow_logs(
-    graph: Any, build_id: uuid.UUID, job_id: uuid.UUID, request: Request
+    store: WorkspaceStore, bus: EventBus, build_id: uuid.UUID, job_id: uuid.UUID, request: Request
 ) -> AsyncIterator[str]:
-    store = graph.workspace_store
     last = 0
-    async with graph.bus.subscribe(events.job_channel(job_id)) as sub:
+    async with bus.subscribe(job_channel(job_id)) as sub:
         while True:
             for line in await store.job_logs(job_id, after_id=last):
                 last = line.id
@@ -206,33 +222,39 @@ def _agent_line(line: LogLine) -> dict[str, Any]:
 
 @router.get("/{ref}/agents/{agent_id}/logs", responses=SSE_RESPONSE)
 async def agent_logs(
-    request: Request, ref: str, agent_id: uuid.UUID, user: CurrentUser, follow: bool = False
+    request: Request,
+    svc: WorkspaceServiceDep,
+    agents: AgentStoreDep,
+    bus: BusDep,
+    guard: StreamGuardDep,
+    ref: str,
+    agent_id: uuid.UUID,
+    user: CurrentUser,
+    follow: bool = False,
 ) -> Any:
     """An agent's log (its startup script's output), oldest first.
 
     ``follow=true`` streams it as SSE (``log`` events, then one ``done`` event with the
     lifecycle state) until the lifecycle is past ``created``/``starting``."""
-    graph = graph_of(request)
-    ws = await _resolve(request, user, ref)
-    agent = await graph.agents.get(agent_id)
+    ws = await svc.resolve(user, ref)
+    agent = await agents.get(agent_id)
     if agent.workspace_id != ws.id:
         raise NotFound(f"agent {agent_id} not found in workspace {ws.name}")
     if not follow:
-        lines = await graph.agents.logs(agent.id)
+        lines = await agents.logs(agent.id)
         return {
             "agent_id": str(agent.id),
             "lifecycle_state": agent.lifecycle_state.value,
             "logs": [_agent_line(ln) for ln in lines],
         }
-    return sse_response(_follow_agent_logs(graph, agent.id, request), request)
+    return sse_response(guard.stream(request, _follow_agent_logs(agents, bus, agent.id, request)))
 
 
 async def _follow_agent_logs(
-    graph: Any, agent_id: uuid.UUID, request: Request
+    agents: AgentStore, bus: EventBus, agent_id: uuid.UUID, request: Request
 ) -> AsyncIterator[str]:
-    agents = graph.agents
     last = 0
-    async with graph.bus.subscribe(events.agent_channel(agent_id)) as sub:
+    async with bus.subscribe(agent_channel(agent_id)) as sub:
         while True:
             # Read the state before the lines: a final state seen here means every line of
             # the script was stored before this read, so one more read drains them all.
@@ -249,16 +271,21 @@ async def _follow_agent_logs(
 
 
 @router.post("/{ref}/exec")
-async def exec_command(request: Request, ref: str, body: ExecRequest, user: CurrentUser) -> Any:
+async def exec_command(
+    svc: WorkspaceServiceDep,
+    pool: AgentPoolDep,
+    settings: SettingsDep,
+    ref: str,
+    body: ExecRequest,
+    user: CurrentUser,
+) -> Any:
     """Run a command in the workspace through its agent."""
-    graph = graph_of(request)
-    ws = await _resolve(request, user, ref)
-    settings = graph.settings
+    ws = await svc.resolve(user, ref)
     if body.timeout_s is not None and body.timeout_s > settings.exec_max_timeout_s:
         raise InvalidInput(
             f"timeout_s must be at most {settings.exec_max_timeout_s:g}", field="timeout_s"
         )
-    view = await graph.workspaces.view_of(ws)
+    view = await svc.view_of(ws)
     candidates = [a for a in view.agents if a.status is AgentStatus.CONNECTED]
     if view.state != "running" or not candidates:
         raise WorkspaceStopped(
@@ -267,8 +294,8 @@ async def exec_command(request: Request, ref: str, body: ExecRequest, user: Curr
     chosen = next((a for a in candidates if a.agent.chat), candidates[0]).agent
     if not chosen.dial_address or not chosen.dial_secret:
         raise WorkspaceStopped("the workspace agent has not registered its address yet")
-    client = await graph.agent_pool.get(chosen.id, chosen.dial_address, chosen.dial_secret)
-    await graph.workspaces.touch(ws.id)
+    client = await pool.get(chosen.id, chosen.dial_address, chosen.dial_secret)
+    await svc.touch(ws.id)
     result = await client.exec(
         body.command, timeout_s=body.timeout_s, workdir=body.workdir, background=body.background
     )

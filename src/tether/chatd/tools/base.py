@@ -29,7 +29,7 @@ import functools
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from typing import Any, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -39,6 +39,7 @@ from pydantic_ai.exceptions import ToolFailed
 from tether.agentconn.client import AgentClient
 from tether.chatd.binding import ChatConnections, Dialer
 from tether.chatd.messages import INVALID_JSON_KEY, render_tool_error
+from tether.chatd.service import ChatService
 from tether.chatd.stream import ChatStreamHub
 from tether.clock import Clock
 from tether.db.agents import AgentStore
@@ -90,6 +91,20 @@ class ChatdDeps:
     metrics: Metrics = field(default_factory=Metrics)  # the graph's, from install.chatd_deps
     # admin chat settings (template allowlist, prompts); None in unit tests: the defaults
     config: ChatConfigStore | None = None
+    # every chat state change goes through ``chat_service``: the graph's (``service``), or
+    # made from the parts above when not given (unit tests)
+    service: InitVar[ChatService | None] = None
+    chat_service: ChatService = field(init=False)
+
+    def __post_init__(self, service: ChatService | None) -> None:
+        self.chat_service = service or ChatService(
+            chats=self.chats,
+            workspaces=self.workspaces,
+            hub=self.hub,
+            bus=self.bus,
+            clock=self.clock,
+            max_queued=self.settings.max_queued_messages,
+        )
 
     async def chat_config(self) -> ChatConfig:
         """The admin chat settings, read fresh (an admin's change applies to the next call)."""

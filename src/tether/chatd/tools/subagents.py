@@ -14,11 +14,11 @@ from typing import Any
 from pydantic import Field
 from pydantic_ai import Tool
 
+from tether.channels import chat_channel
 from tether.chatd.tools.base import Args, ToolContext, invalid_arguments, make_tool
 from tether.domain.chat import Chat, ChatStatus
-from tether.errors import Conflict, NotFound
+from tether.errors import NotFound
 
-CHATS_CHANNEL = "chats"
 POLL_S = 0.2
 _IDLE = (ChatStatus.WAITING, ChatStatus.ERROR)
 
@@ -32,11 +32,6 @@ def bounded_report(text: str) -> str:
         return text
     note = "\n[the report was truncated; read the subagent chat for the rest]"
     return text[: REPORT_MAX_CHARS - len(note)] + note
-
-
-def chat_channel(chat_id: uuid.UUID) -> str:
-    """Per-chat bus channel: control (``{"type": "interrupt"}``) and status hints."""
-    return f"chat:{chat_id}"
 
 
 class SpawnArgs(Args):
@@ -63,19 +58,11 @@ def _text_parts(text: str) -> list[dict[str, Any]]:
     return [{"type": "text", "text": text}]
 
 
-async def request_interrupt(ctx: ToolContext, chat: Chat) -> None:
-    """Ask a running chat to stop its turn (the worker running it watches row and bus)."""
-    deps = ctx.deps
-    if chat.status is ChatStatus.RUNNING:
-        try:
-            await deps.chats.transition(chat.id, ChatStatus.INTERRUPTING, interrupt_requested=True)
-        except Conflict:
-            pass  # it finished meanwhile
-        await deps.bus.publish(chat_channel(chat.id), {"type": "interrupt"})
-
-
 def subagent_tools(ctx: ToolContext) -> list[Tool[Any]]:
+    """The subagent tools. They read chats from the store; every change of chat state goes
+    through :class:`~tether.chatd.service.ChatService` (``deps.chat_service``)."""
     deps = ctx.deps
+    service = deps.chat_service
 
     async def child(raw: str) -> Chat:
         try:
@@ -102,20 +89,12 @@ def subagent_tools(ctx: ToolContext) -> list[Tool[Any]]:
             for m in await deps.chats.messages(parent.id)
             if any(p.get("type") == "context-file" for p in m.parts)
         ]
-        created = await deps.chats.create(
-            owner_id=parent.owner_id,
+        created = await service.spawn_subagent(  # same model and plan mode (SA-2)
+            parent,
             title=args.title or args.prompt.strip().splitlines()[0][:80],
             first_message=_text_parts(args.prompt),
-            workspace_id=parent.workspace_id,
-            build_id=parent.build_id,
-            agent_id=parent.agent_id,
-            parent_chat_id=parent.id,
-            root_chat_id=parent.root_chat_id or parent.id,
-            model=parent.model,
             copy_messages=context,
-            plan_mode=parent.plan_mode,  # SA-2
         )
-        await deps.bus.publish(CHATS_CHANNEL, {"chat_id": str(created.id)})
         return {"chat_id": str(created.id), "title": created.title, "status": created.status.value}
 
     async def wait_agent(args: WaitArgs) -> dict[str, Any]:
@@ -146,27 +125,13 @@ def subagent_tools(ctx: ToolContext) -> list[Tool[Any]]:
 
     async def message_agent(args: MessageArgs) -> dict[str, Any]:
         chat = await child(args.chat_id)
-        parts = _text_parts(args.message)
-        try:
-            await deps.chats.send_user_message(chat.id, parts)
-            queued = False
-        except Conflict:  # busy: queue it, promoted when the running turn ends
-            await deps.chats.enqueue(chat.id, parts, max_queued=deps.settings.max_queued_messages)
-            queued = True
-            if args.interrupt:
-                await request_interrupt(ctx, chat)
-        await deps.bus.publish(CHATS_CHANNEL, {"chat_id": str(chat.id)})
+        queued = await service.message_subagent(
+            chat, _text_parts(args.message), interrupt=args.interrupt
+        )
         return {"chat_id": str(chat.id), "queued": queued}
 
     async def close_agent(args: CloseArgs) -> dict[str, Any]:
-        chat = await child(args.chat_id)
-        if chat.status is ChatStatus.PENDING:
-            try:
-                await deps.chats.transition(chat.id, ChatStatus.WAITING)
-            except Conflict:
-                chat = await deps.chats.get(chat.id)
-        await request_interrupt(ctx, chat)
-        await deps.chats.set_fields(chat.id, archived=True)
+        chat = await service.close_subagent(await child(args.chat_id))
         return {"chat_id": str(chat.id), "closed": True}
 
     return [

@@ -13,24 +13,10 @@ from typing import Any, Literal
 from pydantic import Field
 from pydantic_ai import Tool
 
-from tether.agent.schemas import BackgroundStarted, ExecResult
+from tether.agent.schemas import EXEC_ENV, BackgroundStarted, ExecResult
 from tether.chatd.tools.base import Args, ToolContext, invalid_arguments, make_tool
+from tether.durations import parse_duration
 
-# Non-interactive environment for every command (docs/behaviour.md §5.2).
-EXEC_ENV = {
-    "TETHER_CHAT_AGENT": "true",
-    "GIT_TERMINAL_PROMPT": "0",
-    "EDITOR": "true",
-    "VISUAL": "true",
-    "GIT_EDITOR": "true",
-    "NO_COLOR": "1",
-    "TERM": "dumb",
-    "PAGER": "cat",
-    "GIT_PAGER": "cat",
-}
-
-_DURATION_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h)")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _FILE_DUMP_RE = re.compile(r"^\s*(cat|head|tail|less|more)\s+[^|;&]+$")
 READ_FILE_NOTE = "to read a file, prefer the read_file tool (it pages long files by line)"
 
@@ -39,33 +25,6 @@ def _compact(result: dict[str, Any]) -> dict[str, Any]:
     """Drop ``None`` fields: an ``error`` key is present only when something failed (the
     scripted demo model and UIs detect failure by the key)."""
     return {k: v for k, v in result.items() if v is not None}
-
-
-def parse_duration(value: str | float | int) -> float:
-    """Seconds from ``"30s"``, ``"1m30s"``, ``"500ms"``, ``"2h"`` or a plain number of
-    seconds. Raises ``ValueError`` for anything else or a non-positive duration."""
-    if isinstance(value, bool):
-        raise ValueError(f"invalid duration {value!r}")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    else:
-        text = value.strip()
-        try:
-            seconds = float(text)
-        except ValueError:
-            pos, seconds = 0, 0.0
-            for match in _DURATION_RE.finditer(text):
-                if match.start() != pos:
-                    break
-                seconds += float(match[1]) * _UNITS[match[2]]
-                pos = match.end()
-            if pos != len(text) or not text:
-                raise ValueError(
-                    f'invalid duration {value!r}: use e.g. "30s", "2m" or seconds'
-                ) from None
-    if seconds <= 0:
-        raise ValueError(f"invalid duration {value!r}: must be positive")
-    return seconds
 
 
 def cap_output(text: str, cap_bytes: int) -> tuple[str, bool]:

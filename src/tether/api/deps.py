@@ -1,0 +1,135 @@
+"""Typed FastAPI dependencies: each route names the services it uses, so a reader (and mypy)
+sees what it touches. They read the one :class:`~tether.wiring.Graph` that
+:func:`tether.api.app.create_app` puts on ``app.state``; no route reads ``app.state``
+itself. Every dependency takes an ``HTTPConnection``, so HTTP routes, SSE streams and
+WebSocket handlers use the same ones. Tests override any of them the FastAPI way
+(``app.dependency_overrides[chat_service] = ...``)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+from fastapi import Depends
+from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.requests import HTTPConnection
+
+from tether.agentconn.liveness import AgentLiveness
+from tether.agentconn.pool import AgentPool
+from tether.chatd.compaction import LongChat, longchat_of
+from tether.chatd.service import ChatService
+from tether.clock import Clock
+from tether.db.agents import AgentStore
+from tether.db.chatconfig import ChatConfigStore
+from tether.db.pubsub import EventBus
+from tether.db.templates import TemplateStore
+from tether.db.users import UserStore
+from tether.db.workspaces import WorkspaceStore
+from tether.llm.registry import ModelRegistry
+from tether.observability.metrics import Metrics
+from tether.settings import Settings
+from tether.workspaces.backends.base import WorkspaceBackend
+from tether.workspaces.pings import PingBatcher
+from tether.workspaces.service import WorkspaceService
+
+if TYPE_CHECKING:  # wiring imports most of tether; the API needs the type only
+    from tether.wiring import Graph
+
+
+def graph_of(conn: HTTPConnection) -> Graph:
+    """The app's graph. Only this module and the app factory use it; routes take the typed
+    dependencies below."""
+    graph: Graph = conn.app.state.graph
+    return graph
+
+
+def settings(conn: HTTPConnection) -> Settings:
+    return graph_of(conn).settings
+
+
+def clock(conn: HTTPConnection) -> Clock:
+    return graph_of(conn).clock
+
+
+def engine(conn: HTTPConnection) -> AsyncEngine:
+    return graph_of(conn).engine
+
+
+def bus(conn: HTTPConnection) -> EventBus:
+    return graph_of(conn).bus
+
+
+def users(conn: HTTPConnection) -> UserStore:
+    return graph_of(conn).users
+
+
+def template_store(conn: HTTPConnection) -> TemplateStore:
+    return graph_of(conn).template_store
+
+
+def workspace_store(conn: HTTPConnection) -> WorkspaceStore:
+    return graph_of(conn).workspace_store
+
+
+def workspace_service(conn: HTTPConnection) -> WorkspaceService:
+    return graph_of(conn).workspaces
+
+
+def agent_store(conn: HTTPConnection) -> AgentStore:
+    return graph_of(conn).agents
+
+
+def agent_pool(conn: HTTPConnection) -> AgentPool:
+    return graph_of(conn).agent_pool
+
+
+def backends(conn: HTTPConnection) -> dict[str, WorkspaceBackend]:
+    return graph_of(conn).backends
+
+
+def pings(conn: HTTPConnection) -> PingBatcher:
+    return graph_of(conn).pings
+
+
+def liveness(conn: HTTPConnection) -> AgentLiveness:
+    return graph_of(conn).liveness
+
+
+def metrics(conn: HTTPConnection) -> Metrics:
+    return graph_of(conn).metrics
+
+
+def chat_service(conn: HTTPConnection) -> ChatService:
+    return graph_of(conn).chat_service
+
+
+def models(conn: HTTPConnection) -> ModelRegistry:
+    return graph_of(conn).models
+
+
+def longchat(conn: HTTPConnection) -> LongChat:
+    return longchat_of(graph_of(conn))
+
+
+def chat_config_store(conn: HTTPConnection) -> ChatConfigStore:
+    graph = graph_of(conn)
+    return ChatConfigStore(graph.engine, graph.clock)
+
+
+SettingsDep = Annotated[Settings, Depends(settings)]
+ClockDep = Annotated[Clock, Depends(clock)]
+EngineDep = Annotated[AsyncEngine, Depends(engine)]
+BusDep = Annotated[EventBus, Depends(bus)]
+UserStoreDep = Annotated[UserStore, Depends(users)]
+TemplateStoreDep = Annotated[TemplateStore, Depends(template_store)]
+WorkspaceStoreDep = Annotated[WorkspaceStore, Depends(workspace_store)]
+WorkspaceServiceDep = Annotated[WorkspaceService, Depends(workspace_service)]
+AgentStoreDep = Annotated[AgentStore, Depends(agent_store)]
+AgentPoolDep = Annotated[AgentPool, Depends(agent_pool)]
+BackendsDep = Annotated[dict[str, WorkspaceBackend], Depends(backends)]
+PingsDep = Annotated[PingBatcher, Depends(pings)]
+LivenessDep = Annotated[AgentLiveness, Depends(liveness)]
+MetricsDep = Annotated[Metrics, Depends(metrics)]
+ChatServiceDep = Annotated[ChatService, Depends(chat_service)]
+ModelsDep = Annotated[ModelRegistry, Depends(models)]
+LongChatDep = Annotated[LongChat, Depends(longchat)]
+ChatConfigStoreDep = Annotated[ChatConfigStore, Depends(chat_config_store)]
