@@ -17,7 +17,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tether.clock import Clock, as_utc
-from tether.db.tables import chat_compactions, chat_usage, chats, user_context_settings
+from tether.db.tables import (
+    chat_compactions,
+    chat_messages,
+    chat_usage,
+    chats,
+    user_context_settings,
+)
 from tether.errors import Conflict
 from tether.ids import new_id
 
@@ -124,6 +130,13 @@ class CompactionStore:
                     previous.id if previous is not None else None
                 ):
                     raise Conflict("the chat was compacted or edited meanwhile; not recording")
+                edited = await conn.scalar(  # an edit at or before the cut replaced what
+                    sa.select(chat_messages.c.superseded_at).where(  # was summarised
+                        chat_messages.c.chat_id == chat_id, chat_messages.c.seq == through_seq
+                    )
+                )
+                if edited is not None:
+                    raise Conflict("a message was edited meanwhile; not recording")
                 highest = await conn.scalar(
                     sa.select(sa.func.coalesce(sa.func.max(chat_compactions.c.number), 0)).where(
                         chat_compactions.c.chat_id == chat_id
