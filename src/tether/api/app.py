@@ -18,7 +18,16 @@ from tether.api import metrics as metrics_endpoint
 from tether.api.errors import install_error_handlers
 from tether.api.guard import RequestGuard
 from tether.api.openapi import install_openapi
-from tether.api.routers import chat_config, chats, compaction, models, templates, users, workspaces
+from tether.api.routers import (
+    chat_config,
+    chats,
+    compaction,
+    models,
+    templates,
+    usage,
+    users,
+    workspaces,
+)
 from tether.observability.logs import RequestIds
 
 if TYPE_CHECKING:  # the graph's type only: tether.wiring imports most of tether
@@ -47,7 +56,11 @@ def create_app(graph: Graph, *, background: list[BackgroundJob] | None = None) -
     app.state.graph = graph
     install_error_handlers(app)
     install_openapi(app)
-    app.add_middleware(RequestGuard, max_body_bytes=graph.settings.api_max_body_bytes)
+    app.add_middleware(
+        RequestGuard,
+        max_body_bytes=graph.settings.api_max_body_bytes,
+        message_max_body_bytes=graph.settings.chat_message_max_body_bytes,
+    )
     app.add_middleware(RequestIds)  # outermost: every response and log line has its id
 
     @app.get("/api/v1/health")
@@ -66,6 +79,7 @@ def create_app(graph: Graph, *, background: list[BackgroundJob] | None = None) -
     app.include_router(websession.router)
     app.include_router(ui.router)
     app.include_router(chat_config.router)
+    app.include_router(usage.router)
     extra = graph.extras.get("routers", [])
     for router in extra:
         app.include_router(router)

@@ -7,6 +7,9 @@ WebSocket handlers use the same ones. Tests override any of them the FastAPI way
 
 from __future__ import annotations
 
+import functools
+import uuid
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends
@@ -16,14 +19,18 @@ from starlette.requests import HTTPConnection
 from tether.agentconn.liveness import AgentLiveness
 from tether.agentconn.pool import AgentPool
 from tether.chatd.compaction import LongChat, longchat_of
-from tether.chatd.service import ChatService
+from tether.chatd.edits import edit_message
+from tether.chatd.service import ChatService, Content
+from tether.chatd.usagelimits import UsageGuard, usage_guard_of
 from tether.clock import Clock
 from tether.db.agents import AgentStore
 from tether.db.chatconfig import ChatConfigStore
+from tether.db.chatedits import Edit
 from tether.db.pubsub import EventBus
 from tether.db.templates import TemplateStore
 from tether.db.users import UserStore
 from tether.db.workspaces import WorkspaceStore
+from tether.domain.user import User
 from tether.llm.registry import ModelRegistry
 from tether.observability.metrics import Metrics
 from tether.settings import Settings
@@ -110,6 +117,18 @@ def longchat(conn: HTTPConnection) -> LongChat:
     return longchat_of(graph_of(conn))
 
 
+def usage_guard(conn: HTTPConnection) -> UsageGuard:
+    return usage_guard_of(graph_of(conn))
+
+
+EditMessage = Callable[[User, uuid.UUID, uuid.UUID, Content], Awaitable[Edit]]
+
+
+def message_editor(conn: HTTPConnection) -> EditMessage:
+    """``edit_message`` (chatd/edits.py) bound to this app's services."""
+    return functools.partial(edit_message, graph_of(conn))
+
+
 def chat_config_store(conn: HTTPConnection) -> ChatConfigStore:
     graph = graph_of(conn)
     return ChatConfigStore(graph.engine, graph.clock)
@@ -133,3 +152,5 @@ ChatServiceDep = Annotated[ChatService, Depends(chat_service)]
 ModelsDep = Annotated[ModelRegistry, Depends(models)]
 LongChatDep = Annotated[LongChat, Depends(longchat)]
 ChatConfigStoreDep = Annotated[ChatConfigStore, Depends(chat_config_store)]
+UsageGuardDep = Annotated[UsageGuard, Depends(usage_guard)]
+MessageEditorDep = Annotated[EditMessage, Depends(message_editor)]

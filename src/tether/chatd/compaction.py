@@ -98,6 +98,14 @@ def summary_text(compaction: Compaction | None) -> str | None:
     return "\n\n".join(parts)
 
 
+def turn_seq_of(messages: list[cm.ChatMessage]) -> int | None:
+    """The ``seq`` of the user message that started the current turn (the last one)."""
+    for msg in reversed(messages):
+        if msg.role == "user" and msg.visibility == "both" and msg.seq is not None:
+            return msg.seq
+    return None
+
+
 def _carried_messages(compaction: Compaction | None) -> list[cm.ChatMessage]:
     if compaction is None or not isinstance(compaction.carried, dict):
         return []
@@ -199,7 +207,9 @@ class LongChat:
         self.hub = hub
         self.keep_steps = keep_steps
         self.cache = HistoryCache(
-            lambda chat_id, after: chats.messages(chat_id, after_seq=after),
+            lambda chat_id, after: chats.messages(
+                chat_id, after_seq=after, include_superseded=True
+            ),
             store.latest,
             max_messages=max_cached_messages,
         )
@@ -244,6 +254,7 @@ class LongChat:
             input_tokens=usage.input_tokens,
             output_tokens=usage.output_tokens,
             estimated_tokens=raw or None,
+            turn_seq=turn_seq_of(view.entry.messages),
         )
 
     # --- compaction ---------------------------------------------------------------------

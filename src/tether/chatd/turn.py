@@ -36,6 +36,7 @@ from tether.agent.schemas import McpTool
 from tether.channels import CHATS, chat_channel
 from tether.chatd import history as history_mod
 from tether.chatd import messages as cm
+from tether.chatd.autotitle import AutoTitler
 from tether.chatd.compaction import LongChat, View
 from tether.chatd.context import (
     Calibration,
@@ -207,9 +208,11 @@ class TurnRunner:
         instructions: Instructions | None = None,
         mcp: McpDiscovery | None = None,
         longchat: LongChat | None = None,
+        titles: AutoTitler | None = None,
     ) -> None:
         self._deps = deps
         self._long = longchat
+        self.titles = titles  # automatic titles after a first turn (chatd/autotitle.py)
         self._model_for = model_for
         self._instructions = instructions
         self._mcp = mcp
@@ -218,6 +221,11 @@ class TurnRunner:
     def mcp_cache(self) -> McpToolCache | None:
         """The process-wide workspace MCP tool cache (the worker evicts on build events)."""
         return self._mcp.cache if self._mcp is not None else None
+
+    def forget_history(self, chat_id: Any = None) -> None:
+        """Drop a chat's cached history (all chats with None): an edit elsewhere."""
+        if self._long is not None:
+            self._long.cache.forget(chat_id)
 
     async def run(self, chat: Chat, state: ChatState, worker_id: Any, control: TurnControl) -> None:
         deps = self._deps
@@ -247,6 +255,8 @@ class TurnRunner:
             await asyncio.shield(recorder.interrupted())
         control.finishing = True
         await self._finish(chat, worker_id, error, error_code)
+        if error is None and self.titles is not None:
+            self.titles.after_turn(chat, model)  # in the background, after the turn
 
     async def _finish(
         self, chat: Chat, worker_id: Any, error: str | None, error_code: str | None

@@ -143,6 +143,8 @@ class ChatWorker:
         for state in self._states.values():
             await state.conns.aclose()
         self._states.clear()
+        if self._runner.titles is not None:  # background titles end with the worker
+            await self._runner.titles.aclose()
         await self._drain.aclose()
 
     async def _guard(self, name: str, loop: Callable[[], object]) -> None:
@@ -317,7 +319,10 @@ class ChatWorker:
 
     async def _wake_loop(self) -> None:
         async with self._deps.bus.subscribe(CHATS) as sub:
-            async for _ in sub:
+            async for event in sub:
+                if event.get("edited") or event.get("reconnected"):  # chatd/edits.py
+                    chat_id = event.get("chat_id")
+                    self._runner.forget_history(uuid.UUID(chat_id) if chat_id else None)
                 self._wake.set()
 
     async def _builds_loop(self) -> None:

@@ -6,6 +6,8 @@
     tether chat retitle CHAT                             new title from the chat's model
     tether chat label CHAT KEY=VALUE… | --clear          replace its labels
     tether chat list [--search TEXT] [--label KEY=VALUE]…
+    tether chat edit CHAT MESSAGE "new text" | usage [CHAT]   (cli/chat_parity.py)
+    new / send take --image FILE (repeatable) for models that accept images
 
 Streaming commands print the assistant's text as it arrives and one line per tool call and
 result; they return when the chat is idle again (exit 1 when the turn ended in ``error``).
@@ -26,6 +28,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
+from tether.cli.chat_parity import ImageOpt, content_of, register
 from tether.cli.chat_render import ChatRenderer
 from tether.cli.chat_stream import (
     BUSY,
@@ -35,7 +38,8 @@ from tether.cli.chat_stream import (
     new_renderer,
     stream_chat,
 )
-from tether.cli.common import CliError, JsonOpt, connection, guarded, run
+from tether.cli.chatref import resolve_chat
+from tether.cli.common import JsonOpt, connection, guarded, run
 from tether.cli.output import Output
 from tether.sdk import TetherClient
 from tether.sdk.chats import Chat, ChatsAPI
@@ -141,21 +145,6 @@ async def _wait_idle(chats: ChatsAPI, chat_id: uuid.UUID, timeout: float) -> Cha
         await asyncio.sleep(0.2)
 
 
-async def resolve_chat(chats: ChatsAPI, ref: str) -> Chat:
-    """A chat by id, unique id prefix or exact title (archived chats included)."""
-    try:
-        return await chats.get(uuid.UUID(ref))
-    except ValueError:
-        pass
-    candidates = await chats.list() + await chats.list(archived=True)
-    found = {c.id: c for c in candidates if str(c.id).startswith(ref.lower()) or c.title == ref}
-    if len(found) == 1:
-        return next(iter(found.values()))
-    if not found:
-        raise CliError(f"no chat matches {ref!r} (see `tether chat list`)", code="not_found")
-    raise CliError(f"{ref!r} matches {len(found)} chats; use more of the id", code="ambiguous")
-
-
 async def _follow(
     client: TetherClient,
     out: Output,
@@ -218,15 +207,17 @@ def new(
         typer.Option("--plan", help="Plan mode: read-only tools; the plan goes to a plan file."),
     ] = False,
     label: LabelOpt = None,
+    image: ImageOpt = None,
     json_mode: JsonOpt = False,
 ) -> None:
     """Start a chat and stream the reply (this is what `tether chat "message"` runs)."""
     labels = _labels(label)
+    content = content_of(message, image)
 
     async def body(client: TetherClient, out: Output, session: Session) -> int:
         workspace_id = (await client.get_workspace(workspace)).id if workspace else None
         chat = await ChatsAPI(client).create(
-            message, workspace_id=workspace_id, model=model, plan_mode=plan, labels=labels
+            content, workspace_id=workspace_id, model=model, plan_mode=plan, labels=labels
         )
         session.chat_id = chat.id
         if out.json_mode:
@@ -257,9 +248,11 @@ def send(
         bool | None,
         typer.Option("--plan/--no-plan", help="Turn plan mode on or off from this message on."),
     ] = None,
+    image: ImageOpt = None,
     json_mode: JsonOpt = False,
 ) -> None:
     """Send a message to a chat (queued while a turn runs) and stream the reply."""
+    content = content_of(message, image)
 
     async def body(client: TetherClient, out: Output, session: Session) -> int:
         chats = ChatsAPI(client)
@@ -269,7 +262,7 @@ def send(
             return await _slash(chats, out, target.id, message.strip())
         result = await chats.send(
             target.id,
-            message,
+            content,
             busy="interrupt" if interrupt else "queue",
             model=model,
             plan_mode=plan,
@@ -492,3 +485,6 @@ def retitle(ctx: typer.Context, chat: ChatRef, json_mode: JsonOpt = False) -> No
         return 0
 
     run(ctx, json_mode, body)
+
+
+register(app, _follow, _run_streaming)  # edit, usage (cli/chat_parity.py)

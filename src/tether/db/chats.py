@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from tether.clock import Clock, as_utc
 from tether.db.chatlabels import ChatLabelStore, label_filter
 from tether.db.tables import chat_messages, chat_queued_messages, chats
+from tether.db.usage import UsageStore
 from tether.domain.chat import Chat, ChatStatus, QueuedMessage, StoredMessage, sources_of
 from tether.errors import Conflict, NotFound, QueueFull
 from tether.ids import new_id
@@ -47,6 +48,7 @@ def _chat(row: Any) -> Chat:
         updated_at=as_utc(row.updated_at),  # type: ignore[arg-type]
         plan_mode=bool(row.plan_mode),
         last_injected_context=row.last_injected_context,
+        title_source=row.title_source,
     )
 
 
@@ -60,6 +62,7 @@ def _message(row: Any) -> StoredMessage:
         visibility=row.visibility,
         model=row.model,
         created_at=as_utc(row.created_at),  # type: ignore[arg-type]
+        superseded=row.superseded_at is not None,
     )
 
 
@@ -68,6 +71,7 @@ class ChatStore:
         self._engine = engine
         self._clock = clock
         self.labels = ChatLabelStore(engine)
+        self.usage = UsageStore(engine)
 
     # --- chats ----------------------------------------------------------------------------
 
@@ -85,6 +89,7 @@ class ChatStore:
         model: str | None = None,
         copy_messages: list[StoredMessage] | None = None,
         plan_mode: bool = False,
+        title_source: str = "auto",
     ) -> Chat:
         now = self._clock.now()
         chat_id = new_id()
@@ -106,6 +111,7 @@ class ChatStore:
                     created_at=now,
                     updated_at=now,
                     plan_mode=plan_mode,
+                    title_source=title_source,
                 )
             )
             for msg in copy_messages or []:
@@ -158,6 +164,19 @@ class ChatStore:
                 .values(updated_at=self._clock.now(), **values)
             )
             return await self._get(conn, chat_id)
+
+    async def set_auto_title(self, chat_id: uuid.UUID, title: str) -> Chat | None:
+        """Write an automatic title unless a title was set meanwhile (chatd/autotitle.py)."""
+        async with self._engine.begin() as conn:
+            row = (
+                await conn.execute(
+                    chats.update()
+                    .where(chats.c.id == chat_id, chats.c.title_source == "first_message")
+                    .values(title=title, title_source="auto", updated_at=self._clock.now())
+                    .returning(*chats.c)
+                )
+            ).first()
+        return _chat(row) if row is not None else None
 
     # --- worker -------------------------------------------------------------------------
 
@@ -455,6 +474,12 @@ class ChatStore:
 
     # --- messages -----------------------------------------------------------------------------
 
+    async def insert_message(
+        self, conn: AsyncConnection, chat_id: uuid.UUID, parts: list[dict[str, Any]]
+    ) -> StoredMessage:
+        """A user message, inside the caller's transaction (db/chatedits.py)."""
+        return await self._insert_message(conn, chat_id, "user", parts, "both", None)
+
     async def _insert_message(
         self,
         conn: AsyncConnection,
@@ -592,13 +617,21 @@ class ChatStore:
         return {r[0]: int(r[1]) for r in rows}
 
     async def messages(
-        self, chat_id: uuid.UUID, *, after_seq: int = 0, limit: int | None = None
+        self,
+        chat_id: uuid.UUID,
+        *,
+        after_seq: int = 0,
+        limit: int | None = None,
+        include_superseded: bool = False,
     ) -> list[StoredMessage]:
+        """The chat's history in ``seq`` order; edited-away messages only on request."""
         query = (
             sa.select(chat_messages)
             .where(chat_messages.c.chat_id == chat_id, chat_messages.c.seq > after_seq)
             .order_by(chat_messages.c.seq)
         )
+        if not include_superseded:
+            query = query.where(chat_messages.c.superseded_at.is_(None))
         if limit is not None:
             query = query.limit(limit)
         async with self._engine.connect() as conn:

@@ -24,6 +24,7 @@ from tether.chatd import messages as cm
 from tether.chatd.compaction import SUMMARY_HEADER, LongChat
 from tether.chatd.stream import ChatStreamHub
 from tether.clock import SystemClock
+from tether.db.chatedits import edit_user_message
 from tether.db.chats import ChatStore
 from tether.db.compactions import CompactionStore
 from tether.db.engine import create_engine
@@ -147,6 +148,7 @@ from tether.chatd.compaction import LongChat
 from tether.chatd.stream import ChatStreamHub
 from tether.clock import SystemClock
 from tether.db.chats import ChatStore
+from tether.db.chatedits import edit_user_message
 from tether.db.compactions import CompactionStore
 from tether.db.engine import create_engine
 import uuid
@@ -234,3 +236,25 @@ async def test_the_instruction_block_and_goal_survive_compaction(
     lead = long.model_messages(view, view.history)[0]
     assert isinstance(lead, pai.ModelRequest)
     assert "the goal" in str(lead.parts[0].content)  # the first user message, kept twice over
+
+
+async def test_an_edit_during_summarisation_discards_that_compaction(engine: AsyncEngine) -> None:
+    """An edit of the idle chat while ``/compact`` summarises replaces messages the summary
+    covers: the record is refused (Conflict) and the edited history is what the model gets."""
+    chat_id = await _chat_with_turns(engine)
+    long = _longchat(engine)
+    await long.chats.set_fields(chat_id, status="waiting")
+    gate, entered = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(long.compact(chat_id, _summariser(gate, entered), reason="t"))
+    async with asyncio.timeout(20):
+        await entered.wait()
+        second = [m for m in await long.chats.messages(chat_id) if m.role == "user"][1]
+        await edit_user_message(
+            engine, SystemClock(), long.chats, chat_id, second.id, [{"type": "text", "text": "E"}]
+        )
+        gate.set()
+        with pytest.raises(Conflict):
+            await task
+    assert await long.store.latest(chat_id) is None
+    view = await long.view(chat_id)
+    assert [m.parts[0].text for m in view.history if m.role == "user"] == ["the goal", "E"]  # type: ignore[union-attr]

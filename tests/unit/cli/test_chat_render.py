@@ -234,3 +234,17 @@ def test_system_notice_is_shown_on_its_own_line() -> None:
     assert out.chunks[-1] == (f"! {notice}\n", "yellow")
     assert out.text == f"Work\n! {notice}\n"
     assert r.reply == ""  # not the assistant's reply
+
+
+def test_an_image_part_is_shown_by_type_and_size_never_its_bytes() -> None:
+    out = Captured()
+    r = ChatRenderer(out, show_user=True)
+    data = "A" * 4096  # 3 KiB decoded
+    r.message(
+        _msg(
+            "user",
+            {"type": "text", "text": "look"},
+            {"type": "image", "media_type": "image/png", "data": data},
+        )
+    )
+    assert "look [image: image/png 3 KiB]" in out.text and data not in out.text

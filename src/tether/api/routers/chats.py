@@ -18,7 +18,15 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from tether.api.auth import CurrentUser
-from tether.api.deps import ChatServiceDep, ClockDep, LongChatDep, ModelsDep, SettingsDep
+from tether.api.deps import (
+    ChatServiceDep,
+    ClockDep,
+    LongChatDep,
+    MessageEditorDep,
+    ModelsDep,
+    SettingsDep,
+    UsageGuardDep,
+)
 from tether.api.limits import MODEL_SPEC_MAX, SEQ_MAX, TITLE_MAX, MessageParts, MessageText
 from tether.api.revocation import StreamGuardDep
 from tether.api.sse import SSE_RESPONSE, sse_event, sse_response
@@ -27,6 +35,7 @@ from tether.chatd.service import ChatService
 from tether.chatd.stream import parse_event_id
 from tether.chatd.titles import generate_title
 from tether.db.chatlabels import KEY_MAX, LABELS_MAX, VALUE_MAX
+from tether.db.usage import Tokens
 from tether.domain.chat import Chat, ChatStatus, QueuedMessage, StoredMessage
 from tether.errors import InvalidInput
 
@@ -65,8 +74,17 @@ class SendMessage(BaseModel):
     plan_mode: bool | None = None  # switch plan mode on/off from the next turn; None: keep
 
 
+class EditMessage(BaseModel):
+    content: Content  # replaces the message; later messages are superseded (chatd/edits.py)
+
+
 class ArchiveChat(BaseModel):
     archived: bool = True
+
+
+class UsageTotals(BaseModel):
+    input_tokens: int = 0
+    output_tokens: int = 0
 
 
 class ChatOut(BaseModel):
@@ -90,9 +108,17 @@ class ChatOut(BaseModel):
     labels: dict[str, str] = Field(default_factory=dict)
     # the instruction/skill parts last injected, without file contents (None: none found)
     last_injected_context: list[dict[str, Any]] | None = None
+    title_source: str = "auto"  # first_message | auto | user (chatd/autotitle.py)
+    usage: UsageTotals = Field(default_factory=UsageTotals)  # provider-reported, all turns
 
     @classmethod
-    def of(cls, c: Chat, queued: int = 0, labels: dict[str, str] | None = None) -> ChatOut:
+    def of(
+        cls,
+        c: Chat,
+        queued: int = 0,
+        labels: dict[str, str] | None = None,
+        usage: Tokens | None = None,
+    ) -> ChatOut:
         return cls(
             id=c.id,
             owner_id=c.owner_id,
@@ -113,6 +139,11 @@ class ChatOut(BaseModel):
             plan_mode=c.plan_mode,
             labels=labels or {},
             last_injected_context=c.last_injected_context,
+            title_source=c.title_source,
+            usage=UsageTotals(
+                input_tokens=usage.input_tokens if usage else 0,
+                output_tokens=usage.output_tokens if usage else 0,
+            ),
         )
 
 
@@ -126,6 +157,7 @@ class MessageOut(BaseModel):
     model: str | None
     created_at: datetime
     compacted: bool = False  # before the chat's last compaction: no longer sent to the model
+    superseded: bool = False  # replaced by an edit (listed only with include_superseded)
 
     @classmethod
     def of(cls, m: StoredMessage, compacted_through: int = 0) -> MessageOut:
@@ -139,6 +171,7 @@ class MessageOut(BaseModel):
             model=m.model,
             created_at=m.created_at,
             compacted=m.seq <= compacted_through,
+            superseded=m.superseded,
         )
 
 
@@ -164,6 +197,13 @@ class SendOut(BaseModel):
     chat: ChatOut
 
 
+class EditOut(BaseModel):
+    message: MessageOut  # the new user message
+    superseded_from_seq: int  # messages from this seq on were replaced
+    invalidated_compactions: int
+    chat: ChatOut
+
+
 async def _out(service: ChatService, chat: Chat) -> ChatOut:
     return (await _outs(service, [chat]))[0]
 
@@ -171,7 +211,8 @@ async def _out(service: ChatService, chat: Chat) -> ChatOut:
 async def _outs(service: ChatService, chats: list[Chat]) -> list[ChatOut]:
     counts = await service.queued_counts(chats)
     labels = await service.labels_of(chats)
-    return [ChatOut.of(c, counts.get(c.id, 0), labels.get(c.id)) for c in chats]
+    usage = await service.store.usage.chat_totals([c.id for c in chats])
+    return [ChatOut.of(c, counts.get(c.id, 0), labels.get(c.id), usage.get(c.id)) for c in chats]
 
 
 def _label_pairs(raw: list[str]) -> dict[str, str]:
@@ -185,7 +226,10 @@ def _label_pairs(raw: list[str]) -> dict[str, str]:
 
 
 @router.post("", status_code=201)
-async def create(service: ChatServiceDep, body: CreateChat, user: CurrentUser) -> ChatOut:
+async def create(
+    service: ChatServiceDep, guard: UsageGuardDep, body: CreateChat, user: CurrentUser
+) -> ChatOut:
+    await guard.check(user)  # 409 usage_limit_exceeded
     chat = await service.create(
         user,
         body.content,
@@ -243,8 +287,12 @@ async def messages(
     user: CurrentUser,
     after_seq: Annotated[int, Query(ge=0, le=SEQ_MAX)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    include_superseded: bool = False,
 ) -> MessagePageOut:
-    page = await service.messages(user, chat_id, after_seq=after_seq, limit=limit)
+    """``include_superseded``: also the messages an edit replaced (marked ``superseded``)."""
+    page = await service.messages(
+        user, chat_id, after_seq=after_seq, limit=limit, include_superseded=include_superseded
+    )
     latest = await longchat.store.latest(chat_id)
     through = latest.through_seq if latest is not None else 0
     return MessagePageOut(
@@ -255,8 +303,13 @@ async def messages(
 
 @router.post("/{chat_id}/messages")
 async def send(
-    service: ChatServiceDep, chat_id: uuid.UUID, body: SendMessage, user: CurrentUser
+    service: ChatServiceDep,
+    guard: UsageGuardDep,
+    chat_id: uuid.UUID,
+    body: SendMessage,
+    user: CurrentUser,
 ) -> SendOut:
+    await guard.check(user)  # 409 usage_limit_exceeded
     result = await service.send(
         user, chat_id, body.content, busy=body.busy, model=body.model, plan_mode=body.plan_mode
     )
@@ -265,6 +318,29 @@ async def send(
         queued_message=QueuedOut.of(result.queued_message) if result.queued_message else None,
         queued=result.queued,
         chat=await _out(service, result.chat),
+    )
+
+
+@router.patch(
+    "/{chat_id}/messages/{message_id}",
+    responses={409: {"description": "chat_busy, message_not_editable, usage_limit_exceeded"}},
+)
+async def edit(
+    service: ChatServiceDep,
+    edit_message: MessageEditorDep,
+    chat_id: uuid.UUID,
+    message_id: uuid.UUID,
+    body: EditMessage,
+    user: CurrentUser,
+) -> EditOut:
+    """Replace a user message of an idle chat: it and every later message are superseded,
+    compactions from it on are invalidated, and the chat runs again (chatd/edits.py)."""
+    done = await edit_message(user, chat_id, message_id, body.content)
+    return EditOut(
+        message=MessageOut.of(done.message),
+        superseded_from_seq=done.superseded_from_seq,
+        invalidated_compactions=done.invalidated_compactions,
+        chat=await _out(service, done.chat),
     )
 
 
@@ -305,7 +381,8 @@ async def regenerate_title(
         clock=clock,
         timeout_s=settings.model_request_timeout_s,
     )
-    return await _out(service, await service.store.set_fields(chat.id, title=title))
+    chat = await service.store.set_fields(chat.id, title=title, title_source="auto")
+    return await _out(service, chat)
 
 
 @router.get("/{chat_id}/children")
