@@ -16,7 +16,16 @@ from tether.api import agent_session, ui, websession
 from tether.api.errors import install_error_handlers
 from tether.api.guard import RequestGuard
 from tether.api.openapi import install_openapi
-from tether.api.routers import chat_config, chats, compaction, models, templates, users, workspaces
+from tether.api.routers import (
+    chat_config,
+    chats,
+    chatwatch,
+    compaction,
+    models,
+    templates,
+    users,
+    workspaces,
+)
 from tether.observability import endpoint as metrics_endpoint
 from tether.observability.logs import RequestIds
 
@@ -56,6 +65,7 @@ def create_app(graph: Any, *, background: list[BackgroundJob] | None = None) -> 
     app.include_router(chats.router)
     app.include_router(compaction.router)
     app.include_router(compaction.me_router)
+    app.include_router(chatwatch.router)
     app.include_router(models.router)
     app.include_router(agent_session.router)
     app.include_router(metrics_endpoint.router)
