@@ -82,6 +82,7 @@ class QueuedMessage(_Model):
 class MessagePage(_Model):
     messages: list[ChatMessage]
     next_after_seq: int | None = None
+    prev_before_seq: int | None = None  # paging backwards: the older page's ``before_seq``
 
 
 class Compaction(_Model):
@@ -154,9 +155,22 @@ class ChatsAPI:
         return Chat.model_validate(await self._call("GET", f"/{chat_id}"))
 
     async def messages(
-        self, chat_id: uuid.UUID | str, *, after_seq: int = 0, limit: int = 100
+        self,
+        chat_id: uuid.UUID | str,
+        *,
+        after_seq: int = 0,
+        limit: int = 100,
+        before_seq: int | None = None,
+        latest: bool = False,
     ) -> MessagePage:
-        params = {"after_seq": after_seq, "limit": limit}
+        """A page forwards from ``after_seq``, or backwards: ``latest=True`` is the newest
+        page, ``before_seq`` the page before that message (then follow
+        ``prev_before_seq``)."""
+        params: dict[str, Any] = {"after_seq": after_seq, "limit": limit}
+        if before_seq is not None:
+            params["before_seq"] = before_seq
+        if latest:
+            params["latest"] = "true"
         return MessagePage.model_validate(
             await self._call("GET", f"/{chat_id}/messages", params=params)
         )
@@ -205,6 +219,20 @@ class ChatsAPI:
     async def clear(self, chat_id: uuid.UUID | str) -> Compaction:
         """Give the idle chat a fresh context; its history stays readable."""
         return Compaction.model_validate(await self._call("POST", f"/{chat_id}/clear"))
+
+    async def compaction_threshold(self) -> float | None:
+        """The caller's own compaction threshold (a share of each model's context window;
+        it applies where it is lower than the model's); None when not set."""
+        body = await self._client._request("GET", "/me/context")
+        value = body.get("compaction_threshold")
+        return None if value is None else float(value)
+
+    async def set_compaction_threshold(self, value: float | None) -> float | None:
+        """Set the caller's threshold (0.1–0.95; 400 outside), or drop it with None."""
+        body = {"compaction_threshold": value}
+        answer = await self._client._request("PUT", "/me/context", json=body)
+        result = answer.get("compaction_threshold")
+        return None if result is None else float(result)
 
     async def compactions(self, chat_id: uuid.UUID | str) -> list[Compaction]:
         return [

@@ -35,6 +35,11 @@ async def test_history_pages_backwards_from_the_newest(env: ChatEnv) -> None:
     first = (await env.alice.http.get(url, params={"before_seq": 2, "limit": 3})).json()
     assert [m["seq"] for m in first["messages"]] == [1]
     assert first["prev_before_seq"] is None
+    # the SDK pages the same way
+    page = await env.alice.chats.messages(chat.id, latest=True, limit=4)
+    assert [m.seq for m in page.messages] == [4, 5, 6, 7] and page.prev_before_seq == 4
+    page = await env.alice.chats.messages(chat.id, before_seq=4, limit=4)
+    assert [m.seq for m in page.messages] == [1, 2, 3] and page.prev_before_seq is None
     # the forward paging is unchanged
     forward = (await env.alice.http.get(url, params={"limit": 2})).json()
     assert [m["seq"] for m in forward["messages"]] == [1, 2]
