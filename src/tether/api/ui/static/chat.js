@@ -1,18 +1,20 @@
-// The chat view: history (windowed), the live reply over SSE, tool calls with their
-// results, typed errors with remediation, the composer (queue / interrupt), the queue,
-// subagents, archive and the chat's workspace panel.
+// The chat view: history (paged), the live reply over SSE, tool calls with their results,
+// typed errors with remediation, the composer (queue / interrupt), the queue, compaction
+// (Compact / Clear and a marker where the history was compacted), subagents, archive and
+// the chat's workspace panel.
 //
-// The stream is the one source of messages: it replays persisted messages after the resume
-// point, then the turn's buffered deltas, then live events (ids "seq.n"). A reload opens it
-// from the start, so the partial reply is rebuilt once from its deltas; a dropped connection
-// reconnects with Last-Event-ID (EventSource does that itself) and continues exactly where
-// it stopped — no duplicated and no lost text.
+// The view opens with the newest page of history (GET …/messages?latest=true) and follows
+// the stream from that page's last message (?after=<seq>.0): the stream sends persisted
+// messages after it, then the turn's buffered deltas, then live events (ids "seq.n"), so a
+// reload rebuilds a partial reply once from its deltas. A dropped connection reconnects
+// with Last-Event-ID (EventSource does that itself) and continues exactly where it stopped
+// — no duplicated and no lost text. Older pages load as the reader scrolls up.
 
 import { renderMarkdown } from "./md.js";
 import { act, ago, api, badge, button, chatBadge, errorBox, events, fill, h, onLeave, state } from "./core.js";
 import { workspacePanel } from "./workspaces.js";
 
-const WINDOW = 50; // messages rendered at first; "show earlier" adds as many again
+const PAGE = 50; // messages per history page (the newest first, older ones on scroll)
 const CLIP = 2000; // characters of a tool result shown before "show more"
 const BUSY = new Set(["running", "pending", "interrupting"]);
 
@@ -63,9 +65,22 @@ export async function chatPage(main, id) {
     chat = await api("POST", `/chats/${id}/archive`, { archived: !chat.archived });
     renderHead();
   }), "btn btn-small");
+  const compactBtn = button("Compact", () => act(compactBtn, topErr, async () => {
+    await api("POST", `/chats/${id}/compact`);
+    await loadCompactions();
+  }), "btn btn-small");
+  compactBtn.dataset.action = "compact";
+  compactBtn.title = "Summarise the older history for the model (the messages stay here)";
+  const clearBtn = button("Clear", () => act(clearBtn, topErr, async () => {
+    await api("POST", `/chats/${id}/clear`);
+    await loadCompactions();
+  }), "btn btn-small");
+  clearBtn.dataset.action = "clear";
+  clearBtn.title = "Start a fresh context for the model (the messages stay here)";
   const meta = h("div", { class: "chat-meta" });
   const topErr = h("div");
-  const earlier = button("Show earlier messages", () => showEarlier(), "btn btn-small earlier");
+  const earlier = button("Show earlier messages", () => loadOlder(), "btn btn-small earlier");
+  earlier.hidden = true;
   const list = h("div", { class: "messages", role: "log", "aria-label": "Messages" });
   const live = h("div", { class: "msg msg-assistant live", hidden: true });
   const liveBody = h("div");
@@ -114,7 +129,7 @@ export async function chatPage(main, id) {
       h(
         "section",
         { class: "chat-main" },
-        h("div", { class: "chat-head" }, h("div", {}, title, meta), h("div", { class: "actions" }, statusSlot, archiveBtn)),
+        h("div", { class: "chat-head" }, h("div", {}, title, meta), h("div", { class: "actions" }, statusSlot, compactBtn, clearBtn, archiveBtn)),
         topErr,
         scroller,
         queueBox,
@@ -264,10 +279,10 @@ export async function chatPage(main, id) {
   }
 
   // --- messages ---------------------------------------------------------------------------
-  const all = []; // persisted messages shown to the user, by seq
-  const seen = new Set();
-  let rendered = 0; // how many of the newest `all` are in the DOM
-  let caughtUp = false;
+  const seen = new Set(); // seqs of the persisted messages in the view
+  let prevBefore = null; // the older page's before_seq; null: the first message is loaded
+  let loadingOlder = false;
+  let compactions = []; // the chat's compaction records, oldest first
 
   function messageEl(m) {
     if (m.visibility === "model") return null;
@@ -314,35 +329,88 @@ export async function chatPage(main, id) {
   function addMessage(m) {
     if (seen.has(m.seq)) return;
     seen.add(m.seq);
-    all.push(m);
-    if (!caughtUp) return; // rendered in one go when the catch-up ends
     const stick = nearBottom();
     const el = messageEl(m);
-    rendered++;
     if (el) list.append(el);
     if (m.role === "assistant") resetLive(); // its text was the live text
     if (stick || m.role === "user") toBottom();
   }
 
-  function renderWindow() {
-    const start = Math.max(0, all.length - WINDOW);
-    // results of calls outside the window must not create cards before their calls do
-    const els = all.slice(start).map(messageEl).filter(Boolean);
-    fill(list, ...els);
-    rendered = all.length - start;
-    earlier.hidden = start === 0;
+  // The newest page; returns the seq to follow the stream from.
+  async function loadLatest() {
+    const page = await api("GET", `/chats/${id}/messages?latest=true&limit=${PAGE}`);
+    for (const m of page.messages) seen.add(m.seq);
+    fill(list, ...page.messages.map(messageEl).filter(Boolean));
+    prevBefore = page.prev_before_seq;
+    earlier.hidden = prevBefore === null;
     toBottom();
+    return page.messages.length ? page.messages[page.messages.length - 1].seq : 0;
   }
 
-  function showEarlier() {
-    const end = all.length - rendered;
-    const start = Math.max(0, end - WINDOW);
-    const height = scroller.scrollHeight;
-    const els = all.slice(start, end).map(messageEl).filter(Boolean);
-    list.prepend(...els);
-    rendered += end - start;
-    earlier.hidden = start === 0;
-    scroller.scrollTop += scroller.scrollHeight - height;
+  async function loadOlder() {
+    if (prevBefore === null || loadingOlder) return;
+    loadingOlder = true;
+    earlier.disabled = true;
+    try {
+      const page = await api("GET", `/chats/${id}/messages?before_seq=${prevBefore}&limit=${PAGE}`);
+      const fresh = page.messages.filter((m) => !seen.has(m.seq));
+      for (const m of fresh) seen.add(m.seq);
+      const height = scroller.scrollHeight;
+      const top = scroller.scrollTop;
+      list.prepend(...fresh.map(messageEl).filter(Boolean));
+      scroller.scrollTop = top + scroller.scrollHeight - height; // the reader's place stays
+      prevBefore = page.prev_before_seq;
+      earlier.hidden = prevBefore === null;
+      markCompactions();
+    } catch (err) {
+      fill(topErr, errorBox(err));
+    } finally {
+      loadingOlder = false;
+      earlier.disabled = false;
+    }
+  }
+  scroller.addEventListener("scroll", () => {
+    if (scroller.scrollTop < 120) loadOlder();
+  });
+
+  // --- compaction -------------------------------------------------------------------------
+  // Messages up to the latest compaction are no longer sent to the model: they stay here,
+  // marked, with a divider where each compaction cut the history.
+  async function loadCompactions() {
+    try {
+      compactions = await api("GET", `/chats/${id}/compactions`);
+    } catch {
+      return; /* the marker is a nicety; the next compaction event tries again */
+    }
+    markCompactions();
+  }
+
+  function markCompactions() {
+    for (const old of list.querySelectorAll(".compaction-marker")) old.remove();
+    const through = compactions.length ? compactions[compactions.length - 1].through_seq : 0;
+    const els = [...list.children];
+    for (const el of els) el.classList.toggle("msg-compacted", Number(el.dataset.seq) <= through);
+    for (const c of compactions) {
+      const next = els.find((el) => Number(el.dataset.seq) > c.through_seq);
+      const first = els.length ? Number(els[0].dataset.seq) : 0;
+      if (next === els[0] && prevBefore !== null && first > c.through_seq + 1) continue; // not loaded yet
+      const marker = compactionMarker(c);
+      if (next) list.insertBefore(marker, next);
+      else list.append(marker);
+    }
+  }
+
+  function compactionMarker(c) {
+    const cleared = c.kind === "clear";
+    return h(
+      "div",
+      { class: "compaction-marker", role: "separator", "data-kind": c.kind, "data-through": c.through_seq },
+      h("span", { class: "compaction-label" }, cleared ? "Context cleared" : "History compacted"),
+      h("span", { class: "hint" }, cleared
+        ? " — the model starts afresh here; the messages above stay for reading."
+        : ` — the model gets a summary of the messages above (kept here for reading)${c.tokens_before ? `; ~${c.tokens_before} tokens before` : ""}.`),
+      !cleared && c.summary ? h("details", { class: "compaction-summary" }, h("summary", {}, "Summary"), h("pre", {}, c.summary)) : null,
+    );
   }
 
   // --- the live reply -----------------------------------------------------------------------
@@ -409,6 +477,9 @@ export async function chatPage(main, id) {
 
   // --- go -----------------------------------------------------------------------------------
   renderHead();
+  const lastSeq = await loadLatest();
+  list.after(live);
+  loadCompactions();
   setStatus(chat);
   showWorkspace(chat.workspace_id);
   loadChildren();
@@ -417,17 +488,11 @@ export async function chatPage(main, id) {
   } catch {
     /* shown again by the next queue_update */
   }
-  events(`/api/v1/chats/${id}/stream`, {
+  events(`/api/v1/chats/${id}/stream` + (lastSeq ? `?after=${lastSeq}.0` : ""), {
     message: (m) => addMessage(m),
     message_part: (d) => onPart(d),
-    status: (d) => {
-      if (!caughtUp) {
-        caughtUp = true; // the stream sends a status snapshot right after the history
-        renderWindow();
-        list.after(live);
-      }
-      setStatus(d);
-    },
+    status: (d) => setStatus(d),
+    compaction: () => loadCompactions(),
     error: (d) => {
       fill(turnErr, typedError({ code: d.code || "error", message: d.message, remediation: remedyOf(d.code) }));
     },
