@@ -362,6 +362,7 @@ const PROVIDERS = ["openai", "anthropic", "openai-compatible", "scripted"];
 // Admins add, edit and remove their own models; the operator's are read-only here. A key is
 // never shown back: the form names the environment variable that holds it.
 async function modelsPage(main) {
+  const admin = state.user.role === "admin";
   const err = h("div");
   const body = h("tbody");
   const field = (id, label, input) => h("div", { class: "field" }, h("label", { for: id }, label), input);
@@ -440,7 +441,7 @@ async function modelsPage(main) {
     fill(
       body,
       ...models.map((m) => {
-        const own = m.source === "admin";
+        const own = admin && m.source === "admin";
         let actions = null;
         if (own) {
           const editBtn = button("Edit", () => edit(m), "btn btn-small");
@@ -493,7 +494,7 @@ async function modelsPage(main) {
       body,
     ),
     err,
-    form,
+    admin ? form : null,
   );
   await load();
 }
