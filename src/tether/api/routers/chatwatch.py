@@ -8,11 +8,12 @@ What the chats list of the web UI follows instead of polling the list. Events:
 * ``created``, ``status``, ``title``, ``archived``, ``updated`` — one chat changed; the data
   is ``{"changes": [...], "chat": <the chat as GET /api/v1/chats/{id} shows it>}`` and the
   event name is the first of ``changes``;
-* a ``: ping`` comment every ``chat_stream_ping_s``.
+* a ``: ping`` comment as on a chat's stream (``ChatService.stream_ping_s``).
 
 Only the caller's own chats are ever read (the query is by owner). Polling the database is
 the truth, as for a chat's stream (a change can come from any replica): one indexed query
-per ``chat_stream_poll_s`` for the rows changed since the last look (``db/chatreads.py``).
+per ``ChatService.stream_poll_s`` (1 s) for the rows changed since the last look
+(``db/chatreads.py``).
 """
 
 from __future__ import annotations
