@@ -18,6 +18,29 @@ const PAGE = 50; // messages per history page (the newest first, older ones on s
 const CLIP = 2000; // characters of a tool result shown before "show more"
 const BUSY = new Set(["running", "pending", "interrupting"]);
 
+// Images are shown only from their bytes, through blob: URLs of an allowed image type — never
+// as HTML, never from an address the message names.
+const IMAGE_TYPES = new Set(["image/png", "image/jpeg", "image/gif", "image/webp"]);
+const IMAGE_MAX_BYTES = 180 * 1024; // the message limit is 256 KiB of JSON; base64 adds 1/3
+
+function imageEl(part) {
+  const type = String(part.media_type || "");
+  const refused = (why) => h("div", { class: "attachment-refused" }, `Attachment not shown: ${why}`);
+  if (!IMAGE_TYPES.has(type)) return refused(`${type.slice(0, 60) || "no type"} is not an image type shown here`);
+  if (typeof part.data !== "string") return refused("no image data");
+  let bytes;
+  try {
+    const bin = atob(part.data);
+    bytes = new Uint8Array(bin.length);
+    for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+  } catch {
+    return refused("the data is not base64");
+  }
+  const url = URL.createObjectURL(new Blob([bytes], { type }));
+  onLeave(() => URL.revokeObjectURL(url));
+  return h("img", { class: "msg-image", src: url, alt: "attached image", loading: "lazy" });
+}
+
 function textOf(parts) {
   return (parts || []).filter((p) => p.type === "text").map((p) => p.text).join("");
 }
@@ -104,6 +127,16 @@ export async function chatPage(main, id) {
     h("label", {}, h("input", { type: "radio", name: "busy", value: "interrupt" }), " interrupt"),
   );
   const sendBtn = h("button", { type: "submit", class: "btn btn-primary" }, "Send");
+  const fileIn = h("input", { id: "attach", type: "file", accept: [...IMAGE_TYPES].join(","), multiple: true, class: "visually-hidden" });
+  const attachLabel = h("label", { for: "attach", class: "btn btn-small", tabindex: "0", role: "button" }, "Attach image");
+  attachLabel.addEventListener("keydown", (ev) => {
+    if (ev.key === "Enter" || ev.key === " ") {
+      ev.preventDefault();
+      fileIn.click();
+    }
+  });
+  const attachList = h("div", { class: "attachments" });
+  let attachments = []; // {part, url}
   const stopBtn = button("Interrupt", () => act(stopBtn, sendErr, async () => {
     // the stream reports the status; a late HTTP answer must not overwrite a newer one
     await api("POST", `/chats/${id}/interrupt`);
@@ -115,7 +148,8 @@ export async function chatPage(main, id) {
     "form",
     { class: "composer" },
     input,
-    h("div", { class: "composer-bar" }, mode, h("div", { class: "actions" }, stopBtn, sendBtn)),
+    attachList,
+    h("div", { class: "composer-bar" }, mode, h("div", { class: "actions" }, fileIn, attachLabel, stopBtn, sendBtn)),
     sendErr,
   );
   const side = h("aside", { class: "chat-side" });
@@ -223,7 +257,10 @@ export async function chatPage(main, id) {
   }
 
   function showQueue(queued) {
-    fill(queueList, ...queued.map((q) => h("li", { class: "queued" }, textOf(q.parts) || "(attachment)")));
+    fill(queueList, ...queued.map((q) => {
+      const images = (q.parts || []).filter((p) => p.type === "image").length;
+      return h("li", { class: "queued" }, textOf(q.parts) || "", images ? h("span", { class: "pill" }, `${images} image${images > 1 ? "s" : ""}`) : null);
+    }));
     queueBox.hidden = queued.length === 0;
   }
 
@@ -302,6 +339,7 @@ export async function chatPage(main, id) {
     const body = [];
     for (const p of parts) {
       if (p.type === "text" && p.text) body.push(renderMarkdown(p.text));
+      else if (p.type === "image") body.push(imageEl(p));
       else if (p.type === "reasoning" && p.text)
         body.push(h("details", { class: "reasoning" }, h("summary", {}, "Thinking"), h("pre", {}, p.text)));
       else if (p.type === "tool-call") {
@@ -463,14 +501,52 @@ export async function chatPage(main, id) {
       composer.requestSubmit();
     }
   });
+  function showAttachments() {
+    fill(attachList, ...attachments.map((a, i) => {
+      const remove = button("Remove", () => {
+        URL.revokeObjectURL(a.url);
+        attachments.splice(i, 1);
+        showAttachments();
+      }, "btn btn-small");
+      return h("div", { class: "attachment" }, h("img", { src: a.url, alt: a.name }), h("span", { class: "hint" }, a.name), remove);
+    }));
+  }
+  onLeave(() => attachments.forEach((a) => URL.revokeObjectURL(a.url)));
+
+  function readBase64(file) {
+    return new Promise((resolve, reject) => {
+      const reader = new FileReader();
+      reader.onload = () => resolve(String(reader.result).split(",", 2)[1] || "");
+      reader.onerror = () => reject(reader.error);
+      reader.readAsDataURL(file);
+    });
+  }
+
+  fileIn.addEventListener("change", () => act(attachLabel, sendErr, async () => {
+    for (const file of fileIn.files) {
+      if (!IMAGE_TYPES.has(file.type)) throw new Error(`${file.name}: only PNG, JPEG, GIF and WebP images can be attached`);
+      if (file.size > IMAGE_MAX_BYTES) throw new Error(`${file.name}: larger than ${IMAGE_MAX_BYTES / 1024} KiB`);
+      const data = await readBase64(file);
+      attachments.push({ name: file.name, url: URL.createObjectURL(file), part: { type: "image", media_type: file.type, data } });
+    }
+    fileIn.value = "";
+    showAttachments();
+  }));
+
   composer.addEventListener("submit", (ev) => {
     ev.preventDefault();
-    const content = input.value;
-    if (!content.trim()) return;
+    const text = input.value;
+    if (!text.trim() && !attachments.length) return;
+    const content = attachments.length
+      ? [...(text.trim() ? [{ type: "text", text }] : []), ...attachments.map((a) => a.part)]
+      : text;
     const busy = composer.querySelector("input[name=busy]:checked").value;
     act(sendBtn, sendErr, async () => {
       await api("POST", `/chats/${id}/messages`, { content, busy });
       input.value = "";
+      attachments.forEach((a) => URL.revokeObjectURL(a.url));
+      attachments = [];
+      showAttachments();
       fill(turnErr);
     });
   });
