@@ -6,12 +6,16 @@ class is its default message.
 
     TetherError
     ├── InvalidInput            400 invalid_input     (``field`` names the offending path)
-    │   └── PayloadTooLarge     413 payload_too_large (the request body is over the limit)
+    │   ├── PayloadTooLarge     413 payload_too_large (the request body is over the limit)
+    │   └── ImagesNotSupported  422 images_not_supported (the chat's model takes no images)
     ├── Unauthorized            401 unauthorized
     ├── Forbidden               403 forbidden
     ├── NotFound                404 not_found          (also for other owners' objects)
     ├── Conflict                409 conflict           (lost compare-and-set, busy workspace)
-    │   └── QueueFull           409 queue_full
+    │   ├── QueueFull           409 queue_full
+    │   ├── ChatBusy            409 chat_busy          (a turn runs; has a remediation)
+    │   ├── MessageNotEditable  409 message_not_editable (not a user message, or edited)
+    │   └── UsageLimitExceeded  409 usage_limit_exceeded (per-user token limit; remediation)
     ├── Timeout                 504 timeout
     ├── AgentError              502 agent_error        (the in-workspace agent answered badly)
     │   ├── AgentRequestFailed  502 agent_request_failed  (agent-side error with its own code;
@@ -83,6 +87,13 @@ class PayloadTooLarge(InvalidInput):
     http_status = 413
 
 
+class ImagesNotSupported(InvalidInput):
+    """The chat's model does not accept images."""
+
+    code = "images_not_supported"
+    http_status = 422
+
+
 class Unauthorized(TetherError):
     """Authentication is required."""
 
@@ -115,6 +126,37 @@ class QueueFull(Conflict):
     """Too many queued messages for this chat."""
 
     code = "queue_full"
+
+
+class _Remedied(Conflict):
+    remediation: str = ""
+
+    def __init__(self, message: str | None = None, *, remediation: str, **details: Any):
+        super().__init__(message, remediation=remediation, **details)  # SDKs read details
+        self.remediation = remediation
+
+    def to_dict(self) -> dict[str, Any]:
+        data = super().to_dict()
+        data["remediation"] = self.remediation
+        return data
+
+
+class ChatBusy(_Remedied):
+    """The chat is running a turn."""
+
+    code = "chat_busy"
+
+
+class MessageNotEditable(Conflict):
+    """Only the user's own text messages that are still in the history can be edited."""
+
+    code = "message_not_editable"
+
+
+class UsageLimitExceeded(_Remedied):
+    """The user has used their token allowance for this period."""
+
+    code = "usage_limit_exceeded"
 
 
 class Timeout(TetherError):

@@ -122,6 +122,15 @@ class Settings(BaseSettings):
     history_cache_max_messages: int = Field(default=20_000, ge=0, le=10_000_000)
     context_keep_steps: int = Field(default=4, ge=1, le=100)  # kept verbatim (elision, cut)
 
+    # chat parity (issue #14): images, automatic titles, per-user usage limits
+    image_max_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)  # one image, decoded
+    image_max_count: int = Field(default=4, ge=0, le=32)  # images per message (0: none)
+    # the body limit of the routes that take a message (create, send, edit); others keep
+    # api_max_body_bytes
+    chat_message_max_body_bytes: int = Field(default=32 * 1024 * 1024, gt=0)
+    title_generation_timeout_s: float = Field(default=30.0, gt=0)  # automatic titles
+    usage_limits_refresh_s: float = Field(default=10.0, ge=0)  # other replicas see a change
+
     # --- LLM ------------------------------------------------------------------------------
     # ``model`` is the operator's shortcut: one model (named "default") from a spec string.
     # ``models_file`` (YAML/JSON) and ``models_json`` (the same document, inline) define named

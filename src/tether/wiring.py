@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tether.agentconn.liveness import AgentLiveness
 from tether.agentconn.pool import AgentPool
+from tether.chatd.images import ImageRules
 from tether.chatd.service import ChatService
 from tether.chatd.stream import ChatStreamHub
 from tether.clock import Clock, SystemClock
@@ -167,6 +168,7 @@ async def build_graph(
         clock=clock,
         max_queued=settings.max_queued_messages,
         models=models,
+        images=ImageRules.of(settings),
     )
     graph = Graph(
         settings=settings,

@@ -23,6 +23,7 @@ from tether.api.routers import (
     compaction,
     models,
     templates,
+    usage,
     users,
     workspaces,
 )
@@ -52,7 +53,11 @@ def create_app(graph: Any, *, background: list[BackgroundJob] | None = None) -> 
     app.state.graph = graph
     install_error_handlers(app)
     install_openapi(app)
-    app.add_middleware(RequestGuard, max_body_bytes=graph.settings.api_max_body_bytes)
+    app.add_middleware(
+        RequestGuard,
+        max_body_bytes=graph.settings.api_max_body_bytes,
+        message_max_body_bytes=graph.settings.chat_message_max_body_bytes,
+    )
     app.add_middleware(RequestIds)  # outermost: every response and log line has its id
 
     @app.get("/api/v1/health")
@@ -72,6 +77,7 @@ def create_app(graph: Any, *, background: list[BackgroundJob] | None = None) -> 
     app.include_router(websession.router)
     app.include_router(ui.router)
     app.include_router(chat_config.router)
+    app.include_router(usage.router)
     extra = getattr(graph, "extras", {}).get("routers", [])
     for router in extra:
         app.include_router(router)

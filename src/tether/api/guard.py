@@ -3,7 +3,9 @@
 An ASGI middleware around the whole HTTP API. It answers with a typed error (the same
 ``{code, message, details}`` body as every other error) when
 
-* the body is larger than ``Settings.api_max_body_bytes`` → 413 ``payload_too_large``
+* the body is larger than ``Settings.api_max_body_bytes`` → 413 ``payload_too_large``; on
+  the routes that take a chat message only the base64 data of image parts may take it past
+  that, up to ``chat_message_max_body_bytes`` (chatd/images.py bounds each image)
   (from ``Content-Length`` at once, else while reading: the body is never buffered past the
   limit; the rest, up to :data:`DRAIN_MAX_BYTES`, is read and dropped so the client gets
   the answer);
@@ -21,6 +23,7 @@ scopes pass through untouched.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -33,10 +36,17 @@ MAX_JSON_DEPTH = 64
 DRAIN_MAX_BYTES = 64 * 1024 * 1024
 
 
+# the routes that take a chat message (create, send, edit): images make their bodies large
+MESSAGE_ROUTES = re.compile(r"^/api/v1/chats(/[0-9a-fA-F-]{36}/messages(/[0-9a-fA-F-]{36})?)?/?$")
+
+
 class RequestGuard:
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_body_bytes: int, message_max_body_bytes: int | None = None
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.message_max_body_bytes = message_max_body_bytes or max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -45,15 +55,24 @@ class RequestGuard:
         try:
             check_target(scope)
             body = await self._read_body(scope, receive)
-            if body and _is_json(scope):
-                check_json(body)
+            parsed = check_json(body) if body and _is_json(scope) else None
+            if len(body) > self.max_body_bytes and (
+                len(body) - _image_bytes(parsed) > self.max_body_bytes
+            ):
+                raise _too_large(self.max_body_bytes)  # only image data may pass the limit
         except TetherError as exc:
             await _reply(send, exc)
             return
         await self.app(scope, _replay(body, receive), send)
 
+    def limit_of(self, scope: Scope) -> int:
+        """``message_max_body_bytes`` for the message routes' writes, else the default."""
+        if scope.get("method") in ("POST", "PATCH") and MESSAGE_ROUTES.match(scope.get("path", "")):
+            return max(self.max_body_bytes, self.message_max_body_bytes)
+        return self.max_body_bytes
+
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
-        limit = self.max_body_bytes
+        limit = self.limit_of(scope)
         declared = _header(scope, b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             await _drain(receive, int(declared))
@@ -90,6 +109,18 @@ async def _drain(receive: Receive, declared: int) -> None:
         size += len(message.get("body", b""))
         if not message.get("more_body", False):
             return
+
+
+def _image_bytes(parsed: Any) -> int:
+    """The characters of image data in a message body (``content`` image parts)."""
+    content = parsed.get("content") if isinstance(parsed, dict) else None
+    if not isinstance(content, list):
+        return 0
+    return sum(
+        len(p["data"])
+        for p in content
+        if isinstance(p, dict) and p.get("type") == "image" and isinstance(p.get("data"), str)
+    )
 
 
 def _too_large(limit: int) -> PayloadTooLarge:

@@ -30,6 +30,7 @@ async def backward_page(
     before_seq: int | None,
     limit: int,
     after_seq: int,
+    include_superseded: bool = False,
 ) -> BackwardPage:
     if after_seq:
         raise InvalidInput(
@@ -38,7 +39,13 @@ async def backward_page(
         )
     chat = await graph.chat_service.get(user, chat_id)  # 404 for another member's chat
     # one extra row tells whether an older page exists without a count query
-    rows = await messages_before(graph.engine, chat.id, before_seq=before_seq, limit=limit + 1)
+    rows = await messages_before(
+        graph.engine,
+        chat.id,
+        before_seq=before_seq,
+        limit=limit + 1,
+        include_superseded=include_superseded,
+    )
     more = len(rows) > limit
     page = rows[-limit:] if more else rows
     latest = await longchat_of(graph).store.latest(chat.id)

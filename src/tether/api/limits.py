@@ -25,7 +25,11 @@ SEQ_MAX = 2**63 - 1
 
 
 def _parts_size(parts: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    if len(json.dumps(parts, ensure_ascii=False)) > MESSAGE_MAX_CHARS:
+    # image data has its own bound (Settings.image_max_bytes, chatd/images.py)
+    sized = [
+        {**p, "data": ""} if isinstance(p, dict) and p.get("type") == "image" else p for p in parts
+    ]
+    if len(json.dumps(sized, ensure_ascii=False)) > MESSAGE_MAX_CHARS:
         raise ValueError(f"the message is larger than {MESSAGE_MAX_CHARS} characters")
     return parts
 

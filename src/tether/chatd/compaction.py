@@ -97,6 +97,14 @@ def summary_text(compaction: Compaction | None) -> str | None:
     return "\n\n".join(parts)
 
 
+def turn_seq_of(messages: list[cm.ChatMessage]) -> int | None:
+    """The ``seq`` of the user message that started the current turn (the last one)."""
+    for msg in reversed(messages):
+        if msg.role == "user" and msg.visibility == "both" and msg.seq is not None:
+            return msg.seq
+    return None
+
+
 def _carried_messages(compaction: Compaction | None) -> list[cm.ChatMessage]:
     if compaction is None or not isinstance(compaction.carried, dict):
         return []
@@ -243,6 +251,7 @@ class LongChat:
             input_tokens=usage.input_tokens,
             output_tokens=usage.output_tokens,
             estimated_tokens=raw or None,
+            turn_seq=turn_seq_of(view.entry.messages),
         )
 
     # --- compaction ---------------------------------------------------------------------

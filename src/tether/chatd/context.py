@@ -92,6 +92,9 @@ class NeedsCompaction(Exception):
 # --- estimating ----------------------------------------------------------------------------
 
 
+IMAGE_CHARS = 1600 * 4  # the estimate of one image part (chatd/images.py), in characters
+
+
 def _text_of(value: Any) -> int:
     if isinstance(value, str):
         return len(value)
@@ -108,6 +111,11 @@ def message_chars(message: pai.ModelMessage) -> int:
             total += len(part.tool_name) + _text_of(part.args)
         elif isinstance(part, pai.ToolReturnPart | pai.RetryPromptPart):
             total += len(part.tool_name or "") + _text_of(part.content)
+        elif isinstance(part, pai.UserPromptPart) and not isinstance(part.content, str):
+            total += sum(  # an image costs about what providers charge for ~1 megapixel
+                IMAGE_CHARS if isinstance(c, pai.BinaryContent) else _text_of(c)
+                for c in part.content
+            )
         else:
             total += _text_of(getattr(part, "content", ""))
     return total

@@ -6,7 +6,8 @@ compaction (one indexed query) and reads only the rows after the last ``seq`` it
 a turn's database and conversion cost does not grow with the chat's length. Messages are
 append-only (``seq`` grows), so rows another replica appended after a takeover are picked up
 by the same read; a different compaction number (a compaction here or on another replica,
-``/clear``) or :meth:`invalidate` drops the entry. Memory is bounded by
+``/clear``) or :meth:`invalidate` drops the entry; an edit (chatd/edits.py) invalidates it
+on every replica. Memory is bounded by
 ``max_messages`` over all chats (least recently used chats go first), not by the number or
 length of chats; a chat larger than the bound alone is served but not kept.
 """
@@ -75,6 +76,14 @@ class HistoryCache:
         entry = self._entries.pop(chat_id, None)
         if entry is not None:
             self._size -= len(entry.messages)
+
+    def forget(self, chat_id: uuid.UUID | None) -> None:
+        """:meth:`invalidate` one chat, or every chat with None (events may be lost)."""
+        if chat_id is not None:
+            self.invalidate(chat_id)
+        else:
+            self._entries.clear()
+            self._size = 0
 
     async def view(self, chat_id: uuid.UUID) -> Entry:
         """The chat's messages since its latest compaction, read incrementally."""

@@ -29,6 +29,7 @@ Decisions a caller needs to know:
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -113,8 +114,22 @@ class SkillPart(_Part):
     agent_id: UUID | None = None
 
 
+class ImagePart(_Part):
+    """An image a user attached (chatd/images.py checked it): base64 as sent."""
+
+    type: Literal["image"] = "image"
+    media_type: str
+    data: str
+
+
 Part = Annotated[
-    TextPart | ReasoningPart | ToolCallPart | ToolResultPart | ContextFilePart | SkillPart,
+    TextPart
+    | ReasoningPart
+    | ToolCallPart
+    | ToolResultPart
+    | ContextFilePart
+    | SkillPart
+    | ImagePart,
     Field(discriminator="type"),
 ]
 Role = Literal["user", "assistant", "tool", "system"]
@@ -248,6 +263,9 @@ def _request_part(part: Part, role: Role) -> pai.ModelRequestPart | None:
         return pai.UserPromptPart(content=part.text)
     if isinstance(part, ToolResultPart):
         return _tool_return(part)
+    if isinstance(part, ImagePart) and role == "user":
+        image = pai.BinaryContent(data=base64.b64decode(part.data), media_type=part.media_type)
+        return pai.UserPromptPart(content=[image])
     raise InvalidInput(f"a {part.type} part cannot appear in a {role} message", field="parts")
 
 

@@ -56,6 +56,8 @@ class Chat:
     plan_mode: bool = False  # read-only turns with a plan file (docs/behaviour.md §5.7)
     # stripped copies of the instruction/skill parts last persisted (for UIs); None: none
     last_injected_context: list[dict[str, Any]] | None = None
+    # first_message | auto | user: only first_message gets an automatic title (autotitle.py)
+    title_source: str = "auto"
 
     @property
     def is_root(self) -> bool:
@@ -77,6 +79,7 @@ class StoredMessage:
     visibility: str
     model: str | None
     created_at: datetime
+    superseded: bool = False  # edited away (chatd/edits.py): not history any more
 
 
 @dataclass(frozen=True)

@@ -20,13 +20,14 @@ from typing import Any, Literal, Protocol
 
 from tether.chatd.context import Budget, check_single_message
 from tether.chatd.follow import status_data
+from tether.chatd.images import ImageRules, check_image, count_images
 from tether.chatd.models import Chat, ChatStatus, QueuedMessage, StoredMessage
 from tether.chatd.stream import ChatStreamHub
 from tether.clock import Clock
 from tether.db.chatlabels import check_labels
 from tether.db.chats import ChatStore
 from tether.db.pubsub import EventBus
-from tether.errors import Conflict, InvalidInput, NotFound
+from tether.errors import Conflict, ImagesNotSupported, InvalidInput, NotFound
 from tether.workspaces.models import User
 from tether.workspaces.service import WorkspaceService
 
@@ -62,16 +63,24 @@ class SendResult:
         return self.queued_message is not None
 
 
-def user_parts(content: Content) -> list[dict[str, Any]]:
+def user_parts(content: Content, images: ImageRules | None = None) -> list[dict[str, Any]]:
     """Normalise what a user sends into stored parts: a string is one text part; a list
     may hold only ``{"type": "text", "text": ...}`` parts (users cannot author tool calls
-    or context files). InvalidInput (field ``content``) for anything else or no text."""
+    or context files) and, with ``images``, image parts (chatd/images.py). InvalidInput
+    (field ``content``) for anything else or no text and no image."""
     if isinstance(content, str):
         raw: list[Any] = [{"type": "text", "text": content}]
     else:
         raw = list(content)
     parts: list[dict[str, Any]] = []
     for i, part in enumerate(raw):
+        if images is not None and isinstance(part, dict) and part.get("type") == "image":
+            parts.append(check_image(i, part, images))
+            if count_images(parts) > images.max_count:
+                raise InvalidInput(
+                    f"at most {images.max_count} images per message", field=f"content[{i}]"
+                )
+            continue
         if not isinstance(part, dict) or part.get("type") != "text":
             raise InvalidInput(
                 f"content[{i}]: only text parts can be sent", field=f"content[{i}].type"
@@ -83,7 +92,7 @@ def user_parts(content: Content) -> list[dict[str, Any]]:
             extra = sorted(set(part) - {"type", "text"})
             raise InvalidInput(f"content[{i}]: unknown fields {extra}", field=f"content[{i}]")
         parts.append({"type": "text", "text": text})
-    if not any(p["text"].strip() for p in parts):
+    if not any(p.get("text", "").strip() or p["type"] == "image" for p in parts):
         raise InvalidInput("content must contain some text", field="content")
     return parts
 
@@ -113,8 +122,10 @@ class ChatService:
         stream_poll_s: float = 1.0,
         stream_ping_s: float = 15.0,
         models: ModelNames | None = None,
+        images: ImageRules | None = None,
     ) -> None:
         self.store = chats
+        self.images = images  # None: image parts are refused
         self._models = models
         self.hub = hub
         self.clock = clock
@@ -151,13 +162,25 @@ class ChatService:
         return await self.store.queued(chat.id)
 
     async def messages(
-        self, actor: User, chat_id: uuid.UUID, *, after_seq: int = 0, limit: int = 100
+        self,
+        actor: User,
+        chat_id: uuid.UUID,
+        *,
+        after_seq: int = 0,
+        limit: int = 100,
+        include_superseded: bool = False,
     ) -> MessagePage:
-        """One page of history in ``seq`` order, after ``after_seq``."""
+        """One page of history in ``seq`` order, after ``after_seq``; messages an edit
+        replaced only with ``include_superseded``."""
         chat = await self.get(actor, chat_id)
         limit = max(1, min(limit, MAX_MESSAGES_PAGE))
         # one extra row tells whether another page exists without a count query
-        rows = await self.store.messages(chat.id, after_seq=max(0, after_seq), limit=limit + 1)
+        rows = await self.store.messages(
+            chat.id,
+            after_seq=max(0, after_seq),
+            limit=limit + 1,
+            include_superseded=include_superseded,
+        )
         page = rows[:limit]
         more = len(rows) > limit
         return MessagePage(page, page[-1].seq if more and page else None)
@@ -178,15 +201,16 @@ class ChatService:
         """A new root chat, pending with its first user message. Only ``workspace_id`` is
         written; the build/agent half of the binding is resolved lazily by the first turn.
         ``plan_mode``: the chat's turns are read-only until a message turns it off (PL-9)."""
-        parts = user_parts(content)
+        parts = user_parts(content, self.images)
         if workspace_id is not None:
             ws = await self._workspaces.get(actor, workspace_id)
             if ws.owner_id != actor.id:  # admins may see others' workspaces, not chat in them
                 raise NotFound(f"workspace {workspace_id} not found")
         if self._models is not None:  # only configured names; never a spec from a request
             model = await self._models.chat_model(model)
-        await self._check_fits(model, parts)
-        title = (title or "").strip() or title_from(parts)
+        await self.check_fits(model, parts)
+        given_title = (title or "").strip()
+        title = given_title or title_from(parts)
         if len(title) > MAX_TITLE:
             raise InvalidInput(f"title must be at most {MAX_TITLE} characters", field="title")
         if labels:
@@ -198,6 +222,7 @@ class ChatService:
             workspace_id=workspace_id,
             model=model,
             plan_mode=plan_mode,
+            title_source="user" if given_title else "first_message",  # chatd/autotitle.py
         )
         if labels:
             await self.store.labels.set(chat.id, labels)
@@ -224,7 +249,7 @@ class ChatService:
         chat to another configured model from its next turn on; ``plan_mode`` (when given)
         turns plan mode on or off from the next turn on (PL-9; a running turn keeps its
         mode)."""
-        parts = user_parts(content)
+        parts = user_parts(content, self.images)
         chat = await self.get(actor, chat_id)
         if plan_mode is not None and plan_mode != chat.plan_mode:
             chat = await self.store.set_fields(chat.id, plan_mode=plan_mode)
@@ -232,10 +257,10 @@ class ChatService:
             if self._models is not None:
                 model = await self._models.chat_model(model)
             if model != chat.model:
-                await self._check_fits(model, parts)
+                await self.check_fits(model, parts)
                 chat = await self.store.set_fields(chat.id, model=model)
         else:
-            await self._check_fits(chat.model, parts)
+            await self.check_fits(chat.model, parts)
         chat, message, queued = await self.store.submit_user_message(
             chat.id, parts, max_queued=self._max_queued, join_pending=busy == "interrupt"
         )
@@ -249,13 +274,20 @@ class ChatService:
                 chat = await self._interrupt(chat)
         return SendResult(chat, message, queued)
 
-    async def _check_fits(self, model: str | None, parts: list[dict[str, Any]]) -> None:
+    async def check_fits(self, model: str | None, parts: list[dict[str, Any]]) -> None:
         """A message that cannot fit the model's window even alone is refused now (413
-        ``context_overflow``), not after it was queued (chatd/context.py)."""
+        ``context_overflow``), not after it was queued (chatd/context.py); so is an image
+        for a model that takes none (422 ``images_not_supported``)."""
         get = getattr(self._models, "get", None)
         if get is None:
             return
         cfg = await get(model or self._models.default)  # type: ignore[union-attr]
+        if count_images(parts) and not getattr(cfg, "images", False):
+            raise ImagesNotSupported(
+                f"the chat's model {cfg.name} does not accept images; send text, or switch "
+                "the chat to a model configured with images: true",
+                field="content",
+            )
         if cfg.context_window:
             text = "\n".join(str(p.get("text", "")) for p in parts)
             check_single_message(Budget(cfg.context_window, cfg.compaction_threshold), text)
@@ -282,7 +314,7 @@ class ChatService:
             title = title.strip()
             if not title or len(title) > MAX_TITLE:
                 raise InvalidInput(f"title must be 1 to {MAX_TITLE} characters", field="title")
-            chat = await self.store.set_fields(chat.id, title=title)
+            chat = await self.store.set_fields(chat.id, title=title, title_source="user")
         return chat
 
     async def labels_of(self, chats: list[Chat]) -> dict[uuid.UUID, dict[str, str]]:

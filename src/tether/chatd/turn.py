@@ -218,6 +218,11 @@ class TurnRunner:
         """The process-wide workspace MCP tool cache (the worker evicts on build events)."""
         return self._mcp.cache if self._mcp is not None else None
 
+    def forget_history(self, chat_id: Any = None) -> None:
+        """Drop a chat's cached history (all chats with None): an edit elsewhere."""
+        if self._long is not None:
+            self._long.cache.forget(chat_id)
+
     async def run(self, chat: Chat, state: ChatState, worker_id: Any, control: TurnControl) -> None:
         deps = self._deps
         hub = deps.hub

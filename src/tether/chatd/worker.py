@@ -317,7 +317,10 @@ class ChatWorker:
 
     async def _wake_loop(self) -> None:
         async with self._deps.bus.subscribe(CHATS_CHANNEL) as sub:
-            async for _ in sub:
+            async for event in sub:
+                if event.get("edited") or event.get("reconnected"):  # chatd/edits.py
+                    chat_id = event.get("chat_id")
+                    self._runner.forget_history(uuid.UUID(chat_id) if chat_id else None)
                 self._wake.set()
 
     async def _builds_loop(self) -> None:

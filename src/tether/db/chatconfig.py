@@ -76,6 +76,14 @@ class ChatConfigStore:
                 continue  # a concurrent writer inserted it first: update instead
         raise Conflict(f"could not write the chat setting {key}; try again")
 
+    async def value(self, key: str) -> Any:
+        """One setting's stored JSON (None when unset)."""
+        async with self._engine.connect() as conn:
+            return await conn.scalar(sa.select(chat_config.c.value).where(chat_config.c.key == key))
+
+    async def set_value(self, key: str, value: Any) -> None:
+        await self._put(key, value)
+
     async def set_template_allowlist(self, template_ids: list[uuid.UUID]) -> ChatConfig:
         unique = sorted({str(t) for t in template_ids})
         await self._put(TEMPLATE_ALLOWLIST, unique)

@@ -22,11 +22,18 @@ from tether.db.tables import chat_messages, chats
 
 
 async def messages_before(
-    engine: AsyncEngine, chat_id: uuid.UUID, *, before_seq: int | None, limit: int
+    engine: AsyncEngine,
+    chat_id: uuid.UUID,
+    *,
+    before_seq: int | None,
+    limit: int,
+    include_superseded: bool = False,
 ) -> list[StoredMessage]:
     """The last ``limit`` messages with ``seq < before_seq`` (``None``: the newest), in
-    ``seq`` order."""
+    ``seq`` order; messages an edit replaced only with ``include_superseded``."""
     query = sa.select(chat_messages).where(chat_messages.c.chat_id == chat_id)
+    if not include_superseded:
+        query = query.where(chat_messages.c.superseded_at.is_(None))
     if before_seq is not None:
         query = query.where(chat_messages.c.seq < before_seq)
     query = query.order_by(chat_messages.c.seq.desc()).limit(limit)

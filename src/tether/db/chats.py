@@ -27,6 +27,7 @@ from tether.chatd.models import (
 from tether.clock import Clock, as_utc
 from tether.db.chatlabels import ChatLabelStore, label_filter
 from tether.db.tables import chat_messages, chat_queued_messages, chats
+from tether.db.usage import UsageStore
 from tether.errors import Conflict, NotFound, QueueFull
 from tether.ids import new_id
 
@@ -53,6 +54,7 @@ def _chat(row: Any) -> Chat:
         updated_at=as_utc(row.updated_at),  # type: ignore[arg-type]
         plan_mode=bool(row.plan_mode),
         last_injected_context=row.last_injected_context,
+        title_source=row.title_source,
     )
 
 
@@ -66,6 +68,7 @@ def _message(row: Any) -> StoredMessage:
         visibility=row.visibility,
         model=row.model,
         created_at=as_utc(row.created_at),  # type: ignore[arg-type]
+        superseded=row.superseded_at is not None,
     )
 
 
@@ -74,6 +77,7 @@ class ChatStore:
         self._engine = engine
         self._clock = clock
         self.labels = ChatLabelStore(engine)
+        self.usage = UsageStore(engine)
 
     # --- chats ----------------------------------------------------------------------------
 
@@ -91,6 +95,7 @@ class ChatStore:
         model: str | None = None,
         copy_messages: list[StoredMessage] | None = None,
         plan_mode: bool = False,
+        title_source: str = "auto",
     ) -> Chat:
         now = self._clock.now()
         chat_id = new_id()
@@ -112,6 +117,7 @@ class ChatStore:
                     created_at=now,
                     updated_at=now,
                     plan_mode=plan_mode,
+                    title_source=title_source,
                 )
             )
             for msg in copy_messages or []:
@@ -461,6 +467,12 @@ class ChatStore:
 
     # --- messages -----------------------------------------------------------------------------
 
+    async def insert_message(
+        self, conn: AsyncConnection, chat_id: uuid.UUID, parts: list[dict[str, Any]]
+    ) -> StoredMessage:
+        """A user message, inside the caller's transaction (db/chatedits.py)."""
+        return await self._insert_message(conn, chat_id, "user", parts, "both", None)
+
     async def _insert_message(
         self,
         conn: AsyncConnection,
@@ -598,13 +610,21 @@ class ChatStore:
         return {r[0]: int(r[1]) for r in rows}
 
     async def messages(
-        self, chat_id: uuid.UUID, *, after_seq: int = 0, limit: int | None = None
+        self,
+        chat_id: uuid.UUID,
+        *,
+        after_seq: int = 0,
+        limit: int | None = None,
+        include_superseded: bool = False,
     ) -> list[StoredMessage]:
+        """The chat's history in ``seq`` order; edited-away messages only on request."""
         query = (
             sa.select(chat_messages)
             .where(chat_messages.c.chat_id == chat_id, chat_messages.c.seq > after_seq)
             .order_by(chat_messages.c.seq)
         )
+        if not include_superseded:
+            query = query.where(chat_messages.c.superseded_at.is_(None))
         if limit is not None:
             query = query.limit(limit)
         async with self._engine.connect() as conn:

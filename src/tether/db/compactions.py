@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tether.clock import Clock, as_utc
-from tether.db.tables import chat_compactions, chat_usage, user_context_settings
+from tether.db.tables import chat_compactions, chat_usage, chats, user_context_settings
 from tether.errors import Conflict
 from tether.ids import new_id
 
@@ -33,6 +33,7 @@ class Compaction:
     carried: dict[str, Any]  # {goal, messages}: what every compaction keeps (compaction.py)
     tokens_before: int | None
     created_at: datetime
+    invalidated: bool = False  # an edit before its cut (db/chatedits.py): not applied
 
 
 def _row(row: Any) -> Compaction:
@@ -46,6 +47,7 @@ def _row(row: Any) -> Compaction:
         carried=dict(row.carried or {}),
         tokens_before=row.tokens_before,
         created_at=as_utc(row.created_at),  # type: ignore[arg-type]
+        invalidated=row.invalidated_at is not None,
     )
 
 
@@ -57,7 +59,10 @@ class CompactionStore:
     async def latest(self, chat_id: uuid.UUID) -> Compaction | None:
         query = (
             sa.select(chat_compactions)
-            .where(chat_compactions.c.chat_id == chat_id)
+            .where(
+                chat_compactions.c.chat_id == chat_id,
+                chat_compactions.c.invalidated_at.is_(None),
+            )
             .order_by(chat_compactions.c.number.desc())
             .limit(1)
         )
@@ -86,11 +91,15 @@ class CompactionStore:
         tokens_before: int | None = None,
     ) -> Compaction:
         """Insert the record that follows ``previous``; Conflict when another compaction
-        of the same chat got there first (its history is then the one in force)."""
+        of the same chat got there first (its history is then the one in force).
+
+        ``number`` follows the highest one of the chat, invalidated records included (an
+        edit invalidates records without renumbering); the insert checks in the same
+        transaction that ``previous`` is still the record in force, and two concurrent
+        inserts of the same number still collide on the unique constraint."""
         values = {
             "id": new_id(),
             "chat_id": chat_id,
-            "number": (previous.number if previous is not None else 0) + 1,
             "through_seq": through_seq,
             "kind": kind,
             "summary": summary,
@@ -100,6 +109,27 @@ class CompactionStore:
         }
         try:
             async with self._engine.begin() as conn:
+                top = (
+                    await conn.execute(
+                        sa.select(chat_compactions.c.id, chat_compactions.c.number)
+                        .where(
+                            chat_compactions.c.chat_id == chat_id,
+                            chat_compactions.c.invalidated_at.is_(None),
+                        )
+                        .order_by(chat_compactions.c.number.desc())
+                        .limit(1)
+                    )
+                ).first()
+                if (top.id if top is not None else None) != (
+                    previous.id if previous is not None else None
+                ):
+                    raise Conflict("the chat was compacted or edited meanwhile; not recording")
+                highest = await conn.scalar(
+                    sa.select(sa.func.coalesce(sa.func.max(chat_compactions.c.number), 0)).where(
+                        chat_compactions.c.chat_id == chat_id
+                    )
+                )
+                values["number"] = int(highest or 0) + 1
                 row = (
                     await conn.execute(
                         chat_compactions.insert().values(**values).returning(*chat_compactions.c)
@@ -142,12 +172,16 @@ class CompactionStore:
         input_tokens: int,
         output_tokens: int,
         estimated_tokens: int | None,
+        turn_seq: int | None = None,
     ) -> None:
+        owner = sa.select(chats.c.owner_id).where(chats.c.id == chat_id).scalar_subquery()
         async with self._engine.begin() as conn:
             await conn.execute(
                 chat_usage.insert().values(
                     id=new_id(),
                     chat_id=chat_id,
+                    owner_id=owner,
+                    turn_seq=turn_seq,
                     model=model,
                     input_tokens=input_tokens,
                     output_tokens=output_tokens,

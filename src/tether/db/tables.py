@@ -245,6 +245,8 @@ chats = sa.Table(
     # migration 0011: plan mode and the UI copy of the last injected instruction/skill parts
     sa.Column("plan_mode", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("last_injected_context", sa.JSON, nullable=True),
+    # first_message | auto | user (migration 0012): only first_message gets an automatic title
+    sa.Column("title_source", sa.String(16), nullable=False, server_default="auto"),
     sa.Index("ix_chats_status_updated", "status", "updated_at"),
     sa.Index("ix_chats_owner", "owner_id", "updated_at"),
     sa.Index("ix_chats_parent", "parent_chat_id"),
@@ -261,6 +263,7 @@ chat_messages = sa.Table(
     sa.Column("visibility", sa.String(8), nullable=False),
     sa.Column("model", sa.String(256), nullable=True),
     sa.Column("created_at", TS, nullable=False),
+    sa.Column("superseded_at", TS, nullable=True),  # edited away (migration 0012)
     sa.UniqueConstraint("chat_id", "seq", name="uq_chat_messages_chat_seq"),
 )
 
@@ -320,6 +323,7 @@ chat_compactions = sa.Table(
     sa.Column("carried", sa.JSON, nullable=False),
     sa.Column("tokens_before", sa.Integer, nullable=True),
     sa.Column("created_at", TS, nullable=False),
+    sa.Column("invalidated_at", TS, nullable=True),  # an edit before its cut (migration 0012)
     sa.UniqueConstraint("chat_id", "number", name="uq_chat_compactions_chat_number"),
 )
 
@@ -334,7 +338,10 @@ chat_usage = sa.Table(
     sa.Column("output_tokens", sa.Integer, nullable=False),
     sa.Column("estimated_tokens", sa.Integer, nullable=True),
     sa.Column("created_at", TS, nullable=False),
+    sa.Column("owner_id", sa.Uuid, nullable=True),  # the chat's owner (per-user limits)
+    sa.Column("turn_seq", sa.Integer, nullable=True),  # seq of the turn's user message
     sa.Index("ix_chat_usage_chat", "chat_id", "created_at"),
+    sa.Index("ix_chat_usage_owner", "owner_id", "created_at"),
 )
 
 # A user's own, lower compaction threshold (chatd/context.py): min(model's, user's) applies.

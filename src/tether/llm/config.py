@@ -22,6 +22,8 @@ Operator document (YAML or JSON, from ``models_file`` or ``models_json``)::
         context_window: 32768        # tokens; compaction above compaction_threshold of it
         compaction_threshold: 0.7
         summary_model: small        # optional: another configured model summarises
+        title_model: small          # optional: another configured model writes titles
+        images: false               # true: users may attach images (chatd/images.py)
 
 Trust: ``python`` models (import and call code) and ``api_key_file`` (read a file) are
 accepted only from the operator. Admin models name their key by an environment variable
@@ -48,6 +50,7 @@ NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 ADMIN_KEY_ENV = re.compile(r"^(?!TETHER_)[A-Z][A-Z0-9_]{0,96}_API_KEY$")
 SCRIPTED_MODELS = ("demo",)
 SHORTCUT_NAME = "default"
+DEMO_MODEL = "tether.llm.scripted:demo_model"
 
 ModelName = Annotated[str, Field(pattern=NAME_PATTERN)]
 
@@ -67,6 +70,8 @@ class ModelOptions(BaseModel):
     context_window: int | None = Field(default=None, ge=512, le=100_000_000)
     compaction_threshold: float = Field(default=0.7, ge=0.1, le=0.95)
     summary_model: ModelName | None = None  # another configured model writes the summaries
+    images: bool = False  # accepts image parts (chatd/images.py)
+    title_model: ModelName | None = None  # another configured model writes automatic titles
 
 
 class ModelConfig(ModelOptions):
@@ -133,6 +138,8 @@ class AdminModelPatch(BaseModel):
     context_window: int | None = Field(default=None, ge=512, le=100_000_000)
     compaction_threshold: float | None = Field(default=None, ge=0.1, le=0.95)
     summary_model: ModelName | None = None
+    images: bool | None = None
+    title_model: ModelName | None = None
 
     def apply(self, current: ModelConfig) -> ModelConfig:
         data = current.model_dump(exclude={"source", "api_key_file"})
@@ -220,6 +227,7 @@ def spec_to_config(
                 "model": rest,
                 "base_url": base_url,
                 "api_key_env": key_env,
+                "images": (prefix, rest) == ("python", DEMO_MODEL),  # the demo takes images
             }
         )
     except ValidationError as exc:

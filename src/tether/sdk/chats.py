@@ -15,6 +15,7 @@ when 20 messages already wait, ``not_found`` for a chat that is not yours, …).
 
 from __future__ import annotations
 
+import base64
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -54,6 +55,36 @@ class Chat(_Model):
     plan_mode: bool = False
     labels: dict[str, str] = Field(default_factory=dict)
     last_injected_context: list[dict[str, Any]] | None = None
+    title_source: str = "auto"  # first_message | auto | user
+    usage: TokenTotals = Field(default_factory=lambda: TokenTotals())
+
+
+class TokenTotals(_Model):
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+class TurnUsage(_Model):
+    message_id: uuid.UUID | None = None  # the user message that started the turn
+    input_tokens: int
+    output_tokens: int
+    requests: int
+
+
+class ChatUsage(_Model):
+    """Provider-reported tokens of a chat: totals and the last turns (oldest first)."""
+
+    input_tokens: int
+    output_tokens: int
+    requests: int
+    turns: list[TurnUsage] = Field(default_factory=list)
+
+
+class EditResult(_Model):
+    message: ChatMessage  # the new user message
+    superseded_from_seq: int  # messages from this seq on were replaced
+    invalidated_compactions: int = 0
+    chat: Chat
 
 
 class ChatMessage(_Model):
@@ -66,6 +97,7 @@ class ChatMessage(_Model):
     model: str | None = None
     created_at: datetime
     compacted: bool = False  # before the last compaction: no longer sent to the model
+    superseded: bool = False  # replaced by an edit (only with include_superseded)
 
     @property
     def text(self) -> str:
@@ -95,6 +127,7 @@ class Compaction(_Model):
     summary: str
     tokens_before: int | None = None
     created_at: datetime
+    invalidated: bool = False  # an edit before its cut: no longer applied
 
 
 class SendResult(_Model):
@@ -113,6 +146,11 @@ class ChatEvent:
     data: Any
     id: str | None
     last_event_id: str | None
+
+
+def image_part(data: bytes, media_type: str) -> dict[str, Any]:
+    """A message part carrying an image (png, jpeg, gif or webp) for ``content`` lists."""
+    return {"type": "image", "media_type": media_type, "data": base64.b64encode(data).decode()}
 
 
 def _parts(content: Content) -> Any:
@@ -162,15 +200,19 @@ class ChatsAPI:
         limit: int = 100,
         before_seq: int | None = None,
         latest: bool = False,
+        include_superseded: bool = False,
     ) -> MessagePage:
         """A page forwards from ``after_seq``, or backwards: ``latest=True`` is the newest
         page, ``before_seq`` the page before that message (then follow
-        ``prev_before_seq``)."""
+        ``prev_before_seq``). ``include_superseded``: also messages an edit replaced
+        (``superseded=True``)."""
         params: dict[str, Any] = {"after_seq": after_seq, "limit": limit}
         if before_seq is not None:
             params["before_seq"] = before_seq
         if latest:
             params["latest"] = "true"
+        if include_superseded:
+            params["include_superseded"] = "true"
         return MessagePage.model_validate(
             await self._call("GET", f"/{chat_id}/messages", params=params)
         )
@@ -202,6 +244,23 @@ class ChatsAPI:
             body["plan_mode"] = plan_mode
         return SendResult.model_validate(
             await self._call("POST", f"/{chat_id}/messages", json=body)
+        )
+
+    async def edit(
+        self, chat_id: uuid.UUID | str, message_id: uuid.UUID | str, content: Content
+    ) -> EditResult:
+        """Replace a user message of an idle chat and run again from it: later messages
+        are superseded (409 ``chat_busy`` while a turn runs — interrupt first;
+        ``message_not_editable`` for anything but a user message in the history)."""
+        body = {"content": _parts(content)}
+        return EditResult.model_validate(
+            await self._call("PATCH", f"/{chat_id}/messages/{message_id}", json=body)
+        )
+
+    async def usage(self, chat_id: uuid.UUID | str, *, limit: int = 100) -> ChatUsage:
+        """Tokens the provider reported: totals and the last ``limit`` turns."""
+        return ChatUsage.model_validate(
+            await self._call("GET", f"/{chat_id}/usage", params={"limit": limit})
         )
 
     async def queue(self, chat_id: uuid.UUID | str) -> list[QueuedMessage]:

@@ -16,7 +16,7 @@ import asyncio
 import json as jsonlib
 import time
 import uuid
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any, Literal
 from urllib.parse import quote
 
@@ -34,7 +34,9 @@ from tether.sdk.models import (
     DeletedUser,
     ExecResult,
     ModelInfo,
+    MyUsage,
     Template,
+    UsageLimits,
     User,
     UserWithToken,
     Workspace,
@@ -208,6 +210,26 @@ class TetherClient:
         """Instructions given to every chat as the user's (``<user-instructions>``)."""
         data = await self._request("PUT", "/chat-config/user-prompt", json={"prompt": prompt})
         return ChatConfig.model_validate(data)
+
+    async def usage_limits(self) -> UsageLimits:
+        return UsageLimits.model_validate(await self._request("GET", "/chat-config/usage-limits"))
+
+    async def set_usage_limits(
+        self,
+        default_tokens: int | None,
+        users: Mapping[str | uuid.UUID, int | None] | None = None,
+    ) -> UsageLimits:
+        """Replace the per-user token limits (per calendar month, UTC; admins only)."""
+        body = {
+            "default_tokens": default_tokens,
+            "users": {str(k): v for k, v in (users or {}).items()},
+        }
+        data = await self._request("PUT", "/chat-config/usage-limits", json=body)
+        return UsageLimits.model_validate(data)
+
+    async def my_usage(self) -> MyUsage:
+        """The caller's tokens this month and their limit."""
+        return MyUsage.model_validate(await self._request("GET", "/users/me/usage"))
 
     # --- templates ------------------------------------------------------------------------
 

@@ -73,6 +73,7 @@ class ModelInfo(_Model):
     max_retries: int | None = None
     context_window: int | None = None
     compaction_threshold: float | None = None
+    images: bool = False  # accepts image parts
     base_url: str | None = None  # shown to admins only
 
 
@@ -189,3 +190,23 @@ class ChatConfig(_Model):
     template_allowlist: list[uuid.UUID] = Field(default_factory=list)
     system_prompt: str = ""
     user_prompt: str = ""
+
+
+class UsageLimits(_Model):
+    """Tokens per user per calendar month (UTC): ``default_tokens`` for everyone, ``users``
+    overrides (None: no limit)."""
+
+    default_tokens: int | None = None
+    users: dict[uuid.UUID, int | None] = Field(default_factory=dict)
+    period: str = "month"
+
+
+class MyUsage(_Model):
+    period: str
+    period_start: datetime
+    resets_at: datetime
+    input_tokens: int
+    output_tokens: int
+    requests: int
+    limit_tokens: int | None = None
+    remaining_tokens: int | None = None

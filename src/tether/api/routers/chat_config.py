@@ -6,11 +6,13 @@ and user prompts added to every chat's system prompt. Admins only; stored in the
 from __future__ import annotations
 
 import uuid
+from typing import Annotated
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
 from tether.api.auth import AdminUser, graph_of
+from tether.chatd.usagelimits import PERIOD, UsageLimits, usage_guard_of
 from tether.db.chatconfig import ChatConfig, ChatConfigStore
 from tether.errors import InvalidInput, NotFound
 
@@ -18,6 +20,9 @@ router = APIRouter(prefix="/api/v1/chat-config", tags=["chat-config"])
 
 PROMPT_MAX_CHARS = 64 * 1024
 ALLOWLIST_MAX = 1000
+LIMIT_USERS_MAX = 10_000
+TOKENS_MAX = 10**15
+Tokens = Annotated[int, Field(ge=0, le=TOKENS_MAX)]
 
 
 class ChatConfigOut(BaseModel):
@@ -75,3 +80,36 @@ async def set_system_prompt(request: Request, body: SetPrompt, _: AdminUser) -> 
 @router.put("/user-prompt")
 async def set_user_prompt(request: Request, body: SetPrompt, _: AdminUser) -> ChatConfigOut:
     return ChatConfigOut.of(await _store(request).set_user_prompt(body.prompt))
+
+
+class UsageLimitsIn(BaseModel):
+    """Tokens (input + output) per user per calendar month, UTC (chatd/usagelimits.py).
+    ``default_tokens``: every user (null: no limit); ``users``: per-user overrides (null:
+    no limit for that user). Replaces the whole setting."""
+
+    default_tokens: Tokens | None = None
+    users: dict[uuid.UUID, Tokens | None] = Field(default_factory=dict, max_length=LIMIT_USERS_MAX)
+
+
+class UsageLimitsOut(UsageLimitsIn):
+    period: str = PERIOD
+
+
+@router.get("/usage-limits")
+async def show_usage_limits(request: Request, _: AdminUser) -> UsageLimitsOut:
+    limits = await usage_guard_of(graph_of(request)).limits()
+    return UsageLimitsOut(default_tokens=limits.default_tokens, users=limits.users)
+
+
+@router.put("/usage-limits")
+async def set_usage_limits(request: Request, body: UsageLimitsIn, _: AdminUser) -> UsageLimitsOut:
+    graph = graph_of(request)
+    for user_id in body.users:
+        try:
+            await graph.users.get_user(user_id)
+        except NotFound:
+            raise InvalidInput(f"user {user_id} does not exist", field="users") from None
+    limits = await usage_guard_of(graph).set_limits(
+        UsageLimits(default_tokens=body.default_tokens, users=dict(body.users))
+    )
+    return UsageLimitsOut(default_tokens=limits.default_tokens, users=limits.users)

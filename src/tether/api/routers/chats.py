@@ -22,12 +22,15 @@ from tether.api.history_page import backward_page
 from tether.api.limits import MODEL_SPEC_MAX, SEQ_MAX, TITLE_MAX, MessageParts, MessageText
 from tether.api.sse import SSE_RESPONSE, sse_event, sse_response
 from tether.chatd.compaction import longchat_of
+from tether.chatd.edits import edit_message
 from tether.chatd.follow import follow_chat
 from tether.chatd.models import Chat, ChatStatus, QueuedMessage, StoredMessage
 from tether.chatd.service import ChatService
 from tether.chatd.stream import parse_event_id
 from tether.chatd.titles import generate_title
+from tether.chatd.usagelimits import usage_guard_of
 from tether.db.chatlabels import KEY_MAX, LABELS_MAX, VALUE_MAX
+from tether.db.usage import Tokens
 from tether.errors import InvalidInput
 
 TITLE_HISTORY_MESSAGES = 20  # the start of the conversation names it
@@ -65,8 +68,17 @@ class SendMessage(BaseModel):
     plan_mode: bool | None = None  # switch plan mode on/off from the next turn; None: keep
 
 
+class EditMessage(BaseModel):
+    content: Content  # replaces the message; later messages are superseded (chatd/edits.py)
+
+
 class ArchiveChat(BaseModel):
     archived: bool = True
+
+
+class UsageTotals(BaseModel):
+    input_tokens: int = 0
+    output_tokens: int = 0
 
 
 class ChatOut(BaseModel):
@@ -90,9 +102,17 @@ class ChatOut(BaseModel):
     labels: dict[str, str] = Field(default_factory=dict)
     # the instruction/skill parts last injected, without file contents (None: none found)
     last_injected_context: list[dict[str, Any]] | None = None
+    title_source: str = "auto"  # first_message | auto | user (chatd/autotitle.py)
+    usage: UsageTotals = Field(default_factory=UsageTotals)  # provider-reported, all turns
 
     @classmethod
-    def of(cls, c: Chat, queued: int = 0, labels: dict[str, str] | None = None) -> ChatOut:
+    def of(
+        cls,
+        c: Chat,
+        queued: int = 0,
+        labels: dict[str, str] | None = None,
+        usage: Tokens | None = None,
+    ) -> ChatOut:
         return cls(
             id=c.id,
             owner_id=c.owner_id,
@@ -113,6 +133,11 @@ class ChatOut(BaseModel):
             plan_mode=c.plan_mode,
             labels=labels or {},
             last_injected_context=c.last_injected_context,
+            title_source=c.title_source,
+            usage=UsageTotals(
+                input_tokens=usage.input_tokens if usage else 0,
+                output_tokens=usage.output_tokens if usage else 0,
+            ),
         )
 
 
@@ -126,6 +151,7 @@ class MessageOut(BaseModel):
     model: str | None
     created_at: datetime
     compacted: bool = False  # before the chat's last compaction: no longer sent to the model
+    superseded: bool = False  # replaced by an edit (listed only with include_superseded)
 
     @classmethod
     def of(cls, m: StoredMessage, compacted_through: int = 0) -> MessageOut:
@@ -139,6 +165,7 @@ class MessageOut(BaseModel):
             model=m.model,
             created_at=m.created_at,
             compacted=m.seq <= compacted_through,
+            superseded=m.superseded,
         )
 
 
@@ -167,6 +194,13 @@ class SendOut(BaseModel):
     chat: ChatOut
 
 
+class EditOut(BaseModel):
+    message: MessageOut  # the new user message
+    superseded_from_seq: int  # messages from this seq on were replaced
+    invalidated_compactions: int
+    chat: ChatOut
+
+
 def _service(request: Request) -> ChatService:
     service: ChatService = graph_of(request).chat_service
     return service
@@ -179,7 +213,8 @@ async def _out(service: ChatService, chat: Chat) -> ChatOut:
 async def _outs(service: ChatService, chats: list[Chat]) -> list[ChatOut]:
     counts = await service.queued_counts(chats)
     labels = await service.labels_of(chats)
-    return [ChatOut.of(c, counts.get(c.id, 0), labels.get(c.id)) for c in chats]
+    usage = await service.store.usage.chat_totals([c.id for c in chats])
+    return [ChatOut.of(c, counts.get(c.id, 0), labels.get(c.id), usage.get(c.id)) for c in chats]
 
 
 def _label_pairs(raw: list[str]) -> dict[str, str]:
@@ -195,6 +230,7 @@ def _label_pairs(raw: list[str]) -> dict[str, str]:
 @router.post("", status_code=201)
 async def create(request: Request, body: CreateChat, user: CurrentUser) -> ChatOut:
     service = _service(request)
+    await usage_guard_of(graph_of(request)).check(user)  # 409 usage_limit_exceeded
     chat = await service.create(
         user,
         body.content,
@@ -256,17 +292,23 @@ async def messages(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     before_seq: Annotated[int | None, Query(ge=1, le=SEQ_MAX)] = None,
     latest: bool = False,
+    include_superseded: bool = False,
 ) -> MessagePageOut:
     """Forwards from ``after_seq``, or backwards: ``latest=true`` is the newest page,
-    ``before_seq`` the page before that message (``api/history_page.py``)."""
+    ``before_seq`` the page before that message (``api/history_page.py``).
+    ``include_superseded``: also the messages an edit replaced (marked ``superseded``)."""
     if before_seq is not None or latest:
-        back = await backward_page(graph_of(request), user, chat_id, before_seq, limit, after_seq)
+        back = await backward_page(
+            graph_of(request), user, chat_id, before_seq, limit, after_seq, include_superseded
+        )
         return MessagePageOut(
             messages=[MessageOut.of(m, back.compacted_through) for m in back.messages],
             next_after_seq=None,
             prev_before_seq=back.prev_before_seq,
         )
-    page = await _service(request).messages(user, chat_id, after_seq=after_seq, limit=limit)
+    page = await _service(request).messages(
+        user, chat_id, after_seq=after_seq, limit=limit, include_superseded=include_superseded
+    )
     latest_c = await longchat_of(graph_of(request)).store.latest(chat_id)
     through = latest_c.through_seq if latest_c is not None else 0
     return MessagePageOut(
@@ -280,6 +322,7 @@ async def send(
     request: Request, chat_id: uuid.UUID, body: SendMessage, user: CurrentUser
 ) -> SendOut:
     service = _service(request)
+    await usage_guard_of(graph_of(request)).check(user)  # 409 usage_limit_exceeded
     result = await service.send(
         user, chat_id, body.content, busy=body.busy, model=body.model, plan_mode=body.plan_mode
     )
@@ -288,6 +331,29 @@ async def send(
         queued_message=QueuedOut.of(result.queued_message) if result.queued_message else None,
         queued=result.queued,
         chat=await _out(service, result.chat),
+    )
+
+
+@router.patch(
+    "/{chat_id}/messages/{message_id}",
+    responses={409: {"description": "chat_busy, message_not_editable, usage_limit_exceeded"}},
+)
+async def edit(
+    request: Request,
+    chat_id: uuid.UUID,
+    message_id: uuid.UUID,
+    body: EditMessage,
+    user: CurrentUser,
+) -> EditOut:
+    """Replace a user message of an idle chat: it and every later message are superseded,
+    compactions from it on are invalidated, and the chat runs again (chatd/edits.py)."""
+    service = _service(request)
+    done = await edit_message(graph_of(request), user, chat_id, message_id, body.content)
+    return EditOut(
+        message=MessageOut.of(done.message),
+        superseded_from_seq=done.superseded_from_seq,
+        invalidated_compactions=done.invalidated_compactions,
+        chat=await _out(service, done.chat),
     )
 
 
@@ -325,7 +391,8 @@ async def regenerate_title(request: Request, chat_id: uuid.UUID, user: CurrentUs
         clock=graph.clock,
         timeout_s=graph.settings.model_request_timeout_s,
     )
-    return await _out(service, await service.store.set_fields(chat.id, title=title))
+    chat = await service.store.set_fields(chat.id, title=title, title_source="auto")
+    return await _out(service, chat)
 
 
 @router.get("/{chat_id}/children")

@@ -32,6 +32,7 @@ class CompactionOut(BaseModel):
     summary: str
     tokens_before: int | None
     created_at: datetime
+    invalidated: bool = False  # an edit before its cut: no longer applied
 
     @classmethod
     def of(cls, c: Compaction) -> CompactionOut:
@@ -42,6 +43,7 @@ class CompactionOut(BaseModel):
             summary=c.summary,
             tokens_before=c.tokens_before,
             created_at=c.created_at,
+            invalidated=c.invalidated,
         )
 
 

@@ -29,6 +29,7 @@ class ModelOut(BaseModel):
     max_retries: int
     context_window: int | None = None
     compaction_threshold: float = 0.7
+    images: bool = False  # accepts image parts
     base_url: str | None = None  # admins only
 
     @classmethod
@@ -45,6 +46,7 @@ class ModelOut(BaseModel):
             max_retries=cfg.max_retries,
             context_window=cfg.context_window,
             compaction_threshold=cfg.compaction_threshold,
+            images=cfg.images,
             base_url=cfg.base_url if viewer.is_admin else None,
         )
 
