@@ -1,4 +1,5 @@
-"""Issue #14 in the browser: images as message parts (shown only from their bytes through
+"""Issue #14 in the browser: message edit (the chat reruns), usage per chat and for me,
+and images as message parts (attached in the composer, shown only from their bytes through
 blob: URLs of an allowed image type; an image part carrying HTML or script runs nothing)."""
 
 from __future__ import annotations
@@ -8,11 +9,12 @@ import uuid
 
 import pytest
 from playwright.async_api import expect
-from test_chat_view import assert_nothing_ran
+from test_chat_view import REPLIES, assert_nothing_ran, new_chat, send
 from ui_env import UI
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
+XSS_EDIT = '<img src=x onerror="window.__xss=41"> [e](javascript:window.__xss=42) edited'
 # a 1×1 PNG
 PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
@@ -61,5 +63,96 @@ async def test_image_parts_carrying_html_or_script_run_nothing(ui: UI) -> None:
     await expect(refused.nth(3)).to_contain_text('"><img src=x onerror=')
     assert await page.locator("iframe, object, embed, svg script").count() == 0
     await page.wait_for_timeout(300)  # let any load/error handlers that exist fire
+    await assert_nothing_ran(page)
+    await context.close()
+
+
+async def test_edit_a_user_message_reruns_the_chat(ui: UI) -> None:
+    context, page = await ui.signed_in()
+    chat_id = await new_chat(page, ui, "first version")
+    await expect(page.locator(REPLIES).last).to_contain_text("You said: first version")
+    await send(page, "a later message")
+    await expect(page.locator(REPLIES).last).to_contain_text("You said: a later message")
+    first = page.locator(".messages .msg-user").first
+    await first.locator("button[data-action=edit-message]").click()
+    await expect(first.locator(".edit-text")).to_have_value("first version")
+    await ui.shot(page, "chat-edit")
+    await first.locator(".edit-text").fill(XSS_EDIT)
+    await first.locator(".edit-text").press("Enter")
+    # the later history is replaced by the rerun (the scripted model answers "xss" with markup)
+    await expect(page.locator(REPLIES).last).to_contain_text("Here: <img src=x")
+    await expect(page.locator(".messages .msg")).to_have_count(2)
+    assert "a later message" not in await page.locator(".messages").inner_text()
+    await expect(page.locator(".messages .msg-user").first).to_contain_text('<img src=x onerror="')
+    # the API agrees; the replaced messages are still there on request, marked
+    page_json = (await ui.server.client.get(f"/api/v1/chats/{chat_id}/messages")).json()
+    assert [m["role"] for m in page_json["messages"]] == ["user", "assistant"]
+    # after a reload the view shows the edited history only
+    await page.reload()
+    await expect(page.locator(".messages .msg")).to_have_count(2)
+    # busy: the typed chat_busy, and nothing changes
+    await send(page, "forever please")
+    await expect(page.locator(".live")).to_contain_text("f3")
+    first = page.locator(".messages .msg-user").first
+    await first.locator("button[data-action=edit-message]").click()
+    await first.locator(".edit-text").fill("while busy")
+    await first.locator(".edit-text").press("Enter")
+    await expect(first.locator(".alert-error")).to_contain_text("chat_busy")
+    await page.click("button[data-action=interrupt]")
+    await expect(page.locator(".chat-status")).to_have_text("idle")
+    await assert_nothing_ran(page)
+    await context.close()
+
+
+async def test_usage_per_chat_and_for_me(ui: UI) -> None:
+    token = await ui.token_for("hana")
+    auth = {"Authorization": f"Bearer {token}"}
+    context, page = await ui.signed_in(token)
+    chat_id = await new_chat(page, ui, "count my tokens")
+    await expect(page.locator(REPLIES).last).to_contain_text("You said: count my tokens")
+    usage = (await ui.server.client.get(f"/api/v1/chats/{chat_id}/usage", headers=auth)).json()
+    assert usage["input_tokens"] > 0, usage
+    expected = f"{usage['input_tokens']:,} in / {usage['output_tokens']:,} out tokens"
+    await expect(page.locator(".chat-usage")).to_contain_text(expected)
+    await page.click("nav >> text=Settings")
+    mine = (await ui.server.client.get("/api/v1/users/me/usage", headers=auth)).json()
+    card = page.locator("#my-usage")
+    await expect(card).to_contain_text(f"{mine['input_tokens']:,}")
+    await expect(card).to_contain_text(f"{mine['output_tokens']:,}")
+    await expect(card).to_contain_text("none")  # no limit set
+    await ui.shot(page, "settings")
+    await context.close()
+
+
+async def test_attach_an_image_in_the_composer(ui: UI) -> None:
+    context, page = await ui.signed_in()
+    await new_chat(page, ui, "an image follows")
+    await expect(page.locator(REPLIES).last).to_contain_text("You said: an image follows")
+    # not an image: refused before anything is sent
+    await page.set_input_files(
+        "#attach", files=[{"name": "x.png", "mimeType": "text/html", "buffer": b"<b>x</b>"}]
+    )
+    await expect(page.locator(".composer .alert-error")).to_contain_text("only PNG, JPEG")
+    await page.set_input_files(
+        "#attach", files=[{"name": "dot.png", "mimeType": "image/png", "buffer": PNG}]
+    )
+    await expect(page.locator(".attachment")).to_contain_text("dot.png")
+    await page.fill("#composer", "what is in this picture?")
+    await page.press("#composer", "Enter")
+    mine = page.locator(".messages .msg-user").last
+    await expect(mine).to_contain_text("what is in this picture?")
+    image = mine.locator("img.msg-image")
+    await expect(image).to_have_count(1)
+    assert (await image.get_attribute("src") or "").startswith("blob:")
+    assert await image.evaluate("img => img.decode().then(() => img.naturalWidth)") == 1
+    await expect(page.locator(".attachment")).to_have_count(0)
+    await expect(page.locator(REPLIES).last).to_contain_text("You said:")
+    # a PNG that is really HTML is the server's typed error, shown in the composer
+    await page.set_input_files(
+        "#attach", files=[{"name": "fake.png", "mimeType": "image/png", "buffer": b"<html>"}]
+    )
+    await page.fill("#composer", "fake")
+    await page.press("#composer", "Enter")
+    await expect(page.locator(".composer .alert-error")).to_contain_text("invalid_image")
     await assert_nothing_ran(page)
     await context.close()

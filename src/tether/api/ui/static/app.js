@@ -504,7 +504,11 @@ async function modelsPage(main) {
 async function settingsPage(main) {
   const err = h("div");
   const saved = h("div", { "aria-live": "polite" });
-  const [ctx, models] = await Promise.all([api("GET", "/me/context"), api("GET", "/models").catch(() => [])]);
+  const [ctx, models, usage] = await Promise.all([
+    api("GET", "/me/context"),
+    api("GET", "/models").catch(() => []),
+    api("GET", "/users/me/usage").catch(() => null),
+  ]);
   const pct = h("input", { id: "threshold", type: "number", min: "10", max: "95", step: "1", placeholder: "model's own" });
   const current = h("p", { class: "hint", id: "threshold-current" });
   const show = (value) => {
@@ -544,9 +548,28 @@ async function settingsPage(main) {
     });
   });
   const windows = models.filter((m) => m.context_window);
+  const n = (v) => Number(v || 0).toLocaleString("en");
+  const usageCard = usage
+    ? h(
+        "div",
+        { class: "card settings-form", id: "my-usage" },
+        h("h2", {}, "Your usage this month"),
+        h(
+          "dl",
+          { class: "usage-facts" },
+          h("dt", {}, "Input tokens"), h("dd", {}, n(usage.input_tokens)),
+          h("dt", {}, "Output tokens"), h("dd", {}, n(usage.output_tokens)),
+          h("dt", {}, "Model requests"), h("dd", {}, n(usage.requests)),
+          h("dt", {}, "Limit"), h("dd", {}, usage.limit_tokens === null ? "none" : `${n(usage.limit_tokens)} tokens (${n(usage.remaining_tokens)} left)`),
+          h("dt", {}, "Resets"), h("dd", {}, when(usage.resets_at)),
+        ),
+        h("p", { class: "hint" }, "As the model providers reported them; a chat's own total is shown in the chat."),
+      )
+    : null;
   fill(
     main,
     pageHeader("Settings"),
+    usageCard,
     form,
     h(
       "div",

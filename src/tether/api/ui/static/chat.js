@@ -21,7 +21,8 @@ const BUSY = new Set(["running", "pending", "interrupting"]);
 // Images are shown only from their bytes, through blob: URLs of an allowed image type — never
 // as HTML, never from an address the message names.
 const IMAGE_TYPES = new Set(["image/png", "image/jpeg", "image/gif", "image/webp"]);
-const IMAGE_MAX_BYTES = 180 * 1024; // the message limit is 256 KiB of JSON; base64 adds 1/3
+// early feedback only (the server's default image_max_bytes); the server's answer decides
+const IMAGE_MAX_BYTES = 5 * 1024 * 1024;
 
 function imageEl(part) {
   const type = String(part.media_type || "");
@@ -39,6 +40,10 @@ function imageEl(part) {
   const url = URL.createObjectURL(new Blob([bytes], { type }));
   onLeave(() => URL.revokeObjectURL(url));
   return h("img", { class: "msg-image", src: url, alt: "attached image", loading: "lazy" });
+}
+
+function tokens(n) {
+  return Number(n || 0).toLocaleString("en");
 }
 
 function textOf(parts) {
@@ -182,7 +187,19 @@ export async function chatPage(main, id) {
       chat.model ? h("span", {}, "Model ", h("code", {}, chat.model)) : null,
       chat.parent_chat_id ? h("span", {}, " · subagent of ", h("a", { href: `#/chats/${chat.parent_chat_id}` }, "parent chat")) : null,
       h("span", {}, ` · updated ${ago(chat.updated_at)}`),
+      chat.usage ? h("span", { class: "chat-usage" }, ` · ${tokens(chat.usage.input_tokens)} in / ${tokens(chat.usage.output_tokens)} out tokens`) : null,
     );
+  }
+
+  // The chat row again (title, usage, archived) after a turn ends or an event says so.
+  async function refreshChat() {
+    try {
+      const fresh = await api("GET", `/chats/${id}`);
+      chat = { ...fresh, status: chat.status };
+      renderHead();
+    } catch {
+      /* the stream keeps the status; the head is refreshed on the next turn */
+    }
   }
 
   // --- status, errors, workspace ---------------------------------------------------------
@@ -220,6 +237,7 @@ export async function chatPage(main, id) {
     return errorBox(err, actions);
   }
 
+  let wasBusy = BUSY.has(chat.status);
   function setStatus(data) {
     if (data.status) chat.status = data.status;
     fill(statusSlot, chatBadge(chat.status));
@@ -236,7 +254,9 @@ export async function chatPage(main, id) {
     } else if (busy) {
       turnErr.replaceChildren();
     }
-    if (busy === false) loadChildren();
+    if (!busy) loadChildren();
+    if (!busy && wasBusy) refreshChat(); // usage and an automatic title come with the turn's end
+    wasBusy = busy;
   }
 
   function remedyOf(code) {
@@ -349,12 +369,80 @@ export async function chatPage(main, id) {
       }
     }
     if (!body.length) return null;
-    return h(
+    const content = h("div", { class: "msg-body" }, body);
+    const el = h(
       "div",
-      { class: `msg msg-${m.role}`, "data-seq": m.seq },
-      h("div", { class: "who" }, m.role === "user" ? "You" : "Assistant", h("time", { datetime: m.created_at, title: m.created_at }, ago(m.created_at))),
-      body,
+      { class: `msg msg-${m.role}`, "data-seq": m.seq, "data-id": m.id },
+      h(
+        "div",
+        { class: "who" },
+        m.role === "user" ? "You" : "Assistant",
+        h("time", { datetime: m.created_at, title: m.created_at }, ago(m.created_at)),
+        m.role === "user" && m.id ? editButton(m, content) : null,
+      ),
+      content,
     );
+    return el;
+  }
+
+  // Edit a user message: it and everything after it are replaced and the chat runs again
+  // (PATCH …/messages/{id}; a busy chat answers with the typed chat_busy).
+  function editButton(m, content) {
+    const btn = button("Edit", () => {
+      if (content.querySelector(".edit-box")) return;
+      const images = (m.parts || []).filter((p) => p.type === "image");
+      const area = h("textarea", { class: "edit-text", rows: "3", "aria-label": "Edited message" });
+      area.value = textOf(m.parts);
+      const where = h("div");
+      const save = h("button", { type: "submit", class: "btn btn-primary btn-small" }, "Save and rerun");
+      const cancel = button("Cancel", () => {
+        box.remove();
+        for (const c of content.children) c.hidden = false;
+      }, "btn btn-small");
+      const box = h(
+        "form",
+        { class: "edit-box" },
+        area,
+        images.length ? h("p", { class: "hint" }, `${images.length} attached image${images.length > 1 ? "s" : ""} kept`) : null,
+        h("div", { class: "actions" }, save, cancel),
+        where,
+      );
+      box.addEventListener("submit", (ev) => {
+        ev.preventDefault();
+        const text = area.value;
+        if (!text.trim() && !images.length) return;
+        const next = images.length ? [...(text.trim() ? [{ type: "text", text }] : []), ...images] : text;
+        act(save, where, async () => {
+          await api("PATCH", `/chats/${id}/messages/${m.id}`, { content: next });
+          // the stream's `edit` event removes the replaced messages; the new one follows
+        });
+      });
+      area.addEventListener("keydown", (ev) => {
+        if (ev.key === "Enter" && !ev.shiftKey && !ev.isComposing) {
+          ev.preventDefault();
+          box.requestSubmit();
+        } else if (ev.key === "Escape") {
+          cancel.click();
+        }
+      });
+      for (const c of content.children) c.hidden = true;
+      content.append(box);
+      area.focus();
+    }, "btn btn-small btn-link");
+    btn.dataset.action = "edit-message";
+    btn.setAttribute("aria-label", "Edit this message");
+    return btn;
+  }
+
+  // An edit replaced the messages from `fromSeq` on: they leave the view.
+  function dropFrom(fromSeq) {
+    for (const el of [...list.children]) {
+      if (Number(el.dataset.seq) >= fromSeq) el.remove();
+    }
+    for (const seq of [...seen]) if (seq >= fromSeq) seen.delete(seq);
+    for (const [callId, c] of cards) if (!c.el.isConnected) cards.delete(callId);
+    liveCards.replaceChildren();
+    resetLive();
   }
 
   function nearBottom() {
@@ -416,7 +504,7 @@ export async function chatPage(main, id) {
   // marked, with a divider where each compaction cut the history.
   async function loadCompactions() {
     try {
-      compactions = await api("GET", `/chats/${id}/compactions`);
+      compactions = (await api("GET", `/chats/${id}/compactions`)).filter((c) => !c.invalidated);
     } catch {
       return; /* the marker is a nicety; the next compaction event tries again */
     }
@@ -569,6 +657,16 @@ export async function chatPage(main, id) {
     message_part: (d) => onPart(d),
     status: (d) => setStatus(d),
     compaction: () => loadCompactions(),
+    edit: (d) => {
+      dropFrom(Number(d.superseded_from_seq));
+      loadCompactions(); // an edit before a cut invalidates that compaction
+    },
+    title: (d) => {
+      if (typeof d.title === "string") {
+        chat.title = d.title;
+        renderHead();
+      }
+    },
     error: (d) => {
       fill(turnErr, typedError({ code: d.code || "error", message: d.message, remediation: remedyOf(d.code) }));
     },
