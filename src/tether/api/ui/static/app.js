@@ -509,7 +509,7 @@ async function settingsPage(main) {
     api("GET", "/models").catch(() => []),
     api("GET", "/users/me/usage").catch(() => null),
   ]);
-  const pct = h("input", { id: "threshold", type: "number", min: "10", max: "95", step: "1", placeholder: "model's own" });
+  const pct = h("input", { id: "threshold", type: "number", min: "10", max: "95", step: "1", placeholder: "not set" });
   const current = h("p", { class: "hint", id: "threshold-current" });
   const show = (value) => {
     pct.value = value === null || value === undefined ? "" : String(Math.round(value * 100));
