@@ -9,6 +9,7 @@ from typing import Any
 from pydantic_ai.models import Model
 
 from tether.chatd.adapters import AgentDialer, StoreBinding
+from tether.chatd.autotitle import AutoTitler
 from tether.chatd.compaction import longchat_of
 from tether.chatd.conncache import Dialer
 from tether.chatd.graphparts import chats_and_hub
@@ -92,6 +93,7 @@ def install_chatd(
             metrics=deps.metrics,
         ),
         longchat=longchat_of(graph),
+        titles=AutoTitler(deps, registry=getattr(graph, "models", None)),
     )
     worker = ChatWorker(
         deps,

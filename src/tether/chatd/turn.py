@@ -35,6 +35,7 @@ from pydantic_ai.toolsets import FunctionToolset
 from tether.agent.schemas import McpTool
 from tether.chatd import history as history_mod
 from tether.chatd import messages as cm
+from tether.chatd.autotitle import AutoTitler
 from tether.chatd.compaction import LongChat, View
 from tether.chatd.context import (
     Budget,
@@ -206,9 +207,11 @@ class TurnRunner:
         instructions: Instructions | None = None,
         mcp: McpDiscovery | None = None,
         longchat: LongChat | None = None,
+        titles: AutoTitler | None = None,
     ) -> None:
         self._deps = deps
         self._long = longchat
+        self.titles = titles  # automatic titles after a first turn (chatd/autotitle.py)
         self._model_for = model_for
         self._instructions = instructions
         self._mcp = mcp
@@ -251,6 +254,8 @@ class TurnRunner:
             await asyncio.shield(recorder.interrupted())
         control.finishing = True
         await self._finish(chat, worker_id, error, error_code)
+        if error is None and self.titles is not None:
+            self.titles.after_turn(chat, model)  # in the background, after the turn
 
     async def _finish(
         self, chat: Chat, worker_id: Any, error: str | None, error_code: str | None

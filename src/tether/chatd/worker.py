@@ -140,6 +140,8 @@ class ChatWorker:
         for state in self._states.values():
             await state.conns.aclose()
         self._states.clear()
+        if self._runner.titles is not None:  # background titles end with the worker
+            await self._runner.titles.aclose()
         await self._drain.aclose()
 
     async def _guard(self, name: str, loop: Callable[[], object]) -> None:

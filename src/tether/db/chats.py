@@ -171,6 +171,19 @@ class ChatStore:
             )
             return await self._get(conn, chat_id)
 
+    async def set_auto_title(self, chat_id: uuid.UUID, title: str) -> Chat | None:
+        """Write an automatic title unless a title was set meanwhile (chatd/autotitle.py)."""
+        async with self._engine.begin() as conn:
+            row = (
+                await conn.execute(
+                    chats.update()
+                    .where(chats.c.id == chat_id, chats.c.title_source == "first_message")
+                    .values(title=title, title_source="auto", updated_at=self._clock.now())
+                    .returning(*chats.c)
+                )
+            ).first()
+        return _chat(row) if row is not None else None
+
     # --- worker -------------------------------------------------------------------------
 
     async def claim(self, worker_id: uuid.UUID, *, limit: int) -> list[Chat]:
