@@ -1,9 +1,11 @@
 """Issue #14 in the browser: message edit (the chat reruns), usage per chat and for me,
-and images as message parts (attached in the composer, shown only from their bytes through
-blob: URLs of an allowed image type; an image part carrying HTML or script runs nothing)."""
+automatic titles arriving live, and images as message parts (attached in the composer,
+shown only from their bytes through blob: URLs of an allowed image type; an image part
+carrying HTML or script runs nothing)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import uuid
 
@@ -155,4 +157,28 @@ async def test_attach_an_image_in_the_composer(ui: UI) -> None:
     await page.press("#composer", "Enter")
     await expect(page.locator(".composer .alert-error")).to_contain_text("invalid_image")
     await assert_nothing_ran(page)
+    await context.close()
+
+
+async def test_automatic_title_arrives_live_in_the_chat_and_the_list(ui: UI) -> None:
+    context, page = await ui.signed_in()
+    listing = await context.new_page()
+    await listing.goto(ui.url + "/ui/#/chats")
+    await expect(listing.locator(".topbar nav")).to_be_visible()
+    chat_id = await new_chat(page, ui, "name this chat for me")
+    await expect(page.locator(REPLIES).last).to_contain_text("You said: name this chat")
+    title = ""
+    for _ in range(200):  # the title is written in the background after the first turn
+        chat = (await ui.server.client.get(f"/api/v1/chats/{chat_id}")).json()
+        if chat["title_source"] == "auto":
+            title = chat["title"]
+            break
+        await asyncio.sleep(0.05)
+    assert title, "no automatic title"
+    # the scripted model's answer, not the first message's title the chat started with
+    assert title != "name this chat for me", title
+    # neither page was reloaded: the chat view from its stream, the list from the watch
+    await expect(page.locator(".chat-title")).to_have_text(title)
+    row = listing.locator(f".chat-row[data-chat-id='{chat_id}'] .chat-row-title")
+    await expect(row).to_have_text(title)
     await context.close()
