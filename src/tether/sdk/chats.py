@@ -347,6 +347,32 @@ class ChatsAPI:
         except httpx.TransportError as exc:
             raise client._transport_error(exc) from exc
 
+    async def watch(self) -> AsyncIterator[ChatEvent]:
+        """The caller's own chats as they change (``GET /api/v1/me/chats/stream``):
+        ``ready`` once the watch is in place (list the chats after it, and again after a
+        reconnect), then ``created``, ``status``, ``title``, ``archived`` or ``updated``
+        events whose data is ``{"changes": [...], "chat": {...}}`` (``Chat.model_validate``
+        reads the chat), until the caller stops iterating or the connection drops (raises
+        ApiError)."""
+        client = self._client
+        timeout = httpx.Timeout(client.timeout, read=STREAM_READ_TIMEOUT_S)
+        try:
+            async with client._http.stream(
+                "GET",
+                f"{API}/me/chats/stream",
+                headers={"Accept": "text/event-stream"},
+                timeout=timeout,
+            ) as response:
+                if response.is_error:
+                    raise _api_error(response.status_code, await response.aread())
+                decoder = SseDecoder()
+                async for line in response.aiter_lines():
+                    event = decoder.feed(line)
+                    if event is not None and event.event:
+                        yield ChatEvent(event.event, event.json(), None, None)
+        except httpx.TransportError as exc:
+            raise client._transport_error(exc) from exc
+
     # Last on purpose: a method named ``list`` shadows the builtin in later annotations.
     async def list(
         self,

@@ -14,6 +14,7 @@ import httpx
 import pytest
 from chat_env import ChatEnv, FakeWorker
 
+from tether.sdk.chats import Chat
 from tether.sdk.sse import SseDecoder
 
 WATCH = "/api/v1/me/chats/stream"
@@ -184,3 +185,21 @@ async def test_watch_ends_when_the_token_is_revoked(env: ChatEnv) -> None:
             assert r.status_code == 204, r.text
             assert w.task is not None
             await asyncio.wait_for(asyncio.shield(w.task), 10)  # the stream ended
+
+
+async def test_sdk_watch_yields_ready_then_changes(env: ChatEnv) -> None:
+    env.graph.chat_service.stream_poll_s = 0.05
+    seen: list[tuple[str, Any]] = []
+
+    async def follow() -> None:
+        async for ev in env.alice.chats.watch():
+            seen.append((ev.event, ev.data))
+            if ev.event == "ready":
+                await env.alice.chats.create("from the sdk")
+            elif ev.event == "created":
+                return
+
+    await asyncio.wait_for(follow(), 10)
+    assert [e for e, _ in seen] == ["ready", "created"]
+    chat = Chat.model_validate(seen[1][1]["chat"])
+    assert chat.title == "from the sdk" and chat.owner_id == env.alice.user.id
