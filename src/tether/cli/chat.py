@@ -7,6 +7,8 @@
     tether chat label CHAT KEY=VALUE… | --clear          replace its labels
     tether chat list [--search TEXT] [--label KEY=VALUE]…
     tether chat threshold [VALUE | --unset]              your compaction threshold
+    tether chat edit CHAT MESSAGE "new text" | usage [CHAT]   (cli/chat_parity.py)
+    new / send take --image FILE (repeatable) for models that accept images
 
 Streaming commands print the assistant's text as it arrives and one line per tool call and
 result; they return when the chat is idle again (exit 1 when the turn ended in ``error``).
@@ -27,6 +29,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
+from tether.cli.chat_parity import ImageOpt, content_of, register
 from tether.cli.chat_render import ChatRenderer
 from tether.cli.chat_stream import (
     BUSY,
@@ -219,15 +222,17 @@ def new(
         typer.Option("--plan", help="Plan mode: read-only tools; the plan goes to a plan file."),
     ] = False,
     label: LabelOpt = None,
+    image: ImageOpt = None,
     json_mode: JsonOpt = False,
 ) -> None:
     """Start a chat and stream the reply (this is what `tether chat "message"` runs)."""
     labels = _labels(label)
+    content = content_of(message, image)
 
     async def body(client: TetherClient, out: Output, session: Session) -> int:
         workspace_id = (await client.get_workspace(workspace)).id if workspace else None
         chat = await ChatsAPI(client).create(
-            message, workspace_id=workspace_id, model=model, plan_mode=plan, labels=labels
+            content, workspace_id=workspace_id, model=model, plan_mode=plan, labels=labels
         )
         session.chat_id = chat.id
         if out.json_mode:
@@ -258,9 +263,11 @@ def send(
         bool | None,
         typer.Option("--plan/--no-plan", help="Turn plan mode on or off from this message on."),
     ] = None,
+    image: ImageOpt = None,
     json_mode: JsonOpt = False,
 ) -> None:
     """Send a message to a chat (queued while a turn runs) and stream the reply."""
+    content = content_of(message, image)
 
     async def body(client: TetherClient, out: Output, session: Session) -> int:
         chats = ChatsAPI(client)
@@ -270,7 +277,7 @@ def send(
             return await _slash(chats, out, target.id, message.strip())
         result = await chats.send(
             target.id,
-            message,
+            content,
             busy="interrupt" if interrupt else "queue",
             model=model,
             plan_mode=plan,
@@ -525,3 +532,6 @@ def threshold(
         return 0
 
     run(ctx, json_mode, body)
+
+
+register(app, _follow, _run_streaming)  # edit, usage (cli/chat_parity.py)

@@ -4,10 +4,12 @@ tether chat-config show
 tether chat-config templates [T …] | --all       limit the templates chats see (CW-24)
 tether chat-config system-prompt TEXT | --file F | --clear
 tether chat-config user-prompt TEXT | --file F | --clear
+tether chat-config usage-limits [--default N|none] [--user U=N|none]… [--reset-users]
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated
@@ -122,3 +124,59 @@ def user_prompt(
 ) -> None:
     """Set the instructions every chat gets as the user's (<user-instructions>)."""
     _set_prompt(ctx, json_mode, TetherClient.set_user_prompt, text, file, clear)
+
+
+def _tokens(raw: str, what: str) -> int | None:
+    if raw.strip().lower() in ("none", "unlimited"):
+        return None
+    try:
+        value = int(raw.replace("_", ""))
+    except ValueError:
+        raise CliError(f"{what}: {raw!r} is not a number of tokens or 'none'") from None
+    if value < 0:
+        raise CliError(f"{what}: a limit cannot be negative")
+    return value
+
+
+@app.command("usage-limits")
+def usage_limits(
+    ctx: typer.Context,
+    default: Annotated[
+        str | None,
+        typer.Option("--default", help="Tokens per user per month (UTC) for everyone, or none."),
+    ] = None,
+    user: Annotated[
+        list[str] | None,
+        typer.Option("--user", help="USER=TOKENS (or USER=none: no limit); repeatable."),
+    ] = None,
+    reset_users: Annotated[
+        bool, typer.Option("--reset-users", help="Drop every per-user override.")
+    ] = False,
+    json_mode: JsonOpt = False,
+) -> None:
+    """Show or change the per-user token limits (input + output tokens per calendar month,
+    UTC). Options change what they name and keep the rest."""
+
+    async def body(client: TetherClient, out: Output) -> int:
+        limits = await client.usage_limits()
+        if default is not None or user or reset_users:
+            overrides: dict[str | uuid.UUID, int | None] = (
+                {} if reset_users else {str(k): v for k, v in limits.users.items()}
+            )
+            for item in user or []:
+                name, sep, raw = item.partition("=")
+                if not sep or not name:
+                    raise CliError(f"--user {item!r}: use USER=TOKENS or USER=none")
+                overrides[str((await client.get_user(name)).id)] = _tokens(raw, f"--user {name}")
+            base = _tokens(default, "--default") if default is not None else limits.default_tokens
+            limits = await client.set_usage_limits(base, overrides)
+        if out.json_mode:
+            out.json(limits)
+            return 0
+        base_text = "none" if limits.default_tokens is None else str(limits.default_tokens)
+        out.line(f"default: {base_text} tokens per user per month (UTC)")
+        for user_id, tokens in limits.users.items():
+            out.line(f"  {user_id}: {'none' if tokens is None else tokens}")
+        return 0
+
+    run(ctx, json_mode, body)

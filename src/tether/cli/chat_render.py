@@ -194,6 +194,13 @@ class ChatRenderer:
             return
         if role == "user":
             text = message_text(parts)
+            images = [p for p in parts if p.get("type") == "image"]
+            if images:  # never the bytes: what and how large
+                sizes = ", ".join(
+                    f"{p.get('media_type')} {len(str(p.get('data', ''))) * 3 // 4 // 1024} KiB"
+                    for p in images
+                )
+                text = f"{text} [image: {sizes}]".strip()
             if self._show_user and text:
                 self.line(f"› {text}", "bold")
             return
