@@ -14,6 +14,7 @@ import httpx
 import pytest
 from chat_env import ChatEnv, FakeWorker
 
+from tether.api.routers import chatwatch
 from tether.sdk.chats import Chat
 from tether.sdk.sse import SseDecoder
 
@@ -203,3 +204,16 @@ async def test_sdk_watch_yields_ready_then_changes(env: ChatEnv) -> None:
     assert [e for e, _ in seen] == ["ready", "created"]
     chat = Chat.model_validate(seen[1][1]["chat"])
     assert chat.title == "from the sdk" and chat.owner_id == env.alice.user.id
+
+
+async def test_watch_moves_past_a_full_batch_of_changes(
+    env: ChatEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More changes between two polls than one read takes: later polls still reach the
+    newest (a full batch does not keep re-reading itself)."""
+    monkeypatch.setattr(chatwatch, "BATCH", 2)
+    env.graph.chat_service.stream_poll_s = 0.05
+    async with watching(env.alice.http) as w:
+        made = [await env.alice.chats.create(f"bulk {i}") for i in range(7)]
+        for chat in made:
+            await w.wait_for(of_chat(chat.id, "created"))

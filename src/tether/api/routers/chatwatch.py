@@ -81,7 +81,9 @@ class _Watch:
             self._seen[chat.id] = chat
             out.append((_changes(before, chat, self.started), chat))
         if rows:
-            self._since = max(self._since, rows[-1].updated_at - SKEW)
+            # a full batch moves on without the skew margin, or it would read itself again
+            back = timedelta(0) if len(rows) >= BATCH else SKEW
+            self._since = max(self._since, rows[-1].updated_at - back)
         return out
 
 
