@@ -108,8 +108,17 @@ async def test_history_loads_newest_page_then_older_pages_on_scroll(ui: UI) -> N
     await expect(msgs.last).to_contain_text("paged 129")
     await expect(msgs).to_have_count(50)
     # the stream is followed from the last message of the page, not replayed from the start
-    streams = [q.url for q in requests if q.url.split("?")[0].endswith("/stream")]
-    assert len(streams) == 1 and streams[0].endswith("?after=132.0"), streams
+    # (it opens once the page and the queue are loaded)
+    await expect(page.locator(".chat-status")).to_have_text("idle")
+
+    def streams() -> list[str]:
+        return [q.url for q in requests if q.url.split("?")[0].endswith("/stream")]
+
+    for _ in range(200):
+        if streams():
+            break
+        await asyncio.sleep(0.05)
+    assert len(streams()) == 1 and streams()[0].endswith("?after=132.0"), streams()
     # scrolling to the top loads the page before, keeping the reader's place
     await page.locator(".scroller").evaluate("el => { el.scrollTop = 0; }")
     await expect(msgs).to_have_count(100)
