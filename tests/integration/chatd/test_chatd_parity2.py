@@ -7,6 +7,7 @@ summary requests of the same chat itself (only the LLM is scripted)."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -204,3 +205,27 @@ async def test_an_edit_on_another_replica_reaches_this_workers_history_cache(
     sent = _texts(script.turns[-1])
     assert "SECOND-EDITED" in sent and "FIRST-MESSAGE" in sent
     assert "SECOND-MESSAGE" not in sent  # a stale cache would still hold it
+
+
+async def test_an_image_reaches_the_model_as_binary_content(chatd: Chatd) -> None:
+    png = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + b"\x00" * 32
+    script = Model()
+    chatd.start_worker()
+    parts = [
+        {"type": "text", "text": "what is this?"},
+        {"type": "image", "media_type": "image/png", "data": base64.b64encode(png).decode()},
+    ]
+    chat = await chatd.chats.create(owner_id=chatd.owner.id, title="img", first_message=parts)
+    chatd.models[chat.id] = script.build()
+    chatd.worker.wake()  # type: ignore[union-attr]
+    chat = await chatd.wait_status(chat.id)
+    assert chat.status is ChatStatus.WAITING, chat.last_error
+    sent = [
+        c
+        for m in script.turns[-1]
+        for p in m.parts
+        if isinstance(p, pai.UserPromptPart) and not isinstance(p.content, str)
+        for c in p.content
+    ]
+    assert len(sent) == 1 and isinstance(sent[0], pai.BinaryContent)
+    assert (sent[0].data, sent[0].media_type) == (png, "image/png")

@@ -11,6 +11,7 @@ import pytest
 from chat_env import ChatEnv, FakeWorker
 
 from tether.chatd.models import ChatStatus
+from tether.chatd.usagelimits import usage_guard_of
 from tether.db.compactions import CompactionStore
 from tether.sdk.chats import image_part
 from tether.sdk.client import TetherClient
@@ -188,6 +189,12 @@ async def test_usage_limit_refuses_create_send_and_edit_with_nothing_queued(
         assert (mine.limit_tokens, mine.remaining_tokens) == (100, 0)
 
         await env.bob.chats.create("bob has no limit")  # a null override: unlimited
+        # the setting is cached: users without a limit cost no read per send
+        guard = usage_guard_of(env.graph)
+        reads = guard.reads
+        for text in ("a", "b", "c"):
+            await env.bob.chats.create(text)
+        assert guard.reads == reads
         await admin.set_usage_limits(100, {env.alice.user.id: 1000})  # a raised override
         await api.send(chat.id, "more")
         # bad input is typed
