@@ -197,6 +197,7 @@ export async function chatPage(main, id) {
       const fresh = await api("GET", `/chats/${id}`);
       chat = { ...fresh, status: chat.status };
       renderHead();
+      showWorkspace(chat.workspace_id); // one the agent bound during the turn
     } catch {
       /* the stream keeps the status; the head is refreshed on the next turn */
     }
