@@ -206,7 +206,9 @@ class LongChat:
         self.hub = hub
         self.keep_steps = keep_steps
         self.cache = HistoryCache(
-            lambda chat_id, after: chats.messages(chat_id, after_seq=after),
+            lambda chat_id, after: chats.messages(
+                chat_id, after_seq=after, include_superseded=True
+            ),
             store.latest,
             max_messages=max_cached_messages,
         )

@@ -6,8 +6,9 @@ compaction (one indexed query) and reads only the rows after the last ``seq`` it
 a turn's database and conversion cost does not grow with the chat's length. Messages are
 append-only (``seq`` grows), so rows another replica appended after a takeover are picked up
 by the same read; a different compaction number (a compaction here or on another replica,
-``/clear``) or :meth:`invalidate` drops the entry; an edit (chatd/edits.py) invalidates it
-on every replica. Memory is bounded by
+``/clear``) or :meth:`invalidate` drops the entry. An edit (chatd/edits.py) invalidates it
+by a bus event on every replica and, should that event be lost, at the next read: each read
+starts at the newest cached row, which an edit always supersedes. Memory is bounded by
 ``max_messages`` over all chats (least recently used chats go first), not by the number or
 length of chats; a chat larger than the bound alone is served but not kept.
 """
@@ -98,11 +99,21 @@ class HistoryCache:
         else:
             self._entries.pop(chat_id)
             self._size -= len(entry.messages)
-        rows = await self._rows(chat_id, entry.last_seq)
-        self.rows_read += len(rows)
+        # The read starts at the newest cached row (superseded rows included): an edit
+        # supersedes the edited message and every later one, so a superseded newest row
+        # means the entry is stale, even if this replica missed the edit's bus event.
+        rows = await self._rows(chat_id, max(0, entry.last_seq - 1))
+        if entry.messages and any(r.seq == entry.last_seq and r.superseded for r in rows):
+            self.invalidate(chat_id)
+            through = latest.through_seq if latest is not None else 0
+            entry = Entry(latest, through, calibration=entry.calibration)
+            rows = await self._rows(chat_id, entry.last_seq)
         for row in rows:
+            if row.seq <= entry.last_seq or row.superseded:
+                continue  # the boundary row, or edited away
+            self.rows_read += 1
             entry.messages.append(stored_to_chat(row))
-            entry.last_seq = max(entry.last_seq, row.seq)
+            entry.last_seq = row.seq
         self._keep(chat_id, entry)
         return entry
 

@@ -177,11 +177,13 @@ async def _wait_title(chatd: Chatd, chat_id: uuid.UUID, timeout: float = 10) -> 
         await asyncio.sleep(0.05)
 
 
+@pytest.mark.parametrize("bus_event", [True, False], ids=["bus", "bus-lost"])
 async def test_an_edit_on_another_replica_reaches_this_workers_history_cache(
-    chatd: Chatd,
+    chatd: Chatd, bus_event: bool
 ) -> None:
     """The edit is made as another replica makes it: its own transaction and the bus
-    event, never this process's cache. Claims happen only on wake-ups (a long poll)."""
+    event, never this process's cache. Claims happen only on wake-ups (a long poll). With
+    the event lost, the cache finds the edit itself: its newest row is superseded."""
     script = Model()
     model = script.build()
     chatd.start_worker(poll_s=30.0)
@@ -197,9 +199,12 @@ async def test_an_edit_on_another_replica_reaches_this_workers_history_cache(
         second.id,
         [{"type": "text", "text": "SECOND-EDITED"}],
     )
-    await chatd.graph.bus.publish(
-        WORKER_CHANNEL, {"chat_id": str(chat.id), "type": "pending", "edited": True}
-    )
+    if bus_event:
+        await chatd.graph.bus.publish(
+            WORKER_CHANNEL, {"chat_id": str(chat.id), "type": "pending", "edited": True}
+        )
+    else:
+        chatd.worker.wake()  # type: ignore[union-attr]
     chat = await chatd.wait_status(chat.id)
     assert chat.status is ChatStatus.WAITING, chat.last_error
     sent = _texts(script.turns[-1])

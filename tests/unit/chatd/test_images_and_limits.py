@@ -11,12 +11,15 @@ from pydantic_ai import messages as pai
 
 from tether.chatd import messages as cm
 from tether.chatd.context import IMAGE_CHARS, message_chars
+from tether.chatd.historycache import HistoryCache
 from tether.chatd.images import ImageRules, InvalidImage, check_image
+from tether.chatd.models import StoredMessage
 from tether.chatd.service import user_parts
 from tether.chatd.usagelimits import UsageLimits, period_end, period_start
 from tether.errors import InvalidInput, PayloadTooLarge
 
 RULES = ImageRules(max_bytes=1024, max_count=2)
+CHAT = uuid.uuid4()
 SAMPLES = {
     "image/png": b"\x89PNG\r\n\x1a\n" + b"\x00" * 16,
     "image/jpeg": b"\xff\xd8\xff\xe0" + b"\x00" * 16,
@@ -101,3 +104,36 @@ def test_an_override_wins_over_the_default_and_null_means_no_limit() -> None:
     assert [limits.limit_for(u) for u in (alice, bob, carol)] == [500, None, 100]
     assert UsageLimits.from_json(limits.to_json()) == limits
     assert UsageLimits.from_json(None) == UsageLimits()
+
+
+async def test_the_history_cache_finds_an_edit_it_was_not_told_about() -> None:
+    """chatd/historycache.py: the newest cached row superseded → the entry is re-read."""
+    rows: list[StoredMessage] = []
+
+    def row(seq: int, text: str, superseded: bool = False) -> StoredMessage:
+        return StoredMessage(
+            id=uuid.uuid4(),
+            chat_id=CHAT,
+            seq=seq,
+            role="user",
+            parts=[{"type": "text", "text": text}],
+            visibility="both",
+            model=None,
+            created_at=datetime.now(UTC),
+            superseded=superseded,
+        )
+
+    async def load(chat: uuid.UUID, after: int) -> list[StoredMessage]:
+        return [r for r in rows if r.seq > after]
+
+    async def latest(chat: uuid.UUID) -> None:
+        return None
+
+    cache = HistoryCache(load, latest, max_messages=100)
+    rows.extend([row(1, "one"), row(2, "two"), row(3, "three")])
+    assert [m.seq for m in (await cache.view(CHAT)).messages] == [1, 2, 3]
+    rows[1:] = [row(2, "two", True), row(3, "three", True), row(4, "TWO")]  # edit of seq 2
+    entry = await cache.view(CHAT)
+    assert [(m.seq, m.parts[0].text) for m in entry.messages] == [(1, "one"), (4, "TWO")]  # type: ignore[union-attr]
+    rows.append(row(5, "five"))
+    assert [m.seq for m in (await cache.view(CHAT)).messages] == [1, 4, 5]
