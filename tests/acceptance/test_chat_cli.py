@@ -215,3 +215,13 @@ def test_compact_and_clear_through_the_cli(
     assert "→ " in again.stdout  # the chat keeps answering after /clear
     record = as_json(server, "chat", "compact", chat_id)  # the command, same as /compact
     assert record["kind"] == "compact" and record["number"] == 3
+
+
+def test_compaction_threshold_through_the_cli(server: LocalServer) -> None:
+    assert as_json(server, "chat", "threshold") == {"compaction_threshold": None}
+    shown = ok(server, "chat", "threshold", "0.5")
+    assert "compaction threshold: 50% of each model's context window" in shown.stdout
+    assert as_json(server, "chat", "threshold") == {"compaction_threshold": 0.5}
+    refused = server.cli("chat", "threshold", "1.5", timeout=90)
+    assert refused.returncode != 0 and "invalid_input" in refused.stderr + refused.stdout
+    assert as_json(server, "chat", "threshold", "--unset") == {"compaction_threshold": None}

@@ -33,7 +33,14 @@ def ui_dirs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 async def ui(ui_dirs: tuple[Path, Path]) -> AsyncIterator[UI]:
     require_browser()
     tmp, shots = ui_dirs
-    models = [{"name": "scripted", "provider": "python", "model": "support.ui_models:MODEL"}]
+    models = [
+        {
+            "name": "scripted",
+            "provider": "python",
+            "model": "support.ui_models:MODEL",
+            "images": True,  # users may attach images (chatd/images.py)
+        }
+    ]
     settings = fast_settings(tmp, models_json=json.dumps({"default": "scripted", "models": models}))
     async with running_server(settings) as server:
         await server.push_template()

@@ -173,7 +173,8 @@ async def test_connection_loss_resumes_with_last_event_id(ui: UI) -> None:
         base = f"http://127.0.0.1:{proxy.port}"
         context, page = await ui.signed_in(base_url=base)
         requests: list[Request] = []
-        page.on("request", lambda r: requests.append(r) if "/stream" in r.url else None)
+        chat_stream = re.compile(r"/api/v1/chats/[0-9a-f-]{36}/stream")  # not the list's watch
+        page.on("request", lambda r: requests.append(r) if chat_stream.search(r.url) else None)
         await new_chat(page, ui, "slow again please", base_url=base)
         await expect(page.locator(".live")).to_contain_text("w05")
         assert proxy.cut() > 0  # the connection drops mid-turn

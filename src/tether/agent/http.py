@@ -191,9 +191,11 @@ class HttpServer:
                         request.body = await reader.readexactly(length)
             except _BadRequest as exc:
                 await _write(writer, error_response(exc.status, _code(exc.status), exc.message))
+                await _linger(reader, writer)
                 return
             except TimeoutError:
                 await _write(writer, error_response(408, "timeout", "request not received in time"))
+                await _linger(reader, writer)
                 return
             response = await self._handler(request)
             await _write(
@@ -201,6 +203,29 @@ class HttpServer:
             )
             if not keep_alive:
                 return
+
+
+# After an error answer the client may still be sending (a slow head, a refused body). Closing
+# with unread input makes the kernel send RST, which can destroy the answer before the client
+# reads it; so the server half-closes, then discards input until EOF — bounded in time and
+# bytes (the "lingering close" of HTTP servers).
+LINGER_S = 2.0
+LINGER_MAX_BYTES = 1 << 20
+
+
+async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        if writer.can_write_eof():
+            writer.write_eof()
+        discarded = 0
+        async with asyncio.timeout(LINGER_S):
+            while discarded <= LINGER_MAX_BYTES:
+                chunk = await reader.read(65536)
+                if not chunk:
+                    return
+                discarded += len(chunk)
+    except (TimeoutError, ConnectionError, OSError):
+        return
 
 
 def _code(status: int) -> str:

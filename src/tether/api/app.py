@@ -21,6 +21,7 @@ from tether.api.openapi import install_openapi
 from tether.api.routers import (
     chat_config,
     chats,
+    chatwatch,
     compaction,
     models,
     templates,
@@ -73,6 +74,7 @@ def create_app(graph: Graph, *, background: list[BackgroundJob] | None = None) -
     app.include_router(chats.router)
     app.include_router(compaction.router)
     app.include_router(compaction.me_router)
+    app.include_router(chatwatch.router)
     app.include_router(models.router)
     app.include_router(agent_session.router)
     app.include_router(metrics_endpoint.router)

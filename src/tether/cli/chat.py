@@ -6,6 +6,7 @@
     tether chat retitle CHAT                             new title from the chat's model
     tether chat label CHAT KEY=VALUE… | --clear          replace its labels
     tether chat list [--search TEXT] [--label KEY=VALUE]…
+    tether chat threshold [VALUE | --unset]              your compaction threshold
     tether chat edit CHAT MESSAGE "new text" | usage [CHAT]   (cli/chat_parity.py)
     new / send take --image FILE (repeatable) for models that accept images
 
@@ -482,6 +483,38 @@ def retitle(ctx: typer.Context, chat: ChatRef, json_mode: JsonOpt = False) -> No
         target = await resolve_chat(chats, chat)
         result = await chats.regenerate_title(target.id)
         out.emit(result, f"chat {result.id}: {result.title}")
+        return 0
+
+    run(ctx, json_mode, body)
+
+
+@app.command("threshold")
+def threshold(
+    ctx: typer.Context,
+    value: Annotated[
+        float | None,
+        typer.Argument(help="Share of a model's context window, 0.1–0.95; omit to show it."),
+    ] = None,
+    unset: Annotated[bool, typer.Option("--unset", help="Drop your own threshold.")] = False,
+    json_mode: JsonOpt = False,
+) -> None:
+    """Show or set your compaction threshold: your chats are compacted when a request
+    would fill this share of the model's window (only where it is below the model's)."""
+    if unset and value is not None:
+        raise typer.BadParameter("give a value or --unset, not both")
+
+    async def body(client: TetherClient, out: Output) -> int:
+        chats = ChatsAPI(client)
+        if unset or value is not None:
+            current = await chats.set_compaction_threshold(None if unset else value)
+        else:
+            current = await chats.compaction_threshold()
+        text = (
+            f"compaction threshold: {current:.0%} of each model's context window"
+            if current is not None
+            else "compaction threshold: not set (each model's own applies)"
+        )
+        out.emit({"compaction_threshold": current}, text)
         return 0
 
     run(ctx, json_mode, body)

@@ -114,6 +114,7 @@ class QueuedMessage(_Model):
 class MessagePage(_Model):
     messages: list[ChatMessage]
     next_after_seq: int | None = None
+    prev_before_seq: int | None = None  # paging backwards: the older page's ``before_seq``
 
 
 class Compaction(_Model):
@@ -197,10 +198,19 @@ class ChatsAPI:
         *,
         after_seq: int = 0,
         limit: int = 100,
+        before_seq: int | None = None,
+        latest: bool = False,
         include_superseded: bool = False,
     ) -> MessagePage:
-        """``include_superseded``: also messages an edit replaced (``superseded=True``)."""
+        """A page forwards from ``after_seq``, or backwards: ``latest=True`` is the newest
+        page, ``before_seq`` the page before that message (then follow
+        ``prev_before_seq``). ``include_superseded``: also messages an edit replaced
+        (``superseded=True``)."""
         params: dict[str, Any] = {"after_seq": after_seq, "limit": limit}
+        if before_seq is not None:
+            params["before_seq"] = before_seq
+        if latest:
+            params["latest"] = "true"
         if include_superseded:
             params["include_superseded"] = "true"
         return MessagePage.model_validate(
@@ -269,6 +279,20 @@ class ChatsAPI:
         """Give the idle chat a fresh context; its history stays readable."""
         return Compaction.model_validate(await self._call("POST", f"/{chat_id}/clear"))
 
+    async def compaction_threshold(self) -> float | None:
+        """The caller's own compaction threshold (a share of each model's context window;
+        it applies where it is lower than the model's); None when not set."""
+        body = await self._client._request("GET", "/me/context")
+        value = body.get("compaction_threshold")
+        return None if value is None else float(value)
+
+    async def set_compaction_threshold(self, value: float | None) -> float | None:
+        """Set the caller's threshold (0.1–0.95; 400 outside), or drop it with None."""
+        body = {"compaction_threshold": value}
+        answer = await self._client._request("PUT", "/me/context", json=body)
+        result = answer.get("compaction_threshold")
+        return None if result is None else float(result)
+
     async def compactions(self, chat_id: uuid.UUID | str) -> list[Compaction]:
         return [
             Compaction.model_validate(c) for c in await self._call("GET", f"/{chat_id}/compactions")
@@ -320,6 +344,32 @@ class ChatsAPI:
                                 event.id if has_id else None,
                                 decoder.last_event_id,
                             )
+        except httpx.TransportError as exc:
+            raise client._transport_error(exc) from exc
+
+    async def watch(self) -> AsyncIterator[ChatEvent]:
+        """The caller's own chats as they change (``GET /api/v1/me/chats/stream``):
+        ``ready`` once the watch is in place (list the chats after it, and again after a
+        reconnect), then ``created``, ``status``, ``title``, ``archived`` or ``updated``
+        events whose data is ``{"changes": [...], "chat": {...}}`` (``Chat.model_validate``
+        reads the chat), until the caller stops iterating or the connection drops (raises
+        ApiError)."""
+        client = self._client
+        timeout = httpx.Timeout(client.timeout, read=STREAM_READ_TIMEOUT_S)
+        try:
+            async with client._http.stream(
+                "GET",
+                f"{API}/me/chats/stream",
+                headers={"Accept": "text/event-stream"},
+                timeout=timeout,
+            ) as response:
+                if response.is_error:
+                    raise _api_error(response.status_code, await response.aread())
+                decoder = SseDecoder()
+                async for line in response.aiter_lines():
+                    event = decoder.feed(line)
+                    if event is not None and event.event:
+                        yield ChatEvent(event.event, event.json(), None, None)
         except httpx.TransportError as exc:
             raise client._transport_error(exc) from exc
 

@@ -21,12 +21,14 @@ from tether.api.auth import CurrentUser
 from tether.api.deps import (
     ChatServiceDep,
     ClockDep,
+    EngineDep,
     LongChatDep,
     MessageEditorDep,
     ModelsDep,
     SettingsDep,
     UsageGuardDep,
 )
+from tether.api.history_page import backward_page
 from tether.api.limits import MODEL_SPEC_MAX, SEQ_MAX, TITLE_MAX, MessageParts, MessageText
 from tether.api.revocation import StreamGuardDep
 from tether.api.sse import SSE_RESPONSE, sse_event, sse_response
@@ -188,6 +190,9 @@ class QueuedOut(BaseModel):
 class MessagePageOut(BaseModel):
     messages: list[MessageOut]
     next_after_seq: int | None
+    # paging backwards (``before_seq`` / ``latest``): pass as ``before_seq`` for the older
+    # page; None when there is none
+    prev_before_seq: int | None = None
 
 
 class SendOut(BaseModel):
@@ -283,18 +288,40 @@ async def show(service: ChatServiceDep, chat_id: uuid.UUID, user: CurrentUser) -
 async def messages(
     service: ChatServiceDep,
     longchat: LongChatDep,
+    engine: EngineDep,
     chat_id: uuid.UUID,
     user: CurrentUser,
     after_seq: Annotated[int, Query(ge=0, le=SEQ_MAX)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    before_seq: Annotated[int | None, Query(ge=1, le=SEQ_MAX)] = None,
+    latest: bool = False,
     include_superseded: bool = False,
 ) -> MessagePageOut:
-    """``include_superseded``: also the messages an edit replaced (marked ``superseded``)."""
+    """Forwards from ``after_seq``, or backwards: ``latest=true`` is the newest page,
+    ``before_seq`` the page before that message (``api/history_page.py``).
+    ``include_superseded``: also the messages an edit replaced (marked ``superseded``)."""
+    if before_seq is not None or latest:
+        back = await backward_page(
+            service,
+            engine,
+            longchat,
+            user,
+            chat_id,
+            before_seq,
+            limit,
+            after_seq,
+            include_superseded,
+        )
+        return MessagePageOut(
+            messages=[MessageOut.of(m, back.compacted_through) for m in back.messages],
+            next_after_seq=None,
+            prev_before_seq=back.prev_before_seq,
+        )
     page = await service.messages(
         user, chat_id, after_seq=after_seq, limit=limit, include_superseded=include_superseded
     )
-    latest = await longchat.store.latest(chat_id)
-    through = latest.through_seq if latest is not None else 0
+    latest_c = await longchat.store.latest(chat_id)
+    through = latest_c.through_seq if latest_c is not None else 0
     return MessagePageOut(
         messages=[MessageOut.of(m, through) for m in page.messages],
         next_after_seq=page.next_after_seq,

@@ -10,7 +10,7 @@ import {
   button,
   chatBadge,
   errorBox,
-  every,
+  events,
   fill,
   h,
   leavePage,
@@ -93,6 +93,7 @@ function nav(active) {
             link("#/chats", "Chats", "chats"),
             link("#/workspaces", "Workspaces", "workspaces"),
             link("#/templates", "Templates", "templates"),
+            link("#/settings", "Settings", "settings"),
             link("#/admin/tokens", admin ? "Admin" : "Tokens", "admin"),
           ),
           h(
@@ -168,7 +169,10 @@ async function chatsPage(main) {
   let chats = [];
   const render = () => {
     const q = search.value.trim().toLowerCase();
-    const shown = chats.filter((c) => !q || (c.title || "").toLowerCase().includes(q));
+    const shown = chats
+      .filter((c) => c.archived === archived.checked)
+      .filter((c) => !q || (c.title || "").toLowerCase().includes(q))
+      .sort((a, b) => (a.updated_at < b.updated_at ? 1 : a.updated_at > b.updated_at ? -1 : 0));
     fill(rows, 
       ...(shown.length
         ? shown.map((c) =>
@@ -193,10 +197,24 @@ async function chatsPage(main) {
       fill(err, errorBox(e));
     }
   };
+  // One chat changed (the watch stream): replace it in place, or add it.
+  const upsert = (d) => {
+    const c = d.chat;
+    if (!c || !c.id) return;
+    const i = chats.findIndex((x) => x.id === c.id);
+    if (i >= 0) chats[i] = c;
+    else chats.push(c);
+    render();
+  };
   search.addEventListener("input", render);
   archived.addEventListener("change", load);
-  await load();
-  every(3000, load);
+  // The list follows the server's watch of this user's chats instead of polling: `ready`
+  // comes once the watch has its baseline (and again after a reconnect), then the list is
+  // (re)loaded and later changes arrive as events (api/routers/chatwatch.py).
+  const handlers = { ready: () => load() };
+  for (const name of ["created", "status", "title", "archived", "updated"]) handlers[name] = upsert;
+  events("/api/v1/me/chats/stream", handlers);
+  await load(); // shown at once; `ready` loads again once the watch is in place
 }
 
 // --- templates -------------------------------------------------------------------------------
@@ -339,18 +357,228 @@ async function usersPage(main) {
   await load();
 }
 
+const PROVIDERS = ["openai", "anthropic", "openai-compatible", "scripted"];
+
+// Admins add, edit and remove their own models; the operator's are read-only here. A key is
+// never shown back: the form names the environment variable that holds it.
 async function modelsPage(main) {
-  const models = await api("GET", "/models");
-  fill(main, 
+  const admin = state.user.role === "admin";
+  const err = h("div");
+  const body = h("tbody");
+  const field = (id, label, input) => h("div", { class: "field" }, h("label", { for: id }, label), input);
+  const name = h("input", { id: "model-name", required: true, maxlength: "64", pattern: "[a-z0-9][a-z0-9._\\-]{0,63}", placeholder: "gpt-small" });
+  const provider = h("select", { id: "model-provider" }, PROVIDERS.map((p) => h("option", { value: p }, p)));
+  const model = h("input", { id: "model-model", required: true, maxlength: "256", placeholder: "provider's model id" });
+  const baseUrl = h("input", { id: "model-base-url", type: "url", maxlength: "2048", placeholder: "https://… (openai-compatible)" });
+  const keyEnv = h("input", { id: "model-key-env", maxlength: "128", pattern: "[A-Z][A-Z0-9_]*_API_KEY", placeholder: "OPENAI_API_KEY" });
+  const windowIn = h("input", { id: "model-window", type: "number", min: "512", step: "1", placeholder: "tokens" });
+  const threshold = h("input", { id: "model-threshold", type: "number", min: "0.1", max: "0.95", step: "0.05", placeholder: "0.7" });
+  const save = h("button", { type: "submit", class: "btn btn-primary" }, "Add model");
+  const cancel = button("Cancel", () => resetForm(), "btn");
+  cancel.hidden = true;
+  const heading = h("h2", {}, "Add a model");
+  const form = h(
+    "form",
+    { class: "card", id: "model-form" },
+    heading,
+    h(
+      "div",
+      { class: "model-form" },
+      field("model-name", "Name", name),
+      field("model-provider", "Provider", provider),
+      field("model-model", "Model", model),
+      field("model-base-url", "Base URL", baseUrl),
+      field("model-key-env", "API key variable", keyEnv),
+      field("model-window", "Context window", windowIn),
+      field("model-threshold", "Compaction threshold", threshold),
+      h("div", { class: "actions" }, save, cancel),
+    ),
+    h("p", { class: "hint" }, "The key itself stays in the server's environment (a variable ending in _API_KEY); it is never stored or shown here."),
+  );
+  let editing = null; // the model being edited, or null when adding
+
+  function resetForm() {
+    editing = null;
+    form.reset();
+    name.disabled = false;
+    heading.textContent = "Add a model";
+    save.textContent = "Add model";
+    keyEnv.placeholder = "OPENAI_API_KEY";
+    cancel.hidden = true;
+  }
+
+  function edit(m) {
+    editing = m;
+    name.value = m.name;
+    name.disabled = true;
+    provider.value = m.provider;
+    model.value = m.model || "";
+    baseUrl.value = m.base_url || "";
+    keyEnv.value = "";
+    keyEnv.placeholder = "unchanged";
+    windowIn.value = m.context_window ?? "";
+    threshold.value = m.compaction_threshold ?? "";
+    heading.textContent = `Edit ${m.name}`;
+    save.textContent = "Save changes";
+    cancel.hidden = false;
+    name.scrollIntoView({ block: "center" });
+    model.focus();
+  }
+
+  function fields() {
+    const out = { provider: provider.value, model: model.value.trim() };
+    if (baseUrl.value.trim()) out.base_url = baseUrl.value.trim();
+    else if (editing && editing.base_url) out.base_url = null;
+    if (keyEnv.value.trim()) out.api_key_env = keyEnv.value.trim();
+    if (windowIn.value) out.context_window = Number(windowIn.value);
+    else if (editing && editing.context_window) out.context_window = null;
+    if (threshold.value) out.compaction_threshold = Number(threshold.value);
+    return out;
+  }
+
+  const load = async () => {
+    const models = await api("GET", "/models");
+    fill(
+      body,
+      ...models.map((m) => {
+        const own = admin && m.source === "admin";
+        let actions = null;
+        if (own) {
+          const editBtn = button("Edit", () => edit(m), "btn btn-small");
+          editBtn.dataset.action = "edit-model";
+          const del = button("Delete", () => {
+            if (del.dataset.armed !== "yes") {
+              del.dataset.armed = "yes";
+              del.textContent = "Confirm delete";
+              return;
+            }
+            act(del, err, async () => {
+              await api("DELETE", `/models/${encodeURIComponent(m.name)}`);
+              if (editing && editing.name === m.name) resetForm();
+              await load();
+            });
+          }, "btn btn-small btn-danger");
+          del.dataset.action = "delete-model";
+          actions = [editBtn, del];
+        }
+        return h(
+          "tr",
+          { "data-model": m.name },
+          h("td", {}, m.name, m.default ? h("span", { class: "pill" }, "default") : null),
+          h("td", {}, m.provider || ""),
+          h("td", {}, h("code", {}, m.model || "")),
+          h("td", {}, m.context_window ? `${m.context_window} tokens · ${Math.round(m.compaction_threshold * 100)}%` : "—"),
+          h("td", {}, m.source || ""),
+          h("td", {}, actions || h("span", { class: "hint" }, "server config")),
+        );
+      }),
+    );
+  };
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    act(save, err, async () => {
+      if (editing) await api("PATCH", `/models/${encodeURIComponent(editing.name)}`, fields());
+      else await api("POST", "/models", { name: name.value.trim(), ...fields() });
+      resetForm();
+      await load();
+    });
+  });
+  fill(
+    main,
     pageHeader("Admin"),
     adminTabs("models"),
     h(
       "table",
       { class: "table" },
-      h("thead", {}, h("tr", {}, h("th", {}, "Name"), h("th", {}, "Provider"), h("th", {}, "Model"), h("th", {}, "Source"), h("th", {}, "Default"))),
-      h("tbody", {}, models.map((m) => h("tr", {}, h("td", {}, m.name), h("td", {}, m.provider || ""), h("td", {}, h("code", {}, m.model || "")), h("td", {}, m.source || ""), h("td", {}, m.default ? "yes" : "")))),
+      h("thead", {}, h("tr", {}, h("th", {}, "Name"), h("th", {}, "Provider"), h("th", {}, "Model"), h("th", {}, "Context"), h("th", {}, "Source"), h("th", {}, ""))),
+      body,
     ),
-    h("p", { class: "hint" }, "Operator models come from the server's configuration; admins add models with ", h("code", {}, "tether models add"), "."),
+    err,
+    admin ? form : null,
+  );
+  await load();
+}
+
+// --- settings (the signed-in user's own) -------------------------------------------------------
+
+async function settingsPage(main) {
+  const err = h("div");
+  const saved = h("div", { "aria-live": "polite" });
+  const [ctx, models, usage] = await Promise.all([
+    api("GET", "/me/context"),
+    api("GET", "/models").catch(() => []),
+    api("GET", "/users/me/usage").catch(() => null),
+  ]);
+  const pct = h("input", { id: "threshold", type: "number", min: "10", max: "95", step: "1", placeholder: "not set" });
+  const current = h("p", { class: "hint", id: "threshold-current" });
+  const show = (value) => {
+    pct.value = value === null || value === undefined ? "" : String(Math.round(value * 100));
+    current.textContent = value === null || value === undefined
+      ? "Not set: each model's own threshold applies."
+      : `Your chats are compacted when a request would fill ${Math.round(value * 100)}% of the model's context window (where that is below the model's own).`;
+  };
+  show(ctx.compaction_threshold);
+  const save = h("button", { type: "submit", class: "btn btn-primary" }, "Save");
+  const unset = button("Use each model's own", () => act(unset, err, async () => {
+    const out = await api("PUT", "/me/context", { compaction_threshold: null });
+    show(out.compaction_threshold);
+    fill(saved, h("div", { class: "alert alert-ok" }, "Saved."));
+  }), "btn");
+  unset.dataset.action = "unset-threshold";
+  const form = h(
+    "form",
+    { class: "card settings-form", novalidate: true },
+    h("h2", {}, "Context compaction"),
+    h("p", {}, "Long chats are compacted — older messages are summarised for the model (they stay readable) — when a request would fill a share of the model's context window. You may lower that share for your own chats."),
+    h("div", { class: "row" }, h("label", { for: "threshold" }, "Threshold (% of the window)"), pct, save, unset),
+    current,
+    err,
+    saved,
+  );
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    act(save, err, async () => {
+      fill(saved);
+      const raw = pct.value.trim();
+      // the server checks the bounds too (a typed 400); this only turns percent into a share
+      const value = raw === "" ? null : Number(raw) / 100;
+      const out = await api("PUT", "/me/context", { compaction_threshold: Number.isFinite(value) ? value : raw });
+      show(out.compaction_threshold);
+      fill(saved, h("div", { class: "alert alert-ok" }, "Saved."));
+    });
+  });
+  const windows = models.filter((m) => m.context_window);
+  const n = (v) => Number(v || 0).toLocaleString("en");
+  const usageCard = usage
+    ? h(
+        "div",
+        { class: "card settings-form", id: "my-usage" },
+        h("h2", {}, "Your usage this month"),
+        h(
+          "dl",
+          { class: "usage-facts" },
+          h("dt", {}, "Input tokens"), h("dd", {}, n(usage.input_tokens)),
+          h("dt", {}, "Output tokens"), h("dd", {}, n(usage.output_tokens)),
+          h("dt", {}, "Model requests"), h("dd", {}, n(usage.requests)),
+          h("dt", {}, "Limit"), h("dd", {}, usage.limit_tokens === null ? "none" : `${n(usage.limit_tokens)} tokens (${n(usage.remaining_tokens)} left)`),
+          h("dt", {}, "Resets"), h("dd", {}, when(usage.resets_at)),
+        ),
+        h("p", { class: "hint" }, "As the model providers reported them; a chat's own total is shown in the chat."),
+      )
+    : null;
+  fill(
+    main,
+    pageHeader("Settings"),
+    usageCard,
+    form,
+    h(
+      "div",
+      { class: "card settings-form", id: "usage-slot" },
+      h("h2", {}, "Models' own thresholds"),
+      windows.length
+        ? h("ul", {}, windows.map((m) => h("li", {}, h("code", {}, m.name), ` — ${m.context_window} tokens, compacted at ${Math.round(m.compaction_threshold * 100)}%`)))
+        : h("p", { class: "hint" }, "No configured model states its context window: chats are compacted only on request or when a provider reports an overflow."),
+    ),
   );
 }
 
@@ -367,6 +595,7 @@ const ROUTES = [
   [/^#\/admin\/tokens$/, "admin", tokensPage],
   [/^#\/admin\/users$/, "admin", usersPage],
   [/^#\/admin\/models$/, "admin", modelsPage],
+  [/^#\/settings$/, "settings", settingsPage],
 ];
 
 async function route() {

@@ -1,20 +1,50 @@
-// The chat view: history (windowed), the live reply over SSE, tool calls with their
-// results, typed errors with remediation, the composer (queue / interrupt), the queue,
-// subagents, archive and the chat's workspace panel.
+// The chat view: history (paged), the live reply over SSE, tool calls with their results,
+// typed errors with remediation, the composer (queue / interrupt), the queue, compaction
+// (Compact / Clear and a marker where the history was compacted), subagents, archive and
+// the chat's workspace panel.
 //
-// The stream is the one source of messages: it replays persisted messages after the resume
-// point, then the turn's buffered deltas, then live events (ids "seq.n"). A reload opens it
-// from the start, so the partial reply is rebuilt once from its deltas; a dropped connection
-// reconnects with Last-Event-ID (EventSource does that itself) and continues exactly where
-// it stopped — no duplicated and no lost text.
+// The view opens with the newest page of history (GET …/messages?latest=true) and follows
+// the stream from that page's last message (?after=<seq>.0): the stream sends persisted
+// messages after it, then the turn's buffered deltas, then live events (ids "seq.n"), so a
+// reload rebuilds a partial reply once from its deltas. A dropped connection reconnects
+// with Last-Event-ID (EventSource does that itself) and continues exactly where it stopped
+// — no duplicated and no lost text. Older pages load as the reader scrolls up.
 
 import { renderMarkdown } from "./md.js";
 import { act, ago, api, badge, button, chatBadge, errorBox, events, fill, h, onLeave, state } from "./core.js";
 import { workspacePanel } from "./workspaces.js";
 
-const WINDOW = 50; // messages rendered at first; "show earlier" adds as many again
+const PAGE = 50; // messages per history page (the newest first, older ones on scroll)
 const CLIP = 2000; // characters of a tool result shown before "show more"
 const BUSY = new Set(["running", "pending", "interrupting"]);
+
+// Images are shown only from their bytes, through blob: URLs of an allowed image type — never
+// as HTML, never from an address the message names.
+const IMAGE_TYPES = new Set(["image/png", "image/jpeg", "image/gif", "image/webp"]);
+// early feedback only (the server's default image_max_bytes); the server's answer decides
+const IMAGE_MAX_BYTES = 5 * 1024 * 1024;
+
+function imageEl(part) {
+  const type = String(part.media_type || "");
+  const refused = (why) => h("div", { class: "attachment-refused" }, `Attachment not shown: ${why}`);
+  if (!IMAGE_TYPES.has(type)) return refused(`${type.slice(0, 60) || "no type"} is not an image type shown here`);
+  if (typeof part.data !== "string") return refused("no image data");
+  let bytes;
+  try {
+    const bin = atob(part.data);
+    bytes = new Uint8Array(bin.length);
+    for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+  } catch {
+    return refused("the data is not base64");
+  }
+  const url = URL.createObjectURL(new Blob([bytes], { type }));
+  onLeave(() => URL.revokeObjectURL(url));
+  return h("img", { class: "msg-image", src: url, alt: "attached image", loading: "lazy" });
+}
+
+function tokens(n) {
+  return Number(n || 0).toLocaleString("en");
+}
 
 function textOf(parts) {
   return (parts || []).filter((p) => p.type === "text").map((p) => p.text).join("");
@@ -63,9 +93,22 @@ export async function chatPage(main, id) {
     chat = await api("POST", `/chats/${id}/archive`, { archived: !chat.archived });
     renderHead();
   }), "btn btn-small");
+  const compactBtn = button("Compact", () => act(compactBtn, topErr, async () => {
+    await api("POST", `/chats/${id}/compact`);
+    await loadCompactions();
+  }), "btn btn-small");
+  compactBtn.dataset.action = "compact";
+  compactBtn.title = "Summarise the older history for the model (the messages stay here)";
+  const clearBtn = button("Clear", () => act(clearBtn, topErr, async () => {
+    await api("POST", `/chats/${id}/clear`);
+    await loadCompactions();
+  }), "btn btn-small");
+  clearBtn.dataset.action = "clear";
+  clearBtn.title = "Start a fresh context for the model (the messages stay here)";
   const meta = h("div", { class: "chat-meta" });
   const topErr = h("div");
-  const earlier = button("Show earlier messages", () => showEarlier(), "btn btn-small earlier");
+  const earlier = button("Show earlier messages", () => loadOlder(), "btn btn-small earlier");
+  earlier.hidden = true;
   const list = h("div", { class: "messages", role: "log", "aria-label": "Messages" });
   const live = h("div", { class: "msg msg-assistant live", hidden: true });
   const liveBody = h("div");
@@ -89,6 +132,16 @@ export async function chatPage(main, id) {
     h("label", {}, h("input", { type: "radio", name: "busy", value: "interrupt" }), " interrupt"),
   );
   const sendBtn = h("button", { type: "submit", class: "btn btn-primary" }, "Send");
+  const fileIn = h("input", { id: "attach", type: "file", accept: [...IMAGE_TYPES].join(","), multiple: true, class: "visually-hidden" });
+  const attachLabel = h("label", { for: "attach", class: "btn btn-small", tabindex: "0", role: "button" }, "Attach image");
+  attachLabel.addEventListener("keydown", (ev) => {
+    if (ev.key === "Enter" || ev.key === " ") {
+      ev.preventDefault();
+      fileIn.click();
+    }
+  });
+  const attachList = h("div", { class: "attachments" });
+  let attachments = []; // {part, url}
   const stopBtn = button("Interrupt", () => act(stopBtn, sendErr, async () => {
     // the stream reports the status; a late HTTP answer must not overwrite a newer one
     await api("POST", `/chats/${id}/interrupt`);
@@ -100,7 +153,8 @@ export async function chatPage(main, id) {
     "form",
     { class: "composer" },
     input,
-    h("div", { class: "composer-bar" }, mode, h("div", { class: "actions" }, stopBtn, sendBtn)),
+    attachList,
+    h("div", { class: "composer-bar" }, mode, h("div", { class: "actions" }, fileIn, attachLabel, stopBtn, sendBtn)),
     sendErr,
   );
   const side = h("aside", { class: "chat-side" });
@@ -114,7 +168,7 @@ export async function chatPage(main, id) {
       h(
         "section",
         { class: "chat-main" },
-        h("div", { class: "chat-head" }, h("div", {}, title, meta), h("div", { class: "actions" }, statusSlot, archiveBtn)),
+        h("div", { class: "chat-head" }, h("div", {}, title, meta), h("div", { class: "actions" }, statusSlot, compactBtn, clearBtn, archiveBtn)),
         topErr,
         scroller,
         queueBox,
@@ -133,7 +187,20 @@ export async function chatPage(main, id) {
       chat.model ? h("span", {}, "Model ", h("code", {}, chat.model)) : null,
       chat.parent_chat_id ? h("span", {}, " · subagent of ", h("a", { href: `#/chats/${chat.parent_chat_id}` }, "parent chat")) : null,
       h("span", {}, ` · updated ${ago(chat.updated_at)}`),
+      chat.usage ? h("span", { class: "chat-usage" }, ` · ${tokens(chat.usage.input_tokens)} in / ${tokens(chat.usage.output_tokens)} out tokens`) : null,
     );
+  }
+
+  // The chat row again (title, usage, archived) after a turn ends or an event says so.
+  async function refreshChat() {
+    try {
+      const fresh = await api("GET", `/chats/${id}`);
+      chat = { ...fresh, status: chat.status };
+      renderHead();
+      showWorkspace(chat.workspace_id); // one the agent bound during the turn
+    } catch {
+      /* the stream keeps the status; the head is refreshed on the next turn */
+    }
   }
 
   // --- status, errors, workspace ---------------------------------------------------------
@@ -171,6 +238,7 @@ export async function chatPage(main, id) {
     return errorBox(err, actions);
   }
 
+  let wasBusy = BUSY.has(chat.status);
   function setStatus(data) {
     if (data.status) chat.status = data.status;
     fill(statusSlot, chatBadge(chat.status));
@@ -187,7 +255,9 @@ export async function chatPage(main, id) {
     } else if (busy) {
       turnErr.replaceChildren();
     }
-    if (busy === false) loadChildren();
+    if (!busy) loadChildren();
+    if (!busy && wasBusy) refreshChat(); // usage and an automatic title come with the turn's end
+    wasBusy = busy;
   }
 
   function remedyOf(code) {
@@ -208,7 +278,10 @@ export async function chatPage(main, id) {
   }
 
   function showQueue(queued) {
-    fill(queueList, ...queued.map((q) => h("li", { class: "queued" }, textOf(q.parts) || "(attachment)")));
+    fill(queueList, ...queued.map((q) => {
+      const images = (q.parts || []).filter((p) => p.type === "image").length;
+      return h("li", { class: "queued" }, textOf(q.parts) || "", images ? h("span", { class: "pill" }, `${images} image${images > 1 ? "s" : ""}`) : null);
+    }));
     queueBox.hidden = queued.length === 0;
   }
 
@@ -264,10 +337,10 @@ export async function chatPage(main, id) {
   }
 
   // --- messages ---------------------------------------------------------------------------
-  const all = []; // persisted messages shown to the user, by seq
-  const seen = new Set();
-  let rendered = 0; // how many of the newest `all` are in the DOM
-  let caughtUp = false;
+  const seen = new Set(); // seqs of the persisted messages in the view
+  let prevBefore = null; // the older page's before_seq; null: the first message is loaded
+  let loadingOlder = false;
+  let compactions = []; // the chat's compaction records, oldest first
 
   function messageEl(m) {
     if (m.visibility === "model") return null;
@@ -287,6 +360,7 @@ export async function chatPage(main, id) {
     const body = [];
     for (const p of parts) {
       if (p.type === "text" && p.text) body.push(renderMarkdown(p.text));
+      else if (p.type === "image") body.push(imageEl(p));
       else if (p.type === "reasoning" && p.text)
         body.push(h("details", { class: "reasoning" }, h("summary", {}, "Thinking"), h("pre", {}, p.text)));
       else if (p.type === "tool-call") {
@@ -296,12 +370,80 @@ export async function chatPage(main, id) {
       }
     }
     if (!body.length) return null;
-    return h(
+    const content = h("div", { class: "msg-body" }, body);
+    const el = h(
       "div",
-      { class: `msg msg-${m.role}`, "data-seq": m.seq },
-      h("div", { class: "who" }, m.role === "user" ? "You" : "Assistant", h("time", { datetime: m.created_at, title: m.created_at }, ago(m.created_at))),
-      body,
+      { class: `msg msg-${m.role}`, "data-seq": m.seq, "data-id": m.id },
+      h(
+        "div",
+        { class: "who" },
+        m.role === "user" ? "You" : "Assistant",
+        h("time", { datetime: m.created_at, title: m.created_at }, ago(m.created_at)),
+        m.role === "user" && m.id ? editButton(m, content) : null,
+      ),
+      content,
     );
+    return el;
+  }
+
+  // Edit a user message: it and everything after it are replaced and the chat runs again
+  // (PATCH …/messages/{id}; a busy chat answers with the typed chat_busy).
+  function editButton(m, content) {
+    const btn = button("Edit", () => {
+      if (content.querySelector(".edit-box")) return;
+      const images = (m.parts || []).filter((p) => p.type === "image");
+      const area = h("textarea", { class: "edit-text", rows: "3", "aria-label": "Edited message" });
+      area.value = textOf(m.parts);
+      const where = h("div");
+      const save = h("button", { type: "submit", class: "btn btn-primary btn-small" }, "Save and rerun");
+      const cancel = button("Cancel", () => {
+        box.remove();
+        for (const c of content.children) c.hidden = false;
+      }, "btn btn-small");
+      const box = h(
+        "form",
+        { class: "edit-box" },
+        area,
+        images.length ? h("p", { class: "hint" }, `${images.length} attached image${images.length > 1 ? "s" : ""} kept`) : null,
+        h("div", { class: "actions" }, save, cancel),
+        where,
+      );
+      box.addEventListener("submit", (ev) => {
+        ev.preventDefault();
+        const text = area.value;
+        if (!text.trim() && !images.length) return;
+        const next = images.length ? [...(text.trim() ? [{ type: "text", text }] : []), ...images] : text;
+        act(save, where, async () => {
+          await api("PATCH", `/chats/${id}/messages/${m.id}`, { content: next });
+          // the stream's `edit` event removes the replaced messages; the new one follows
+        });
+      });
+      area.addEventListener("keydown", (ev) => {
+        if (ev.key === "Enter" && !ev.shiftKey && !ev.isComposing) {
+          ev.preventDefault();
+          box.requestSubmit();
+        } else if (ev.key === "Escape") {
+          cancel.click();
+        }
+      });
+      for (const c of content.children) c.hidden = true;
+      content.append(box);
+      area.focus();
+    }, "btn btn-small btn-link");
+    btn.dataset.action = "edit-message";
+    btn.setAttribute("aria-label", "Edit this message");
+    return btn;
+  }
+
+  // An edit replaced the messages from `fromSeq` on: they leave the view.
+  function dropFrom(fromSeq) {
+    for (const el of [...list.children]) {
+      if (Number(el.dataset.seq) >= fromSeq) el.remove();
+    }
+    for (const seq of [...seen]) if (seq >= fromSeq) seen.delete(seq);
+    for (const [callId, c] of cards) if (!c.el.isConnected) cards.delete(callId);
+    liveCards.replaceChildren();
+    resetLive();
   }
 
   function nearBottom() {
@@ -314,35 +456,88 @@ export async function chatPage(main, id) {
   function addMessage(m) {
     if (seen.has(m.seq)) return;
     seen.add(m.seq);
-    all.push(m);
-    if (!caughtUp) return; // rendered in one go when the catch-up ends
     const stick = nearBottom();
     const el = messageEl(m);
-    rendered++;
     if (el) list.append(el);
     if (m.role === "assistant") resetLive(); // its text was the live text
     if (stick || m.role === "user") toBottom();
   }
 
-  function renderWindow() {
-    const start = Math.max(0, all.length - WINDOW);
-    // results of calls outside the window must not create cards before their calls do
-    const els = all.slice(start).map(messageEl).filter(Boolean);
-    fill(list, ...els);
-    rendered = all.length - start;
-    earlier.hidden = start === 0;
+  // The newest page; returns the seq to follow the stream from.
+  async function loadLatest() {
+    const page = await api("GET", `/chats/${id}/messages?latest=true&limit=${PAGE}`);
+    for (const m of page.messages) seen.add(m.seq);
+    fill(list, ...page.messages.map(messageEl).filter(Boolean));
+    prevBefore = page.prev_before_seq;
+    earlier.hidden = prevBefore === null;
     toBottom();
+    return page.messages.length ? page.messages[page.messages.length - 1].seq : 0;
   }
 
-  function showEarlier() {
-    const end = all.length - rendered;
-    const start = Math.max(0, end - WINDOW);
-    const height = scroller.scrollHeight;
-    const els = all.slice(start, end).map(messageEl).filter(Boolean);
-    list.prepend(...els);
-    rendered += end - start;
-    earlier.hidden = start === 0;
-    scroller.scrollTop += scroller.scrollHeight - height;
+  async function loadOlder() {
+    if (prevBefore === null || loadingOlder) return;
+    loadingOlder = true;
+    earlier.disabled = true;
+    try {
+      const page = await api("GET", `/chats/${id}/messages?before_seq=${prevBefore}&limit=${PAGE}`);
+      const fresh = page.messages.filter((m) => !seen.has(m.seq));
+      for (const m of fresh) seen.add(m.seq);
+      const height = scroller.scrollHeight;
+      const top = scroller.scrollTop;
+      list.prepend(...fresh.map(messageEl).filter(Boolean));
+      scroller.scrollTop = top + scroller.scrollHeight - height; // the reader's place stays
+      prevBefore = page.prev_before_seq;
+      earlier.hidden = prevBefore === null;
+      markCompactions();
+    } catch (err) {
+      fill(topErr, errorBox(err));
+    } finally {
+      loadingOlder = false;
+      earlier.disabled = false;
+    }
+  }
+  scroller.addEventListener("scroll", () => {
+    if (scroller.scrollTop < 120) loadOlder();
+  });
+
+  // --- compaction -------------------------------------------------------------------------
+  // Messages up to the latest compaction are no longer sent to the model: they stay here,
+  // marked, with a divider where each compaction cut the history.
+  async function loadCompactions() {
+    try {
+      compactions = (await api("GET", `/chats/${id}/compactions`)).filter((c) => !c.invalidated);
+    } catch {
+      return; /* the marker is a nicety; the next compaction event tries again */
+    }
+    markCompactions();
+  }
+
+  function markCompactions() {
+    for (const old of list.querySelectorAll(".compaction-marker")) old.remove();
+    const through = compactions.length ? compactions[compactions.length - 1].through_seq : 0;
+    const els = [...list.children];
+    for (const el of els) el.classList.toggle("msg-compacted", Number(el.dataset.seq) <= through);
+    for (const c of compactions) {
+      const next = els.find((el) => Number(el.dataset.seq) > c.through_seq);
+      const first = els.length ? Number(els[0].dataset.seq) : 0;
+      if (next === els[0] && prevBefore !== null && first > c.through_seq + 1) continue; // not loaded yet
+      const marker = compactionMarker(c);
+      if (next) list.insertBefore(marker, next);
+      else list.append(marker);
+    }
+  }
+
+  function compactionMarker(c) {
+    const cleared = c.kind === "clear";
+    return h(
+      "div",
+      { class: "compaction-marker", role: "separator", "data-kind": c.kind, "data-through": c.through_seq },
+      h("span", { class: "compaction-label" }, cleared ? "Context cleared" : "History compacted"),
+      h("span", { class: "hint" }, cleared
+        ? " — the model starts afresh here; the messages above stay for reading."
+        : ` — the model gets a summary of the messages above (kept here for reading)${c.tokens_before ? `; ~${c.tokens_before} tokens before` : ""}.`),
+      !cleared && c.summary ? h("details", { class: "compaction-summary" }, h("summary", {}, "Summary"), h("pre", {}, c.summary)) : null,
+    );
   }
 
   // --- the live reply -----------------------------------------------------------------------
@@ -395,20 +590,61 @@ export async function chatPage(main, id) {
       composer.requestSubmit();
     }
   });
+  function showAttachments() {
+    fill(attachList, ...attachments.map((a, i) => {
+      const remove = button("Remove", () => {
+        URL.revokeObjectURL(a.url);
+        attachments.splice(i, 1);
+        showAttachments();
+      }, "btn btn-small");
+      return h("div", { class: "attachment" }, h("img", { src: a.url, alt: a.name }), h("span", { class: "hint" }, a.name), remove);
+    }));
+  }
+  onLeave(() => attachments.forEach((a) => URL.revokeObjectURL(a.url)));
+
+  function readBase64(file) {
+    return new Promise((resolve, reject) => {
+      const reader = new FileReader();
+      reader.onload = () => resolve(String(reader.result).split(",", 2)[1] || "");
+      reader.onerror = () => reject(reader.error);
+      reader.readAsDataURL(file);
+    });
+  }
+
+  fileIn.addEventListener("change", () => act(attachLabel, sendErr, async () => {
+    for (const file of fileIn.files) {
+      if (!IMAGE_TYPES.has(file.type)) throw new Error(`${file.name}: only PNG, JPEG, GIF and WebP images can be attached`);
+      if (file.size > IMAGE_MAX_BYTES) throw new Error(`${file.name}: larger than ${IMAGE_MAX_BYTES / 1024} KiB`);
+      const data = await readBase64(file);
+      attachments.push({ name: file.name, url: URL.createObjectURL(file), part: { type: "image", media_type: file.type, data } });
+    }
+    fileIn.value = "";
+    showAttachments();
+  }));
+
   composer.addEventListener("submit", (ev) => {
     ev.preventDefault();
-    const content = input.value;
-    if (!content.trim()) return;
+    const text = input.value;
+    if (!text.trim() && !attachments.length) return;
+    const content = attachments.length
+      ? [...(text.trim() ? [{ type: "text", text }] : []), ...attachments.map((a) => a.part)]
+      : text;
     const busy = composer.querySelector("input[name=busy]:checked").value;
     act(sendBtn, sendErr, async () => {
       await api("POST", `/chats/${id}/messages`, { content, busy });
       input.value = "";
+      attachments.forEach((a) => URL.revokeObjectURL(a.url));
+      attachments = [];
+      showAttachments();
       fill(turnErr);
     });
   });
 
   // --- go -----------------------------------------------------------------------------------
   renderHead();
+  const lastSeq = await loadLatest();
+  list.after(live);
+  loadCompactions();
   setStatus(chat);
   showWorkspace(chat.workspace_id);
   loadChildren();
@@ -417,16 +653,20 @@ export async function chatPage(main, id) {
   } catch {
     /* shown again by the next queue_update */
   }
-  events(`/api/v1/chats/${id}/stream`, {
+  events(`/api/v1/chats/${id}/stream` + (lastSeq ? `?after=${lastSeq}.0` : ""), {
     message: (m) => addMessage(m),
     message_part: (d) => onPart(d),
-    status: (d) => {
-      if (!caughtUp) {
-        caughtUp = true; // the stream sends a status snapshot right after the history
-        renderWindow();
-        list.after(live);
+    status: (d) => setStatus(d),
+    compaction: () => loadCompactions(),
+    edit: (d) => {
+      dropFrom(Number(d.superseded_from_seq));
+      loadCompactions(); // an edit before a cut invalidates that compaction
+    },
+    title: (d) => {
+      if (typeof d.title === "string") {
+        chat.title = d.title;
+        renderHead();
       }
-      setStatus(d);
     },
     error: (d) => {
       fill(turnErr, typedError({ code: d.code || "error", message: d.message, remediation: remedyOf(d.code) }));
