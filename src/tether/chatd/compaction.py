@@ -46,7 +46,7 @@ from tether.chatd.graphparts import chats_and_hub
 from tether.chatd.historycache import Entry, HistoryCache
 from tether.chatd.stream import ChatStreamHub
 from tether.db.chats import ChatStore
-from tether.db.compactions import Compaction, CompactionStore
+from tether.db.compactions import Compaction, CompactionStore, UsageRow
 from tether.errors import Conflict, InvalidInput
 
 log = logging.getLogger(__name__)
@@ -214,8 +214,8 @@ class LongChat:
             return Budget(budget.window, mine)
         return budget
 
-    async def view(self, chat_id: uuid.UUID) -> View:
-        entry = await self.cache.view(chat_id)
+    async def view(self, chat_id: uuid.UUID, *, known_number: int | None = None) -> View:
+        entry = await self.cache.view(chat_id, known_number=known_number)
         return View(entry, _carried_messages(entry.compaction))
 
     def model_messages(self, view: View, history: list[cm.ChatMessage]) -> list[pai.ModelMessage]:
@@ -229,21 +229,35 @@ class LongChat:
             out.extend(self.cache.converted(view.entry, msg))
         return out
 
+    def usage_of(
+        self, chat_id: uuid.UUID, view: View, response: pai.ModelResponse, raw: int, model: str
+    ) -> UsageRow | None:
+        """What the provider reported for a request (None: nothing); calibrates the
+        estimate by it at once. The turn stores a turn's rows together at its end
+        (:meth:`record_usages`)."""
+        usage = response.usage
+        if not usage.input_tokens:
+            return None
+        view.calibration.observe(raw, usage.input_tokens)
+        return UsageRow(
+            chat_id,
+            model,
+            usage.input_tokens,
+            usage.output_tokens,
+            raw or None,
+            self.store.now(),
+        )
+
+    async def record_usages(self, rows: list[UsageRow]) -> None:
+        await self.store.record_usages(rows)
+
     async def record_usage(
         self, chat_id: uuid.UUID, view: View, response: pai.ModelResponse, raw: int, model: str
     ) -> None:
         """Store what the provider reported for a request; calibrate the estimate by it."""
-        usage = response.usage
-        if not usage.input_tokens:
-            return
-        view.calibration.observe(raw, usage.input_tokens)
-        await self.store.record_usage(
-            chat_id,
-            model=model,
-            input_tokens=usage.input_tokens,
-            output_tokens=usage.output_tokens,
-            estimated_tokens=raw or None,
-        )
+        row = self.usage_of(chat_id, view, response, raw, model)
+        if row is not None:
+            await self.store.record_usages([row])
 
     # --- compaction ---------------------------------------------------------------------
 

@@ -76,11 +76,16 @@ class HistoryCache:
         if entry is not None:
             self._size -= len(entry.messages)
 
-    async def view(self, chat_id: uuid.UUID) -> Entry:
-        """The chat's messages since its latest compaction, read incrementally."""
-        latest = await self._latest(chat_id)
-        number = latest.number if latest is not None else 0
+    async def view(self, chat_id: uuid.UUID, *, known_number: int | None = None) -> Entry:
+        """The chat's messages since its latest compaction, read incrementally.
+        ``known_number``: the latest compaction's number, already read by the caller (the
+        worker's claim); when the cached entry has it, the compaction is not queried."""
         entry = self._entries.get(chat_id)
+        if known_number is not None and entry is not None and entry.number == known_number:
+            latest, number = entry.compaction, known_number
+        else:
+            latest = await self._latest(chat_id)
+            number = latest.number if latest is not None else 0
         if entry is None or entry.number != number:
             calibration = entry.calibration if entry is not None else Calibration()
             self.invalidate(chat_id)

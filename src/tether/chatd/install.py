@@ -10,6 +10,7 @@ from pydantic_ai.models import Model
 
 from tether.chatd.adapters import AgentDialer, StoreBinding
 from tether.chatd.compaction import longchat_of
+from tether.chatd.configcache import ConfigCache
 from tether.chatd.conncache import Dialer
 from tether.chatd.graphparts import chats_and_hub
 from tether.chatd.instructions import InstructionFiles
@@ -28,6 +29,7 @@ def chatd_deps(graph: Any, *, dialer: Dialer | None = None) -> ChatdDeps:
     side created them (so subscribers see what the worker publishes)."""
     settings = graph.settings
     chats, hub = chats_and_hub(graph)
+    config = ChatConfigStore(graph.engine, graph.clock, graph.bus)
     return ChatdDeps(
         settings=settings,
         clock=graph.clock,
@@ -40,7 +42,10 @@ def chatd_deps(graph: Any, *, dialer: Dialer | None = None) -> ChatdDeps:
         users=graph.users,
         hub=hub,
         metrics=graph.metrics,
-        config=ChatConfigStore(graph.engine, graph.clock),
+        config=config,
+        config_cache=ConfigCache(
+            config, graph.bus, graph.clock, max_age_s=settings.chat_config_max_age_s
+        ),
         dialer=dialer
         or AgentDialer(
             connect_timeout=settings.agent_connect_timeout_s,

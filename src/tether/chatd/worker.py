@@ -115,12 +115,17 @@ class ChatWorker:
                 tg.create_task(self._guard("stale-sweep", self._stale_loop))
                 tg.create_task(self._guard("builds", self._builds_loop))
                 tg.create_task(self._guard("wake", self._wake_loop))
+                if self._deps.config_cache is not None:  # admin settings behind the bus
+                    tg.create_task(self._guard("chat-config", self._deps.config_cache.run))
                 try:
+                    hinted = True
                     while True:
-                        await self._claim_round(tg)
+                        await self._claim_round(tg, look_first=not hinted)
+                        hinted = False
                         with contextlib.suppress(TimeoutError):
                             async with asyncio.timeout(self._poll_s):
                                 await self._wake.wait()
+                                hinted = True
                         self._wake.clear()
                 except asyncio.CancelledError:
                     for running in self._running.values():
@@ -154,31 +159,31 @@ class ChatWorker:
                 log.exception("chat worker %s loop crashed; restarting", name)
                 await asyncio.sleep(self._poll_s)
 
-    async def _claim_round(self, tg: asyncio.TaskGroup) -> None:
+    async def _claim_round(self, tg: asyncio.TaskGroup, *, look_first: bool = False) -> None:
+        """Claim what is pending; a timed poll (``look_first``) looks read-only first."""
         try:
-            chats = await self._deps.chats.claim(self.worker_id, limit=self._max_claim)
+            claimed = await self._deps.chats.claim_turns(
+                self.worker_id, limit=self._max_claim, look_first=look_first
+            )
         except Exception:
             log.exception("claiming chats failed")
             return
-        for chat in chats:
-            await self._base_stream(chat)
-            self._start(tg, chat)
+        chats = [c.chat for c in claimed]
+        for c in claimed:
+            # This process may never have seen the chat (restart, another replica ran it):
+            # base the stream ids on its stored history, or resuming subscribers drop the
+            # deltas. The claim read the last seq with the row.
+            self._deps.hub.ensure_base(c.chat.id, c.last_seq)
+            self._start(tg, c.chat, compaction_number=c.compaction_number)
         bound = [c.workspace_id for c in chats if c.workspace_id is not None]
         if bound:  # WK-7: a turn start is workspace use (off the turn's critical path)
             tg.create_task(self.bump_usage(bound), name="workspace-usage")
 
-    async def _base_stream(self, chat: Chat) -> None:
-        # This process may never have seen the chat (restart, another replica ran it): base
-        # the stream ids on its stored history, or resuming subscribers drop the deltas.
-        try:
-            seq = await self._deps.chats.last_message_seq(chat.id)
-        except Exception as err:
-            log.warning("chat %s: reading the last message seq failed: %s", chat.id, err)
-        else:
-            self._deps.hub.ensure_base(chat.id, seq)
-
-    def _start(self, tg: asyncio.TaskGroup, chat: Chat) -> None:
+    def _start(
+        self, tg: asyncio.TaskGroup, chat: Chat, *, compaction_number: int | None = None
+    ) -> None:
         state = self._state_for(chat)
+        state.compaction_number = compaction_number  # as of the claim (turn.py reads it once)
         control = TurnControl()
         task = tg.create_task(
             observe_turn(
@@ -250,8 +255,11 @@ class ChatWorker:
                 exc = None if task.cancelled() else task.exception()
                 if exc is not None:
                     log.error("chat %s: turn crashed: %r", chat_id, exc)
+                at_capacity = len(self._running) >= self._max_claim
                 self._running.pop(chat_id, None)
-                self._wake.set()  # capacity freed / a promoted message may be pending
+                if at_capacity:  # capacity freed: claim what waited for it
+                    self._wake.set()
+                # A message promoted by finish_turn wakes the claim through the bus.
 
     async def _interrupt_requested(self, chat_id: uuid.UUID) -> bool:
         try:

@@ -8,6 +8,7 @@ state at once, exactly one insert succeeds and the other gets :class:`Conflict`.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -47,6 +48,18 @@ def _row(row: Any) -> Compaction:
         tokens_before=row.tokens_before,
         created_at=as_utc(row.created_at),  # type: ignore[arg-type]
     )
+
+
+@dataclass(frozen=True)
+class UsageRow:
+    """What the provider reported for one model request."""
+
+    chat_id: uuid.UUID
+    model: str | None
+    input_tokens: int
+    output_tokens: int
+    estimated_tokens: int | None
+    created_at: datetime
 
 
 class CompactionStore:
@@ -134,6 +147,10 @@ class CompactionStore:
                     )
                 )
 
+    def now(self) -> datetime:
+        """The store's clock (a usage row is stamped when the provider answered)."""
+        return self._clock.now()
+
     async def record_usage(
         self,
         chat_id: uuid.UUID,
@@ -143,17 +160,33 @@ class CompactionStore:
         output_tokens: int,
         estimated_tokens: int | None,
     ) -> None:
+        await self.record_usages(
+            [
+                UsageRow(
+                    chat_id, model, input_tokens, output_tokens, estimated_tokens, self._clock.now()
+                )
+            ]
+        )
+
+    async def record_usages(self, rows: Sequence[UsageRow]) -> None:
+        """Store the usage of several requests in one statement (a turn's, at its end)."""
+        if not rows:
+            return
         async with self._engine.begin() as conn:
             await conn.execute(
-                chat_usage.insert().values(
-                    id=new_id(),
-                    chat_id=chat_id,
-                    model=model,
-                    input_tokens=input_tokens,
-                    output_tokens=output_tokens,
-                    estimated_tokens=estimated_tokens,
-                    created_at=self._clock.now(),
-                )
+                chat_usage.insert(),
+                [
+                    {
+                        "id": new_id(),
+                        "chat_id": r.chat_id,
+                        "model": r.model,
+                        "input_tokens": r.input_tokens,
+                        "output_tokens": r.output_tokens,
+                        "estimated_tokens": r.estimated_tokens,
+                        "created_at": r.created_at,
+                    }
+                    for r in rows
+                ],
             )
 
     async def usage(self, chat_id: uuid.UUID) -> list[tuple[int, int, int | None]]:

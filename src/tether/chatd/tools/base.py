@@ -37,6 +37,7 @@ from pydantic_ai import Tool
 from pydantic_ai.exceptions import ToolFailed
 
 from tether.agentconn.client import AgentClient
+from tether.chatd.configcache import ConfigCache
 from tether.chatd.conncache import ChatConnections, Dialer
 from tether.chatd.messages import INVALID_JSON_KEY, render_tool_error
 from tether.chatd.models import Chat
@@ -90,9 +91,13 @@ class ChatdDeps:
     metrics: Metrics = field(default_factory=Metrics)  # the graph's, from install.chatd_deps
     # admin chat settings (template allowlist, prompts); None in unit tests: the defaults
     config: ChatConfigStore | None = None
+    # the same, cached behind the bus (chatd/configcache.py); preferred when set
+    config_cache: ConfigCache | None = None
 
     async def chat_config(self) -> ChatConfig:
-        """The admin chat settings, read fresh (an admin's change applies to the next call)."""
+        """The admin chat settings (an admin's change applies to the next call)."""
+        if self.config_cache is not None:
+            return await self.config_cache.get()
         return await self.config.get() if self.config is not None else ChatConfig()
 
 
@@ -103,6 +108,13 @@ class ChatState:
 
     conns: ChatConnections
     workspace_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # every call up to this message seq has its result: this process ended the chat's last
+    # turn with no call open (0: unknown, the next turn scans the whole history; chatd/history.py)
+    clean_through: int = 0
+    # the chat's latest compaction number as the worker's claim read it (None: unknown); a
+    # running chat is compacted only by its own turn, so the turn's first history read
+    # trusts it instead of querying (chatd/historycache.py)
+    compaction_number: int | None = None
 
 
 @dataclass
