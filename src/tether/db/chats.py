@@ -205,15 +205,18 @@ class ChatStore:
             "interrupt_requested": False,
             "updated_at": now,
         }
+        # Qualified by hand: SQLAlchemy renders RETURNING columns unqualified on SQLite,
+        # where a bare ``id`` inside the subquery would mean the subquery's own table's.
+        claimed_id: sa.ColumnClause[Any] = sa.literal_column("chats.id")
         last_seq = (
             sa.select(sa.func.coalesce(sa.func.max(chat_messages.c.seq), 0))
-            .where(chat_messages.c.chat_id == chats.c.id)
+            .where(chat_messages.c.chat_id == claimed_id)
             .scalar_subquery()
             .label("last_seq")
         )
         compaction = (
             sa.select(sa.func.coalesce(sa.func.max(chat_compactions.c.number), 0))
-            .where(chat_compactions.c.chat_id == chats.c.id)
+            .where(chat_compactions.c.chat_id == claimed_id)
             .scalar_subquery()
             .label("compaction_number")
         )
