@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiosqlite.core
 import httpx
 import sqlalchemy as sa
 
@@ -106,6 +107,40 @@ class CallSites:
     def close(self) -> None:
         dbengine._complete = self._original  # type: ignore[assignment]
         sa.event.remove(self._engine, "before_cursor_execute", self._on_execute)
+
+
+class ThreadHops:
+    """Counts aiosqlite's hand-offs to its connection threads (each statement, fetch,
+    cursor close, commit and rollback is one): a CPU cost that does not depend on how
+    loaded the machine is."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._original = aiosqlite.core.Connection._execute
+        hops = self
+
+        async def counted(conn: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
+            hops.count += 1
+            return await hops._original(conn, fn, *args, **kwargs)
+
+        aiosqlite.core.Connection._execute = counted  # type: ignore[method-assign]
+
+    def close(self) -> None:
+        aiosqlite.core.Connection._execute = self._original  # type: ignore[method-assign]
+
+
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds (user + system) of this process's event loop thread (``main``) and of
+    its other threads (``threads``: aiosqlite's connection threads, executors)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = defaultdict(float)
+    for tid in os.listdir("/proc/self/task"):
+        with contextlib.suppress(OSError):
+            stat = Path(f"/proc/self/task/{tid}/stat").read_text()
+            name = "main" if int(tid) == os.getpid() else "threads"
+            fields = stat[stat.rindex(")") + 2 :].split()
+            out[name] += (int(fields[11]) + int(fields[12])) / tick
+    return out
 
 
 def pct(values: list[float], q: float) -> float:
@@ -311,6 +346,8 @@ async def main(
                     sites = CallSites(graph.engine) if show_statements else None
                     profiler = cProfile.Profile() if profile else None
                     with counter.measure() as busy:
+                        hops = ThreadHops()
+                        threads0 = thread_cpu()
                         t0, cpu0 = time.perf_counter(), time.process_time()
                         if profiler is not None:
                             profiler.enable()
@@ -321,6 +358,8 @@ async def main(
                             profiler.disable()
                         phase_s = time.perf_counter() - t0
                         cpu_s = time.process_time() - cpu0
+                        threads1 = thread_cpu()
+                        hops.close()
                     counter.close()
                     if sites is not None:
                         sites.close()
@@ -365,6 +404,16 @@ async def main(
         f"server process CPU during the turns: {cpu_s:.2f}s of {phase_s:.2f}s "
         f"({cpu_s / len(turns) * 1000:.1f} ms per turn; one event loop)"
     )
+    by_thread = {k: v - threads0.get(k, 0.0) for k, v in threads1.items()}
+    print(
+        "CPU per turn: "
+        + ", ".join(
+            f"{name} {secs / len(turns) * 1000:.1f} ms"
+            for name, secs in sorted(by_thread.items(), key=lambda kv: -kv[1])
+            if secs > 0
+        )
+    )
+    print(f"aiosqlite thread hand-offs per turn {hops.count / len(turns):.1f}")
     print(
         f"DB statements per turn {raw_per_turn:.1f} (background while idle: "
         f"{idle_rate:.1f}/s; net of background ≈ {net_per_turn:.1f})"
@@ -375,6 +424,16 @@ async def main(
         for text, n in by_text.most_common():
             print(f"  {n / len(turns):5.2f}  {text}")
         if sites is not None:
+            parts: Counter[str] = Counter()
+            for (_, where), n in sites.sites.items():
+                part = "api" if "api/" in where else "chatd" if "chatd/" in where else "other"
+                parts[part] += n
+            print(
+                "statements per turn: the API request that sends the message "
+                f"{parts['api'] / len(turns):.1f}, the turn (chat worker) "
+                f"{parts['chatd'] / len(turns):.1f}, background and other "
+                f"{parts['other'] / len(turns):.1f}"
+            )
             print("statements per turn, by call site:")
             for (text, where), n in sites.sites.most_common():
                 print(f"  {n / len(turns):5.2f}  {text}\n         {where}")
@@ -387,6 +446,7 @@ async def main(
         "cpu_ms_per_turn": round(cpu_s / len(turns) * 1000, 1),
         "db_statements_per_turn": round(raw_per_turn, 1),
         "db_statements_per_turn_net": round(net_per_turn, 1),
+        "sqlite_thread_hops_per_turn": round(hops.count / len(turns), 1),
         "load_avg_1m": round(os.getloadavg()[0], 2),
     }
 
