@@ -5,9 +5,9 @@ recover stale chats, honour interrupts, and keep each chat's agent connection ac
   ``chats`` bus hint or every ``poll_s`` (polling is the truth).
 * **Heartbeat** every ``heartbeat_s`` for all running turns in one statement; a chat missing
   from the answer was taken over → its turn is cancelled with no final side effects (WK-2).
-* **Workspace usage**: at claim time and with every heartbeat, the workspaces of the
-  worker's running chats are touched in one statement (``last_used_at``, the TTL clock;
-  WK-7).
+* **Workspace usage**: at claim time (unless this worker recorded it in the last half
+  heartbeat) and with every heartbeat, the workspaces of the worker's running chats are
+  touched in one statement (``last_used_at``, the TTL clock; WK-7).
 * **Stale sweep** every ``stale_sweep_s``: running chats whose heartbeat is older than
   ``stale_after_s`` go back to pending (WK-3) — except this worker's own live turns: a
   late heartbeat of a loaded event loop is not a dead worker. A dead replica's chat is
@@ -88,6 +88,7 @@ class ChatWorker:
         self._states: dict[uuid.UUID, ChatState] = {}
         self._wake = asyncio.Event()
         self._drain = TaskOwner("chat-worker-drain")
+        self._touched: dict[uuid.UUID, float] = {}  # workspace → when its usage was recorded
 
     # --- introspection (tests, benchmarks) -----------------------------------------------
 
@@ -175,7 +176,7 @@ class ChatWorker:
             # deltas. The claim read the last seq with the row.
             self._deps.hub.ensure_base(c.chat.id, c.last_seq)
             self._start(tg, c.chat, compaction_number=c.compaction_number)
-        bound = [c.workspace_id for c in chats if c.workspace_id is not None]
+        bound = self._not_touched_lately(c.workspace_id for c in chats)
         if bound:  # WK-7: a turn start is workspace use (off the turn's critical path)
             tg.create_task(self.bump_usage(bound), name="workspace-usage")
 
@@ -295,6 +296,15 @@ class ChatWorker:
         states = [self._states.get(chat_id) for chat_id in ids if chat_id in owned]
         await self.bump_usage(s.conns.binding.workspace_id for s in states if s is not None)
 
+    def _not_touched_lately(self, workspace_ids: Iterable[uuid.UUID | None]) -> list[uuid.UUID]:
+        """The workspaces whose usage this worker has not recorded in the last half
+        heartbeat: a chat's turns can start several times a second, and ``last_used_at``
+        (the TTL clock) needs no finer grain; running chats are bumped by the heartbeat."""
+        now = self._deps.clock.monotonic()
+        window = self._heartbeat_s / 2
+        self._touched = {w: t for w, t in self._touched.items() if now - t < window}
+        return [w for w in {w for w in workspace_ids if w is not None} if w not in self._touched]
+
     async def bump_usage(self, workspace_ids: Iterable[uuid.UUID | None]) -> None:
         """Record workspace usage for chats running on this worker, in one statement
         (docs/behaviour.md §3.1, WK-7): a chat actively using its workspace keeps the workspace's
@@ -302,6 +312,8 @@ class ChatWorker:
         ids = {w for w in workspace_ids if w is not None}
         if not ids:
             return
+        now = self._deps.clock.monotonic()
+        self._touched.update(dict.fromkeys(ids, now))
         try:
             await self._deps.workspace_store.touch_many(ids)
         except Exception as err:
