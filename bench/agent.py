@@ -19,7 +19,7 @@ shell (``rtt_ratio_same_shell``). Calls alternate between the servers one by one
 machine load hits all of them alike. Idle RSS is VmRSS of the server process (for the
 sandbox: the agent inside bwrap) after start-up and a settle pause, before any command.
 
-    .venv/bin/python bench/agent.py [--calls 300] [--no-sandbox]
+    .venv/bin/python -m bench.agent [--calls 300] [--no-sandbox]
 
 The last line is one JSON object.
 """

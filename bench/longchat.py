@@ -86,11 +86,14 @@ class Phase:
         self.total = total
         self.data_dir = data_dir
         self.done: list[float] = []
+        self.cpu: list[float] = []  # the process's CPU time at each turn's end
         self.warm: dict[str, Any] | None = None
         self.start = time.perf_counter()
+        self.cpu_start = time.process_time()
 
     def turn_done(self) -> None:
         self.done.append(time.perf_counter())
+        self.cpu.append(time.process_time())
         if self.warm is None and len(self.done) >= max(1, self.total // 10):
             total, sockets = fds()
             self.warm = {
@@ -106,6 +109,11 @@ class Phase:
         k = max(1, n // 10)
         first = k / (self.done[k - 1] - self.start)
         last = k / (self.done[-1] - self.done[-k - 1])
+        # Server CPU per turn hardly depends on how loaded the shared machine is, where
+        # turns/s does: the same comparison in CPU (a turn that costs more as the chat
+        # grows shows here first).
+        cpu_first = (self.cpu[k - 1] - self.cpu_start) / k * 1000
+        cpu_last = (self.cpu[-1] - self.cpu[-k - 1]) / k * 1000
         assert self.warm is not None
         total, sockets = fds()
         after_warm = n - self.warm["turns"]
@@ -117,6 +125,10 @@ class Phase:
             "turns_per_s_first_10pct": round(first, 2),
             "turns_per_s_last_10pct": round(last, 2),
             "last_over_first": round(last / first, 2),
+            "cpu_ms_per_turn_first_10pct": round(cpu_first, 1),
+            "cpu_ms_per_turn_last_10pct": round(cpu_last, 1),
+            "cpu_first_over_last": round(cpu_first / cpu_last, 2),
+            "load_avg_1m": round(os.getloadavg()[0], 2),
             "rss_mb_warm": round(self.warm["rss_mb"], 1),
             "rss_mb_end": round(rss_mb(), 1),
             "rss_growth_mb_per_1000_turns": round(growth, 1),
@@ -201,7 +213,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     base_url=srv.url,
                     headers={"Authorization": f"Bearer {srv.token}"},
                     timeout=60,
-                    limits=httpx.Limits(max_connections=100),
+                    # idle connections close before the server's keep-alive timeout (5 s) can
+                    # race a new request on them (httpx.ReadError under load)
+                    limits=httpx.Limits(max_connections=100, keepalive_expiry=1.0),
                 )
                 try:
                     await srv.push_template()

@@ -30,15 +30,14 @@ from typing import Any
 
 import httpx
 
+from bench.benchlib import final_status, wait_ready
+from tether.chatd.install import install_chatd
+from tether.demo import kill_workspace_processes
+from tether.domain.chat import Chat
+from tether.llm.scripted import Say, script_model
+from tether.testing.harness import fast_settings, running_server
+
 REPO = Path(__file__).resolve().parents[1]
-
-from bench.benchlib import final_status, wait_ready  # noqa: E402
-from tether.chatd.install import install_chatd  # noqa: E402
-from tether.demo import kill_workspace_processes  # noqa: E402
-from tether.domain.chat import Chat  # noqa: E402
-from tether.llm.scripted import Say, script_model  # noqa: E402
-from tether.testing.harness import fast_settings, running_server  # noqa: E402
-
 FIXTURES = REPO / "tests" / "fixtures"
 READY_TIMEOUT_S = 120.0
 TURN_TIMEOUT_S = 120.0

@@ -29,24 +29,30 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import contextvars
+import cProfile
 import json
+import os
 import statistics
 import sys
 import tempfile
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiosqlite.core
 import httpx
+import sqlalchemy as sa
 from pydantic_ai.models.function import FunctionModel
 
 from bench.benchlib import final_status, wait_ready
 from tether.chatd.binding import AgentDialer
 from tether.chatd.install import install_chatd
+from tether.db import engine as dbengine
 from tether.db.engine import StatementCounter
 from tether.demo import kill_workspace_processes
 from tether.domain.chat import Chat
@@ -59,6 +65,78 @@ STOP_CONCURRENCY = 16
 READY_TIMEOUT_S = 120.0
 TURN_TIMEOUT_S = 120.0
 IDLE_SAMPLE_S = 2.0
+
+
+class CallSites:
+    """Where each statement on the engine was issued from (``--statements``): the innermost
+    frames in ``tether`` outside ``tether/db``. The engine runs every statement in a task of
+    its own (``tether.db.engine._complete``), so the caller's stack is captured when that
+    task is made and handed to it in a context variable."""
+
+    def __init__(self, engine: Any) -> None:
+        self.sites: Counter[tuple[str, str]] = Counter()
+        self._engine = engine.sync_engine
+        self._where: contextvars.ContextVar[str] = contextvars.ContextVar("where", default="")
+        self._original = dbengine._complete
+        where_var = self._where
+
+        async def complete(step: Any) -> Any:
+            frame = sys._getframe(1)
+            where: list[str] = []
+            while frame is not None and len(where) < 3:
+                name = frame.f_code.co_filename
+                if "/tether/" in name and "/tether/db/" not in name:
+                    where.append(f"{name.split('/tether/', 1)[1]}:{frame.f_code.co_name}")
+                frame = frame.f_back  # type: ignore[assignment]
+            token = where_var.set(" < ".join(where))
+            try:
+                return await self._original(step)
+            finally:
+                where_var.reset(token)
+
+        dbengine._complete = complete  # type: ignore[assignment]
+        sa.event.listen(self._engine, "before_cursor_execute", self._on_execute)
+
+    def _on_execute(self, _c: Any, _cur: Any, statement: str, *_rest: Any) -> None:
+        self.sites[(" ".join(statement.split())[:60], self._where.get())] += 1
+
+    def close(self) -> None:
+        dbengine._complete = self._original  # type: ignore[assignment]
+        sa.event.remove(self._engine, "before_cursor_execute", self._on_execute)
+
+
+class ThreadHops:
+    """Counts aiosqlite's hand-offs to its connection threads (each statement, fetch,
+    cursor close, commit and rollback is one): a CPU cost that does not depend on how
+    loaded the machine is."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._original = aiosqlite.core.Connection._execute
+        hops = self
+
+        async def counted(conn: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
+            hops.count += 1
+            return await hops._original(conn, fn, *args, **kwargs)
+
+        aiosqlite.core.Connection._execute = counted  # type: ignore[method-assign]
+
+    def close(self) -> None:
+        aiosqlite.core.Connection._execute = self._original  # type: ignore[method-assign]
+
+
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds (user + system) of this process's event loop thread (``main``) and of
+    its other threads (``threads``: aiosqlite's connection threads, executors)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = defaultdict(float)
+    for tid in os.listdir("/proc/self/task"):
+        with contextlib.suppress(OSError):
+            stat = Path(f"/proc/self/task/{tid}/stat").read_text()
+            name = "main" if int(tid) == os.getpid() else "threads"
+            fields = stat[stat.rindex(")") + 2 :].split()
+            out[name] += (int(fields[11]) + int(fields[12])) / tick
+    return out
 
 
 def pct(values: list[float], q: float) -> float:
@@ -176,9 +254,9 @@ async def _stop_workspaces(api: httpx.AsyncClient, ids: list[uuid.UUID]) -> None
 
 
 async def _run_chat(
-    api: httpx.AsyncClient, graph: Any, timers: Timers, workspace_id: uuid.UUID
+    api: httpx.AsyncClient, graph: Any, timers: Timers, workspace_id: uuid.UUID, n_turns: int
 ) -> list[TurnFigures]:
-    """Five turns on one chat; each waits for the turn's final status on the hub."""
+    """``n_turns`` turns on one chat; each waits for the turn's final status on the hub."""
     hub = graph.hub
     figures: list[TurnFigures] = []
     t0 = time.perf_counter()
@@ -188,7 +266,7 @@ async def _run_chat(
     r.raise_for_status()
     chat_id = uuid.UUID(r.json()["id"])
     async with hub.subscribe(chat_id) as queue:
-        for turn in range(TURNS_PER_CHAT):
+        for turn in range(n_turns):
             if turn > 0:
                 t0 = time.perf_counter()
                 r = await api.post(f"/api/v1/chats/{chat_id}/messages", json={"content": "go"})
@@ -204,7 +282,13 @@ async def _run_chat(
     return figures
 
 
-async def main(n_chats: int) -> dict[str, Any]:
+async def main(
+    n_chats: int,
+    turns_per_chat: int = TURNS_PER_CHAT,
+    *,
+    profile: str | None = None,
+    show_statements: bool = False,
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="tether-bench-turns-") as tmp:
         settings = fast_settings(
             Path(tmp),
@@ -244,6 +328,7 @@ async def main(n_chats: int) -> dict[str, Any]:
                     limits=limits,
                 )
                 ids: list[uuid.UUID] = []
+                sites: CallSites | None = None
                 try:
                     await srv.push_template()
                     t0 = time.perf_counter()
@@ -254,14 +339,29 @@ async def main(n_chats: int) -> dict[str, Any]:
                     with counter.measure() as idle:
                         await asyncio.sleep(IDLE_SAMPLE_S)
                     idle_rate = idle.count / IDLE_SAMPLE_S
+                    sites = CallSites(graph.engine) if show_statements else None
+                    profiler = cProfile.Profile() if profile else None
                     with counter.measure() as busy:
+                        hops = ThreadHops()
+                        threads0 = thread_cpu()
                         t0, cpu0 = time.perf_counter(), time.process_time()
+                        if profiler is not None:
+                            profiler.enable()
                         results = await asyncio.gather(
-                            *(_run_chat(api, graph, timers, ws) for ws in ids)
+                            *(_run_chat(api, graph, timers, ws, turns_per_chat) for ws in ids)
                         )
+                        if profiler is not None:
+                            profiler.disable()
                         phase_s = time.perf_counter() - t0
                         cpu_s = time.process_time() - cpu0
+                        threads1 = thread_cpu()
+                        hops.close()
                     counter.close()
+                    if sites is not None:
+                        sites.close()
+                    if profiler is not None and profile is not None:
+                        profiler.dump_stats(profile)
+                        print(f"profile of the turn phase written to {profile}")
                 finally:
                     t_stop = time.perf_counter()
                     await _stop_workspaces(api, ids)
@@ -283,7 +383,7 @@ async def main(n_chats: int) -> dict[str, Any]:
     tool_ms = [t.tool * 1000 for t in turns]
     raw_per_turn = busy.count / len(turns)
     net_per_turn = max(0.0, busy.count - idle_rate * phase_s) / len(turns)
-    print(f"{n_chats} chats x {TURNS_PER_CHAT} turns = {len(turns)} turns in {phase_s:.2f}s")
+    print(f"{n_chats} chats x {turns_per_chat} turns = {len(turns)} turns in {phase_s:.2f}s")
     print(
         f"wall     p50 {pct(walls, 50):7.1f} ms  p99 {pct(walls, 99):7.1f} ms  "
         f"mean {statistics.mean(walls):7.1f} ms"
@@ -300,23 +400,63 @@ async def main(n_chats: int) -> dict[str, Any]:
         f"server process CPU during the turns: {cpu_s:.2f}s of {phase_s:.2f}s "
         f"({cpu_s / len(turns) * 1000:.1f} ms per turn; one event loop)"
     )
+    by_thread = {k: v - threads0.get(k, 0.0) for k, v in threads1.items()}
+    print(
+        "CPU per turn: "
+        + ", ".join(
+            f"{name} {secs / len(turns) * 1000:.1f} ms"
+            for name, secs in sorted(by_thread.items(), key=lambda kv: -kv[1])
+            if secs > 0
+        )
+    )
+    print(f"aiosqlite thread hand-offs per turn {hops.count / len(turns):.1f}")
     print(
         f"DB statements per turn {raw_per_turn:.1f} (background while idle: "
         f"{idle_rate:.1f}/s; net of background ≈ {net_per_turn:.1f})"
     )
+    if show_statements:
+        by_text = Counter(" ".join(st.split())[:110] for st in busy.statements)
+        print("statements per turn, by text (first 110 characters):")
+        for text, n in by_text.most_common():
+            print(f"  {n / len(turns):5.2f}  {text}")
+        if sites is not None:
+            parts: Counter[str] = Counter()
+            for (_, where), n in sites.sites.items():
+                part = "api" if "api/" in where else "chatd" if "chatd/" in where else "other"
+                parts[part] += n
+            print(
+                "statements per turn: the API request that sends the message "
+                f"{parts['api'] / len(turns):.1f}, the turn (chat worker) "
+                f"{parts['chatd'] / len(turns):.1f}, background and other "
+                f"{parts['other'] / len(turns):.1f}"
+            )
+            print("statements per turn, by call site:")
+            for (text, where), n in sites.sites.most_common():
+                print(f"  {n / len(turns):5.2f}  {text}\n         {where}")
     return {
         "chats": n_chats,
         "turns": len(turns),
         "turn_overhead_ms_p50": round(pct(ms, 50), 1),
         "turn_overhead_ms_p99": round(pct(ms, 99), 1),
         "turns_per_s": round(len(turns) / phase_s, 1),
+        "cpu_ms_per_turn": round(cpu_s / len(turns) * 1000, 1),
         "db_statements_per_turn": round(raw_per_turn, 1),
+        "db_statements_per_turn_net": round(net_per_turn, 1),
+        "sqlite_thread_hops_per_turn": round(hops.count / len(turns), 1),
+        "load_avg_1m": round(os.getloadavg()[0], 2),
     }
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--chats", type=int, default=10)
+    parser.add_argument("--turns", type=int, default=TURNS_PER_CHAT, help="turns per chat")
+    parser.add_argument("--profile", help="write a cProfile of the turn phase to this file")
+    parser.add_argument(
+        "--statements", action="store_true", help="print the turn phase's statements by text"
+    )
     args = parser.parse_args()
-    result = asyncio.run(main(args.chats))
+    result = asyncio.run(
+        main(args.chats, args.turns, profile=args.profile, show_statements=args.statements)
+    )
     print(json.dumps(result))

@@ -21,6 +21,9 @@ CHATS = "chats"
 IDENTITY = "identity"
 """A token was revoked or a user disabled: open streams re-check their credentials."""
 
+CHAT_CONFIG = "chat_config"
+"""An admin chat setting changed (``{"changed": key}``): workers drop their cached copy."""
+
 AGENT_LIVENESS = "agent_liveness"
 """``{"type": "down" | "up", "agent_id": "<uuid>", "reason": "..."}``."""
 

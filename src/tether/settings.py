@@ -105,6 +105,8 @@ class Settings(BaseSettings):
 
     # --- chatd: worker --------------------------------------------------------------------
     worker_poll_s: float = 1.0
+    # the admin chat settings are cached behind the bus; re-read at least this often
+    chat_config_max_age_s: float = 30.0
     worker_max_claim: int = 10
     # Replica takeover (docs/behaviour.md §3.1): a dead replica's chat runs again elsewhere within
     # stale_after_s + stale_sweep_s (≤ 12 s). Same on SQLite: a worker never sweeps its own

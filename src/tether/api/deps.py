@@ -131,7 +131,7 @@ def message_editor(conn: HTTPConnection) -> EditMessage:
 
 def chat_config_store(conn: HTTPConnection) -> ChatConfigStore:
     graph = graph_of(conn)
-    return ChatConfigStore(graph.engine, graph.clock)
+    return ChatConfigStore(graph.engine, graph.clock, graph.bus)  # writes are announced
 
 
 SettingsDep = Annotated[Settings, Depends(settings)]

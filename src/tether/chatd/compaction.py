@@ -46,7 +46,7 @@ from tether.chatd.graphparts import chats_and_hub
 from tether.chatd.historycache import Entry, HistoryCache
 from tether.chatd.stream import ChatStreamHub
 from tether.db.chats import ChatStore
-from tether.db.compactions import Compaction, CompactionStore
+from tether.db.compactions import Compaction, CompactionStore, UsageRow
 from tether.errors import Conflict, InvalidInput
 from tether.llm.budget import Budget, budget_of
 
@@ -225,8 +225,8 @@ class LongChat:
             return Budget(budget.window, mine)
         return budget
 
-    async def view(self, chat_id: uuid.UUID) -> View:
-        entry = await self.cache.view(chat_id)
+    async def view(self, chat_id: uuid.UUID, *, known_number: int | None = None) -> View:
+        entry = await self.cache.view(chat_id, known_number=known_number)
         return View(entry, _carried_messages(entry.compaction))
 
     def model_messages(self, view: View, history: list[cm.ChatMessage]) -> list[pai.ModelMessage]:
@@ -240,22 +240,43 @@ class LongChat:
             out.extend(self.cache.converted(view.entry, msg))
         return out
 
+    def usage_of(
+        self,
+        chat_id: uuid.UUID,
+        view: View,
+        response: pai.ModelResponse,
+        raw: int,
+        model: str,
+        owner_id: uuid.UUID | None = None,
+    ) -> UsageRow | None:
+        """What the provider reported for a request (None: nothing); calibrates the
+        estimate by it at once. The turn stores a turn's rows together at its end
+        (:meth:`record_usages`)."""
+        usage = response.usage
+        if not usage.input_tokens:
+            return None
+        view.calibration.observe(raw, usage.input_tokens)
+        return UsageRow(
+            chat_id,
+            model,
+            usage.input_tokens,
+            usage.output_tokens,
+            raw or None,
+            self.store.now(),
+            turn_seq=turn_seq_of(view.entry.messages),
+            owner_id=owner_id,
+        )
+
+    async def record_usages(self, rows: list[UsageRow]) -> None:
+        await self.store.record_usages(rows)
+
     async def record_usage(
         self, chat_id: uuid.UUID, view: View, response: pai.ModelResponse, raw: int, model: str
     ) -> None:
         """Store what the provider reported for a request; calibrate the estimate by it."""
-        usage = response.usage
-        if not usage.input_tokens:
-            return
-        view.calibration.observe(raw, usage.input_tokens)
-        await self.store.record_usage(
-            chat_id,
-            model=model,
-            input_tokens=usage.input_tokens,
-            output_tokens=usage.output_tokens,
-            estimated_tokens=raw or None,
-            turn_seq=turn_seq_of(view.entry.messages),
-        )
+        row = self.usage_of(chat_id, view, response, raw, model)
+        if row is not None:
+            await self.store.record_usages([row])
 
     # --- compaction ---------------------------------------------------------------------
 

@@ -129,12 +129,21 @@ async def close_dangling_calls(
 
 
 async def after_takeover(
-    store: ChatStore, hub: ChatStreamHub, chat_id: UUID, history: list[cm.ChatMessage]
+    store: ChatStore,
+    hub: ChatStreamHub,
+    chat_id: UUID,
+    history: list[cm.ChatMessage],
+    *,
+    clean_through: int = 0,
 ) -> list[cm.ChatMessage]:
     """At the start of a turn every call of the stored history must have a result: one
     without was cut off by a crash, a shutdown or a failed turn (its real result is lost).
-    Stores the ``interrupted`` results and returns ``history`` with them appended."""
-    calls = dangling_calls(history)
+    Stores the ``interrupted`` results and returns ``history`` with them appended.
+
+    ``clean_through``: the messages up to this ``seq`` are known to answer all their calls
+    (this process ended the chat's last turn with no call open, ``ChatState``); only the
+    later ones are scanned, so a turn's cost does not grow with the chat. 0 scans all."""
+    calls = dangling_calls(m for m in history if m.seq is None or m.seq > clean_through)
     stored = await close_dangling_calls(store, chat_id, calls, LOST_ON_TAKEOVER)
     if stored is None:
         return history

@@ -86,11 +86,16 @@ class HistoryCache:
             self._entries.clear()
             self._size = 0
 
-    async def view(self, chat_id: uuid.UUID) -> Entry:
-        """The chat's messages since its latest compaction, read incrementally."""
-        latest = await self._latest(chat_id)
-        number = latest.number if latest is not None else 0
+    async def view(self, chat_id: uuid.UUID, *, known_number: int | None = None) -> Entry:
+        """The chat's messages since its latest compaction, read incrementally.
+        ``known_number``: the latest compaction's number, already read by the caller (the
+        worker's claim); when the cached entry has it, the compaction is not queried."""
         entry = self._entries.get(chat_id)
+        if known_number is not None and entry is not None and entry.number == known_number:
+            latest, number = entry.compaction, known_number
+        else:
+            latest = await self._latest(chat_id)
+            number = latest.number if latest is not None else 0
         if entry is None or entry.number != number:
             calibration = entry.calibration if entry is not None else Calibration()
             self.invalidate(chat_id)
@@ -105,6 +110,7 @@ class HistoryCache:
         rows = await self._rows(chat_id, max(0, entry.last_seq - 1))
         if entry.messages and any(r.seq == entry.last_seq and r.superseded for r in rows):
             self.invalidate(chat_id)
+            latest = await self._latest(chat_id)  # the edit may have invalidated it
             through = latest.through_seq if latest is not None else 0
             entry = Entry(latest, through, calibration=entry.calibration)
             rows = await self._rows(chat_id, entry.last_seq)

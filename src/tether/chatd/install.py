@@ -11,6 +11,7 @@ from pydantic_ai.models import Model
 from tether.chatd.autotitle import AutoTitler
 from tether.chatd.binding import AgentDialer, Dialer, StoreBinding
 from tether.chatd.compaction import longchat_of
+from tether.chatd.configcache import ConfigCache
 from tether.chatd.graphparts import chats_and_hub
 from tether.chatd.instructions import InstructionFiles
 from tether.chatd.mcptools import McpDiscovery, McpToolCache
@@ -28,6 +29,7 @@ def chatd_deps(graph: Any, *, dialer: Dialer | None = None) -> ChatdDeps:
     side created them (so subscribers see what the worker publishes)."""
     settings = graph.settings
     chats, hub = chats_and_hub(graph)
+    config = ChatConfigStore(graph.engine, graph.clock, graph.bus)
     return ChatdDeps(
         settings=settings,
         clock=graph.clock,
@@ -40,7 +42,10 @@ def chatd_deps(graph: Any, *, dialer: Dialer | None = None) -> ChatdDeps:
         users=graph.users,
         hub=hub,
         metrics=graph.metrics,
-        config=ChatConfigStore(graph.engine, graph.clock),
+        config=config,
+        config_cache=ConfigCache(
+            config, graph.bus, graph.clock, max_age_s=settings.chat_config_max_age_s
+        ),
         service=getattr(graph, "chat_service", None),
         dialer=dialer
         or AgentDialer(

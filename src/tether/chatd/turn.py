@@ -53,6 +53,7 @@ from tether.chatd.prompts import TurnPrompt
 from tether.chatd.tools import build_tools
 from tether.chatd.tools.base import ChatdDeps, ChatState, ToolContext
 from tether.db.chatconfig import ChatConfig
+from tether.db.compactions import UsageRow
 from tether.domain.chat import Chat
 from tether.errors import Conflict, InvalidInput, TetherError
 from tether.llm.budget import Budget
@@ -126,6 +127,8 @@ class _Recorder:
     persisted: set[int] = field(default_factory=set)
     partial: list[str] = field(default_factory=list)
     steps_done: int = 0
+    usage: list[UsageRow] = field(default_factory=list)  # not stored yet (flush_usage)
+    last_seq: int = 0  # of the last message this turn stored
 
     async def save(self, msg: cm.ChatMessage) -> None:
         stored = await self.deps.chats.append_message(
@@ -135,6 +138,7 @@ class _Recorder:
             visibility=msg.visibility,
             model=msg.model if msg.role == "assistant" else None,
         )
+        self.last_seq = max(self.last_seq, stored.seq)
         self.deps.hub.publish_message(stored)
 
     async def response(self, response: pai.ModelResponse) -> None:
@@ -247,20 +251,37 @@ class TurnRunner:
         except asyncio.CancelledError:
             if control.reason == "shutdown":  # §7: the history stays well-formed
                 await history_mod.shielded(recorder.close_calls(history_mod.LOST_ON_SHUTDOWN))
+            await history_mod.shielded(self._flush_usage(recorder))
             if control.reason != "interrupt":
+                state.clean_through = 0  # the next turn here scans the whole history
                 raise
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()
             await asyncio.shield(recorder.interrupted())
+        await self._flush_usage(recorder)
         control.finishing = True
-        await self._finish(chat, worker_id, error, error_code)
+        clean = await self._finish(chat, worker_id, error, error_code) and not recorder.call_ids
+        state.clean_through = max(state.clean_through, recorder.last_seq) if clean else 0
         if error is None and self.titles is not None:
             self.titles.after_turn(chat, model)  # in the background, after the turn
 
+    async def _flush_usage(self, recorder: _Recorder) -> None:
+        """One statement for the usage of all the turn's model requests (was one each)."""
+        rows, recorder.usage = recorder.usage, []
+        if rows and self._long is not None:
+            try:
+                await self._long.record_usages(rows)
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:  # accounting must never fail the turn
+                log.warning("chat %s: storing usage failed: %s", recorder.chat_id, err)
+
     async def _finish(
         self, chat: Chat, worker_id: Any, error: str | None, error_code: str | None
-    ) -> None:
+    ) -> bool:
+        """End the turn (``finish_turn``) and publish it; False when the chat is no longer
+        this worker's."""
         deps = self._deps
         deps.metrics.turn_outcome(error_code)
         try:
@@ -269,7 +290,7 @@ class TurnRunner:
             )
         except Conflict:
             log.info("chat %s: no longer ours at the end of the turn; nothing finished", chat.id)
-            return
+            return False
         if error is not None:
             deps.hub.publish(chat.id, "error", {"message": error, "code": error_code})
         if promoted is not None:
@@ -291,6 +312,7 @@ class TurnRunner:
         )
         if promoted is not None:
             await deps.bus.publish(CHATS, {"chat_id": str(chat.id)})
+        return True
 
     async def _attempts(
         self, chat: Chat, state: ChatState, model: Model, recorder: _Recorder
@@ -399,9 +421,11 @@ class TurnRunner:
             pass  # another compaction of this chat won; its history is in force
         return None
 
-    async def _history(self, chat: Chat, turn_ws: _TurnWorkspace) -> list[cm.ChatMessage]:
+    async def _history(
+        self, chat: Chat, turn_ws: _TurnWorkspace, known_number: int | None = None
+    ) -> list[cm.ChatMessage]:
         if self._long is not None:  # since the last compaction, read incrementally
-            turn_ws.view = await self._long.view(chat.id)
+            turn_ws.view = await self._long.view(chat.id, known_number=known_number)
             turn_ws.budget.calibration = turn_ws.view.calibration
             return turn_ws.view.history
         return [stored_to_chat(m) for m in await self._deps.chats.messages(chat.id)]
@@ -432,11 +456,13 @@ class TurnRunner:
         parallel with MCP discovery; each step is bounded and failure-tolerant on its own."""
 
         async def prompt() -> tuple[list[cm.ChatMessage], str]:
+            known, ctx.state.compaction_number = ctx.state.compaction_number, None  # once
             history = await history_mod.after_takeover(
                 self._deps.chats,
                 self._deps.hub,
                 ctx.chat.id,
-                await self._history(ctx.chat, turn_ws),
+                await self._history(ctx.chat, turn_ws, known),
+                clean_through=ctx.state.clean_through,
             )
             return history, await self._block(ctx, history)
 
@@ -515,13 +541,16 @@ class TurnRunner:
                             fresh = id(msg) not in recorder.persisted
                             await recorder.response(msg)
                             if fresh and self._long is not None and view is not None:
-                                await self._long.record_usage(
+                                usage = self._long.usage_of(
                                     chat.id,
                                     view,
                                     msg,
                                     turn_ws.budget.last_raw,
                                     recorder.model_name or "",
+                                    chat.owner_id,
                                 )
+                                if usage is not None:  # stored with the turn's end
+                                    recorder.usage.append(usage)
                 elif Agent.is_call_tools_node(node):
                     async with deps.metrics.tools_step(), node.stream(run.ctx) as tool_stream:
                         async for tool_event in tool_stream:

@@ -5,9 +5,9 @@ recover stale chats, honour interrupts, and keep each chat's agent connection ac
   ``chats`` bus hint or every ``poll_s`` (polling is the truth).
 * **Heartbeat** every ``heartbeat_s`` for all running turns in one statement; a chat missing
   from the answer was taken over → its turn is cancelled with no final side effects (WK-2).
-* **Workspace usage**: at claim time and with every heartbeat, the workspaces of the
-  worker's running chats are touched in one statement (``last_used_at``, the TTL clock;
-  WK-7).
+* **Workspace usage**: at claim time (unless this worker recorded it in the last half
+  heartbeat) and with every heartbeat, the workspaces of the worker's running chats are
+  touched in one statement (``last_used_at``, the TTL clock; WK-7).
 * **Stale sweep** every ``stale_sweep_s``: running chats whose heartbeat is older than
   ``stale_after_s`` go back to pending (WK-3) — except this worker's own live turns: a
   late heartbeat of a loaded event loop is not a dead worker. A dead replica's chat is
@@ -88,6 +88,7 @@ class ChatWorker:
         self._states: dict[uuid.UUID, ChatState] = {}
         self._wake = asyncio.Event()
         self._drain = TaskOwner("chat-worker-drain")
+        self._touched: dict[uuid.UUID, float] = {}  # workspace → when its usage was recorded
 
     # --- introspection (tests, benchmarks) -----------------------------------------------
 
@@ -115,10 +116,13 @@ class ChatWorker:
                 tg.create_task(self._guard("stale-sweep", self._stale_loop))
                 tg.create_task(self._guard("builds", self._builds_loop))
                 tg.create_task(self._guard("wake", self._wake_loop))
+                if self._deps.config_cache is not None:  # admin settings behind the bus
+                    tg.create_task(self._guard("chat-config", self._deps.config_cache.run))
                 try:
+                    hinted = True
                     while True:
-                        await self._claim_round(tg)
-                        await self._wait_for_work()
+                        await self._claim_round(tg, look_first=not hinted)
+                        hinted = await self._wait_for_work()
                 except asyncio.CancelledError:
                     for running in self._running.values():
                         running.control.reason = running.control.reason or "shutdown"
@@ -126,11 +130,15 @@ class ChatWorker:
         finally:
             await asyncio.shield(self._shutdown())
 
-    async def _wait_for_work(self) -> None:
-        """Until a wake-up (bus event, sweep) or ``poll_s`` of the injected clock."""
+    async def _wait_for_work(self) -> bool:
+        """Until a wake-up (bus event, sweep) or ``poll_s`` of the injected clock; True when
+        woken (a hint that work is there: the next claim skips its read-only look)."""
+        woken = False
         with contextlib.suppress(TimeoutError):
             await within(self._deps.clock, self._poll_s, self._wake.wait())
+            woken = True
         self._wake.clear()
+        return woken
 
     async def _shutdown(self) -> None:
         try:
@@ -159,31 +167,31 @@ class ChatWorker:
                 log.exception("chat worker %s loop crashed; restarting", name)
                 await self._deps.clock.sleep(self._poll_s)
 
-    async def _claim_round(self, tg: asyncio.TaskGroup) -> None:
+    async def _claim_round(self, tg: asyncio.TaskGroup, *, look_first: bool = False) -> None:
+        """Claim what is pending; a timed poll (``look_first``) looks read-only first."""
         try:
-            chats = await self._deps.chats.claim(self.worker_id, limit=self._max_claim)
+            claimed = await self._deps.chats.claim_turns(
+                self.worker_id, limit=self._max_claim, look_first=look_first
+            )
         except Exception:
             log.exception("claiming chats failed")
             return
-        for chat in chats:
-            await self._base_stream(chat)
-            self._start(tg, chat)
-        bound = [c.workspace_id for c in chats if c.workspace_id is not None]
+        chats = [c.chat for c in claimed]
+        for c in claimed:
+            # This process may never have seen the chat (restart, another replica ran it):
+            # base the stream ids on its stored history, or resuming subscribers drop the
+            # deltas. The claim read the last seq with the row.
+            self._deps.hub.ensure_base(c.chat.id, c.last_seq)
+            self._start(tg, c.chat, compaction_number=c.compaction_number)
+        bound = self._not_touched_lately(c.workspace_id for c in chats)
         if bound:  # WK-7: a turn start is workspace use (off the turn's critical path)
             tg.create_task(self.bump_usage(bound), name="workspace-usage")
 
-    async def _base_stream(self, chat: Chat) -> None:
-        # This process may never have seen the chat (restart, another replica ran it): base
-        # the stream ids on its stored history, or resuming subscribers drop the deltas.
-        try:
-            seq = await self._deps.chats.last_message_seq(chat.id)
-        except Exception as err:
-            log.warning("chat %s: reading the last message seq failed: %s", chat.id, err)
-        else:
-            self._deps.hub.ensure_base(chat.id, seq)
-
-    def _start(self, tg: asyncio.TaskGroup, chat: Chat) -> None:
+    def _start(
+        self, tg: asyncio.TaskGroup, chat: Chat, *, compaction_number: int | None = None
+    ) -> None:
         state = self._state_for(chat)
+        state.compaction_number = compaction_number  # as of the claim (turn.py reads it once)
         control = TurnControl()
         task = tg.create_task(
             observe_turn(
@@ -252,8 +260,11 @@ class ChatWorker:
                 exc = None if task.cancelled() else task.exception()
                 if exc is not None:
                     log.error("chat %s: turn crashed: %r", chat_id, exc)
+                at_capacity = len(self._running) >= self._max_claim
                 self._running.pop(chat_id, None)
-                self._wake.set()  # capacity freed / a promoted message may be pending
+                if at_capacity:  # capacity freed: claim what waited for it
+                    self._wake.set()
+                # A message promoted by finish_turn wakes the claim through the bus.
 
     async def _interrupt_requested(self, chat_id: uuid.UUID) -> bool:
         try:
@@ -289,6 +300,15 @@ class ChatWorker:
         states = [self._states.get(chat_id) for chat_id in ids if chat_id in owned]
         await self.bump_usage(s.conns.binding.workspace_id for s in states if s is not None)
 
+    def _not_touched_lately(self, workspace_ids: Iterable[uuid.UUID | None]) -> list[uuid.UUID]:
+        """The workspaces whose usage this worker has not recorded in the last half
+        heartbeat: a chat's turns can start several times a second, and ``last_used_at``
+        (the TTL clock) needs no finer grain; running chats are bumped by the heartbeat."""
+        now = self._deps.clock.monotonic()
+        window = self._heartbeat_s / 2
+        self._touched = {w: t for w, t in self._touched.items() if now - t < window}
+        return [w for w in {w for w in workspace_ids if w is not None} if w not in self._touched]
+
     async def bump_usage(self, workspace_ids: Iterable[uuid.UUID | None]) -> None:
         """Record workspace usage for chats running on this worker, in one statement
         (docs/behaviour.md §3.1, WK-7): a chat actively using its workspace keeps the workspace's
@@ -296,6 +316,8 @@ class ChatWorker:
         ids = {w for w in workspace_ids if w is not None}
         if not ids:
             return
+        now = self._deps.clock.monotonic()
+        self._touched.update(dict.fromkeys(ids, now))
         try:
             await self._deps.workspace_store.touch_many(ids)
         except Exception as err:

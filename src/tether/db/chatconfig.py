@@ -12,7 +12,9 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tether.channels import CHAT_CONFIG
 from tether.clock import Clock
+from tether.db.pubsub import EventBus
 from tether.db.tables import chat_config
 from tether.errors import Conflict
 
@@ -44,10 +46,18 @@ def _config(values: dict[str, Any]) -> ChatConfig:
     )
 
 
+CHAT_CONFIG_CHANNEL = CHAT_CONFIG  # tether/channels.py
+
+
 class ChatConfigStore:
-    def __init__(self, engine: AsyncEngine, clock: Clock) -> None:
+    """The settings table. With a ``bus``, every write is announced on
+    :data:`CHAT_CONFIG_CHANNEL`, so chat workers drop their cached copy
+    (``chatd/configcache.py``) on this and every other replica."""
+
+    def __init__(self, engine: AsyncEngine, clock: Clock, bus: EventBus | None = None) -> None:
         self._engine = engine
         self._clock = clock
+        self._bus = bus
 
     async def get(self) -> ChatConfig:
         """All settings in one query."""
@@ -65,13 +75,13 @@ class ChatConfigStore:
                     .values(value=value, updated_at=now)
                 )
                 if updated.rowcount:
-                    return
+                    return await self._changed(key)
             try:
                 async with self._engine.begin() as conn:
                     await conn.execute(
                         chat_config.insert().values(key=key, value=value, updated_at=now)
                     )
-                return
+                return await self._changed(key)
             except IntegrityError:
                 continue  # a concurrent writer inserted it first: update instead
         raise Conflict(f"could not write the chat setting {key}; try again")
@@ -83,6 +93,10 @@ class ChatConfigStore:
 
     async def set_value(self, key: str, value: Any) -> None:
         await self._put(key, value)
+
+    async def _changed(self, key: str) -> None:
+        if self._bus is not None:
+            await self._bus.publish(CHAT_CONFIG_CHANNEL, {"changed": key})
 
     async def set_template_allowlist(self, template_ids: list[uuid.UUID]) -> ChatConfig:
         unique = sorted({str(t) for t in template_ids})

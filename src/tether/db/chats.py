@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Collection
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -19,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tether.clock import Clock, as_utc
 from tether.db.chatlabels import ChatLabelStore, label_filter
-from tether.db.tables import chat_messages, chat_queued_messages, chats
+from tether.db.tables import chat_compactions, chat_messages, chat_queued_messages, chats
 from tether.db.usage import UsageStore
 from tether.domain.chat import Chat, ChatStatus, QueuedMessage, StoredMessage, sources_of
 from tether.errors import Conflict, NotFound, QueueFull
@@ -64,6 +65,15 @@ def _message(row: Any) -> StoredMessage:
         created_at=as_utc(row.created_at),  # type: ignore[arg-type]
         superseded=row.superseded_at is not None,
     )
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A chat a worker claimed, with what its turn would otherwise query first."""
+
+    chat: Chat
+    last_seq: int  # of its last message (0: none)
+    compaction_number: int  # of its latest compaction (0: none)
 
 
 class ChatStore:
@@ -181,13 +191,25 @@ class ChatStore:
     # --- worker -------------------------------------------------------------------------
 
     async def claim(self, worker_id: uuid.UUID, *, limit: int) -> list[Chat]:
+        return [c.chat for c in await self.claim_turns(worker_id, limit=limit)]
+
+    async def claim_turns(
+        self, worker_id: uuid.UUID, *, limit: int, look_first: bool = False
+    ) -> list[Claimed]:
+        """Claim up to ``limit`` pending chats (pending → running), each with the ``seq`` of
+        its last message (the stream hub's base) and the number of its latest compaction
+        (the turn's history cache checks it), in one guarded statement. With
+        ``look_first`` (a timed poll, which almost always finds nothing) a read-only query
+        looks for a pending chat first, so an idle poll takes no write transaction."""
         now = self._clock.now()
-        oldest = (
-            sa.select(chats.c.id)
-            .where(chats.c.status == ChatStatus.PENDING.value)
-            .order_by(chats.c.updated_at)
-            .limit(limit)
-        )
+        pending = chats.c.status == ChatStatus.PENDING.value
+        if look_first:
+            async with self._engine.connect() as conn:
+                if (
+                    await conn.execute(sa.select(chats.c.id).where(pending).limit(1))
+                ).first() is None:
+                    return []
+        oldest = sa.select(chats.c.id).where(pending).order_by(chats.c.updated_at).limit(limit)
         values = {
             "status": ChatStatus.RUNNING.value,
             "worker_id": worker_id,
@@ -196,6 +218,24 @@ class ChatStore:
             "interrupt_requested": False,
             "updated_at": now,
         }
+        # Qualified by hand: SQLAlchemy renders RETURNING columns unqualified on SQLite,
+        # where a bare ``id`` inside the subquery would mean the subquery's own table's.
+        claimed_id: sa.ColumnClause[Any] = sa.literal_column("chats.id")
+        last_seq = (
+            sa.select(sa.func.coalesce(sa.func.max(chat_messages.c.seq), 0))
+            .where(chat_messages.c.chat_id == claimed_id)
+            .scalar_subquery()
+            .label("last_seq")
+        )
+        compaction = (
+            sa.select(sa.func.coalesce(sa.func.max(chat_compactions.c.number), 0))
+            .where(
+                chat_compactions.c.chat_id == claimed_id,
+                chat_compactions.c.invalidated_at.is_(None),  # an edit dropped it
+            )
+            .scalar_subquery()
+            .label("compaction_number")
+        )
         async with self._engine.begin() as conn:
             if conn.dialect.name == "postgresql":
                 # A CTE is materialised once; an IN (… LIMIT n) subquery may be re-run by
@@ -208,12 +248,13 @@ class ChatStore:
             # creation here, as the SELECT did.
             rows = (
                 await conn.execute(
-                    stmt.where(chats.c.status == ChatStatus.PENDING.value)
-                    .values(**values)
-                    .returning(*chats.c)
+                    stmt.where(pending).values(**values).returning(*chats.c, last_seq, compaction)
                 )
             ).all()
-        return sorted((_chat(r) for r in rows), key=lambda c: c.created_at)
+        claimed = [
+            Claimed(_chat(r), int(r.last_seq or 0), int(r.compaction_number or 0)) for r in rows
+        ]
+        return sorted(claimed, key=lambda c: c.chat.created_at)
 
     async def heartbeat(self, worker_id: uuid.UUID, chat_ids: list[uuid.UUID]) -> set[uuid.UUID]:
         """Refresh heartbeats; returns the ids this worker still owns."""
@@ -308,7 +349,35 @@ class ChatStore:
         message (→ pending) or settle (waiting | error). Returns the chat and the
         promoted message, if any. Conflict if this worker no longer owns the chat."""
         now = self._clock.now()
+        ours = [
+            chats.c.id == chat_id,
+            chats.c.status.in_([ChatStatus.RUNNING.value, ChatStatus.INTERRUPTING.value]),
+            chats.c.worker_id == worker_id,
+        ]
+        settled = {
+            "worker_id": None,
+            "heartbeat_at": None,
+            "interrupt_requested": False,
+            "last_error": error,
+            "last_error_code": error_code,
+            "updated_at": now,
+        }
         async with self._engine.begin() as conn:
+            if conn.dialect.name == "sqlite":
+                # One writer: the queue cannot change between this statement's look and its
+                # write, so the common case (nothing queued) settles in one statement.
+                nothing_queued = ~sa.exists().where(chat_queued_messages.c.chat_id == chat_id)
+                status = ChatStatus.ERROR if error else ChatStatus.WAITING
+                row = (
+                    await conn.execute(
+                        chats.update()
+                        .where(*ours, nothing_queued)
+                        .values(status=status.value, **settled)
+                        .returning(*chats.c)
+                    )
+                ).first()
+                if row is not None:
+                    return _chat(row), None
             # Lock the row first (a guarded no-op UPDATE: row lock on PostgreSQL, the write
             # lock on SQLite), so a concurrent ``submit_user_message`` either lands its queued
             # message before we look at the queue or sees the settled status after us.
@@ -331,15 +400,7 @@ class ChatStore:
                 await conn.execute(
                     chats.update()
                     .where(chats.c.id == chat_id)
-                    .values(
-                        status=status.value,
-                        worker_id=None,
-                        heartbeat_at=None,
-                        interrupt_requested=False,
-                        last_error=error,
-                        last_error_code=error_code,
-                        updated_at=now,
-                    )
+                    .values(status=status.value, **settled)
                     .returning(*chats.c)
                 )
             ).one()

@@ -8,6 +8,7 @@ state at once, exactly one insert succeeds and the other gets :class:`Conflict`.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -55,6 +56,20 @@ def _row(row: Any) -> Compaction:
         created_at=as_utc(row.created_at),  # type: ignore[arg-type]
         invalidated=row.invalidated_at is not None,
     )
+
+
+@dataclass(frozen=True)
+class UsageRow:
+    """What the provider reported for one model request."""
+
+    chat_id: uuid.UUID
+    model: str | None
+    input_tokens: int
+    output_tokens: int
+    estimated_tokens: int | None
+    created_at: datetime
+    turn_seq: int | None = None  # the seq of the user message that started the turn
+    owner_id: uuid.UUID | None = None  # the chat's owner (read from the chat when None)
 
 
 class CompactionStore:
@@ -177,6 +192,10 @@ class CompactionStore:
                     )
                 )
 
+    def now(self) -> datetime:
+        """The store's clock (a usage row is stamped when the provider answered)."""
+        return self._clock.now()
+
     async def record_usage(
         self,
         chat_id: uuid.UUID,
@@ -187,20 +206,48 @@ class CompactionStore:
         estimated_tokens: int | None,
         turn_seq: int | None = None,
     ) -> None:
-        owner = sa.select(chats.c.owner_id).where(chats.c.id == chat_id).scalar_subquery()
-        async with self._engine.begin() as conn:
-            await conn.execute(
-                chat_usage.insert().values(
-                    id=new_id(),
-                    chat_id=chat_id,
-                    owner_id=owner,
+        await self.record_usages(
+            [
+                UsageRow(
+                    chat_id,
+                    model,
+                    input_tokens,
+                    output_tokens,
+                    estimated_tokens,
+                    self._clock.now(),
                     turn_seq=turn_seq,
-                    model=model,
-                    input_tokens=input_tokens,
-                    output_tokens=output_tokens,
-                    estimated_tokens=estimated_tokens,
-                    created_at=self._clock.now(),
                 )
+            ]
+        )
+
+    async def record_usages(self, rows: Sequence[UsageRow]) -> None:
+        """Store the usage of several requests in one statement (a turn's, at its end)."""
+        if not rows:
+            return
+        async with self._engine.begin() as conn:
+            owners = {r.chat_id: r.owner_id for r in rows if r.owner_id is not None}
+            unknown = {r.chat_id for r in rows} - owners.keys()
+            if unknown:  # the turn passes its chat's owner; other callers cost one query
+                found = await conn.execute(
+                    sa.select(chats.c.id, chats.c.owner_id).where(chats.c.id.in_(unknown))
+                )
+                owners.update({row.id: row.owner_id for row in found})
+            await conn.execute(
+                chat_usage.insert(),
+                [
+                    {
+                        "id": new_id(),
+                        "chat_id": r.chat_id,
+                        "owner_id": owners.get(r.chat_id),
+                        "turn_seq": r.turn_seq,
+                        "model": r.model,
+                        "input_tokens": r.input_tokens,
+                        "output_tokens": r.output_tokens,
+                        "estimated_tokens": r.estimated_tokens,
+                        "created_at": r.created_at,
+                    }
+                    for r in rows
+                ],
             )
 
     async def usage(self, chat_id: uuid.UUID) -> list[tuple[int, int, int | None]]:

@@ -85,7 +85,31 @@ def _create_sqlite_engine(url: URL, *, echo: bool, pool_timeout_s: float) -> Asy
         pool_timeout=pool_timeout_s,
     )
     sa.event.listen(engine.sync_engine, "connect", _on_sqlite_connect)
+    _skip_idle_rollbacks(engine.sync_engine.dialect)
     return SQLiteEngine(engine.sync_engine, write_wait_s=SQLITE_WRITE_WAIT_S)
+
+
+def _skip_idle_rollbacks(dialect: sa.Dialect) -> None:
+    """No ROLLBACK for a SQLite connection that has no transaction open.
+
+    SQLAlchemy rolls a connection back when a ``connect()`` block ends and again when the
+    pool takes it back, also after a commit: with aiosqlite each is a round trip through
+    the connection's thread (a queue hand-off, a thread wake-up and a loop wake-up), two
+    or three per statement group of a chat turn. The sqlite3 module opens a transaction
+    only before a write, and says whether one is open (``in_transaction``, read without a
+    round trip), so a rollback with none open has nothing to undo."""
+    rollback = dialect.do_rollback
+
+    def do_rollback(dbapi_connection: Any) -> None:
+        adapted = getattr(dbapi_connection, "dbapi_connection", dbapi_connection)
+        try:  # the aiosqlite connection; a closed one raises: roll back as usual
+            idle = adapted._connection.in_transaction is False
+        except Exception:
+            idle = False
+        if not idle:
+            rollback(dbapi_connection)
+
+    dialect.do_rollback = do_rollback  # type: ignore[method-assign]
 
 
 SQLITE_WRITE_WAIT_S = 30.0

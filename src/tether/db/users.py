@@ -77,6 +77,21 @@ def validate_user_name(name: str) -> str:
     return name
 
 
+# Every API request runs this; built once (constructing it cost ~0.25 ms a request).
+_TOKEN_QUERY = (
+    sa.select(
+        users,
+        api_tokens.c.id.label("token_id"),
+        api_tokens.c.name.label("token_name"),
+        api_tokens.c.created_at.label("token_created_at"),
+        api_tokens.c.expires_at.label("token_expires_at"),
+        api_tokens.c.last_used_at.label("token_last_used_at"),
+    )
+    .join(api_tokens, api_tokens.c.user_id == users.c.id)
+    .where(api_tokens.c.token_hash == sa.bindparam("token_hash"))
+)
+
+
 class UserStore:
     """Users and API tokens (SQLAlchemy Core; one short transaction per call)."""
 
@@ -179,20 +194,8 @@ class UserStore:
     async def authenticate_token(self, token: str) -> tuple[User, ApiToken]:
         """Like :meth:`authenticate`, also returning the token (for streams that must end
         when it is revoked). Records ``last_used_at`` coarsely."""
-        query = (
-            sa.select(
-                users,
-                api_tokens.c.id.label("token_id"),
-                api_tokens.c.name.label("token_name"),
-                api_tokens.c.created_at.label("token_created_at"),
-                api_tokens.c.expires_at.label("token_expires_at"),
-                api_tokens.c.last_used_at.label("token_last_used_at"),
-            )
-            .join(api_tokens, api_tokens.c.user_id == users.c.id)
-            .where(api_tokens.c.token_hash == hash_token(token))
-        )
         async with self._engine.connect() as conn:
-            row = (await conn.execute(query)).first()
+            row = (await conn.execute(_TOKEN_QUERY, {"token_hash": hash_token(token)})).first()
         # one message for every refusal: a caller learns nothing about which check failed
         if row is None or row.disabled_at is not None or row.deleted_at is not None:
             raise Unauthorized("invalid API token")

@@ -218,7 +218,7 @@ async def test_found_files_leave_a_stripped_copy_in_last_injected_context(chatd:
 async def test_cw24_template_allowlist_limits_what_chats_see(chatd: Chatd) -> None:
     hidden = chatd.template_id
     allowed = await chatd.push_template(_template("allowed"))
-    config = ChatConfigStore(chatd.graph.engine, chatd.graph.clock)
+    config = ChatConfigStore(chatd.graph.engine, chatd.graph.clock, chatd.graph.bus)
     await config.set_template_allowlist([allowed])
     chatd.start_worker()
     model = ScriptedModel(
@@ -248,7 +248,7 @@ async def test_cw24_template_allowlist_limits_what_chats_see(chatd: Chatd) -> No
 
 
 async def test_admin_prompts_reach_every_chat_in_order(chatd: Chatd) -> None:
-    config = ChatConfigStore(chatd.graph.engine, chatd.graph.clock)
+    config = ChatConfigStore(chatd.graph.engine, chatd.graph.clock, chatd.graph.bus)
     await config.set_system_prompt("Always answer in French.")
     await config.set_user_prompt("I prefer short answers.")
     chatd.start_worker()

@@ -119,3 +119,43 @@ async def test_the_sweep_never_takes_over_its_own_live_turn(chatd: Chatd) -> Non
     assert await worker.sweep_once() == []
     row = await chatd.chats.get(chat.id)
     assert row.status is ChatStatus.RUNNING and row.worker_id == worker.worker_id
+
+
+async def test_a_chat_back_from_another_replica_is_scanned_after_its_clean_end(
+    chatd: Chatd,
+) -> None:
+    """This worker ended the chat's turn with no call open, so its next turn scans only the
+    later messages (``ChatState.clean_through``). Meanwhile another replica ran a turn and
+    died mid-tool: the lost call lies after that point and is still closed."""
+    # claims only when woken (never by a timed poll): the other replica claims the message
+    worker = chatd.start_worker(poll_s=3600.0)
+    chat = await chatd.new_chat("first", script_model([Say("done")]))
+    chat = await chatd.wait_status(chat.id)
+    for _ in range(1000):  # the turn task ends just after the status is written
+        if chat.id not in worker.running:
+            break
+        await asyncio.sleep(0.01)
+    state = worker.state(chat.id)
+    last = max(m.seq for m in await chatd.messages(chat.id))
+    assert state is not None and state.clean_through == last
+    await chatd.chats.send_user_message(chat.id, [{"type": "text", "text": "second"}])
+    dead = new_id()
+    assert len(await chatd.chats.claim(dead, limit=1)) == 1
+    await chatd.chats.append_message(
+        chat.id,
+        role="assistant",
+        parts=[{"type": "tool-call", "tool_call_id": "lost-2", "tool_name": "execute"}],
+    )
+    seen: list[list[pai.ModelMessage]] = []
+    chatd.models[chat.id] = _recording(seen)
+    old = chatd.graph.clock.now() - timedelta(seconds=60)
+    await chatd.chats.set_fields(chat.id, heartbeat_at=old)
+    await worker.sweep_once()  # (or the worker's own sweep got there first)
+    chat = await chatd.wait_status(chat.id)
+    assert chat.status is ChatStatus.WAITING
+    assert worker.state(chat.id) is state  # the same state: the scan started after `last`
+    [result] = await chatd.results(chat.id, "execute")
+    assert result["tool_call_id"] == "lost-2"
+    assert result["result"] == f"interrupted: {history.LOST_ON_TAKEOVER}"
+    [request] = seen
+    assert [r.tool_call_id for r in _returns(request, "execute")] == ["lost-2"]

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tether.clock import SystemClock
 from tether.db.chats import ChatStore
+from tether.db.compactions import CompactionStore
 from tether.db.users import UserStore
 from tether.domain.chat import ChatStatus
 from tether.errors import Conflict, QueueFull
@@ -119,3 +120,28 @@ async def test_binding_writes(engine: AsyncEngine):
     store, owner = await _store(engine)
     chat = await store.create(owner_id=owner.id, title="c", first_message=None)
     assert (chat.workspace_id, chat.build_id, chat.agent_id) == (None, None, None)
+
+
+async def test_claim_turns_returns_each_chats_last_seq_and_compaction(engine: AsyncEngine):
+    """The claim hands the worker what the turn would query next (the stream hub's base, the
+    history cache's compaction check), each for its own chat — not another chat's, not 0."""
+    store, owner = await _store(engine)
+    compactions = CompactionStore(engine, SystemClock())
+    busy = await store.create(owner_id=owner.id, title="busy", first_message=TEXT)
+    for text in ("a", "b", "c"):
+        parts = [{"type": "text", "text": text}]
+        await store.append_message(busy.id, role="assistant", parts=parts)
+    first = await compactions.record(
+        busy.id, previous=None, through_seq=2, kind="compact", summary="s", carried={}
+    )
+    await compactions.record(
+        busy.id, previous=first, through_seq=3, kind="compact", summary="s2", carried={}
+    )
+    await asyncio.sleep(0.01)
+    fresh = await store.create(owner_id=owner.id, title="fresh", first_message=TEXT)
+    claimed = await store.claim_turns(new_id(), limit=10, look_first=True)
+    assert [(c.chat.id, c.last_seq, c.compaction_number) for c in claimed] == [
+        (busy.id, 4, 2),
+        (fresh.id, 1, 0),
+    ]
+    assert await store.claim_turns(new_id(), limit=10, look_first=True) == []

@@ -21,7 +21,9 @@ class _Chats:
         self.claims = 0
         self.sweeps = 0
 
-    async def claim(self, worker_id: uuid.UUID, *, limit: int) -> list[Any]:
+    async def claim_turns(
+        self, worker_id: uuid.UUID, *, limit: int, look_first: bool = False
+    ) -> list[Any]:
         self.claims += 1
         return []
 

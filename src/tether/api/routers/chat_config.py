@@ -1,7 +1,8 @@
 """Admin chat settings (docs/behaviour.md §5.8): the template allowlist that limits what
 ``list_templates``, ``read_template`` and ``create_workspace`` see (CW-24), and the system
 and user prompts added to every chat's system prompt. Admins only; stored in the database
-(``chat_config``), so every replica applies a change from its next turn/tool call on."""
+(``chat_config``) and announced on the bus, so every replica's chat workers drop their cached
+copy (``chatd/configcache.py``) and apply a change from the next turn/tool call on."""
 
 from __future__ import annotations
 

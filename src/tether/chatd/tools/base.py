@@ -38,6 +38,7 @@ from pydantic_ai.exceptions import ToolFailed
 
 from tether.agentconn.client import AgentClient
 from tether.chatd.binding import ChatConnections, Dialer
+from tether.chatd.configcache import ConfigCache
 from tether.chatd.messages import INVALID_JSON_KEY, render_tool_error
 from tether.chatd.service import ChatService
 from tether.chatd.stream import ChatStreamHub
@@ -91,6 +92,8 @@ class ChatdDeps:
     metrics: Metrics = field(default_factory=Metrics)  # the graph's, from install.chatd_deps
     # admin chat settings (template allowlist, prompts); None in unit tests: the defaults
     config: ChatConfigStore | None = None
+    # the same, cached behind the bus (chatd/configcache.py); preferred when set
+    config_cache: ConfigCache | None = None
     # every chat state change goes through ``chat_service``: the graph's (``service``), or
     # made from the parts above when not given (unit tests)
     service: InitVar[ChatService | None] = None
@@ -107,7 +110,9 @@ class ChatdDeps:
         )
 
     async def chat_config(self) -> ChatConfig:
-        """The admin chat settings, read fresh (an admin's change applies to the next call)."""
+        """The admin chat settings (an admin's change applies to the next call)."""
+        if self.config_cache is not None:
+            return await self.config_cache.get()
         return await self.config.get() if self.config is not None else ChatConfig()
 
 
@@ -118,6 +123,13 @@ class ChatState:
 
     conns: ChatConnections
     workspace_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # every call up to this message seq has its result: this process ended the chat's last
+    # turn with no call open (0: unknown, the next turn scans the whole history; chatd/history.py)
+    clean_through: int = 0
+    # the chat's latest compaction number as the worker's claim read it (None: unknown); a
+    # running chat is compacted only by its own turn, so the turn's first history read
+    # trusts it instead of querying (chatd/historycache.py)
+    compaction_number: int | None = None
 
 
 @dataclass
