@@ -119,3 +119,22 @@ async def test_binding_writes(engine: AsyncEngine):
     store, owner = await _store(engine)
     chat = await store.create(owner_id=owner.id, title="c", first_message=None)
     assert (chat.workspace_id, chat.build_id, chat.agent_id) == (None, None, None)
+
+
+async def test_wk1_idle_claim_reads_without_a_write_transaction(engine: AsyncEngine):
+    """The worker polls ``claim`` every ``worker_poll_s``: with nothing pending it is one
+    read, never an UPDATE (no write lock on SQLite, no row locks on PostgreSQL)."""
+    from tether.db.engine import StatementCounter
+
+    store, owner = await _store(engine)
+    chat = await store.create(owner_id=owner.id, title="c", first_message=TEXT)
+    await store.claim(new_id(), limit=1)  # nothing pending from here on
+    with StatementCounter(engine) as counter, counter.measure() as idle:
+        for _ in range(5):
+            assert await store.claim(new_id(), limit=10) == []
+    assert idle.count == 5, idle.statements
+    assert not idle.matching(r"^\s*UPDATE"), idle.statements
+    # a pending chat is still claimed at the next poll (the read sees it, the UPDATE takes it)
+    later = await store.create(owner_id=owner.id, title="d", first_message=TEXT)
+    assert [c.id for c in await store.claim(new_id(), limit=10)] == [later.id]
+    assert chat.id != later.id
