@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tether.agentconn.liveness import AgentLiveness
 from tether.agentconn.pool import AgentPool
+from tether.chatd.relay import StreamRelay
 from tether.chatd.service import ChatService
 from tether.chatd.stream import ChatStreamHub
 from tether.clock import Clock, SystemClock
@@ -191,6 +192,11 @@ async def build_graph(
         models=models,
         server_key=server_key,
     )
+    if isinstance(bus, PostgresBus):  # replicas: any of them may serve a chat's stream
+        relay = StreamRelay(bus)
+        hub.relay = relay.offer
+        chat_service.stream_remote = bus
+        graph.extras.setdefault("background", []).append(relay.run)
     if settings.run_chatd:
         from tether.chatd.install import install_chatd  # the worker needs the built graph
 

@@ -120,6 +120,8 @@ class ChatService:
         self.clock = clock
         self.stream_poll_s = stream_poll_s
         self.stream_ping_s = stream_ping_s
+        # the bus other replicas relay their stream events on (tether.chatd.relay), if any
+        self.stream_remote: EventBus | None = None
         self._workspaces = workspaces
         self._bus = bus
         self._max_queued = max_queued
