@@ -112,6 +112,8 @@ class Settings(BaseSettings):
     heartbeat_s: float = 2.0
     stale_after_s: float = 10.0
     stale_sweep_s: float = 2.0
+    # a chat without a turn this long drops its cached agent connection and stream buffer
+    worker_chat_idle_s: float = Field(default=300.0, gt=0)
     max_queued_messages: int = 20
     max_steps_per_turn: int = 200
     provider_max_retries: int = 3

@@ -34,6 +34,7 @@ router = APIRouter()
 async def refresh(graph: Any) -> None:
     """Read the scrape-time gauges (a failure leaves the last values and is logged)."""
     metrics: Metrics = graph.metrics
+    metrics.loop_tasks.set(len(asyncio.all_tasks()))
     pool = graph.engine.sync_engine.pool
     checked_out = getattr(pool, "checkedout", None)
     size = getattr(pool, "size", None)
