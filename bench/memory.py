@@ -5,7 +5,10 @@ model), creates ``--workspaces`` workspaces (real agents, all connected) and ``-
 chats spread over them, each with a first turn (so each has history: the user message, the
 ``execute true`` call and its result, ``ok``). Then, with everything idle:
 ``server_rss_mb_1000_chats`` (named for the default 1,000 chats), open fds, threads and
-event-loop tasks (``tether_event_loop_tasks`` on ``/metrics``).
+event-loop tasks (``tether_event_loop_tasks`` on ``/metrics``) — once right after the
+turns (each chat's agent connection still cached), once ``--chat-idle-s`` later
+(``TETHER_WORKER_CHAT_IDLE_S``: the worker has dropped the idle chats' connections).
+The server's fds include the bench client's keep-alive connections (≤ 100).
 
 Soak: ``--soak-turns`` more turns (``--concurrency`` chats at a time, each turn to a random
 idle chat), after ``--warmup-turns`` that warm caches and pools; the same figures before and
@@ -47,6 +50,7 @@ from procs import (  # noqa: E402
 
 SETTLE_S = 5.0  # idle before a snapshot: turns' connections drained, agents' pings steady
 SETUP_CONCURRENCY = 16
+HEARTBEAT_S = 2.0  # the worker forgets idle chats on its heartbeat (Settings.heartbeat_s)
 
 
 async def soak(api: Any, chats: list[uuid.UUID], n: int, concurrency: int, seed: int) -> int:
@@ -73,7 +77,9 @@ async def soak(api: Any, chats: list[uuid.UUID], n: int, concurrency: int, seed:
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="tether-bench-memory-") as tmp:
-        srv = start_server(Path(tmp) / "server")
+        srv = start_server(
+            Path(tmp) / "server", env={"TETHER_WORKER_CHAT_IDLE_S": str(args.chat_idle_s)}
+        )
         api = api_client(srv)
         ids: list[uuid.UUID] = []
         try:
@@ -95,6 +101,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             await asyncio.sleep(SETTLE_S)
             held = await figures(srv, api)
             print(f"holding {len(chats)} idle chats, {len(ids)} agents: {summary(held)}")
+            await asyncio.sleep(args.chat_idle_s + HEARTBEAT_S)
+            expired = await figures(srv, api)
+            print(f"after {args.chat_idle_s:g}s more idle: {summary(expired)}")
             failed = await soak(api, chats, args.warmup_turns, args.concurrency, args.seed)
             await asyncio.sleep(SETTLE_S)
             before = await figures(srv, api)
@@ -120,6 +129,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "server_rss_mb_empty": empty["rss_mb"],
         "server_rss_mb_1000_chats": held["rss_mb"],
         "held": held,
+        "server_rss_mb_1000_chats_expired": expired["rss_mb"],
+        "expired": expired,
         "soak_turns": args.soak_turns,
         "soak_failed": failed,
         "soak_before": before,
@@ -137,6 +148,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup-turns", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument("--chat-idle-s", type=float, default=30.0)
     return parser.parse_args(argv)
 
 

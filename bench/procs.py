@@ -143,3 +143,42 @@ def elapsed(t0: float) -> str:
 
 def summary(values: dict[str, Any]) -> str:
     return ", ".join(f"{k} {v}" for k, v in values.items())
+
+
+async def poisson(
+    run_turn: Any, idle: list[uuid.UUID], rate: float, duration_s: float, rng: Any
+) -> tuple[list[tuple[float, bool]], float, int]:
+    """Open-loop arrivals at ``rate``/s for ``duration_s``: each to a random chat of
+    ``idle`` (taken out while its turn runs). Returns ``(wall_s, ok)`` per turn, wall timed
+    from the *scheduled* send time (a client that falls behind shows as latency, not as
+    fewer samples), the window up to the last turn's end, and arrivals that found no idle
+    chat."""
+    import asyncio
+
+    async def one(chat_id: uuid.UUID, at: float) -> tuple[float, bool]:
+        try:
+            ok = await run_turn(chat_id)
+        except Exception as exc:
+            print(f"turn failed: {exc!r}")
+            ok = False
+        finally:
+            idle.append(chat_id)
+        return time.perf_counter() - at, ok
+
+    tasks = []
+    skipped = 0
+    start = at = time.perf_counter()
+    while True:
+        at += rng.expovariate(rate)
+        if at - start >= duration_s:
+            break
+        delay = at - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if not idle:
+            skipped += 1
+            continue
+        chat_id = idle.pop(rng.randrange(len(idle)))
+        tasks.append(asyncio.create_task(one(chat_id, at)))
+    samples = list(await asyncio.gather(*tasks))
+    return samples, time.perf_counter() - start, skipped
