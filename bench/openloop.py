@@ -21,7 +21,7 @@ Set-up (not measured): the workspaces, then every chat's first turn.
     .venv/bin/python bench/openloop.py --chats 100 --workspaces 5 --rates 10,25 --duration 5
 
 Prints figures, then one JSON object as the last line: ``open_loop`` (a list of
-``{rate, overhead_ms_p50, overhead_ms_p99, achieved_rate, turns, errors}``) and
+``{rate, overhead_ms_p50, overhead_ms_p99, achieved_rate, turns, errors, skipped}``) and
 ``max_rate_p99_le_100ms`` (the highest rate run whose overhead p99 ≤ 100 ms, or null).
 """
 
@@ -146,12 +146,13 @@ def summarise(rate: float, samples: list[Sample], window_s: float, skipped: int)
         "overhead_ms_p99": round(pct(ms, 99), 1),
         "achieved_rate": round(len(ok) / window_s, 1) if window_s > 0 else 0.0,
         "turns": len(ok),
-        "errors": len(samples) - len(ok) + skipped,
+        "errors": len(samples) - len(ok),
+        "skipped": skipped,
     }
     print(
         f"rate {rate:6.1f}/s: {len(ok)} turns, overhead p50 {row['overhead_ms_p50']:8.1f} ms "
         f"p99 {row['overhead_ms_p99']:8.1f} ms, achieved {row['achieved_rate']:.1f}/s, "
-        f"send lateness p99 {pct(late, 99):.1f} ms, errors {row['errors']}"
+        f"send lateness p99 {pct(late, 99):.1f} ms, errors {row['errors']}, skipped {skipped}"
     )
     return row
 
