@@ -120,11 +120,14 @@ class ChatWorker:
                 tg.create_task(self._guard("builds", self._builds_loop))
                 tg.create_task(self._guard("wake", self._wake_loop))
                 try:
+                    woken = True
                     while True:
-                        await self._claim_round(tg)
+                        await self._claim_round(tg, probe=not woken)
+                        woken = False
                         with contextlib.suppress(TimeoutError):
                             async with asyncio.timeout(self._poll_s):
                                 await self._wake.wait()
+                                woken = True
                         self._wake.clear()
                 except asyncio.CancelledError:
                     for running in self._running.values():
@@ -158,9 +161,9 @@ class ChatWorker:
                 log.exception("chat worker %s loop crashed; restarting", name)
                 await asyncio.sleep(self._poll_s)
 
-    async def _claim_round(self, tg: asyncio.TaskGroup) -> None:
+    async def _claim_round(self, tg: asyncio.TaskGroup, *, probe: bool = True) -> None:
         try:
-            chats = await self._deps.chats.claim(self.worker_id, limit=self._max_claim)
+            chats = await self._deps.chats.claim(self.worker_id, limit=self._max_claim, probe=probe)
         except Exception:
             log.exception("claiming chats failed")
             return

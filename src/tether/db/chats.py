@@ -167,7 +167,10 @@ class ChatStore:
 
     # --- worker -------------------------------------------------------------------------
 
-    async def claim(self, worker_id: uuid.UUID, *, limit: int) -> list[Chat]:
+    async def claim(self, worker_id: uuid.UUID, *, limit: int, probe: bool = True) -> list[Chat]:
+        """Claim up to ``limit`` pending chats, oldest first. ``probe``: look first (for a
+        timer poll, which usually finds nothing); a worker woken by a ``chats`` event
+        passes False, as a chat is then most likely pending."""
         now = self._clock.now()
         oldest = (
             sa.select(chats.c.id)
@@ -183,13 +186,14 @@ class ChatStore:
             "interrupt_requested": False,
             "updated_at": now,
         }
-        # Polled every ``worker_poll_s`` and on every wake-up; usually nothing is pending.
-        # Look first on a read-only connection (as ``claim_job`` does): no write transaction,
-        # so no write lock for turns to queue behind on SQLite and no row locks on PostgreSQL.
-        async with self._engine.connect() as conn:
-            pending = sa.select(chats.c.id).where(chats.c.status == ChatStatus.PENDING.value)
-            if (await conn.execute(pending.limit(1))).first() is None:
-                return []
+        # A timer poll usually finds nothing pending. Look first on a read-only connection
+        # (as ``claim_job`` does): no write transaction, so no write lock for turns to queue
+        # behind on SQLite and no row locks on PostgreSQL.
+        if probe:
+            async with self._engine.connect() as conn:
+                pending = sa.select(chats.c.id).where(chats.c.status == ChatStatus.PENDING.value)
+                if (await conn.execute(pending.limit(1))).first() is None:
+                    return []
         async with self._engine.begin() as conn:
             if conn.dialect.name == "postgresql":
                 # A CTE is materialised once; an IN (… LIMIT n) subquery may be re-run by
