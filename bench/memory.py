@@ -12,7 +12,10 @@ The server's fds include the bench client's keep-alive connections (≤ 100).
 
 Soak: ``--soak-turns`` more turns (``--concurrency`` chats at a time, each turn to a random
 idle chat), after ``--warmup-turns`` that warm caches and pools; the same figures before and
-after (both taken idle, after ``SETTLE_S``): what grows per turn is a leak.
+after (both taken idle, after ``SETTLE_S``): what grows per turn is a leak. The history
+cache (``chatd/historycache.py``) is bounded by messages, not chats: it grows until it
+holds ``history_cache_max_messages`` (≈ 4 per turn here); pass ``--history-cache`` small
+enough for the warm-up to fill it to see growth beyond that bound.
 
     .venv/bin/python bench/memory.py --chats 100 --workspaces 5 --soak-turns 200
 
@@ -77,9 +80,10 @@ async def soak(api: Any, chats: list[uuid.UUID], n: int, concurrency: int, seed:
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="tether-bench-memory-") as tmp:
-        srv = start_server(
-            Path(tmp) / "server", env={"TETHER_WORKER_CHAT_IDLE_S": str(args.chat_idle_s)}
-        )
+        env = {"TETHER_WORKER_CHAT_IDLE_S": str(args.chat_idle_s)}
+        if args.history_cache is not None:
+            env["TETHER_HISTORY_CACHE_MAX_MESSAGES"] = str(args.history_cache)
+        srv = start_server(Path(tmp) / "server", env=env)
         api = api_client(srv)
         ids: list[uuid.UUID] = []
         try:
@@ -149,6 +153,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument("--chat-idle-s", type=float, default=30.0)
+    parser.add_argument(
+        "--history-cache",
+        type=int,
+        default=None,
+        help="TETHER_HISTORY_CACHE_MAX_MESSAGES (default: the server's, 20,000 messages); the "
+        "cache fills up to it, so a soak shorter than that shows the fill as growth",
+    )
     return parser.parse_args(argv)
 
 
