@@ -98,16 +98,18 @@ class Load:
     async def turn(self, chat_id: uuid.UUID, scheduled: float) -> Sample:
         """One message to an idle chat, timed from ``scheduled`` (perf_counter)."""
         ok = False
+        late = time.perf_counter() - scheduled
         try:
             async with self.hub.subscribe(chat_id) as queue:
-                late = time.perf_counter() - scheduled
                 r = await self.api.post(f"/api/v1/chats/{chat_id}/messages", json={"content": "go"})
                 r.raise_for_status()
                 status = await final_status(queue, timeout_s=TURN_TIMEOUT_S)
                 ok = status == "waiting"
-            wall = time.perf_counter() - scheduled
+        except (httpx.HTTPError, TimeoutError) as exc:  # counted in ``errors``
+            print(f"chat {chat_id}: {exc!r}", file=sys.stderr)
         finally:
             self.idle.append(chat_id)
+        wall = time.perf_counter() - scheduled
         model_s, tool_s = self.timers.take(chat_id)
         return Sample(wall - model_s - tool_s, late, ok)
 
