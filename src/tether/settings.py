@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     run_api: bool = True
     run_chatd: bool = True
     run_provisioner: bool = True
+    # PostgreSQL: relay every chat stream event to the other replicas (tether.chatd.relay);
+    # a lone server may switch it off (its streams then never wait on the bus)
+    stream_relay: bool = True
     cli_config: Path = Field(default_factory=lambda: default_data_dir() / "cli.json")
     bootstrap_admin: str = "admin"
     api_max_body_bytes: int = Field(default=1024 * 1024, gt=0)  # larger bodies → 413

@@ -192,7 +192,7 @@ async def build_graph(
         models=models,
         server_key=server_key,
     )
-    if isinstance(bus, PostgresBus):  # replicas: any of them may serve a chat's stream
+    if isinstance(bus, PostgresBus) and settings.stream_relay:  # any replica may serve a stream
         relay = StreamRelay(bus)
         hub.relay = relay.offer
         chat_service.stream_remote = bus
