@@ -195,7 +195,7 @@ async def build_graph(
     if isinstance(bus, PostgresBus) and settings.stream_relay:  # any replica may serve a stream
         relay = StreamRelay(bus)
         hub.relay = relay.offer
-        chat_service.stream_remote = bus
+        chat_service.stream_remote = relay
         graph.extras.setdefault("background", []).append(relay.run)
     if settings.run_chatd:
         from tether.chatd.install import install_chatd  # the worker needs the built graph

@@ -27,10 +27,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from tether.chatd.models import Chat, StoredMessage
-from tether.chatd.relay import RESYNC, decode, stream_channel
+from tether.chatd.relay import RESYNC, StreamRelay
 from tether.chatd.stream import ChatStreamHub, StreamEvent, message_json
 from tether.db.chats import ChatStore
-from tether.db.pubsub import EventBus
 
 CATCH_UP_PAGE = 200
 DRAIN_BATCH = 500
@@ -121,42 +120,24 @@ async def follow_chat(
     poll_s: float = 1.0,
     ping_s: float = 15.0,
     should_stop: Callable[[], Awaitable[bool]] | None = None,
-    remote: EventBus | None = None,
+    remote: StreamRelay | None = None,
 ) -> AsyncIterator[Outgoing]:
     """Yield the chat's stream after ``after`` (``(seq, n)``) until ``should_stop`` says so
     (checked at least every ``poll_s``) or the consumer stops iterating.
 
-    ``remote``: the bus other replicas relay their hubs' events on (:mod:`tether.chatd.relay`);
-    they are merged with this process's hub events (same ids, so duplicates are skipped)."""
+    ``remote``: the relay of other replicas' hub events (:mod:`tether.chatd.relay`); they
+    are merged with this process's hub events (same ids, so duplicates are skipped)."""
     # Pacing here is wall-clock I/O (poll and keep-alive cadence), not domain time, so it
     # uses the event loop's clock rather than the injected Clock.
     cursor = _Cursor(store, chat_id, after)
     async with contextlib.AsyncExitStack() as stack:
         queue = await stack.enter_async_context(hub.subscribe(chat_id))
         if remote is not None:
-            sub = await stack.enter_async_context(remote.subscribe(stream_channel(chat_id)))
-            pump = asyncio.create_task(_pump(sub, queue), name=f"stream-relay-{chat_id}")
-            stack.push_async_callback(_cancel, pump)
+            stack.enter_context(remote.watch(chat_id, queue))
         events = _follow(cursor, hub, chat_id, queue, poll_s, ping_s, should_stop)
         async with contextlib.aclosing(events):
             async for item in events:
                 yield item
-
-
-async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-
-
-async def _pump(sub: Any, queue: asyncio.Queue[StreamEvent]) -> None:
-    """Relayed events into the subscriber's queue (a full queue loses the oldest, as the
-    hub does for a stalled subscriber; the database poll still catches up)."""
-    async for payload in sub:
-        for ev in decode(payload):
-            if queue.full():
-                queue.get_nowait()
-            queue.put_nowait(ev)
 
 
 async def _follow(

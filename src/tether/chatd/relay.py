@@ -1,29 +1,34 @@
-"""Relaying a chat's stream events between replicas (PostgreSQL).
+"""Relaying chats' stream events between replicas (PostgreSQL).
 
 The stream hub (:mod:`tether.chatd.stream`) lives in the process that runs the chat. A
 client streaming the chat through another process (another replica, or a process that
 only serves the API) used to see persisted messages and status only, and only at the
 stream's database poll (``stream_poll_s``). With a relay, every event the hub publishes —
-part deltas, status, errors, queue updates, persisted messages — is also sent on the
-chat's bus channel (:func:`stream_channel`), keeping the hub's ids, so
-:func:`tether.chatd.follow.follow_chat` in any process merges them with its own hub and
-its database catch-up, in id order and without duplicates.
+part deltas, status, errors, queue updates, persisted messages — is also sent on the bus
+channel :data:`STREAM_CHANNEL`, keeping the hub's ids, so
+:func:`tether.chatd.follow.follow_chat` in any process merges them with its own hub and its
+database catch-up, in id order and without duplicates.
 
-Publishing never blocks the turn: :meth:`StreamRelay.offer` appends to a bounded queue and
-one sender task (:meth:`StreamRelay.run`, a background job of the server) drains it in
-order, one NOTIFY per chat per batch. The bus stays a hint (:mod:`tether.db.pubsub`): an
-event that does not fit a NOTIFY, a full queue or a lost connection makes receivers
-re-read the database (:data:`RESYNC`), so persisted messages and status are never lost;
-only ephemeral deltas can be (as for a subscriber that falls behind on one process).
+Cost per process, not per stream: publishing never blocks the turn
+(:meth:`StreamRelay.offer` appends to a bounded queue) and one sender task drains it in
+order, packing the events of all chats into as few NOTIFYs as the payload limit allows;
+one subscription per process (:meth:`StreamRelay.run`) hands received events to the local
+streams that watch the chat — no LISTEN/UNLISTEN per stream. The bus stays a hint
+(:mod:`tether.db.pubsub`): an event that does not fit a NOTIFY, a full queue or a lost
+connection makes the affected streams re-read the database (:data:`RESYNC`), so persisted
+messages and status are never lost; only ephemeral deltas can be (as for a subscriber that
+falls behind on one process).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import uuid
 from collections import deque
+from collections.abc import Iterator
 from typing import Any
 
 from tether.chatd.stream import StreamEvent
@@ -31,42 +36,46 @@ from tether.db.pubsub import PG_MAX_PAYLOAD_BYTES, EventBus
 
 log = logging.getLogger(__name__)
 
+STREAM_CHANNEL = "chat_streams"
 MAX_PENDING = 50_000  # events waiting to be sent; beyond this the oldest are dropped
 BATCH_BYTES = PG_MAX_PAYLOAD_BYTES - 512  # room for the bus's own envelope
 RESYNC = "resync"  # a pseudo-event: re-read the chat from the database
+_RESYNC_EVENT = StreamEvent(0, 0, RESYNC, {})
 
 
-def stream_channel(chat_id: uuid.UUID) -> str:
-    """The bus channel of one chat's stream events."""
-    return f"stream:{chat_id}"
-
-
-def decode(payload: dict[str, Any]) -> list[StreamEvent]:
-    """The events of one relayed payload; ``[resync]`` when the payload cannot be trusted
-    to be complete (truncated by the bus, bus reconnected, events dropped, malformed)."""
+def decode(payload: dict[str, Any]) -> tuple[list[tuple[uuid.UUID, StreamEvent]], bool]:
+    """The ``(chat_id, event)`` pairs of one relayed payload, and whether every watcher must
+    re-read the database (the payload was truncated by the bus, the bus reconnected, or it
+    is malformed). Chats whose events were dropped come back as a :data:`RESYNC` event."""
     raw = payload.get("e")
-    if not isinstance(raw, list) or payload.get("lost"):
-        return [StreamEvent(0, 0, RESYNC, {})]
-    out: list[StreamEvent] = []
-    for item in raw:
-        try:
-            seq, n, event, data = item
-            out.append(StreamEvent(int(seq), int(n), str(event), dict(data)))
-        except (TypeError, ValueError):
-            return [StreamEvent(0, 0, RESYNC, {})]
-    return out
+    lost = payload.get("lost", [])
+    if not isinstance(raw, list) or not isinstance(lost, list):
+        return [], True
+    out: list[tuple[uuid.UUID, StreamEvent]] = []
+    try:
+        out.extend((uuid.UUID(str(chat)), _RESYNC_EVENT) for chat in lost)
+        for chat, seq, n, event, data in raw:
+            out.append((uuid.UUID(str(chat)), StreamEvent(int(seq), int(n), str(event), data)))
+    except (TypeError, ValueError):
+        return [], True
+    return out, False
 
 
 class StreamRelay:
-    """Sends hub events to the chats' bus channels, in publication order."""
+    """Sends this process's hub events to the other replicas and delivers theirs to the
+    local streams watching a chat (:meth:`watch`)."""
 
     def __init__(self, bus: EventBus, *, max_pending: int = MAX_PENDING) -> None:
         self._bus = bus
+        self._origin = uuid.uuid4().hex  # our own publications come back on a shared bus
         self._pending: deque[tuple[uuid.UUID, StreamEvent]] = deque()
         self._max_pending = max_pending
         self._lost: set[uuid.UUID] = set()  # chats whose events were dropped since last send
         self._wake = asyncio.Event()
+        self._watchers: dict[uuid.UUID, set[asyncio.Queue[StreamEvent]]] = {}
         self.sent = 0  # NOTIFYs sent (tests, benchmarks)
+
+    # --- sending ---------------------------------------------------------------------------
 
     def offer(self, chat_id: uuid.UUID, event: StreamEvent) -> None:
         """Queue one hub event for relaying (never blocks, never raises)."""
@@ -76,33 +85,71 @@ class StreamRelay:
         self._pending.append((chat_id, event))
         self._wake.set()
 
+    async def flush(self) -> None:
+        """Send everything queued now, in order, in as few NOTIFYs as fit."""
+        items = [[str(c), e.seq, e.n, e.event, e.data] for c, e in self._pending]
+        self._pending.clear()
+        lost, self._lost = [str(c) for c in self._lost], set()
+        for i, chunk in enumerate(_chunks(items) or [[]]):
+            if chunk or (lost and i == 0):
+                await self._send({"o": self._origin, "e": chunk, "lost": lost if i == 0 else []})
+
+    async def _send(self, payload: dict[str, Any]) -> None:
+        try:
+            await self._bus.publish(STREAM_CHANNEL, payload)
+            self.sent += 1
+        except Exception as exc:  # the bus is a hint; receivers still poll the database
+            log.warning("relaying stream events failed: %s", exc)
+
+    # --- receiving ---------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def watch(self, chat_id: uuid.UUID, queue: asyncio.Queue[StreamEvent]) -> Iterator[None]:
+        """Deliver the chat's relayed events into ``queue`` while the block is open (a full
+        queue loses its oldest event, as the hub does for a stalled subscriber)."""
+        self._watchers.setdefault(chat_id, set()).add(queue)
+        try:
+            yield
+        finally:
+            queues = self._watchers.get(chat_id)
+            if queues is not None:
+                queues.discard(queue)
+                if not queues:
+                    del self._watchers[chat_id]
+
+    def deliver(self, payload: dict[str, Any]) -> None:
+        """Hand one received payload to the local watchers."""
+        if payload.get("o") == self._origin:
+            return  # our own events: our streams had them from the hub
+        events, everyone = decode(payload)
+        if everyone:
+            for chat_id in list(self._watchers):
+                self._put(chat_id, _RESYNC_EVENT)
+            return
+        for chat_id, ev in events:
+            self._put(chat_id, ev)
+
+    def _put(self, chat_id: uuid.UUID, ev: StreamEvent) -> None:
+        for queue in self._watchers.get(chat_id, ()):
+            if queue.full():
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    queue.get_nowait()
+            queue.put_nowait(ev)
+
+    # --- the background job --------------------------------------------------------------
+
     async def run(self) -> None:
-        """Send until cancelled."""
+        """Send and receive until cancelled (a background job of the server)."""
+        async with self._bus.subscribe(STREAM_CHANNEL) as sub, asyncio.TaskGroup() as tg:
+            tg.create_task(self._send_loop(), name="stream-relay-send")
+            async for payload in sub:
+                self.deliver(payload)
+
+    async def _send_loop(self) -> None:
         while True:
             await self._wake.wait()
             self._wake.clear()
             await self.flush()
-
-    async def flush(self) -> None:
-        """Send everything queued now: per chat, its events in order, as few NOTIFYs as the
-        payload limit allows."""
-        batch: dict[uuid.UUID, list[list[Any]]] = {}
-        while self._pending:
-            chat_id, ev = self._pending.popleft()
-            batch.setdefault(chat_id, []).append([ev.seq, ev.n, ev.event, ev.data])
-        lost, self._lost = self._lost, set()
-        for chat_id in lost:
-            await self._send(chat_id, {"lost": True})
-        for chat_id, items in batch.items():
-            for chunk in _chunks(items):
-                await self._send(chat_id, {"e": chunk})
-
-    async def _send(self, chat_id: uuid.UUID, payload: dict[str, Any]) -> None:
-        try:
-            await self._bus.publish(stream_channel(chat_id), payload)
-            self.sent += 1
-        except Exception as exc:  # the bus is a hint; receivers still poll the database
-            log.warning("relaying chat %s stream events failed: %s", chat_id, exc)
 
 
 def _chunks(items: list[list[Any]]) -> list[list[list[Any]]]:

@@ -21,6 +21,7 @@ from typing import Any, Literal, Protocol
 from tether.chatd.context import Budget, check_single_message
 from tether.chatd.follow import status_data
 from tether.chatd.models import Chat, ChatStatus, QueuedMessage, StoredMessage
+from tether.chatd.relay import StreamRelay
 from tether.chatd.stream import ChatStreamHub
 from tether.clock import Clock
 from tether.db.chatlabels import check_labels
@@ -120,8 +121,8 @@ class ChatService:
         self.clock = clock
         self.stream_poll_s = stream_poll_s
         self.stream_ping_s = stream_ping_s
-        # the bus other replicas relay their stream events on (tether.chatd.relay), if any
-        self.stream_remote: EventBus | None = None
+        # other replicas' stream events (tether.chatd.relay), if any
+        self.stream_remote: StreamRelay | None = None
         self._workspaces = workspaces
         self._bus = bus
         self._max_queued = max_queued
