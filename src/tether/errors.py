@@ -17,6 +17,7 @@ class is its default message.
     │   ├── MessageNotEditable  409 message_not_editable (not a user message, or edited)
     │   └── UsageLimitExceeded  409 usage_limit_exceeded (per-user token limit; remediation)
     ├── Timeout                 504 timeout
+    ├── Overloaded              503 overloaded         (no database connection free in time)
     ├── AgentError              502 agent_error        (the in-workspace agent answered badly)
     │   ├── AgentRequestFailed  502 agent_request_failed  (agent-side error with its own code;
     │   │                       the API answers an agent's 4xx with the same 4xx)
@@ -164,6 +165,14 @@ class Timeout(TetherError):
 
     code = "timeout"
     http_status = 504
+
+
+class Overloaded(TetherError):
+    """The server is too busy to answer now (no database connection was free in time); try
+    again shortly."""
+
+    code = "overloaded"
+    http_status = 503
 
 
 class AgentError(TetherError):

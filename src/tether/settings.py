@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     run_api: bool = True
     run_chatd: bool = True
     run_provisioner: bool = True
+    # PostgreSQL: relay every chat stream event to the other replicas (tether.chatd.relay);
+    # a lone server may switch it off (its streams then never wait on the bus)
+    stream_relay: bool = True
     cli_config: Path = Field(default_factory=lambda: default_data_dir() / "cli.json")
     bootstrap_admin: str = "admin"
     api_max_body_bytes: int = Field(default=1024 * 1024, gt=0)  # larger bodies → 413
@@ -114,6 +117,8 @@ class Settings(BaseSettings):
     heartbeat_s: float = 2.0
     stale_after_s: float = 10.0
     stale_sweep_s: float = 2.0
+    # a chat without a turn this long drops its cached agent connection and stream buffer
+    worker_chat_idle_s: float = Field(default=300.0, gt=0)
     max_queued_messages: int = 20
     max_steps_per_turn: int = 200
     provider_max_retries: int = 3

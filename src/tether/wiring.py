@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tether.agentconn.liveness import AgentLiveness
 from tether.agentconn.pool import AgentPool
 from tether.chatd.images import ImageRules
+from tether.chatd.relay import StreamRelay
 from tether.chatd.service import ChatService
 from tether.chatd.stream import ChatStreamHub
 from tether.clock import Clock, SystemClock
@@ -194,6 +195,11 @@ async def build_graph(
         models=models,
         server_key=server_key,
     )
+    if isinstance(bus, PostgresBus) and settings.stream_relay:  # any replica may serve a stream
+        relay = StreamRelay(bus)
+        hub.relay = relay.offer
+        chat_service.stream_remote = relay
+        graph.extras.setdefault("background", []).append(relay.run)
     if settings.run_chatd:
         from tether.chatd.install import install_chatd  # the worker needs the built graph
 

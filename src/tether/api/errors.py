@@ -2,7 +2,8 @@
 
 Every error the API answers has this shape: tether errors (their ``status_code``),
 request validation (400 ``invalid_input``), Starlette's own HTTP errors (unknown route,
-method not allowed, unparsable body) and, last, any unexpected exception (500
+method not allowed, unparsable body), an exhausted database pool (503 ``overloaded``, with
+``Retry-After``: overload is not a server bug) and, last, any unexpected exception (500
 ``internal``, logged)."""
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tether.errors import TetherError
+from tether.errors import Overloaded, TetherError
 
 # Starlette's HTTP errors (raised before a route runs) under tether's codes.
 _HTTP_CODES = {
@@ -69,6 +71,12 @@ def install_error_handlers(app: FastAPI) -> None:
             status_code=status,
             headers=exc.headers,
         )
+
+    @app.exception_handler(PoolTimeout)
+    async def _overloaded(_: Request, exc: PoolTimeout) -> JSONResponse:
+        response = error_response(Overloaded())
+        response.headers["Retry-After"] = "1"
+        return response
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

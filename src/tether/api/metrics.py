@@ -38,6 +38,7 @@ router = APIRouter()
 
 async def refresh(metrics: Metrics, engine: AsyncEngine) -> None:
     """Read the scrape-time gauges (a failure leaves the last values and is logged)."""
+    metrics.loop_tasks.set(len(asyncio.all_tasks()))
     pool = engine.sync_engine.pool
     checked_out = getattr(pool, "checkedout", None)
     size = getattr(pool, "size", None)

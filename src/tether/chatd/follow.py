@@ -20,11 +20,13 @@ where the previous connection stopped (as long as the hub still buffers those ev
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from tether.chatd.relay import RESYNC, StreamRelay
 from tether.chatd.stream import ChatStreamHub, StreamEvent, message_json
 from tether.db.chats import ChatStore
 from tether.domain.chat import Chat, StoredMessage
@@ -118,46 +120,71 @@ async def follow_chat(
     poll_s: float = 1.0,
     ping_s: float = 15.0,
     should_stop: Callable[[], Awaitable[bool]] | None = None,
+    remote: StreamRelay | None = None,
 ) -> AsyncIterator[Outgoing]:
     """Yield the chat's stream after ``after`` (``(seq, n)``) until ``should_stop`` says so
-    (checked at least every ``poll_s``) or the consumer stops iterating."""
+    (checked at least every ``poll_s``) or the consumer stops iterating.
+
+    ``remote``: the relay of other replicas' hub events (:mod:`tether.chatd.relay`); they
+    are merged with this process's hub events (same ids, so duplicates are skipped)."""
     # Pacing here is wall-clock I/O (poll and keep-alive cadence), not domain time, so it
     # uses the event loop's clock rather than the injected Clock.
-    loop = asyncio.get_running_loop()
     cursor = _Cursor(store, chat_id, after)
-    async with hub.subscribe(chat_id) as queue:
-        for item in await cursor.catch_up():
-            yield item
-        for item in await cursor.poll_status(always=True):
-            yield item
-        for buffered in hub.buffered_after(chat_id, *cursor.last):
-            for item in await cursor.accept(buffered):
+    async with contextlib.AsyncExitStack() as stack:
+        queue = await stack.enter_async_context(hub.subscribe(chat_id))
+        if remote is not None:
+            stack.enter_context(remote.watch(chat_id, queue))
+        events = _follow(cursor, hub, chat_id, queue, poll_s, ping_s, should_stop)
+        async with contextlib.aclosing(events):
+            async for item in events:
                 yield item
-        next_poll = loop.time() + poll_s
-        next_ping = loop.time() + ping_s
-        while True:
-            if should_stop is not None and await should_stop():
-                return
-            wait = max(0.0, min(next_poll, next_ping) - loop.time())
-            ev: StreamEvent | None = None
-            try:
-                async with asyncio.timeout(wait):
-                    ev = await queue.get()
-            except TimeoutError:
-                pass
-            drained = 0
-            while ev is not None:  # drain what is there (bounded) before the next check
+
+
+async def _follow(
+    cursor: _Cursor,
+    hub: ChatStreamHub,
+    chat_id: uuid.UUID,
+    queue: asyncio.Queue[StreamEvent],
+    poll_s: float,
+    ping_s: float,
+    should_stop: Callable[[], Awaitable[bool]] | None,
+) -> AsyncGenerator[Outgoing]:
+    loop = asyncio.get_running_loop()
+    for item in await cursor.catch_up():
+        yield item
+    for item in await cursor.poll_status(always=True):
+        yield item
+    for buffered in hub.buffered_after(chat_id, *cursor.last):
+        for item in await cursor.accept(buffered):
+            yield item
+    next_poll = loop.time() + poll_s
+    next_ping = loop.time() + ping_s
+    while True:
+        if should_stop is not None and await should_stop():
+            return
+        wait = max(0.0, min(next_poll, next_ping) - loop.time())
+        ev: StreamEvent | None = None
+        try:
+            async with asyncio.timeout(wait):
+                ev = await queue.get()
+        except TimeoutError:
+            pass
+        drained = 0
+        while ev is not None:  # drain what is there (bounded) before the next check
+            if ev.event == RESYNC:  # relayed events were lost: re-read the database now
+                next_poll = loop.time()
+            else:
                 for item in await cursor.accept(ev):
                     yield item
-                drained += 1
-                ev = None if queue.empty() or drained >= DRAIN_BATCH else queue.get_nowait()
-            now = loop.time()
-            if now >= next_poll:
-                next_poll = now + poll_s
-                for item in await cursor.catch_up():
-                    yield item
-                for item in await cursor.poll_status():
-                    yield item
-            if now >= next_ping:
-                next_ping = now + ping_s
-                yield PING
+            drained += 1
+            ev = None if queue.empty() or drained >= DRAIN_BATCH else queue.get_nowait()
+        now = loop.time()
+        if now >= next_poll:
+            next_poll = now + poll_s
+            for item in await cursor.catch_up():
+                yield item
+            for item in await cursor.poll_status():
+                yield item
+        if now >= next_ping:
+            next_ping = now + ping_s
+            yield PING

@@ -111,6 +111,7 @@ def install_chatd(
         stale_sweep_s=settings.stale_sweep_s,
         validation_delay_s=settings.dial_validation_delay_s,
         dial_timeout_s=settings.dial_timeout_s,
+        chat_idle_s=settings.worker_chat_idle_s,
     )
     liveness = getattr(graph, "liveness", None)
     if liveness is not None:  # a silent agent's cached connections go at once

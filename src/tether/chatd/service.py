@@ -22,6 +22,7 @@ from tether.channels import CHATS, chat_channel
 from tether.chatd.context import check_single_message
 from tether.chatd.follow import status_data
 from tether.chatd.images import ImageRules, check_image, count_images
+from tether.chatd.relay import StreamRelay
 from tether.chatd.stream import ChatStreamHub
 from tether.clock import Clock
 from tether.db.chatlabels import check_labels
@@ -127,6 +128,8 @@ class ChatService:
         self.clock = clock
         self.stream_poll_s = stream_poll_s
         self.stream_ping_s = stream_ping_s
+        # other replicas' stream events (tether.chatd.relay), if any
+        self.stream_remote: StreamRelay | None = None
         self._workspaces = workspaces
         self._bus = bus
         self._max_queued = max_queued

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +24,7 @@ from tether.domain.chat import StoredMessage
 
 MAX_BUFFER = 10_000
 SUBSCRIBER_QUEUE = 10_000
+REBASE_COUNTER = 1000  # see ChatStreamHub.ensure_base
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,9 @@ class _ChatState:
 class ChatStreamHub:
     def __init__(self) -> None:
         self._chats: dict[uuid.UUID, _ChatState] = {}
+        # Also hands every published event to other processes (tether.chatd.relay; set on
+        # PostgreSQL, where another replica may serve the chat's stream).
+        self.relay: Callable[[uuid.UUID, StreamEvent], None] | None = None
 
     def _state(self, chat_id: uuid.UUID) -> _ChatState:
         state = self._chats.get(chat_id)
@@ -83,6 +87,8 @@ class ChatStreamHub:
         if len(state.buffer) > MAX_BUFFER:
             del state.buffer[: len(state.buffer) - MAX_BUFFER]
         self._deliver(state, ev)
+        if self.relay is not None:
+            self.relay(chat_id, ev)
         return ev
 
     def publish_message(self, message: StoredMessage) -> StreamEvent:
@@ -94,6 +100,8 @@ class ChatStreamHub:
             state.buffer.clear()
         ev = StreamEvent(message.seq, 0, "message", message_json(message))
         self._deliver(state, ev)
+        if self.relay is not None:
+            self.relay(message.chat_id, ev)
         return ev
 
     def ensure_base(self, chat_id: uuid.UUID, seq: int) -> None:
@@ -107,7 +115,10 @@ class ChatStreamHub:
         state = self._state(chat_id)
         if seq > state.base_seq:
             state.base_seq = seq
-            state.counter = 0
+            # Another process (the API replica that persisted ``seq``) may have published
+            # ephemeral events after it (status ``pending``, queue updates), numbered from 1
+            # and relayed to the same subscribers (tether.chatd.relay): start after them.
+            state.counter = REBASE_COUNTER
             state.buffer.clear()
 
     def buffered_after(self, chat_id: uuid.UUID, seq: int, n: int) -> list[StreamEvent]:

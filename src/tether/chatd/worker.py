@@ -71,6 +71,7 @@ class ChatWorker:
         interrupt_poll_s: float = 0.5,
         validation_delay_s: float = 0.25,
         dial_timeout_s: float = 10.0,
+        chat_idle_s: float = 300.0,
     ) -> None:
         self.worker_id = worker_id or new_id()
         self._deps = deps
@@ -86,6 +87,9 @@ class ChatWorker:
         self._dial_timeout_s = dial_timeout_s
         self._running: dict[uuid.UUID, _Running] = {}
         self._states: dict[uuid.UUID, ChatState] = {}
+        # when each chat's last turn here ended (clock.monotonic); see forget_idle
+        self._idle_since: dict[uuid.UUID, float] = {}
+        self._chat_idle_s = chat_idle_s
         self._wake = asyncio.Event()
         self._drain = TaskOwner("chat-worker-drain")
         self._touched: dict[uuid.UUID, float] = {}  # workspace → when its usage was recorded
@@ -190,6 +194,7 @@ class ChatWorker:
     def _start(
         self, tg: asyncio.TaskGroup, chat: Chat, *, compaction_number: int | None = None
     ) -> None:
+        self._idle_since.pop(chat.id, None)
         state = self._state_for(chat)
         state.compaction_number = compaction_number  # as of the claim (turn.py reads it once)
         control = TurnControl()
@@ -262,6 +267,7 @@ class ChatWorker:
                     log.error("chat %s: turn crashed: %r", chat_id, exc)
                 at_capacity = len(self._running) >= self._max_claim
                 self._running.pop(chat_id, None)
+                self._idle_since[chat_id] = self._deps.clock.monotonic()
                 if at_capacity:  # capacity freed: claim what waited for it
                     self._wake.set()
                 # A message promoted by finish_turn wakes the claim through the bus.
@@ -279,6 +285,22 @@ class ChatWorker:
         while True:
             await self._deps.clock.sleep(self._heartbeat_s)
             await self.heartbeat_once()
+            await self.forget_idle()
+
+    async def forget_idle(self) -> list[uuid.UUID]:
+        """Drop what this worker keeps for chats without a turn here for ``chat_idle_s``:
+        the cached agent connection (closed) and the stream hub's state. A server holding
+        thousands of idle chats then holds no socket or buffer per chat; the chat's next
+        turn dials its agent again (docs/operations.md, "Memory")."""
+        cutoff = self._deps.clock.monotonic() - self._chat_idle_s
+        idle = [c for c, t in self._idle_since.items() if t <= cutoff and c not in self._running]
+        for chat_id in idle:
+            del self._idle_since[chat_id]
+            state = self._states.pop(chat_id, None)
+            self._deps.hub.forget(chat_id)
+            if state is not None:
+                await state.conns.aclose()
+        return idle
 
     async def heartbeat_once(self) -> None:
         """One heartbeat round; turns of chats no longer ours are cancelled (WK-2)."""

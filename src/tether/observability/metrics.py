@@ -148,6 +148,11 @@ class Metrics:
             "User messages queued behind a running turn.",
             registry=r,
         )
+        self.loop_tasks = Gauge(
+            "tether_event_loop_tasks",
+            "Tasks on the serving process's event loop (a steady rise is a leak).",
+            registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -422,3 +422,30 @@ async def test_build_event_evicts_cached_connection_across_turns(chatd: Chatd) -
     await chatd.wait_status(chat.id)
     *_, last = await chatd.results(chat.id, "execute")
     assert last["error_code"] == "workspace_stopped"
+
+
+async def test_idle_chat_drops_its_cached_connection_and_stream_state(chatd: Chatd) -> None:
+    """A chat without a turn for ``worker_chat_idle_s`` no longer holds a socket or a hub
+    buffer in the worker (1,000 idle chats must not hold 1,000 agent connections); its next
+    turn dials again and works."""
+    ws, _ = await chatd.create_workspace()
+    worker = chatd.start_worker(chat_idle_s=3600.0)
+    model = script_model([Call("execute", {"command": "true"}), Say("k")])
+    chat = await chatd.new_chat("one", model, workspace_id=ws.id)
+    await chatd.wait_status(chat.id)
+    state = worker.state(chat.id)
+    assert state is not None and state.conns.cached_conn is not None
+    assert await worker.forget_idle() == []  # idle for less than chat_idle_s: kept
+    assert worker.state(chat.id) is state
+    hub = chatd.graph.hub
+    assert chat.id in hub._chats
+    worker._chat_idle_s = 0.0
+    assert await worker.forget_idle() == [chat.id]
+    assert worker.state(chat.id) is None and state.conns.cached_conn is None
+    assert chat.id not in hub._chats
+    dials = len(chatd.dialer.calls)
+    await chatd.send(chat.id, "two")
+    await chatd.wait_status(chat.id)
+    assert len(chatd.dialer.calls) == dials + 1
+    *_, last = await chatd.results(chat.id, "execute")
+    assert last["result"]["success"] is True

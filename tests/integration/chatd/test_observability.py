@@ -41,6 +41,7 @@ FAMILIES = (
     "tether_db_pool_size",
     "tether_chats_pending",
     "tether_queued_messages",
+    "tether_event_loop_tasks",
 )
 
 

@@ -145,3 +145,29 @@ async def test_claim_turns_returns_each_chats_last_seq_and_compaction(engine: As
         (fresh.id, 1, 0),
     ]
     assert await store.claim_turns(new_id(), limit=10, look_first=True) == []
+
+
+async def test_wk1_idle_claim_reads_without_a_write_transaction(engine: AsyncEngine):
+    """The worker polls ``claim_turns`` (``look_first``) every ``worker_poll_s``: with
+    nothing pending it is one read, never an UPDATE (no write lock on SQLite, no row locks
+    on PostgreSQL)."""
+    from tether.db.engine import StatementCounter
+
+    store, owner = await _store(engine)
+    chat = await store.create(owner_id=owner.id, title="c", first_message=TEXT)
+    await store.claim(new_id(), limit=1)  # nothing pending from here on
+    with StatementCounter(engine) as counter:
+        with counter.measure() as idle:
+            for _ in range(5):
+                assert await store.claim_turns(new_id(), limit=10, look_first=True) == []
+        assert idle.count == 5, idle.statements
+        assert not idle.matching(r"^\s*UPDATE"), idle.statements
+        # woken by a ``chats`` event (a chat is most likely pending): straight to the UPDATE
+        with counter.measure() as woken:
+            assert await store.claim_turns(new_id(), limit=10) == []
+    assert woken.count == 1 and woken.matching(r"\bUPDATE chats\b"), woken.statements
+    # a pending chat is still claimed at the next poll (the read sees it, the UPDATE takes it)
+    later = await store.create(owner_id=owner.id, title="d", first_message=TEXT)
+    claimed = await store.claim_turns(new_id(), limit=10, look_first=True)
+    assert [c.chat.id for c in claimed] == [later.id]
+    assert chat.id != later.id

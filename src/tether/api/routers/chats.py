@@ -445,6 +445,7 @@ async def _events(
         poll_s=service.stream_poll_s,
         ping_s=service.stream_ping_s,
         should_stop=request.is_disconnected,
+        remote=service.stream_remote,
     ):
         if item.event is None:
             yield ": ping\n\n"

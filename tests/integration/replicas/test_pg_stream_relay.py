@@ -1,0 +1,107 @@
+"""A process that only serves the API (no chat worker, no provisioner) relays the stream of a
+chat another process runs: every event the running process's hub publishes — status, part
+deltas, persisted messages — reaches a client streaming through the API-only process, in
+order, with the running process's ids (tether.chatd.relay over PostgreSQL NOTIFY)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+
+from support.server import fast_settings, running_server
+from tether.chatd.stream import parse_event_id
+
+pytestmark = [pytest.mark.postgres, pytest.mark.integration]
+
+MODEL = "python:support.ui_models:MODEL"  # anything but its keywords: an echo, word by word
+IDLE = ("waiting", "error")
+
+
+async def _wait_idle(client: httpx.AsyncClient, chat_id: str) -> None:
+    async with asyncio.timeout(30):
+        while True:
+            if (await client.get(f"/api/v1/chats/{chat_id}")).json()["status"] in IDLE:
+                return
+            await asyncio.sleep(0.05)
+
+
+async def _read_stream(
+    client: httpx.AsyncClient, chat_id: str, after: str, out: list[tuple[str, str, Any]]
+) -> None:
+    """Events with an id, until a final status with an id (one the turn published)."""
+    async with client.stream(
+        "GET", f"/api/v1/chats/{chat_id}/stream", headers={"Last-Event-ID": after}
+    ) as stream:
+        event, ev_id = "", ""
+        async for line in stream.aiter_lines():
+            if line.startswith("event:"):
+                event = line.removeprefix("event:").strip()
+            elif line.startswith("id:"):
+                ev_id = line.removeprefix("id:").strip()
+            elif line.startswith("data:"):
+                data = json.loads(line.removeprefix("data:"))
+                if ev_id:
+                    out.append((ev_id, event, data))
+                    if event == "status" and data.get("status") in IDLE:
+                        return
+            elif not line:
+                event, ev_id = "", ""
+
+
+async def test_api_only_process_relays_every_event_of_a_turn_run_elsewhere(tmp_path, pg_db_url):
+    shared = {
+        "db_url": pg_db_url,
+        "model": MODEL,
+        "cli_config": tmp_path / "cli.json",
+        "server_key_file": tmp_path / "server.key",
+        "stream_auth_recheck_s": 30.0,
+    }
+    runner_settings = fast_settings(tmp_path / "runner", **shared)
+    api_settings = fast_settings(tmp_path / "api", run_chatd=False, run_provisioner=False, **shared)
+    async with running_server(runner_settings) as runner, running_server(api_settings) as api:
+        assert "chat_worker" not in api.graph.extras  # the API-only process runs no turn
+        r = await api.client.post("/api/v1/chats", json={"content": "warm up"})
+        assert r.status_code == 201, r.text
+        chat_id = r.json()["id"]
+        await _wait_idle(api.client, chat_id)
+        last = (await api.client.get(f"/api/v1/chats/{chat_id}/messages")).json()["messages"]
+        after = f"{last[-1]['seq']}.999999"  # nothing of the first turn
+
+        published: list[tuple[str, str, Any]] = []  # ground truth: the running process's hub
+
+        async def record() -> None:
+            async with runner.graph.hub.subscribe(uuid.UUID(chat_id)) as queue:
+                while True:
+                    ev = await queue.get()
+                    published.append((ev.id, ev.event, json.loads(json.dumps(ev.data))))
+                    if ev.event == "status" and ev.data.get("status") in IDLE:
+                        return
+
+        seen: list[tuple[str, str, Any]] = []
+        recorder = asyncio.create_task(record())
+        reader = asyncio.create_task(_read_stream(api.client, chat_id, after, seen))
+        await asyncio.sleep(0.3)  # both subscribed (the stream LISTENs before its first poll)
+        words = "alpha beta gamma delta epsilon zeta eta theta"
+        r = await api.client.post(f"/api/v1/chats/{chat_id}/messages", json={"content": words})
+        assert r.status_code == 200, r.text
+        async with asyncio.timeout(30):
+            await recorder
+            await reader
+
+    assert any(e == "message_part" for _, e, _ in published), published
+    assert any(e == "status" and d["status"] == "running" for _, e, d in published)
+    # every event of the turn, in the order the running process published it, same data
+    ids = {i for i, _, _ in published}
+    assert [ev for ev in seen if ev[0] in ids] == published
+    # ids only increase; the only other events are the API process's own (the user message
+    # and its pending status), which precede the turn's
+    order = [parse_event_id(i) for i, _, _ in seen]
+    assert order == sorted(order) and len(set(order)) == len(order), seen
+    extra = [(i, e) for i, e, _ in seen if i not in ids]
+    assert [e for _, e in extra] == ["message", "status"], extra
+    assert order.index(parse_event_id(extra[-1][0])) < order.index(parse_event_id(published[0][0]))
