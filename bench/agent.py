@@ -33,7 +33,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -46,15 +45,12 @@ from pathlib import Path
 import httpx
 from websockets.asyncio.server import ServerConnection, serve
 
+from bench.benchlib import loadavg, pct
+from tether.demo import free_port
 from tether.workspaces.backends.sandbox import Sandbox
 
 SETTLE_S = 2.0  # idle: start-up done, a ping or two exchanged
 START_S = 30.0
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 def rss_mb(pid: int) -> float:
@@ -64,10 +60,14 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """Terminate ``proc``; killed when it has not exited 10 s later."""
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 class StubSession:
@@ -209,12 +209,7 @@ def tether_agent(
         address = json.loads(line)["address"]
         yield f"http://{address}", secret, proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
 
 
 @contextlib.contextmanager
@@ -230,12 +225,7 @@ def swerex_server() -> Iterator[tuple[str, str, subprocess.Popen[bytes]]]:
     try:
         yield f"http://127.0.0.1:{port}", token, proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
 
 
 def run(calls: int, sandbox: bool) -> dict[str, object]:
@@ -326,7 +316,7 @@ def run(calls: int, sandbox: bool) -> dict[str, object]:
         "rtt_ratio": round(pct(mine.rtts, 50) / pct(theirs.rtts, 50), 2),
         "swerex_bash_exec_rtt_ms_p50": round(pct(by["swerex_bash"].rtts, 50), 2),
         "rtt_ratio_same_shell": round(pct(mine.rtts, 50) / pct(by["swerex_bash"].rtts, 50), 2),
-        "load_avg_1m": round(os.getloadavg()[0], 2),
+        "load_avg_1m": loadavg(),
     }
     if "tether_sandboxed" in by:
         boxed = by["tether_sandboxed"]

@@ -1,23 +1,35 @@
 """What the benches share: creating, waiting for and stopping workspaces, waiting for a
-turn's end, timing the model and the tools of a turn, percentiles, process figures."""
+turn's end, timing the model and the tools of a turn, an in-process server with a timed
+chat worker (:func:`timed_server`), Poisson arrivals, percentiles, process figures."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import contextvars
 import os
+import random
 import sys
+import tempfile
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from pydantic_ai.models.function import FunctionModel
+
+from tether.chatd.binding import AgentDialer
+from tether.chatd.install import install_chatd
+from tether.demo import kill_workspace_processes
+from tether.llm.scripted import zero_latency_execute_model
+from tether.testing.harness import RunningServer, fast_settings, running_server
+
+T = TypeVar("T")
 
 IDLE = ("waiting", "error")  # the statuses a chat ends a turn in
 
@@ -61,6 +73,43 @@ def pct(values: list[float], q: float) -> float:
     """The ``q``-th percentile (nearest rank) of ``values``."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def load_parser(doc: str, *, chats: int, workspaces: int, seed: int) -> argparse.ArgumentParser:
+    """A load bench's parser (``doc``'s first paragraph as its description) with the flags
+    every one takes: ``--chats``, ``--workspaces`` and ``--seed``."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--chats", type=int, default=chats)
+    parser.add_argument("--workspaces", type=int, default=workspaces)
+    parser.add_argument("--seed", type=int, default=seed)
+    return parser
+
+
+def add_rate_args(
+    parser: argparse.ArgumentParser, *, rates: list[float], duration: float, warmup: float
+) -> None:
+    """The open-loop flags: ``--rates`` (comma-separated turns/s), ``--duration`` and
+    ``--warmup`` (seconds per rate)."""
+    parser.add_argument(
+        "--rates",
+        type=lambda text: [float(x) for x in text.split(",") if x],
+        default=rates,
+        help=f"comma-separated turns/s (default {','.join(f'{r:g}' for r in rates)})",
+    )
+    parser.add_argument(
+        "--duration", type=float, default=duration, help="measured seconds per rate"
+    )
+    parser.add_argument("--warmup", type=float, default=warmup, help="unmeasured seconds per rate")
+
+
+def loadavg() -> float:
+    """The machine's 1-minute load average, as the benches' JSON reports it."""
+    return round(os.getloadavg()[0], 2)
+
+
+def elapsed(t0: float) -> str:
+    """Seconds since ``t0`` (``time.perf_counter()``), as the benches print them."""
+    return f"{time.perf_counter() - t0:.1f}s"
 
 
 # The chat whose turn runs in this task (and the tool-call tasks it starts, which copy the
@@ -209,3 +258,161 @@ def process_figures(pid: int) -> dict[str, float]:
         "fds": len(os.listdir(f"/proc/{pid}/fd")),
         "threads": int(fields["Threads"]),
     }
+
+
+def cpu_seconds(stat: Path) -> float:
+    """User + system CPU seconds in a ``/proc/…/stat`` file (a process's or a thread's)."""
+    text = stat.read_text()
+    fields = text[text.rindex(")") + 2 :].split()  # the name may hold spaces and parentheses
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def poisson(
+    send: Callable[[uuid.UUID, float], Awaitable[T]],
+    idle: list[uuid.UUID],
+    rate: float,
+    duration_s: float,
+    rng: random.Random,
+) -> tuple[list[T], float, int]:
+    """Open-loop arrivals at ``rate``/s for ``duration_s``: each runs ``send(chat_id,
+    scheduled)`` on a random chat of ``idle``, taken out while its turn runs (a chat runs
+    one turn at a time) and put back when ``send`` returns. ``scheduled`` is the arrival's
+    ``perf_counter`` time: timing from it, a client that falls behind shows as latency, not
+    as fewer samples. Returns what each ``send`` returned, the window up to the last turn's
+    end, and the arrivals that found no idle chat."""
+
+    async def one(chat_id: uuid.UUID, at: float) -> T:
+        try:
+            return await send(chat_id, at)
+        finally:
+            idle.append(chat_id)
+
+    tasks: list[asyncio.Task[T]] = []
+    skipped = 0
+    start = at = time.perf_counter()
+    while True:
+        at += rng.expovariate(rate)
+        if at - start >= duration_s:
+            break
+        delay = at - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if not idle:
+            skipped += 1
+            continue
+        chat_id = idle.pop(rng.randrange(len(idle)))
+        tasks.append(asyncio.create_task(one(chat_id, at)))
+    samples = list(await asyncio.gather(*tasks))
+    return samples, time.perf_counter() - start, skipped
+
+
+async def closed_loop(
+    run_turn: Callable[[uuid.UUID], Awaitable[bool]],
+    chats: list[uuid.UUID],
+    clients: int,
+    rng: random.Random,
+    *,
+    turns: int | None = None,
+    until: float | None = None,
+) -> tuple[int, int]:
+    """Closed loop: ``clients`` concurrent clients, each sending ``run_turn(chat_id)`` to a
+    random idle chat of ``chats`` when its last turn ended, until ``turns`` turns were sent
+    (all clients together) or ``time.perf_counter()`` passed ``until``. Returns how many
+    turns ``run_turn`` called good and how many not."""
+    idle = list(chats)
+    left = turns
+    good = bad = 0
+
+    async def client() -> None:
+        nonlocal left, good, bad
+        while (left is None or left > 0) and (until is None or time.perf_counter() < until):
+            if left is not None:
+                left -= 1
+            chat_id = idle.pop(rng.randrange(len(idle)))
+            try:
+                if await run_turn(chat_id):
+                    good += 1
+                else:
+                    bad += 1
+            finally:
+                idle.append(chat_id)
+
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return good, bad
+
+
+@dataclass
+class TimedServer:
+    """What :func:`timed_server` yields."""
+
+    srv: RunningServer
+    api: httpx.AsyncClient
+    timers: ChatTimers
+    workspaces: list[uuid.UUID]
+
+    @property
+    def graph(self) -> Any:
+        return self.srv.graph
+
+
+@contextlib.asynccontextmanager
+async def timed_server(
+    tmp_prefix: str, n_workspaces: int, *, workspace_prefix: str, limits: httpx.Limits
+) -> AsyncIterator[TimedServer]:
+    """A server in this process (uvicorn on loopback, SQLite, local backend; see
+    ``src/tether/testing/harness.py``) with the timings of a loaded production-like server,
+    its chat worker installed here with ``zero_latency_execute_model`` and the agent
+    connections timed into :class:`ChatTimers`, an API client with ``limits``, and
+    ``n_workspaces`` ready workspaces. On exit the workspaces are stopped, the worker
+    cancelled and any leftover workspace process killed."""
+    with tempfile.TemporaryDirectory(prefix=tmp_prefix) as tmp:
+        settings = fast_settings(
+            Path(tmp),
+            run_chatd=False,  # installed below, with timed model and dialer
+            agent_ping_interval_s=2.0,
+            agent_unreachable_after_s=6.0,  # at least two ping intervals (a settings rule)
+            agent_inactive_disconnect_s=6.0,
+            worker_poll_s=1.0,
+            ttl_sweep_s=5.0,
+        )
+        timers = ChatTimers()
+        try:
+            async with running_server(settings) as srv:
+                dialer = timers.dialer(
+                    AgentDialer(
+                        connect_timeout=settings.agent_connect_timeout_s,
+                        request_timeout=settings.agent_request_timeout_s,
+                    )
+                )
+                worker = install_chatd(
+                    srv.graph,
+                    model_for=timers.model_for(zero_latency_execute_model()),
+                    dialer=dialer,
+                    register=False,
+                )
+                worker_task = asyncio.create_task(worker.run(), name="bench-chat-worker")
+                api = httpx.AsyncClient(
+                    base_url=srv.url,
+                    headers={"Authorization": f"Bearer {srv.token}"},
+                    timeout=60,
+                    limits=limits,
+                )
+                ids: list[uuid.UUID] = []
+                try:
+                    await srv.push_template()
+                    t0 = time.perf_counter()
+                    ids = await create_workspaces(api, n_workspaces, prefix=workspace_prefix)
+                    print(f"{len(ids)} workspaces ready in {elapsed(t0)}")
+                    yield TimedServer(srv, api, timers, ids)
+                finally:
+                    t0 = time.perf_counter()
+                    await stop_workspaces(api, ids)
+                    print(f"stopped {len(ids)} workspaces in {elapsed(t0)}")
+                    await api.aclose()
+                    worker_task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await worker_task
+        finally:
+            leftovers = kill_workspace_processes(Path(tmp) / "data")
+            if leftovers:
+                print(f"warning: killed {leftovers} leftover workspace process(es)")

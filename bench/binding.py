@@ -30,6 +30,7 @@ import time
 import uuid
 from pathlib import Path
 
+from bench.benchlib import pct
 from tests.integration.binding.binding_env import (
     BindingEnv,
     binding_env,
@@ -42,11 +43,6 @@ from tether.llm.scripted import Call, Say, script_model
 
 SELECT = re.compile(r"^\s*SELECT\b", re.IGNORECASE)
 EXECUTE = script_model([Call("execute", {"command": "true"}), Say("ok")])
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 async def _turn(env: BindingEnv, chat_id: uuid.UUID, expect: str | None) -> tuple[float, float]:

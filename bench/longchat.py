@@ -33,7 +33,7 @@ from typing import Any
 
 import httpx
 
-from bench.benchlib import IDLE, final_status, wait_ready
+from bench.benchlib import IDLE, final_status, loadavg, wait_ready
 from tether.chatd.install import install_chatd
 from tether.demo import kill_workspace_processes
 from tether.domain.chat import Chat
@@ -128,7 +128,7 @@ class Phase:
             "cpu_ms_per_turn_first_10pct": round(cpu_first, 1),
             "cpu_ms_per_turn_last_10pct": round(cpu_last, 1),
             "cpu_first_over_last": round(cpu_first / cpu_last, 2),
-            "load_avg_1m": round(os.getloadavg()[0], 2),
+            "load_avg_1m": loadavg(),
             "rss_mb_warm": round(self.warm["rss_mb"], 1),
             "rss_mb_end": round(rss_mb(), 1),
             "rss_growth_mb_per_1000_turns": round(growth, 1),

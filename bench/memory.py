@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import random
 import tempfile
@@ -34,20 +35,23 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bench.benchlib import create_workspaces, stop_workspaces
+from bench.benchlib import (
+    closed_loop,
+    create_workspaces,
+    elapsed,
+    load_parser,
+    loadavg,
+    stop_workspaces,
+)
 from bench.procs import (
     api_client,
-    elapsed,
+    chats_with_first_turn,
     figures,
-    loadavg,
-    new_chat_turn,
     push_template,
     start_server,
     summary,
     turn,
 )
-
-REPO = Path(__file__).resolve().parents[1]
 
 SETTLE_S = 5.0  # idle before a snapshot: turns' connections drained, agents' pings steady
 SETUP_CONCURRENCY = 16
@@ -56,23 +60,9 @@ HEARTBEAT_S = 2.0  # the worker forgets idle chats on its heartbeat (Settings.he
 
 async def soak(api: Any, chats: list[uuid.UUID], n: int, concurrency: int, seed: int) -> int:
     """``n`` turns, ``concurrency`` at a time, each to a random idle chat; the failures."""
-    rng = random.Random(seed)
-    idle = list(chats)
-    failed = 0
-    left = n
-
-    async def client() -> None:
-        nonlocal failed, left
-        while left > 0:
-            left -= 1
-            chat_id = idle.pop(rng.randrange(len(idle)))
-            try:
-                if not await turn(api, chat_id):
-                    failed += 1
-            finally:
-                idle.append(chat_id)
-
-    await asyncio.gather(*(client() for _ in range(concurrency)))
+    _, failed = await closed_loop(
+        functools.partial(turn, api), chats, concurrency, random.Random(seed), turns=n
+    )
     return failed
 
 
@@ -91,14 +81,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             t0 = time.perf_counter()
             ids = await create_workspaces(api, args.workspaces, prefix="m")
             print(f"{len(ids)} workspaces ready in {elapsed(t0)}")
-            gate = asyncio.Semaphore(SETUP_CONCURRENCY)
-
-            async def one(i: int) -> uuid.UUID:
-                async with gate:
-                    return await new_chat_turn(api, ids[i % len(ids)])
-
             t0 = time.perf_counter()
-            chats = list(await asyncio.gather(*(one(i) for i in range(args.chats))))
+            chats = await chats_with_first_turn(
+                [api], ids, args.chats, concurrency=SETUP_CONCURRENCY
+            )
             print(f"{len(chats)} chats with a first turn in {elapsed(t0)}")
             await asyncio.sleep(SETTLE_S)
             held = await figures(srv, api)
@@ -143,13 +129,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--chats", type=int, default=1000)
-    parser.add_argument("--workspaces", type=int, default=50)
+    parser = load_parser(__doc__, chats=1000, workspaces=50, seed=5)
     parser.add_argument("--soak-turns", type=int, default=10_000)
     parser.add_argument("--warmup-turns", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--seed", type=int, default=5)
     parser.add_argument("--chat-idle-s", type=float, default=30.0)
     parser.add_argument(
         "--history-cache",

@@ -9,18 +9,18 @@ zero-latency model, wall = overhead + the ``execute true`` round trip)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
-import os
 import shutil
-import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from bench.benchlib import IDLE, process_figures
+from tests.support.cli_server import start_server as start_cli_server
 from tether.demo import PYTHON_TEMPLATE, LocalServer
 
 MODEL = "python:tether.llm.scripted:zero_latency_execute_model"
@@ -47,14 +47,9 @@ def start_server(
     data_dir.mkdir(parents=True, exist_ok=True)
     if cli_config is not None:
         shutil.copy(cli_config, data_dir / "cli.json")
-    srv = LocalServer(data_dir, env={**BASE_ENV, **(env or {})})
-    try:
-        srv.start(health_timeout=health_timeout)
-    except BaseException:
-        print(srv.log_tail())
-        srv.stop()
-        raise
-    return srv
+    return start_cli_server(
+        data_dir, env={**BASE_ENV, **(env or {})}, health_timeout=health_timeout
+    )
 
 
 def server_pid(srv: LocalServer) -> int:
@@ -125,6 +120,25 @@ async def new_chat_turn(api: httpx.AsyncClient, workspace_id: uuid.UUID) -> uuid
     return chat_id
 
 
+async def chats_with_first_turn(
+    apis: Sequence[httpx.AsyncClient],
+    workspaces: list[uuid.UUID],
+    n: int,
+    *,
+    concurrency: int,
+) -> list[uuid.UUID]:
+    """``n`` chats, ``concurrency`` created at a time: chat ``i`` through ``apis[i % len(apis)]``,
+    bound to ``workspaces[i % len(workspaces)]``, once its first turn ended ``waiting``; in
+    the order of ``i``."""
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(i: int) -> uuid.UUID:
+        async with gate:
+            return await new_chat_turn(apis[i % len(apis)], workspaces[i % len(workspaces)])
+
+    return list(await asyncio.gather(*(one(i) for i in range(n))))
+
+
 async def turn(api: httpx.AsyncClient, chat_id: uuid.UUID) -> bool:
     """One message to an idle chat and its turn to the end; True when it ended ``waiting``."""
     r = await api.post(f"/api/v1/chats/{chat_id}/messages", json={"content": "go"})
@@ -133,52 +147,5 @@ async def turn(api: httpx.AsyncClient, chat_id: uuid.UUID) -> bool:
     return await _until_idle(api, chat_id, f"{message.get('seq', 0)}.0") == "waiting"
 
 
-def loadavg() -> float:
-    return round(os.getloadavg()[0], 2)
-
-
-def elapsed(t0: float) -> str:
-    return f"{time.perf_counter() - t0:.1f}s"
-
-
 def summary(values: dict[str, Any]) -> str:
     return ", ".join(f"{k} {v}" for k, v in values.items())
-
-
-async def poisson(
-    run_turn: Any, idle: list[uuid.UUID], rate: float, duration_s: float, rng: Any
-) -> tuple[list[tuple[float, bool]], float, int]:
-    """Open-loop arrivals at ``rate``/s for ``duration_s``: each to a random chat of
-    ``idle`` (taken out while its turn runs). Returns ``(wall_s, ok)`` per turn, wall timed
-    from the *scheduled* send time (a client that falls behind shows as latency, not as
-    fewer samples), the window up to the last turn's end, and arrivals that found no idle
-    chat."""
-    import asyncio
-
-    async def one(chat_id: uuid.UUID, at: float) -> tuple[float, bool]:
-        try:
-            ok = await run_turn(chat_id)
-        except Exception as exc:
-            print(f"turn failed: {exc!r}")
-            ok = False
-        finally:
-            idle.append(chat_id)
-        return time.perf_counter() - at, ok
-
-    tasks = []
-    skipped = 0
-    start = at = time.perf_counter()
-    while True:
-        at += rng.expovariate(rate)
-        if at - start >= duration_s:
-            break
-        delay = at - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        if not idle:
-            skipped += 1
-            continue
-        chat_id = idle.pop(rng.randrange(len(idle)))
-        tasks.append(asyncio.create_task(one(chat_id, at)))
-    samples = list(await asyncio.gather(*tasks))
-    return samples, time.perf_counter() - start, skipped

@@ -34,13 +34,22 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bench.benchlib import create_workspaces, pct, process_figures, stop_workspaces
+from bench.benchlib import (
+    add_rate_args,
+    closed_loop,
+    cpu_seconds,
+    create_workspaces,
+    elapsed,
+    load_parser,
+    loadavg,
+    pct,
+    poisson,
+    process_figures,
+    stop_workspaces,
+)
 from bench.procs import (
     api_client,
-    elapsed,
-    loadavg,
-    new_chat_turn,
-    poisson,
+    chats_with_first_turn,
     push_template,
     server_pid,
     start_server,
@@ -48,31 +57,14 @@ from bench.procs import (
 )
 from tests.support.pg import create_database, database_dsn, start_cluster
 
-REPO = Path(__file__).resolve().parents[1]
-
 SETUP_CONCURRENCY = 16
 
 
 async def saturate(turn_of: Any, chats: list[uuid.UUID], seconds: float, clients: int) -> float:
     """Closed loop: ``clients`` concurrent clients, each sending its next turn when the last
     ended, for ``seconds``; turns completed per second."""
-    idle = list(chats)
-    rng = random.Random(7)
-    done = 0
-    deadline = time.perf_counter() + seconds
-
-    async def client() -> None:
-        nonlocal done
-        while time.perf_counter() < deadline:
-            chat_id = idle.pop(rng.randrange(len(idle)))
-            try:
-                if await turn_of(chat_id):
-                    done += 1
-            finally:
-                idle.append(chat_id)
-
     t0 = time.perf_counter()
-    await asyncio.gather(*(client() for _ in range(clients)))
+    done, _ = await closed_loop(turn_of, chats, clients, random.Random(7), until=t0 + seconds)
     return done / (time.perf_counter() - t0)
 
 
@@ -95,27 +87,30 @@ async def run_n(n: int, admin_dsn: str, tmp: Path, args: argparse.Namespace) -> 
         t0 = time.perf_counter()
         ids = await create_workspaces(apis[0], args.workspaces, prefix=f"s{n}-")
         print(f"[{n} process(es)] {len(ids)} workspaces ready in {elapsed(t0)}")
-        gate = asyncio.Semaphore(SETUP_CONCURRENCY)
-        home: dict[uuid.UUID, Any] = {}
-
-        async def one(i: int) -> uuid.UUID:
-            async with gate:
-                chat_id = await new_chat_turn(apis[i % n], ids[i % len(ids)])
-                home[chat_id] = apis[i % n]
-                return chat_id
-
         t0 = time.perf_counter()
-        chats = list(await asyncio.gather(*(one(i) for i in range(args.chats))))
+        chats = await chats_with_first_turn(apis, ids, args.chats, concurrency=SETUP_CONCURRENCY)
         print(f"[{n} process(es)] {len(chats)} chats in {elapsed(t0)}")
+        home = {chat_id: apis[i % n] for i, chat_id in enumerate(chats)}
 
         async def turn_of(chat_id: uuid.UUID) -> bool:
             return await turn(home[chat_id], chat_id)
 
+        async def timed_turn(chat_id: uuid.UUID, scheduled: float) -> tuple[float, bool]:
+            """One turn: its wall time from ``scheduled`` and whether it ended ``waiting``."""
+            try:
+                ok = await turn_of(chat_id)
+            except Exception as exc:
+                print(f"turn failed: {exc!r}")
+                ok = False
+            return time.perf_counter() - scheduled, ok
+
         rng = random.Random(args.seed)
         rows = []
         for rate in args.rates:
-            await poisson(turn_of, list(chats), rate, args.warmup, rng)
-            samples, window, skipped = await poisson(turn_of, list(chats), rate, args.duration, rng)
+            await poisson(timed_turn, list(chats), rate, args.warmup, rng)
+            samples, window, skipped = await poisson(
+                timed_turn, list(chats), rate, args.duration, rng
+            )
             ok = [w * 1000 for w, good in samples if good]
             row = {
                 "rate": rate,
@@ -159,8 +154,7 @@ async def run_n(n: int, admin_dsn: str, tmp: Path, args: argparse.Namespace) -> 
 
 def _cpu(srv: Any) -> float:
     """User + system CPU seconds of the server process so far."""
-    fields = Path(f"/proc/{server_pid(srv)}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return cpu_seconds(Path(f"/proc/{server_pid(srv)}/stat"))
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
@@ -190,18 +184,12 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    floats = lambda s: [float(x) for x in s.split(",") if x]  # noqa: E731
+    parser = load_parser(__doc__, chats=200, workspaces=10, seed=3)
+    add_rate_args(parser, rates=[5.0, 10.0, 20.0, 40.0], duration=15.0, warmup=3.0)
     parser.add_argument("--replicas", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2])
-    parser.add_argument("--chats", type=int, default=200)
-    parser.add_argument("--workspaces", type=int, default=10)
-    parser.add_argument("--rates", type=floats, default=[5.0, 10.0, 20.0, 40.0])
-    parser.add_argument("--duration", type=float, default=15.0)
-    parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--saturate", type=float, default=20.0)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--p99-ms", type=float, default=100.0)
-    parser.add_argument("--seed", type=int, default=3)
     return parser.parse_args(argv)
 
 

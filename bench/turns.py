@@ -2,9 +2,9 @@
 ``tether agent`` process), each running 5 turns with ``zero_latency_execute_model`` (one
 ``execute true`` per turn, then ``ok``).
 
-Runs a real server in-process (uvicorn on loopback, SQLite, local backend; see
-``tests/support/server.py``) with the chat worker installed here so the model and the
-agent connections can be timed. Per turn:
+Runs a real server in-process (uvicorn on loopback, SQLite, local backend;
+``timed_server`` in ``bench/benchlib.py``) with the chat worker installed by the bench so
+the model and the agent connections can be timed. Per turn:
 
 * **wall** — from just before the message is sent (``POST /chats`` for the first turn,
   ``POST /chats/{id}/messages`` after) until a subscriber of the chat's stream hub receives
@@ -35,34 +35,22 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiosqlite.core
 import httpx
 import sqlalchemy as sa
-from pydantic_ai.models.function import FunctionModel
 
-from bench.benchlib import final_status, wait_ready
-from tether.chatd.binding import AgentDialer
-from tether.chatd.install import install_chatd
+from bench.benchlib import ChatTimers, cpu_seconds, final_status, loadavg, pct, timed_server
 from tether.db import engine as dbengine
 from tether.db.engine import StatementCounter
-from tether.demo import kill_workspace_processes
-from tether.domain.chat import Chat
-from tether.llm.scripted import zero_latency_execute_model
-from tether.testing.harness import fast_settings, running_server
 
 TURNS_PER_CHAT = 5
-CREATE_CONCURRENCY = 8
-STOP_CONCURRENCY = 16
-READY_TIMEOUT_S = 120.0
 TURN_TIMEOUT_S = 120.0
 IDLE_SAMPLE_S = 2.0
 
@@ -128,87 +116,12 @@ class ThreadHops:
 def thread_cpu() -> dict[str, float]:
     """CPU seconds (user + system) of this process's event loop thread (``main``) and of
     its other threads (``threads``: aiosqlite's connection threads, executors)."""
-    tick = os.sysconf("SC_CLK_TCK")
     out: dict[str, float] = defaultdict(float)
     for tid in os.listdir("/proc/self/task"):
         with contextlib.suppress(OSError):
-            stat = Path(f"/proc/self/task/{tid}/stat").read_text()
             name = "main" if int(tid) == os.getpid() else "threads"
-            fields = stat[stat.rindex(")") + 2 :].split()
-            out[name] += (int(fields[11]) + int(fields[12])) / tick
+            out[name] += cpu_seconds(Path(f"/proc/self/task/{tid}/stat"))
     return out
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
-
-
-@dataclass
-class Timers:
-    """Model and tool seconds accumulated per chat / per workspace since the last take."""
-
-    model: dict[uuid.UUID, float] = field(default_factory=lambda: defaultdict(float))
-    tool: dict[uuid.UUID, float] = field(default_factory=lambda: defaultdict(float))
-
-    def take(self, chat_id: uuid.UUID, workspace_id: uuid.UUID) -> tuple[float, float]:
-        return self.model.pop(chat_id, 0.0), self.tool.pop(workspace_id, 0.0)
-
-
-def timed_model(base: FunctionModel, add: Any) -> FunctionModel:
-    """``base`` with the time spent inside its functions reported to ``add(seconds)``."""
-    function, stream_function = base.function, base.stream_function
-    assert function is not None and stream_function is not None
-
-    async def respond(messages: Any, info: Any) -> Any:
-        t0 = time.perf_counter()
-        try:
-            return await function(messages, info)  # type: ignore[misc]
-        finally:
-            add(time.perf_counter() - t0)
-
-    async def stream(messages: Any, info: Any) -> AsyncIterator[Any]:
-        gen = stream_function(messages, info)
-        while True:
-            t0 = time.perf_counter()
-            try:
-                item = await gen.__anext__()
-            except StopAsyncIteration:
-                add(time.perf_counter() - t0)
-                return
-            add(time.perf_counter() - t0)
-            yield item
-
-    return FunctionModel(respond, stream_function=stream, model_name=base.model_name)
-
-
-class TimedConn:
-    """An agent connection whose ``exec`` time is added to the workspace's tool time."""
-
-    def __init__(self, conn: Any, workspace_id: uuid.UUID, timers: Timers) -> None:
-        self._conn = conn
-        self._workspace_id = workspace_id
-        self._timers = timers
-
-    async def exec(self, *args: Any, **kwargs: Any) -> Any:
-        t0 = time.perf_counter()
-        try:
-            return await self._conn.exec(*args, **kwargs)
-        finally:
-            self._timers.tool[self._workspace_id] += time.perf_counter() - t0
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._conn, name)
-
-
-class TimedDialer:
-    def __init__(self, inner: AgentDialer, timers: Timers) -> None:
-        self._inner = inner
-        self._timers = timers
-
-    async def dial(self, agent: Any, *, headers: dict[str, str]) -> Any:
-        conn = await self._inner.dial(agent, headers=headers)
-        return TimedConn(conn, agent.workspace_id, self._timers)
 
 
 @dataclass
@@ -223,38 +136,8 @@ class TurnFigures:
         return self.wall - self.model - self.tool
 
 
-async def _create_workspaces(api: httpx.AsyncClient, n: int) -> list[uuid.UUID]:
-    gate = asyncio.Semaphore(CREATE_CONCURRENCY)
-
-    async def one(i: int) -> uuid.UUID:
-        async with gate:
-            r = await api.post("/api/v1/workspaces", json={"template": "python", "name": f"t{i}"})
-            r.raise_for_status()
-            return await wait_ready(api, f"t{i}", timeout_s=READY_TIMEOUT_S)
-
-    return list(await asyncio.gather(*(one(i) for i in range(n))))
-
-
-async def _stop_workspaces(api: httpx.AsyncClient, ids: list[uuid.UUID]) -> None:
-    gate = asyncio.Semaphore(STOP_CONCURRENCY)
-
-    async def one(ws: uuid.UUID) -> None:
-        async with gate:
-            with contextlib.suppress(httpx.HTTPError):
-                await api.post(f"/api/v1/workspaces/{ws}/stop")
-
-    await asyncio.gather(*(one(ws) for ws in ids))
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        states = [w["state"] for w in (await api.get("/api/v1/workspaces")).json()]
-        if all(s in ("stopped", "failed", "deleted") for s in states):
-            return
-        await asyncio.sleep(0.5)
-    print("warning: some workspaces did not stop in 120 s", file=sys.stderr)
-
-
 async def _run_chat(
-    api: httpx.AsyncClient, graph: Any, timers: Timers, workspace_id: uuid.UUID, n_turns: int
+    api: httpx.AsyncClient, graph: Any, timers: ChatTimers, workspace_id: uuid.UUID, n_turns: int
 ) -> list[TurnFigures]:
     """``n_turns`` turns on one chat; each waits for the turn's final status on the hub."""
     hub = graph.hub
@@ -277,7 +160,7 @@ async def _run_chat(
             wall = time.perf_counter() - t0
             if status != "waiting":
                 raise RuntimeError(f"chat {chat_id} turn {turn + 1} ended in {status}")
-            model_s, tool_s = timers.take(chat_id, workspace_id)
+            model_s, tool_s = timers.take(chat_id)
             figures.append(TurnFigures(wall, model_s, tool_s, first=turn == 0))
     return figures
 
@@ -289,91 +172,41 @@ async def main(
     profile: str | None = None,
     show_statements: bool = False,
 ) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="tether-bench-turns-") as tmp:
-        settings = fast_settings(
-            Path(tmp),
-            run_chatd=False,  # installed below, with timed model and dialer
-            agent_ping_interval_s=2.0,
-            agent_unreachable_after_s=6.0,  # at least two ping intervals (a settings rule)
-            agent_inactive_disconnect_s=6.0,
-            worker_poll_s=1.0,
-            ttl_sweep_s=5.0,
-        )
-        timers = Timers()
-        try:
-            async with running_server(settings) as srv:
-                graph = srv.graph
-                base = zero_latency_execute_model()
-
-                def model_for(chat: Chat) -> FunctionModel:
-                    def add(seconds: float) -> None:
-                        timers.model[chat.id] += seconds
-
-                    return timed_model(base, add)
-
-                dialer = TimedDialer(
-                    AgentDialer(
-                        connect_timeout=settings.agent_connect_timeout_s,
-                        request_timeout=settings.agent_request_timeout_s,
-                    ),
-                    timers,
+    limits = httpx.Limits(max_connections=max(100, n_chats * 2))
+    async with timed_server(
+        "tether-bench-turns-", n_chats, workspace_prefix="t", limits=limits
+    ) as bench:
+        graph = bench.graph
+        counter = StatementCounter(graph.engine)
+        with counter.measure() as idle:
+            await asyncio.sleep(IDLE_SAMPLE_S)
+        idle_rate = idle.count / IDLE_SAMPLE_S
+        sites = CallSites(graph.engine) if show_statements else None
+        profiler = cProfile.Profile() if profile else None
+        with counter.measure() as busy:
+            hops = ThreadHops()
+            threads0 = thread_cpu()
+            t0, cpu0 = time.perf_counter(), time.process_time()
+            if profiler is not None:
+                profiler.enable()
+            results = await asyncio.gather(
+                *(
+                    _run_chat(bench.api, graph, bench.timers, ws, turns_per_chat)
+                    for ws in bench.workspaces
                 )
-                worker = install_chatd(graph, model_for=model_for, dialer=dialer, register=False)
-                worker_task = asyncio.create_task(worker.run(), name="bench-chat-worker")
-                limits = httpx.Limits(max_connections=max(100, n_chats * 2))
-                api = httpx.AsyncClient(
-                    base_url=srv.url,
-                    headers={"Authorization": f"Bearer {srv.token}"},
-                    timeout=60,
-                    limits=limits,
-                )
-                ids: list[uuid.UUID] = []
-                sites: CallSites | None = None
-                try:
-                    await srv.push_template()
-                    t0 = time.perf_counter()
-                    ids = await _create_workspaces(api, n_chats)
-                    setup_s = time.perf_counter() - t0
-                    print(f"{n_chats} workspaces ready in {setup_s:.1f}s")
-                    counter = StatementCounter(graph.engine)
-                    with counter.measure() as idle:
-                        await asyncio.sleep(IDLE_SAMPLE_S)
-                    idle_rate = idle.count / IDLE_SAMPLE_S
-                    sites = CallSites(graph.engine) if show_statements else None
-                    profiler = cProfile.Profile() if profile else None
-                    with counter.measure() as busy:
-                        hops = ThreadHops()
-                        threads0 = thread_cpu()
-                        t0, cpu0 = time.perf_counter(), time.process_time()
-                        if profiler is not None:
-                            profiler.enable()
-                        results = await asyncio.gather(
-                            *(_run_chat(api, graph, timers, ws, turns_per_chat) for ws in ids)
-                        )
-                        if profiler is not None:
-                            profiler.disable()
-                        phase_s = time.perf_counter() - t0
-                        cpu_s = time.process_time() - cpu0
-                        threads1 = thread_cpu()
-                        hops.close()
-                    counter.close()
-                    if sites is not None:
-                        sites.close()
-                    if profiler is not None and profile is not None:
-                        profiler.dump_stats(profile)
-                        print(f"profile of the turn phase written to {profile}")
-                finally:
-                    t_stop = time.perf_counter()
-                    await _stop_workspaces(api, ids)
-                    print(f"stopped {len(ids)} workspaces in {time.perf_counter() - t_stop:.1f}s")
-                    await api.aclose()
-                    worker_task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await worker_task
-        finally:
-            leftovers = kill_workspace_processes(Path(tmp) / "data")
-            if leftovers:
-                print(f"warning: killed {leftovers} leftover workspace process(es)")
+            )
+            if profiler is not None:
+                profiler.disable()
+            phase_s = time.perf_counter() - t0
+            cpu_s = time.process_time() - cpu0
+            threads1 = thread_cpu()
+            hops.close()
+        counter.close()
+        if sites is not None:
+            sites.close()
+        if profiler is not None and profile is not None:
+            profiler.dump_stats(profile)
+            print(f"profile of the turn phase written to {profile}")
     turns = [t for chat in results for t in chat]
     ms = [t.overhead * 1000 for t in turns]
     first_ms = [t.overhead * 1000 for t in turns if t.first]
@@ -443,7 +276,7 @@ async def main(
         "db_statements_per_turn": round(raw_per_turn, 1),
         "db_statements_per_turn_net": round(net_per_turn, 1),
         "sqlite_thread_hops_per_turn": round(hops.count / len(turns), 1),
-        "load_avg_1m": round(os.getloadavg()[0], 2),
+        "load_avg_1m": loadavg(),
     }
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import httpx
 
+from bench.benchlib import pct
 from tether.agentconn.client import AgentClient
 from tether.testing.harness import fast_settings, running_server
 
@@ -46,11 +47,6 @@ def agent_rss_mb(server_url: str) -> list[float]:
             if line.startswith("VmRSS:"):
                 out.append(int(line.split()[1]) / 1024)
     return out
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 async def main(n_workspaces: int, n_execs: int) -> dict[str, float]:

@@ -13,10 +13,10 @@ from typing import Any
 from tether.demo import LocalServer
 
 
-@contextlib.contextmanager
-def running_server(
+def start_server(
     data_dir: Path, *, env: Mapping[str, str] | None = None, health_timeout: float = 30.0
-) -> Iterator[LocalServer]:
+) -> LocalServer:
+    """A started server; when it does not come up, its log is printed and it is stopped."""
     srv = LocalServer(data_dir, env=env)
     try:
         srv.start(health_timeout=health_timeout)
@@ -24,6 +24,14 @@ def running_server(
         print(srv.log_tail())
         srv.stop()
         raise
+    return srv
+
+
+@contextlib.contextmanager
+def running_server(
+    data_dir: Path, *, env: Mapping[str, str] | None = None, health_timeout: float = 30.0
+) -> Iterator[LocalServer]:
+    srv = start_server(data_dir, env=env, health_timeout=health_timeout)
     try:
         yield srv
     finally:
