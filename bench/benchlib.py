@@ -341,6 +341,31 @@ async def closed_loop(
     return good, bad
 
 
+@contextlib.asynccontextmanager
+async def chat_worker(graph: Any, **install: Any) -> AsyncIterator[None]:
+    """The chat worker ``install_chatd(graph, register=False, **install)`` running in a task
+    of its own; cancelled and awaited on exit."""
+    worker = install_chatd(graph, register=False, **install)
+    task = asyncio.create_task(worker.run(), name="bench-chat-worker")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def server_client(srv: RunningServer, limits: httpx.Limits | None = None) -> httpx.AsyncClient:
+    """An API client of the in-process server, as its admin; ``limits``: httpx's defaults
+    when None."""
+    return httpx.AsyncClient(
+        base_url=srv.url,
+        headers={"Authorization": f"Bearer {srv.token}"},
+        timeout=60,
+        limits=limits or httpx.Limits(max_connections=100, max_keepalive_connections=20),
+    )
+
+
 @dataclass
 class TimedServer:
     """What :func:`timed_server` yields."""
@@ -384,34 +409,22 @@ async def timed_server(
                         request_timeout=settings.agent_request_timeout_s,
                     )
                 )
-                worker = install_chatd(
-                    srv.graph,
-                    model_for=timers.model_for(zero_latency_execute_model()),
-                    dialer=dialer,
-                    register=False,
-                )
-                worker_task = asyncio.create_task(worker.run(), name="bench-chat-worker")
-                api = httpx.AsyncClient(
-                    base_url=srv.url,
-                    headers={"Authorization": f"Bearer {srv.token}"},
-                    timeout=60,
-                    limits=limits,
-                )
-                ids: list[uuid.UUID] = []
-                try:
-                    await srv.push_template()
-                    t0 = time.perf_counter()
-                    ids = await create_workspaces(api, n_workspaces, prefix=workspace_prefix)
-                    print(f"{len(ids)} workspaces ready in {elapsed(t0)}")
-                    yield TimedServer(srv, api, timers, ids)
-                finally:
-                    t0 = time.perf_counter()
-                    await stop_workspaces(api, ids)
-                    print(f"stopped {len(ids)} workspaces in {elapsed(t0)}")
-                    await api.aclose()
-                    worker_task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await worker_task
+                model_for = timers.model_for(zero_latency_execute_model())
+                async with (
+                    chat_worker(srv.graph, model_for=model_for, dialer=dialer),
+                    server_client(srv, limits) as api,
+                ):
+                    ids: list[uuid.UUID] = []
+                    try:
+                        await srv.push_template()
+                        t0 = time.perf_counter()
+                        ids = await create_workspaces(api, n_workspaces, prefix=workspace_prefix)
+                        print(f"{len(ids)} workspaces ready in {elapsed(t0)}")
+                        yield TimedServer(srv, api, timers, ids)
+                    finally:
+                        t0 = time.perf_counter()
+                        await stop_workspaces(api, ids)
+                        print(f"stopped {len(ids)} workspaces in {elapsed(t0)}")
         finally:
             leftovers = kill_workspace_processes(Path(tmp) / "data")
             if leftovers:

@@ -33,8 +33,7 @@ from typing import Any
 
 import httpx
 
-from bench.benchlib import IDLE, final_status, loadavg, wait_ready
-from tether.chatd.install import install_chatd
+from bench.benchlib import IDLE, chat_worker, final_status, loadavg, server_client, wait_ready
 from tether.demo import kill_workspace_processes
 from tether.domain.chat import Chat
 from tether.llm.scripted import Call, Say, script_model
@@ -207,17 +206,13 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                         models[chat.id] = model
                     return model
 
-                worker = install_chatd(graph, model_for=model_for, register=False)
-                task = asyncio.create_task(worker.run())
-                api = httpx.AsyncClient(
-                    base_url=srv.url,
-                    headers={"Authorization": f"Bearer {srv.token}"},
-                    timeout=60,
-                    # idle connections close before the server's keep-alive timeout (5 s) can
-                    # race a new request on them (httpx.ReadError under load)
-                    limits=httpx.Limits(max_connections=100, keepalive_expiry=1.0),
-                )
-                try:
+                # idle connections close before the server's keep-alive timeout (5 s) can race
+                # a new request on them (httpx.ReadError under load)
+                limits = httpx.Limits(max_connections=100, keepalive_expiry=1.0)
+                async with (
+                    chat_worker(graph, model_for=model_for),
+                    server_client(srv, limits) as api,
+                ):
                     await srv.push_template()
                     r = await api.post(
                         "/api/v1/workspaces", json={"template": "python", "name": "w"}
@@ -240,11 +235,6 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                         print(json.dumps(results[-1]))
                     with contextlib.suppress(httpx.HTTPError):
                         await api.post(f"/api/v1/workspaces/{ws}/stop")
-                finally:
-                    await api.aclose()
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
         finally:
             kill_workspace_processes(data_dir)
     return {"window": args.window, "phases": results}

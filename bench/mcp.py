@@ -30,8 +30,7 @@ from typing import Any
 
 import httpx
 
-from bench.benchlib import final_status, wait_ready
-from tether.chatd.install import install_chatd
+from bench.benchlib import chat_worker, final_status, server_client, wait_ready
 from tether.demo import kill_workspace_processes
 from tether.domain.chat import Chat
 from tether.llm.scripted import Say, script_model
@@ -77,66 +76,62 @@ async def main(
         settings = fast_settings(Path(tmp), run_chatd=False)
         try:
             async with running_server(settings) as srv:
-                worker = install_chatd(srv.graph, model_for=model_for, register=False)
-                worker_task = asyncio.create_task(worker.run(), name="bench-chat-worker")
-                api = httpx.AsyncClient(
-                    base_url=srv.url, headers={"Authorization": f"Bearer {srv.token}"}, timeout=60
-                )
-                try:
-                    await srv.push_template(template(only_hanging))
-                    r = await api.post(
-                        "/api/v1/workspaces", json={"template": "mcpbench", "name": "mcp"}
-                    )
-                    r.raise_for_status()
-                    ws = await wait_ready(api, "mcp", timeout_s=READY_TIMEOUT_S, poll_s=0.1)
-                    await asyncio.sleep(after_ready_s)  # the user opens a chat
-                    chat_id: uuid.UUID | None = None
-                    for turn in range(turns):
-                        if turn:
-                            await asyncio.sleep(gap_s)  # the user reads, then types
-                        seen = len(firsts)
-                        t0 = time.perf_counter()
-                        if chat_id is None:
-                            r = await api.post(
-                                "/api/v1/chats", json={"content": "hi", "workspace_id": str(ws)}
-                            )
-                            r.raise_for_status()
-                            chat_id = uuid.UUID(r.json()["id"])
-                            async with srv.graph.hub.subscribe(chat_id) as queue:
-                                early = srv.graph.hub.buffered_after(chat_id, 0, 0)
-                                status = await final_status(
-                                    queue, timeout_s=TURN_TIMEOUT_S, early=early
-                                )
-                        else:
-                            async with srv.graph.hub.subscribe(chat_id) as queue:
+                async with (
+                    chat_worker(srv.graph, model_for=model_for),
+                    server_client(srv) as api,
+                ):
+                    try:
+                        await srv.push_template(template(only_hanging))
+                        r = await api.post(
+                            "/api/v1/workspaces", json={"template": "mcpbench", "name": "mcp"}
+                        )
+                        r.raise_for_status()
+                        ws = await wait_ready(api, "mcp", timeout_s=READY_TIMEOUT_S, poll_s=0.1)
+                        await asyncio.sleep(after_ready_s)  # the user opens a chat
+                        chat_id: uuid.UUID | None = None
+                        for turn in range(turns):
+                            if turn:
+                                await asyncio.sleep(gap_s)  # the user reads, then types
+                            seen = len(firsts)
+                            t0 = time.perf_counter()
+                            if chat_id is None:
                                 r = await api.post(
-                                    f"/api/v1/chats/{chat_id}/messages", json={"content": "again"}
+                                    "/api/v1/chats", json={"content": "hi", "workspace_id": str(ws)}
                                 )
                                 r.raise_for_status()
-                                status = await final_status(queue, timeout_s=TURN_TIMEOUT_S)
-                        wall = time.perf_counter() - t0
-                        at, tools = firsts[seen]
-                        rows.append(
-                            {
-                                "turn": turn + 1,
-                                "first_model_call_s": round(at - t0, 3),
-                                "wall_s": round(wall, 3),
-                                "working_tools_in_first_call": "echo__echo" in tools,
-                                "status": status,
-                            }
-                        )
-                        print(
-                            f"turn {turn + 1}: first model call after {at - t0:6.2f}s, "
-                            f"echo tools {'in' if 'echo__echo' in tools else 'NOT in'} it, "
-                            f"turn {wall:6.2f}s ({status})"
-                        )
-                finally:
-                    with contextlib.suppress(httpx.HTTPError):
-                        await api.post("/api/v1/workspaces/mcp/stop")
-                    await api.aclose()
-                    worker_task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await worker_task
+                                chat_id = uuid.UUID(r.json()["id"])
+                                async with srv.graph.hub.subscribe(chat_id) as queue:
+                                    early = srv.graph.hub.buffered_after(chat_id, 0, 0)
+                                    status = await final_status(
+                                        queue, timeout_s=TURN_TIMEOUT_S, early=early
+                                    )
+                            else:
+                                async with srv.graph.hub.subscribe(chat_id) as queue:
+                                    r = await api.post(
+                                        f"/api/v1/chats/{chat_id}/messages",
+                                        json={"content": "again"},
+                                    )
+                                    r.raise_for_status()
+                                    status = await final_status(queue, timeout_s=TURN_TIMEOUT_S)
+                            wall = time.perf_counter() - t0
+                            at, tools = firsts[seen]
+                            rows.append(
+                                {
+                                    "turn": turn + 1,
+                                    "first_model_call_s": round(at - t0, 3),
+                                    "wall_s": round(wall, 3),
+                                    "working_tools_in_first_call": "echo__echo" in tools,
+                                    "status": status,
+                                }
+                            )
+                            print(
+                                f"turn {turn + 1}: first model call after {at - t0:6.2f}s, "
+                                f"echo tools {'in' if 'echo__echo' in tools else 'NOT in'} it, "
+                                f"turn {wall:6.2f}s ({status})"
+                            )
+                    finally:
+                        with contextlib.suppress(httpx.HTTPError):
+                            await api.post("/api/v1/workspaces/mcp/stop")
         finally:
             kill_workspace_processes(Path(tmp) / "data")
     return {
