@@ -14,8 +14,9 @@ from pydantic_ai.toolsets import FunctionToolset
 from tether.agent.schemas import McpTool
 from tether.chatd import history as history_mod
 from tether.chatd import messages as cm
-from tether.chatd.compaction import LongChat, View
+from tether.chatd.compaction import LongChat
 from tether.chatd.context import Calibration, TurnBudget
+from tether.chatd.elision import View
 from tether.chatd.historycache import stored_to_chat
 from tether.chatd.mcptools import McpDiscovery, mcp_tools
 from tether.chatd.mcpturn import McpTurn
