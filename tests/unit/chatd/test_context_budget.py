@@ -1,4 +1,4 @@
-"""The context budget's pure parts (chatd/context.py, compaction.py, historycache.py):
+"""The context budget's pure parts (chatd/context.py, elision.py, historycache.py):
 elision, overflow detection, the cut, calibration and the bounded incremental cache."""
 
 from __future__ import annotations

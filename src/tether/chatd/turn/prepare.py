@@ -41,7 +41,7 @@ class TurnWorkspace:
     mcp_names: tuple[str, ...] = ()
     mcp: McpTurn | None = None  # late MCP tools and the failure notice (mcpturn.py)
     prompt: TurnPrompt | None = None  # admin prompts and plan mode (prompts.py)
-    view: View | None = None  # the history in force (compaction.py)
+    view: View | None = None  # the history in force (elision.py)
     budget: TurnBudget = field(default_factory=lambda: TurnBudget(Calibration()))
 
 
