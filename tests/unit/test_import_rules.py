@@ -58,7 +58,7 @@ ATTACKS = [
     ("workspaces/service.py", "import tether.cli.main", "chatd and workspaces never import"),
     ("workspaces/provisioner.py", "import tether.chatd.worker", "workspaces never import chatd"),
     ("agent/app.py", "import tether.db.engine", "the agent (runs inside workspaces)"),
-    ("chatd/turn.py", "from tether.agent import processes", "only the agent's wire types"),
+    ("chatd/turn/runner.py", "from tether.agent import processes", "only the agent's wire types"),
     ("llm/models.py", "import tether.chatd.context", "llm imports only errors"),
     ("observability/metrics.py", "import tether.api.auth", "observability"),
     ("sdk/client.py", "import tether.errors", "the SDK imports nothing of tether"),

@@ -9,42 +9,31 @@
   (with the user's original goal) when the chat was compacted;
 * :meth:`LongChat.compact` / :meth:`LongChat.clear` — write a compaction record.
 
-The cut keeps the last ``keep_steps`` model responses verbatim and never separates a tool
-call from its result (it falls before an assistant or user message, never before a tool
-message). The summary comes from the chat's model, asked without tools and bounded by the
-model's request timeout; if it fails or says nothing, an extractive summary (the user's
-messages and the tool calls made) is used, so compaction never depends on the provider.
-The record is written in one INSERT once the summary exists: a crash, an interrupt or a
-takeover during summarisation leaves the previous history in force; two concurrent
-compactions of the same state (two replicas, or ``/compact`` during a turn) insert the
-same ``number`` and one of them fails (``db/compactions.py``).
-
-What survives every compaction: the workspace binding (on the chat row), the instruction
-files (their ``context-file`` messages are carried in the record, so the turn rebuilds the
-same ``<workspace-context>`` block), and the user's original goal (the first user message,
-carried from record to record and put before the summary). ``/clear`` keeps the first two
-only: a fresh context.
+Where the cut falls and what every compaction keeps: ``elision.py``; how the summary is
+written: ``summariser.py``. The record is written in one INSERT once the summary exists: a
+crash, an interrupt or a takeover during summarisation leaves the previous history in force;
+two concurrent compactions of the same state (two replicas, or ``/compact`` during a turn)
+insert the same ``number`` and one of them fails (``db/compactions.py``). ``/clear`` keeps
+the binding and the instruction files only: a fresh context.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
-from pydantic_ai import Agent
 from pydantic_ai import messages as pai
 from pydantic_ai.models import Model
 
 from tether.chatd import messages as cm
-from tether.chatd.context import Calibration, raw_tokens
+from tether.chatd.context import raw_tokens
+from tether.chatd.elision import View, carried_messages, carry, cut_index, summary_text
 from tether.chatd.graphparts import chats_and_hub
-from tether.chatd.historycache import Entry, HistoryCache
+from tether.chatd.historycache import HistoryCache
 from tether.chatd.stream import ChatStreamHub
+from tether.chatd.summariser import SUMMARISE_TIMEOUT_S, SummariserFor, summarise, text_of
 from tether.db.chats import ChatStore
 from tether.db.compactions import Compaction, CompactionStore, UsageRow
 from tether.errors import Conflict, InvalidInput
@@ -53,49 +42,6 @@ from tether.llm.budget import Budget, budget_of
 log = logging.getLogger(__name__)
 
 GOAL_MAX_CHARS = 4000
-SUMMARY_MAX_CHARS = 8000
-TRANSCRIPT_ITEM_CHARS = 600
-TRANSCRIPT_MAX_CHARS = 24_000
-SUMMARISE_TIMEOUT_S = 120.0
-SUMMARY_PROMPT = (
-    "Summarise the conversation below between a user and a coding agent so that the agent "
-    "can continue the work from the summary alone. Keep: the user's goals and constraints, "
-    "decisions made, files and commands touched and what they showed, what is done and what "
-    "is left to do. Write at most 300 words, plain text.\n\n"
-)
-SUMMARY_HEADER = "[Earlier messages of this chat were compacted to fit the model's context.]"
-
-
-@dataclass
-class View:
-    """The history of one turn: carried + since-the-cut messages, and the record in force."""
-
-    entry: Entry
-    carried: list[cm.ChatMessage]
-
-    @property
-    def compaction(self) -> Compaction | None:
-        return self.entry.compaction
-
-    @property
-    def history(self) -> list[cm.ChatMessage]:
-        return [*self.carried, *self.entry.messages]
-
-    @property
-    def calibration(self) -> Calibration:
-        return self.entry.calibration
-
-
-def summary_text(compaction: Compaction | None) -> str | None:
-    """The text the model gets in place of the compacted messages (None: nothing)."""
-    if compaction is None or compaction.kind == "clear":
-        return None
-    goal = compaction.carried.get("goal") if isinstance(compaction.carried, dict) else None
-    parts = [SUMMARY_HEADER]
-    if goal:
-        parts.append(f"The user's original request:\n{goal}")
-    parts.append(f"Summary of the conversation so far:\n{compaction.summary}")
-    return "\n\n".join(parts)
 
 
 def turn_seq_of(messages: list[cm.ChatMessage]) -> int | None:
@@ -104,88 +50,6 @@ def turn_seq_of(messages: list[cm.ChatMessage]) -> int | None:
         if msg.role == "user" and msg.visibility == "both" and msg.seq is not None:
             return msg.seq
     return None
-
-
-def _carried_messages(compaction: Compaction | None) -> list[cm.ChatMessage]:
-    if compaction is None or not isinstance(compaction.carried, dict):
-        return []
-    return [cm.ChatMessage.model_validate(m) for m in compaction.carried.get("messages", [])]
-
-
-def _has_context_files(msg: cm.ChatMessage) -> bool:
-    return any(isinstance(p, cm.ContextFilePart) for p in msg.parts)
-
-
-def _text(msg: cm.ChatMessage) -> str:
-    return "\n".join(p.text for p in msg.parts if isinstance(p, cm.TextPart))
-
-
-def _short(value: Any, limit: int = TRANSCRIPT_ITEM_CHARS) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, default=str)
-    return text if len(text) <= limit else text[: limit // 2] + " … " + text[-limit // 2 :]
-
-
-def transcript(messages: list[cm.ChatMessage]) -> str:
-    """A bounded plain-text rendering of ``messages`` for the summariser."""
-    lines: list[str] = []
-    for msg in messages:
-        if msg.visibility == "user":
-            continue
-        for part in msg.parts:
-            if isinstance(part, cm.TextPart):
-                lines.append(f"{msg.role}: {_short(part.text)}")
-            elif isinstance(part, cm.ToolCallPart):
-                lines.append(f"tool call {part.tool_name}({_short(part.args, 300)})")
-            elif isinstance(part, cm.ToolResultPart):
-                kind = "error" if part.is_error else "result"
-                lines.append(f"tool {kind} {part.tool_name}: {_short(part.result)}")
-    text = "\n".join(lines)
-    if len(text) > TRANSCRIPT_MAX_CHARS:  # the oldest lines go first
-        text = "…\n" + text[-TRANSCRIPT_MAX_CHARS:]
-    return text
-
-
-def extractive_summary(messages: list[cm.ChatMessage]) -> str:
-    """The summary when the model gives none: what the user asked and which tools ran."""
-    lines: list[str] = []
-    for msg in messages:
-        if msg.role == "user" and msg.visibility != "model" and (text := _text(msg)):
-            lines.append(f"- the user wrote: {_short(text, 300)}")
-        for part in msg.parts:
-            if isinstance(part, cm.ToolCallPart):
-                lines.append(f"- called {part.tool_name}({_short(part.args, 120)})")
-    text = "\n".join(lines)
-    return text[-SUMMARY_MAX_CHARS:]
-
-
-def cut_index(
-    messages: list[cm.ChatMessage],
-    keep_steps: int,
-    *,
-    tokens: list[int] | None = None,
-    tail_budget: int | None = None,
-) -> int:
-    """Where the kept tail starts: at most ``keep_steps`` assistant messages after it, and
-    never at a tool message (its call would be cut off). With ``tail_budget`` (tokens,
-    ``tokens[i]`` per message) the tail is shortened further, down to one assistant
-    message, until it fits. 0 = nothing to compact."""
-    assistants = [i for i, m in enumerate(messages) if m.role == "assistant"]
-    if len(assistants) <= keep_steps:
-        return 0
-    candidates = [a for a in assistants[-keep_steps:]]
-    i = _cut_at(messages, candidates[0])
-    if tokens is not None and tail_budget is not None:
-        for a in candidates[1:]:
-            if sum(tokens[i:]) <= tail_budget:
-                break
-            i = _cut_at(messages, a)
-    return i
-
-
-def _cut_at(messages: list[cm.ChatMessage], i: int) -> int:
-    while i > 0 and messages[i].role == "tool":
-        i -= 1
-    return i
 
 
 class LongChat:
@@ -199,7 +63,7 @@ class LongChat:
         *,
         max_cached_messages: int,
         keep_steps: int = 4,
-        summariser_for: Callable[[Model], Awaitable[Model]] | None = None,
+        summariser_for: SummariserFor | None = None,
     ) -> None:
         self.summariser_for = summariser_for
         self.chats = chats
@@ -227,7 +91,7 @@ class LongChat:
 
     async def view(self, chat_id: uuid.UUID, *, known_number: int | None = None) -> View:
         entry = await self.cache.view(chat_id, known_number=known_number)
-        return View(entry, _carried_messages(entry.compaction))
+        return View(entry, carried_messages(entry.compaction))
 
     def model_messages(self, view: View, history: list[cm.ChatMessage]) -> list[pai.ModelMessage]:
         """``history`` (the view's, possibly repaired) as pydantic-ai messages, led by the
@@ -307,17 +171,17 @@ class LongChat:
             previous = view.compaction
             goal = previous.carried.get("goal") if previous is not None else None
             if goal is None:
-                first = next((m for m in older if m.role == "user" and _text(m)), None)
-                goal = _text(first)[:GOAL_MAX_CHARS] if first is not None else ""
+                first = next((m for m in older if m.role == "user" and text_of(m)), None)
+                goal = text_of(first)[:GOAL_MAX_CHARS] if first is not None else ""
             source = older
             if previous is not None and previous.kind != "clear":
                 head = cm.ChatMessage(role="user", parts=[cm.TextPart(text=previous.summary)])
                 source = [head, *older]
-            summary = await self._summarise(model, source, timeout_s)
+            summary = await summarise(model, source, timeout_s, self.summariser_for)
             before = raw_tokens(self.model_messages(view, view.history))
             carried = {
                 "goal": goal,
-                "messages": self._carry(view.carried, older),
+                "messages": carry(view.carried, older),
             }
             return await self._record(
                 chat_id, previous, older[-1].seq or 0, "compact", summary, carried, before, reason
@@ -328,7 +192,7 @@ class LongChat:
         async with self._lock(chat_id):
             view = await self.view(chat_id)
             last = await self.chats.last_message_seq(chat_id)
-            carried = {"goal": None, "messages": self._carry(view.carried, view.entry.messages)}
+            carried = {"goal": None, "messages": carry(view.carried, view.entry.messages)}
             before = raw_tokens(self.model_messages(view, view.history))
             return await self._record(
                 chat_id, view.compaction, last, "clear", "", carried, before, "clear"
@@ -341,18 +205,6 @@ class LongChat:
                 self._locks = {k: v for k, v in self._locks.items() if v.locked()}
             lock = self._locks[chat_id] = asyncio.Lock()
         return lock
-
-    @staticmethod
-    def _carry(carried: list[cm.ChatMessage], older: list[cm.ChatMessage]) -> list[dict[str, Any]]:
-        keep = [m for m in [*carried, *older] if _has_context_files(m)][-4:]
-        return [
-            {
-                "role": m.role,
-                "visibility": m.visibility,
-                "parts": cm.dump_parts([p for p in m.parts if isinstance(p, cm.ContextFilePart)]),
-            }
-            for m in keep
-        ]
 
     async def _record(
         self,
@@ -401,30 +253,6 @@ class LongChat:
             before,
         )
         return record
-
-    async def _summarise(
-        self, model: Model | None, messages: list[cm.ChatMessage], timeout_s: float
-    ) -> str:
-        if model is not None and self.summariser_for is not None:
-            try:
-                model = await self.summariser_for(model)
-            except Exception as exc:  # a removed summary model: the chat's own model writes
-                log.warning("summary model unavailable (%s); using the chat's model", exc)
-        if model is not None:
-            cfg = getattr(model, "cfg", None)
-            timeout_s = float(getattr(cfg, "request_timeout_s", timeout_s))
-            try:
-                async with asyncio.timeout(timeout_s):
-                    agent: Agent[None, str] = Agent(model, retries=0)
-                    result = await agent.run(SUMMARY_PROMPT + transcript(messages))
-                text = (result.output or "").strip()
-                if text:
-                    return text[:SUMMARY_MAX_CHARS]
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the provider's trouble must not block compaction
-                log.warning("summariser failed (%s); using an extractive summary", exc)
-        return extractive_summary(messages)
 
 
 def longchat_of(graph: Any) -> LongChat:

@@ -196,7 +196,7 @@ class ChatWorker:
     ) -> None:
         self._idle_since.pop(chat.id, None)
         state = self._state_for(chat)
-        state.compaction_number = compaction_number  # as of the claim (turn.py reads it once)
+        state.compaction_number = compaction_number  # as of the claim (turn/prepare.py reads it)
         control = TurnControl()
         task = tg.create_task(
             observe_turn(

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from tether.cli.chatref import resolve_chat
+from tether.cli.chatref import ChatRef, resolve_chat
 from tether.cli.common import CliError, JsonOpt, run
 from tether.cli.output import Output
 from tether.sdk import TetherClient
@@ -62,11 +62,8 @@ async def resolve_message(chats: ChatsAPI, chat_id: Any, ref: str) -> ChatMessag
     return found[0]
 
 
-ChatRef = Annotated[str, typer.Argument(help="Chat id, unique id prefix or exact title.")]
-
-
 def register(app: typer.Typer, follow: Any, run_streaming: Any) -> None:
-    """Add the commands to ``tether chat`` (kept out of cli/chat.py)."""
+    """Add the commands to ``tether chat`` (kept out of cli/chat_session.py)."""
 
     @app.command("edit")
     def edit(

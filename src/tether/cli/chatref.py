@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from typing import Annotated
+
+import typer
 
 from tether.cli.common import CliError
 from tether.sdk.chats import Chat, ChatsAPI
+
+ChatRef = Annotated[str, typer.Argument(help="Chat id, unique id prefix or exact title.")]
 
 
 async def resolve_chat(chats: ChatsAPI, ref: str) -> Chat:

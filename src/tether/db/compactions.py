@@ -37,7 +37,7 @@ class Compaction:
     through_seq: int  # messages with seq <= this are no longer sent to the model
     kind: str  # compact | clear
     summary: str
-    carried: dict[str, Any]  # {goal, messages}: what every compaction keeps (compaction.py)
+    carried: dict[str, Any]  # {goal, messages}: what every compaction keeps (chatd/elision.py)
     tokens_before: int | None
     created_at: datetime
     invalidated: bool = False  # an edit before its cut (db/chatedits.py): not applied

@@ -18,8 +18,9 @@ from pydantic_ai import messages as pai
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
 from tether.channels import CHATS as WORKER_CHANNEL
-from tether.chatd.compaction import SUMMARY_HEADER, longchat_of
+from tether.chatd.compaction import longchat_of
 from tether.chatd.edits import edit_message
+from tether.chatd.elision import SUMMARY_HEADER
 from tether.chatd.titles import TITLE_PROMPT
 from tether.db.chatedits import edit_user_message
 from tether.db.compactions import CompactionStore

@@ -21,7 +21,8 @@ from pydantic_ai.models.function import AgentInfo, FunctionModel
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tether.chatd import messages as cm
-from tether.chatd.compaction import SUMMARY_HEADER, LongChat
+from tether.chatd.compaction import LongChat
+from tether.chatd.elision import SUMMARY_HEADER
 from tether.chatd.stream import ChatStreamHub
 from tether.clock import SystemClock
 from tether.db.chatedits import edit_user_message

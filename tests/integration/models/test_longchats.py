@@ -18,8 +18,9 @@ import pytest
 from models_env import model_entry, record_stream, start_server, wait_turn
 
 from support.server import RunningServer
-from tether.chatd.compaction import SUMMARY_HEADER, longchat_of
+from tether.chatd.compaction import longchat_of
 from tether.chatd.context import ELIDED_PREFIX
+from tether.chatd.elision import SUMMARY_HEADER
 from tether.testing.fake_openai import SUMMARY_ANSWER, FakeOpenAI, prompt_tokens
 from tether.workspaces.template_parse import parse_template, spec_to_json
 

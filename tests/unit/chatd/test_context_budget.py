@@ -1,4 +1,4 @@
-"""The context budget's pure parts (chatd/context.py, compaction.py, historycache.py):
+"""The context budget's pure parts (chatd/context.py, elision.py, historycache.py):
 elision, overflow detection, the cut, calibration and the bounded incremental cache."""
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from pydantic_ai import messages as pai
 from pydantic_ai.exceptions import ModelHTTPError
 
 from tether.chatd import messages as cm
-from tether.chatd.compaction import cut_index
 from tether.chatd.context import (
     ELIDED_PREFIX,
     Calibration,
@@ -19,6 +18,7 @@ from tether.chatd.context import (
     elide,
     is_context_overflow,
 )
+from tether.chatd.elision import cut_index
 from tether.chatd.historycache import HistoryCache
 from tether.domain.chat import StoredMessage
 from tether.errors import ContextOverflow

@@ -11,9 +11,9 @@ from pydantic_ai import messages as pai
 from pydantic_ai.exceptions import ToolFailed
 
 from tether.chatd import messages as cm
+from tether.chatd.history import well_formed
 from tether.chatd.tools.base import Args, make_tool, tool_error
 from tether.chatd.tools.workspace import cap_output
-from tether.chatd.turn import repair_dangling_calls
 from tether.durations import parse_duration
 from tether.errors import AgentRequestFailed, NotFound, WorkspaceStopped
 
@@ -138,9 +138,9 @@ def test_repair_dangling_calls_closes_unanswered_calls() -> None:
             parts=[cm.ToolResultPart(tool_call_id="a", tool_name="execute", result={})],
         ),
     ]
-    repaired = repair_dangling_calls(history)
+    repaired = well_formed(history)
     assert len(repaired) == 3  # the step's results, real and synthetic, in one message
     _, fix = repaired[2].parts
     assert isinstance(fix, cm.ToolResultPart)
     assert fix.tool_call_id == "b" and fix.is_error and fix.error_code == "interrupted"
-    assert repair_dangling_calls(history[:1]) == history[:1]
+    assert well_formed(history[:1]) == history[:1]
