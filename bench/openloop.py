@@ -175,12 +175,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         try:
             async with running_server(settings) as srv:
                 graph = srv.graph
-                dialer = timers.dialer(
-                    AgentDialer(
-                        connect_timeout=settings.agent_connect_timeout_s,
-                        request_timeout=settings.agent_request_timeout_s,
-                    )
-                )
+                dialer = timers.dialer(AgentDialer(clients=graph.agent_clients))
                 worker = install_chatd(
                     graph,
                     model_for=timers.model_for(zero_latency_execute_model()),

@@ -312,10 +312,7 @@ async def main(
                     return timed_model(base, add)
 
                 dialer = TimedDialer(
-                    AgentDialer(
-                        connect_timeout=settings.agent_connect_timeout_s,
-                        request_timeout=settings.agent_request_timeout_s,
-                    ),
+                    AgentDialer(clients=graph.agent_clients),
                     timers,
                 )
                 worker = install_chatd(graph, model_for=model_for, dialer=dialer, register=False)
