@@ -106,6 +106,10 @@ class AgentClients:
     def idle_clients(self) -> int:
         return sum(1 for e in self._entries.values() if e.holders == 0)
 
+    def holders(self, agent_id: uuid.UUID) -> int:
+        """Handles out on the agent's cached client(s)."""
+        return sum(e.holders for e in self._entries.values() if e.key.agent_id == agent_id)
+
     # --- borrowing -----------------------------------------------------------------------
 
     async def lease(
