@@ -403,12 +403,7 @@ async def timed_server(
         timers = ChatTimers()
         try:
             async with running_server(settings) as srv:
-                dialer = timers.dialer(
-                    AgentDialer(
-                        connect_timeout=settings.agent_connect_timeout_s,
-                        request_timeout=settings.agent_request_timeout_s,
-                    )
-                )
+                dialer = timers.dialer(AgentDialer(clients=srv.graph.agent_clients))
                 model_for = timers.model_for(zero_latency_execute_model())
                 async with (
                     chat_worker(srv.graph, model_for=model_for, dialer=dialer),

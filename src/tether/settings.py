@@ -99,6 +99,9 @@ class Settings(BaseSettings):
     agent_request_timeout_s: float = 30.0
     exec_deadline_margin_s: float = 5.0  # a foreground exec's deadline: its timeout + this
     agent_connect_timeout_s: float = 0.3
+    # the one agent-client cache (agentconn/clients.py): idle clients kept, and for how long
+    agent_clients_max_idle: int = Field(default=64, ge=0)
+    agent_client_idle_s: float = Field(default=60.0, gt=0)
     mcp_discovery_timeout_s: float = 35.0
     mcp_first_call_wait_s: float = 2.0  # the first model call waits this long for MCP tools
     instruction_lookup_timeout_s: float = 5.0

@@ -14,8 +14,8 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tether.agentconn.clients import AgentClients
 from tether.agentconn.liveness import AgentLiveness
-from tether.agentconn.pool import AgentPool
 from tether.chatd.images import ImageRules
 from tether.chatd.relay import StreamRelay
 from tether.chatd.service import ChatService
@@ -61,7 +61,7 @@ class Graph:
     backends: dict[str, WorkspaceBackend]
     workspaces: WorkspaceService
     provisioner: Provisioner
-    agent_pool: AgentPool
+    agent_clients: AgentClients  # the one cache of agent HTTP clients (API and chats)
     pings: PingBatcher
     chats: ChatStore
     hub: ChatStreamHub
@@ -73,7 +73,7 @@ class Graph:
     server_key: ServerKey | None = None
 
     async def aclose(self) -> None:
-        await self.agent_pool.aclose()
+        await self.agent_clients.aclose()
         close = getattr(self.bus, "close", None)
         if close is not None:
             await close()
@@ -151,11 +151,14 @@ async def build_graph(
         metrics=metrics,
     )
     liveness = AgentLiveness()
-    pool = AgentPool(
+    agent_clients = AgentClients(
         connect_timeout=settings.agent_connect_timeout_s,
         request_timeout=settings.agent_request_timeout_s,
         exec_margin=settings.exec_deadline_margin_s,
         liveness=liveness,
+        max_idle=settings.agent_clients_max_idle,
+        idle_s=settings.agent_client_idle_s,
+        clock=clock,
     )
     chat_store = ChatStore(engine, clock)
     hub = ChatStreamHub()
@@ -184,7 +187,7 @@ async def build_graph(
         backends=backends,
         workspaces=service,
         provisioner=provisioner,
-        agent_pool=pool,
+        agent_clients=agent_clients,
         liveness=liveness,
         metrics=metrics,
         # flushed at least once per ping interval, so status computation never lags a ping

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 import pytest
 
 from support.agent_procs import RunningAgent, start_agent, stop_agent
+from tether.agentconn.clients import AgentClients
 from tether.agentconn.liveness import AgentLiveness
 from tether.chatd.binding import (
     ANCESTOR_CHAT_IDS_HEADER,
@@ -129,11 +130,16 @@ class FakeSide:
 class RealSide:
     bounded_black_hole = True
 
-    def __init__(self, agent: RunningAgent) -> None:
+    def __init__(self, agent: RunningAgent, *, shared: AgentClients | None = None) -> None:
         self.agent = agent
-        self.liveness = AgentLiveness()
-        self.dialer = AgentDialer(
-            connect_timeout=CONNECT_TIMEOUT, request_timeout=5.0, liveness=self.liveness
+        self.liveness = AgentLiveness() if shared is None else shared.liveness
+        assert self.liveness is not None
+        self.dialer = (
+            AgentDialer(
+                connect_timeout=CONNECT_TIMEOUT, request_timeout=5.0, liveness=self.liveness
+            )
+            if shared is None
+            else AgentDialer(clients=shared)
         )
 
     def live(self) -> AgentRow:
@@ -211,4 +217,22 @@ class TestAgentDialer(DialerContract):
         try:
             yield RealSide(agent)
         finally:
+            await stop_agent(agent.proc)
+
+
+@pytest.mark.integration
+class TestSharedAgentDialer(DialerContract):
+    """The production shape: the dialer borrows from the one agent-client cache, which
+    keeps idle clients (``agentconn/clients.py``)."""
+
+    @pytest.fixture
+    async def side(self, tmp_path: Path) -> AsyncIterator[Side]:
+        agent = await start_agent(tmp_path)
+        clients = AgentClients(
+            connect_timeout=CONNECT_TIMEOUT, request_timeout=5.0, liveness=AgentLiveness()
+        )
+        try:
+            yield RealSide(agent, shared=clients)
+        finally:
+            await clients.aclose()
             await stop_agent(agent.proc)

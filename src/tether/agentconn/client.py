@@ -21,8 +21,9 @@ again once the agent is back.
 from __future__ import annotations
 
 import asyncio
+import copy
 import socket
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Literal, TypeVar, overload
 
 import httpx
@@ -78,6 +79,8 @@ class AgentClient:
         self._exec_margin = exec_margin
         self._down = down
         self._extra_headers: dict[str, str] = dict(headers or {})
+        # Set on a handle made by :meth:`share`: closing it gives the connections back.
+        self._release: Callable[[], Awaitable[None]] | None = None
         uds = address.removeprefix("unix:") if address.startswith("unix:") else None
         self._http = httpx.AsyncClient(
             base_url="http://agent" if uds else f"http://{address}",
@@ -337,14 +340,38 @@ class AgentClient:
             "POST", "/mcp/call", McpCallResult, json={"name": name, "arguments": dict(arguments)}
         )
 
+    def share(
+        self,
+        *,
+        headers: Mapping[str, str] | None = None,
+        release: Callable[[], Awaitable[None]],
+    ) -> AgentClient:
+        """Another handle on this client's connections and liveness signal, with its own
+        extra ``headers``. Its :meth:`aclose` awaits ``release`` (once) instead of closing
+        the connections, which the owner of this client closes
+        (:mod:`tether.agentconn.clients`)."""
+        handle = copy.copy(self)  # same httpx client, timeouts and down event
+        handle._extra_headers = dict(headers or {})
+        handle._release = release
+        return handle
+
     async def aclose(self) -> None:
-        await self._http.aclose()
+        """Close the connections (a handle from :meth:`share`: give them back, once)."""
+        if self._release is None:
+            await self._http.aclose()
+            return
+        release, self._release = self._release, _released
+        await release()
 
     async def __aenter__(self) -> AgentClient:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+async def _released() -> None:
+    """A shared handle closed twice: the second close has nothing to give back."""
 
 
 def _consume(task: asyncio.Future[Any]) -> None:

@@ -36,12 +36,20 @@ async def dial(
         exec_margin=exec_margin,
         down=down,
     )
+    return await proven(client, connect_timeout=connect_timeout, request_timeout=request_timeout)
+
+
+async def proven(
+    client: AgentClient, *, connect_timeout: float, request_timeout: float
+) -> AgentClient:
+    """``client`` once its agent answered ``GET /health`` (the errors of :func:`dial`);
+    on failure ``client`` is closed (a shared handle: given back)."""
     try:
         try:
             async with asyncio.timeout(connect_timeout + request_timeout):
                 await client.health()
         except TimeoutError as exc:  # belt and braces: httpx's own timeouts should fire first
-            raise AgentTransportError(f"agent at {address} did not answer in time") from exc
+            raise AgentTransportError(f"agent at {client.address} did not answer in time") from exc
     except BaseException:
         await asyncio.shield(client.aclose())
         raise

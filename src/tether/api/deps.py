@@ -16,8 +16,8 @@ from fastapi import Depends
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import HTTPConnection
 
+from tether.agentconn.clients import AgentClients
 from tether.agentconn.liveness import AgentLiveness
-from tether.agentconn.pool import AgentPool
 from tether.chatd.compaction import LongChat, longchat_of
 from tether.chatd.edits import edit_message
 from tether.chatd.service import ChatService, Content
@@ -85,8 +85,8 @@ def agent_store(conn: HTTPConnection) -> AgentStore:
     return graph_of(conn).agents
 
 
-def agent_pool(conn: HTTPConnection) -> AgentPool:
-    return graph_of(conn).agent_pool
+def agent_clients(conn: HTTPConnection) -> AgentClients:
+    return graph_of(conn).agent_clients
 
 
 def backends(conn: HTTPConnection) -> dict[str, WorkspaceBackend]:
@@ -143,7 +143,7 @@ TemplateStoreDep = Annotated[TemplateStore, Depends(template_store)]
 WorkspaceStoreDep = Annotated[WorkspaceStore, Depends(workspace_store)]
 WorkspaceServiceDep = Annotated[WorkspaceService, Depends(workspace_service)]
 AgentStoreDep = Annotated[AgentStore, Depends(agent_store)]
-AgentPoolDep = Annotated[AgentPool, Depends(agent_pool)]
+AgentClientsDep = Annotated[AgentClients, Depends(agent_clients)]
 BackendsDep = Annotated[dict[str, WorkspaceBackend], Depends(backends)]
 PingsDep = Annotated[PingBatcher, Depends(pings)]
 LivenessDep = Annotated[AgentLiveness, Depends(liveness)]

@@ -47,13 +47,22 @@ def chatd_deps(graph: Any, *, dialer: Dialer | None = None) -> ChatdDeps:
             config, graph.bus, graph.clock, max_age_s=settings.chat_config_max_age_s
         ),
         service=getattr(graph, "chat_service", None),
-        dialer=dialer
-        or AgentDialer(
-            connect_timeout=settings.agent_connect_timeout_s,
-            request_timeout=settings.agent_request_timeout_s,
-            exec_margin=settings.exec_deadline_margin_s,
-            liveness=getattr(graph, "liveness", None),
-        ),
+        dialer=dialer or graph_dialer(graph),
+    )
+
+
+def graph_dialer(graph: Any) -> AgentDialer:
+    """The real dialer over the graph's one agent-client cache (``graph.agent_clients``,
+    shared with the API's exec proxy); a graph without one gets a dialer of its own."""
+    clients = getattr(graph, "agent_clients", None)
+    if clients is not None:
+        return AgentDialer(clients=clients)
+    settings = graph.settings
+    return AgentDialer(
+        connect_timeout=settings.agent_connect_timeout_s,
+        request_timeout=settings.agent_request_timeout_s,
+        exec_margin=settings.exec_deadline_margin_s,
+        liveness=getattr(graph, "liveness", None),
     )
 
 

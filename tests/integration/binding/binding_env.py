@@ -389,12 +389,7 @@ async def binding_env(
         id=db_owner.id, name=db_owner.name, role=Role.MEMBER, created_at=db_owner.created_at
     )
     dialer = CountingDialer(
-        AgentDialer(
-            connect_timeout=settings.agent_connect_timeout_s,
-            request_timeout=settings.agent_request_timeout_s,
-            exec_margin=settings.exec_deadline_margin_s,
-            liveness=graph.liveness,
-        )
+        AgentDialer(clients=graph.agent_clients)  # the one cache, shared with the API
     )
     env = BindingEnv(
         settings, server, owner, uuid.UUID(int=0), dialer, _stack=stack, backend=backend

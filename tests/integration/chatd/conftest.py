@@ -38,12 +38,7 @@ async def chatd(tmp_path: Path, db_url: str) -> AsyncIterator[Chatd]:
         owner = User(
             id=db_owner.id, name=db_owner.name, role=Role.MEMBER, created_at=db_owner.created_at
         )
-        dialer = CountingDialer(
-            AgentDialer(
-                connect_timeout=settings.agent_connect_timeout_s,
-                request_timeout=settings.agent_request_timeout_s,
-            )
-        )
+        dialer = CountingDialer(AgentDialer(clients=graph.agent_clients))
         holder = Chatd(server=server, owner=owner, template_id=uuid.UUID(int=0), dialer=dialer)
         holder.template_id = await holder.push_template(PYTHON_TEMPLATE.read_text())
         holder.resume_provisioner()

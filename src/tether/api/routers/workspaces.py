@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 
 from tether.api.auth import CurrentUser
 from tether.api.deps import (
-    AgentPoolDep,
+    AgentClientsDep,
     AgentStoreDep,
     BusDep,
     SettingsDep,
@@ -273,7 +273,7 @@ async def _follow_agent_logs(
 @router.post("/{ref}/exec")
 async def exec_command(
     svc: WorkspaceServiceDep,
-    pool: AgentPoolDep,
+    clients: AgentClientsDep,
     settings: SettingsDep,
     ref: str,
     body: ExecRequest,
@@ -294,9 +294,9 @@ async def exec_command(
     chosen = next((a for a in candidates if a.agent.chat), candidates[0]).agent
     if not chosen.dial_address or not chosen.dial_secret:
         raise WorkspaceStopped("the workspace agent has not registered its address yet")
-    client = await pool.get(chosen.id, chosen.dial_address, chosen.dial_secret)
-    await svc.touch(ws.id)
-    result = await client.exec(
-        body.command, timeout_s=body.timeout_s, workdir=body.workdir, background=body.background
-    )
+    async with clients.borrow(chosen.id, chosen.dial_address, chosen.dial_secret) as client:
+        await svc.touch(ws.id)
+        result = await client.exec(
+            body.command, timeout_s=body.timeout_s, workdir=body.workdir, background=body.background
+        )
     return result.model_dump(mode="json") if hasattr(result, "model_dump") else result

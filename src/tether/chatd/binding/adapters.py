@@ -1,15 +1,15 @@
 """The real implementations of the binding seams: :class:`StoreBinding` (the
 :class:`~tether.chatd.binding.resolver.BindingStore` over the database stores) and
-:class:`AgentDialer` (the :class:`~tether.chatd.binding.conncache.Dialer` over
-:func:`tether.agentconn.dial.dial`), which fails at once for an agent whose session went
-silent (:mod:`tether.agentconn.liveness`)."""
+:class:`AgentDialer` (the :class:`~tether.chatd.binding.conncache.Dialer` over the one agent
+client cache, :mod:`tether.agentconn.clients`), which fails at once for an agent whose
+session went silent (:mod:`tether.agentconn.liveness`)."""
 
 from __future__ import annotations
 
 import uuid
 
 from tether.agentconn.client import AgentClient
-from tether.agentconn.dial import dial
+from tether.agentconn.clients import AgentClients
 from tether.agentconn.liveness import AgentLiveness
 from tether.chatd.binding.types import AgentRow, ChatBinding
 from tether.db.agents import AgentStore
@@ -72,36 +72,41 @@ class StoreBinding:
 
 class AgentDialer:
     """Dials an agent row's ``dial_address`` with its ``dial_secret``; the returned
-    :class:`~tether.agentconn.client.AgentClient` carries ``headers`` on every request."""
+    :class:`~tether.agentconn.client.AgentClient` is a handle on the shared client of that
+    agent (``clients``) that carries ``headers`` on every request. Closing it gives the
+    client back; it never closes a client another chat or the API proxy holds.
+
+    Without ``clients`` the dialer keeps its own cache that keeps no idle client (a handle
+    given back by its last holder is closed at once), for callers with no graph."""
 
     def __init__(
         self,
         *,
-        connect_timeout: float,
-        request_timeout: float,
+        connect_timeout: float | None = None,
+        request_timeout: float | None = None,
         exec_margin: float = 5.0,
         liveness: AgentLiveness | None = None,
+        clients: AgentClients | None = None,
     ) -> None:
-        self._connect_timeout = connect_timeout
-        self._request_timeout = request_timeout
-        self._exec_margin = exec_margin
-        self._liveness = liveness
+        if clients is None:
+            if connect_timeout is None or request_timeout is None:
+                raise TypeError("AgentDialer needs clients or both timeouts")
+            clients = AgentClients(
+                connect_timeout=connect_timeout,
+                request_timeout=request_timeout,
+                exec_margin=exec_margin,
+                liveness=liveness,
+                max_idle=0,
+            )
+        self.clients = clients
 
     async def dial(self, agent: AgentRow, *, headers: dict[str, str]) -> AgentClient:
         if not agent.dial_address or not agent.dial_secret:
             raise AgentTransportError(f"agent {agent.name!r} has not reported a dial address yet")
-        down = None
-        if self._liveness is not None:
-            if self._liveness.is_down(agent.id):
-                # Its session went silent: a health check would only wait for the deadline.
-                raise AgentTransportError(self._liveness.reason(agent.id), sent=False)
-            down = self._liveness.signal(agent.id)
-        return await dial(
-            agent.dial_address,
-            agent.dial_secret,
-            headers=headers,
-            connect_timeout=self._connect_timeout,
-            request_timeout=self._request_timeout,
-            exec_margin=self._exec_margin,
-            down=down,
+        liveness = self.clients.liveness
+        if liveness is not None and liveness.is_down(agent.id):
+            # Its session went silent: a health check would only wait for the deadline.
+            raise AgentTransportError(liveness.reason(agent.id), sent=False)
+        return await self.clients.dial(
+            agent.id, agent.dial_address, agent.dial_secret, headers=headers
         )
