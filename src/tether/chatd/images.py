@@ -10,7 +10,7 @@ What a user may send is checked here, before anything is stored or queued:
   ``Settings.image_max_count`` images per message.
 
 Stored as sent (base64) in the message's parts; the turn gives the model a pydantic-ai
-``BinaryContent`` (chatd/messages.py), and only models configured with ``images: true``
+``BinaryContent`` (chatd/messages/convert.py), and only models configured with ``images: true``
 (llm/config.py) may receive them — the service refuses the message otherwise
 (``images_not_supported``). Nothing serves the bytes back except ``GET …/messages`` as JSON.
 """

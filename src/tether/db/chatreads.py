@@ -5,7 +5,7 @@
 * :func:`chats_changed_since` — one owner's chats whose row changed at or after a moment,
   the poll behind the per-owner watch stream (``api/routers/chatwatch.py``).
 
-Both are single indexed selects; writes stay in :mod:`tether.db.chats`.
+Both are single indexed selects; writes stay in :mod:`tether.db.chats` and its parts.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tether.db.chats import _chat, _message
+from tether.db.chatrows import chat_from_row, message_from_row
 from tether.db.tables import chat_messages, chats
 from tether.domain.chat import Chat, StoredMessage
 
@@ -39,7 +39,7 @@ async def messages_before(
     query = query.order_by(chat_messages.c.seq.desc()).limit(limit)
     async with engine.connect() as conn:
         rows = (await conn.execute(query)).all()
-    return [_message(r) for r in reversed(rows)]
+    return [message_from_row(r) for r in reversed(rows)]
 
 
 async def chats_changed_since(
@@ -55,4 +55,4 @@ async def chats_changed_since(
     )
     async with engine.connect() as conn:
         rows = (await conn.execute(query)).all()
-    return [_chat(r) for r in rows]
+    return [chat_from_row(r) for r in rows]

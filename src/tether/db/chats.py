@@ -1,82 +1,40 @@
 """Chat store: chats (status machine as compare-and-set, the binding triple), messages
-(ordered by a per-chat ``seq``) and the queue of user messages sent while a turn runs.
+(ordered by a per-chat ``seq``) and sending a user message (into the history, or onto the
+queue while a turn runs).
 
-Claiming is one guarded statement: ``UPDATE … WHERE id IN (oldest pending) AND
-status = 'pending' RETURNING id``; on PostgreSQL the inner select adds
-``FOR UPDATE SKIP LOCKED`` (SQLAlchemy silently drops it on SQLite, where the single
-writer makes the guard enough)."""
+:class:`ChatStore` is one object with the API the services use; its worker side
+(claim, heartbeat, stale sweep, finish) is in ``db/chatclaims.py`` and the message queue
+in ``db/chatqueue.py``, mixed in over the same engine and clock so a caller sees one
+store. Statements shared inside a transaction live in ``db/chatrows.py``."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from tether.clock import Clock, as_utc
+from tether.clock import Clock
+from tether.db.chatclaims import ChatWorkerOps
 from tether.db.chatlabels import ChatLabelStore, label_filter
-from tether.db.tables import chat_compactions, chat_messages, chat_queued_messages, chats
+from tether.db.chatqueue import ChatQueueOps, enqueue_in
+from tether.db.chatrows import (
+    chat_from_row,
+    get_chat,
+    insert_message_in,
+    lock_chat_if,
+    message_from_row,
+)
+from tether.db.tables import chat_messages, chats
 from tether.db.usage import UsageStore
 from tether.domain.chat import Chat, ChatStatus, QueuedMessage, StoredMessage, sources_of
-from tether.errors import Conflict, NotFound, QueueFull
+from tether.errors import Conflict
 from tether.ids import new_id
 
 
-def _chat(row: Any) -> Chat:
-    return Chat(
-        id=row.id,
-        owner_id=row.owner_id,
-        title=row.title,
-        status=ChatStatus(row.status),
-        worker_id=row.worker_id,
-        heartbeat_at=as_utc(row.heartbeat_at),
-        last_error=row.last_error,
-        last_error_code=row.last_error_code,
-        parent_chat_id=row.parent_chat_id,
-        root_chat_id=row.root_chat_id,
-        workspace_id=row.workspace_id,
-        build_id=row.build_id,
-        agent_id=row.agent_id,
-        model=row.model,
-        archived=row.archived,
-        interrupt_requested=row.interrupt_requested,
-        created_at=as_utc(row.created_at),  # type: ignore[arg-type]
-        updated_at=as_utc(row.updated_at),  # type: ignore[arg-type]
-        plan_mode=bool(row.plan_mode),
-        last_injected_context=row.last_injected_context,
-        title_source=row.title_source,
-    )
-
-
-def _message(row: Any) -> StoredMessage:
-    return StoredMessage(
-        id=row.id,
-        chat_id=row.chat_id,
-        seq=row.seq,
-        role=row.role,
-        parts=list(row.parts),
-        visibility=row.visibility,
-        model=row.model,
-        created_at=as_utc(row.created_at),  # type: ignore[arg-type]
-        superseded=row.superseded_at is not None,
-    )
-
-
-@dataclass(frozen=True)
-class Claimed:
-    """A chat a worker claimed, with what its turn would otherwise query first."""
-
-    chat: Chat
-    last_seq: int  # of its last message (0: none)
-    compaction_number: int  # of its latest compaction (0: none)
-
-
-class ChatStore:
+class ChatStore(ChatWorkerOps, ChatQueueOps):
     def __init__(self, engine: AsyncEngine, clock: Clock) -> None:
         self._engine = engine
         self._clock = clock
@@ -125,22 +83,24 @@ class ChatStore:
                 )
             )
             for msg in copy_messages or []:
-                await self._insert_message(
-                    conn, chat_id, msg.role, msg.parts, msg.visibility, msg.model
+                await insert_message_in(
+                    conn,
+                    chat_id,
+                    msg.role,
+                    msg.parts,
+                    msg.visibility,
+                    msg.model,
+                    now=self._clock.now(),
                 )
             if first_message:
-                await self._insert_message(conn, chat_id, "user", first_message, "both", None)
-            return await self._get(conn, chat_id)
+                await insert_message_in(
+                    conn, chat_id, "user", first_message, "both", None, now=self._clock.now()
+                )
+            return await get_chat(conn, chat_id)
 
     async def get(self, chat_id: uuid.UUID) -> Chat:
         async with self._engine.connect() as conn:
-            return await self._get(conn, chat_id)
-
-    async def _get(self, conn: AsyncConnection, chat_id: uuid.UUID) -> Chat:
-        row = (await conn.execute(sa.select(chats).where(chats.c.id == chat_id))).first()
-        if row is None:
-            raise NotFound(f"chat {chat_id} not found")
-        return _chat(row)
+            return await get_chat(conn, chat_id)
 
     async def transition(
         self,
@@ -161,7 +121,7 @@ class ChatStore:
                 .where(*conds)
                 .values(status=target.value, updated_at=self._clock.now(), **values)
             )
-            chat = await self._get(conn, chat_id)
+            chat = await get_chat(conn, chat_id)
         if not result.rowcount:
             raise Conflict(f"chat is {chat.status.value}; cannot become {target.value}")
         return chat
@@ -173,7 +133,7 @@ class ChatStore:
                 .where(chats.c.id == chat_id)
                 .values(updated_at=self._clock.now(), **values)
             )
-            return await self._get(conn, chat_id)
+            return await get_chat(conn, chat_id)
 
     async def set_auto_title(self, chat_id: uuid.UUID, title: str) -> Chat | None:
         """Write an automatic title unless a title was set meanwhile (chatd/autotitle.py)."""
@@ -186,287 +146,7 @@ class ChatStore:
                     .returning(*chats.c)
                 )
             ).first()
-        return _chat(row) if row is not None else None
-
-    # --- worker -------------------------------------------------------------------------
-
-    async def claim(self, worker_id: uuid.UUID, *, limit: int) -> list[Chat]:
-        return [c.chat for c in await self.claim_turns(worker_id, limit=limit)]
-
-    async def claim_turns(
-        self, worker_id: uuid.UUID, *, limit: int, look_first: bool = False
-    ) -> list[Claimed]:
-        """Claim up to ``limit`` pending chats (pending → running), each with the ``seq`` of
-        its last message (the stream hub's base) and the number of its latest compaction
-        (the turn's history cache checks it), in one guarded statement. With
-        ``look_first`` (a timed poll, which almost always finds nothing) a read-only query
-        looks for a pending chat first, so an idle poll takes no write transaction."""
-        now = self._clock.now()
-        pending = chats.c.status == ChatStatus.PENDING.value
-        if look_first:
-            async with self._engine.connect() as conn:
-                if (
-                    await conn.execute(sa.select(chats.c.id).where(pending).limit(1))
-                ).first() is None:
-                    return []
-        oldest = sa.select(chats.c.id).where(pending).order_by(chats.c.updated_at).limit(limit)
-        values = {
-            "status": ChatStatus.RUNNING.value,
-            "worker_id": worker_id,
-            "started_at": now,
-            "heartbeat_at": now,
-            "interrupt_requested": False,
-            "updated_at": now,
-        }
-        # Qualified by hand: SQLAlchemy renders RETURNING columns unqualified on SQLite,
-        # where a bare ``id`` inside the subquery would mean the subquery's own table's.
-        claimed_id: sa.ColumnClause[Any] = sa.literal_column("chats.id")
-        last_seq = (
-            sa.select(sa.func.coalesce(sa.func.max(chat_messages.c.seq), 0))
-            .where(chat_messages.c.chat_id == claimed_id)
-            .scalar_subquery()
-            .label("last_seq")
-        )
-        compaction = (
-            sa.select(sa.func.coalesce(sa.func.max(chat_compactions.c.number), 0))
-            .where(
-                chat_compactions.c.chat_id == claimed_id,
-                chat_compactions.c.invalidated_at.is_(None),  # an edit dropped it
-            )
-            .scalar_subquery()
-            .label("compaction_number")
-        )
-        async with self._engine.begin() as conn:
-            if conn.dialect.name == "postgresql":
-                # A CTE is materialised once; an IN (… LIMIT n) subquery may be re-run by
-                # the planner and claim more than n rows.
-                picked = oldest.with_for_update(skip_locked=True).cte("picked")
-                stmt = chats.update().where(chats.c.id == picked.c.id)
-            else:
-                stmt = chats.update().where(chats.c.id.in_(oldest.scalar_subquery()))
-            # The claimed rows come back with RETURNING (no second SELECT): ordered by
-            # creation here, as the SELECT did.
-            rows = (
-                await conn.execute(
-                    stmt.where(pending).values(**values).returning(*chats.c, last_seq, compaction)
-                )
-            ).all()
-        claimed = [
-            Claimed(_chat(r), int(r.last_seq or 0), int(r.compaction_number or 0)) for r in rows
-        ]
-        return sorted(claimed, key=lambda c: c.chat.created_at)
-
-    async def heartbeat(self, worker_id: uuid.UUID, chat_ids: list[uuid.UUID]) -> set[uuid.UUID]:
-        """Refresh heartbeats; returns the ids this worker still owns."""
-        if not chat_ids:
-            return set()
-        async with self._engine.begin() as conn:
-            ids = (
-                (
-                    await conn.execute(
-                        chats.update()
-                        .where(
-                            chats.c.id.in_(chat_ids),
-                            chats.c.worker_id == worker_id,
-                            chats.c.status.in_(
-                                [ChatStatus.RUNNING.value, ChatStatus.INTERRUPTING.value]
-                            ),
-                        )
-                        .values(heartbeat_at=self._clock.now())
-                        .returning(chats.c.id)
-                    )
-                )
-                .scalars()
-                .all()
-            )
-        return set(ids)
-
-    async def recover_stale(
-        self, older_than: datetime, *, keep: Collection[uuid.UUID] = ()
-    ) -> list[uuid.UUID]:
-        """Running chats whose heartbeat is older than ``older_than`` go back to pending;
-        ``keep`` are chats the caller knows alive (its own running turns)."""
-        stale = [
-            chats.c.status.in_([ChatStatus.RUNNING.value, ChatStatus.INTERRUPTING.value]),
-            chats.c.heartbeat_at < older_than,
-        ]
-        if keep:
-            stale.append(chats.c.id.not_in(list(keep)))
-        async with self._engine.begin() as conn:
-            ids = (
-                (
-                    await conn.execute(
-                        chats.update()
-                        .where(*stale)
-                        .values(
-                            status=ChatStatus.PENDING.value,
-                            worker_id=None,
-                            updated_at=self._clock.now(),
-                        )
-                        .returning(chats.c.id)
-                    )
-                )
-                .scalars()
-                .all()
-            )
-        return list(ids)
-
-    async def release_worker(self, worker_id: uuid.UUID) -> list[uuid.UUID]:
-        """Shutdown: this worker's running chats go back to pending for another worker."""
-        async with self._engine.begin() as conn:
-            ids = (
-                (
-                    await conn.execute(
-                        chats.update()
-                        .where(
-                            chats.c.worker_id == worker_id,
-                            chats.c.status.in_(
-                                [ChatStatus.RUNNING.value, ChatStatus.INTERRUPTING.value]
-                            ),
-                        )
-                        .values(
-                            status=ChatStatus.PENDING.value,
-                            worker_id=None,
-                            updated_at=self._clock.now(),
-                        )
-                        .returning(chats.c.id)
-                    )
-                )
-                .scalars()
-                .all()
-            )
-        return list(ids)
-
-    async def finish_turn(
-        self,
-        chat_id: uuid.UUID,
-        worker_id: uuid.UUID,
-        *,
-        error: str | None = None,
-        error_code: str | None = None,
-    ) -> tuple[Chat, StoredMessage | None]:
-        """End a turn in one transaction: verify ownership, promote the oldest queued
-        message (→ pending) or settle (waiting | error). Returns the chat and the
-        promoted message, if any. Conflict if this worker no longer owns the chat."""
-        now = self._clock.now()
-        ours = [
-            chats.c.id == chat_id,
-            chats.c.status.in_([ChatStatus.RUNNING.value, ChatStatus.INTERRUPTING.value]),
-            chats.c.worker_id == worker_id,
-        ]
-        settled = {
-            "worker_id": None,
-            "heartbeat_at": None,
-            "interrupt_requested": False,
-            "last_error": error,
-            "last_error_code": error_code,
-            "updated_at": now,
-        }
-        async with self._engine.begin() as conn:
-            if conn.dialect.name == "sqlite":
-                # One writer: the queue cannot change between this statement's look and its
-                # write, so the common case (nothing queued) settles in one statement.
-                nothing_queued = ~sa.exists().where(chat_queued_messages.c.chat_id == chat_id)
-                status = ChatStatus.ERROR if error else ChatStatus.WAITING
-                row = (
-                    await conn.execute(
-                        chats.update()
-                        .where(*ours, nothing_queued)
-                        .values(status=status.value, **settled)
-                        .returning(*chats.c)
-                    )
-                ).first()
-                if row is not None:
-                    return _chat(row), None
-            # Lock the row first (a guarded no-op UPDATE: row lock on PostgreSQL, the write
-            # lock on SQLite), so a concurrent ``submit_user_message`` either lands its queued
-            # message before we look at the queue or sees the settled status after us.
-            if (
-                await self._lock_if(
-                    conn,
-                    chat_id,
-                    [ChatStatus.RUNNING, ChatStatus.INTERRUPTING],
-                    chats.c.worker_id == worker_id,
-                )
-                is None
-            ):
-                raise Conflict("chat is no longer owned by this worker")
-            promoted = await self._promote_queued(conn, chat_id)
-            if promoted is not None:
-                status = ChatStatus.PENDING
-            else:
-                status = ChatStatus.ERROR if error else ChatStatus.WAITING
-            row = (
-                await conn.execute(
-                    chats.update()
-                    .where(chats.c.id == chat_id)
-                    .values(status=status.value, **settled)
-                    .returning(*chats.c)
-                )
-            ).one()
-            return _chat(row), promoted
-
-    async def _lock_if(
-        self,
-        conn: AsyncConnection,
-        chat_id: uuid.UUID,
-        statuses: list[ChatStatus],
-        *extra: sa.ColumnElement[bool],
-    ) -> Chat | None:
-        """Lock the chat row for this transaction if it is in one of ``statuses``; returns
-        the (unchanged) chat then, else None."""
-        row = (
-            await conn.execute(
-                chats.update()
-                .where(
-                    chats.c.id == chat_id,
-                    chats.c.status.in_([s.value for s in statuses]),
-                    *extra,
-                )
-                .values(status=chats.c.status)
-                .returning(*chats.c)
-            )
-        ).first()
-        return _chat(row) if row is not None else None
-
-    async def cancel_pending(self, chat_id: uuid.UUID) -> tuple[Chat, StoredMessage | None]:
-        """Interrupt a chat no worker has claimed yet: the oldest queued message is promoted
-        (the chat stays pending with it), or the chat settles to ``waiting``. Conflict if the
-        chat is not pending (e.g. a worker claimed it meanwhile)."""
-        async with self._engine.begin() as conn:
-            if await self._lock_if(conn, chat_id, [ChatStatus.PENDING]) is None:
-                chat = await self._get(conn, chat_id)
-                raise Conflict(f"chat is {chat.status.value}; only a pending chat can be cancelled")
-            promoted = await self._promote_queued(conn, chat_id)
-            if promoted is None:
-                await conn.execute(
-                    chats.update()
-                    .where(chats.c.id == chat_id)
-                    .values(
-                        status=ChatStatus.WAITING.value,
-                        interrupt_requested=False,
-                        updated_at=self._clock.now(),
-                    )
-                )
-            return await self._get(conn, chat_id), promoted
-
-    async def _promote_queued(
-        self, conn: AsyncConnection, chat_id: uuid.UUID
-    ) -> StoredMessage | None:
-        queued = (
-            await conn.execute(
-                sa.select(chat_queued_messages)
-                .where(chat_queued_messages.c.chat_id == chat_id)
-                .order_by(chat_queued_messages.c.created_at, chat_queued_messages.c.id)
-                .limit(1)
-            )
-        ).first()
-        if queued is None:
-            return None
-        await conn.execute(
-            chat_queued_messages.delete().where(chat_queued_messages.c.id == queued.id)
-        )
-        return await self._insert_message(conn, chat_id, "user", list(queued.parts), "both", None)
+        return chat_from_row(row) if row is not None else None
 
     # --- binding ----------------------------------------------------------------------------
 
@@ -492,7 +172,7 @@ class ChatStore:
                 .where(chats.c.id == chat_id)
                 .values(build_id=build_id, agent_id=agent_id)
             )
-            return await self._get(conn, chat_id)
+            return await get_chat(conn, chat_id)
 
     async def update_build_agent_binding_if(
         self,
@@ -516,8 +196,8 @@ class ChatStore:
                 )
             ).first()
             if row is not None:
-                return _chat(row)
-            current = await self._get(conn, chat_id)  # NotFound when the chat is gone
+                return chat_from_row(row)
+            current = await get_chat(conn, chat_id)  # NotFound when the chat is gone
         raise Conflict(
             f"chat is bound to workspace {current.workspace_id}, not {workspace_id}; "
             "not re-binding its agent"
@@ -539,42 +219,9 @@ class ChatStore:
         self, conn: AsyncConnection, chat_id: uuid.UUID, parts: list[dict[str, Any]]
     ) -> StoredMessage:
         """A user message, inside the caller's transaction (db/chatedits.py)."""
-        return await self._insert_message(conn, chat_id, "user", parts, "both", None)
-
-    async def _insert_message(
-        self,
-        conn: AsyncConnection,
-        chat_id: uuid.UUID,
-        role: str,
-        parts: list[dict[str, Any]],
-        visibility: str,
-        model: str | None,
-    ) -> StoredMessage:
-        # One statement (was SELECT max + INSERT + SELECT): the next seq is computed inside
-        # the INSERT and the stored row comes back with RETURNING. A concurrent writer that
-        # took the same seq still fails the unique constraint (append_message retries).
-        next_seq = (
-            sa.select(sa.func.coalesce(sa.func.max(chat_messages.c.seq), 0) + 1)
-            .where(chat_messages.c.chat_id == chat_id)
-            .scalar_subquery()
+        return await insert_message_in(
+            conn, chat_id, "user", parts, "both", None, now=self._clock.now()
         )
-        row = (
-            await conn.execute(
-                chat_messages.insert()
-                .values(
-                    id=new_id(),
-                    chat_id=chat_id,
-                    seq=next_seq,
-                    role=role,
-                    parts=parts,
-                    visibility=visibility,
-                    model=model,
-                    created_at=self._clock.now(),
-                )
-                .returning(*chat_messages.c)
-            )
-        ).one()
-        return _message(row)
 
     async def append_message(
         self,
@@ -588,7 +235,9 @@ class ChatStore:
         for _ in range(5):
             try:
                 async with self._engine.begin() as conn:
-                    return await self._insert_message(conn, chat_id, role, parts, visibility, model)
+                    return await insert_message_in(
+                        conn, chat_id, role, parts, visibility, model, now=self._clock.now()
+                    )
             except IntegrityError:
                 continue  # a concurrent writer took this seq; take the next
         raise Conflict("could not append the message; try again")
@@ -610,10 +259,12 @@ class ChatStore:
                 )
             )
             if not result.rowcount:
-                chat = await self._get(conn, chat_id)
+                chat = await get_chat(conn, chat_id)
                 raise Conflict(f"chat is {chat.status.value}")
-            message = await self._insert_message(conn, chat_id, "user", parts, "both", None)
-            return await self._get(conn, chat_id), message
+            message = await insert_message_in(
+                conn, chat_id, "user", parts, "both", None, now=self._clock.now()
+            )
+            return await get_chat(conn, chat_id), message
 
     async def submit_user_message(
         self,
@@ -654,28 +305,19 @@ class ChatStore:
                     )
                 ).first()
                 if row is not None:
-                    message = await self._insert_message(conn, chat_id, "user", parts, "both", None)
-                    return _chat(row), message, None
-                locked = await self._lock_if(conn, chat_id, busy)
+                    message = await insert_message_in(
+                        conn, chat_id, "user", parts, "both", None, now=self._clock.now()
+                    )
+                    return chat_from_row(row), message, None
+                locked = await lock_chat_if(conn, chat_id, busy)
                 if locked is not None:  # queueing does not change the chat row either
-                    queued = await self._enqueue(conn, chat_id, parts, max_queued=max_queued)
+                    queued = await enqueue_in(
+                        conn, chat_id, parts, max_queued=max_queued, now=self._clock.now()
+                    )
                     return locked, None, queued
-                await self._get(conn, chat_id)  # NotFound if it does not exist
+                await get_chat(conn, chat_id)  # NotFound if it does not exist
             # the status moved between the two guards (a turn just ended); look again
         raise Conflict("the chat changed state repeatedly; try again")
-
-    async def queued_counts(self, chat_ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
-        """Number of queued messages per chat (chats without any are left out)."""
-        if not chat_ids:
-            return {}
-        query = (
-            sa.select(chat_queued_messages.c.chat_id, sa.func.count())
-            .where(chat_queued_messages.c.chat_id.in_(chat_ids))
-            .group_by(chat_queued_messages.c.chat_id)
-        )
-        async with self._engine.connect() as conn:
-            rows = (await conn.execute(query)).all()
-        return {r[0]: int(r[1]) for r in rows}
 
     async def messages(
         self,
@@ -697,58 +339,7 @@ class ChatStore:
             query = query.limit(limit)
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).all()
-        return [_message(r) for r in rows]
-
-    # --- queue ----------------------------------------------------------------------------------
-
-    async def enqueue(
-        self, chat_id: uuid.UUID, parts: list[dict[str, Any]], *, max_queued: int
-    ) -> QueuedMessage:
-        async with self._engine.begin() as conn:
-            return await self._enqueue(conn, chat_id, parts, max_queued=max_queued)
-
-    async def _enqueue(
-        self,
-        conn: AsyncConnection,
-        chat_id: uuid.UUID,
-        parts: list[dict[str, Any]],
-        *,
-        max_queued: int,
-    ) -> QueuedMessage:
-        now = self._clock.now()
-        count = await conn.scalar(
-            sa.select(sa.func.count()).where(chat_queued_messages.c.chat_id == chat_id)
-        )
-        if (count or 0) >= max_queued:
-            raise QueueFull(
-                f"at most {max_queued} messages can be queued for a chat", max_queued=max_queued
-            )
-        qid = new_id()
-        await conn.execute(
-            chat_queued_messages.insert().values(
-                id=qid, chat_id=chat_id, parts=parts, created_at=now
-            )
-        )
-        return QueuedMessage(id=qid, chat_id=chat_id, parts=parts, created_at=now)
-
-    async def queued(self, chat_id: uuid.UUID) -> list[QueuedMessage]:
-        async with self._engine.connect() as conn:
-            rows = (
-                await conn.execute(
-                    sa.select(chat_queued_messages)
-                    .where(chat_queued_messages.c.chat_id == chat_id)
-                    .order_by(chat_queued_messages.c.created_at, chat_queued_messages.c.id)
-                )
-            ).all()
-        return [
-            QueuedMessage(
-                id=r.id,
-                chat_id=r.chat_id,
-                parts=list(r.parts),
-                created_at=as_utc(r.created_at),  # type: ignore[arg-type]
-            )
-            for r in rows
-        ]
+        return [message_from_row(r) for r in rows]
 
     # Last in the class on purpose: a method named ``list`` shadows the builtin for the
     # annotations of every method defined after it (mypy ``valid-type``).
@@ -783,4 +374,4 @@ class ChatStore:
         query = query.order_by(chats.c.updated_at.desc()).limit(limit)
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).all()
-        return [_chat(r) for r in rows]
+        return [chat_from_row(r) for r in rows]

@@ -29,9 +29,9 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tether.api.auth import CurrentUser
+from tether.api.chatschemas import chat_outs  # the same JSON as the chats API
 from tether.api.deps import ChatServiceDep, ClockDep, EngineDep
 from tether.api.revocation import StreamGuardDep
-from tether.api.routers.chats import _outs  # the same JSON as the chats API
 from tether.api.sse import SSE_RESPONSE, sse_event, sse_response
 from tether.chatd.service import ChatService
 from tether.clock import Clock
@@ -115,7 +115,7 @@ async def _events(request: Request, service: ChatService, watch: _Watch) -> Asyn
     while not await request.is_disconnected():
         changed = await watch.poll()
         if changed:
-            outs = await _outs(service, [chat for _, chat in changed])
+            outs = await chat_outs(service, [chat for _, chat in changed])
             for (changes, _), out in zip(changed, outs, strict=True):
                 data = {"changes": changes, "chat": out.model_dump(mode="json")}
                 yield sse_event(data, event=changes[0])

@@ -1,197 +1,35 @@
-"""Chat messages: tether's own part schema and its lossless mapping to pydantic-ai messages.
-
-What is persisted (``chat_messages.parts``) is a list of our parts, a discriminated union on
-``type``; :func:`dump_parts` / :func:`load_parts` give the stable JSON (``None`` fields are
-left out to keep rows small). The turn runner converts history with
-:func:`to_model_messages` before calling the model, and converts what the run produced back
-with :func:`from_model_messages` before persisting it.
-
-Decisions a caller needs to know:
-
-* **Round trip.** ``from_model_messages(to_model_messages(h)) == h`` for every message the
-  model can see. Messages with ``visibility="user"`` and ``context-file`` parts never reach
-  the model (the turn runner injects context files into the system prompt with
-  :func:`format_workspace_context`), so they are dropped by ``to_model_messages``; a message
-  left with no parts is dropped entirely. Each converted message carries its role,
-  visibility and store metadata in ``metadata["tether"]`` (never sent to the provider).
-* **Invalid tool-call arguments.** ``args`` is always a dict. Arguments a model produced as
-  text that is not a JSON object are kept as ``{"INVALID_JSON": "<raw text>"}`` — the same
-  key pydantic-ai itself uses — so they survive storage and are replayed to the model as is.
-* **Error tool results.** A result with ``is_error`` is sent as a pydantic-ai
-  ``ToolReturnPart`` with ``outcome="failed"`` (providers with a native error channel use
-  it; the others get ``{"error": ...}``). Its content is text the model can read and act on:
-  ``"[<error_code>] <message>\\nRemediation: <remediation>"`` (see :func:`render_tool_error`).
-  Tools that raise ``pydantic_ai.exceptions.ToolFailed(render_tool_error(...))`` get the same
-  text; :func:`from_model_messages` parses code and remediation back out of it. Other
-  non-success outcomes of pydantic-ai (``retried``, ``denied``, ``interrupted``) become error
-  results with that outcome as ``error_code``.
-"""
+"""The lossless mapping between stored chat messages and pydantic-ai messages (the
+decisions are listed in ``chatd/messages/__init__.py``): :func:`to_model_messages` before
+the model is called, :func:`from_model_messages` before what a run produced is persisted."""
 
 from __future__ import annotations
 
 import base64
-import re
 from collections.abc import Iterable, Sequence
-from datetime import datetime
-from typing import Annotated, Any, Literal
-from uuid import UUID
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from pydantic_ai import messages as pai
 from pydantic_core import to_jsonable_python
 
+from tether.chatd.messages.parts import (
+    ChatMessage,
+    ContextFilePart,
+    ImagePart,
+    Part,
+    ReasoningPart,
+    Role,
+    SkillPart,
+    TextPart,
+    ToolCallPart,
+    ToolResultPart,
+)
+from tether.chatd.messages.toolerrors import parse_tool_error, render_tool_error
 from tether.errors import InvalidInput
 
 INVALID_JSON_KEY = pai.INVALID_JSON_KEY
 """Key under which tool-call arguments that are not a JSON object are kept as raw text."""
 
 _META_KEY = "tether"
-_TRUNCATED_NOTE = " (truncated to 64KiB)"
-
-
-class _Part(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class TextPart(_Part):
-    type: Literal["text"] = "text"
-    text: str
-
-
-class ReasoningPart(_Part):
-    """Model thinking. ``signature``/``provider_name`` let a provider verify replayed thinking."""
-
-    type: Literal["reasoning"] = "reasoning"
-    text: str
-    signature: str | None = None
-    provider_name: str | None = None
-
-
-class ToolCallPart(_Part):
-    type: Literal["tool-call"] = "tool-call"
-    tool_call_id: str
-    tool_name: str
-    args: dict[str, Any] = Field(default_factory=dict)
-
-
-class ToolResultPart(_Part):
-    """The result of one tool call; ``result`` is JSON. Errors carry a model-facing code."""
-
-    type: Literal["tool-result"] = "tool-result"
-    tool_call_id: str
-    tool_name: str
-    result: Any = None
-    is_error: bool = False
-    error_code: str | None = None
-    remediation: str | None = None
-
-
-class ContextFilePart(_Part):
-    """An instruction file read from a workspace (docs/behaviour.md §5.6).
-
-    A part with ``agent_id`` and no ``path`` is the *blank marker*: the agent was examined
-    (the connection worked) and nothing was found.
-    """
-
-    type: Literal["context-file"] = "context-file"
-    path: str | None = None
-    content: str = ""
-    truncated: bool = False
-    os: str | None = None
-    directory: str | None = None
-    agent_id: UUID | None = None
-
-
-class SkillPart(_Part):
-    """A skill found in a workspace (docs/behaviour.md §5.6): metadata only; persisted in
-    the instruction message next to the context-file parts (PL-12)."""
-
-    type: Literal["skill"] = "skill"
-    name: str
-    description: str = ""
-    directory: str = ""
-    meta_file: str = "SKILL.md"
-    agent_id: UUID | None = None
-
-
-class ImagePart(_Part):
-    """An image a user attached (chatd/images.py checked it): base64 as sent."""
-
-    type: Literal["image"] = "image"
-    media_type: str
-    data: str
-
-
-Part = Annotated[
-    TextPart
-    | ReasoningPart
-    | ToolCallPart
-    | ToolResultPart
-    | ContextFilePart
-    | SkillPart
-    | ImagePart,
-    Field(discriminator="type"),
-]
-Role = Literal["user", "assistant", "tool", "system"]
-Visibility = Literal["model", "user", "both"]
-
-_PARTS = TypeAdapter(list[Part])
-
-
-class ChatMessage(BaseModel):
-    """One chat message. ``id``, ``seq`` and ``created_at`` are filled by the store."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    role: Role
-    parts: list[Part]
-    visibility: Visibility = "both"
-    id: int | None = None
-    seq: int | None = None
-    created_at: datetime | None = None
-    model: str | None = None
-
-
-def dump_parts(parts: Sequence[Part]) -> list[dict[str, Any]]:
-    """The persisted JSON form of ``parts`` (``None`` fields omitted)."""
-    return _PARTS.dump_python(list(parts), mode="json", exclude_none=True)
-
-
-def load_parts(data: Any) -> list[Part]:
-    """Parse persisted parts; raises ``pydantic.ValidationError`` on malformed data."""
-    return _PARTS.validate_python(data)
-
-
-# --- tool errors as the model sees them ----------------------------------------------------
-
-_ERROR_RE = re.compile(r"\A\[(?P<code>[A-Za-z0-9_.:-]+)\] (?P<message>.*)\Z", re.DOTALL)
-_REMEDIATION_SEP = "\nRemediation: "
-
-
-def render_tool_error(message: Any, code: str | None = None, remediation: str | None = None) -> str:
-    """Model-facing text of an error result: ``[code] message`` plus a ``Remediation:`` line."""
-    text = message if isinstance(message, str) else _json_text(message)
-    if code:
-        text = f"[{code}] {text}"
-    if remediation:
-        text = f"{text}{_REMEDIATION_SEP}{remediation}"
-    return text
-
-
-def parse_tool_error(text: str) -> tuple[str, str | None, str | None]:
-    """Inverse of :func:`render_tool_error`: ``(message, code, remediation)``."""
-    remediation: str | None = None
-    head, sep, tail = text.rpartition(_REMEDIATION_SEP)
-    if sep and "\n" not in tail:
-        text, remediation = head, tail
-    code: str | None = None
-    if match := _ERROR_RE.match(text):
-        code, text = match["code"], match["message"]
-    return text, code, remediation
-
-
-def _json_text(value: Any) -> str:
-    return pai.tool_return_ta.dump_json(value).decode()
 
 
 # --- ours -> pydantic-ai -------------------------------------------------------------------
@@ -400,66 +238,3 @@ def _from_tool_return(part: pai.ToolReturnPart) -> ToolResultPart:
         message, code, remediation = parse_tool_error(content)
         return result(message, error_code=code, remediation=remediation)
     return result(content, error_code=None if part.outcome == "failed" else part.outcome)
-
-
-# --- instruction files (docs/behaviour.md §5.6) ---------------------------------------------
-
-
-def _context_parts(history: Iterable[ChatMessage]) -> Iterable[ContextFilePart]:
-    for message in history:
-        for part in message.parts:
-            if isinstance(part, ContextFilePart):
-                yield part
-
-
-def has_persisted_instructions(history: Iterable[ChatMessage]) -> bool:
-    """True when some context-file part carries an agent id (a file or the blank marker).
-
-    tether has no skill-only sentinel path, so unlike upstream no path is excluded.
-    """
-    return any(p.agent_id is not None for p in _context_parts(history))
-
-
-def instruction_agent_id(history: Sequence[ChatMessage]) -> UUID | None:
-    """The agent that produced the latest persisted context-file parts, or ``None``.
-
-    Looks at the latest message holding a context-file part with an agent id and returns the
-    first such id in it; parts without an agent id are ignored ("unknown").
-    """
-    for message in reversed(history):
-        for part in message.parts:
-            if isinstance(part, ContextFilePart) and part.agent_id is not None:
-                return part.agent_id
-    return None
-
-
-def format_workspace_context(parts: Iterable[ContextFilePart]) -> str:
-    """The ``<workspace-context>`` block for the system prompt, or ``""`` if there is nothing.
-
-    OS and working directory come from the last parts that carry them; files with no content
-    (e.g. the blank marker) are skipped.
-    """
-    os_name = directory = ""
-    files: list[ContextFilePart] = []
-    for part in parts:
-        os_name = part.os or os_name
-        directory = part.directory or directory
-        if part.content:
-            files.append(part)
-    if not files and not os_name and not directory:
-        return ""
-    lines = ["<workspace-context>\n"]
-    if os_name:
-        lines.append(f"Operating System: {os_name}\n")
-    if directory:
-        lines.append(f"Working Directory: {directory}\n")
-    for part in files:
-        note = _TRUNCATED_NOTE if part.truncated else ""
-        lines.append(f"\nSource: {part.path or ''}{note}\n{part.content}\n")
-    lines.append("</workspace-context>")
-    return "".join(lines)
-
-
-def workspace_context_from_history(history: Iterable[ChatMessage]) -> str:
-    """Rebuild the block from every persisted context-file part (later turns, after compaction)."""
-    return format_workspace_context(_context_parts(history))

@@ -1,0 +1,259 @@
+"""The worker side of the chat queue: claim pending chats (pending → running), keep
+them with heartbeats, hand stale or released ones back, and finish a turn.
+
+Claiming is one guarded statement: ``UPDATE … WHERE id IN (oldest pending) AND
+status = 'pending' RETURNING id``; on PostgreSQL the inner select adds
+``FOR UPDATE SKIP LOCKED`` (SQLAlchemy silently drops it on SQLite, where the single
+writer makes the guard enough).
+
+:class:`ChatWorkerOps` is a part of :class:`tether.db.chats.ChatStore` (a mixin over the
+store's engine and clock)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tether.clock import Clock
+from tether.db.chatqueue import promote_queued
+from tether.db.chatrows import chat_from_row, lock_chat_if
+from tether.db.tables import chat_compactions, chat_messages, chat_queued_messages, chats
+from tether.domain.chat import Chat, ChatStatus, StoredMessage
+from tether.errors import Conflict
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A chat a worker claimed, with what its turn would otherwise query first."""
+
+    chat: Chat
+    last_seq: int  # of its last message (0: none)
+    compaction_number: int  # of its latest compaction (0: none)
+
+
+class ChatWorkerOps:
+    _engine: AsyncEngine
+    _clock: Clock
+
+    async def claim(self, worker_id: uuid.UUID, *, limit: int) -> list[Chat]:
+        return [c.chat for c in await self.claim_turns(worker_id, limit=limit)]
+
+    async def claim_turns(
+        self, worker_id: uuid.UUID, *, limit: int, look_first: bool = False
+    ) -> list[Claimed]:
+        """Claim up to ``limit`` pending chats (pending → running), each with the ``seq`` of
+        its last message (the stream hub's base) and the number of its latest compaction
+        (the turn's history cache checks it), in one guarded statement. With
+        ``look_first`` (a timed poll, which almost always finds nothing) a read-only query
+        looks for a pending chat first, so an idle poll takes no write transaction."""
+        now = self._clock.now()
+        pending = chats.c.status == ChatStatus.PENDING.value
+        if look_first:
+            async with self._engine.connect() as conn:
+                if (
+                    await conn.execute(sa.select(chats.c.id).where(pending).limit(1))
+                ).first() is None:
+                    return []
+        oldest = sa.select(chats.c.id).where(pending).order_by(chats.c.updated_at).limit(limit)
+        values = {
+            "status": ChatStatus.RUNNING.value,
+            "worker_id": worker_id,
+            "started_at": now,
+            "heartbeat_at": now,
+            "interrupt_requested": False,
+            "updated_at": now,
+        }
+        # Qualified by hand: SQLAlchemy renders RETURNING columns unqualified on SQLite,
+        # where a bare ``id`` inside the subquery would mean the subquery's own table's.
+        claimed_id: sa.ColumnClause[Any] = sa.literal_column("chats.id")
+        last_seq = (
+            sa.select(sa.func.coalesce(sa.func.max(chat_messages.c.seq), 0))
+            .where(chat_messages.c.chat_id == claimed_id)
+            .scalar_subquery()
+            .label("last_seq")
+        )
+        compaction = (
+            sa.select(sa.func.coalesce(sa.func.max(chat_compactions.c.number), 0))
+            .where(
+                chat_compactions.c.chat_id == claimed_id,
+                chat_compactions.c.invalidated_at.is_(None),  # an edit dropped it
+            )
+            .scalar_subquery()
+            .label("compaction_number")
+        )
+        async with self._engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # A CTE is materialised once; an IN (… LIMIT n) subquery may be re-run by
+                # the planner and claim more than n rows.
+                picked = oldest.with_for_update(skip_locked=True).cte("picked")
+                stmt = chats.update().where(chats.c.id == picked.c.id)
+            else:
+                stmt = chats.update().where(chats.c.id.in_(oldest.scalar_subquery()))
+            # The claimed rows come back with RETURNING (no second SELECT): ordered by
+            # creation here, as the SELECT did.
+            rows = (
+                await conn.execute(
+                    stmt.where(pending).values(**values).returning(*chats.c, last_seq, compaction)
+                )
+            ).all()
+        claimed = [
+            Claimed(chat_from_row(r), int(r.last_seq or 0), int(r.compaction_number or 0))
+            for r in rows
+        ]
+        return sorted(claimed, key=lambda c: c.chat.created_at)
+
+    async def heartbeat(self, worker_id: uuid.UUID, chat_ids: list[uuid.UUID]) -> set[uuid.UUID]:
+        """Refresh heartbeats; returns the ids this worker still owns."""
+        if not chat_ids:
+            return set()
+        async with self._engine.begin() as conn:
+            ids = (
+                (
+                    await conn.execute(
+                        chats.update()
+                        .where(
+                            chats.c.id.in_(chat_ids),
+                            chats.c.worker_id == worker_id,
+                            chats.c.status.in_(
+                                [ChatStatus.RUNNING.value, ChatStatus.INTERRUPTING.value]
+                            ),
+                        )
+                        .values(heartbeat_at=self._clock.now())
+                        .returning(chats.c.id)
+                    )
+                )
+                .scalars()
+                .all()
+            )
+        return set(ids)
+
+    async def recover_stale(
+        self, older_than: datetime, *, keep: Collection[uuid.UUID] = ()
+    ) -> list[uuid.UUID]:
+        """Running chats whose heartbeat is older than ``older_than`` go back to pending;
+        ``keep`` are chats the caller knows alive (its own running turns)."""
+        stale = [
+            chats.c.status.in_([ChatStatus.RUNNING.value, ChatStatus.INTERRUPTING.value]),
+            chats.c.heartbeat_at < older_than,
+        ]
+        if keep:
+            stale.append(chats.c.id.not_in(list(keep)))
+        async with self._engine.begin() as conn:
+            ids = (
+                (
+                    await conn.execute(
+                        chats.update()
+                        .where(*stale)
+                        .values(
+                            status=ChatStatus.PENDING.value,
+                            worker_id=None,
+                            updated_at=self._clock.now(),
+                        )
+                        .returning(chats.c.id)
+                    )
+                )
+                .scalars()
+                .all()
+            )
+        return list(ids)
+
+    async def release_worker(self, worker_id: uuid.UUID) -> list[uuid.UUID]:
+        """Shutdown: this worker's running chats go back to pending for another worker."""
+        async with self._engine.begin() as conn:
+            ids = (
+                (
+                    await conn.execute(
+                        chats.update()
+                        .where(
+                            chats.c.worker_id == worker_id,
+                            chats.c.status.in_(
+                                [ChatStatus.RUNNING.value, ChatStatus.INTERRUPTING.value]
+                            ),
+                        )
+                        .values(
+                            status=ChatStatus.PENDING.value,
+                            worker_id=None,
+                            updated_at=self._clock.now(),
+                        )
+                        .returning(chats.c.id)
+                    )
+                )
+                .scalars()
+                .all()
+            )
+        return list(ids)
+
+    async def finish_turn(
+        self,
+        chat_id: uuid.UUID,
+        worker_id: uuid.UUID,
+        *,
+        error: str | None = None,
+        error_code: str | None = None,
+    ) -> tuple[Chat, StoredMessage | None]:
+        """End a turn in one transaction: verify ownership, promote the oldest queued
+        message (→ pending) or settle (waiting | error). Returns the chat and the
+        promoted message, if any. Conflict if this worker no longer owns the chat."""
+        now = self._clock.now()
+        ours = [
+            chats.c.id == chat_id,
+            chats.c.status.in_([ChatStatus.RUNNING.value, ChatStatus.INTERRUPTING.value]),
+            chats.c.worker_id == worker_id,
+        ]
+        settled = {
+            "worker_id": None,
+            "heartbeat_at": None,
+            "interrupt_requested": False,
+            "last_error": error,
+            "last_error_code": error_code,
+            "updated_at": now,
+        }
+        async with self._engine.begin() as conn:
+            if conn.dialect.name == "sqlite":
+                # One writer: the queue cannot change between this statement's look and its
+                # write, so the common case (nothing queued) settles in one statement.
+                nothing_queued = ~sa.exists().where(chat_queued_messages.c.chat_id == chat_id)
+                status = ChatStatus.ERROR if error else ChatStatus.WAITING
+                row = (
+                    await conn.execute(
+                        chats.update()
+                        .where(*ours, nothing_queued)
+                        .values(status=status.value, **settled)
+                        .returning(*chats.c)
+                    )
+                ).first()
+                if row is not None:
+                    return chat_from_row(row), None
+            # Lock the row first (a guarded no-op UPDATE: row lock on PostgreSQL, the write
+            # lock on SQLite), so a concurrent ``submit_user_message`` either lands its queued
+            # message before we look at the queue or sees the settled status after us.
+            if (
+                await lock_chat_if(
+                    conn,
+                    chat_id,
+                    [ChatStatus.RUNNING, ChatStatus.INTERRUPTING],
+                    chats.c.worker_id == worker_id,
+                )
+                is None
+            ):
+                raise Conflict("chat is no longer owned by this worker")
+            promoted = await promote_queued(conn, chat_id, clock=self._clock)
+            if promoted is not None:
+                status = ChatStatus.PENDING
+            else:
+                status = ChatStatus.ERROR if error else ChatStatus.WAITING
+            row = (
+                await conn.execute(
+                    chats.update()
+                    .where(chats.c.id == chat_id)
+                    .values(status=status.value, **settled)
+                    .returning(*chats.c)
+                )
+            ).one()
+            return chat_from_row(row), promoted

@@ -1,0 +1,127 @@
+"""Rows of the chat tables as domain types, and the statements the chat stores share
+inside one transaction: read a chat, lock it if it is in a given state, append a message.
+
+The store modules (``db/chats.py``, ``db/chatclaims.py``, ``db/chatqueue.py``) compose
+their transactions from these; each function takes the caller's connection."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from tether.clock import as_utc
+from tether.db.tables import chat_messages, chats
+from tether.domain.chat import Chat, ChatStatus, StoredMessage
+from tether.errors import NotFound
+from tether.ids import new_id
+
+
+def chat_from_row(row: Any) -> Chat:
+    return Chat(
+        id=row.id,
+        owner_id=row.owner_id,
+        title=row.title,
+        status=ChatStatus(row.status),
+        worker_id=row.worker_id,
+        heartbeat_at=as_utc(row.heartbeat_at),
+        last_error=row.last_error,
+        last_error_code=row.last_error_code,
+        parent_chat_id=row.parent_chat_id,
+        root_chat_id=row.root_chat_id,
+        workspace_id=row.workspace_id,
+        build_id=row.build_id,
+        agent_id=row.agent_id,
+        model=row.model,
+        archived=row.archived,
+        interrupt_requested=row.interrupt_requested,
+        created_at=as_utc(row.created_at),  # type: ignore[arg-type]
+        updated_at=as_utc(row.updated_at),  # type: ignore[arg-type]
+        plan_mode=bool(row.plan_mode),
+        last_injected_context=row.last_injected_context,
+        title_source=row.title_source,
+    )
+
+
+def message_from_row(row: Any) -> StoredMessage:
+    return StoredMessage(
+        id=row.id,
+        chat_id=row.chat_id,
+        seq=row.seq,
+        role=row.role,
+        parts=list(row.parts),
+        visibility=row.visibility,
+        model=row.model,
+        created_at=as_utc(row.created_at),  # type: ignore[arg-type]
+        superseded=row.superseded_at is not None,
+    )
+
+
+async def get_chat(conn: AsyncConnection, chat_id: uuid.UUID) -> Chat:
+    row = (await conn.execute(sa.select(chats).where(chats.c.id == chat_id))).first()
+    if row is None:
+        raise NotFound(f"chat {chat_id} not found")
+    return chat_from_row(row)
+
+
+async def lock_chat_if(
+    conn: AsyncConnection,
+    chat_id: uuid.UUID,
+    statuses: list[ChatStatus],
+    *extra: sa.ColumnElement[bool],
+) -> Chat | None:
+    """Lock the chat row for this transaction if it is in one of ``statuses``; returns
+    the (unchanged) chat then, else None."""
+    row = (
+        await conn.execute(
+            chats.update()
+            .where(
+                chats.c.id == chat_id,
+                chats.c.status.in_([s.value for s in statuses]),
+                *extra,
+            )
+            .values(status=chats.c.status)
+            .returning(*chats.c)
+        )
+    ).first()
+    return chat_from_row(row) if row is not None else None
+
+
+async def insert_message_in(
+    conn: AsyncConnection,
+    chat_id: uuid.UUID,
+    role: str,
+    parts: list[dict[str, Any]],
+    visibility: str,
+    model: str | None,
+    *,
+    now: datetime,
+) -> StoredMessage:
+    # One statement (was SELECT max + INSERT + SELECT): the next seq is computed inside
+    # the INSERT and the stored row comes back with RETURNING. A concurrent writer that
+    # took the same seq still fails the unique constraint (append_message retries).
+    next_seq = (
+        sa.select(sa.func.coalesce(sa.func.max(chat_messages.c.seq), 0) + 1)
+        .where(chat_messages.c.chat_id == chat_id)
+        .scalar_subquery()
+    )
+    row = (
+        await conn.execute(
+            chat_messages.insert()
+            .values(
+                id=new_id(),
+                chat_id=chat_id,
+                seq=next_seq,
+                role=role,
+                parts=parts,
+                visibility=visibility,
+                model=model,
+                created_at=now,
+            )
+            .returning(*chat_messages.c)
+        )
+    ).one()
+    return message_from_row(row)
