@@ -130,20 +130,32 @@ class CompactionStore:
         }
         try:
             async with self._engine.begin() as conn:
-                top = (
-                    await conn.execute(
-                        sa.select(chat_compactions.c.id, chat_compactions.c.number)
-                        .where(
-                            chat_compactions.c.chat_id == chat_id,
-                            chat_compactions.c.invalidated_at.is_(None),
-                        )
-                        .order_by(chat_compactions.c.number.desc())
-                        .limit(1)
+                # The record in force and the highest number in ONE statement, so both come
+                # from one snapshot: read separately, a replica could see "no compaction yet"
+                # and then (after another replica committed number n) number its own n + 1,
+                # and both would be recorded. From one snapshot, two replicas compacting the
+                # same state pick the same number and collide on the unique constraint.
+                in_force = (
+                    sa.select(chat_compactions.c.id)
+                    .where(
+                        chat_compactions.c.chat_id == chat_id,
+                        chat_compactions.c.invalidated_at.is_(None),
                     )
-                ).first()
-                if (top.id if top is not None else None) != (
-                    previous.id if previous is not None else None
-                ):
+                    .order_by(chat_compactions.c.number.desc())
+                    .limit(1)
+                    .scalar_subquery()
+                )
+                highest_number = (
+                    sa.select(sa.func.coalesce(sa.func.max(chat_compactions.c.number), 0))
+                    .where(chat_compactions.c.chat_id == chat_id)
+                    .scalar_subquery()
+                )
+                top_id, highest = (
+                    await conn.execute(
+                        sa.select(in_force.label("top_id"), highest_number.label("highest"))
+                    )
+                ).one()
+                if top_id != (previous.id if previous is not None else None):
                     raise Conflict("the chat was compacted or edited meanwhile; not recording")
                 edited = await conn.scalar(  # an edit at or before the cut replaced what
                     sa.select(chat_messages.c.superseded_at).where(  # was summarised
@@ -152,11 +164,6 @@ class CompactionStore:
                 )
                 if edited is not None:
                     raise Conflict("a message was edited meanwhile; not recording")
-                highest = await conn.scalar(
-                    sa.select(sa.func.coalesce(sa.func.max(chat_compactions.c.number), 0)).where(
-                        chat_compactions.c.chat_id == chat_id
-                    )
-                )
                 values["number"] = int(highest or 0) + 1
                 row = (
                     await conn.execute(
