@@ -112,41 +112,74 @@ def elapsed(t0: float) -> str:
     return f"{time.perf_counter() - t0:.1f}s"
 
 
-# The chat whose turn runs in this task (and the tool-call tasks it starts, which copy the
+def now() -> float:
+    """The clock every bench process shares: ``CLOCK_MONOTONIC`` is system-wide on Linux, so
+    a client process's send and end times compare with the server process's turn starts
+    (``time.monotonic()`` does not promise a common reference point across processes)."""
+    return time.clock_gettime(time.CLOCK_MONOTONIC)
+
+
+@dataclass
+class TurnTimes:
+    """One turn's model and tool seconds; ``start`` (:func:`now`) is when the worker asked
+    for the chat's model, at the start of the turn."""
+
+    start: float
+    model: float = 0.0
+    tool: float = 0.0
+
+
+# The turn that runs in this task (and in the tool-call tasks it starts, which copy the
 # context): set when the worker asks for the chat's model, at the start of every turn. Lets
 # the tool time of concurrent turns on one workspace be told apart.
-CURRENT_CHAT: contextvars.ContextVar[uuid.UUID | None] = contextvars.ContextVar(
-    "bench_current_chat", default=None
+CURRENT_TURN: contextvars.ContextVar[TurnTimes | None] = contextvars.ContextVar(
+    "bench_current_turn", default=None
 )
 
 
 @dataclass
 class ChatTimers:
-    """Model and tool seconds accumulated per chat since the last :meth:`take`."""
+    """Model and tool seconds of each chat's turns, kept until :meth:`take` reads them."""
 
-    model: dict[uuid.UUID, float] = field(default_factory=lambda: defaultdict(float))
-    tool: dict[uuid.UUID, float] = field(default_factory=lambda: defaultdict(float))
+    turns: dict[uuid.UUID, list[TurnTimes]] = field(default_factory=lambda: defaultdict(list))
 
-    def take(self, chat_id: uuid.UUID) -> tuple[float, float]:
-        return self.model.pop(chat_id, 0.0), self.tool.pop(chat_id, 0.0)
+    def take(self, chat_id: uuid.UUID, sent: float, end: float) -> tuple[float, float]:
+        """Model and tool seconds of the chat's turn that started between ``sent`` and
+        ``end`` (:func:`now` times: when its message was sent and when its final status
+        reached the client); that turn and any older one are dropped."""
+        model = tool = 0.0
+        kept = []
+        for times in self.turns.get(chat_id, []):
+            if sent <= times.start <= end:
+                model, tool = model + times.model, tool + times.tool
+            elif times.start > end:
+                kept.append(times)
+        if kept:
+            self.turns[chat_id] = kept
+        else:
+            self.turns.pop(chat_id, None)
+        return model, tool
 
     def model_for(self, base: FunctionModel) -> Callable[[Any], FunctionModel]:
-        """A worker ``model_for``: ``base`` timed into the chat's model seconds."""
+        """A worker ``model_for``: starts the chat's next turn's timers, and gives ``base``
+        timed into its model seconds."""
 
         def model_for(chat: Any) -> FunctionModel:
-            CURRENT_CHAT.set(chat.id)
+            times = TurnTimes(now())
+            self.turns[chat.id].append(times)
+            CURRENT_TURN.set(times)
 
             def add(seconds: float) -> None:
-                self.model[chat.id] += seconds
+                times.model += seconds
 
             return timed_model(base, add)
 
         return model_for
 
     def dialer(self, inner: Any) -> Any:
-        """An agent dialer whose connections add ``exec`` time to the current chat's tool
+        """An agent dialer whose connections add ``exec`` time to the current turn's tool
         seconds."""
-        return _TimedDialer(inner, self)
+        return _TimedDialer(inner)
 
 
 def timed_model(base: FunctionModel, add: Callable[[float], None]) -> FunctionModel:
@@ -177,30 +210,28 @@ def timed_model(base: FunctionModel, add: Callable[[float], None]) -> FunctionMo
 
 
 class _TimedConn:
-    def __init__(self, conn: Any, timers: ChatTimers) -> None:
+    def __init__(self, conn: Any) -> None:
         self._conn = conn
-        self._timers = timers
 
     async def exec(self, *args: Any, **kwargs: Any) -> Any:
         t0 = time.perf_counter()
         try:
             return await self._conn.exec(*args, **kwargs)
         finally:
-            chat_id = CURRENT_CHAT.get()
-            if chat_id is not None:
-                self._timers.tool[chat_id] += time.perf_counter() - t0
+            times = CURRENT_TURN.get()
+            if times is not None:
+                times.tool += time.perf_counter() - t0
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._conn, name)
 
 
 class _TimedDialer:
-    def __init__(self, inner: Any, timers: ChatTimers) -> None:
+    def __init__(self, inner: Any) -> None:
         self._inner = inner
-        self._timers = timers
 
     async def dial(self, agent: Any, *, headers: dict[str, str]) -> Any:
-        return _TimedConn(await self._inner.dial(agent, headers=headers), self._timers)
+        return _TimedConn(await self._inner.dial(agent, headers=headers))
 
 
 async def create_workspaces(
@@ -273,11 +304,13 @@ async def poisson(
     rate: float,
     duration_s: float,
     rng: random.Random,
+    *,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> tuple[list[T], float, int]:
     """Open-loop arrivals at ``rate``/s for ``duration_s``: each runs ``send(chat_id,
     scheduled)`` on a random chat of ``idle``, taken out while its turn runs (a chat runs
     one turn at a time) and put back when ``send`` returns. ``scheduled`` is the arrival's
-    ``perf_counter`` time: timing from it, a client that falls behind shows as latency, not
+    time on ``clock``: timing from it, a client that falls behind shows as latency, not
     as fewer samples. Returns what each ``send`` returned, the window up to the last turn's
     end, and the arrivals that found no idle chat."""
 
@@ -289,12 +322,12 @@ async def poisson(
 
     tasks: list[asyncio.Task[T]] = []
     skipped = 0
-    start = at = time.perf_counter()
+    start = at = clock()
     while True:
         at += rng.expovariate(rate)
         if at - start >= duration_s:
             break
-        delay = at - time.perf_counter()
+        delay = at - clock()
         if delay > 0:
             await asyncio.sleep(delay)
         if not idle:
@@ -303,7 +336,7 @@ async def poisson(
         chat_id = idle.pop(rng.randrange(len(idle)))
         tasks.append(asyncio.create_task(one(chat_id, at)))
     samples = list(await asyncio.gather(*tasks))
-    return samples, time.perf_counter() - start, skipped
+    return samples, clock() - start, skipped
 
 
 async def closed_loop(

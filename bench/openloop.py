@@ -2,26 +2,35 @@
 workspaces (real ``tether agent`` processes, local backend), with messages sent as a
 Poisson process at each rate of ``--rates`` turns/s.
 
-The server runs in-process as in ``bench/turns.py`` (uvicorn on loopback, SQLite;
+The server runs in this process as in ``bench/turns.py`` (uvicorn on loopback, SQLite;
 ``timed_server`` in ``bench/benchlib.py``) with the chat worker installed by the bench, so
 the model (``zero_latency_execute_model``: one ``execute true`` per turn, then ``ok``) and
-the agents' ``exec`` calls can be timed. Per turn: **overhead** = wall − model − tool, as
-``bench/turns.py`` defines it, except that *wall starts at the send time the schedule gave
-the message*, not when the client got round to sending it: a client (or server) that falls
-behind shows as overhead, never as fewer samples (no coordinated omission).
+the agents' ``exec`` calls can be timed. The client is ``--clients`` processes of their own
+(``bench/client.py``), each with its share of the chats and of the rate (the sum of
+independent Poisson processes is one at the summed rate); a turn's end is its final status
+read off the chat's SSE stream, opened once the message was accepted. Per turn:
+**overhead** = wall − model − tool, as ``bench/turns.py`` defines it, except that *wall
+starts at the send time the schedule gave the message*, not when the client got round to
+sending it: a client (or server) that falls behind shows as overhead, never as fewer
+samples (no coordinated omission). ``send_lateness_ms_p99`` says how far behind its
+schedule the client sent: when it is large at a rate, add client processes.
 
-Each message goes to a chat picked at random among those with no turn in flight (a chat
-runs one turn at a time; a message to a running chat would be queued, not load). Each rate
-runs ``--warmup`` seconds (not measured), then ``--duration`` seconds; turns still running
-when the window closes are waited for (up to ``TURN_TIMEOUT_S``). ``achieved_rate`` is the
-turns measured ÷ the time from the window's start to its last turn's end.
+Each message goes to a chat picked at random among its process's chats with no turn in
+flight (a chat runs one turn at a time; a message to a running chat would be queued, not
+load). Each rate runs ``--warmup`` seconds (not measured), then ``--duration`` seconds; turns
+still running when the window closes are waited for (up to ``TURN_TIMEOUT_S``).
+``achieved_rate`` is the turns measured ÷ the time from the window's start to its last
+turn's end (the longest over the client processes). ``cpu_ms_per_turn`` is the server
+process's CPU time during the window ÷ its turns; ``client_cpu_ms_per_turn`` the client
+processes'.
 
 Set-up (not measured): the workspaces, then every chat's first turn.
 
     .venv/bin/python -m bench.openloop --chats 100 --workspaces 5 --rates 10,25 --duration 5
 
 Prints figures, then one JSON object as the last line: ``open_loop`` (a list of
-``{rate, overhead_ms_p50, overhead_ms_p99, achieved_rate, turns, errors, skipped}``) and
+``{rate, overhead_ms_p50, overhead_ms_p99, achieved_rate, turns, errors, skipped,
+send_lateness_ms_p99, cpu_ms_per_turn, client_cpu_ms_per_turn}``) and
 ``max_rate_p99_le_100ms`` (the highest rate run whose overhead p99 ≤ 100 ms, or null).
 """
 
@@ -32,7 +41,6 @@ import asyncio
 import json
 import os
 import random
-import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -44,14 +52,13 @@ from bench.benchlib import (
     ChatTimers,
     add_rate_args,
     elapsed,
-    final_status,
     load_parser,
     loadavg,
     pct,
-    poisson,
     process_figures,
     timed_server,
 )
+from bench.client import Answer, Clients
 
 TURN_TIMEOUT_S = 120.0
 SETUP_CONCURRENCY = 32
@@ -65,72 +72,62 @@ class Sample:
     ok: bool
 
 
-class Load:
-    """Sends one chat's messages on schedule and times its turns."""
-
-    def __init__(self, api: httpx.AsyncClient, hub: Any, timers: ChatTimers) -> None:
-        self.api = api
-        self.hub = hub
-        self.timers = timers
-        self.idle: list[uuid.UUID] = []
-
-    async def first_turn(self, workspace_id: uuid.UUID, gate: asyncio.Semaphore) -> None:
-        async with gate:
-            r = await self.api.post(
-                "/api/v1/chats", json={"content": "turn 1", "workspace_id": str(workspace_id)}
-            )
-            r.raise_for_status()
-            chat_id = uuid.UUID(r.json()["id"])
-            async with self.hub.subscribe(chat_id) as queue:
-                early = self.hub.buffered_after(chat_id, 0, 0)
-                status = await final_status(queue, timeout_s=TURN_TIMEOUT_S, early=early)
-            if status != "waiting":
-                raise RuntimeError(f"chat {chat_id}: first turn ended in {status}")
-            self.timers.take(chat_id)
-            self.idle.append(chat_id)
-
-    async def turn(self, chat_id: uuid.UUID, scheduled: float) -> Sample:
-        """One message to an idle chat (taken out of ``idle`` by :func:`poisson`, which
-        puts it back), timed from ``scheduled`` (perf_counter)."""
-        ok = False
-        late = time.perf_counter() - scheduled
-        try:
-            async with self.hub.subscribe(chat_id) as queue:
-                r = await self.api.post(f"/api/v1/chats/{chat_id}/messages", json={"content": "go"})
-                r.raise_for_status()
-                status = await final_status(queue, timeout_s=TURN_TIMEOUT_S)
-                ok = status == "waiting"
-        except (httpx.HTTPError, TimeoutError) as exc:  # counted in ``errors``
-            print(f"chat {chat_id}: {exc!r}", file=sys.stderr)
-        wall = time.perf_counter() - scheduled
-        model_s, tool_s = self.timers.take(chat_id)
-        return Sample(wall - model_s - tool_s, late, ok)
-
-    async def run_rate(
-        self, rate: float, duration_s: float, rng: random.Random
-    ) -> tuple[list[Sample], float, int]:
-        """Poisson arrivals at ``rate`` for ``duration_s``: the samples, the window's length
-        up to its last turn's end, and how many arrivals found no idle chat (skipped)."""
-        return await poisson(self.turn, self.idle, rate, duration_s, rng)
+def samples(answer: Answer, timers: ChatTimers) -> list[Sample]:
+    """The client's per-turn results with the server's model and tool time of each turn."""
+    out: list[Sample] = []
+    for r in answer.results:
+        model_s, tool_s = timers.take(uuid.UUID(r["chat"]), r["sent"], r["end"])
+        wall = r["end"] - r["scheduled"]
+        late = r["sent"] - r["scheduled"]
+        out.append(Sample(wall - model_s - tool_s, late, r["status"] == "waiting"))
+    return out
 
 
-def summarise(rate: float, samples: list[Sample], window_s: float, skipped: int) -> dict[str, Any]:
-    ok = [s for s in samples if s.ok]
+async def run_rate(
+    clients: Clients, rate: float, duration_s: float, rng: random.Random
+) -> tuple[Answer, float]:
+    """Poisson arrivals at ``rate`` for ``duration_s``, split evenly over the client
+    processes: their answer and the server process's CPU seconds until the last answered."""
+    n = len(clients.procs)
+    command = {"op": "poisson", "rate": rate / n, "duration": duration_s}
+    cpu: list[float] = []
+    cpu0 = time.process_time()
+    answer = await clients.run(
+        [{**command, "seed": rng.randrange(2**32)} for _ in range(n)],
+        timeout_s=duration_s + TURN_TIMEOUT_S,
+        on_answered=lambda: cpu.append(time.process_time() - cpu0),
+    )
+    return answer, cpu[0]
+
+
+def summarise(rate: float, answer: Answer, timers: ChatTimers, cpu_s: float) -> dict[str, Any]:
+    got = samples(answer, timers)
+    for r in answer.results:
+        if r["status"] != "waiting":
+            print(f"chat {r['chat']}: {r['status']}")
+    ok = [s for s in got if s.ok]
     ms = [s.overhead_s * 1000 for s in ok] or [float("nan")]
-    late = [s.late_s * 1000 for s in samples] or [0.0]
+    late = [s.late_s * 1000 for s in got] or [0.0]
+    window_s = max(h["window_s"] for h in answer.headers)
+    skipped = sum(h["skipped"] for h in answer.headers)
     row = {
         "rate": rate,
         "overhead_ms_p50": round(pct(ms, 50), 1),
         "overhead_ms_p99": round(pct(ms, 99), 1),
         "achieved_rate": round(len(ok) / window_s, 1) if window_s > 0 else 0.0,
         "turns": len(ok),
-        "errors": len(samples) - len(ok),
+        "errors": len(got) - len(ok),
         "skipped": skipped,
+        "send_lateness_ms_p99": round(pct(late, 99), 1),
+        "cpu_ms_per_turn": round(cpu_s / max(1, len(got)) * 1000, 1),
+        "client_cpu_ms_per_turn": round(answer.cpu_s / max(1, len(got)) * 1000, 1),
     }
     print(
         f"rate {rate:6.1f}/s: {len(ok)} turns, overhead p50 {row['overhead_ms_p50']:8.1f} ms "
         f"p99 {row['overhead_ms_p99']:8.1f} ms, achieved {row['achieved_rate']:.1f}/s, "
-        f"send lateness p99 {pct(late, 99):.1f} ms, errors {row['errors']}, skipped {skipped}"
+        f"send lateness p99 {row['send_lateness_ms_p99']:.1f} ms, errors {row['errors']}, "
+        f"skipped {skipped}; CPU per turn: server {row['cpu_ms_per_turn']} ms, client "
+        f"{row['client_cpu_ms_per_turn']} ms"
     )
     return row
 
@@ -138,32 +135,49 @@ def summarise(rate: float, samples: list[Sample], window_s: float, skipped: int)
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     rng = random.Random(args.seed)
     rows: list[dict[str, Any]] = []
-    limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
+    limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)  # set-up only
     async with timed_server(
         "tether-bench-openloop-", args.workspaces, workspace_prefix="w", limits=limits
     ) as bench:
-        load = Load(bench.api, bench.graph.hub, bench.timers)
-        ids = bench.workspaces
-        gate = asyncio.Semaphore(SETUP_CONCURRENCY)
-        t0 = time.perf_counter()
-        await asyncio.gather(*(load.first_turn(ids[i % len(ids)], gate) for i in range(args.chats)))
-        print(f"{args.chats} chats created in {elapsed(t0)}")
-        before = process_figures(os.getpid())
-        for rate in args.rates:
-            await load.run_rate(rate, args.warmup, rng)
-            cpu0 = time.process_time()
-            samples, window_s, skipped = await load.run_rate(rate, args.duration, rng)
-            row = summarise(rate, samples, window_s, skipped)
-            row["cpu_ms_per_turn"] = round(
-                (time.process_time() - cpu0) / max(1, len(samples)) * 1000, 1
+        clients = await Clients.start(bench.srv.url, bench.srv.token, args.clients)
+        try:
+            ids = [str(ws) for ws in bench.workspaces]
+            n = args.clients
+            t0 = time.perf_counter()
+            setup = await clients.run(
+                [
+                    {
+                        "op": "chats",
+                        "workspaces": [ids[j % len(ids)] for j in range(i, args.chats, n)],
+                        "turns": 1,
+                        "concurrency": max(1, SETUP_CONCURRENCY // n),
+                        "follow": "turn",
+                    }
+                    for i in range(n)
+                ],
+                timeout_s=TURN_TIMEOUT_S * max(1, args.chats // SETUP_CONCURRENCY + 1),
             )
-            rows.append(row)
-        after = process_figures(os.getpid())
-        print(f"process (server + client) before {before}, after {after}")
+            failed = [r for r in setup.results if r["status"] != "waiting"]
+            if failed:
+                raise RuntimeError(f"{len(failed)} first turns failed, e.g. {failed[0]}")
+            for r in setup.results:
+                bench.timers.take(uuid.UUID(r["chat"]), r["sent"], r["end"])
+            print(f"{args.chats} chats created in {elapsed(t0)} ({n} client processes)")
+            before = process_figures(os.getpid())
+            for rate in args.rates:
+                warm, _ = await run_rate(clients, rate, args.warmup, rng)
+                samples(warm, bench.timers)  # drops the warm-up turns' timers
+                answer, cpu_s = await run_rate(clients, rate, args.duration, rng)
+                rows.append(summarise(rate, answer, bench.timers, cpu_s))
+            after = process_figures(os.getpid())
+            print(f"server process before {before}, after {after}")
+        finally:
+            await clients.close()
     within = [r["rate"] for r in rows if r["turns"] and r["overhead_ms_p99"] <= P99_BOUND_MS]
     return {
         "chats": args.chats,
         "workspaces": args.workspaces,
+        "clients": args.clients,
         "duration_s": args.duration,
         "open_loop": rows,
         "max_rate_p99_le_100ms": max(within) if within else None,
@@ -174,6 +188,12 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = load_parser(__doc__, chats=1000, workspaces=50, seed=12)
     add_rate_args(parser, rates=[10.0, 25.0, 50.0, 100.0], duration=20.0, warmup=3.0)
+    parser.add_argument(
+        "--clients",
+        type=int,
+        default=2,
+        help="client processes (each sends rate ÷ clients); more when send lateness grows",
+    )
     return parser.parse_args(argv)
 
 

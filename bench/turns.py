@@ -2,21 +2,28 @@
 ``tether agent`` process), each running 5 turns with ``zero_latency_execute_model`` (one
 ``execute true`` per turn, then ``ok``).
 
-Runs a real server in-process (uvicorn on loopback, SQLite, local backend;
+Runs a real server in this process (uvicorn on loopback, SQLite, local backend;
 ``timed_server`` in ``bench/benchlib.py``) with the chat worker installed by the bench so
-the model and the agent connections can be timed. Per turn:
+the model and the agent connections can be timed. The HTTP client is a process of its own
+(``bench/client.py``): it creates the chats, sends the messages and reads each turn's end
+off the chat's SSE stream over the socket (one stream per chat, open for all its turns, as
+a UI with the chat open). Per turn:
 
 * **wall** — from just before the message is sent (``POST /chats`` for the first turn,
-  ``POST /chats/{id}/messages`` after) until a subscriber of the chat's stream hub receives
-  the turn's final ``status`` (``waiting``/``error``);
+  ``POST /chats/{id}/messages`` after) until the client reads the turn's final ``status``
+  (``waiting``/``error``) on the stream; both times on ``CLOCK_MONOTONIC``
+  (``bench.benchlib.now``), which the client and the server process share;
 * **model** — time spent inside the model function (its stream generator), summed;
 * **tool** — time spent inside the agent's ``exec`` call the ``execute`` tool makes (the
   dialer's connections are wrapped; the tool's own bookkeeping counts as overhead);
 * **overhead** = wall − model − tool: the API, the worker's claim, history/instructions
   setup, persistence, streaming and scheduling — what tether itself costs per turn;
+* **CPU** per turn: the server process's CPU time during the turn phase ÷ turns (the
+  client's own, from its process, printed apart);
 * **DB statements** per turn: every statement on ``graph.engine`` during the turn phase
   (``StatementCounter``) divided by the turns; the background rate (agent pings, worker
-  polls) is measured while idle and reported separately.
+  polls) is measured while idle and reported separately. The open streams' database
+  polls (``stream_poll_s``, 1 s) fall in the turn phase.
 
 Workspaces are created with bounded concurrency and all stopped at the end (stragglers are
 killed). Prints figures, then one JSON object as the last line.
@@ -46,12 +53,13 @@ import aiosqlite.core
 import httpx
 import sqlalchemy as sa
 
-from bench.benchlib import ChatTimers, cpu_seconds, final_status, loadavg, pct, timed_server
+from bench.benchlib import cpu_seconds, loadavg, pct, timed_server
+from bench.client import Clients
 from tether.db import engine as dbengine
 from tether.db.engine import StatementCounter
 
 TURNS_PER_CHAT = 5
-TURN_TIMEOUT_S = 120.0
+TURN_TIMEOUT_S = 120.0  # the client's bound per turn; the phase's is this × turns per chat
 IDLE_SAMPLE_S = 2.0
 
 
@@ -136,32 +144,14 @@ class TurnFigures:
         return self.wall - self.model - self.tool
 
 
-async def _run_chat(
-    api: httpx.AsyncClient, graph: Any, timers: ChatTimers, workspace_id: uuid.UUID, n_turns: int
-) -> list[TurnFigures]:
-    """``n_turns`` turns on one chat; each waits for the turn's final status on the hub."""
-    hub = graph.hub
+def _figures(results: list[dict[str, Any]], timers: Any) -> list[TurnFigures]:
+    """The client's per-turn results with the server's model and tool time of each turn."""
     figures: list[TurnFigures] = []
-    t0 = time.perf_counter()
-    r = await api.post(
-        "/api/v1/chats", json={"content": "turn 1", "workspace_id": str(workspace_id)}
-    )
-    r.raise_for_status()
-    chat_id = uuid.UUID(r.json()["id"])
-    async with hub.subscribe(chat_id) as queue:
-        for turn in range(n_turns):
-            if turn > 0:
-                t0 = time.perf_counter()
-                r = await api.post(f"/api/v1/chats/{chat_id}/messages", json={"content": "go"})
-                r.raise_for_status()
-            # Turn 1 could in theory finish before we subscribed: its status is buffered.
-            early = [e for e in hub.buffered_after(chat_id, 0, 0) if turn == 0]
-            status = await final_status(queue, timeout_s=TURN_TIMEOUT_S, early=early)
-            wall = time.perf_counter() - t0
-            if status != "waiting":
-                raise RuntimeError(f"chat {chat_id} turn {turn + 1} ended in {status}")
-            model_s, tool_s = timers.take(chat_id)
-            figures.append(TurnFigures(wall, model_s, tool_s, first=turn == 0))
+    for r in results:
+        if r["status"] != "waiting":
+            raise RuntimeError(f"chat {r['chat']} turn {r['turn'] + 1} ended in {r['status']}")
+        model_s, tool_s = timers.take(uuid.UUID(r["chat"]), r["sent"], r["end"])
+        figures.append(TurnFigures(r["end"] - r["sent"], model_s, tool_s, first=r["turn"] == 0))
     return figures
 
 
@@ -177,37 +167,50 @@ async def main(
         "tether-bench-turns-", n_chats, workspace_prefix="t", limits=limits
     ) as bench:
         graph = bench.graph
-        counter = StatementCounter(graph.engine)
-        with counter.measure() as idle:
-            await asyncio.sleep(IDLE_SAMPLE_S)
-        idle_rate = idle.count / IDLE_SAMPLE_S
-        sites = CallSites(graph.engine) if show_statements else None
-        profiler = cProfile.Profile() if profile else None
-        with counter.measure() as busy:
-            hops = ThreadHops()
-            threads0 = thread_cpu()
-            t0, cpu0 = time.perf_counter(), time.process_time()
-            if profiler is not None:
-                profiler.enable()
-            results = await asyncio.gather(
-                *(
-                    _run_chat(bench.api, graph, bench.timers, ws, turns_per_chat)
-                    for ws in bench.workspaces
+        clients = await Clients.start(bench.srv.url, bench.srv.token)
+        try:
+            counter = StatementCounter(graph.engine)
+            with counter.measure() as idle:
+                await asyncio.sleep(IDLE_SAMPLE_S)
+            idle_rate = idle.count / IDLE_SAMPLE_S
+            sites = CallSites(graph.engine) if show_statements else None
+            profiler = cProfile.Profile() if profile else None
+            ended: list[float] = []
+            threads1: dict[str, float] = {}
+
+            def phase_end() -> None:
+                if profiler is not None:
+                    profiler.disable()
+                ended.extend((time.perf_counter(), time.process_time()))
+                threads1.update(thread_cpu())
+
+            with counter.measure() as busy:
+                hops = ThreadHops()
+                threads0 = thread_cpu()
+                t0, cpu0 = time.perf_counter(), time.process_time()
+                if profiler is not None:
+                    profiler.enable()
+                command = {
+                    "op": "chats",
+                    "workspaces": [str(ws) for ws in bench.workspaces],
+                    "turns": turns_per_chat,
+                    "concurrency": None,
+                    "follow": "chat",
+                }
+                answer = await clients.run(
+                    [command], timeout_s=TURN_TIMEOUT_S * turns_per_chat, on_answered=phase_end
                 )
-            )
-            if profiler is not None:
-                profiler.disable()
-            phase_s = time.perf_counter() - t0
-            cpu_s = time.process_time() - cpu0
-            threads1 = thread_cpu()
-            hops.close()
-        counter.close()
-        if sites is not None:
-            sites.close()
-        if profiler is not None and profile is not None:
-            profiler.dump_stats(profile)
-            print(f"profile of the turn phase written to {profile}")
-    turns = [t for chat in results for t in chat]
+                hops.close()
+            phase_s, cpu_s = ended[0] - t0, ended[1] - cpu0
+            counter.close()
+            if sites is not None:
+                sites.close()
+            if profiler is not None and profile is not None:
+                profiler.dump_stats(profile)
+                print(f"profile of the turn phase written to {profile}")
+        finally:
+            await clients.close()
+        turns = _figures(answer.results, bench.timers)
     ms = [t.overhead * 1000 for t in turns]
     first_ms = [t.overhead * 1000 for t in turns if t.first]
     later_ms = [t.overhead * 1000 for t in turns if not t.first]
@@ -233,6 +236,10 @@ async def main(
         f"server process CPU during the turns: {cpu_s:.2f}s of {phase_s:.2f}s "
         f"({cpu_s / len(turns) * 1000:.1f} ms per turn; one event loop)"
     )
+    print(
+        f"client process CPU during the turns: {answer.cpu_s:.2f}s "
+        f"({answer.cpu_s / len(turns) * 1000:.1f} ms per turn; not in the server's)"
+    )
     by_thread = {k: v - threads0.get(k, 0.0) for k, v in threads1.items()}
     print(
         "CPU per turn: "
@@ -255,12 +262,18 @@ async def main(
         if sites is not None:
             parts: Counter[str] = Counter()
             for (_, where), n in sites.sites.items():
-                part = "api" if "api/" in where else "chatd" if "chatd/" in where else "other"
+                if "chatd/follow.py" in where or "chats.py:stream" in where:
+                    part = "stream"
+                elif "api/" in where:
+                    part = "api"
+                else:
+                    part = "chatd" if "chatd/" in where else "other"
                 parts[part] += n
             print(
                 "statements per turn: the API request that sends the message "
                 f"{parts['api'] / len(turns):.1f}, the turn (chat worker) "
-                f"{parts['chatd'] / len(turns):.1f}, background and other "
+                f"{parts['chatd'] / len(turns):.1f}, the client's open streams (their polls) "
+                f"{parts['stream'] / len(turns):.1f}, background and other "
                 f"{parts['other'] / len(turns):.1f}"
             )
             print("statements per turn, by call site:")
@@ -273,6 +286,7 @@ async def main(
         "turn_overhead_ms_p99": round(pct(ms, 99), 1),
         "turns_per_s": round(len(turns) / phase_s, 1),
         "cpu_ms_per_turn": round(cpu_s / len(turns) * 1000, 1),
+        "client_cpu_ms_per_turn": round(answer.cpu_s / len(turns) * 1000, 1),
         "db_statements_per_turn": round(raw_per_turn, 1),
         "db_statements_per_turn_net": round(net_per_turn, 1),
         "sqlite_thread_hops_per_turn": round(hops.count / len(turns), 1),
