@@ -146,19 +146,20 @@ class ChatTimers:
     def take(self, chat_id: uuid.UUID, sent: float, end: float) -> tuple[float, float]:
         """Model and tool seconds of the chat's turn that started between ``sent`` and
         ``end`` (:func:`now` times: when its message was sent and when its final status
-        reached the client); that turn and any older one are dropped."""
-        model = tool = 0.0
-        kept = []
-        for times in self.turns.get(chat_id, []):
+        reached the client); that turn and any older one are dropped. RuntimeError when no
+        turn of the chat started then: the times do not belong to one of its turns."""
+        matched: list[TurnTimes] = []
+        kept: list[TurnTimes] = []
+        for times in self.turns.pop(chat_id, []):
             if sent <= times.start <= end:
-                model, tool = model + times.model, tool + times.tool
+                matched.append(times)
             elif times.start > end:
                 kept.append(times)
         if kept:
             self.turns[chat_id] = kept
-        else:
-            self.turns.pop(chat_id, None)
-        return model, tool
+        if not matched:
+            raise RuntimeError(f"chat {chat_id}: no turn started between {sent} and {end}")
+        return sum(t.model for t in matched), sum(t.tool for t in matched)
 
     def model_for(self, base: FunctionModel) -> Callable[[Any], FunctionModel]:
         """A worker ``model_for``: starts the chat's next turn's timers, and gives ``base``

@@ -130,7 +130,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = load_parser(__doc__, chats=1000, workspaces=50, seed=5)
-    parser.add_argument("--soak-turns", type=int, default=10_000)
+    parser.add_argument("--soak-turns", "--soak", type=int, default=10_000)
     parser.add_argument("--warmup-turns", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--chat-idle-s", type=float, default=30.0)

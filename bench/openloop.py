@@ -73,13 +73,14 @@ class Sample:
 
 
 def samples(answer: Answer, timers: ChatTimers) -> list[Sample]:
-    """The client's per-turn results with the server's model and tool time of each turn."""
+    """The client's per-turn results with the server's model and tool time of each turn (a
+    turn whose request or stream failed has none: its overhead is its wall time)."""
     out: list[Sample] = []
     for r in answer.results:
-        model_s, tool_s = timers.take(uuid.UUID(r["chat"]), r["sent"], r["end"])
+        ok = r["status"] == "waiting"
+        model_s, tool_s = timers.take(uuid.UUID(r["chat"]), r["sent"], r["end"]) if ok else (0, 0)
         wall = r["end"] - r["scheduled"]
-        late = r["sent"] - r["scheduled"]
-        out.append(Sample(wall - model_s - tool_s, late, r["status"] == "waiting"))
+        out.append(Sample(wall - model_s - tool_s, r["sent"] - r["scheduled"], ok))
     return out
 
 

@@ -23,6 +23,7 @@ from bench.benchlib import IDLE, process_figures
 from tests.support.cli_server import start_server as start_cli_server
 from tether.demo import PYTHON_TEMPLATE, LocalServer
 
+TURN_TIMEOUT_S = 120.0
 MODEL = "python:tether.llm.scripted:zero_latency_execute_model"
 # Timings of a loaded production-like server (as bench/turns.py uses), not the tests' fast ones.
 BASE_ENV = {
@@ -86,10 +87,16 @@ async def figures(srv: LocalServer, api: httpx.AsyncClient) -> dict[str, float]:
 
 
 async def _until_idle(api: httpx.AsyncClient, chat_id: uuid.UUID, after: str) -> str:
-    """Follow the chat's stream from ``after`` until a final status; that status.
+    """Follow the chat's stream from ``after`` until a final status; that status. Bounded by
+    ``TURN_TIMEOUT_S`` (the stream's keep-alives would otherwise hold a stuck turn forever).
 
     Opened after the message was accepted (the chat is then pending), so the first idle
     status the stream shows — its snapshot or a live event — is this turn's end."""
+    async with asyncio.timeout(TURN_TIMEOUT_S):
+        return await _follow_until_idle(api, chat_id, after)
+
+
+async def _follow_until_idle(api: httpx.AsyncClient, chat_id: uuid.UUID, after: str) -> str:
     event = ""
     async with api.stream(
         "GET", f"/api/v1/chats/{chat_id}/stream", headers={"Last-Event-ID": after}

@@ -285,6 +285,8 @@ async def main(
         "turn_overhead_ms_p50": round(pct(ms, 50), 1),
         "turn_overhead_ms_p99": round(pct(ms, 99), 1),
         "turns_per_s": round(len(turns) / phase_s, 1),
+        "wall_ms_p50": round(pct(walls, 50), 1),
+        "tool_ms_p50": round(pct(tool_ms, 50), 1),
         "cpu_ms_per_turn": round(cpu_s / len(turns) * 1000, 1),
         "client_cpu_ms_per_turn": round(answer.cpu_s / len(turns) * 1000, 1),
         "db_statements_per_turn": round(raw_per_turn, 1),
