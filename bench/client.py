@@ -9,13 +9,14 @@ started, then per command:
 * ``{"op": "chats", "workspaces": [...], "turns": n, "concurrency": c, "follow": f}``: one
   new chat per entry of ``workspaces`` (``POST /api/v1/chats`` bound to it: the first turn),
   then ``n − 1`` more turns each (``POST …/messages``), ``c`` chats at a time (all when
-  null). ``follow="chat"``: each chat's stream is opened when the chat is made and followed
-  for all its turns (a UI with the chat open); ``"turn"``: opened after each message was
-  accepted, from that message on, and closed at the turn's end. The chats join the process's
-  pool for ``poisson``.
+  null). ``follow="chat"``: each chat's stream is opened when the chat is made and stays
+  open for all its turns, this command's and later ones, until the process exits (a UI with
+  the chat open); ``"turn"``: opened after each message was accepted, from that message on,
+  and closed at the turn's end. The chats join the process's pool for ``poisson``.
 * ``{"op": "poisson", "rate": r, "duration": d, "seed": s}``: Poisson arrivals at ``r``/s for
   ``d`` s, each a message to a random chat of the pool with no turn in flight
-  (``bench.benchlib.poisson``), followed per turn.
+  (``bench.benchlib.poisson``), followed on the chat's open stream or on one of the turn's
+  own.
 
 The answer to a command is one header line ``{"done": op, "results": k, "cpu_s", …}`` (the
 process's CPU seconds during the command, ``window_s`` and ``skipped`` for ``poisson``), then
@@ -125,6 +126,7 @@ class Client:
     def __init__(self, api: httpx.AsyncClient) -> None:
         self.api = api
         self.pool: list[uuid.UUID] = []
+        self.followers: dict[uuid.UUID, Follower] = {}  # the chats followed all along
 
     async def _send(self, chat_id: uuid.UUID | None, workspace: str) -> tuple[uuid.UUID, int]:
         """A message: to a new chat on ``workspace`` when ``chat_id`` is None. The chat and the
@@ -173,18 +175,18 @@ class Client:
             chat_id: uuid.UUID | None = None
             follower: Follower | None = None
             async with gate:
-                try:
-                    for turn in range(turns):
-                        result, follower = await self._turn(chat_id, workspace, follower, keep)
-                        out.append({**result, "turn": turn})
-                        if result["status"] != "waiting":
-                            return out
-                        chat_id = uuid.UUID(result["chat"])
-                finally:
-                    if follower is not None:
-                        await follower.close()
+                for turn in range(turns):
+                    result, follower = await self._turn(chat_id, workspace, follower, keep)
+                    out.append({**result, "turn": turn})
+                    if result["status"] != "waiting":
+                        if follower is not None:
+                            await follower.close()
+                        return out
+                    chat_id = uuid.UUID(result["chat"])
             if chat_id is not None:
                 self.pool.append(chat_id)
+                if follower is not None:
+                    self.followers[chat_id] = follower
             return out
 
         return [r for chat in await asyncio.gather(*(one(w) for w in workspaces)) for r in chat]
@@ -193,7 +195,8 @@ class Client:
         self, rate: float, duration: float, seed: int
     ) -> tuple[list[dict[str, Any]], float, int]:
         async def send(chat_id: uuid.UUID, scheduled: float) -> dict[str, Any]:
-            result, _ = await self._turn(chat_id, "", None, keep=False)
+            follower = self.followers.get(chat_id)  # else a stream for this turn
+            result, _ = await self._turn(chat_id, "", follower, keep=False)
             return {**result, "scheduled": scheduled, "turn": 0}
 
         return await poisson(send, self.pool, rate, duration, random.Random(seed), clock=now)
@@ -229,6 +232,8 @@ async def _serve(url: str, token: str) -> None:
             out = [json.dumps(header), *(json.dumps(r) for r in results)]
             sys.stdout.write("\n".join(out) + "\n")
             sys.stdout.flush()
+        for follower in client.followers.values():
+            await follower.close()
 
 
 @dataclass

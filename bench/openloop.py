@@ -8,7 +8,8 @@ the model (``zero_latency_execute_model``: one ``execute true`` per turn, then `
 the agents' ``exec`` calls can be timed. The client is ``--clients`` processes of their own
 (``bench/client.py``), each with its share of the chats and of the rate (the sum of
 independent Poisson processes is one at the summed rate); a turn's end is its final status
-read off the chat's SSE stream, opened once the message was accepted. Per turn:
+read off the chat's SSE stream, opened once the message was accepted (``--follow chat``:
+each chat's stream open all along, made with the chat). Per turn:
 **overhead** = wall − model − tool, as ``bench/turns.py`` defines it, except that *wall
 starts at the send time the schedule gave the message*, not when the client got round to
 sending it: a client (or server) that falls behind shows as overhead, never as fewer
@@ -152,7 +153,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                         "workspaces": [ids[j % len(ids)] for j in range(i, args.chats, n)],
                         "turns": 1,
                         "concurrency": max(1, SETUP_CONCURRENCY // n),
-                        "follow": "turn",
+                        "follow": args.follow,
                     }
                     for i in range(n)
                 ],
@@ -179,6 +180,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "chats": args.chats,
         "workspaces": args.workspaces,
         "clients": args.clients,
+        "follow": args.follow,
         "duration_s": args.duration,
         "open_loop": rows,
         "max_rate_p99_le_100ms": max(within) if within else None,
@@ -194,6 +196,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=2,
         help="client processes (each sends rate ÷ clients); more when send lateness grows",
+    )
+    parser.add_argument(
+        "--follow",
+        choices=("turn", "chat"),
+        default="turn",
+        help="the client's streams: one per turn, opened once the message was accepted "
+        "(default), or one per chat open all along (each polls the database every "
+        "stream_poll_s, 1 s)",
     )
     return parser.parse_args(argv)
 

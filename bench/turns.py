@@ -7,7 +7,7 @@ Runs a real server in this process (uvicorn on loopback, SQLite, local backend;
 the model and the agent connections can be timed. The HTTP client is a process of its own
 (``bench/client.py``): it creates the chats, sends the messages and reads each turn's end
 off the chat's SSE stream over the socket (one stream per chat, open for all its turns, as
-a UI with the chat open). Per turn:
+a UI with the chat open; ``--follow turn``: one stream per turn). Per turn:
 
 * **wall** — from just before the message is sent (``POST /chats`` for the first turn,
   ``POST /chats/{id}/messages`` after) until the client reads the turn's final ``status``
@@ -161,6 +161,7 @@ async def main(
     *,
     profile: str | None = None,
     show_statements: bool = False,
+    follow: str = "chat",
 ) -> dict[str, Any]:
     limits = httpx.Limits(max_connections=max(100, n_chats * 2))
     async with timed_server(
@@ -195,7 +196,7 @@ async def main(
                     "workspaces": [str(ws) for ws in bench.workspaces],
                     "turns": turns_per_chat,
                     "concurrency": None,
-                    "follow": "chat",
+                    "follow": follow,
                 }
                 answer = await clients.run(
                     [command], timeout_s=TURN_TIMEOUT_S * turns_per_chat, on_answered=phase_end
@@ -292,6 +293,7 @@ async def main(
         "db_statements_per_turn": round(raw_per_turn, 1),
         "db_statements_per_turn_net": round(net_per_turn, 1),
         "sqlite_thread_hops_per_turn": round(hops.count / len(turns), 1),
+        "follow": follow,
         "load_avg_1m": loadavg(),
     }
 
@@ -304,8 +306,21 @@ if __name__ == "__main__":
     parser.add_argument(
         "--statements", action="store_true", help="print the turn phase's statements by text"
     )
+    parser.add_argument(
+        "--follow",
+        choices=("chat", "turn"),
+        default="chat",
+        help="the client's stream: one per chat, open for all its turns (default), or one per "
+        "turn, opened once the message was accepted (as bench/openloop.py)",
+    )
     args = parser.parse_args()
     result = asyncio.run(
-        main(args.chats, args.turns, profile=args.profile, show_statements=args.statements)
+        main(
+            args.chats,
+            args.turns,
+            profile=args.profile,
+            show_statements=args.statements,
+            follow=args.follow,
+        )
     )
     print(json.dumps(result))
