@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import logging
 import re
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -33,8 +32,6 @@ from tether.db import sqliteloop
 from tether.errors import InvalidInput, Timeout
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
-
-log = logging.getLogger(__name__)
 
 
 def normalise_url(url: str | URL) -> URL:
