@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import contextvars
 import cProfile
 import json
 import os
@@ -50,12 +49,12 @@ from pathlib import Path
 from typing import Any
 
 import aiosqlite.core
+import greenlet
 import httpx
 import sqlalchemy as sa
 
 from bench.benchlib import cpu_seconds, loadavg, pct, timed_server
 from bench.client import Clients
-from tether.db import engine as dbengine
 from tether.db.engine import StatementCounter
 
 TURNS_PER_CHAT = 5
@@ -65,39 +64,27 @@ IDLE_SAMPLE_S = 2.0
 
 class CallSites:
     """Where each statement on the engine was issued from (``--statements``): the innermost
-    frames in ``tether`` outside ``tether/db``. The engine runs every statement in a task of
-    its own (``tether.db.engine._complete``), so the caller's stack is captured when that
-    task is made and handed to it in a context variable."""
+    frames in ``tether`` outside ``tether/db``. A statement runs in SQLAlchemy's greenlet,
+    whose stack starts afresh; the caller's stack continues from the frame the greenlet
+    was spawned from (its parent's)."""
 
     def __init__(self, engine: Any) -> None:
         self.sites: Counter[tuple[str, str]] = Counter()
         self._engine = engine.sync_engine
-        self._where: contextvars.ContextVar[str] = contextvars.ContextVar("where", default="")
-        self._original = dbengine._complete
-        where_var = self._where
-
-        async def complete(step: Any) -> Any:
-            frame = sys._getframe(1)
-            where: list[str] = []
-            while frame is not None and len(where) < 3:
-                name = frame.f_code.co_filename
-                if "/tether/" in name and "/tether/db/" not in name:
-                    where.append(f"{name.split('/tether/', 1)[1]}:{frame.f_code.co_name}")
-                frame = frame.f_back  # type: ignore[assignment]
-            token = where_var.set(" < ".join(where))
-            try:
-                return await self._original(step)
-            finally:
-                where_var.reset(token)
-
-        dbengine._complete = complete  # type: ignore[assignment]
         sa.event.listen(self._engine, "before_cursor_execute", self._on_execute)
 
     def _on_execute(self, _c: Any, _cur: Any, statement: str, *_rest: Any) -> None:
-        self.sites[(" ".join(statement.split())[:60], self._where.get())] += 1
+        current = greenlet.getcurrent()
+        frame = current.parent.gr_frame if current.parent is not None else sys._getframe(1)
+        where: list[str] = []
+        while frame is not None and len(where) < 3:
+            name = frame.f_code.co_filename
+            if "/tether/" in name and "/tether/db/" not in name:
+                where.append(f"{name.split('/tether/', 1)[1]}:{frame.f_code.co_name}")
+            frame = frame.f_back
+        self.sites[(" ".join(statement.split())[:60], " < ".join(where))] += 1
 
     def close(self) -> None:
-        dbengine._complete = self._original  # type: ignore[assignment]
         sa.event.remove(self._engine, "before_cursor_execute", self._on_execute)
 
 

@@ -1,11 +1,13 @@
-"""The database engine: one async SQLAlchemy engine for SQLite (aiosqlite) or PostgreSQL
-(asyncpg), plus :class:`StatementCounter` to measure how many statements a block runs.
+"""The database engine: one async SQLAlchemy engine for SQLite (``sqlite3`` on the event
+loop, :mod:`tether.db.sqliteloop`) or PostgreSQL (asyncpg), plus :class:`StatementCounter`
+to measure how many statements a block runs.
 
 URLs accepted by :func:`create_engine`:
 
-- ``sqlite+aiosqlite:///path/to/file.db`` (``sqlite:///…`` is rewritten to aiosqlite);
-  the parent directory is created. Every connection gets WAL, ``foreign_keys=ON``,
-  ``busy_timeout`` and ``synchronous=NORMAL``.
+- ``sqlite:///path/to/file.db`` (``sqlite+aiosqlite:///…``, ``sqlite+pysqlite:///…`` and
+  ``sqlite+tetherloop:///…`` name the same driver); the parent directory is created. Every
+  connection gets WAL, ``foreign_keys=ON``, ``busy_timeout=0`` (a busy database is waited
+  for asynchronously, up to ``SQLITE_BUSY_TIMEOUT_MS``) and ``synchronous=NORMAL``.
 - ``postgresql+asyncpg://…`` (``postgresql://…`` and ``postgres://…`` are rewritten).
 """
 
@@ -14,25 +16,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
 
+from tether.db import sqliteloop
 from tether.errors import InvalidInput, Timeout
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
-
-T = TypeVar("T")
-log = logging.getLogger(__name__)
 
 
 def normalise_url(url: str | URL) -> URL:
@@ -42,7 +41,7 @@ def normalise_url(url: str | URL) -> URL:
     parsed = make_url(url) if isinstance(url, str) else url
     backend = parsed.get_backend_name()
     if backend == "sqlite":
-        return parsed.set(drivername="sqlite+aiosqlite")
+        return parsed.set(drivername=f"sqlite+{sqliteloop.DRIVER}")
     if backend in ("postgresql", "postgres"):
         return parsed.set(drivername="postgresql+asyncpg")
     raise InvalidInput(f"unsupported database URL scheme: {parsed.drivername}", field="db_url")
@@ -55,14 +54,18 @@ def create_engine(
     max_overflow: int = 10,
     pool_timeout_s: float = 10.0,
     echo: bool = False,
+    sqlite_busy_wait_s: float = SQLITE_BUSY_TIMEOUT_MS / 1000,
 ) -> AsyncEngine:
     """Create the async engine for ``url`` (see the module docstring for accepted URLs).
 
     The pool settings apply to PostgreSQL; ``pool_timeout_s`` bounds how long a caller waits
-    for a free pooled connection."""
+    for a free pooled connection. ``sqlite_busy_wait_s`` bounds how long one SQLite
+    statement waits for another connection's lock before "database is locked"."""
     parsed = normalise_url(url)
     if parsed.get_backend_name() == "sqlite":
-        return _create_sqlite_engine(parsed, echo=echo, pool_timeout_s=pool_timeout_s)
+        return _create_sqlite_engine(
+            parsed, echo=echo, pool_timeout_s=pool_timeout_s, busy_wait_s=sqlite_busy_wait_s
+        )
     return _create_async_engine(
         parsed,
         echo=echo,
@@ -75,7 +78,9 @@ def create_engine(
     )
 
 
-def _create_sqlite_engine(url: URL, *, echo: bool, pool_timeout_s: float) -> AsyncEngine:
+def _create_sqlite_engine(
+    url: URL, *, echo: bool, pool_timeout_s: float, busy_wait_s: float
+) -> AsyncEngine:
     database = url.database
     if database and database != ":memory:" and not database.startswith("file:"):
         Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
@@ -83,6 +88,7 @@ def _create_sqlite_engine(url: URL, *, echo: bool, pool_timeout_s: float) -> Asy
         url,
         echo=echo,
         pool_timeout=pool_timeout_s,
+        busy_wait_s=busy_wait_s,
     )
     sa.event.listen(engine.sync_engine, "connect", _on_sqlite_connect)
     _skip_idle_rollbacks(engine.sync_engine.dialect)
@@ -93,17 +99,16 @@ def _skip_idle_rollbacks(dialect: sa.Dialect) -> None:
     """No ROLLBACK for a SQLite connection that has no transaction open.
 
     SQLAlchemy rolls a connection back when a ``connect()`` block ends and again when the
-    pool takes it back, also after a commit: with aiosqlite each is a round trip through
-    the connection's thread (a queue hand-off, a thread wake-up and a loop wake-up), two
-    or three per statement group of a chat turn. The sqlite3 module opens a transaction
-    only before a write, and says whether one is open (``in_transaction``, read without a
-    round trip), so a rollback with none open has nothing to undo."""
+    pool takes it back, also after a commit: two or three per statement group of a chat
+    turn, each an event (``StatementCounter`` shows none) and a call into SQLite. The
+    sqlite3 module opens a transaction only before a write, and says whether one is open
+    (``in_transaction``), so a rollback with none open has nothing to undo."""
     rollback = dialect.do_rollback
 
     def do_rollback(dbapi_connection: Any) -> None:
-        adapted = getattr(dbapi_connection, "dbapi_connection", dbapi_connection)
-        try:  # the aiosqlite connection; a closed one raises: roll back as usual
-            idle = adapted._connection.in_transaction is False
+        raw = getattr(dbapi_connection, "dbapi_connection", dbapi_connection)
+        try:  # a closed connection raises: roll back as usual
+            idle = raw.in_transaction is False
         except Exception:
             idle = False
         if not idle:
@@ -115,49 +120,16 @@ def _skip_idle_rollbacks(dialect: sa.Dialect) -> None:
 SQLITE_WRITE_WAIT_S = 30.0
 
 
-class CompletingConnection(AsyncConnection):
-    """An :class:`AsyncConnection` whose statements, commits and rollbacks run to
-    completion when the calling task is cancelled; the cancellation is raised right after
-    (see :class:`SQLiteEngine`)."""
+class SQLiteConnection(AsyncConnection):
+    """An :class:`AsyncConnection` whose ``async with`` exit closes it directly.
 
-    async def execute(self, *args: Any, **kwargs: Any) -> Any:
-        return await _complete(super().execute(*args, **kwargs))
+    SQLAlchemy's exit runs the close in a task of its own so that a cancellation cannot
+    abandon it half-way; a close on :mod:`tether.db.sqliteloop` (a rollback if a
+    transaction is open, the pool check-in) never suspends, so nothing can cut it and the
+    task would only cost a loop turn per ``connect()`` block."""
 
-    async def exec_driver_sql(self, *args: Any, **kwargs: Any) -> Any:
-        return await _complete(super().exec_driver_sql(*args, **kwargs))
-
-    async def scalar(self, *args: Any, **kwargs: Any) -> Any:
-        return await _complete(super().scalar(*args, **kwargs))
-
-    async def scalars(self, *args: Any, **kwargs: Any) -> Any:
-        return await _complete(super().scalars(*args, **kwargs))
-
-    async def run_sync(self, *args: Any, **kwargs: Any) -> Any:
-        return await _complete(super().run_sync(*args, **kwargs))
-
-    async def commit(self) -> None:
-        await _complete(super().commit())
-
-    async def rollback(self) -> None:
-        await _complete(super().rollback())
-
-
-async def _complete(step: Awaitable[T]) -> T:
-    """Await ``step`` to the end even if the calling task is cancelled meanwhile; then
-    re-raise the cancellation. ``step`` is a short database operation (bounded by the busy
-    timeout), so deferring the cancellation by it is safe."""
-    task = asyncio.ensure_future(step)
-    cancelled = False
-    while not task.done():
-        try:
-            await asyncio.wait({task})
-        except asyncio.CancelledError:
-            cancelled = True
-    if cancelled:
-        if not task.cancelled() and task.exception() is not None:
-            log.debug("database step failed after a cancellation: %r", task.exception())
-        raise asyncio.CancelledError()
-    return task.result()
+    async def __aexit__(self, type_: Any, value: Any, traceback: Any) -> None:
+        await self.close()
 
 
 class SQLiteEngine(AsyncEngine):
@@ -172,18 +144,18 @@ class SQLiteEngine(AsyncEngine):
     (``connect()``) still run concurrently (WAL). Re-entrant within a task; the wait is
     bounded (``write_wait_s``) and raises :class:`tether.errors.Timeout`.
 
-    Cancellation (issue #9 §9): a statement runs in aiosqlite's thread and cannot be
-    stopped. When a cancellation reached SQLAlchemy mid-statement, it invalidated the
-    connection and raced aiosqlite's close against the statement still running; an
-    interrupt during ``create_workspace`` could leave a connection checked out with its
-    greenlet suspended forever, holding SQLite's write lock ("database is locked" for the
-    whole server until restart). Here every statement, commit, rollback and close runs to
-    completion (``_complete``) and the cancellation is raised right after it, so a
-    cancelled ``begin()`` block always rolls back, returns its connection and releases the
-    write lock before the caller sees ``CancelledError``. Each step is bounded by SQLite's
-    busy timeout."""
+    Cancellation (issue #9 §9): with aiosqlite a statement ran in a thread and could not be
+    stopped; a cancellation that reached SQLAlchemy mid-statement invalidated the
+    connection and raced aiosqlite's close against the statement still running, which
+    once left a connection checked out holding SQLite's write lock until restart. Each
+    step then ran in a task of its own so it could finish before the cancellation. The
+    driver now runs ``sqlite3`` on the loop (:mod:`tether.db.sqliteloop`): a statement,
+    commit, rollback or close cannot be suspended half-way, so a cancellation only
+    arrives between them (or while a statement backs off from a busy database, before it
+    has run) and a cancelled ``begin()`` block rolls back, returns its connection and
+    releases the write lock before the caller sees ``CancelledError``."""
 
-    _connection_cls = CompletingConnection
+    _connection_cls = SQLiteConnection
 
     def __init__(self, sync_engine: sa.Engine, *, write_wait_s: float) -> None:
         super().__init__(sync_engine)
@@ -216,24 +188,19 @@ class SQLiteEngine(AsyncEngine):
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[AsyncConnection]:
-        """``AsyncEngine.begin()`` with its connect, commit, rollback and close completed
-        even when the task is cancelled meanwhile."""
-        conn = self.connect()
-        try:
-            await _complete(conn.start())
+        """``AsyncEngine.begin()``: roll back on any exception, cancellation included."""
+        async with self.connect() as conn:
             trans = conn.begin()
-            await _complete(trans.start())
+            await trans.start()
             try:
                 yield conn
             except BaseException:
                 if trans.is_active:
-                    await _complete(trans.rollback())
+                    await trans.rollback()
                 raise
             else:
                 if trans.is_active:
-                    await _complete(trans.commit())
-        finally:
-            await _complete(conn.close())
+                    await trans.commit()
 
 
 def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -242,7 +209,7 @@ def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     try:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA busy_timeout=0")  # never sleep on the loop: see sqliteloop
         cursor.execute("PRAGMA synchronous=NORMAL")
     finally:
         cursor.close()

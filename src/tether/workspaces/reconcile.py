@@ -23,7 +23,7 @@ async def reconcile_backends(workspaces: WorkspaceStore, backends: Mapping[str, 
     async def sink(level: str, line: str) -> None:
         log.log(logging.WARNING if level != "info" else logging.INFO, "%s", line)
 
-    for name, backend in backends.items():
+    for name, backend in list(backends.items()):  # a backend may be added meanwhile
         remove = getattr(backend, "remove_unknown", None)
         if remove is None:
             continue
