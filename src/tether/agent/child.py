@@ -33,6 +33,16 @@ READ_BYTES = 256 * 1024
 UNKNOWN_EXIT = 255
 
 
+def has_controlling_terminal() -> bool:
+    """Whether this process has a controlling terminal (``/dev/tty`` opens)."""
+    try:
+        fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
+    except OSError:  # ENXIO: none; ENOENT/EACCES: none a command could reach either
+        return False
+    os.close(fd)
+    return True
+
+
 def pidfd_usable() -> bool:
     """Whether this kernel (and any seccomp filter) lets the agent open pidfds."""
     if not hasattr(os, "pidfd_open"):
@@ -69,6 +79,7 @@ class Child:
         self.eof = asyncio.Event()
         self._on_data = on_data
         self.on_done: Callable[[], None] | None = None
+        self._reported = False
         self._fd = read_fd
         self._pidfd = -1
         os.set_blocking(read_fd, False)
@@ -106,6 +117,10 @@ class Child:
             return
         self._close_pipe()
         self.eof.set()
+        # A shell closes its output as it exits: its exit is usually reapable already, so
+        # take it now rather than on the pidfd's own wake-up, often one loop pass later.
+        if self._pidfd >= 0:
+            self._pidfd_readable()
         self._maybe_done()
 
     def _pidfd_readable(self) -> None:
@@ -113,7 +128,7 @@ class Child:
             pid, status = os.waitpid(self.pid, os.WNOHANG)
         except ChildProcessError:
             pid, status = self.pid, -1
-        if pid == 0:  # not exited after all: keep watching
+        if pid == 0:  # not exited (yet): keep watching
             return
         self._stop_pidfd()
         self._exited(UNKNOWN_EXIT if status == -1 else os.waitstatus_to_exitcode(status))
@@ -137,7 +152,8 @@ class Child:
         self._maybe_done()
 
     def _maybe_done(self) -> None:
-        if self.done and self.on_done is not None:
+        if self.done and self.on_done is not None and not self._reported:
+            self._reported = True
             try:
                 self.on_done()
             except Exception:
@@ -171,10 +187,12 @@ def start(
     env: Mapping[str, str],
     on_data: Callable[[bytes], None],
     use_pidfd: bool,
+    new_session: bool,
 ) -> Child:
-    """Start ``argv`` in a new session (so a group kill reaches its children), stdin from
-    /dev/null, stdout and stderr into one pipe. Raises :class:`OSError` when it cannot start
-    (no such directory, no such program), like :class:`subprocess.Popen`."""
+    """Start ``argv`` as the leader of a new process group (so a group kill reaches its
+    children) — of a new session too when ``new_session`` — stdin from /dev/null, stdout and
+    stderr into one pipe. Raises :class:`OSError` when it cannot start (no such directory, no
+    such program), like :class:`subprocess.Popen`."""
     read_fd, write_fd = os.pipe()  # both close-on-exec; the child gets write_fd as 1 and 2
     try:
         # No preexec_fn, user or group: CPython starts the child with vfork.
@@ -185,7 +203,8 @@ def start(
             stderr=write_fd,
             cwd=cwd,
             env=env,
-            start_new_session=True,
+            start_new_session=new_session,
+            process_group=None if new_session else 0,
         )
     except BaseException:
         os.close(read_fd)

@@ -21,9 +21,16 @@ DEADLINE_S = 10.0  # generous: a loaded machine; the old and new paths finish in
 ENV = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
 
 
-def _start(command: str, cwd: Path, *, use_pidfd: bool, chunks: list[bytes]) -> Child:
+def _start(
+    command: str, cwd: Path, *, use_pidfd: bool, chunks: list[bytes], new_session: bool = False
+) -> Child:
     return start(
-        ("bash", "-c", command), cwd=cwd, env=ENV, on_data=chunks.append, use_pidfd=use_pidfd
+        ("bash", "-c", command),
+        cwd=cwd,
+        env=ENV,
+        on_data=chunks.append,
+        use_pidfd=use_pidfd,
+        new_session=new_session,
     )
 
 
