@@ -32,7 +32,7 @@ from tether.agent.mcphost import McpHost
 from tether.agent.processes import ProcessManager
 from tether.agent.session import AgentSession
 from tether.agent.startup import run_startup_script
-from tether.agent.state import AgentState, resolve_directory
+from tether.agent.state import AgentState, resolve_directory, with_login_shell
 from tether.clock import SystemClock
 from tether.errors import TetherError
 
@@ -110,7 +110,7 @@ class Agent:
             home=config.home,
             directory=resolve_directory(config.home, config.directory),
             clock=clock,
-            base_env=os.environ,
+            base_env=with_login_shell(os.environ),
             lifecycle=LifecycleState.READY if config.no_session else LifecycleState.CREATED,
         )
         self.processes = ProcessManager(self.state, kill_grace_s=config.kill_grace_s)

@@ -1,6 +1,7 @@
-"""A command leads its own process group and never reaches a terminal — whether the agent was
-started as backends start it (a new session, no terminal: commands get a new process group in
-the agent's session) or from a terminal (commands get a new session, shedding it)."""
+"""The context a command runs in. It leads its own process group and never reaches a terminal
+— whether the agent was started as backends start it (a new session, no terminal: commands get
+a new process group in the agent's session) or from a terminal (commands get a new session,
+shedding it). It has ``SHELL`` even when the agent's environment (a backend's) has none."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import asyncio
 import fcntl
 import json
 import os
+import pwd
 import secrets
 import sys
 import termios
@@ -38,7 +40,8 @@ async def _start(tmp_path: Path, tty_slave: int | None) -> RunningAgent:
     home = tmp_path / "home"
     home.mkdir(parents=True, exist_ok=True)
     secret = secrets.token_urlsafe(32)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
+    # As a backend starts it: no SHELL (tether/workspaces/backends/local.py's allowlist).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_") and k != "SHELL"}
     env.update(
         {"HOME": str(home), "TETHER_AGENT_DIAL_SECRET": secret, "TETHER_AGENT_NO_SESSION": "1"}
     )
@@ -119,3 +122,18 @@ async def test_agent_with_a_terminal_commands_get_a_new_session_and_reach_no_tty
         assert "TTY-REACHED" not in rest
     finally:
         await stop_agent(agent.proc)
+
+
+async def test_commands_get_the_login_shell_when_the_agent_env_has_none(tmp_path: Path) -> None:
+    """Without SHELL, bash would look the user up (nsswitch.conf, /etc/passwd) on every start:
+    the agent does it once and exports the same value bash would have set."""
+    agent = await _start(tmp_path, None)
+    client = agent.client()
+    try:
+        result = await client.exec('printf "%s\\n" "$SHELL"; env | grep -c "^SHELL="')
+    finally:
+        await client.aclose()
+        await stop_agent(agent.proc)
+    shell, exported = result.output.split()
+    assert shell == pwd.getpwuid(os.getuid()).pw_shell
+    assert exported == "1"
