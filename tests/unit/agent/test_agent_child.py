@@ -44,11 +44,10 @@ async def _finish(c: Child) -> None:
 async def test_output_exit_code_and_done_callback(tmp_path: Path, use_pidfd: bool) -> None:
     chunks: list[bytes] = []
     c = _start("pwd; echo err >&2; exit 3", tmp_path, use_pidfd=use_pidfd, chunks=chunks)
-    done = asyncio.Event()
-    c.on_done = done.set
+    calls: list[int] = []
+    c.on_done = lambda: calls.append(1)
     await _finish(c)
-    async with asyncio.timeout(DEADLINE_S):
-        await done.wait()
+    assert calls == [1]  # once: the exit may be taken on EOF and seen again on the pidfd
     assert c.returncode == 3
     assert b"".join(chunks) == f"{tmp_path}\nerr\n".encode()
 
@@ -119,3 +118,19 @@ async def test_missing_directory_raises_and_leaks_no_fd(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         _start("true", tmp_path / "missing", use_pidfd=True, chunks=[])
     assert set(os.listdir("/proc/self/fd")) == fds
+
+
+@pytest.mark.parametrize("use_pidfd", [True, False], ids=["pidfd", "waitpid-thread"])
+async def test_output_closed_before_exit_still_reports_the_exit(
+    tmp_path: Path, use_pidfd: bool
+) -> None:
+    """EOF first (the reap tried on EOF finds it running), the exit later: still seen once."""
+    c = _start("exec >&- 2>&-; sleep 0.3; exit 4", tmp_path, use_pidfd=use_pidfd, chunks=[])
+    calls: list[int] = []
+    c.on_done = lambda: calls.append(1)
+    async with asyncio.timeout(DEADLINE_S):
+        await c.eof.wait()
+    assert not c.exited.is_set()
+    await _finish(c)
+    assert c.returncode == 4
+    assert calls == [1]
