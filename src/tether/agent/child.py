@@ -36,7 +36,8 @@ UNKNOWN_EXIT = 255
 def has_controlling_terminal() -> bool:
     """Whether this process has a controlling terminal (``/dev/tty`` opens)."""
     try:
-        fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
+        # O_NONBLOCK: a serial-line terminal's open may otherwise wait for its carrier.
+        fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
     except OSError:  # ENXIO: none; ENOENT/EACCES: none a command could reach either
         return False
     os.close(fd)
