@@ -5,8 +5,8 @@ own share of a round trip — a transport and pipe transport per command, a coro
 waiter to connect the pipe, the exit handed over through ``call_soon_threadsafe`` (a write to
 the loop's self-pipe and a loop iteration to read it back) and a few ``call_soon`` hops each
 for the exit and the end of output (issue #12). Here the output pipe and the exit are two
-file descriptors registered with the loop directly; a command that exits wakes its waiter in
-the same loop iteration its last output and its exit are seen.
+file descriptors registered with the loop directly, and the exit is reaped as soon as the
+output ends: the waiter of a command resumes one loop iteration after the command is gone.
 
 The exit is learnt through a pidfd (Linux ≥ 5.3); where ``pidfd_open`` is missing or refused
 (an old kernel, a seccomp filter), a thread blocked in ``waitpid`` for that child hands the
