@@ -5,7 +5,8 @@ secret>``. Errors are JSON ``{"code", "message"}``: tether errors keep their cod
 invalid bodies are 400 ``invalid_input``, unknown routes 404 ``not_found``, a known route with
 another method 405 ``method_not_allowed``, anything unexpected 500 ``internal``. Bodies are
 checked by :mod:`tether.agent.wire` (the same fields as :mod:`tether.agent.schemas`). Blocking
-work (disk) runs in worker threads; processes are asyncio subprocesses.
+work (disk) runs in worker threads; commands are children the event loop watches
+(:mod:`tether.agent.child`).
 """
 
 from __future__ import annotations

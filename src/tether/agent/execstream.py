@@ -51,7 +51,7 @@ async def _lines(proc: ManagedProcess, wake: asyncio.Event, cap: int) -> AsyncIt
     sent = 0
     while True:
         done = proc.result.done()
-        head = proc.protocol.output.head
+        head = proc.output.head
         if sent < min(len(head), cap):
             chunk = bytes(head[sent:cap])
             sent += len(chunk)

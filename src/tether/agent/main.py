@@ -32,7 +32,7 @@ from tether.agent.mcphost import McpHost
 from tether.agent.processes import ProcessManager
 from tether.agent.session import AgentSession
 from tether.agent.startup import run_startup_script
-from tether.agent.state import AgentState, resolve_directory
+from tether.agent.state import AgentState, resolve_directory, with_login_shell
 from tether.clock import SystemClock
 from tether.errors import TetherError
 
@@ -110,7 +110,7 @@ class Agent:
             home=config.home,
             directory=resolve_directory(config.home, config.directory),
             clock=clock,
-            base_env=os.environ,
+            base_env=with_login_shell(os.environ),
             lifecycle=LifecycleState.READY if config.no_session else LifecycleState.CREATED,
         )
         self.processes = ProcessManager(self.state, kill_grace_s=config.kill_grace_s)
@@ -289,11 +289,10 @@ def run() -> None:
 
 
 def _use_pidfd_child_watcher() -> None:
-    """On Python 3.11, learn of command exits through a pidfd in the event loop rather than
-    asyncio's default there, a new thread blocked in ``waitpid`` per command: starting that
-    thread and handing its result back cost a command's round trip ~0.1-0.3 ms (more under
-    load). Python 3.12 picks the pidfd watcher by itself; kernels without pidfd_open (< 5.3)
-    keep the default."""
+    """On Python 3.11, learn of the exits of asyncio subprocesses (MCP servers; commands are
+    watched by :mod:`tether.agent.child`) through a pidfd in the event loop rather than
+    asyncio's default there, a new thread blocked in ``waitpid`` per process. Python 3.12
+    picks the pidfd watcher by itself; kernels without pidfd_open (< 5.3) keep the default."""
     if sys.version_info >= (3, 12) or not hasattr(os, "pidfd_open"):
         return
     try:

@@ -8,6 +8,7 @@ environment variables; everything else reads them through this object.
 from __future__ import annotations
 
 import os
+import pwd
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -23,6 +24,26 @@ _PRIVATE_ENV = (
     "TETHER_AGENT_CREDENTIALS_FD",
     "TETHER_AGENT_LISTEN",
 )
+
+
+def with_login_shell(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` with ``SHELL`` set to the user's login shell when it has none.
+
+    Every command is ``bash -c``; a bash started without ``SHELL`` looks the user up itself
+    (the nscd socket, /etc/nsswitch.conf, /etc/passwd) to set it — on every command, ~0.15
+    ms of its start-up (issue #12). Backends start agents with a clean environment without
+    ``SHELL``, so the agent looks it up once, as bash would: the passwd entry's shell, or
+    ``/bin/sh`` for a user without one. Commands see it exported (as under a login shell).
+    """
+    out = dict(env)
+    if "SHELL" not in out:
+        try:
+            shell = pwd.getpwuid(os.getuid()).pw_shell
+        except KeyError:
+            shell = "/bin/sh"  # bash's own fallback for a uid with no passwd entry
+        if shell:
+            out["SHELL"] = shell
+    return out
 
 
 def resolve_directory(home: Path, directory: str | None) -> Path:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass
 from datetime import datetime
 from typing import Any, Literal
 
@@ -47,15 +47,21 @@ _MISSING: Any = object()
 
 def dump(value: Any) -> bytes:
     """A response body as compact JSON bytes (datetimes as ISO 8601 with ``Z``)."""
-    data = asdict(value) if is_dataclass(value) and not isinstance(value, type) else value
-    return json.dumps(data, default=_json_default, separators=(",", ":")).encode()
+    return _ENCODER.encode(value).encode()
 
 
 def _json_default(value: object) -> object:
+    # Dataclasses are encoded field by field here, as the encoder meets them: no copy of
+    # the whole value first (dataclasses.asdict deep-copies every leaf).
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: getattr(value, f.name) for f in fields(value)}
     if isinstance(value, datetime):
         text = value.isoformat()
         return text[:-6] + "Z" if text.endswith("+00:00") else text
     raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+_ENCODER = json.JSONEncoder(default=_json_default, separators=(",", ":"))
 
 
 # --- request checks ---------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import pwd
 import uuid
 from pathlib import Path
 
@@ -21,7 +23,7 @@ from tether.agent.protocol import (
 )
 from tether.agent.session import session_url
 from tether.agent.startup import _LineBatcher
-from tether.agent.state import AgentState, resolve_directory
+from tether.agent.state import AgentState, resolve_directory, with_login_shell
 from tether.agent.text import cap_head, cap_tail, cap_text
 from tether.clock import SystemClock
 
@@ -137,3 +139,18 @@ def test_state_paths_and_env(tmp_path: Path) -> None:
         "1",
         "true",
     )
+
+
+def test_login_shell_is_added_to_the_command_environment_only_when_missing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """bash without SHELL reads nsswitch.conf and /etc/passwd on every start (issue #12)."""
+    expected = pwd.getpwuid(os.getuid()).pw_shell
+    assert with_login_shell({"PATH": "/bin"}) == {"PATH": "/bin", "SHELL": expected}
+    assert with_login_shell({"SHELL": "/usr/bin/zsh"}) == {"SHELL": "/usr/bin/zsh"}
+
+    def no_entry(uid: int) -> pwd.struct_passwd:
+        raise KeyError(uid)
+
+    monkeypatch.setattr(pwd, "getpwuid", no_entry)
+    assert with_login_shell({})["SHELL"] == "/bin/sh"  # what bash itself falls back to
