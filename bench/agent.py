@@ -33,6 +33,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -61,13 +62,19 @@ def rss_mb(pid: int) -> float:
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """Terminate ``proc``; killed when it has not exited 10 s later."""
+    """Terminate ``proc``; killed when it has not exited 10 s later. Whatever runs below it
+    is killed too: a bwrap sandbox's PID-namespace init (``--new-session``, no
+    ``--die-with-parent``) outlives the outer bwrap, and the agent with it."""
+    below = _descendants(proc.pid)
     proc.terminate()
     try:
         proc.wait(10)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+    for pid in below:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 class StubSession:
