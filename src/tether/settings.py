@@ -166,7 +166,7 @@ class Settings(BaseSettings):
     def database_url(self) -> str:
         if self.db_url:
             return self.db_url
-        return f"sqlite+aiosqlite:///{self.data_dir / 'tether.db'}"
+        return f"sqlite:///{self.data_dir / 'tether.db'}"
 
     def server_key_path(self) -> Path:
         return self.server_key_file or self.data_dir / "server.key"
