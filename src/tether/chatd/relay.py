@@ -96,7 +96,12 @@ class StreamRelay:
         self._wake.set()
 
     async def flush(self) -> None:
-        """Send everything queued now, in order, in as few NOTIFYs as fit."""
+        """Send everything queued now, in order, in as few NOTIFYs as fit. While the bus is
+        disconnected nothing would arrive: the chats are sent as lost once it is back."""
+        if not getattr(self._bus, "connected", True):
+            self._lost.update(c for c, _ in self._pending)
+            self._pending.clear()
+            return
         items = [[str(c), e.seq, e.n, e.event, e.data] for c, e in self._pending]
         self._pending.clear()
         lost, self._lost = [str(c) for c in self._lost], set()
