@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     # PostgreSQL: relay every chat stream event to the other replicas (tether.chatd.relay);
     # a lone server may switch it off (its streams then never wait on the bus)
     stream_relay: bool = True
+    # an open chat stream's database re-read while this process sees every change of the
+    # chat (one SQLite process, or the relay listening; chatd/follow.py), else every 1 s
+    stream_fallback_poll_s: float = Field(default=30.0, gt=0)
     cli_config: Path = Field(default_factory=lambda: default_data_dir() / "cli.json")
     bootstrap_admin: str = "admin"
     api_max_body_bytes: int = Field(default=1024 * 1024, gt=0)  # larger bodies → 413

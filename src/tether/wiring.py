@@ -198,16 +198,25 @@ async def build_graph(
         models=models,
         server_key=server_key,
     )
+    chat_service.stream_fallback_poll_s = settings.stream_fallback_poll_s
     if isinstance(bus, PostgresBus) and settings.stream_relay:  # any replica may serve a stream
         relay = StreamRelay(bus)
         hub.relay = relay.offer
         chat_service.stream_remote = relay
+        chat_service.stream_complete = relay.live  # streams poll rarely while it listens
         graph.extras.setdefault("background", []).append(relay.run)
+    elif engine.dialect.name == "sqlite" and not isinstance(bus, PostgresBus):
+        # one process per SQLite file (docs/operations.md §3): every change passes this hub
+        chat_service.stream_complete = _always
     if settings.run_chatd:
         from tether.chatd.install import install_chatd  # the worker needs the built graph
 
         install_chatd(graph)
     return graph
+
+
+def _always() -> bool:
+    return True
 
 
 @contextlib.asynccontextmanager

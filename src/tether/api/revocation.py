@@ -17,7 +17,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from fastapi import Depends, Request
 
@@ -93,38 +93,66 @@ async def _until_invalid(guard: StreamGuard, request: Request, sub: Any) -> None
                 break
 
 
+_END = object()  # the stream's events ended
+_REVOKED = object()  # the token stopped authenticating
+
+
+class _Failed:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
 async def _guarded(
     guard: StreamGuard, request: Request, events: AsyncIterator[str]
 ) -> AsyncIterator[str]:
+    """The events pass through a one-slot queue from a producer task: the consumer waits on
+    that queue only, and the token watcher ends the stream by putting :data:`_REVOKED` in
+    front. Per event that is one queue hand-off (no task and no ``asyncio.wait`` per event);
+    the slot keeps the socket's back-pressure on the producer."""
     if getattr(request.state, "auth_token_id", None) is None:
         async for item in events:
             yield item
         return
-    async with guard.bus.subscribe(CHANNEL) as sub:
-        watcher = asyncio.ensure_future(_until_invalid(guard, request, sub))
-        iterator = aiter(events)
-        step: asyncio.Future[str] | None = None
+    slot: asyncio.Queue[object] = asyncio.Queue(maxsize=1)
+
+    async def produce() -> None:
         try:
-            while True:
-                step = asyncio.ensure_future(anext(iterator))
-                await asyncio.wait({step, watcher}, return_when=asyncio.FIRST_COMPLETED)
-                if step.done():
-                    try:
-                        item = step.result()
-                    except StopAsyncIteration:
-                        return
-                    yield item
-                    continue
-                await cancel_and_wait(step)
-                if watcher.exception() is None:
-                    error = Unauthorized("the API token of this stream is no longer valid")
-                    yield sse_event(error.to_dict(), event="error")
-                return
+            async for item in events:
+                await slot.put(item)
+            await slot.put(_END)
+        except Exception as exc:  # handed to the consumer, which raises it
+            await slot.put(_Failed(exc))
         finally:
-            # a stream closed by its client leaves the pending step behind: end it here,
-            # or it finishes later with an exception nobody retrieves
-            await cancel_and_wait(watcher, step)
             aclose = getattr(events, "aclose", None)
             if aclose is not None:
                 with contextlib.suppress(Exception):
                     await aclose()
+
+    def on_watcher_done(watcher: asyncio.Future[None]) -> None:
+        if watcher.cancelled():
+            return
+        while not slot.empty():  # nothing more of the stream once the token is invalid
+            slot.get_nowait()
+        slot.put_nowait(_REVOKED if watcher.exception() is None else _END)
+
+    async with guard.bus.subscribe(CHANNEL) as sub:
+        watcher = asyncio.ensure_future(_until_invalid(guard, request, sub))
+        producer = asyncio.ensure_future(produce())
+        watcher.add_done_callback(on_watcher_done)
+        try:
+            while True:
+                got = await slot.get()
+                if got is _END:
+                    return
+                if got is _REVOKED:
+                    error = Unauthorized("the API token of this stream is no longer valid")
+                    yield sse_event(error.to_dict(), event="error")
+                    return
+                if isinstance(got, _Failed):
+                    raise got.exc
+                yield cast(str, got)
+        finally:
+            # a stream closed by its client (or ended here) leaves the producer and the
+            # watcher behind: end them here, or they finish later unobserved
+            watcher.remove_done_callback(on_watcher_done)
+            await cancel_and_wait(watcher, producer)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 from fastapi.responses import StreamingResponse
+
+_dumps = json.JSONEncoder(default=str, separators=(",", ":")).encode
 
 
 def sse_event(data: Any, *, event: str | None = None, id: str | int | None = None) -> str:
@@ -15,9 +17,27 @@ def sse_event(data: Any, *, event: str | None = None, id: str | int | None = Non
         lines.append(f"id: {id}")
     if event:
         lines.append(f"event: {event}")
-    payload = json.dumps(data, default=str, separators=(",", ":"))
+    payload = _dumps(data)
     lines.extend(f"data: {chunk}" for chunk in payload.split("\n"))
     return "\n".join(lines) + "\n\n"
+
+
+PING_COMMENT = ": ping\n\n"
+
+
+def sse_chunk(items: Iterable[tuple[str | None, Any, str | None]]) -> str:
+    """Several events (``(event, data, id)``; ``event`` None: a keep-alive comment) as one
+    chunk, so a burst goes out in one write. Compact JSON has no raw newline, so each
+    payload is one ``data:`` line (as :func:`sse_event` would make it)."""
+    parts: list[str] = []
+    for event, data, id in items:
+        if event is None:
+            parts.append(PING_COMMENT)
+            continue
+        if id is not None:
+            parts.append(f"id: {id}\n")
+        parts.append(f"event: {event}\ndata: {_dumps(data)}\n\n")
+    return "".join(parts)
 
 
 def sse_response(events: AsyncIterator[str]) -> StreamingResponse:

@@ -5,8 +5,12 @@
 1. persisted messages with ``seq > s`` from the database (``message``, id ``"<seq>.0"``);
 2. a ``status`` snapshot of the chat row (no id: it is state, not history);
 3. the hub's buffered ephemeral events after the resume point;
-4. live hub events, plus a database poll every ``poll_s`` (another replica may run the
-   chat — polling is the truth) and a keep-alive every ``ping_s``.
+4. live hub events, plus a database poll and a keep-alive every ``ping_s``. The poll runs
+   every ``poll_s`` while another process may change the chat unseen (polling is the
+   truth); while ``complete()`` says this process's event sources see every change (one
+   SQLite process; a connected stream relay, :mod:`tether.chatd.relay`) it is only a
+   fallback, every ``fallback_poll_s``. A :data:`~tether.chatd.relay.RESYNC` (relayed events
+   were lost) re-reads the database at once either way.
 
 It subscribes to the hub *before* reading the database, so nothing published meanwhile is
 missed, and tracks the highest ``(seq, n)`` sent: a ``message`` with ``seq`` at or below
@@ -111,6 +115,25 @@ class _Cursor:
         return [Outgoing("status", status_data(chat))]
 
 
+@dataclass(frozen=True)
+class Pacing:
+    """How often a follower re-reads the database and sends a keep-alive.
+
+    ``complete``: whether this process's event sources currently see every change of the
+    chat; while it says so, the poll runs every ``fallback_poll_s`` instead of ``poll_s``.
+    None: never (poll every ``poll_s``)."""
+
+    poll_s: float = 1.0
+    ping_s: float = 15.0
+    fallback_poll_s: float = 30.0
+    complete: Callable[[], bool] | None = None
+
+    def next_poll_in(self) -> float:
+        if self.complete is not None and self.complete():
+            return max(self.poll_s, self.fallback_poll_s)
+        return self.poll_s
+
+
 async def follow_chat(
     store: ChatStore,
     hub: ChatStreamHub,
@@ -127,6 +150,34 @@ async def follow_chat(
 
     ``remote``: the relay of other replicas' hub events (:mod:`tether.chatd.relay`); they
     are merged with this process's hub events (same ids, so duplicates are skipped)."""
+    pacing = Pacing(poll_s=poll_s, ping_s=ping_s)
+    batches = follow_chat_batches(
+        store, hub, chat_id, after=after, pacing=pacing, should_stop=should_stop, remote=remote
+    )
+    async with contextlib.aclosing(batches):
+        async for batch in batches:
+            for item in batch:
+                yield item
+
+
+async def follow_chat_batches(
+    store: ChatStore,
+    hub: ChatStreamHub,
+    chat_id: uuid.UUID,
+    *,
+    after: tuple[int, int] = (0, 0),
+    pacing: Pacing = Pacing(),
+    should_stop: Callable[[], Awaitable[bool]] | None = None,
+    remote: StreamRelay | None = None,
+    snapshot: Chat | None = None,
+) -> AsyncGenerator[list[Outgoing]]:
+    """:func:`follow_chat` in batches: everything ready at one wake-up comes as one list
+    (never empty), so a consumer can encode and send it in one write.
+
+    ``snapshot``: the chat row as read just before calling, used as the first ``status``
+    instead of reading the row again. Only valid where every later status change reaches
+    this process's hub (``pacing.complete``): a change published before the subscription is
+    then replayed from the hub's buffer."""
     # Pacing here is wall-clock I/O (poll and keep-alive cadence), not domain time, so it
     # uses the event loop's clock rather than the injected Clock.
     cursor = _Cursor(store, chat_id, after)
@@ -134,10 +185,10 @@ async def follow_chat(
         queue = await stack.enter_async_context(hub.subscribe(chat_id))
         if remote is not None:
             stack.enter_context(remote.watch(chat_id, queue))
-        events = _follow(cursor, hub, chat_id, queue, poll_s, ping_s, should_stop)
+        events = _follow(cursor, hub, chat_id, queue, pacing, should_stop, snapshot)
         async with contextlib.aclosing(events):
-            async for item in events:
-                yield item
+            async for batch in events:
+                yield batch
 
 
 async def _follow(
@@ -145,46 +196,51 @@ async def _follow(
     hub: ChatStreamHub,
     chat_id: uuid.UUID,
     queue: asyncio.Queue[StreamEvent],
-    poll_s: float,
-    ping_s: float,
+    pacing: Pacing,
     should_stop: Callable[[], Awaitable[bool]] | None,
-) -> AsyncGenerator[Outgoing]:
+    snapshot: Chat | None,
+) -> AsyncGenerator[list[Outgoing]]:
     loop = asyncio.get_running_loop()
-    for item in await cursor.catch_up():
-        yield item
-    for item in await cursor.poll_status(always=True):
-        yield item
+    out = await cursor.catch_up()
+    if snapshot is not None:
+        cursor.status = snapshot.status.value
+        out.append(Outgoing("status", status_data(snapshot)))
+    else:
+        out.extend(await cursor.poll_status(always=True))
     for buffered in hub.buffered_after(chat_id, *cursor.last):
-        for item in await cursor.accept(buffered):
-            yield item
-    next_poll = loop.time() + poll_s
-    next_ping = loop.time() + ping_s
+        out.extend(await cursor.accept(buffered))
+    yield out
+    next_poll = loop.time() + pacing.next_poll_in()
+    next_ping = loop.time() + pacing.ping_s
     while True:
         if should_stop is not None and await should_stop():
             return
-        wait = max(0.0, min(next_poll, next_ping) - loop.time())
         ev: StreamEvent | None = None
-        try:
-            async with asyncio.timeout(wait):
-                ev = await queue.get()
-        except TimeoutError:
-            pass
+        if not queue.empty():
+            ev = queue.get_nowait()
+        else:
+            wait = max(0.0, min(next_poll, next_ping) - loop.time())
+            try:
+                async with asyncio.timeout(wait):
+                    ev = await queue.get()
+            except TimeoutError:
+                pass
+        out = []
         drained = 0
         while ev is not None:  # drain what is there (bounded) before the next check
             if ev.event == RESYNC:  # relayed events were lost: re-read the database now
                 next_poll = loop.time()
             else:
-                for item in await cursor.accept(ev):
-                    yield item
+                out.extend(await cursor.accept(ev))
             drained += 1
             ev = None if queue.empty() or drained >= DRAIN_BATCH else queue.get_nowait()
         now = loop.time()
         if now >= next_poll:
-            next_poll = now + poll_s
-            for item in await cursor.catch_up():
-                yield item
-            for item in await cursor.poll_status():
-                yield item
+            next_poll = now + pacing.next_poll_in()
+            out.extend(await cursor.catch_up())
+            out.extend(await cursor.poll_status())
         if now >= next_ping:
-            next_ping = now + ping_s
-            yield PING
+            next_ping = now + pacing.ping_s
+            out.append(PING)
+        if out:
+            yield out

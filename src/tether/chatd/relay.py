@@ -41,6 +41,7 @@ STREAM_CHANNEL = "chat_streams"
 MAX_PENDING = 50_000  # events waiting to be sent; beyond this the oldest are dropped
 BATCH_BYTES = PG_MAX_PAYLOAD_BYTES - 512  # room for the bus's own envelope
 RESYNC = "resync"  # a pseudo-event: re-read the chat from the database
+RETRY_LOST_S = 1.0  # after a failed send, the lost-chats marker is retried this often
 _RESYNC_EVENT = StreamEvent(0, 0, RESYNC, {})
 
 
@@ -74,7 +75,15 @@ class StreamRelay:
         self._lost: set[uuid.UUID] = set()  # chats whose events were dropped since last send
         self._wake = asyncio.Event()
         self._watchers: dict[uuid.UUID, set[asyncio.Queue[StreamEvent]]] = {}
+        self._listening = False  # run() holds its subscription
         self.sent = 0  # NOTIFYs sent (tests, benchmarks)
+
+    def live(self) -> bool:
+        """Whether other replicas' events reach this process now: :meth:`run` listens and
+        the bus is connected. While it is, streams treat their database poll as a fallback
+        (:class:`tether.chatd.follow.Pacing`); events lost meanwhile come back as
+        :data:`RESYNC` (a reconnect, a dropped or failed send, a full queue)."""
+        return self._listening and bool(getattr(self._bus, "connected", True))
 
     # --- sending ---------------------------------------------------------------------------
 
@@ -87,7 +96,12 @@ class StreamRelay:
         self._wake.set()
 
     async def flush(self) -> None:
-        """Send everything queued now, in order, in as few NOTIFYs as fit."""
+        """Send everything queued now, in order, in as few NOTIFYs as fit. While the bus is
+        disconnected nothing would arrive: the chats are sent as lost once it is back."""
+        if not getattr(self._bus, "connected", True):
+            self._lost.update(c for c, _ in self._pending)
+            self._pending.clear()
+            return
         items = [[str(c), e.seq, e.n, e.event, e.data] for c, e in self._pending]
         self._pending.clear()
         lost, self._lost = [str(c) for c in self._lost], set()
@@ -99,8 +113,10 @@ class StreamRelay:
         try:
             await self._bus.publish(STREAM_CHANNEL, payload)
             self.sent += 1
-        except Exception as exc:  # the bus is a hint; receivers still poll the database
+        except Exception as exc:  # the bus is a hint: the receivers re-read these chats
             log.warning("relaying stream events failed: %s", exc)
+            self._lost.update(uuid.UUID(str(c)) for c in payload.get("lost", ()))
+            self._lost.update(uuid.UUID(item[0]) for item in payload.get("e", ()))
 
     # --- receiving ---------------------------------------------------------------------------
 
@@ -143,14 +159,25 @@ class StreamRelay:
         """Send and receive until cancelled (a background job of the server)."""
         async with self._bus.subscribe(STREAM_CHANNEL) as sub, asyncio.TaskGroup() as tg:
             tg.create_task(self._send_loop(), name="stream-relay-send")
-            async for payload in sub:
-                self.deliver(payload)
+            dropped = getattr(sub, "dropped", 0)
+            self._listening = True
+            try:
+                async for payload in sub:
+                    if getattr(sub, "dropped", 0) != dropped:  # the bus dropped some for us
+                        dropped = getattr(sub, "dropped", 0)
+                        self.deliver({})  # malformed: every watcher re-reads
+                    self.deliver(payload)
+            finally:
+                self._listening = False
 
     async def _send_loop(self) -> None:
         while True:
             await self._wake.wait()
             self._wake.clear()
             await self.flush()
+            if self._lost:  # a send failed: tell the receivers once the bus is back
+                await asyncio.sleep(RETRY_LOST_S)
+                self._wake.set()
 
 
 def _chunks(items: list[list[Any]]) -> list[list[list[Any]]]:

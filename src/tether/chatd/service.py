@@ -14,7 +14,7 @@ stays the truth: the worker also watches the row's status / ``interrupt_requeste
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -131,6 +131,10 @@ class ChatService(SubagentOps):
         self.stream_ping_s = stream_ping_s
         # other replicas' stream events (tether.chatd.relay), if any
         self.stream_remote: StreamRelay | None = None
+        # whether this process sees every change of a chat now (chatd/follow.py Pacing);
+        # streams then re-read the database only every stream_fallback_poll_s
+        self.stream_complete: Callable[[], bool] | None = None
+        self.stream_fallback_poll_s = 30.0
         self._workspaces = workspaces
         self._bus = bus
         self._max_queued = max_queued

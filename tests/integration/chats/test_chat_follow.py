@@ -4,17 +4,19 @@ subscriber is reading the database must arrive exactly once, in id order."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tether.chatd.follow import Outgoing, follow_chat
-from tether.chatd.stream import ChatStreamHub, parse_event_id
+from tether.chatd.follow import Outgoing, Pacing, follow_chat, follow_chat_batches
+from tether.chatd.relay import RESYNC
+from tether.chatd.stream import ChatStreamHub, StreamEvent, parse_event_id
 from tether.clock import SystemClock
 from tether.db.chats import ChatStore
 from tether.db.users import UserStore
-from tether.domain.chat import StoredMessage
+from tether.domain.chat import Chat, StoredMessage
 
 
 class RacingStore(ChatStore):
@@ -138,3 +140,145 @@ async def test_wk5_live_subscriber_gets_a_locally_published_message_exactly_once
             if item.id == "2.0" and settle_until is None:
                 settle_until = loop.time() + 0.25
     assert [o.id for o in out if o.event == "message"] == ["1.0", "2.0"], out
+
+
+class CountingStore(ChatStore):
+    """A real store that counts the follower's database reads."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        super().__init__(engine, SystemClock())
+        self.reads = 0
+
+    async def messages(
+        self, chat_id: uuid.UUID, *, after_seq: int = 0, limit: int | None = None
+    ) -> list[StoredMessage]:
+        self.reads += 1
+        return await super().messages(chat_id, after_seq=after_seq, limit=limit)
+
+    async def get(self, chat_id: uuid.UUID) -> Chat:
+        self.reads += 1
+        return await super().get(chat_id)
+
+
+async def _reads_while_idle(
+    engine: AsyncEngine, pacing: Pacing, seconds: float, *, snapshot: bool = False
+) -> tuple[int, list[Outgoing]]:
+    """Database reads of a follower of an idle chat in ``seconds`` after it caught up."""
+    plain, chat_id = await _chat(engine)
+    store = CountingStore(engine)
+    hub = ChatStreamHub()
+    loop = asyncio.get_running_loop()
+    out: list[Outgoing] = []
+    first = await plain.get(chat_id) if snapshot else None
+    batches = follow_chat_batches(store, hub, chat_id, pacing=pacing, snapshot=first)
+    async with contextlib.aclosing(batches):
+        caught_up = await anext(batches)
+        out.extend(caught_up)
+        at_start = store.reads
+        until = loop.time() + seconds
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout_at(until):
+                async for batch in batches:
+                    out.extend(batch)
+    return store.reads - at_start, out
+
+
+async def test_stream_polls_the_database_every_poll_s_where_another_process_may_change_the_chat(
+    sqlite_engine: AsyncEngine,
+) -> None:
+    """No complete event source (PostgreSQL without a relay): the 50 ms poll runs (two reads
+    each); 0.6 s gives about 24 reads."""
+    reads, _ = await _reads_while_idle(
+        sqlite_engine, Pacing(poll_s=0.05, fallback_poll_s=60.0, complete=None), 0.6
+    )
+    assert reads >= 8
+
+
+async def test_stream_with_a_complete_event_source_does_not_poll_while_idle(
+    sqlite_engine: AsyncEngine,
+) -> None:
+    """Every change reaches this process's hub (one SQLite process; a listening relay): an
+    idle stream reads nothing until the fallback poll. The old behaviour (a poll every
+    ``poll_s``) would read about 24 times in this window."""
+    pacing = Pacing(poll_s=0.05, fallback_poll_s=60.0, complete=lambda: True)
+    reads, _ = await _reads_while_idle(sqlite_engine, pacing, 0.6)
+    assert reads == 0
+
+
+async def test_the_fallback_poll_still_repairs_a_change_the_hub_never_saw(
+    sqlite_engine: AsyncEngine,
+) -> None:
+    """WK-6 with a complete source: a message persisted without a hub event (it should not
+    happen) still arrives, at the fallback poll."""
+    store, chat_id = await _chat(sqlite_engine)
+    hub = ChatStreamHub()
+    pacing = Pacing(poll_s=0.01, fallback_poll_s=0.2, complete=lambda: True)
+    got: list[Outgoing] = []
+    async with asyncio.timeout(5):
+        batches = follow_chat_batches(store, hub, chat_id, pacing=pacing)
+        async with contextlib.aclosing(batches):
+            async for batch in batches:
+                got.extend(batch)
+                if any(o.id == "1.0" for o in batch):
+                    await store.append_message(
+                        chat_id, role="assistant", parts=[{"type": "text", "text": "unseen"}]
+                    )
+                if any(o.id == "2.0" for o in batch):
+                    break
+    assert [o.id for o in got if o.event == "message"] == ["1.0", "2.0"]
+
+
+async def test_a_resync_re_reads_the_database_at_once_with_a_complete_source(
+    sqlite_engine: AsyncEngine,
+) -> None:
+    """The relay lost events (RESYNC): the stream re-reads now, not at the fallback poll."""
+    store, chat_id = await _chat(sqlite_engine)
+    hub = ChatStreamHub()
+    pacing = Pacing(poll_s=0.05, fallback_poll_s=60.0, complete=lambda: True)
+    got: list[Outgoing] = []
+    async with asyncio.timeout(5):
+        batches = follow_chat_batches(store, hub, chat_id, pacing=pacing)
+        async with contextlib.aclosing(batches):
+            async for batch in batches:
+                got.extend(batch)
+                if any(o.id == "1.0" for o in batch):  # subscribed and caught up
+                    queue = next(iter(hub._state(chat_id).subscribers))
+                    await store.append_message(
+                        chat_id, role="assistant", parts=[{"type": "text", "text": "remote"}]
+                    )
+                    queue.put_nowait(StreamEvent(0, 0, RESYNC, {}))
+                if any(o.id == "2.0" for o in batch):
+                    break
+    assert [o.id for o in got if o.event == "message"] == ["1.0", "2.0"]
+
+
+async def test_a_snapshot_replaces_the_first_status_read(sqlite_engine: AsyncEngine) -> None:
+    """The route's chat row is the first status: opening reads the history only."""
+    plain, chat_id = await _chat(sqlite_engine)
+    store = CountingStore(sqlite_engine)
+    hub = ChatStreamHub()
+    pacing = Pacing(poll_s=60.0, fallback_poll_s=60.0, complete=lambda: True)
+    batches = follow_chat_batches(
+        store, hub, chat_id, pacing=pacing, snapshot=await plain.get(chat_id)
+    )
+    async with contextlib.aclosing(batches):
+        first = await anext(batches)
+    assert [(o.id, o.event) for o in first] == [("1.0", "message"), (None, "status")]
+    assert first[1].data == {"status": "pending", "last_error": None, "last_error_code": None}
+    assert store.reads == 1
+
+
+async def test_a_burst_comes_as_one_batch(sqlite_engine: AsyncEngine) -> None:
+    """Events published together are sent together (one chunk, one write), in id order."""
+    store, chat_id = await _chat(sqlite_engine)
+    hub = ChatStreamHub()
+    hub.publish_message((await store.messages(chat_id))[0])
+    pacing = Pacing(poll_s=60.0, fallback_poll_s=60.0, complete=lambda: True)
+    async with asyncio.timeout(5):
+        batches = follow_chat_batches(store, hub, chat_id, pacing=pacing)
+        async with contextlib.aclosing(batches):
+            await anext(batches)
+            for i in range(5):
+                hub.publish(chat_id, "message_part", {"text": str(i)})
+            burst = await anext(batches)
+    assert [o.id for o in burst] == ["1.1", "1.2", "1.3", "1.4", "1.5"]

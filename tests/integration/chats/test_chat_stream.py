@@ -4,8 +4,11 @@ duplicates (compared with an uninterrupted subscriber), DB polling, keep-alives.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from typing import Any
 
 import httpx
+import sqlalchemy as sa
 from chat_env import ChatEnv, Collector, FakeWorker, has_status
 
 from tether.chatd.stream import parse_event_id
@@ -150,8 +153,10 @@ async def test_resume_with_after_query_parameter(env: ChatEnv, worker: FakeWorke
 async def test_wk6_stream_polls_the_database(env: ChatEnv) -> None:
     """Another replica runs the chat: nothing reaches this process's hub, the poll does.
     WK-6 (tether: a message missed locally comes from the stream's database poll — there
-    is no separate durable-message cache), delivered once."""
+    is no separate durable-message cache), delivered once. Modelled as where nothing tells
+    this process of another's changes (PostgreSQL without a relay): no complete source."""
     env.graph.chat_service.stream_poll_s = 0.05
+    env.graph.chat_service.stream_complete = None
     chat = await env.alice.chats.create("go")
     sub = Collector.start(env.alice.chats, chat.id)
     await sub.wait_for(lambda e: len(e) >= 2)
@@ -198,3 +203,51 @@ async def test_keepalive_and_disconnect_releases_the_subscription(env: ChatEnv) 
 async def test_stream_of_unknown_chat_is_404(env: ChatEnv) -> None:
     r = await env.alice.http.get("/api/v1/chats/00000000-0000-0000-0000-000000000000/stream")
     assert r.status_code == 404
+
+
+async def test_an_idle_stream_does_not_poll_where_every_change_reaches_this_process(
+    env: ChatEnv,
+) -> None:
+    """One SQLite process, or PostgreSQL with the relay listening: an open stream of an idle
+    chat reads neither its history nor its row until the fallback poll. Before, it read
+    both every ``stream_poll_s`` (here 50 ms: about 30 reads in the 0.8 s watched)."""
+    service = env.graph.chat_service
+    service.stream_poll_s = 0.05
+    assert service.stream_complete is not None
+    relay = None
+    if service.stream_remote is not None:  # PostgreSQL: the server's background job
+        relay = asyncio.create_task(service.stream_remote.run())
+    try:
+        await _idle_stream_reads_nothing(env)
+    finally:
+        if relay is not None:
+            relay.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await relay
+
+
+async def _idle_stream_reads_nothing(env: ChatEnv) -> None:
+    service = env.graph.chat_service
+    assert service.stream_complete is not None
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while not service.stream_complete():  # the relay subscribes in the background
+        assert loop.time() < deadline, "the stream relay never started listening"
+        await asyncio.sleep(0.02)
+    chat = await env.alice.chats.create("go")
+    sub = Collector.start(env.alice.chats, chat.id)
+    await sub.wait_for(lambda e: any(x.event == "status" for x in e))
+    reads: list[str] = []
+
+    def on_execute(_c: Any, _cur: Any, statement: str, *_rest: Any) -> None:
+        if "chat_messages" in statement or "FROM chats" in statement:
+            reads.append(statement)
+
+    sync_engine = env.graph.engine.sync_engine
+    sa.event.listen(sync_engine, "before_cursor_execute", on_execute)
+    try:
+        await asyncio.sleep(0.8)
+    finally:
+        sa.event.remove(sync_engine, "before_cursor_execute", on_execute)
+        await sub.stop()
+    assert reads == []

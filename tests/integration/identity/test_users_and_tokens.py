@@ -267,3 +267,41 @@ async def test_stream_ends_without_an_event_through_the_recheck(tmp_path: Any) -
                 assert stream.events[-1][1]["code"] == "unauthorized"
             finally:
                 await stream.cancel()
+
+
+async def test_a_busy_stream_ends_at_revocation_with_nothing_after_the_error(
+    srv: RunningServer,
+) -> None:
+    """The attack: keep a stream busy (deltas every millisecond, so its events always have
+    something to send) hoping the end never gets its turn. The revocation still ends it
+    within the ceiling, and the error is the last event."""
+    token, _ = await _member(srv, "alice")
+    async with _client(srv, token) as alice:
+        stream = await _open_stream(alice)
+        chat_id = uuid.UUID((await alice.get("/api/v1/chats")).json()[0]["id"])
+        stop = asyncio.Event()
+
+        async def deltas() -> None:  # as a model streaming fast
+            n = 0
+            while not stop.is_set():
+                n += 1
+                srv.graph.hub.publish(chat_id, "message_part", {"kind": "text", "delta": str(n)})
+                await asyncio.sleep(0.001)
+
+        pump = asyncio.create_task(deltas())
+        try:
+            deadline = asyncio.get_running_loop().time() + 10
+            while not any(e == "message_part" for e, _ in stream.events):
+                assert asyncio.get_running_loop().time() < deadline, stream.events
+                await asyncio.sleep(0.01)
+            tokens = (await alice.get("/api/v1/users/me/tokens")).json()
+            r = await alice.delete(f"/api/v1/users/me/tokens/{tokens[0]['id']}")
+            assert r.status_code == 204, r.text
+            took = await stream.wait_end()
+            assert took < STREAM_END_CEILING_S
+        finally:
+            stop.set()
+            await pump
+            await stream.cancel()
+    assert stream.events[-1][0] == "error"
+    assert stream.events[-1][1]["code"] == "unauthorized"

@@ -10,11 +10,14 @@ import json
 import uuid
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 
 from support.server import fast_settings, running_server
-from tether.chatd.stream import parse_event_id
+from tether.chatd.relay import RESYNC, StreamRelay
+from tether.chatd.stream import ChatStreamHub, StreamEvent, parse_event_id
+from tether.db.pgbus import PostgresBus
 
 pytestmark = [pytest.mark.postgres, pytest.mark.integration]
 
@@ -105,3 +108,47 @@ async def test_api_only_process_relays_every_event_of_a_turn_run_elsewhere(tmp_p
     extra = [(i, e) for i, e, _ in seen if i not in ids]
     assert [e for _, e in extra] == ["message", "status"], extra
     assert order.index(parse_event_id(extra[-1][0])) < order.index(parse_event_id(published[0][0]))
+
+
+async def _until(condition: Any) -> None:
+    """Wait until ``condition()`` holds: a state of the bus, which offers nothing to wait on."""
+    deadline = asyncio.get_running_loop().time() + 10
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition never held"
+        await asyncio.sleep(0.01)
+
+
+async def test_events_offered_while_the_bus_is_down_come_back_as_a_resync(pg_dsn):
+    """The sending replica's bus lost its connection: what it could not send reaches the
+    other replicas' streams as RESYNC (re-read the database) once it is back, so their
+    streams need no frequent poll (tether.chatd.follow.Pacing)."""
+    async with (
+        PostgresBus(pg_dsn, reconnect_delay_s=0.3) as a,
+        PostgresBus(pg_dsn) as b,
+    ):
+        sender, receiver = StreamRelay(a), StreamRelay(b)
+        hub = ChatStreamHub()
+        hub.relay = sender.offer
+        chat = uuid.uuid4()
+        queue: asyncio.Queue[StreamEvent] = asyncio.Queue()
+        with receiver.watch(chat, queue):
+            receiving = asyncio.create_task(receiver.run())
+            sending = asyncio.create_task(sender.run())
+            try:
+                async with asyncio.timeout(10):
+                    await _until(lambda: sender.live() and receiver.live())
+                    admin = await asyncpg.connect(pg_dsn)
+                    try:
+                        await admin.execute("SELECT pg_terminate_backend($1)", a._own_pid)
+                    finally:
+                        await admin.close()
+                    await _until(lambda: not a.connected)
+                    assert not sender.live()  # its streams poll every stream_poll_s now
+                    hub.publish(chat, "status", {"status": "running"})  # cannot be sent
+                    ev = await queue.get()
+                assert ev.event == RESYNC
+                assert sender.live()
+            finally:
+                for task in (receiving, sending):
+                    task.cancel()
+                await asyncio.gather(receiving, sending, return_exceptions=True)

@@ -94,3 +94,28 @@ def test_a_claim_rebases_after_the_api_process_events():
     assert hub.publish(chat, "status", {"status": "running"}).id == f"4.{REBASE_COUNTER + 1}"
     hub.ensure_base(chat, 4)  # same base (same process published the message): no jump
     assert hub.publish(chat, "status", {"status": "x"}).id == f"4.{REBASE_COUNTER + 2}"
+
+
+async def test_payloads_the_bus_dropped_for_a_slow_relay_mean_resync():
+    """The relay's own bus subscription overflowed (its event loop was busy): the watchers
+    re-read the database before the payloads that did arrive."""
+    bus = InProcessBus(queue_size=2)
+    receiver = StreamRelay(bus)
+    chat = uuid.uuid4()
+    queue: asyncio.Queue[StreamEvent] = asyncio.Queue()
+    with receiver.watch(chat, queue):
+        task = asyncio.create_task(receiver.run())
+        try:
+            async with asyncio.timeout(5):
+                await asyncio.sleep(0)  # it subscribes and waits for the first payload
+                assert receiver.live()
+                for i in range(5):  # no await point yields: the third on overflows
+                    event = [str(chat), 1, i + 1, "message_part", {"delta": str(i)}]
+                    await bus.publish(STREAM_CHANNEL, {"o": "elsewhere", "e": [event]})
+                got = [await queue.get() for _ in range(3)]
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    assert [e.event for e in got] == [RESYNC, "message_part", "message_part"]
+    assert [e.data["delta"] for e in got[1:]] == ["3", "4"]
+    assert not receiver.live()

@@ -8,6 +8,7 @@ sends on reconnect) or, failing that, the ``after`` query parameter; ids are ``"
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated
@@ -44,13 +45,13 @@ from tether.api.deps import (
 from tether.api.history_page import backward_page
 from tether.api.limits import SEQ_MAX, TITLE_MAX
 from tether.api.revocation import StreamGuardDep
-from tether.api.sse import SSE_RESPONSE, sse_event, sse_response
-from tether.chatd.follow import follow_chat
+from tether.api.sse import SSE_RESPONSE, sse_chunk, sse_response
+from tether.chatd.follow import Pacing, follow_chat_batches
 from tether.chatd.service import ChatService
 from tether.chatd.stream import parse_event_id
 from tether.chatd.titles import generate_title
 from tether.db.chatlabels import LABELS_MAX
-from tether.domain.chat import ChatStatus
+from tether.domain.chat import Chat, ChatStatus
 from tether.errors import InvalidInput
 
 TITLE_HISTORY_MESSAGES = 20  # the start of the conversation names it
@@ -269,23 +270,31 @@ async def stream(
     ``after``; none → from the first message)."""
     chat = await service.get(user, chat_id)  # 404 before the stream starts
     resume = parse_event_id(last_event_id or after)
-    return sse_response(guard.stream(request, _events(service, chat.id, resume, request)))
+    return sse_response(guard.stream(request, _events(service, chat, resume)))
 
 
-async def _events(
-    service: ChatService, chat_id: uuid.UUID, resume: tuple[int, int], request: Request
-) -> AsyncIterator[str]:
-    async for item in follow_chat(
-        service.store,
-        service.hub,
-        chat_id,
-        after=resume,
+async def _events(service: ChatService, chat: Chat, resume: tuple[int, int]) -> AsyncIterator[str]:
+    """One chunk per wake-up of the follower. A client that leaves is noticed by the
+    response (Starlette cancels the stream on ``http.disconnect``; a failed write ends it)."""
+    complete = service.stream_complete
+    pacing = Pacing(
         poll_s=service.stream_poll_s,
         ping_s=service.stream_ping_s,
-        should_stop=request.is_disconnected,
+        fallback_poll_s=service.stream_fallback_poll_s,
+        complete=complete,
+    )
+    # the row just read is the first status where every later change reaches this hub
+    local = service.stream_remote is None and complete is not None and complete()
+    snapshot = chat if local else None
+    batches = follow_chat_batches(
+        service.store,
+        service.hub,
+        chat.id,
+        after=resume,
+        pacing=pacing,
         remote=service.stream_remote,
-    ):
-        if item.event is None:
-            yield ": ping\n\n"
-        else:
-            yield sse_event(item.data, event=item.event, id=item.id)
+        snapshot=snapshot,
+    )
+    async with contextlib.aclosing(batches):
+        async for batch in batches:
+            yield sse_chunk((item.event, item.data, item.id) for item in batch)
