@@ -1,0 +1,65 @@
+"""A chat's tools and pydantic-ai agent, built once and reused by its later turns.
+
+Building the ~17 tools (``Tool.from_schema`` copies each schema) and the ``Agent`` cost
+about 2.5 ms of CPU per turn, more than a bare pydantic-ai run of a one-tool turn. The tools
+close over a :class:`~tether.chatd.tools.base.ToolContext`; a chat runs one turn at a time,
+so its cached context is re-pointed at each turn (the chat as of the turn start, the turn's
+workspace-ready hook, a fresh pre-dial gate) instead of being rebuilt. What changes the tool
+set — a root chat or a subagent (SA-4), plan mode (PL-9) — is the cache key; what is per
+turn — the model, the context budget, the workspace MCP toolset — is given to
+``Agent.iter`` (``steps.py``) or read through :class:`TurnAgent` every step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pydantic_ai import Agent
+from pydantic_ai.tools import RunContext
+from pydantic_ai.toolsets import FunctionToolset
+
+from tether.chatd.tools import build_tools
+from tether.chatd.tools.base import ChatdDeps, ChatState, ToolContext
+from tether.chatd.turn.prepare import TurnWorkspace
+from tether.domain.chat import Chat
+
+AgentKey = tuple[bool, bool]  # (is_root, plan_mode): what decides the tool set
+
+
+@dataclass
+class TurnAgent:
+    """One chat's tools and agent; ``turn_ws`` is the running turn's (set per turn)."""
+
+    key: AgentKey
+    ctx: ToolContext
+    agent: Agent[None, str]
+    taken: set[str]  # the tool names (a workspace MCP tool may not shadow one)
+    turn_ws: TurnWorkspace = field(default_factory=TurnWorkspace)
+    built: int = 1  # how many times this chat's tools were built (tests read it)
+
+
+def turn_agent(deps: ChatdDeps, chat: Chat, state: ChatState) -> TurnAgent:
+    """The chat's tools and agent for a new turn: the cached ones re-pointed at this turn,
+    or new ones when the chat has none yet or its tool set changed."""
+    key: AgentKey = (chat.is_root, chat.plan_mode)
+    cached = state.turn_agent
+    if isinstance(cached, TurnAgent) and cached.key == key and cached.ctx.deps is deps:
+        ctx = cached.ctx
+        ctx.chat = chat
+        ctx.on_workspace_ready = None
+        ctx.conns.forget_gate()  # as ToolContext() does: a fresh pre-dial gate per turn
+        cached.turn_ws = TurnWorkspace()
+        return cached
+    ctx = ToolContext(deps, chat, state)
+    tools = build_tools(ctx)
+    holder: list[TurnAgent] = []
+
+    def workspace_mcp(_: RunContext[None]) -> FunctionToolset[None]:
+        return holder[0].turn_ws.toolset  # evaluated every step: tools primed mid-turn appear
+
+    agent: Agent[None, str] = Agent(None, tools=tools, toolsets=[workspace_mcp], retries=3)
+    built = cached.built + 1 if isinstance(cached, TurnAgent) else 1
+    made = TurnAgent(key, ctx, agent, {t.name for t in tools}, built=built)
+    holder.append(made)
+    state.turn_agent = made
+    return made
