@@ -12,16 +12,59 @@ turn — the model, the context budget, the workspace MCP toolset — is given t
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from pydantic_ai import Agent
+from pydantic_ai import Agent, Tool
 from pydantic_ai.tools import RunContext
-from pydantic_ai.toolsets import FunctionToolset
+from pydantic_ai.toolsets import FunctionToolset, ToolsetTool
 
 from tether.chatd.tools import build_tools
 from tether.chatd.tools.base import ChatdDeps, ChatState, ToolContext
 from tether.chatd.turn.prepare import TurnWorkspace
 from tether.domain.chat import Chat
+
+
+class ChatToolset(FunctionToolset[None]):
+    """The chat's tools and the running turn's workspace MCP tools (``extra()``, read at
+    every step: tools primed mid-turn appear) as one toolset.
+
+    One toolset instead of the chat's plus a dynamic one: pydantic-ai then lists, enters
+    and asks for instructions without a task group per step. The chat's own tools have no
+    ``prepare`` function, so their listing depends on the run's retry budget alone and is
+    kept (``FunctionToolset`` rebuilds a run context and a tool per tool on every listing).
+    """
+
+    def __init__(
+        self, tools: Sequence[Tool[None]], extra: Callable[[], FunctionToolset[None]]
+    ) -> None:
+        super().__init__(tools)
+        self._extra = extra
+        self._static = all(t.prepare is None for t in tools)
+        self._listed: tuple[int, dict[str, ToolsetTool[None]]] | None = None
+
+    async def get_tools(self, ctx: RunContext[None]) -> dict[str, ToolsetTool[None]]:
+        listed = self._listed
+        if listed is not None and listed[0] == ctx.max_retries and not ctx._tool_name_path:
+            tools = dict(listed[1])
+        else:
+            tools = await super().get_tools(ctx)
+            if self._static and not ctx._tool_name_path:
+                self._listed = (ctx.max_retries, dict(tools))
+        extra = self._extra()
+        if extra.tools:  # a workspace MCP tool never shadows a chat tool (mcptools.py)
+            for name, tool in (await extra.get_tools(ctx)).items():
+                tools.setdefault(name, tool)
+        return tools
+
+    async def call_tool(
+        self, name: str, tool_args: dict[str, Any], ctx: RunContext[None], tool: ToolsetTool[None]
+    ) -> Any:
+        if tool.toolset is not self:  # a workspace MCP tool: its own toolset runs it
+            return await tool.toolset.call_tool(name, tool_args, ctx, tool)
+        return await super().call_tool(name, tool_args, ctx, tool)
+
 
 AgentKey = tuple[bool, bool]  # (is_root, plan_mode): what decides the tool set
 
@@ -53,11 +96,8 @@ def turn_agent(deps: ChatdDeps, chat: Chat, state: ChatState) -> TurnAgent:
     ctx = ToolContext(deps, chat, state)
     tools = build_tools(ctx)
     holder: list[TurnAgent] = []
-
-    def workspace_mcp(_: RunContext[None]) -> FunctionToolset[None]:
-        return holder[0].turn_ws.toolset  # evaluated every step: tools primed mid-turn appear
-
-    agent: Agent[None, str] = Agent(None, tools=tools, toolsets=[workspace_mcp], retries=3)
+    toolset = ChatToolset(tools, lambda: holder[0].turn_ws.toolset)
+    agent: Agent[None, str] = Agent(None, toolsets=[toolset], retries=3)
     built = cached.built + 1 if isinstance(cached, TurnAgent) else 1
     made = TurnAgent(key, ctx, agent, {t.name for t in tools}, built=built)
     holder.append(made)
