@@ -3,6 +3,7 @@ budget, the turn's workspace MCP tools merged at every step and run by their own
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from pydantic_ai import Agent, Tool
@@ -83,3 +84,25 @@ async def test_the_listing_is_kept_unless_a_tool_prepares_itself() -> None:
         await agent.run("go")
     assert static._listed is not None and set(static._listed[1]) == {"a"}
     assert dynamic._listed is None and len(prepared) >= 2  # prepared at every step
+
+
+async def test_the_kept_listing_sends_what_pydantic_ai_would() -> None:
+    """Return schemas are cleared once in the kept listing, as every request clears them."""
+    sent: list[list[Any]] = []
+
+    def respond(messages: list[pai.ModelMessage], info: AgentInfo) -> pai.ModelResponse:
+        # toolset_id names the agent's own toolset (telemetry only; no adapter sends it)
+        sent.append([replace(t, toolset_id=None) for t in info.function_tools])
+        return pai.ModelResponse(parts=[pai.TextPart("done")])
+
+    empty = FunctionToolset[None]()
+    mine = _tool("mine", [])
+    plain: Agent[None, str] = Agent(FunctionModel(respond), tools=[_tool("mine", [])])
+    chat: Agent[None, str] = Agent(
+        FunctionModel(respond), toolsets=[ChatToolset([mine], lambda: empty)]
+    )
+    await plain.run("go")
+    await chat.run("go")
+    await chat.run("again")
+    assert sent[0] == sent[1] == sent[2]
+    assert sent[1][0].return_schema is None

@@ -13,7 +13,7 @@ turn — the model, the context budget, the workspace MCP toolset — is given t
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pydantic_ai import Agent, Tool
@@ -30,10 +30,10 @@ class ChatToolset(FunctionToolset[None]):
     """The chat's tools and the running turn's workspace MCP tools (``extra()``, read at
     every step: tools primed mid-turn appear) as one toolset.
 
-    One toolset instead of the chat's plus a dynamic one: pydantic-ai then lists, enters
-    and asks for instructions without a task group per step. The chat's own tools have no
-    ``prepare`` function, so their listing depends on the run's retry budget alone and is
-    kept (``FunctionToolset`` rebuilds a run context and a tool per tool on every listing).
+    One toolset instead of the chat's plus a dynamic one (a dynamic toolset is re-entered
+    at every step). The chat's own tools have no ``prepare`` function, so their listing
+    depends on the run's retry budget alone and is kept (``FunctionToolset`` rebuilds a run
+    context and a tool per tool on every listing), return schemas already cleared.
     """
 
     def __init__(
@@ -51,6 +51,7 @@ class ChatToolset(FunctionToolset[None]):
         else:
             tools = await super().get_tools(ctx)
             if self._static and not ctx._tool_name_path:
+                tools = {name: _without_return_schema(tool) for name, tool in tools.items()}
                 self._listed = (ctx.max_retries, dict(tools))
         extra = self._extra()
         if extra.tools:  # a workspace MCP tool never shadows a chat tool (mcptools.py)
@@ -64,6 +65,16 @@ class ChatToolset(FunctionToolset[None]):
         if tool.toolset is not self:  # a workspace MCP tool: its own toolset runs it
             return await tool.toolset.call_tool(name, tool_args, ctx, tool)
         return await super().call_tool(name, tool_args, ctx, tool)
+
+
+def _without_return_schema(tool: ToolsetTool[None]) -> ToolsetTool[None]:
+    """``tool`` as every model request sends it: a tool that did not opt in to its return
+    schema has it cleared (pydantic-ai's ``prepare_return_schemas``, which otherwise
+    copies every tool definition on every request to do so)."""
+    tool_def = tool.tool_def
+    if tool_def.include_return_schema or tool_def.return_schema is None:
+        return tool
+    return replace(tool, tool_def=replace(tool_def, return_schema=None))
 
 
 AgentKey = tuple[bool, bool]  # (is_root, plan_mode): what decides the tool set
