@@ -13,6 +13,7 @@ from pydantic_ai import messages as pai
 from pydantic_ai.exceptions import ModelHTTPError
 from pydantic_ai.models.function import AgentInfo, DeltaToolCall, DeltaToolCalls, FunctionModel
 
+from tether.chatd.turn.agents import TurnAgent
 from tether.domain.chat import ChatStatus
 from tether.errors import InvalidInput
 from tether.ids import new_id
@@ -239,3 +240,33 @@ async def test_a_model_that_cannot_be_built_fails_the_turn_instead_of_hanging(
     assert chat.status is ChatStatus.ERROR
     assert chat.last_error_code == "invalid_input"
     assert chat.last_error is not None and "OPENAI_API_KEY" in chat.last_error
+
+
+async def test_a_chats_tools_and_agent_are_built_once_and_follow_its_turns(chatd: Chatd) -> None:
+    """The tools and agent are reused by a chat's later turns (chatd/turn/agents.py), see
+    each turn's chat, and are rebuilt when the tool set changes (plan mode, PL-9)."""
+    worker = chatd.start_worker()
+    seen_tools: list[set[str]] = []
+
+    def on_request(messages: list[pai.ModelMessage], info: AgentInfo) -> None:
+        seen_tools.append({t.name for t in info.function_tools})
+
+    model = script_model([Call("read_file", {"path": "x"}), Say("k")], on_request=on_request)
+    chat = await chatd.run_chat("one", model)
+    state = worker.state(chat.id)
+    assert state is not None
+    first = state.turn_agent
+    assert isinstance(first, TurnAgent)
+    for text in ("two", "three"):
+        await chatd.send(chat.id, text)
+        await chatd.wait_status(chat.id)
+    assert state.turn_agent is first and first.built == 1
+    assert first.ctx.chat.status is ChatStatus.RUNNING  # the last turn's chat
+    results = await chatd.results(chat.id, "read_file")
+    assert [r["error_code"] for r in results] == ["no_workspace"] * 3
+    await chatd.chats.set_fields(chat.id, plan_mode=True)
+    await chatd.send(chat.id, "four")
+    await chatd.wait_status(chat.id)
+    rebuilt = state.turn_agent
+    assert isinstance(rebuilt, TurnAgent) and rebuilt is not first and rebuilt.built == 2
+    assert "edit_files" in seen_tools[0] and "edit_files" not in seen_tools[-1]

@@ -130,6 +130,8 @@ class ChatState:
     # running chat is compacted only by its own turn, so the turn's first history read
     # trusts it instead of querying (chatd/historycache.py)
     compaction_number: int | None = None
+    # the chat's tools and pydantic-ai agent, reused by its next turns (chatd/turn/agents.py)
+    turn_agent: object | None = None
 
 
 @dataclass

@@ -3,6 +3,8 @@ persisted messages → final status (docs/behaviour.md §3). The modules, top-do
 
 - ``runner``: :class:`TurnRunner` runs a turn for the worker; :class:`TurnControl` says why
   the worker cancelled it (interrupt, shutdown, lost);
+- ``agents``: the chat's tools and pydantic-ai agent, built once per chat and tool set and
+  re-pointed at each turn; the chat's tools and the workspace MCP tools as one toolset;
 - ``prepare`` (§3.2): the pre-LLM setup — history, instruction files, workspace MCP tools
   and the admin prompt in parallel, again mid-turn when a workspace becomes ready;
 - ``attempts`` (§3.3): provider failures (HTTP 429/5xx) retried with exponential backoff,

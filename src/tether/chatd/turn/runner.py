@@ -16,10 +16,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic_ai import Agent
 from pydantic_ai.models import Model
-from pydantic_ai.tools import RunContext
-from pydantic_ai.toolsets import FunctionToolset
 
 from tether.chatd import history as history_mod
 from tether.chatd.autotitle import AutoTitler
@@ -27,12 +24,12 @@ from tether.chatd.compaction import LongChat
 from tether.chatd.context import ContextBudget
 from tether.chatd.mcptools import McpDiscovery, McpToolCache
 from tether.chatd.mcpturn import McpTurn
-from tether.chatd.tools import build_tools
-from tether.chatd.tools.base import ChatdDeps, ChatState, ToolContext
+from tether.chatd.tools.base import ChatdDeps, ChatState
+from tether.chatd.turn.agents import turn_agent
 from tether.chatd.turn.attempts import Outcome, run_attempts
 from tether.chatd.turn.events import status_data
 from tether.chatd.turn.finish import finish_turn, flush_usage
-from tether.chatd.turn.prepare import Instructions, TurnSetup, TurnWorkspace
+from tether.chatd.turn.prepare import Instructions, TurnSetup
 from tether.chatd.turn.recorder import TurnRecorder
 from tether.chatd.turn.steps import run_once
 from tether.domain.chat import Chat
@@ -124,10 +121,8 @@ class TurnRunner:
         """The turn's tools and agent, then its attempts (attempts.py)."""
         deps = self._deps
         setup = self._setup
-        ctx = ToolContext(deps, chat, state)
-        turn_ws = TurnWorkspace()
-        tools = build_tools(ctx)
-        taken = {t.name for t in tools}
+        cached = turn_agent(deps, chat, state)  # the tools and agent, built once per chat
+        ctx, turn_ws, taken, agent = cached.ctx, cached.turn_ws, cached.taken, cached.agent
         if self._mcp is not None and not chat.plan_mode:  # PL-9: no MCP discovery
             turn_ws.mcp = McpTurn(
                 self._mcp, ctx, lambda specs: setup.set_mcp(ctx, turn_ws, specs, taken)
@@ -136,9 +131,6 @@ class TurnRunner:
         async def on_ready() -> None:
             await setup.workspace_ready(ctx, turn_ws, taken)
 
-        def workspace_mcp(_: RunContext[None]) -> FunctionToolset[None]:
-            return turn_ws.toolset  # evaluated every step: tools primed mid-turn appear
-
         ctx.on_workspace_ready = on_ready
         budget = await self._long.budget(model, chat) if self._long is not None else None
         capabilities = (
@@ -146,11 +138,8 @@ class TurnRunner:
             if budget
             else []
         )
-        agent: Agent[None, str] = Agent(
-            model, tools=tools, toolsets=[workspace_mcp], retries=3, capabilities=capabilities
-        )
 
         async def once() -> None:
-            await run_once(setup, ctx, turn_ws, taken, agent, recorder)
+            await run_once(setup, ctx, turn_ws, taken, agent, recorder, model, capabilities)
 
         return await run_attempts(deps, self._long, chat, model, budget, recorder, once)

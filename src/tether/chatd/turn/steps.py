@@ -4,8 +4,12 @@ when the tools have run, parts published as they arrive."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from pydantic_ai import Agent
 from pydantic_ai import messages as pai
+from pydantic_ai.capabilities import AbstractCapability
+from pydantic_ai.models import Model
 
 from tether.chatd import history as history_mod
 from tether.chatd import messages as cm
@@ -28,10 +32,12 @@ async def run_once(
     taken: set[str],
     agent: Agent[None, str],
     recorder: TurnRecorder,
+    model: Model,
+    capabilities: Sequence[AbstractCapability[None]] = (),
 ) -> None:
     """One attempt: the setup, then the steps until the model answers without tool calls."""
     try:
-        await _steps(setup, ctx, turn_ws, taken, agent, recorder)
+        await _steps(setup, ctx, turn_ws, taken, agent, recorder, model, capabilities)
     finally:
         if turn_ws.mcp is not None:
             await turn_ws.mcp.close()  # late MCP tools are of no use after this run
@@ -44,6 +50,8 @@ async def _steps(
     taken: set[str],
     agent: Agent[None, str],
     recorder: TurnRecorder,
+    model: Model,
+    capabilities: Sequence[AbstractCapability[None]],
 ) -> None:
     deps = setup.deps
     long = setup.long
@@ -65,7 +73,13 @@ async def _steps(
         model_messages = long.model_messages(view, repaired)
     else:
         model_messages = cm.to_model_messages(repaired)
-    async with agent.iter(None, message_history=model_messages, instructions=instructions) as run:
+    async with agent.iter(
+        None,
+        message_history=model_messages,
+        instructions=instructions,
+        model=model,
+        capabilities=capabilities,
+    ) as run:
         async for node in run:
             if Agent.is_model_request_node(node):
                 await recorder.tool_results(node.request)

@@ -1,0 +1,116 @@
+"""A chat's tools and pydantic-ai agent, built once and reused by its later turns.
+
+Building the ~17 tools (``Tool.from_schema`` copies each schema) and the ``Agent`` cost
+about 2.5 ms of CPU per turn, more than a bare pydantic-ai run of a one-tool turn. The tools
+close over a :class:`~tether.chatd.tools.base.ToolContext`; a chat runs one turn at a time,
+so its cached context is re-pointed at each turn (the chat as of the turn start, the turn's
+workspace-ready hook, a fresh pre-dial gate) instead of being rebuilt. What changes the tool
+set — a root chat or a subagent (SA-4), plan mode (PL-9) — is the cache key; what is per
+turn — the model, the context budget, the workspace MCP toolset — is given to
+``Agent.iter`` (``steps.py``) or read through :class:`TurnAgent` every step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from pydantic_ai import Agent, Tool
+from pydantic_ai.tools import RunContext
+from pydantic_ai.toolsets import FunctionToolset, ToolsetTool
+
+from tether.chatd.tools import build_tools
+from tether.chatd.tools.base import ChatdDeps, ChatState, ToolContext
+from tether.chatd.turn.prepare import TurnWorkspace
+from tether.domain.chat import Chat
+
+
+class ChatToolset(FunctionToolset[None]):
+    """The chat's tools and the running turn's workspace MCP tools (``extra()``, read at
+    every step: tools primed mid-turn appear) as one toolset.
+
+    One toolset instead of the chat's plus a dynamic one (a dynamic toolset is re-entered
+    at every step). The chat's own tools have no ``prepare`` function, so their listing
+    depends on the run's retry budget alone and is kept (``FunctionToolset`` rebuilds a run
+    context and a tool per tool on every listing), return schemas already cleared.
+    """
+
+    def __init__(
+        self, tools: Sequence[Tool[None]], extra: Callable[[], FunctionToolset[None]]
+    ) -> None:
+        super().__init__(tools)
+        self._extra = extra
+        self._static = all(t.prepare is None for t in tools)
+        self._listed: tuple[int, dict[str, ToolsetTool[None]]] | None = None
+
+    async def get_tools(self, ctx: RunContext[None]) -> dict[str, ToolsetTool[None]]:
+        listed = self._listed
+        if listed is not None and listed[0] == ctx.max_retries and not ctx._tool_name_path:
+            tools = dict(listed[1])
+        else:
+            tools = await super().get_tools(ctx)
+            if self._static and not ctx._tool_name_path:
+                tools = {name: _without_return_schema(tool) for name, tool in tools.items()}
+                self._listed = (ctx.max_retries, dict(tools))
+        extra = self._extra()
+        if extra.tools:  # a workspace MCP tool never shadows a chat tool (mcptools.py)
+            for name, tool in (await extra.get_tools(ctx)).items():
+                tools.setdefault(name, tool)
+        return tools
+
+    async def call_tool(
+        self, name: str, tool_args: dict[str, Any], ctx: RunContext[None], tool: ToolsetTool[None]
+    ) -> Any:
+        if tool.toolset is not self:  # a workspace MCP tool: its own toolset runs it
+            return await tool.toolset.call_tool(name, tool_args, ctx, tool)
+        return await super().call_tool(name, tool_args, ctx, tool)
+
+
+def _without_return_schema(tool: ToolsetTool[None]) -> ToolsetTool[None]:
+    """``tool`` as every model request sends it: a tool that did not opt in to its return
+    schema has it cleared (pydantic-ai's ``prepare_return_schemas``, which otherwise
+    copies every tool definition on every request to do so)."""
+    tool_def = tool.tool_def
+    if tool_def.include_return_schema or tool_def.return_schema is None:
+        return tool
+    return replace(tool, tool_def=replace(tool_def, return_schema=None))
+
+
+AgentKey = tuple[bool, bool]  # (is_root, plan_mode): what decides the tool set
+
+
+@dataclass
+class TurnAgent:
+    """One chat's tools and agent; ``turn_ws`` is the running turn's (set per turn)."""
+
+    key: AgentKey
+    ctx: ToolContext
+    agent: Agent[None, str]
+    taken: set[str]  # the tool names (a workspace MCP tool may not shadow one)
+    turn_ws: TurnWorkspace = field(default_factory=TurnWorkspace)
+    built: int = 1  # how many times this chat's tools were built (tests read it)
+
+
+def turn_agent(deps: ChatdDeps, chat: Chat, state: ChatState) -> TurnAgent:
+    """The chat's tools and agent for a new turn: the cached ones re-pointed at this turn,
+    or new ones when the chat has none yet or its tool set changed."""
+    key: AgentKey = (chat.is_root, chat.plan_mode)
+    cached = state.turn_agent
+    if isinstance(cached, TurnAgent) and cached.key == key and cached.ctx.deps is deps:
+        ctx = cached.ctx
+        ctx.chat = chat
+        ctx.on_workspace_ready = None
+        ctx.conns.forget_gate()  # as ToolContext() does: a fresh pre-dial gate per turn
+        cached.turn_ws = TurnWorkspace()
+        return cached
+    ctx = ToolContext(deps, chat, state)
+    tools = build_tools(ctx)
+    holder: list[TurnAgent] = []
+    toolset = ChatToolset(tools, lambda: holder[0].turn_ws.toolset)
+    agent: Agent[None, str] = Agent(None, toolsets=[toolset], retries=3)
+    built = cached.built + 1 if isinstance(cached, TurnAgent) else 1
+    made = TurnAgent(key, ctx, agent, {t.name for t in tools}, built=built)
+    holder.append(made)
+    state.turn_agent = made
+    return made
