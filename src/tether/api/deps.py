@@ -28,7 +28,7 @@ from tether.db.chatconfig import ChatConfigStore
 from tether.db.chatedits import Edit
 from tether.db.pubsub import EventBus
 from tether.db.templates import TemplateStore
-from tether.db.users import UserStore
+from tether.db.users import ApiToken, UserStore
 from tether.db.workspaces import WorkspaceStore
 from tether.domain.user import User
 from tether.llm.registry import ModelRegistry
@@ -67,6 +67,17 @@ def bus(conn: HTTPConnection) -> EventBus:
 
 def users(conn: HTTPConnection) -> UserStore:
     return graph_of(conn).users
+
+
+TokenAuth = Callable[[str], Awaitable[tuple[User, ApiToken]]]
+
+
+def token_auth(conn: HTTPConnection) -> TokenAuth:
+    """How a request's token is checked: the graph's cache (api/tokencache.py), else the
+    store itself."""
+    graph = graph_of(conn)
+    cache = graph.token_cache
+    return cache.authenticate if cache is not None else graph.users.authenticate_token
 
 
 def template_store(conn: HTTPConnection) -> TemplateStore:
@@ -139,6 +150,7 @@ ClockDep = Annotated[Clock, Depends(clock)]
 EngineDep = Annotated[AsyncEngine, Depends(engine)]
 BusDep = Annotated[EventBus, Depends(bus)]
 UserStoreDep = Annotated[UserStore, Depends(users)]
+TokenAuthDep = Annotated[TokenAuth, Depends(token_auth)]
 TemplateStoreDep = Annotated[TemplateStore, Depends(template_store)]
 WorkspaceStoreDep = Annotated[WorkspaceStore, Depends(workspace_store)]
 WorkspaceServiceDep = Annotated[WorkspaceService, Depends(workspace_service)]
