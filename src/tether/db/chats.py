@@ -9,6 +9,7 @@ store. Statements shared inside a transaction live in ``db/chatrows.py``."""
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -34,6 +35,26 @@ from tether.db.usage import UsageStore
 from tether.domain.chat import Chat, ChatStatus, QueuedMessage, StoredMessage, sources_of
 from tether.errors import Conflict, NotFound
 from tether.ids import new_id
+
+
+@functools.cache
+def _settle(direct: tuple[str, ...], owned: bool) -> sa.Update:
+    """A send's guarded UPDATE … RETURNING: one of ``direct`` (and of the bound owner, if
+    ``owned``) → pending. Built once per shape: building it cost more CPU than running it."""
+    where = [chats.c.id == sa.bindparam("p_chat_id"), chats.c.status.in_(direct)]
+    if owned:
+        where.append(chats.c.owner_id == sa.bindparam("p_owner_id"))
+    return (
+        chats.update()
+        .where(*where)
+        .values(
+            status=ChatStatus.PENDING.value,
+            last_error=None,
+            last_error_code=None,
+            updated_at=sa.bindparam("p_now", type_=chats.c.updated_at.type),
+        )
+        .returning(*chats.c)
+    )
 
 
 class ChatStore(ChatWorkerOps, ChatQueueOps):
@@ -294,25 +315,15 @@ class ChatStore(ChatWorkerOps, ChatQueueOps):
             direct.append(ChatStatus.PENDING)
         busy = [s for s in ChatStatus if s not in direct]
         owned = [chats.c.owner_id == owner_id] if owner_id is not None else []
+        settle = _settle(tuple(s.value for s in direct), owner_id is not None)
         for _ in range(3):
             async with self._engine.begin() as conn:
                 # Guarded UPDATE … RETURNING: locks and settles the row in one statement
                 # (inserting the message does not change the chat row).
                 row = (
                     await conn.execute(
-                        chats.update()
-                        .where(
-                            chats.c.id == chat_id,
-                            chats.c.status.in_([s.value for s in direct]),
-                            *owned,
-                        )
-                        .values(
-                            status=ChatStatus.PENDING.value,
-                            last_error=None,
-                            last_error_code=None,
-                            updated_at=self._clock.now(),
-                        )
-                        .returning(*chats.c)
+                        settle,
+                        {"p_chat_id": chat_id, "p_owner_id": owner_id, "p_now": self._clock.now()},
                     )
                 ).first()
                 if row is not None:
