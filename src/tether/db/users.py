@@ -3,7 +3,8 @@
 Tokens are shown once, at creation; only their SHA-256 (:func:`tether.ids.hash_token`) is
 stored, so a leaked database does not leak credentials. A token authenticates only while it
 exists, has not expired, and its user is neither disabled nor deleted: every request checks
-all three (one indexed query), so revoking, expiring or disabling takes effect at once.
+all three (one indexed query, or the API's short-lived cache of it that revocation events
+empty, api/tokencache.py), so revoking, expiring or disabling takes effect at once.
 ``last_used_at`` is coarse: written at most once per ``last_used_granularity_s`` per token,
 so authentication does not cost a write per request.
 """
