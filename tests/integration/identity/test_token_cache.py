@@ -229,6 +229,29 @@ async def test_a_lost_event_forgets_every_entry(store: UserStore, clock: FakeClo
     assert not cache.listening
 
 
+async def test_events_dropped_by_a_full_queue_forget_every_entry(
+    store: UserStore, clock: FakeClock
+) -> None:
+    """The cache's subscriber queue overflowed (events lost in this process): whatever
+    the surviving event names, every entry goes."""
+    bus = InProcessBus(queue_size=1)
+    cache = TokenCache(store, bus, clock, ttl_s=TTL_S, max_entries=100)
+    task = await _listening(cache)
+    try:
+        for name in ("alice", "bob"):
+            user = await store.create_user(name)
+            secret, _ = await store.create_token(user.id, "t")
+            await cache.authenticate(secret)
+        assert len(cache) == 2
+        for _ in range(3):  # no yield in between: the queue of one keeps the last
+            await bus.publish(IDENTITY, {"user_id": str(uuid.uuid4())})
+        await _applied(cache, 1)
+        assert len(cache) == 0
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
 async def test_the_cache_is_bounded(store: UserStore, clock: FakeClock) -> None:
     cache = TokenCache(store, InProcessBus(), clock, ttl_s=TTL_S, max_entries=3)
     task = await _listening(cache)
