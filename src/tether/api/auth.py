@@ -1,8 +1,8 @@
 """Authentication: every API route needs ``Authorization: Bearer <api token>`` (or the web
 UI's session cookie, :mod:`tether.api.websession`); each request
 checks the token (revoked, expired, disabled user → 401 at once, see
-:mod:`tether.api.revocation`), from a short-lived cache that identity events invalidate on
-every replica (:mod:`tether.api.tokencache`)."""
+:mod:`tether.api.revocation`), from a short-lived cache that identity events empty
+(:mod:`tether.api.tokencache`; one process only, unless opted in across replicas)."""
 
 from __future__ import annotations
 

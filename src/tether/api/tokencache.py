@@ -12,8 +12,10 @@ How an entry stops being trusted:
   after the change is committed. Every replica's cache listens on that channel and drops
   the user's entries when the event arrives; on the replica that made the change the event
   is delivered before its response is written, so the next request there is refused.
-  Another replica drops them when PostgreSQL's ``NOTIFY`` reaches it (typically well under
-  a millisecond after the commit).
+  Another replica drops them when PostgreSQL's ``NOTIFY`` reaches it, which can be just
+  after the client's next request there (seen in tests): so :mod:`tether.wiring` builds the
+  cache only for the in-process bus (one SQLite process) unless
+  ``auth_cache_across_replicas`` accepts that window.
 - **A lookup racing an event** (read from the database before the change, finished after
   the event was applied) is not kept: every event bumps a generation counter and a read
   is only stored if the counter did not move meanwhile.
