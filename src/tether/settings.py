@@ -52,6 +52,13 @@ class Settings(BaseSettings):
     server_key_file: Path | None = None  # None → <data_dir>/server.key (0600)
     token_last_used_granularity_s: float = 60.0  # last_used_at is written at most this often
     stream_auth_recheck_s: float = 5.0  # fallback re-check of an open stream's token (lost events)
+    # token → user lookups are cached this long (0: every request queries); an identity
+    # event drops an entry at once (api/tokencache.py). With one process (SQLite) that is
+    # exact; across PostgreSQL replicas the event can reach another replica after the
+    # client's next request there, so the cache is off on PostgreSQL unless opted in.
+    auth_cache_ttl_s: float = Field(default=5.0, ge=0.0, le=300.0)
+    auth_cache_max_entries: int = Field(default=10_000, ge=0, le=1_000_000)
+    auth_cache_across_replicas: bool = False  # PostgreSQL: cache too (a NOTIFY's delay)
     ui_session_ttl_s: float = 12 * 3600.0  # web UI sign-in (cookie) lifetime
     ui_link_ttl_s: float = 300.0  # a one-time sign-in link (`tether ui`) is valid this long
 

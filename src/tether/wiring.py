@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tether.agentconn.clients import AgentClients
 from tether.agentconn.liveness import AgentLiveness
+from tether.api.tokencache import TokenCache
 from tether.chatd.images import ImageRules
 from tether.chatd.relay import StreamRelay
 from tether.chatd.service import ChatService
@@ -71,6 +72,7 @@ class Graph:
     metrics: Metrics = field(default_factory=Metrics)  # this graph's own registry
     extras: dict[str, Any] = field(default_factory=dict)
     server_key: ServerKey | None = None
+    token_cache: TokenCache | None = None  # None: every request queries (api/tokencache.py)
 
     async def aclose(self) -> None:
         await self.agent_clients.aclose()
@@ -199,6 +201,17 @@ async def build_graph(
         server_key=server_key,
     )
     chat_service.stream_fallback_poll_s = settings.stream_fallback_poll_s
+    # one process (the in-process bus): a revocation reaches the cache before its response
+    if isinstance(bus, InProcessBus) or settings.auth_cache_across_replicas:
+        graph.token_cache = TokenCache(
+            users,
+            bus,
+            clock,
+            ttl_s=settings.auth_cache_ttl_s,
+            max_entries=settings.auth_cache_max_entries,
+        )
+        if graph.token_cache.enabled:
+            graph.extras.setdefault("background", []).append(graph.token_cache.run)
     if isinstance(bus, PostgresBus) and settings.stream_relay:  # any replica may serve a stream
         relay = StreamRelay(bus)
         hub.relay = relay.offer

@@ -1,7 +1,8 @@
 """Authentication: every API route needs ``Authorization: Bearer <api token>`` (or the web
 UI's session cookie, :mod:`tether.api.websession`); each request
 checks the token (revoked, expired, disabled user → 401 at once, see
-:mod:`tether.api.revocation`)."""
+:mod:`tether.api.revocation`), from a short-lived cache that identity events empty
+(:mod:`tether.api.tokencache`; one process only, unless opted in across replicas)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,12 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from tether.api.deps import UserStoreDep
+from tether.api.deps import TokenAuthDep
 from tether.domain.user import User
 from tether.errors import Forbidden, Unauthorized
 
 
-async def current_user(request: Request, users: UserStoreDep) -> User:
+async def current_user(request: Request, authenticate: TokenAuthDep) -> User:
     from tether.api import websession  # it builds on this module
 
     value = request.headers.get("authorization", "")
@@ -25,7 +26,7 @@ async def current_user(request: Request, users: UserStoreDep) -> User:
         token, scheme = cookie, "bearer"
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("missing API token: send Authorization: Bearer <token>")
-    user, api_token = await users.authenticate_token(token.strip())
+    user, api_token = await authenticate(token.strip())
     if api_token.name == websession.LINK_TOKEN_NAME:
         raise Unauthorized("a sign-in link only signs in to the web UI")
     # streams opened by this request end when this token stops authenticating

@@ -186,7 +186,9 @@ async def chat_out(service: ChatService, chat: Chat) -> ChatOut:
 
 async def chat_outs(service: ChatService, chats: list[Chat]) -> list[ChatOut]:
     """The chats as the API shows them: with queue length, labels and token totals."""
-    counts = await service.queued_counts(chats)
-    labels = await service.labels_of(chats)
-    usage = await service.store.usage.chat_totals([c.id for c in chats])
-    return [ChatOut.of(c, counts.get(c.id, 0), labels.get(c.id), usage.get(c.id)) for c in chats]
+    summaries = await service.store.summaries.of([c.id for c in chats])  # one query
+    out = []
+    for c in chats:
+        s = summaries[c.id]
+        out.append(ChatOut.of(c, s.queued, s.labels, s.usage))
+    return out

@@ -3,7 +3,9 @@ sees what it touches. They read the one :class:`~tether.wiring.Graph` that
 :func:`tether.api.app.create_app` puts on ``app.state``; no route reads ``app.state``
 itself. Every dependency takes an ``HTTPConnection``, so HTTP routes, SSE streams and
 WebSocket handlers use the same ones. Tests override any of them the FastAPI way
-(``app.dependency_overrides[chat_service] = ...``)."""
+(``app.dependency_overrides[chat_service] = ...``). They are ``async def``: FastAPI runs a
+plain ``def`` dependency in a worker thread, a thread hand-off per dependency per request
+for what is an attribute read."""
 
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from tether.db.chatconfig import ChatConfigStore
 from tether.db.chatedits import Edit
 from tether.db.pubsub import EventBus
 from tether.db.templates import TemplateStore
-from tether.db.users import UserStore
+from tether.db.users import ApiToken, UserStore
 from tether.db.workspaces import WorkspaceStore
 from tether.domain.user import User
 from tether.llm.registry import ModelRegistry
@@ -49,87 +51,98 @@ def graph_of(conn: HTTPConnection) -> Graph:
     return graph
 
 
-def settings(conn: HTTPConnection) -> Settings:
+async def settings(conn: HTTPConnection) -> Settings:
     return graph_of(conn).settings
 
 
-def clock(conn: HTTPConnection) -> Clock:
+async def clock(conn: HTTPConnection) -> Clock:
     return graph_of(conn).clock
 
 
-def engine(conn: HTTPConnection) -> AsyncEngine:
+async def engine(conn: HTTPConnection) -> AsyncEngine:
     return graph_of(conn).engine
 
 
-def bus(conn: HTTPConnection) -> EventBus:
+async def bus(conn: HTTPConnection) -> EventBus:
     return graph_of(conn).bus
 
 
-def users(conn: HTTPConnection) -> UserStore:
+async def users(conn: HTTPConnection) -> UserStore:
     return graph_of(conn).users
 
 
-def template_store(conn: HTTPConnection) -> TemplateStore:
+TokenAuth = Callable[[str], Awaitable[tuple[User, ApiToken]]]
+
+
+async def token_auth(conn: HTTPConnection) -> TokenAuth:
+    """How a request's token is checked: the graph's cache (api/tokencache.py), else the
+    store itself."""
+    graph = graph_of(conn)
+    cache = graph.token_cache
+    return cache.authenticate if cache is not None else graph.users.authenticate_token
+
+
+async def template_store(conn: HTTPConnection) -> TemplateStore:
     return graph_of(conn).template_store
 
 
-def workspace_store(conn: HTTPConnection) -> WorkspaceStore:
+async def workspace_store(conn: HTTPConnection) -> WorkspaceStore:
     return graph_of(conn).workspace_store
 
 
-def workspace_service(conn: HTTPConnection) -> WorkspaceService:
+async def workspace_service(conn: HTTPConnection) -> WorkspaceService:
     return graph_of(conn).workspaces
 
 
-def agent_store(conn: HTTPConnection) -> AgentStore:
+async def agent_store(conn: HTTPConnection) -> AgentStore:
     return graph_of(conn).agents
 
 
-def agent_clients(conn: HTTPConnection) -> AgentClients:
+async def agent_clients(conn: HTTPConnection) -> AgentClients:
     return graph_of(conn).agent_clients
 
 
-def backends(conn: HTTPConnection) -> dict[str, WorkspaceBackend]:
+async def backends(conn: HTTPConnection) -> dict[str, WorkspaceBackend]:
     return graph_of(conn).backends
 
 
-def pings(conn: HTTPConnection) -> PingBatcher:
+async def pings(conn: HTTPConnection) -> PingBatcher:
     return graph_of(conn).pings
 
 
-def liveness(conn: HTTPConnection) -> AgentLiveness:
+async def liveness(conn: HTTPConnection) -> AgentLiveness:
     return graph_of(conn).liveness
 
 
-def metrics(conn: HTTPConnection) -> Metrics:
+async def metrics(conn: HTTPConnection) -> Metrics:
     return graph_of(conn).metrics
 
 
-def chat_service(conn: HTTPConnection) -> ChatService:
+async def chat_service(conn: HTTPConnection) -> ChatService:
     return graph_of(conn).chat_service
 
 
-def models(conn: HTTPConnection) -> ModelRegistry:
+async def models(conn: HTTPConnection) -> ModelRegistry:
     return graph_of(conn).models
 
 
-def longchat(conn: HTTPConnection) -> LongChat:
+async def longchat(conn: HTTPConnection) -> LongChat:
     return longchat_of(graph_of(conn))
 
 
-def usage_guard(conn: HTTPConnection) -> UsageGuard:
+async def usage_guard(conn: HTTPConnection) -> UsageGuard:
     return usage_guard_of(graph_of(conn))
 
 
 EditMessage = Callable[[User, uuid.UUID, uuid.UUID, Content], Awaitable[Edit]]
 
 
-def message_editor(conn: HTTPConnection) -> EditMessage:
+async def message_editor(conn: HTTPConnection) -> EditMessage:
     """``edit_message`` (chatd/edits.py) bound to this app's services."""
     return functools.partial(edit_message, graph_of(conn))
 
 
-def chat_config_store(conn: HTTPConnection) -> ChatConfigStore:
+async def chat_config_store(conn: HTTPConnection) -> ChatConfigStore:
     graph = graph_of(conn)
     return ChatConfigStore(graph.engine, graph.clock, graph.bus)  # writes are announced
 
@@ -139,6 +152,7 @@ ClockDep = Annotated[Clock, Depends(clock)]
 EngineDep = Annotated[AsyncEngine, Depends(engine)]
 BusDep = Annotated[EventBus, Depends(bus)]
 UserStoreDep = Annotated[UserStore, Depends(users)]
+TokenAuthDep = Annotated[TokenAuth, Depends(token_auth)]
 TemplateStoreDep = Annotated[TemplateStore, Depends(template_store)]
 WorkspaceStoreDep = Annotated[WorkspaceStore, Depends(workspace_store)]
 WorkspaceServiceDep = Annotated[WorkspaceService, Depends(workspace_service)]

@@ -64,7 +64,7 @@ class StreamGuard:
         return _guarded(self, request, events)
 
 
-def stream_guard(
+async def stream_guard(
     users: UserStoreDep, bus: BusDep, clock: ClockDep, settings: SettingsDep
 ) -> StreamGuard:
     return StreamGuard(users, bus, clock, settings.stream_auth_recheck_s)

@@ -254,6 +254,21 @@ class ChatService(SubagentOps):
         turns plan mode on or off from the next turn on (PL-9; a running turn keeps its
         mode)."""
         parts = user_parts(content, self.images)
+        if model is None and plan_mode is None:
+            # the common send: ownership, status and the model's limits in one transaction
+            # (no read of the chat first)
+            async def fits(chat: Chat) -> None:
+                await self.check_fits(chat.model, parts)
+
+            chat, message, queued = await self.store.submit_user_message(
+                chat_id,
+                parts,
+                max_queued=self._max_queued,
+                join_pending=busy == "interrupt",
+                owner_id=None if actor.is_admin else actor.id,
+                check=fits,
+            )
+            return await self._announce_send(chat, message, queued, busy)
         chat = await self.get(actor, chat_id)
         if plan_mode is not None and plan_mode != chat.plan_mode:
             chat = await self.store.set_fields(chat.id, plan_mode=plan_mode)
@@ -268,6 +283,15 @@ class ChatService(SubagentOps):
         chat, message, queued = await self.store.submit_user_message(
             chat.id, parts, max_queued=self._max_queued, join_pending=busy == "interrupt"
         )
+        return await self._announce_send(chat, message, queued, busy)
+
+    async def _announce_send(
+        self,
+        chat: Chat,
+        message: StoredMessage | None,
+        queued: QueuedMessage | None,
+        busy: Busy,
+    ) -> SendResult:
         if message is not None:
             self.hub.publish_message(message)
             self.hub.publish(chat.id, "status", status_data(chat))

@@ -103,25 +103,44 @@ async def insert_message_in(
     # One statement (was SELECT max + INSERT + SELECT): the next seq is computed inside
     # the INSERT and the stored row comes back with RETURNING. A concurrent writer that
     # took the same seq still fails the unique constraint (append_message retries).
+    values = {
+        "p_id": new_id(),
+        "p_chat_id": chat_id,
+        "p_role": role,
+        "p_parts": parts,
+        "p_visibility": visibility,
+        "p_model": model,
+        "p_created_at": now,
+    }
+    row = (await conn.execute(_INSERT_MESSAGE, values)).one()
+    return message_from_row(row)
+
+
+def _insert_message() -> sa.Insert:
+    def bound(name: str) -> sa.BindParameter[Any]:
+        return sa.bindparam(f"p_{name}", type_=chat_messages.c[name].type)
+
     next_seq = (
         sa.select(sa.func.coalesce(sa.func.max(chat_messages.c.seq), 0) + 1)
-        .where(chat_messages.c.chat_id == chat_id)
+        .where(chat_messages.c.chat_id == bound("chat_id"))
         .scalar_subquery()
     )
-    row = (
-        await conn.execute(
-            chat_messages.insert()
-            .values(
-                id=new_id(),
-                chat_id=chat_id,
-                seq=next_seq,
-                role=role,
-                parts=parts,
-                visibility=visibility,
-                model=model,
-                created_at=now,
-            )
-            .returning(*chat_messages.c)
+    return (
+        chat_messages.insert()
+        .values(
+            id=bound("id"),
+            chat_id=bound("chat_id"),
+            seq=next_seq,
+            role=bound("role"),
+            parts=bound("parts"),
+            visibility=bound("visibility"),
+            model=bound("model"),
+            created_at=bound("created_at"),
         )
-    ).one()
-    return message_from_row(row)
+        .returning(*chat_messages.c)
+    )
+
+
+# Built once: every message of every chat is inserted by it, and constructing it cost more
+# CPU than running it.
+_INSERT_MESSAGE = _insert_message()

@@ -9,7 +9,9 @@ store. Statements shared inside a transaction live in ``db/chatrows.py``."""
 
 from __future__ import annotations
 
+import functools
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import sqlalchemy as sa
@@ -27,11 +29,32 @@ from tether.db.chatrows import (
     lock_chat_if,
     message_from_row,
 )
+from tether.db.chatsummary import ChatSummaries
 from tether.db.tables import chat_messages, chats
 from tether.db.usage import UsageStore
 from tether.domain.chat import Chat, ChatStatus, QueuedMessage, StoredMessage, sources_of
-from tether.errors import Conflict
+from tether.errors import Conflict, NotFound
 from tether.ids import new_id
+
+
+@functools.cache
+def _settle(direct: tuple[str, ...], owned: bool) -> sa.Update:
+    """A send's guarded UPDATE … RETURNING: one of ``direct`` (and of the bound owner, if
+    ``owned``) → pending. Built once per shape: building it cost more CPU than running it."""
+    where = [chats.c.id == sa.bindparam("p_chat_id"), chats.c.status.in_(direct)]
+    if owned:
+        where.append(chats.c.owner_id == sa.bindparam("p_owner_id"))
+    return (
+        chats.update()
+        .where(*where)
+        .values(
+            status=ChatStatus.PENDING.value,
+            last_error=None,
+            last_error_code=None,
+            updated_at=sa.bindparam("p_now", type_=chats.c.updated_at.type),
+        )
+        .returning(*chats.c)
+    )
 
 
 class ChatStore(ChatWorkerOps, ChatQueueOps):
@@ -40,6 +63,7 @@ class ChatStore(ChatWorkerOps, ChatQueueOps):
         self._clock = clock
         self.labels = ChatLabelStore(engine)
         self.usage = UsageStore(engine)
+        self.summaries = ChatSummaries(engine)  # queue, labels, usage: what the API adds
 
     # --- chats ----------------------------------------------------------------------------
 
@@ -273,49 +297,54 @@ class ChatStore(ChatWorkerOps, ChatQueueOps):
         *,
         max_queued: int,
         join_pending: bool = False,
+        owner_id: uuid.UUID | None = None,
+        check: Callable[[Chat], Awaitable[None]] | None = None,
     ) -> tuple[Chat, StoredMessage | None, QueuedMessage | None]:
         """Send a user message, atomically against the worker finishing a turn.
 
         Idle (waiting | error) → persisted, chat becomes pending: ``(chat, message, None)``.
         Busy (pending | running | interrupting) → queued: ``(chat, None, queued)``; QueueFull
         past ``max_queued``. With ``join_pending`` a pending chat (no worker has started
-        the turn) takes the message into its history directly instead of queueing it."""
+        the turn) takes the message into its history directly instead of queueing it.
+
+        ``owner_id``: only a chat of this owner (another's is NotFound, like a missing one),
+        checked by the same guarded statement. ``check`` sees the chat before the message is
+        written; what it raises rolls the send back."""
         direct = [ChatStatus.WAITING, ChatStatus.ERROR]
         if join_pending:
             direct.append(ChatStatus.PENDING)
         busy = [s for s in ChatStatus if s not in direct]
+        owned = [chats.c.owner_id == owner_id] if owner_id is not None else []
+        settle = _settle(tuple(s.value for s in direct), owner_id is not None)
         for _ in range(3):
             async with self._engine.begin() as conn:
                 # Guarded UPDATE … RETURNING: locks and settles the row in one statement
                 # (inserting the message does not change the chat row).
                 row = (
                     await conn.execute(
-                        chats.update()
-                        .where(
-                            chats.c.id == chat_id,
-                            chats.c.status.in_([s.value for s in direct]),
-                        )
-                        .values(
-                            status=ChatStatus.PENDING.value,
-                            last_error=None,
-                            last_error_code=None,
-                            updated_at=self._clock.now(),
-                        )
-                        .returning(*chats.c)
+                        settle,
+                        {"p_chat_id": chat_id, "p_owner_id": owner_id, "p_now": self._clock.now()},
                     )
                 ).first()
                 if row is not None:
+                    chat = chat_from_row(row)
+                    if check is not None:
+                        await check(chat)
                     message = await insert_message_in(
                         conn, chat_id, "user", parts, "both", None, now=self._clock.now()
                     )
-                    return chat_from_row(row), message, None
-                locked = await lock_chat_if(conn, chat_id, busy)
+                    return chat, message, None
+                locked = await lock_chat_if(conn, chat_id, busy, *owned)
                 if locked is not None:  # queueing does not change the chat row either
+                    if check is not None:
+                        await check(locked)
                     queued = await enqueue_in(
                         conn, chat_id, parts, max_queued=max_queued, now=self._clock.now()
                     )
                     return locked, None, queued
-                await get_chat(conn, chat_id)  # NotFound if it does not exist
+                current = await get_chat(conn, chat_id)  # NotFound if it does not exist
+                if owner_id is not None and current.owner_id != owner_id:
+                    raise NotFound(f"chat {chat_id} not found")
             # the status moved between the two guards (a turn just ended); look again
         raise Conflict("the chat changed state repeatedly; try again")
 

@@ -3,7 +3,8 @@
 Tokens are shown once, at creation; only their SHA-256 (:func:`tether.ids.hash_token`) is
 stored, so a leaked database does not leak credentials. A token authenticates only while it
 exists, has not expired, and its user is neither disabled nor deleted: every request checks
-all three (one indexed query), so revoking, expiring or disabling takes effect at once.
+all three (one indexed query, or the API's short-lived cache of it that revocation events
+empty, api/tokencache.py), so revoking, expiring or disabling takes effect at once.
 ``last_used_at`` is coarse: written at most once per ``last_used_granularity_s`` per token,
 so authentication does not cost a write per request.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -211,10 +212,16 @@ class UserStore:
             expires_at=expires_at,
             last_used_at=as_utc(row.token_last_used_at),
         )
-        last_used = api_token.last_used_at
-        if last_used is None or now - last_used >= self._last_used_granularity:
-            await self._touch(api_token.id, now)
-        return _user(row), api_token
+        return _user(row), await self.record_use(api_token, now)
+
+    async def record_use(self, token: ApiToken, now: datetime) -> ApiToken:
+        """Write ``last_used_at`` if the last write is older than the granularity; returns
+        the token as it now stands (a cached token keeps the time it last wrote)."""
+        last_used = token.last_used_at
+        if last_used is not None and now - last_used < self._last_used_granularity:
+            return token
+        await self._touch(token.id, now)
+        return replace(token, last_used_at=now)
 
     async def _touch(self, token_id: uuid.UUID, now: datetime) -> None:
         # guarded: concurrent requests of one token write once per granularity window

@@ -188,7 +188,10 @@ async def test_a_message_that_cannot_fit_alone_is_refused_at_send(tmp_path: Path
         later = await alice.post(f"/api/v1/chats/{chat['id']}/messages", json={"content": huge})
         queue = (await alice.get(f"/api/v1/chats/{chat['id']}/queue")).json()
         page = (await alice.get(f"/api/v1/chats/{chat['id']}/messages")).json()
+        # refused inside the send's transaction: the chat did not become pending either
+        status = (await alice.get(f"/api/v1/chats/{chat['id']}")).json()["status"]
         await alice.aclose()
+    assert status == "waiting"
     assert len(fake.requests) == 2  # the one turn of "hi" (a tool call, then the answer)
     for response in (refused, later):
         assert response.status_code == 413, response.text

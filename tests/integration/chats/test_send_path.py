@@ -1,0 +1,177 @@
+"""The send request (``POST /api/v1/chats/{id}/messages``, issue #12) on both dialects: at
+most three statements on a warm idle chat (the guarded UPDATE … RETURNING that also checks
+ownership, the message INSERT, one summary query), token auth from the cache; and the
+ownership check folded into the UPDATE still answers exactly as before — 404 for another
+member's chat whatever its state or the message, 413 before anything is written, the
+admin may send to anyone's chat. The one-statement summary (db/chatsummary.py) agrees with
+the three queries it replaced."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from chat_env import FakeWorker, member
+
+from support.server import free_port, serve_app
+from tether.api.app import create_app
+from tether.db.tables import chat_usage
+from tether.domain.chat import ChatStatus
+from tether.settings import Settings
+from tether.wiring import Graph, build_graph
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def served(tmp_path: Path, db_url: str) -> AsyncIterator[tuple[Graph, str]]:
+    """A real API with its token cache listening (on PostgreSQL opted in)."""
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        db_url=db_url,
+        port=free_port(),
+        cli_config=tmp_path / "c.json",
+        run_chatd=False,
+        run_provisioner=False,
+        auth_cache_across_replicas=True,
+    )
+    graph = await build_graph(settings)
+    assert graph.token_cache is not None
+    app = create_app(graph, background=[graph.token_cache.run])
+    try:
+        async with serve_app(app, settings, graceful_shutdown_s=2) as url:
+            yield graph, url
+    finally:
+        await graph.aclose()
+
+
+@contextlib.contextmanager
+def statements(graph: Graph) -> Iterator[list[str]]:
+    seen: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        seen.append(statement)
+
+    engine = graph.engine.sync_engine
+    sa.event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", record)
+
+
+async def _idle(graph: Graph, chat_id: str) -> None:
+    """Play the worker: the chat's first turn ends, the chat waits."""
+    worker = FakeWorker(graph)
+    await worker.claim()
+    await worker.finish(uuid.UUID(chat_id))
+    assert (await graph.chats.get(uuid.UUID(chat_id))).status is ChatStatus.WAITING
+
+
+async def test_a_send_to_a_warm_chat_costs_three_statements(served) -> None:
+    graph, url = served
+    alice = await member(graph, url, "alice")
+    try:
+        r = await alice.http.post("/api/v1/chats", json={"content": "hi", "labels": {"k": "v"}})
+        chat = r.json()
+        await _idle(graph, chat["id"])
+        assert (await alice.http.get(f"/api/v1/chats/{chat['id']}")).status_code == 200  # warm
+        with statements(graph) as seen:
+            r = await alice.http.post(f"/api/v1/chats/{chat['id']}/messages", json={"content": "x"})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["queued"] is False and body["message"]["seq"] == 2
+        assert body["chat"]["status"] == "pending" and body["chat"]["labels"] == {"k": "v"}
+        assert len(seen) <= 3, seen
+    finally:
+        await alice.http.aclose()
+        await alice.sdk.aclose()
+
+
+async def test_another_members_chat_is_404_in_every_state(served) -> None:
+    graph, url = served
+    alice, bob = await member(graph, url, "alice"), await member(graph, url, "bob")
+    try:
+        chat = (await alice.http.post("/api/v1/chats", json={"content": "hi"})).json()
+        path = f"/api/v1/chats/{chat['id']}/messages"
+        huge = {"content": "x" * 200}
+        worker = FakeWorker(graph)
+        for state in ("pending", "running", "waiting"):
+            if state == "running":
+                await worker.claim()
+            if state == "waiting":
+                await worker.finish(uuid.UUID(chat["id"]))
+            assert (await graph.chats.get(uuid.UUID(chat["id"]))).status.value == state
+            for body in ({"content": "x"}, {"content": "x", "busy": "interrupt"}, huge):
+                r = await bob.http.post(path, json=body)
+                assert r.status_code == 404, r.text
+                assert r.json()["code"] == "not_found"
+        r = await bob.http.post(f"/api/v1/chats/{uuid.uuid4()}/messages", json={"content": "x"})
+        assert r.status_code == 404
+        # nothing of bob's reached the chat
+        msgs = (await alice.http.get(path)).json()["messages"]
+        assert [m["seq"] for m in msgs] == [1]
+        assert (await alice.http.get(f"/api/v1/chats/{chat['id']}/queue")).json() == []
+        # the admin may send to it (admins act on every chat)
+        admin = await graph.users.create_user("root", "admin")
+        token, _ = await graph.users.create_token(admin.id, "t")
+        async with httpx.AsyncClient(
+            base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=10
+        ) as root:
+            r = await root.post(path, json={"content": "from the admin"})
+        assert r.status_code == 200 and r.json()["message"]["seq"] == 2
+    finally:
+        for m in (alice, bob):
+            await m.http.aclose()
+            await m.sdk.aclose()
+
+
+async def test_the_summary_query_agrees_with_the_three_it_replaced(served) -> None:
+    graph, url = served
+    alice = await member(graph, url, "alice")
+    try:
+        ids = []
+        for i, labels in enumerate(({"b": "2", "a": "1"}, {}, {"z": ""})):
+            r = await alice.http.post("/api/v1/chats", json={"content": f"c{i}", "labels": labels})
+            ids.append(uuid.UUID(r.json()["id"]))
+        for _ in range(2):  # chat 0 is pending: these queue
+            await alice.http.post(f"/api/v1/chats/{ids[0]}/messages", json={"content": "q"})
+        async with graph.engine.begin() as conn:
+            for i, (inp, out) in enumerate(((7, 3), (11, 0))):
+                await conn.execute(
+                    chat_usage.insert().values(
+                        id=uuid.uuid4(),
+                        chat_id=ids[2],
+                        model="m",
+                        input_tokens=inp,
+                        output_tokens=out,
+                        created_at=graph.clock.now(),
+                        owner_id=alice.user.id,
+                        turn_seq=i + 1,
+                    )
+                )
+        store = graph.chats
+        counts = await store.queued_counts(ids)
+        labels = await store.labels.of(ids)
+        usage = await store.usage.chat_totals(ids)
+        summaries = await store.summaries.of([*ids, uuid.uuid4()])
+        for chat_id in ids:
+            s = summaries[chat_id]
+            assert s.queued == counts.get(chat_id, 0)
+            assert list(s.labels.items()) == list(labels.get(chat_id, {}).items())
+            old = usage.get(chat_id)
+            mine = (s.usage.input_tokens, s.usage.output_tokens) if s.usage else None
+            assert mine == ((old.input_tokens, old.output_tokens) if old else None)
+        assert summaries[ids[0]].queued == 2
+        assert list(summaries[ids[0]].labels) == ["a", "b"]
+        assert summaries[ids[2]].usage is not None and summaries[ids[2]].usage.total == 21
+        assert await store.summaries.of([]) == {}
+    finally:
+        await alice.http.aclose()
+        await alice.sdk.aclose()
