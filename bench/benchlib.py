@@ -8,6 +8,7 @@ import argparse
 import asyncio
 import contextlib
 import contextvars
+import gc
 import os
 import random
 import sys
@@ -15,7 +16,7 @@ import tempfile
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -458,3 +459,51 @@ async def timed_server(
             leftovers = kill_workspace_processes(Path(tmp) / "data")
             if leftovers:
                 print(f"warning: killed {leftovers} leftover workspace process(es)")
+
+
+class GcMeter:
+    """Counts and times the garbage collector's runs by generation (``gc.callbacks``) while
+    :meth:`measure` is open (``--gc``): what the collector costs the server per turn."""
+
+    def __init__(self) -> None:
+        self.count = [0, 0, 0]
+        self.seconds = [0.0, 0.0, 0.0]
+        self.max_pause_s = 0.0
+        self._t0 = 0.0
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._t0 = time.perf_counter()
+            return
+        pause = time.perf_counter() - self._t0
+        gen = info["generation"]
+        self.count[gen] += 1
+        self.seconds[gen] += pause
+        self.max_pause_s = max(self.max_pause_s, pause)
+
+    @contextlib.contextmanager
+    def measure(self) -> Iterator[GcMeter]:
+        gc.callbacks.append(self._on_gc)
+        try:
+            yield self
+        finally:
+            gc.callbacks.remove(self._on_gc)
+
+    def figures(self, turns: int) -> dict[str, Any]:
+        """Per-turn figures for the bench's JSON; also printed."""
+        n = max(1, turns)
+        out = {
+            "gc_collections_per_turn": [round(c / n, 3) for c in self.count],
+            "gc_ms_per_turn": round(sum(self.seconds) / n * 1000, 3),
+            "gc_ms_by_generation": [round(s * 1000, 1) for s in self.seconds],
+            "gc_max_pause_ms": round(self.max_pause_s * 1000, 1),
+            "gc_threshold": list(gc.get_threshold()),
+            "gc_freeze_count": gc.get_freeze_count(),
+        }
+        print(
+            f"GC: collections per turn gen0/1/2 {out['gc_collections_per_turn']} "
+            f"(counts {self.count}), {out['gc_ms_per_turn']} ms per turn, by generation "
+            f"{out['gc_ms_by_generation']} ms, max pause {out['gc_max_pause_ms']} ms; "
+            f"threshold {out['gc_threshold']}, frozen {out['gc_freeze_count']}"
+        )
+        return out

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -51,6 +52,7 @@ import httpx
 
 from bench.benchlib import (
     ChatTimers,
+    GcMeter,
     add_rate_args,
     elapsed,
     load_parser,
@@ -86,23 +88,33 @@ def samples(answer: Answer, timers: ChatTimers) -> list[Sample]:
 
 
 async def run_rate(
-    clients: Clients, rate: float, duration_s: float, rng: random.Random
+    clients: Clients,
+    rate: float,
+    duration_s: float,
+    rng: random.Random,
+    gcm: GcMeter | None = None,
 ) -> tuple[Answer, float]:
     """Poisson arrivals at ``rate`` for ``duration_s``, split evenly over the client
-    processes: their answer and the server process's CPU seconds until the last answered."""
+    processes: their answer and the server process's CPU seconds until the last answered
+    (the garbage collector's runs go to ``gcm`` meanwhile, when given)."""
     n = len(clients.procs)
     command = {"op": "poisson", "rate": rate / n, "duration": duration_s}
     cpu: list[float] = []
-    cpu0 = time.process_time()
-    answer = await clients.run(
-        [{**command, "seed": rng.randrange(2**32)} for _ in range(n)],
-        timeout_s=duration_s + TURN_TIMEOUT_S,
-        on_answered=lambda: cpu.append(time.process_time() - cpu0),
-    )
+    with contextlib.ExitStack() as gc_scope:
+        if gcm is not None:
+            gc_scope.enter_context(gcm.measure())
+        cpu0 = time.process_time()
+        answer = await clients.run(
+            [{**command, "seed": rng.randrange(2**32)} for _ in range(n)],
+            timeout_s=duration_s + TURN_TIMEOUT_S,
+            on_answered=lambda: cpu.append(time.process_time() - cpu0),
+        )
     return answer, cpu[0]
 
 
-def summarise(rate: float, answer: Answer, timers: ChatTimers, cpu_s: float) -> dict[str, Any]:
+def summarise(
+    rate: float, answer: Answer, timers: ChatTimers, cpu_s: float, gcm: GcMeter | None = None
+) -> dict[str, Any]:
     got = samples(answer, timers)
     for r in answer.results:
         if r["status"] != "waiting":
@@ -131,6 +143,8 @@ def summarise(rate: float, answer: Answer, timers: ChatTimers, cpu_s: float) -> 
         f"skipped {skipped}; CPU per turn: server {row['cpu_ms_per_turn']} ms, client "
         f"{row['client_cpu_ms_per_turn']} ms"
     )
+    if gcm is not None:
+        row.update(gcm.figures(len(got)))
     return row
 
 
@@ -169,8 +183,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             for rate in args.rates:
                 warm, _ = await run_rate(clients, rate, args.warmup, rng)
                 samples(warm, bench.timers)  # drops the warm-up turns' timers
-                answer, cpu_s = await run_rate(clients, rate, args.duration, rng)
-                rows.append(summarise(rate, answer, bench.timers, cpu_s))
+                gcm = GcMeter() if args.gc else None
+                answer, cpu_s = await run_rate(clients, rate, args.duration, rng, gcm)
+                rows.append(summarise(rate, answer, bench.timers, cpu_s, gcm))
             after = process_figures(os.getpid())
             print(f"server process before {before}, after {after}")
         finally:
@@ -204,6 +219,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="the client's streams: one per turn, opened once the message was accepted "
         "(default), or one per chat open all along (each polls the database every "
         "stream_poll_s, 1 s)",
+    )
+    parser.add_argument(
+        "--gc",
+        action="store_true",
+        help="count and time the server's garbage collections during each measured window",
     )
     return parser.parse_args(argv)
 

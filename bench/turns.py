@@ -53,7 +53,7 @@ import greenlet
 import httpx
 import sqlalchemy as sa
 
-from bench.benchlib import cpu_seconds, loadavg, pct, timed_server
+from bench.benchlib import GcMeter, cpu_seconds, loadavg, pct, timed_server
 from bench.client import Clients
 from tether.db.engine import StatementCounter
 
@@ -149,6 +149,7 @@ async def main(
     profile: str | None = None,
     show_statements: bool = False,
     follow: str = "chat",
+    gc_figures: bool = False,
 ) -> dict[str, Any]:
     limits = httpx.Limits(max_connections=max(100, n_chats * 2))
     async with timed_server(
@@ -172,7 +173,10 @@ async def main(
                 ended.extend((time.perf_counter(), time.process_time()))
                 threads1.update(thread_cpu())
 
-            with counter.measure() as busy:
+            gcm = GcMeter()
+            with counter.measure() as busy, contextlib.ExitStack() as gc_scope:
+                if gc_figures:
+                    gc_scope.enter_context(gcm.measure())
                 hops = ThreadHops()
                 threads0 = thread_cpu()
                 t0, cpu0 = time.perf_counter(), time.process_time()
@@ -267,7 +271,9 @@ async def main(
             print("statements per turn, by call site:")
             for (text, where), n in sites.sites.most_common():
                 print(f"  {n / len(turns):5.2f}  {text}\n         {where}")
+    gc_out = gcm.figures(len(turns)) if gc_figures else {}
     return {
+        **gc_out,
         "chats": n_chats,
         "turns": len(turns),
         "turn_overhead_ms_p50": round(pct(ms, 50), 1),
@@ -300,6 +306,11 @@ if __name__ == "__main__":
         help="the client's stream: one per chat, open for all its turns (default), or one per "
         "turn, opened once the message was accepted (as bench/openloop.py)",
     )
+    parser.add_argument(
+        "--gc",
+        action="store_true",
+        help="count and time the server's garbage collections during the turn phase",
+    )
     args = parser.parse_args()
     result = asyncio.run(
         main(
@@ -308,6 +319,7 @@ if __name__ == "__main__":
             profile=args.profile,
             show_statements=args.statements,
             follow=args.follow,
+            gc_figures=args.gc,
         )
     )
     print(json.dumps(result))
