@@ -27,6 +27,7 @@ from pydantic_ai.models.function import FunctionModel
 from tether.chatd.binding import AgentDialer
 from tether.chatd.install import install_chatd
 from tether.demo import kill_workspace_processes
+from tether.gctune import tune_collector
 from tether.llm.scripted import zero_latency_execute_model
 from tether.testing.harness import RunningServer, fast_settings, running_server
 
@@ -444,6 +445,7 @@ async def timed_server(
                     chat_worker(srv.graph, model_for=model_for, dialer=dialer),
                     server_client(srv, limits) as api,
                 ):
+                    tune_collector(settings)  # as `tether server` (src/tether/server.py)
                     ids: list[uuid.UUID] = []
                     try:
                         await srv.push_template()

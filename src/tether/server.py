@@ -4,7 +4,6 @@ provisioner (and chat workers) in the same process unless switched off."""
 from __future__ import annotations
 
 import functools
-import gc
 import json
 import logging
 import os
@@ -15,6 +14,7 @@ import uvicorn
 from tether.agentconn.liveness import follow_liveness
 from tether.api.app import BackgroundJob, create_app
 from tether.api.metrics import serve_metrics
+from tether.gctune import tune_collector
 from tether.settings import Settings
 from tether.wiring import Graph, graph_context
 
@@ -57,11 +57,7 @@ async def serve(settings: Settings) -> None:
     async with graph_context(settings) as graph:
         await bootstrap(graph)
         app = create_app(graph, background=background_jobs(graph))
-        # Everything allocated so far (modules, pydantic-ai, SQLAlchemy, the graph) lives as
-        # long as the server: keep it out of the collector's full scans, which otherwise
-        # stall the one event loop for ~100 ms every few dozen chat turns.
-        gc.collect()
-        gc.freeze()
+        tune_collector(settings)  # after the graph and the app are built
         config = uvicorn.Config(
             app,
             host=settings.host,

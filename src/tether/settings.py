@@ -40,6 +40,10 @@ class Settings(BaseSettings):
     cli_config: Path = Field(default_factory=lambda: default_data_dir() / "cli.json")
     bootstrap_admin: str = "admin"
     api_max_body_bytes: int = Field(default=1024 * 1024, gt=0)  # larger bodies → 413
+    # garbage collector (src/tether/gctune.py): freeze start-up objects out of the full
+    # collections and run young collections every gc_gen0_threshold allocations
+    gc_tune: bool = True
+    gc_gen0_threshold: int = Field(default=10_000, ge=100, le=1_000_000)
     # --- observability (README "Operating tether") ----------------------------------------
     log_format: Literal["text", "json"] = "text"  # json: one object a line, with the work's ids
     # host:port of an unauthenticated /metrics listener (a private interface)
