@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from tether.settings import Settings
+
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[3]
@@ -56,3 +58,14 @@ def test_openloop_with_two_client_processes() -> None:
     assert row["turns"] > 0
     assert row["cpu_ms_per_turn"] > 0 and row["client_cpu_ms_per_turn"] > 0
     assert row["send_lateness_ms_p99"] >= 0
+
+
+# the benches' in-process server runs with the collector tuning of `tether server`
+# (src/tether/gctune.py, through the same function); --gc reports the turn phase's collections
+def test_turns_gc_flag_reports_collections_of_a_tuned_server() -> None:
+    result = run_bench("bench.turns", "--chats", "1", "--turns", "2", "--gc")
+    assert result["turns"] == 2
+    assert result["gc_freeze_count"] > 10_000  # start-up objects frozen in the bench's server
+    assert result["gc_threshold"] == [Settings().gc_gen0_threshold, 10, 10]
+    assert len(result["gc_collections_per_turn"]) == 3
+    assert result["gc_ms_per_turn"] >= 0 and result["gc_max_pause_ms"] >= 0
