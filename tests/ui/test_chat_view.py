@@ -145,6 +145,9 @@ async def test_member_cannot_open_another_members_chat_by_url(ui: UI) -> None:
 async def test_thousand_message_chat_is_usable_within_a_second(ui: UI) -> None:
     r = await ui.server.client.post("/api/v1/chats", json={"content": "hello"})
     chat_id = r.json()["id"]
+    # the first turn's reply must not land after the history appended below: a statement
+    # on SQLite no longer yields to the event loop, so the turn would run after the loop
+    await ui.wait_idle(chat_id)
     store = ui.server.graph.chats
     cid = uuid.UUID(chat_id)
     for i in range(1000):

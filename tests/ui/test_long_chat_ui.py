@@ -67,9 +67,9 @@ async def test_compaction_summary_is_shown_as_text(ui: UI) -> None:
     r = await ui.server.client.post("/api/v1/chats", json={"content": payload})
     chat_id = r.json()["id"]
     for _ in range(3):  # the turns end (echo model); then compact by hand
-        await _wait_idle(ui, chat_id)
+        await ui.wait_idle(chat_id)
         await ui.server.client.post(f"/api/v1/chats/{chat_id}/messages", json={"content": payload})
-    await _wait_idle(ui, chat_id)
+    await ui.wait_idle(chat_id)
     compacted = await ui.server.client.post(f"/api/v1/chats/{chat_id}/compact")
     assert compacted.status_code == 200, compacted.text
     context, page = await ui.signed_in()
@@ -82,19 +82,10 @@ async def test_compaction_summary_is_shown_as_text(ui: UI) -> None:
     await context.close()
 
 
-async def _wait_idle(ui: UI, chat_id: str) -> None:
-    for _ in range(300):
-        chat = (await ui.server.client.get(f"/api/v1/chats/{chat_id}")).json()
-        if chat["status"] in ("waiting", "error"):
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"chat {chat_id} did not end its turn")
-
-
 async def test_history_loads_newest_page_then_older_pages_on_scroll(ui: UI) -> None:
     r = await ui.server.client.post("/api/v1/chats", json={"content": "hello"})
     chat_id = r.json()["id"]
-    await _wait_idle(ui, chat_id)
+    await ui.wait_idle(chat_id)
     cid = uuid.UUID(chat_id)
     for i in range(130):
         await ui.server.graph.chats.append_message(

@@ -88,6 +88,15 @@ class UI:
         await page.wait_for_selector(".topbar nav")
         return context, page
 
+    async def wait_idle(self, chat_id: str) -> None:
+        """Until the chat's turn has ended (``waiting`` or ``error``), at most 15 s."""
+        for _ in range(300):
+            chat = (await self.server.client.get(f"/api/v1/chats/{chat_id}")).json()
+            if chat["status"] in ("waiting", "error"):
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"chat {chat_id} did not end its turn")
+
     async def shot(self, page: Page, name: str) -> None:
         await page.screenshot(path=str(self.shots / f"{name}.png"), full_page=False)
 

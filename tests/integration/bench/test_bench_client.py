@@ -42,8 +42,9 @@ def test_turns_client_process_times_each_turn_off_the_stream() -> None:
     assert 0 < result["tool_ms_p50"] < result["wall_ms_p50"]
     assert result["cpu_ms_per_turn"] > 0
     assert result["client_cpu_ms_per_turn"] > 0  # measured in the client's own process
-    for key in ("db_statements_per_turn", "sqlite_thread_hops_per_turn", "turns_per_s"):
+    for key in ("db_statements_per_turn", "turns_per_s"):
         assert result[key] > 0
+    assert result["sqlite_thread_hops_per_turn"] == 0  # SQLite runs on the event loop
 
 
 def test_openloop_with_two_client_processes() -> None:
