@@ -18,11 +18,26 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tether.clock import Clock, as_utc
 from tether.db.logs import read_log
+from tether.db.prebuilt import bound, bound_list
 from tether.db.tables import workspace_agent_logs, workspace_agents, workspace_builds
 from tether.domain.agent import Lifecycle, WorkspaceAgent, lifecycle_sources
 from tether.domain.workspace import LogLine
 from tether.errors import Conflict, NotFound, Unauthorized
 from tether.ids import hash_token, new_id, new_token
+
+# Built once (db/prebuilt.py): the agents' pings are flushed every few seconds.
+_PING_MANY = (
+    workspace_agents.update()
+    .where(
+        workspace_agents.c.id.in_(bound_list(workspace_agents.c.id, "ids")),
+        sa.or_(
+            workspace_agents.c.disconnected_at.is_(None),
+            workspace_agents.c.disconnected_at
+            < bound(workspace_agents.c.disconnected_at, "before"),
+        ),
+    )
+    .values(last_connected_at=bound(workspace_agents.c.last_connected_at))
+)
 
 
 @dataclass(frozen=True)
@@ -203,18 +218,9 @@ class AgentStore:
         if not agent_ids:
             return
         now = self._clock.now()
+        values = {"p_ids": list(agent_ids), "p_before": now, "p_last_connected_at": now}
         async with self._engine.begin() as conn:
-            await conn.execute(
-                workspace_agents.update()
-                .where(
-                    workspace_agents.c.id.in_(list(agent_ids)),
-                    sa.or_(
-                        workspace_agents.c.disconnected_at.is_(None),
-                        workspace_agents.c.disconnected_at < now,
-                    ),
-                )
-                .values(last_connected_at=now)
-            )
+            await conn.execute(_PING_MANY, values)
 
     async def disconnected(self, agent_id: uuid.UUID, at: datetime | None = None) -> None:
         async with self._engine.begin() as conn:

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tether.clock import Clock, as_utc
 from tether.db.chatrows import get_chat, insert_message_in, lock_chat_if
+from tether.db.prebuilt import bound
 from tether.db.tables import chat_queued_messages, chats
 from tether.domain.chat import Chat, ChatStatus, QueuedMessage, StoredMessage
 from tether.errors import Conflict, QueueFull
@@ -46,22 +47,27 @@ async def enqueue_in(
     return QueuedMessage(id=qid, chat_id=chat_id, parts=parts, created_at=now)
 
 
+# Built once (db/prebuilt.py): on PostgreSQL every turn's finish looks at the queue.
+_OLDEST_QUEUED = (
+    sa.select(chat_queued_messages)
+    .where(chat_queued_messages.c.chat_id == bound(chat_queued_messages.c.chat_id))
+    .order_by(chat_queued_messages.c.created_at, chat_queued_messages.c.id)
+    .limit(1)
+)
+_DELETE_QUEUED = chat_queued_messages.delete().where(
+    chat_queued_messages.c.id == bound(chat_queued_messages.c.id)
+)
+
+
 async def promote_queued(
     conn: AsyncConnection, chat_id: uuid.UUID, *, clock: Clock
 ) -> StoredMessage | None:
     """Move the oldest queued message into the history (a user message); None if the
     queue is empty."""
-    queued = (
-        await conn.execute(
-            sa.select(chat_queued_messages)
-            .where(chat_queued_messages.c.chat_id == chat_id)
-            .order_by(chat_queued_messages.c.created_at, chat_queued_messages.c.id)
-            .limit(1)
-        )
-    ).first()
+    queued = (await conn.execute(_OLDEST_QUEUED, {"p_chat_id": chat_id})).first()
     if queued is None:
         return None
-    await conn.execute(chat_queued_messages.delete().where(chat_queued_messages.c.id == queued.id))
+    await conn.execute(_DELETE_QUEUED, {"p_id": queued.id})
     return await insert_message_in(
         conn, chat_id, "user", list(queued.parts), "both", None, now=clock.now()
     )

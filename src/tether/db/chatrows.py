@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tether.clock import as_utc
+from tether.db.prebuilt import bound
 from tether.db.tables import chat_messages, chats
 from tether.domain.chat import Chat, ChatStatus, StoredMessage
 from tether.errors import NotFound
@@ -60,8 +61,12 @@ def message_from_row(row: Any) -> StoredMessage:
     )
 
 
+# Built once (db/prebuilt.py): a stream's open, the send and the API read a chat by id.
+_GET_CHAT = sa.select(chats).where(chats.c.id == bound(chats.c.id))
+
+
 async def get_chat(conn: AsyncConnection, chat_id: uuid.UUID) -> Chat:
-    row = (await conn.execute(sa.select(chats).where(chats.c.id == chat_id))).first()
+    row = (await conn.execute(_GET_CHAT, {"p_id": chat_id})).first()
     if row is None:
         raise NotFound(f"chat {chat_id} not found")
     return chat_from_row(row)
@@ -144,3 +149,28 @@ def _insert_message() -> sa.Insert:
 # Built once: every message of every chat is inserted by it, and constructing it cost more
 # CPU than running it.
 _INSERT_MESSAGE = _insert_message()
+
+
+def _messages(*, all_of_them: bool, limited: bool) -> sa.Select[Any]:
+    query = (
+        sa.select(chat_messages)
+        .where(
+            chat_messages.c.chat_id == bound(chat_messages.c.chat_id),
+            chat_messages.c.seq > bound(chat_messages.c.seq, "after_seq"),
+        )
+        .order_by(chat_messages.c.seq)
+    )
+    if not all_of_them:
+        query = query.where(chat_messages.c.superseded_at.is_(None))
+    if limited:
+        query = query.limit(sa.bindparam("p_limit", type_=sa.Integer))
+    return query
+
+
+# Built once, one per shape (superseded included?, limited?): every turn reads its history
+# with it (``p_chat_id``, ``p_after_seq``, ``p_limit``).
+MESSAGES = {
+    (all_of_them, limited): _messages(all_of_them=all_of_them, limited=limited)
+    for all_of_them in (False, True)
+    for limited in (False, True)
+}

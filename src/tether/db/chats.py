@@ -23,6 +23,7 @@ from tether.db.chatclaims import ChatWorkerOps
 from tether.db.chatlabels import ChatLabelStore, label_filter
 from tether.db.chatqueue import ChatQueueOps, enqueue_in
 from tether.db.chatrows import (
+    MESSAGES,
     chat_from_row,
     get_chat,
     insert_message_in,
@@ -357,17 +358,12 @@ class ChatStore(ChatWorkerOps, ChatQueueOps):
         include_superseded: bool = False,
     ) -> list[StoredMessage]:
         """The chat's history in ``seq`` order; edited-away messages only on request."""
-        query = (
-            sa.select(chat_messages)
-            .where(chat_messages.c.chat_id == chat_id, chat_messages.c.seq > after_seq)
-            .order_by(chat_messages.c.seq)
-        )
-        if not include_superseded:
-            query = query.where(chat_messages.c.superseded_at.is_(None))
+        query = MESSAGES[include_superseded, limit is not None]
+        values: dict[str, Any] = {"p_chat_id": chat_id, "p_after_seq": after_seq}
         if limit is not None:
-            query = query.limit(limit)
+            values["p_limit"] = limit
         async with self._engine.connect() as conn:
-            rows = (await conn.execute(query)).all()
+            rows = (await conn.execute(query, values)).all()
         return [message_from_row(r) for r in rows]
 
     # Last in the class on purpose: a method named ``list`` shadows the builtin for the

@@ -28,6 +28,10 @@ from tether.db.tables import (
 from tether.errors import Conflict
 from tether.ids import new_id
 
+# Built once (db/prebuilt.py): every turn records its usage with it (its columns come from
+# the rows' keys, as before).
+_INSERT_USAGE = chat_usage.insert()
+
 
 @dataclass(frozen=True)
 class Compaction:
@@ -240,7 +244,7 @@ class CompactionStore:
                 )
                 owners.update({row.id: row.owner_id for row in found})
             await conn.execute(
-                chat_usage.insert(),
+                _INSERT_USAGE,
                 [
                     {
                         "id": new_id(),

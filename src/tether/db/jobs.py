@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tether.clock import Clock, as_utc
 from tether.db.logs import read_log
+from tether.db.prebuilt import bound
 from tether.db.tables import provisioner_job_logs, provisioner_jobs, workspace_builds
 from tether.domain.workspace import Build, Job, LogLine, Transition
 from tether.errors import Conflict, NotFound
@@ -62,6 +63,36 @@ def builds_query() -> sa.Select[Any]:
     )
 
 
+_PENDING_JOB = sa.and_(
+    provisioner_jobs.c.started_at.is_(None),
+    provisioner_jobs.c.completed_at.is_(None),
+    provisioner_jobs.c.canceled_at.is_(None),
+    provisioner_jobs.c.error.is_(None),
+)
+
+
+def _claim_job(postgres: bool) -> sa.Update:
+    oldest = sa.select(provisioner_jobs.c.id).where(_PENDING_JOB)
+    oldest = oldest.order_by(provisioner_jobs.c.created_at).limit(1)
+    if postgres:
+        oldest = oldest.with_for_update(skip_locked=True)
+    return (
+        provisioner_jobs.update()
+        .where(provisioner_jobs.c.id == oldest.scalar_subquery(), _PENDING_JOB)
+        .values(
+            started_at=bound(provisioner_jobs.c.started_at),
+            worker_id=bound(provisioner_jobs.c.worker_id),
+            updated_at=bound(provisioner_jobs.c.updated_at),
+        )
+        .returning(provisioner_jobs.c.id)
+    )
+
+
+# Built once (db/prebuilt.py): the provisioner's poll runs them every few hundred ms.
+_ANY_PENDING_JOB = sa.select(provisioner_jobs.c.id).where(_PENDING_JOB).limit(1)
+_CLAIM_JOB = {False: _claim_job(False), True: _claim_job(True)}  # by "is PostgreSQL"
+
+
 class JobQueue:
     """The provisioner jobs behind builds (the base of
     :class:`~tether.db.workspaces.WorkspaceStore`)."""
@@ -73,34 +104,21 @@ class JobQueue:
     async def claim_job(self, worker_id: uuid.UUID) -> Build | None:
         """Claim the oldest pending job (pending → running) in one guarded statement."""
         now = self._clock.now()
-        pending = sa.and_(
-            provisioner_jobs.c.started_at.is_(None),
-            provisioner_jobs.c.completed_at.is_(None),
-            provisioner_jobs.c.canceled_at.is_(None),
-            provisioner_jobs.c.error.is_(None),
-        )
         # The provisioner polls this every ``provisioner_poll_s``; almost always there is no
         # job. Look first in a read-only connection (no write transaction, no write lock for
         # the chat worker to wait on; half the CPU of the guarded UPDATE) and claim only
         # when a job is pending. The UPDATE stays guarded: another replica may win the race.
         async with self._engine.connect() as conn:
-            if (
-                await conn.execute(sa.select(provisioner_jobs.c.id).where(pending).limit(1))
-            ).first() is None:
+            if (await conn.execute(_ANY_PENDING_JOB)).first() is None:
                 return None
+        values = {
+            "p_started_at": now,
+            "p_worker_id": worker_id,
+            "p_updated_at": now,
+        }
         async with self._engine.begin() as conn:
-            oldest = sa.select(provisioner_jobs.c.id).where(pending)
-            oldest = oldest.order_by(provisioner_jobs.c.created_at).limit(1)
-            if conn.dialect.name == "postgresql":
-                oldest = oldest.with_for_update(skip_locked=True)
-            job_id = (
-                await conn.execute(
-                    provisioner_jobs.update()
-                    .where(provisioner_jobs.c.id == oldest.scalar_subquery(), pending)
-                    .values(started_at=now, worker_id=worker_id, updated_at=now)
-                    .returning(provisioner_jobs.c.id)
-                )
-            ).scalar()
+            claim = _CLAIM_JOB[conn.dialect.name == "postgresql"]
+            job_id = (await conn.execute(claim, values)).scalar()
             if job_id is None:
                 return None
             row = (

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tether.clock import Clock, as_utc
+from tether.db.prebuilt import bound
 from tether.db.tables import api_tokens, chat_messages, chat_queued_messages, chats, users
 from tether.domain.user import Role, User
 from tether.errors import Conflict, InvalidInput, NotFound, Unauthorized
@@ -29,6 +30,13 @@ from tether.ids import hash_token, new_id, new_token
 ROLES = tuple(r.value for r in Role)
 USER_NAME = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
 TOKEN_PREFIX = "tt"
+
+# Built once (db/prebuilt.py): an open stream checks its token with it.
+_TOKEN_VALID = (
+    sa.select(api_tokens.c.expires_at, users.c.disabled_at, users.c.deleted_at)
+    .join(users, api_tokens.c.user_id == users.c.id)
+    .where(api_tokens.c.id == bound(api_tokens.c.id))
+)
 
 
 @dataclass(frozen=True)
@@ -239,13 +247,8 @@ class UserStore:
     async def token_valid(self, token_id: uuid.UUID) -> datetime | bool:
         """Whether a token still authenticates (exists, user enabled, not expired). Returns
         its expiry when it has one (a stream can wake exactly then), else ``True``."""
-        query = (
-            sa.select(api_tokens.c.expires_at, users.c.disabled_at, users.c.deleted_at)
-            .join(users, api_tokens.c.user_id == users.c.id)
-            .where(api_tokens.c.id == token_id)
-        )
         async with self._engine.connect() as conn:
-            row = (await conn.execute(query)).first()
+            row = (await conn.execute(_TOKEN_VALID, {"p_id": token_id})).first()
         if row is None or row.disabled_at is not None or row.deleted_at is not None:
             return False
         expires_at = as_utc(row.expires_at)

@@ -22,10 +22,18 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tether.clock import as_utc
 from tether.db.jobs import JobQueue, build_from_row, builds_query
+from tether.db.prebuilt import bound, bound_list
 from tether.db.tables import provisioner_jobs, workspace_builds, workspaces
 from tether.domain.workspace import Build, JobStatus, Transition, Workspace
 from tether.errors import Conflict, NotFound
 from tether.ids import new_id
+
+# Built once (db/prebuilt.py): the chat worker bumps its workspaces with every heartbeat.
+_TOUCH_MANY = (
+    workspaces.update()
+    .where(workspaces.c.id.in_(bound_list(workspaces.c.id, "ids")), workspaces.c.deleted.is_(False))
+    .values(last_used_at=bound(workspaces.c.last_used_at))
+)
 
 _later = workspace_builds.alias("later")
 _LATEST = (
@@ -167,12 +175,9 @@ class WorkspaceStore(JobQueue):
         ids = sorted(set(workspace_ids))
         if not ids:
             return
+        values = {"p_ids": ids, "p_last_used_at": self._clock.now()}
         async with self._engine.begin() as conn:
-            await conn.execute(
-                workspaces.update()
-                .where(workspaces.c.id.in_(ids), workspaces.c.deleted.is_(False))
-                .values(last_used_at=self._clock.now())
-            )
+            await conn.execute(_TOUCH_MANY, values)
 
     async def expired(self, now: datetime) -> builtins.list[Workspace]:
         """Live workspaces with a TTL whose latest build is a successful start and whose
