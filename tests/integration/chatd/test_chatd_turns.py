@@ -262,6 +262,9 @@ async def test_a_chats_tools_and_agent_are_built_once_and_follow_its_turns(chatd
         await chatd.wait_status(chat.id)
     assert state.turn_agent is first and first.built == 1
     assert first.ctx.chat.status is ChatStatus.RUNNING  # the last turn's chat
+    # what the agent keeps between turns holds none of the last turn's history or hooks
+    assert first.turn_ws.view is None and first.turn_ws.mcp is None
+    assert first.ctx.on_workspace_ready is None
     results = await chatd.results(chat.id, "read_file")
     assert [r["error_code"] for r in results] == ["no_workspace"] * 3
     await chatd.chats.set_fields(chat.id, plan_mode=True)

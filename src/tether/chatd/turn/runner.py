@@ -29,7 +29,7 @@ from tether.chatd.turn.agents import turn_agent
 from tether.chatd.turn.attempts import Outcome, run_attempts
 from tether.chatd.turn.events import status_data
 from tether.chatd.turn.finish import finish_turn, flush_usage
-from tether.chatd.turn.prepare import Instructions, TurnSetup
+from tether.chatd.turn.prepare import Instructions, TurnSetup, TurnWorkspace
 from tether.chatd.turn.recorder import TurnRecorder
 from tether.chatd.turn.steps import run_once
 from tether.domain.chat import Chat
@@ -142,4 +142,11 @@ class TurnRunner:
         async def once() -> None:
             await run_once(setup, ctx, turn_ws, taken, agent, recorder, model, capabilities)
 
-        return await run_attempts(deps, self._long, chat, model, budget, recorder, once)
+        try:
+            return await run_attempts(deps, self._long, chat, model, budget, recorder, once)
+        finally:
+            # the kept agent outlives the turn: it must not keep the turn's history view,
+            # toolset and hooks alive until the chat goes idle (a copy of every idle chat's
+            # history when the history cache does not hold it)
+            cached.turn_ws = TurnWorkspace()
+            ctx.on_workspace_ready = None
