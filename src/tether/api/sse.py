@@ -11,15 +11,10 @@ from fastapi.responses import StreamingResponse
 _dumps = json.JSONEncoder(default=str, separators=(",", ":")).encode
 
 
-def sse_event(data: Any, *, event: str | None = None, id: str | int | None = None) -> str:
-    lines = []
-    if id is not None:
-        lines.append(f"id: {id}")
-    if event:
-        lines.append(f"event: {event}")
-    payload = _dumps(data)
-    lines.extend(f"data: {chunk}" for chunk in payload.split("\n"))
-    return "\n".join(lines) + "\n\n"
+def sse_event(data: Any, *, event: str, id: str | int | None = None) -> str:
+    """One event (compact JSON has no raw newline, so the payload is one ``data:`` line)."""
+    head = f"id: {id}\n" if id is not None else ""
+    return f"{head}event: {event}\ndata: {_dumps(data)}\n\n"
 
 
 PING_COMMENT = ": ping\n\n"
@@ -27,17 +22,11 @@ PING_COMMENT = ": ping\n\n"
 
 def sse_chunk(items: Iterable[tuple[str | None, Any, str | None]]) -> str:
     """Several events (``(event, data, id)``; ``event`` None: a keep-alive comment) as one
-    chunk, so a burst goes out in one write. Compact JSON has no raw newline, so each
-    payload is one ``data:`` line (as :func:`sse_event` would make it)."""
-    parts: list[str] = []
-    for event, data, id in items:
-        if event is None:
-            parts.append(PING_COMMENT)
-            continue
-        if id is not None:
-            parts.append(f"id: {id}\n")
-        parts.append(f"event: {event}\ndata: {_dumps(data)}\n\n")
-    return "".join(parts)
+    chunk, so a burst goes out in one write."""
+    return "".join(
+        PING_COMMENT if event is None else sse_event(data, event=event, id=id)
+        for event, data, id in items
+    )
 
 
 def sse_response(events: AsyncIterator[str]) -> StreamingResponse:

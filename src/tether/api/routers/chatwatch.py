@@ -32,7 +32,7 @@ from tether.api.auth import CurrentUser
 from tether.api.chatschemas import chat_outs  # the same JSON as the chats API
 from tether.api.deps import ChatServiceDep, ClockDep, EngineDep
 from tether.api.revocation import StreamGuardDep
-from tether.api.sse import SSE_RESPONSE, sse_event, sse_response
+from tether.api.sse import PING_COMMENT, SSE_RESPONSE, sse_event, sse_response
 from tether.chatd.service import ChatService
 from tether.clock import Clock
 from tether.db.chatreads import chats_changed_since
@@ -121,5 +121,5 @@ async def _events(request: Request, service: ChatService, watch: _Watch) -> Asyn
                 yield sse_event(data, event=changes[0])
         if loop.time() >= next_ping:
             next_ping = loop.time() + service.stream_ping_s
-            yield ": ping\n\n"
+            yield PING_COMMENT
         await asyncio.sleep(service.stream_poll_s)
