@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import os
 import secrets
 import signal
 import sys
-from collections.abc import Mapping
+import termios
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,15 +42,24 @@ class RunningAgent:
         return self.stderr_path.read_text(errors="replace")
 
 
-async def start_agent(tmp_path: Path, env: Mapping[str, str] | None = None) -> RunningAgent:
-    """Start an agent with HOME=tmp_path/home and wait for its address line."""
+async def start_agent(
+    tmp_path: Path,
+    env: Mapping[str, str] | None = None,
+    *,
+    without: Collection[str] = (),
+    tty_slave: int | None = None,
+) -> RunningAgent:
+    """Start an agent in a new session with HOME=tmp_path/home and wait for its address
+    line. ``without``: variables of this process's environment the agent does not get (as a
+    backend's allowlist drops them); ``tty_slave``: that pty becomes the agent's controlling
+    terminal (as for an agent run by hand in a terminal)."""
     home = tmp_path / "home"
     project = home / "project"
     project.mkdir(parents=True, exist_ok=True)
     full_env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith("TETHER_") and k != "PYTEST_CURRENT_TEST"
+        if not k.startswith("TETHER_") and k != "PYTEST_CURRENT_TEST" and k not in without
     }
     secret = secrets.token_urlsafe(32)
     full_env.update(
@@ -61,6 +72,11 @@ async def start_agent(tmp_path: Path, env: Mapping[str, str] | None = None) -> R
         }
     )
     full_env.update(env or {})
+
+    def take_terminal() -> None:  # runs in the child after setsid()
+        assert tty_slave is not None
+        fcntl.ioctl(tty_slave, termios.TIOCSCTTY, 0)
+
     stderr_path = tmp_path / "agent.stderr"
     with stderr_path.open("wb") as stderr:
         proc = await asyncio.create_subprocess_exec(
@@ -68,10 +84,11 @@ async def start_agent(tmp_path: Path, env: Mapping[str, str] | None = None) -> R
             "-m",
             "tether.agent",
             env=full_env,
-            stdin=asyncio.subprocess.DEVNULL,
+            stdin=tty_slave if tty_slave is not None else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=stderr,
             start_new_session=True,
+            preexec_fn=take_terminal if tty_slave is not None else None,
         )
     assert proc.stdout is not None
     try:

@@ -69,7 +69,15 @@ class _Connection:
 
     @property
     def alive(self) -> bool:
-        return self.client is not None and self._task is not None and not self._task.done()
+        """Connected and not given up: a connection found lost (``error`` set) is dead at
+        once, even while its shutdown (the SDK stopping the server process) still runs in
+        the background — or a slow shutdown would hold back the retry after the backoff."""
+        return (
+            self.error is None
+            and self.client is not None
+            and self._task is not None
+            and not self._task.done()
+        )
 
     async def start(self, timeout_s: float) -> asyncio.Task[None] | None:
         """Connect and list tools within ``timeout_s``; on failure ``error`` says why.

@@ -5,20 +5,14 @@ shedding it). It has ``SHELL`` even when the agent's environment (a backend's) h
 
 from __future__ import annotations
 
-import asyncio
-import fcntl
-import json
 import os
 import pwd
-import secrets
-import sys
-import termios
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from support.agent_procs import START_TIMEOUT_S, RunningAgent, stop_agent
+from support.agent_procs import RunningAgent, start_agent, stop_agent
 from tether.agentconn import AgentClient
 
 pytestmark = pytest.mark.integration
@@ -35,42 +29,8 @@ def _stat_fields(pid: int) -> list[str]:
 
 
 async def _start(tmp_path: Path, tty_slave: int | None) -> RunningAgent:
-    """``python -m tether.agent`` in a new session; with ``tty_slave``, that pty becomes the
-    agent's controlling terminal (as for an agent run by hand in a terminal)."""
-    home = tmp_path / "home"
-    home.mkdir(parents=True, exist_ok=True)
-    secret = secrets.token_urlsafe(32)
     # As a backend starts it: no SHELL (tether/workspaces/backends/local.py's allowlist).
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_") and k != "SHELL"}
-    env.update(
-        {"HOME": str(home), "TETHER_AGENT_DIAL_SECRET": secret, "TETHER_AGENT_NO_SESSION": "1"}
-    )
-
-    def take_terminal() -> None:  # runs in the child after setsid()
-        assert tty_slave is not None
-        fcntl.ioctl(tty_slave, termios.TIOCSCTTY, 0)
-
-    stderr_path = tmp_path / "agent.stderr"
-    with stderr_path.open("wb") as stderr:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "tether.agent",
-            env=env,
-            stdin=tty_slave if tty_slave is not None else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=stderr,
-            start_new_session=True,
-            preexec_fn=take_terminal if tty_slave is not None else None,
-        )
-    assert proc.stdout is not None
-    try:
-        line = await asyncio.wait_for(proc.stdout.readline(), START_TIMEOUT_S)
-        address = json.loads(line)["address"]
-    except BaseException:
-        await stop_agent(proc)
-        raise AssertionError(f"agent did not start: {stderr_path.read_text()}") from None
-    return RunningAgent(proc, address, secret, home, home, stderr_path)
+    return await start_agent(tmp_path, without={"SHELL"}, tty_slave=tty_slave)
 
 
 async def _probe(agent: RunningAgent) -> tuple[int, int, int, str]:

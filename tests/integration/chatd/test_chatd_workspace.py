@@ -433,6 +433,13 @@ async def test_idle_chat_drops_its_cached_connection_and_stream_state(chatd: Cha
     model = script_model([Call("execute", {"command": "true"}), Say("k")])
     chat = await chatd.new_chat("one", model, workspace_id=ws.id)
     await chatd.wait_status(chat.id)
+    # The status is written by the turn itself; the worker's bookkeeping (the turn counted
+    # as ended, its idle clock started) follows when the turn's task has returned.
+    async with asyncio.timeout(10):
+        while True:
+            if chat.id not in worker.running:
+                break
+            await asyncio.sleep(0.01)
     state = worker.state(chat.id)
     assert state is not None and state.conns.cached_conn is not None
     assert await worker.forget_idle() == []  # idle for less than chat_idle_s: kept

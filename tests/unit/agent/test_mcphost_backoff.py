@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tether.agent.mcphost import McpHost
+from tether.agent.mcphost import McpHost, _Connection
 from tether.agent.schemas import McpToolList
 from tether.testing.clock import FakeClock
 
@@ -153,3 +153,35 @@ async def test_server_that_dies_after_connecting_is_not_restarted_on_every_listi
     assert status(await world.host.list_tools(wait_s=30)) == "pending"  # a background retry
     assert status(await world.settled()) == "ok"
     assert world.attempts == 2
+
+
+async def test_a_lost_server_whose_shutdown_is_slow_is_retried_after_the_backoff(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The dead connection's shutdown runs in the background; however long it takes (held
+    here until the end), the server counts as disconnected from the moment it was lost."""
+    release = asyncio.Event()
+    close = _Connection.close
+
+    async def slow_close(conn: _Connection) -> None:
+        await release.wait()
+        await close(conn)
+
+    monkeypatch.setattr(_Connection, "close", slow_close)
+    world.healthy.touch()
+    world.configure("dies")
+    assert status(await world.host.list_tools()) == "ok"
+    die = world.tmp / "healthy.die"
+    die.touch()
+    try:
+        async with asyncio.timeout(20):
+            while not (await world.host.call("flaky__echo", {"text": "?"})).is_error:
+                pass
+        assert status(await world.host.list_tools()) == "error"
+        die.unlink()
+        world.clock.advance(10.0)
+        assert status(await world.host.list_tools(wait_s=30)) == "pending"
+        assert status(await world.settled()) == "ok"
+        assert world.attempts == 2
+    finally:
+        release.set()
