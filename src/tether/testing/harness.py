@@ -230,6 +230,8 @@ class ChatDriver:
     child_models: dict[uuid.UUID, Model]
     default_model: Model
     worker: ChatWorker | None
+    _worker_task: asyncio.Task[None] | None
+    _prov_task: asyncio.Task[None] | None
     status_poll_s: float = 0.01
 
     @property
@@ -249,6 +251,40 @@ class ChatDriver:
             if key is not None and key in self.models:
                 return self.models[key]
         return self.default_model
+
+    # --- the worker and the provisioner, as tasks of the test's loop ---------------------
+
+    async def stop_worker(self) -> None:
+        """Cancel the worker's task and wait for it (an error it died of is raised)."""
+        task, self._worker_task = self._worker_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def resume_provisioner(self) -> None:
+        if self._prov_task is None:
+            self._prov_task = asyncio.create_task(self.graph.provisioner.run())
+
+    async def pause_provisioner(self) -> None:
+        task, self._prov_task = self._prov_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    # --- chats -----------------------------------------------------------------------------
+
+    async def results(
+        self, chat_id: uuid.UUID, tool_name: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The chat's tool-result parts (of ``tool_name`` only, when given), oldest first."""
+        return [
+            p
+            for m in await self.chats.messages(chat_id)
+            for p in m.parts
+            if p.get("type") == "tool-result" and tool_name in (None, p["tool_name"])
+        ]
 
     async def new_chat(self, text: str, model: Model | None = None, **kwargs: Any) -> Chat:
         chat = await self.chats.create(

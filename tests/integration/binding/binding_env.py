@@ -252,24 +252,6 @@ class BindingEnv(ChatDriver):
         self._worker_task = asyncio.create_task(worker.run())
         return worker
 
-    async def stop_worker(self) -> None:
-        task, self._worker_task = self._worker_task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    def resume_provisioner(self) -> None:
-        if self._prov_task is None:
-            self._prov_task = asyncio.create_task(self.graph.provisioner.run())
-
-    async def pause_provisioner(self) -> None:
-        task, self._prov_task = self._prov_task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
     async def close(self) -> None:
         await self.stop_worker()
         self.resume_provisioner()
@@ -298,16 +280,6 @@ class BindingEnv(ChatDriver):
     async def turn(self, chat_id: uuid.UUID, text: str, timeout: float = 30) -> Chat:
         await self.send(chat_id, text)
         return await self.wait_status(chat_id, timeout=timeout)
-
-    async def results(
-        self, chat_id: uuid.UUID, tool_name: str | None = None
-    ) -> list[dict[str, Any]]:
-        out = []
-        for m in await self.chats.messages(chat_id):
-            for p in m.parts:
-                if p.get("type") == "tool-result" and tool_name in (None, p["tool_name"]):
-                    out.append(p)
-        return out
 
     def spans(self, chat_id: uuid.UUID, tool_name: str | None = None) -> list[ToolSpan]:
         assert self.timer is not None

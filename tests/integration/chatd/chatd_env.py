@@ -4,7 +4,6 @@ worker): imported by the tests and by this folder's conftest."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,24 +119,6 @@ class Chatd(ChatDriver):
         self._worker_task = asyncio.create_task(worker.run())
         return worker
 
-    async def stop_worker(self) -> None:
-        task, self._worker_task = self._worker_task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    def resume_provisioner(self) -> None:
-        if self._prov_task is None:
-            self._prov_task = asyncio.create_task(self.graph.provisioner.run())
-
-    async def pause_provisioner(self) -> None:
-        task, self._prov_task = self._prov_task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
     # --- chats ---------------------------------------------------------------------------
 
     async def run_chat(self, text: str, model: Model, timeout: float = 30) -> Chat:
@@ -146,16 +127,6 @@ class Chatd(ChatDriver):
 
     async def messages(self, chat_id: uuid.UUID) -> list[StoredMessage]:
         return await self.chats.messages(chat_id)
-
-    async def results(
-        self, chat_id: uuid.UUID, tool_name: str | None = None
-    ) -> list[dict[str, Any]]:
-        out = []
-        for m in await self.messages(chat_id):
-            for p in m.parts:
-                if p.get("type") == "tool-result" and tool_name in (None, p["tool_name"]):
-                    out.append(p)
-        return out
 
     # --- workspaces ----------------------------------------------------------------------
 
