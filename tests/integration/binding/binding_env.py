@@ -18,7 +18,7 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from typing import Any
 import sqlalchemy as sa
 from pydantic_ai.models import Model
 
+from support.dialers import CountingDialer
 from tether.chatd.binding import AgentDialer, AgentRow, ChatBinding, StoreBinding
 from tether.chatd.install import install_chatd
 from tether.chatd.worker import ChatWorker
@@ -64,25 +65,6 @@ def resolution_queries(statements: list[str]) -> list[str]:
 def binding_writes(statements: list[str]) -> list[str]:
     rx = re.compile(BINDING_WRITE_RE, re.IGNORECASE)
     return [s for s in statements if rx.search(s)]
-
-
-class CountingDialer:
-    """The real dialer, recording every dial; ``delay`` slows each dial down (to drive the
-    lazy-validation timer with a dial that does succeed)."""
-
-    def __init__(self, inner: AgentDialer) -> None:
-        self.inner = inner
-        self.calls: list[tuple[uuid.UUID, dict[str, str]]] = []
-        self.delay = 0.0
-        self.on_dial: Callable[[uuid.UUID], None] | None = None  # runs as a dial starts
-
-    async def dial(self, agent: AgentRow, *, headers: dict[str, str]) -> Any:
-        self.calls.append((agent.id, dict(headers)))
-        if self.on_dial is not None:
-            self.on_dial(agent.id)
-        if self.delay:
-            await asyncio.sleep(self.delay)
-        return await self.inner.dial(agent, headers=headers)
 
 
 class RecordingStore:

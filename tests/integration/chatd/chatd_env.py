@@ -14,8 +14,9 @@ from pydantic_ai.models import Model
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from support.chat_driver import ChatDriver
+from support.dialers import CountingDialer
 from support.server import RunningServer
-from tether.chatd.binding import AgentDialer, AgentRow
+from tether.chatd.binding import AgentRow
 from tether.chatd.install import install_chatd
 from tether.chatd.stream import StreamEvent
 from tether.chatd.worker import ChatWorker
@@ -75,22 +76,6 @@ def template_source(name: str, *, backend: str = "local", agents: str | None = N
         tail = tail.split("connection_timeout_s:", 1)[1]
         source = f"{head}agents: {agents}\nconnection_timeout_s:{tail}"
     return source
-
-
-class CountingDialer:
-    """The real dialer, recording every dial (probe dials carry no chat headers)."""
-
-    def __init__(self, inner: AgentDialer) -> None:
-        self.inner = inner
-        self.calls: list[tuple[uuid.UUID, dict[str, str]]] = []
-
-    async def dial(self, agent: AgentRow, *, headers: dict[str, str]) -> Any:
-        self.calls.append((agent.id, dict(headers)))
-        return await self.inner.dial(agent, headers=headers)
-
-    @property
-    def probes(self) -> int:
-        return sum(1 for _, h in self.calls if not h)
 
 
 @dataclass
