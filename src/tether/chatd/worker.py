@@ -381,7 +381,7 @@ class ChatWorker:
         for state in self._states.values():
             bound = state.conns.binding.workspace_id
             if event.get("reconnected") or (bound is not None and str(bound) == workspace):
-                state.conns.evict()
+                state.conns.evict(build_changed=True)
                 if self._runner.mcp_cache is not None:  # docs/behaviour.md §4.7: MCP tools too
                     self._runner.mcp_cache.invalidate(state.conns.binding.chat_id)
 

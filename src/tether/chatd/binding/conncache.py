@@ -95,6 +95,8 @@ class ChatConnections(Generic[C]):
         # generation it ended in (docs/behaviour.md §4.3).
         self._gate: asyncio.Task[uuid.UUID] | None = None
         self._gate_generation = -1
+        # Set by a build event: the next miss checks the latest build before it dials.
+        self._check_build_first = False
 
     # --- state ---------------------------------------------------------------------------
 
@@ -111,12 +113,18 @@ class ChatConnections(Generic[C]):
     def cached_agent(self) -> AgentRow | None:
         return self.resolver.cached_agent
 
-    def evict(self) -> None:
+    def evict(self, *, build_changed: bool = False) -> None:
         """Forget the cached conn and agent; the conn is closed in the background.
 
-        Called on a build-transition event for the chat's workspace, after a transport
-        failure, and by :meth:`select_workspace`. Never blocks.
+        Called on a build-transition event for the chat's workspace (``build_changed``),
+        after a transport failure, and by :meth:`select_workspace`. Never blocks. After a
+        build event the binding is suspect, so the next miss checks the latest build
+        before it dials (docs/behaviour.md §4.7): a stopped workspace is
+        ``workspace_stopped`` at once and a rebuilt one dials its new agent, instead of
+        dialling the old agent and validating only after ``validation_delay``.
         """
+        if build_changed:
+            self._check_build_first = True
         conn, self._conn, self._conn_workspace_id = self._conn, None, None
         self.resolver.clear()
         if conn is not None:
@@ -246,6 +254,14 @@ class ChatConnections(Generic[C]):
         generation = resolver.generation
         rows: dict[uuid.UUID, AgentRow] = {agent.id: agent}
         headers = self._headers()
+        target = agent  # the agent dialled first: the bound one, or the latest build's
+        if self._check_build_first:
+            try:
+                target = await resolver.latest_agent(workspace_id)
+            except NoRunningAgent:
+                self.evict()
+                raise
+            rows[target.id] = target
 
         async def validate(ws_id: uuid.UUID) -> uuid.UUID:
             latest = await resolver.latest_agent(ws_id)
@@ -257,7 +273,7 @@ class ChatConnections(Generic[C]):
 
         try:
             lazy = dial_with_lazy_validation(
-                bound_agent_id=agent.id,
+                bound_agent_id=target.id,
                 workspace_id=workspace_id,
                 dial=dial,
                 validate=validate,
@@ -275,7 +291,8 @@ class ChatConnections(Generic[C]):
             if resolver.generation != generation:
                 self._close(conn)  # evicted or re-bound during the dial (GC-19)
                 return None
-            if result.switched and not await resolver.adopt_switched_agent(rows[result.agent_id]):
+            switched = result.agent_id != agent.id
+            if switched and not await resolver.adopt_switched_agent(rows[result.agent_id]):
                 self._close(conn)
                 return None
         except BaseException as err:
@@ -284,6 +301,7 @@ class ChatConnections(Generic[C]):
                 raise TetherError(f"persist workspace agent binding: {err}") from err
             raise
         self._conn, self._conn_workspace_id = conn, workspace_id
+        self._check_build_first = False
         return conn
 
     def _close(self, conn: Conn) -> None:
