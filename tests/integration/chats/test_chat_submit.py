@@ -31,9 +31,9 @@ async def _setup(engine: AsyncEngine) -> tuple[ChatStore, uuid.UUID]:
 async def test_submit_idle_busy_and_queue_limit(engine: AsyncEngine) -> None:
     store, chat_id = await _setup(engine)
     # pending: queued (or joined with join_pending)
-    chat, msg, queued = await store.submit_user_message(chat_id, text("a"), max_queued=2)
+    chat, msg, queued, _ = await store.submit_user_message(chat_id, text("a"), max_queued=2)
     assert chat.status is ChatStatus.PENDING and msg is None and queued is not None
-    chat, msg, queued = await store.submit_user_message(
+    chat, msg, queued, _ = await store.submit_user_message(
         chat_id, text("b"), max_queued=2, join_pending=True
     )
     assert msg is not None and msg.seq == 2 and queued is None
@@ -52,7 +52,7 @@ async def test_submit_idle_busy_and_queue_limit(engine: AsyncEngine) -> None:
     await store.claim(worker, limit=1)
     chat, _ = await store.finish_turn(chat_id, worker)
     assert chat.status is ChatStatus.WAITING
-    chat, msg, queued = await store.submit_user_message(chat_id, text("e"), max_queued=2)
+    chat, msg, queued, _ = await store.submit_user_message(chat_id, text("e"), max_queued=2)
     assert chat.status is ChatStatus.PENDING and msg is not None and queued is None
     assert [m.parts[0]["text"] for m in await store.messages(chat_id)] == ["hi", "b", "a", "c", "e"]
 
