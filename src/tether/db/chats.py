@@ -286,26 +286,19 @@ class ChatStore(ChatWorkerOps, ChatQueueOps):
     async def send_user_message(
         self, chat_id: uuid.UUID, parts: list[dict[str, Any]]
     ) -> tuple[Chat, StoredMessage]:
-        """Idle chat (waiting | error): persist the message and make it pending, atomically."""
-        idle = [ChatStatus.WAITING.value, ChatStatus.ERROR.value]
+        """Idle chat (waiting | error): persist the message and make it pending, atomically
+        (the send's own guarded statement, without an owner); Conflict otherwise."""
+        idle = (ChatStatus.WAITING.value, ChatStatus.ERROR.value)
         async with self._engine.begin() as conn:
-            result = await conn.execute(
-                chats.update()
-                .where(chats.c.id == chat_id, chats.c.status.in_(idle))
-                .values(
-                    status=ChatStatus.PENDING.value,
-                    last_error=None,
-                    last_error_code=None,
-                    updated_at=self._clock.now(),
-                )
-            )
-            if not result.rowcount:
+            values = {"p_chat_id": chat_id, "p_owner_id": None, "p_now": self._clock.now()}
+            row = (await conn.execute(_settle(idle, False), values)).first()
+            if row is None:
                 chat = await get_chat(conn, chat_id)
                 raise Conflict(f"chat is {chat.status.value}")
             message = await insert_message_in(
                 conn, chat_id, "user", parts, "both", None, now=self._clock.now()
             )
-            return await get_chat(conn, chat_id), message
+            return chat_from_row(row), message
 
     async def submit_user_message(
         self,
