@@ -104,8 +104,13 @@ class HistoryCache:
         entry = self._entries.get(msg.chat_id)
         if entry is None or msg.superseded or msg.seq != entry.last_seq + 1:
             return
+        try:
+            adopted = stored_to_chat(msg)
+        except ValueError:  # unparseable parts: never break the publisher; the read decides
+            self.invalidate(msg.chat_id)
+            return
         self.adopted += 1
-        entry.messages.append(stored_to_chat(msg))
+        entry.messages.append(adopted)
         entry.last_seq = msg.seq
         self._size += 1
         if len(entry.messages) > self.max_messages:

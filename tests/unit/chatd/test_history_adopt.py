@@ -126,3 +126,14 @@ async def test_adoption_keeps_the_memory_bound() -> None:
     for _ in range(2):
         cache.adopt(db.add(b))  # b alone past the bound: dropped, read next time
     assert b not in cache and cache.size == 0
+
+
+async def test_a_message_that_does_not_parse_is_left_to_the_read() -> None:
+    """Adoption runs inside the publisher (the send, the recorder): it never raises."""
+    db, chat = Rows(), uuid.uuid4()
+    cache = HistoryCache(db.load, _latest, max_messages=100)
+    db.add(chat)
+    await cache.view(chat)
+    bad = replace(db.add(chat), parts=[{"type": "no-such-part"}])
+    cache.adopt(bad)
+    assert chat not in cache and cache.adopted == 0
