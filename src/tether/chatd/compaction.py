@@ -77,6 +77,7 @@ class LongChat:
             store.latest,
             max_messages=max_cached_messages,
         )
+        hub.message_listeners.append(self.cache.adopt)  # a warm turn reads no history
         self._locks: dict[uuid.UUID, asyncio.Lock] = {}
 
     async def budget(self, model: Model, chat: Any) -> Budget | None:
@@ -89,8 +90,16 @@ class LongChat:
             return Budget(budget.window, mine)
         return budget
 
-    async def view(self, chat_id: uuid.UUID, *, known_number: int | None = None) -> View:
-        entry = await self.cache.view(chat_id, known_number=known_number)
+    async def view(
+        self,
+        chat_id: uuid.UUID,
+        *,
+        known_number: int | None = None,
+        known_last_seq: int | None = None,
+    ) -> View:
+        entry = await self.cache.view(
+            chat_id, known_number=known_number, known_last_seq=known_last_seq
+        )
         return View(entry, carried_messages(entry.compaction))
 
     def model_messages(self, view: View, history: list[cm.ChatMessage]) -> list[pai.ModelMessage]:

@@ -11,6 +11,16 @@ by a bus event on every replica and, should that event be lost, at the next read
 starts at the newest cached row, which an edit always supersedes. Memory is bounded by
 ``max_messages`` over all chats (least recently used chats go first), not by the number or
 length of chats; a chat larger than the bound alone is served but not kept.
+
+A warm turn reads nothing (issue #12): every message this process persists is published
+on its stream hub, and :meth:`HistoryCache.adopt` appends it to the cached entry when its
+``seq`` directly follows the entry's last one (seqs are per chat and gap-free, so the
+message is exactly the row a read would return; anything else is left to the read). The
+worker's claim returns the chat's last ``seq``; when the entry already ends there,
+:meth:`HistoryCache.view` skips the read. A message persisted by another process (a send
+on another replica) leaves a gap, and the read fills it. An edit appends a message after
+every row, so the claim's last ``seq`` is past the entry even if its invalidation was
+missed, and the read finds the superseded rows as before.
 """
 
 from __future__ import annotations
@@ -65,6 +75,7 @@ class HistoryCache:
         self._entries: OrderedDict[uuid.UUID, Entry] = OrderedDict()
         self._size = 0
         self.rows_read = 0  # rows loaded from the database (tests and the benchmark read it)
+        self.adopted = 0  # messages taken from this process's publications instead
 
     @property
     def size(self) -> int:
@@ -86,12 +97,44 @@ class HistoryCache:
             self._entries.clear()
             self._size = 0
 
-    async def view(self, chat_id: uuid.UUID, *, known_number: int | None = None) -> Entry:
+    def adopt(self, msg: StoredMessage) -> None:
+        """Take a message this process just persisted (and published) into the chat's
+        cached entry, if it directly follows the entry's last row; otherwise the next
+        :meth:`view` reads it."""
+        entry = self._entries.get(msg.chat_id)
+        if entry is None or msg.superseded or msg.seq != entry.last_seq + 1:
+            return
+        try:
+            adopted = stored_to_chat(msg)
+        except ValueError:  # unparseable parts: never break the publisher; the read decides
+            self.invalidate(msg.chat_id)
+            return
+        self.adopted += 1
+        entry.messages.append(adopted)
+        entry.last_seq = msg.seq
+        self._size += 1
+        if len(entry.messages) > self.max_messages:
+            self.invalidate(msg.chat_id)  # as a read would: served, not kept
+        else:
+            self._evict()
+
+    async def view(
+        self,
+        chat_id: uuid.UUID,
+        *,
+        known_number: int | None = None,
+        known_last_seq: int | None = None,
+    ) -> Entry:
         """The chat's messages since its latest compaction, read incrementally.
-        ``known_number``: the latest compaction's number, already read by the caller (the
-        worker's claim); when the cached entry has it, the compaction is not queried."""
+        ``known_number``, ``known_last_seq``: the latest compaction's number and the last
+        message's ``seq``, already read by the caller (the worker's claim); when the cached
+        entry has the number, the compaction is not queried, and when it also ends at that
+        ``seq``, nothing is read."""
         entry = self._entries.get(chat_id)
         if known_number is not None and entry is not None and entry.number == known_number:
+            if known_last_seq is not None and entry.last_seq == known_last_seq:
+                self._entries.move_to_end(chat_id)
+                return entry
             latest, number = entry.compaction, known_number
         else:
             latest = await self._latest(chat_id)
@@ -137,6 +180,9 @@ class HistoryCache:
             return  # served, not kept: one chat never evicts everything else for nothing
         self._entries[chat_id] = entry
         self._size += len(entry.messages)
+        self._evict()
+
+    def _evict(self) -> None:
         while self._size > self.max_messages and self._entries:
             _, old = self._entries.popitem(last=False)
             self._size -= len(old.messages)

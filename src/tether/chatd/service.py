@@ -28,6 +28,7 @@ from tether.chatd.subagentops import SubagentOps
 from tether.clock import Clock
 from tether.db.chatlabels import check_labels
 from tether.db.chats import ChatStore
+from tether.db.chatsummary import ChatSummary
 from tether.db.pubsub import EventBus
 from tether.domain.chat import Chat, ChatStatus, QueuedMessage, StoredMessage
 from tether.domain.user import User
@@ -55,6 +56,8 @@ class SendResult:
     chat: Chat
     message: StoredMessage | None  # persisted now (the chat was idle)
     queued_message: QueuedMessage | None  # queued (a turn is pending or running)
+    # the chat's queue length, labels and usage, read with it (None: read them when needed)
+    summary: ChatSummary | None = None
 
     @property
     def queued(self) -> bool:
@@ -254,53 +257,40 @@ class ChatService(SubagentOps):
         turns plan mode on or off from the next turn on (PL-9; a running turn keeps its
         mode)."""
         parts = user_parts(content, self.images)
-        if model is None and plan_mode is None:
-            # the common send: ownership, status and the model's limits in one transaction
-            # (no read of the chat first)
-            async def fits(chat: Chat) -> None:
-                await self.check_fits(chat.model, parts)
 
-            chat, message, queued = await self.store.submit_user_message(
-                chat_id,
-                parts,
-                max_queued=self._max_queued,
-                join_pending=busy == "interrupt",
-                owner_id=None if actor.is_admin else actor.id,
-                check=fits,
-            )
-            return await self._announce_send(chat, message, queued, busy)
-        chat = await self.get(actor, chat_id)
-        if plan_mode is not None and plan_mode != chat.plan_mode:
-            chat = await self.store.set_fields(chat.id, plan_mode=plan_mode)
-        if model is not None:
-            if self._models is not None:
-                model = await self._models.chat_model(model)
-            if model != chat.model:
-                await self.check_fits(model, parts)
-                chat = await self.store.set_fields(chat.id, model=model)
-        else:
-            await self.check_fits(chat.model, parts)
-        chat, message, queued = await self.store.submit_user_message(
-            chat.id, parts, max_queued=self._max_queued, join_pending=busy == "interrupt"
+        # One transaction: ownership and status by the guarded statement (no read of the
+        # chat first), then this check on the locked chat — the model's limits, and the
+        # switches asked for, written with the message (a failure writes nothing).
+        async def check(chat: Chat) -> dict[str, Any]:
+            changes: dict[str, Any] = {}
+            if plan_mode is not None and plan_mode != chat.plan_mode:
+                changes["plan_mode"] = plan_mode
+            target = chat.model
+            if model is not None:
+                wanted = model if self._models is None else await self._models.chat_model(model)
+                if wanted != chat.model:
+                    changes["model"] = target = wanted
+            await self.check_fits(target, parts)
+            return changes
+
+        sent = await self.store.submit_user_message(
+            chat_id,
+            parts,
+            max_queued=self._max_queued,
+            join_pending=busy == "interrupt",
+            owner_id=None if actor.is_admin else actor.id,
+            check=check,
         )
-        return await self._announce_send(chat, message, queued, busy)
-
-    async def _announce_send(
-        self,
-        chat: Chat,
-        message: StoredMessage | None,
-        queued: QueuedMessage | None,
-        busy: Busy,
-    ) -> SendResult:
-        if message is not None:
-            self.hub.publish_message(message)
+        chat = sent.chat
+        if sent.message is not None:
+            self.hub.publish_message(sent.message)
             self.hub.publish(chat.id, "status", status_data(chat))
             await self._wake_workers(chat.id)
         else:
             await self._publish_queue(chat.id)
             if busy == "interrupt":
                 chat = await self._interrupt(chat)
-        return SendResult(chat, message, queued)
+        return SendResult(chat, sent.message, sent.queued, sent.summary)
 
     async def check_fits(self, model: str | None, parts: list[dict[str, Any]]) -> None:
         """A message that cannot fit the model's window even alone is refused now (413

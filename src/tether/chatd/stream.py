@@ -64,6 +64,9 @@ class ChatStreamHub:
         # Also hands every published event to other processes (tether.chatd.relay; set on
         # PostgreSQL, where another replica may serve the chat's stream).
         self.relay: Callable[[uuid.UUID, StreamEvent], None] | None = None
+        # Called with every persisted message published here (the history cache adopts
+        # them: chatd/historycache.py).
+        self.message_listeners: list[Callable[[StoredMessage], None]] = []
 
     def _state(self, chat_id: uuid.UUID) -> _ChatState:
         state = self._chats.get(chat_id)
@@ -99,6 +102,8 @@ class ChatStreamHub:
             state.counter = 0
             state.buffer.clear()
         ev = StreamEvent(message.seq, 0, "message", message_json(message))
+        for listener in self.message_listeners:
+            listener(message)
         self._deliver(state, ev)
         if self.relay is not None:
             self.relay(message.chat_id, ev)

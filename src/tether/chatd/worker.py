@@ -186,17 +186,23 @@ class ChatWorker:
             # base the stream ids on its stored history, or resuming subscribers drop the
             # deltas. The claim read the last seq with the row.
             self._deps.hub.ensure_base(c.chat.id, c.last_seq)
-            self._start(tg, c.chat, compaction_number=c.compaction_number)
+            self._start(tg, c.chat, compaction_number=c.compaction_number, last_seq=c.last_seq)
         bound = self._not_touched_lately(c.workspace_id for c in chats)
         if bound:  # WK-7: a turn start is workspace use (off the turn's critical path)
             tg.create_task(self.bump_usage(bound), name="workspace-usage")
 
     def _start(
-        self, tg: asyncio.TaskGroup, chat: Chat, *, compaction_number: int | None = None
+        self,
+        tg: asyncio.TaskGroup,
+        chat: Chat,
+        *,
+        compaction_number: int | None = None,
+        last_seq: int | None = None,
     ) -> None:
         self._idle_since.pop(chat.id, None)
         state = self._state_for(chat)
         state.compaction_number = compaction_number  # as of the claim (turn/prepare.py reads it)
+        state.last_seq = last_seq
         control = TurnControl()
         task = tg.create_task(
             observe_turn(

@@ -39,6 +39,7 @@ class Claimed:
 
 
 _ACTIVE = [ChatStatus.RUNNING.value, ChatStatus.INTERRUPTING.value]
+_SERIALIZATION_FAILURE = "40001"  # PostgreSQL's SQLSTATE
 _PENDING = chats.c.status == ChatStatus.PENDING.value
 
 
@@ -137,7 +138,7 @@ _RECOVER = {
 _RELEASE = _back_to_pending(
     chats.c.worker_id == bound(chats.c.worker_id), chats.c.status.in_(_ACTIVE)
 )
-# SQLite's settle when nothing is queued (finish_turn).
+# The settle when nothing is queued (finish_turn; on PostgreSQL under REPEATABLE READ).
 _SETTLE_IF_UNQUEUED = (
     chats.update()
     .where(
@@ -253,6 +254,10 @@ class ChatWorkerOps:
             "p_last_error_code": error_code,
             "p_updated_at": self._clock.now(),
         }
+        if self._engine.dialect.name == "postgresql":
+            row = await self._settle_if_unqueued_pg(values)
+            if row is not None:
+                return chat_from_row(row), None
         async with self._engine.begin() as conn:
             if conn.dialect.name == "sqlite":
                 # One writer: the queue cannot change between this statement's look and its
@@ -270,3 +275,23 @@ class ChatWorkerOps:
                 values["p_status"] = ChatStatus.PENDING.value
             row = (await conn.execute(_SETTLE, values)).one()
             return chat_from_row(row), promoted
+
+    async def _settle_if_unqueued_pg(self, values: dict[str, Any]) -> Any:
+        """PostgreSQL's finish when nothing is queued, in one statement (issue #12), or None
+        (something is queued, the chat is not ours, or the row moved meanwhile): the
+        caller then takes the locking path.
+
+        Under READ COMMITTED the statement's ``NOT EXISTS`` would look at the queue as of
+        its start even after waiting for a concurrent send's row lock, and could settle
+        the chat past a message that send just queued. Under REPEATABLE READ a row changed
+        after the snapshot (the send's lock, a heartbeat, an interrupt) fails the statement
+        with a serialization error instead, and a send after it finds the chat settled."""
+        try:
+            async with self._engine.connect() as conn:
+                conn = await conn.execution_options(isolation_level="REPEATABLE READ")
+                async with conn.begin():
+                    return (await conn.execute(_SETTLE_IF_UNQUEUED, values)).first()
+        except sa.exc.DBAPIError as err:
+            if getattr(err.orig, "sqlstate", None) != _SERIALIZATION_FAILURE:
+                raise
+            return None

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import functools
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -30,7 +30,7 @@ from tether.db.chatrows import (
     lock_chat_if,
     message_from_row,
 )
-from tether.db.chatsummary import ChatSummaries
+from tether.db.chatsummary import ChatSummaries, ChatSummary, summary_columns, summary_from_row
 from tether.db.tables import chat_messages, chats
 from tether.db.usage import UsageStore
 from tether.domain.chat import Chat, ChatStatus, QueuedMessage, StoredMessage, sources_of
@@ -41,7 +41,9 @@ from tether.ids import new_id
 @functools.cache
 def _settle(direct: tuple[str, ...], owned: bool) -> sa.Update:
     """A send's guarded UPDATE … RETURNING: one of ``direct`` (and of the bound owner, if
-    ``owned``) → pending. Built once per shape: building it cost more CPU than running it."""
+    ``owned``) → pending, returning the row and its summary (db/chatsummary.py: the send's
+    answer needs no query of its own). Built once per shape: building it cost more CPU than
+    running it."""
     where = [chats.c.id == sa.bindparam("p_chat_id"), chats.c.status.in_(direct)]
     if owned:
         where.append(chats.c.owner_id == sa.bindparam("p_owner_id"))
@@ -54,8 +56,22 @@ def _settle(direct: tuple[str, ...], owned: bool) -> sa.Update:
             last_error_code=None,
             updated_at=sa.bindparam("p_now", type_=chats.c.updated_at.type),
         )
-        .returning(*chats.c)
+        .returning(*chats.c, *summary_columns())
     )
+
+
+# What a send's ``check`` may change on the chat with the message (chatd/service.py send).
+Changes = Mapping[str, Any]
+
+
+class Submitted(NamedTuple):
+    """What :meth:`ChatStore.submit_user_message` did: the chat as it is now, and either
+    the persisted message (idle chat) or the queued one (busy chat)."""
+
+    chat: Chat
+    message: StoredMessage | None
+    queued: QueuedMessage | None
+    summary: ChatSummary | None  # the chat's, read by the same statement (persisted only)
 
 
 class ChatStore(ChatWorkerOps, ChatQueueOps):
@@ -270,26 +286,19 @@ class ChatStore(ChatWorkerOps, ChatQueueOps):
     async def send_user_message(
         self, chat_id: uuid.UUID, parts: list[dict[str, Any]]
     ) -> tuple[Chat, StoredMessage]:
-        """Idle chat (waiting | error): persist the message and make it pending, atomically."""
-        idle = [ChatStatus.WAITING.value, ChatStatus.ERROR.value]
+        """Idle chat (waiting | error): persist the message and make it pending, atomically
+        (the send's own guarded statement, without an owner); Conflict otherwise."""
+        idle = (ChatStatus.WAITING.value, ChatStatus.ERROR.value)
         async with self._engine.begin() as conn:
-            result = await conn.execute(
-                chats.update()
-                .where(chats.c.id == chat_id, chats.c.status.in_(idle))
-                .values(
-                    status=ChatStatus.PENDING.value,
-                    last_error=None,
-                    last_error_code=None,
-                    updated_at=self._clock.now(),
-                )
-            )
-            if not result.rowcount:
+            values = {"p_chat_id": chat_id, "p_owner_id": None, "p_now": self._clock.now()}
+            row = (await conn.execute(_settle(idle, False), values)).first()
+            if row is None:
                 chat = await get_chat(conn, chat_id)
                 raise Conflict(f"chat is {chat.status.value}")
             message = await insert_message_in(
                 conn, chat_id, "user", parts, "both", None, now=self._clock.now()
             )
-            return await get_chat(conn, chat_id), message
+            return chat_from_row(row), message
 
     async def submit_user_message(
         self,
@@ -299,18 +308,19 @@ class ChatStore(ChatWorkerOps, ChatQueueOps):
         max_queued: int,
         join_pending: bool = False,
         owner_id: uuid.UUID | None = None,
-        check: Callable[[Chat], Awaitable[None]] | None = None,
-    ) -> tuple[Chat, StoredMessage | None, QueuedMessage | None]:
+        check: Callable[[Chat], Awaitable[Changes | None]] | None = None,
+    ) -> Submitted:
         """Send a user message, atomically against the worker finishing a turn.
 
-        Idle (waiting | error) → persisted, chat becomes pending: ``(chat, message, None)``.
-        Busy (pending | running | interrupting) → queued: ``(chat, None, queued)``; QueueFull
-        past ``max_queued``. With ``join_pending`` a pending chat (no worker has started
-        the turn) takes the message into its history directly instead of queueing it.
+        Idle (waiting | error) → persisted, chat becomes pending, with the chat's summary.
+        Busy (pending | running | interrupting) → queued; QueueFull past ``max_queued``.
+        With ``join_pending`` a pending chat (no worker has started the turn) takes the
+        message into its history directly instead of queueing it.
 
         ``owner_id``: only a chat of this owner (another's is NotFound, like a missing one),
         checked by the same guarded statement. ``check`` sees the chat before the message is
-        written; what it raises rolls the send back."""
+        written and may return columns to change on it (a model or plan-mode switch) in the
+        same transaction; what it raises rolls the send back."""
         direct = [ChatStatus.WAITING, ChatStatus.ERROR]
         if join_pending:
             direct.append(ChatStatus.PENDING)
@@ -328,26 +338,43 @@ class ChatStore(ChatWorkerOps, ChatQueueOps):
                     )
                 ).first()
                 if row is not None:
-                    chat = chat_from_row(row)
-                    if check is not None:
-                        await check(chat)
+                    chat = await self._checked(conn, chat_from_row(row), check)
                     message = await insert_message_in(
                         conn, chat_id, "user", parts, "both", None, now=self._clock.now()
                     )
-                    return chat, message, None
+                    return Submitted(chat, message, None, summary_from_row(row))
                 locked = await lock_chat_if(conn, chat_id, busy, *owned)
                 if locked is not None:  # queueing does not change the chat row either
-                    if check is not None:
-                        await check(locked)
+                    locked = await self._checked(conn, locked, check)
                     queued = await enqueue_in(
                         conn, chat_id, parts, max_queued=max_queued, now=self._clock.now()
                     )
-                    return locked, None, queued
+                    return Submitted(locked, None, queued, None)
                 current = await get_chat(conn, chat_id)  # NotFound if it does not exist
                 if owner_id is not None and current.owner_id != owner_id:
                     raise NotFound(f"chat {chat_id} not found")
             # the status moved between the two guards (a turn just ended); look again
         raise Conflict("the chat changed state repeatedly; try again")
+
+    async def _checked(
+        self,
+        conn: AsyncConnection,
+        chat: Chat,
+        check: Callable[[Chat], Awaitable[Changes | None]] | None,
+    ) -> Chat:
+        """Run a send's ``check`` on the locked chat and write the changes it asks for."""
+        changes = await check(chat) if check is not None else None
+        if not changes:
+            return chat
+        row = (
+            await conn.execute(
+                chats.update()
+                .where(chats.c.id == chat.id)
+                .values(updated_at=self._clock.now(), **changes)
+                .returning(*chats.c)
+            )
+        ).first()
+        return chat_from_row(row)
 
     async def messages(
         self,

@@ -2,15 +2,25 @@
 many chats in one statement (issue #12: a send answered with three queries for these).
 
 One ``UNION ALL`` of three small grouped selects, each tagged with its kind, so the same
-SQL runs on SQLite and PostgreSQL (no JSON aggregation, whose functions differ)."""
+SQL runs on SQLite and PostgreSQL (no JSON aggregation, whose functions differ).
+
+A send answers with one chat, whose row its guarded ``UPDATE`` already returns: the same
+summary rides on that statement as scalar subqueries (:func:`summary_columns`), so the
+send needs no summary query (issue #12). The labels there are one JSON object, aggregated
+by each dialect's own function (:class:`LabelsJson`)."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 
 from tether.db.tables import chat_labels, chat_queued_messages, chat_usage
 from tether.db.usage import Tokens
@@ -65,6 +75,61 @@ def _query() -> sa.CompoundSelect:
 
 # Built once: constructing it cost more CPU than running it (the chat ids are bound).
 _QUERY = _query()
+
+
+class LabelsJson(FunctionElement[str]):
+    """``key``/``value`` rows aggregated into one JSON object text (``'{}'`` or NULL when
+    there are none)."""
+
+    type = sa.String()
+    name = "labels_json"
+    inherit_cache = True
+
+
+@compiles(LabelsJson, "sqlite")
+def _labels_json_sqlite(element: LabelsJson, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"json_group_object({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(LabelsJson, "postgresql")
+def _labels_json_postgresql(element: LabelsJson, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"CAST(json_object_agg({compiler.process(element.clauses, **kw)}) AS TEXT)"
+
+
+def summary_columns() -> list[sa.Label[Any]]:
+    """The summary of the chat row an ``UPDATE chats … RETURNING`` returns, as scalar
+    subqueries (``summary_queued``, ``summary_labels``, ``summary_input``,
+    ``summary_output``); read back with :func:`summary_from_row`."""
+    # Qualified by hand: SQLAlchemy renders RETURNING columns unqualified on SQLite, where
+    # a bare ``id`` inside a subquery would mean the subquery's own table's.
+    chat_id: sa.ColumnClause[Any] = sa.literal_column("chats.id")
+    queued = (
+        sa.select(sa.func.count())
+        .where(chat_queued_messages.c.chat_id == chat_id)
+        .scalar_subquery()
+        .label("summary_queued")
+    )
+    labels = (
+        sa.select(LabelsJson(chat_labels.c.key, chat_labels.c.value))
+        .where(chat_labels.c.chat_id == chat_id)
+        .scalar_subquery()
+        .label("summary_labels")
+    )
+    # sum() over no rows is NULL: no usage recorded (the token columns are NOT NULL)
+    tokens = [
+        sa.select(sa.func.sum(column)).where(chat_usage.c.chat_id == chat_id).scalar_subquery()
+        for column in (chat_usage.c.input_tokens, chat_usage.c.output_tokens)
+    ]
+    return [queued, labels, tokens[0].label("summary_input"), tokens[1].label("summary_output")]
+
+
+def summary_from_row(row: Any) -> ChatSummary:
+    """The summary of a row returned with :func:`summary_columns`."""
+    labels = json.loads(row.summary_labels) if row.summary_labels else {}
+    usage = None
+    if row.summary_input is not None:
+        usage = Tokens(int(row.summary_input), int(row.summary_output or 0))
+    return ChatSummary(int(row.summary_queued or 0), dict(sorted(labels.items())), usage)
 
 
 class ChatSummaries:

@@ -70,7 +70,7 @@ async def test_a_warm_turn_constructs_no_statement(
         await workspaces.touch_many([new_id(), new_id()])
         await agents.ping_many([new_id()])
         assert await workspaces.claim_job(worker) is None
-        _, message, _ = await store.submit_user_message(chat.id, TEXT, max_queued=5)
+        _, message, _, _ = await store.submit_user_message(chat.id, TEXT, max_queued=5)
         assert message is not None
 
     await turn(0)  # the first execution of each statement compiles it

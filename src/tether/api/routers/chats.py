@@ -47,7 +47,7 @@ from tether.api.limits import SEQ_MAX, TITLE_MAX
 from tether.api.revocation import StreamGuardDep
 from tether.api.sse import SSE_RESPONSE, sse_chunk, sse_response
 from tether.chatd.follow import Pacing, follow_chat_batches
-from tether.chatd.service import ChatService
+from tether.chatd.service import ChatService, SendResult
 from tether.chatd.stream import parse_event_id
 from tether.chatd.titles import generate_title
 from tether.db.chatlabels import LABELS_MAX
@@ -183,8 +183,16 @@ async def send(
         message=MessageOut.of(result.message) if result.message else None,
         queued_message=QueuedOut.of(result.queued_message) if result.queued_message else None,
         queued=result.queued,
-        chat=await chat_out(service, result.chat),
+        chat=await _sent_chat(service, result),
     )
+
+
+async def _sent_chat(service: ChatService, result: SendResult) -> ChatOut:
+    """The chat of a send's answer: a persisted send read its summary with the chat."""
+    s = result.summary
+    if s is None:
+        return await chat_out(service, result.chat)
+    return ChatOut.of(result.chat, s.queued, s.labels, s.usage)
 
 
 @router.patch(

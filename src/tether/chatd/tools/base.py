@@ -130,6 +130,9 @@ class ChatState:
     # running chat is compacted only by its own turn, so the turn's first history read
     # trusts it instead of querying (chatd/historycache.py)
     compaction_number: int | None = None
+    # and the seq of its last message, as the same claim read it: a cached history that
+    # ends there is not read again (chatd/historycache.py)
+    last_seq: int | None = None
     # the chat's tools and pydantic-ai agent, reused by its next turns (chatd/turn/agents.py)
     turn_agent: object | None = None
 

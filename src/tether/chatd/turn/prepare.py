@@ -69,12 +69,14 @@ class TurnSetup:
         """The history, the instruction block and the MCP tools, found in parallel."""
 
         async def prompt() -> tuple[list[cm.ChatMessage], str]:
-            known, ctx.state.compaction_number = ctx.state.compaction_number, None  # once
+            state = ctx.state
+            known = state.compaction_number, state.last_seq
+            state.compaction_number = state.last_seq = None  # once: as of the claim
             history = await history_mod.after_takeover(
                 self.deps.chats,
                 self.deps.hub,
                 ctx.chat.id,
-                await self.history(ctx.chat, turn_ws, known),
+                await self.history(ctx.chat, turn_ws, *known),
                 clean_through=ctx.state.clean_through,
             )
             return history, await self.block(ctx, history)
@@ -98,10 +100,16 @@ class TurnSetup:
         self.set_mcp(ctx, turn_ws, await self.discover(turn_ws), taken)
 
     async def history(
-        self, chat: Chat, turn_ws: TurnWorkspace, known_number: int | None = None
+        self,
+        chat: Chat,
+        turn_ws: TurnWorkspace,
+        known_number: int | None = None,
+        known_last_seq: int | None = None,
     ) -> list[cm.ChatMessage]:
         if self.long is not None:  # since the last compaction, read incrementally
-            turn_ws.view = await self.long.view(chat.id, known_number=known_number)
+            turn_ws.view = await self.long.view(
+                chat.id, known_number=known_number, known_last_seq=known_last_seq
+            )
             turn_ws.budget.calibration = turn_ws.view.calibration
             return turn_ws.view.history
         return [stored_to_chat(m) for m in await self.deps.chats.messages(chat.id)]
