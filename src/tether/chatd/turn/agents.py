@@ -6,8 +6,13 @@ close over a :class:`~tether.chatd.tools.base.ToolContext`; a chat runs one turn
 so its cached context is re-pointed at each turn (the chat as of the turn start, the turn's
 workspace-ready hook, a fresh pre-dial gate) instead of being rebuilt. What changes the tool
 set — a root chat or a subagent (SA-4), plan mode (PL-9) — is the cache key; what is per
-turn — the model, the context budget, the workspace MCP toolset — is given to
-``Agent.iter`` (``steps.py``) or read through :class:`TurnAgent` every step.
+turn — the model, the workspace MCP toolset, the context budget — is given to ``Agent.iter``
+(``steps.py``) or read through :class:`TurnAgent` every step.
+
+The context budget (``chatd/context.py``) is the agent's own capability, not one given to
+each run: pydantic-ai binds a run's capabilities and rebuilds its capability tree on every
+run (≈ 0.45 ms of CPU per turn), an agent's once. A chat whose model states no context
+window gets an agent without it (whether it has one is part of the cache key).
 """
 
 from __future__ import annotations
@@ -17,9 +22,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pydantic_ai import Agent, Tool
+from pydantic_ai.capabilities import AbstractCapability
+from pydantic_ai.models import ModelRequestContext
 from pydantic_ai.tools import RunContext
 from pydantic_ai.toolsets import FunctionToolset, ToolsetTool
 
+from tether.chatd.context import ContextBudget
 from tether.chatd.tools import build_tools
 from tether.chatd.tools.base import ChatdDeps, ChatState, ToolContext
 from tether.chatd.turn.prepare import TurnWorkspace
@@ -77,7 +85,28 @@ def _without_return_schema(tool: ToolsetTool[None]) -> ToolsetTool[None]:
     return replace(tool, tool_def=replace(tool_def, return_schema=None))
 
 
-AgentKey = tuple[bool, bool]  # (is_root, plan_mode): what decides the tool set
+@dataclass
+class TurnContextBudget(AbstractCapability[Any]):
+    """The chat agent's context-budget hook: the running turn's :class:`ContextBudget`
+    (``current()``; None between turns) measures every model request of the turn."""
+
+    current: Callable[[], ContextBudget | None]
+
+    async def before_model_request(
+        self, ctx: RunContext[Any], request_context: ModelRequestContext
+    ) -> ModelRequestContext:
+        budget = self.current()
+        if budget is None:
+            return request_context
+        return await budget.before_model_request(ctx, request_context)
+
+    @classmethod
+    def get_serialization_name(cls) -> str | None:
+        return None
+
+
+# (is_root, plan_mode): what decides the tool set; budgeted: the model states a context window
+AgentKey = tuple[bool, bool, bool]
 
 
 @dataclass
@@ -89,13 +118,17 @@ class TurnAgent:
     agent: Agent[None, str]
     taken: set[str]  # the tool names (a workspace MCP tool may not shadow one)
     turn_ws: TurnWorkspace = field(default_factory=TurnWorkspace)
+    context: ContextBudget | None = None  # the running turn's (budgeted agents only)
     built: int = 1  # how many times this chat's tools were built (tests read it)
 
 
-def turn_agent(deps: ChatdDeps, chat: Chat, state: ChatState) -> TurnAgent:
+def turn_agent(
+    deps: ChatdDeps, chat: Chat, state: ChatState, *, budgeted: bool = False
+) -> TurnAgent:
     """The chat's tools and agent for a new turn: the cached ones re-pointed at this turn,
-    or new ones when the chat has none yet or its tool set changed."""
-    key: AgentKey = (chat.is_root, chat.plan_mode)
+    or new ones when the chat has none yet or its tool set changed. ``budgeted``: the
+    turn's model states a context window (the turn sets :attr:`TurnAgent.context`)."""
+    key: AgentKey = (chat.is_root, chat.plan_mode, budgeted)
     cached = state.turn_agent
     if isinstance(cached, TurnAgent) and cached.key == key and cached.ctx.deps is deps:
         ctx = cached.ctx
@@ -103,12 +136,14 @@ def turn_agent(deps: ChatdDeps, chat: Chat, state: ChatState) -> TurnAgent:
         ctx.on_workspace_ready = None
         ctx.conns.forget_gate()  # as ToolContext() does: a fresh pre-dial gate per turn
         cached.turn_ws = TurnWorkspace()
+        cached.context = None
         return cached
     ctx = ToolContext(deps, chat, state)
     tools = build_tools(ctx)
     holder: list[TurnAgent] = []
     toolset = ChatToolset(tools, lambda: holder[0].turn_ws.toolset)
-    agent: Agent[None, str] = Agent(None, toolsets=[toolset], retries=3)
+    capabilities = [TurnContextBudget(lambda: holder[0].context)] if budgeted else None
+    agent: Agent[None, str] = Agent(None, toolsets=[toolset], retries=3, capabilities=capabilities)
     built = cached.built + 1 if isinstance(cached, TurnAgent) else 1
     made = TurnAgent(key, ctx, agent, {t.name for t in tools}, built=built)
     holder.append(made)
