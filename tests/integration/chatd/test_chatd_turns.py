@@ -261,6 +261,8 @@ async def test_a_budgeted_chats_agent_measures_every_turn_with_its_own_budget(
     assert isinstance(first, TurnAgent) and first.key[2] is True
     capabilities = first.agent.root_capability.capabilities
     assert len([c for c in capabilities if isinstance(c, TurnContextBudget)]) == 1
+    # the chat's tools come through the ChatTools capability, beside no second toolset
+    assert len(first.agent.toolsets) == 1
     for text in ("two", "three"):
         await chatd.send(chat.id, text)
         await chatd.wait_status(chat.id)
