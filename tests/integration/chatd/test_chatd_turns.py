@@ -14,7 +14,7 @@ from pydantic_ai.exceptions import ModelHTTPError
 from pydantic_ai.models.function import AgentInfo, DeltaToolCall, DeltaToolCalls, FunctionModel
 
 from tether.chatd.compaction import longchat_of
-from tether.chatd.turn.agents import TurnAgent, TurnContextBudget
+from tether.chatd.turn.agents import ChatTools, TurnAgent
 from tether.domain.chat import ChatStatus
 from tether.errors import InvalidInput
 from tether.ids import new_id
@@ -247,10 +247,11 @@ async def test_a_model_that_cannot_be_built_fails_the_turn_instead_of_hanging(
 async def test_a_budgeted_chats_agent_measures_every_turn_with_its_own_budget(
     chatd: Chatd,
 ) -> None:
-    """A model with a context window: the chat's agent, built once, carries the budget hook
-    (chatd/turn/agents.py) and each turn's requests are measured by that turn's budget (a
+    """A model with a context window: the chat's agent, built once, measures each turn's
+    requests by that turn's budget through its one capability (chatd/turn/agents.py; a
     hook left pointing at the first turn's would leave later turns unmeasured); between
-    turns the agent holds no turn's budget. A model without one gets an agent without it."""
+    turns the agent holds no turn's budget. The chat's tools come through the same
+    capability, beside no second toolset."""
     worker = chatd.start_worker()
     steps = [Call("read_file", {"path": "x"}), Say("k")]
     model = attach_budget(script_model(steps), Budget(1_000_000))
@@ -258,11 +259,10 @@ async def test_a_budgeted_chats_agent_measures_every_turn_with_its_own_budget(
     state = worker.state(chat.id)
     assert state is not None
     first = state.turn_agent
-    assert isinstance(first, TurnAgent) and first.key[2] is True
+    assert isinstance(first, TurnAgent)
     capabilities = first.agent.root_capability.capabilities
-    assert len([c for c in capabilities if isinstance(c, TurnContextBudget)]) == 1
-    # the chat's tools come through the ChatTools capability, beside no second toolset
-    assert len(first.agent.toolsets) == 1
+    assert len([c for c in capabilities if isinstance(c, ChatTools)]) == 1
+    assert len(first.agent.toolsets) == 1  # pydantic-ai's own (empty) function toolset
     for text in ("two", "three"):
         await chatd.send(chat.id, text)
         await chatd.wait_status(chat.id)
@@ -270,16 +270,8 @@ async def test_a_budgeted_chats_agent_measures_every_turn_with_its_own_budget(
     usage = await longchat_of(chatd.graph).store.usage(chat.id)
     assert len(usage) == 6  # two requests per turn, each measured before it was sent
     assert all(estimated for _in, _out, estimated in usage)
-
-    plain = await chatd.run_chat("plain", script_model([Say("k")]))
-    plain_state = worker.state(plain.id)
-    assert plain_state is not None and isinstance(plain_state.turn_agent, TurnAgent)
-    assert plain_state.turn_agent.key[2] is False
-    assert not [
-        c
-        for c in plain_state.turn_agent.agent.root_capability.capabilities
-        if isinstance(c, TurnContextBudget)
-    ]
+    results = await chatd.results(chat.id, "read_file")
+    assert [r["error_code"] for r in results] == ["no_workspace"] * 3  # the tools ran
 
 
 async def test_a_chats_tools_and_agent_are_built_once_and_follow_its_turns(chatd: Chatd) -> None:

@@ -9,16 +9,17 @@ set — a root chat or a subagent (SA-4), plan mode (PL-9) — is the cache key;
 turn — the model, the workspace MCP toolset, the context budget — is given to ``Agent.iter``
 (``steps.py``) or read through :class:`TurnAgent` every step.
 
-The context budget (``chatd/context.py``) is the agent's own capability, not one given to
-each run: pydantic-ai binds a run's capabilities and rebuilds its capability tree on every
-run (≈ 0.4 ms of CPU per turn), an agent's once. A chat whose model states no context
-window gets an agent without it (whether it has one is part of the cache key).
+The agent has one capability of its own (:class:`ChatTools`), which brings it both:
 
-The chat's toolset reaches the agent through a capability (:class:`ChatTools`) that wraps
-the agent's assembled toolset, not through ``toolsets=``: pydantic-ai always combines its
-own (here empty) function toolset with the toolsets it is given, and with two it lists,
-prepares and collects instructions from them in an anyio task group per call — 7 task
-groups and 14 tasks per two-step turn, ≈ 0.35 ms of CPU (with one it awaits in place).
+* the chat's toolset, as a wrapper of the agent's assembled toolset rather than through
+  ``toolsets=``: pydantic-ai always combines its own (here empty) function toolset with the
+  toolsets it is given, and with two it lists, prepares and collects instructions from them
+  in an anyio task group per call — 7 task groups and 14 tasks per two-step turn, ≈ 0.35 ms
+  of CPU (with one it awaits in place);
+* the context budget (``chatd/context.py``) of the running turn, rather than a capability
+  given to each run: pydantic-ai binds a run's capabilities and rebuilds its capability
+  tree on every run (≈ 0.4 ms of CPU per turn), an agent's once. Every capability also
+  costs a run-context copy per hook and step, so there is one.
 """
 
 from __future__ import annotations
@@ -107,16 +108,27 @@ class _WithChatTools(WrapperToolset[None]):
 
 @dataclass
 class ChatTools(AbstractCapability[None]):
-    """Gives the agent the chat's toolset as a wrapper of its assembled toolset (see the
-    module docstring). The chat's tools go past pydantic-ai's ``prepare_tools`` capability
-    hook, which none of the agent's capabilities implement (it sees the agent's own,
-    empty, function toolset); capability toolset wrappers such as tool search still see
-    them, as they wrap this one."""
+    """The chat agent's one capability: the chat's toolset as a wrapper of the agent's
+    assembled toolset, and the running turn's context budget (``context()``; None without
+    a context window or between turns) measuring every model request (see the module
+    docstring). The chat's tools go past pydantic-ai's ``prepare_tools`` capability hook,
+    which none of the agent's capabilities implement (it sees the agent's own, empty,
+    function toolset); capability toolset wrappers such as tool search still see them, as
+    they wrap this one."""
 
     toolset: ChatToolset
+    context: Callable[[], ContextBudget | None] = lambda: None
 
     def get_wrapper_toolset(self, toolset: AbstractToolset[None]) -> AbstractToolset[None]:
         return _WithChatTools(toolset, self.toolset)
+
+    async def before_model_request(
+        self, ctx: RunContext[None], request_context: ModelRequestContext
+    ) -> ModelRequestContext:
+        budget = self.context()
+        if budget is None:
+            return request_context
+        return await budget.before_model_request(ctx, request_context)
 
     @classmethod
     def get_serialization_name(cls) -> str | None:
@@ -133,28 +145,7 @@ def _without_return_schema(tool: ToolsetTool[None]) -> ToolsetTool[None]:
     return replace(tool, tool_def=replace(tool_def, return_schema=None))
 
 
-@dataclass
-class TurnContextBudget(AbstractCapability[Any]):
-    """The chat agent's context-budget hook: the running turn's :class:`ContextBudget`
-    (``current()``; None between turns) measures every model request of the turn."""
-
-    current: Callable[[], ContextBudget | None]
-
-    async def before_model_request(
-        self, ctx: RunContext[Any], request_context: ModelRequestContext
-    ) -> ModelRequestContext:
-        budget = self.current()
-        if budget is None:
-            return request_context
-        return await budget.before_model_request(ctx, request_context)
-
-    @classmethod
-    def get_serialization_name(cls) -> str | None:
-        return None
-
-
-# (is_root, plan_mode): what decides the tool set; budgeted: the model states a context window
-AgentKey = tuple[bool, bool, bool]
+AgentKey = tuple[bool, bool]  # (is_root, plan_mode): what decides the tool set
 
 
 @dataclass
@@ -166,17 +157,14 @@ class TurnAgent:
     agent: Agent[None, str]
     taken: set[str]  # the tool names (a workspace MCP tool may not shadow one)
     turn_ws: TurnWorkspace = field(default_factory=TurnWorkspace)
-    context: ContextBudget | None = None  # the running turn's (budgeted agents only)
+    context: ContextBudget | None = None  # the running turn's (its model's window)
     built: int = 1  # how many times this chat's tools were built (tests read it)
 
 
-def turn_agent(
-    deps: ChatdDeps, chat: Chat, state: ChatState, *, budgeted: bool = False
-) -> TurnAgent:
+def turn_agent(deps: ChatdDeps, chat: Chat, state: ChatState) -> TurnAgent:
     """The chat's tools and agent for a new turn: the cached ones re-pointed at this turn,
-    or new ones when the chat has none yet or its tool set changed. ``budgeted``: the
-    turn's model states a context window (the turn sets :attr:`TurnAgent.context`)."""
-    key: AgentKey = (chat.is_root, chat.plan_mode, budgeted)
+    or new ones when the chat has none yet or its tool set changed."""
+    key: AgentKey = (chat.is_root, chat.plan_mode)
     cached = state.turn_agent
     if isinstance(cached, TurnAgent) and cached.key == key and cached.ctx.deps is deps:
         ctx = cached.ctx
@@ -190,10 +178,8 @@ def turn_agent(
     tools = build_tools(ctx)
     holder: list[TurnAgent] = []
     toolset = ChatToolset(tools, lambda: holder[0].turn_ws.toolset)
-    capabilities: list[AbstractCapability[None]] = [ChatTools(toolset)]
-    if budgeted:
-        capabilities.append(TurnContextBudget(lambda: holder[0].context))
-    agent: Agent[None, str] = Agent(None, retries=3, capabilities=capabilities)
+    tools_cap = ChatTools(toolset, lambda: holder[0].context)
+    agent: Agent[None, str] = Agent(None, retries=3, capabilities=[tools_cap])
     built = cached.built + 1 if isinstance(cached, TurnAgent) else 1
     made = TurnAgent(key, ctx, agent, {t.name for t in tools}, built=built)
     holder.append(made)

@@ -122,8 +122,7 @@ class TurnRunner:
         deps = self._deps
         setup = self._setup
         budget = await self._long.budget(model, chat) if self._long is not None else None
-        # the tools and agent, built once per chat
-        cached = turn_agent(deps, chat, state, budgeted=budget is not None)
+        cached = turn_agent(deps, chat, state)  # the tools and agent, built once per chat
         ctx, turn_ws, taken, agent = cached.ctx, cached.turn_ws, cached.taken, cached.agent
         if budget is not None:  # the agent's budget hook measures this turn's requests
             cached.context = ContextBudget(budget, turn_ws.budget, deps.settings.context_keep_steps)
