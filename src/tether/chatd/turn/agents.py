@@ -48,7 +48,8 @@ class ChatToolset(FunctionToolset[None]):
     One toolset instead of the chat's plus a dynamic one (a dynamic toolset is re-entered
     at every step). The chat's own tools have no ``prepare`` function, so their listing
     depends on the run's retry budget alone and is kept (``FunctionToolset`` rebuilds a run
-    context and a tool per tool on every listing), return schemas already cleared.
+    context and a tool per tool on every listing), return schemas already cleared. (A
+    renaming wrapper's name path only reaches a tool's ``prepare``, so it does not matter.)
     """
 
     def __init__(
@@ -61,11 +62,11 @@ class ChatToolset(FunctionToolset[None]):
 
     async def get_tools(self, ctx: RunContext[None]) -> dict[str, ToolsetTool[None]]:
         listed = self._listed
-        if listed is not None and listed[0] == ctx.max_retries and not ctx._tool_name_path:
+        if listed is not None and listed[0] == ctx.max_retries:
             tools = dict(listed[1])
         else:
             tools = await super().get_tools(ctx)
-            if self._static and not ctx._tool_name_path:
+            if self._static:
                 tools = {name: _without_return_schema(tool) for name, tool in tools.items()}
                 self._listed = (ctx.max_retries, dict(tools))
         extra = self._extra()
