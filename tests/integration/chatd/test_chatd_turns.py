@@ -13,10 +13,12 @@ from pydantic_ai import messages as pai
 from pydantic_ai.exceptions import ModelHTTPError
 from pydantic_ai.models.function import AgentInfo, DeltaToolCall, DeltaToolCalls, FunctionModel
 
-from tether.chatd.turn.agents import TurnAgent
+from tether.chatd.compaction import longchat_of
+from tether.chatd.turn.agents import ChatTools, TurnAgent
 from tether.domain.chat import ChatStatus
 from tether.errors import InvalidInput
 from tether.ids import new_id
+from tether.llm.budget import Budget, attach_budget
 from tether.llm.scripted import Call, Say, script_model
 
 
@@ -240,6 +242,36 @@ async def test_a_model_that_cannot_be_built_fails_the_turn_instead_of_hanging(
     assert chat.status is ChatStatus.ERROR
     assert chat.last_error_code == "invalid_input"
     assert chat.last_error is not None and "OPENAI_API_KEY" in chat.last_error
+
+
+async def test_a_budgeted_chats_agent_measures_every_turn_with_its_own_budget(
+    chatd: Chatd,
+) -> None:
+    """A model with a context window: the chat's agent, built once, measures each turn's
+    requests by that turn's budget through its one capability (chatd/turn/agents.py; a
+    hook left pointing at the first turn's would leave later turns unmeasured); between
+    turns the agent holds no turn's budget. The chat's tools come through the same
+    capability, beside no second toolset."""
+    worker = chatd.start_worker()
+    steps = [Call("read_file", {"path": "x"}), Say("k")]
+    model = attach_budget(script_model(steps), Budget(1_000_000))
+    chat = await chatd.run_chat("one", model)
+    state = worker.state(chat.id)
+    assert state is not None
+    first = state.turn_agent
+    assert isinstance(first, TurnAgent)
+    capabilities = first.agent.root_capability.capabilities
+    assert len([c for c in capabilities if isinstance(c, ChatTools)]) == 1
+    assert len(first.agent.toolsets) == 1  # pydantic-ai's own (empty) function toolset
+    for text in ("two", "three"):
+        await chatd.send(chat.id, text)
+        await chatd.wait_status(chat.id)
+    assert state.turn_agent is first and first.built == 1 and first.context is None
+    usage = await longchat_of(chatd.graph).store.usage(chat.id)
+    assert len(usage) == 6  # two requests per turn, each measured before it was sent
+    assert all(estimated for _in, _out, estimated in usage)
+    results = await chatd.results(chat.id, "read_file")
+    assert [r["error_code"] for r in results] == ["no_workspace"] * 3  # the tools ran
 
 
 async def test_a_chats_tools_and_agent_are_built_once_and_follow_its_turns(chatd: Chatd) -> None:

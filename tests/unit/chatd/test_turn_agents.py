@@ -1,5 +1,6 @@
 """The chat's one toolset (chatd/turn/agents.py): its own tools listed once per retry
-budget, the turn's workspace MCP tools merged at every step and run by their own toolset."""
+budget, the turn's workspace MCP tools merged at every step and run by their own toolset;
+given to the agent through the ChatTools capability, beside no other toolset."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ from typing import Any
 
 from pydantic_ai import Agent, Tool
 from pydantic_ai import messages as pai
+from pydantic_ai.exceptions import ModelRetry
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 from pydantic_ai.toolsets import FunctionToolset
 
-from tether.chatd.turn.agents import ChatToolset
+from tether.chatd.turn.agents import ChatTools, ChatToolset
 
 
 def _tool(name: str, calls: list[str], **kw: Any) -> Tool[None]:
@@ -106,3 +108,88 @@ async def test_the_kept_listing_sends_what_pydantic_ai_would() -> None:
     await chat.run("again")
     assert sent[0] == sent[1] == sent[2]
     assert sent[1][0].return_schema is None
+
+
+def _chat_agent(model: FunctionModel, toolset: ChatToolset) -> Agent[None, str]:
+    """As ``turn_agent`` builds it (chatd/turn/agents.py)."""
+    return Agent(model, retries=3, capabilities=[ChatTools(toolset)])
+
+
+async def test_through_the_capability_mcp_tools_appear_mid_run_and_run_by_their_own() -> None:
+    calls: list[str] = []
+    current = FunctionToolset[None]()
+
+    async def mine_then_prime() -> str:
+        nonlocal current
+        calls.append("mine")
+        current = FunctionToolset([_tool("echo__echo", calls)])
+        return "ok"
+
+    toolset = ChatToolset([Tool(mine_then_prime, name="mine")], lambda: current)
+    seen: list[set[str]] = []
+    agent = _chat_agent(_model(["mine", "echo__echo", None], seen), toolset)
+    result = await agent.run("go")
+    assert result.output == "done"
+    assert seen == [{"mine"}, {"mine", "echo__echo"}, {"mine", "echo__echo"}]
+    assert calls == ["mine", "echo__echo"]
+
+
+async def test_through_the_capability_the_model_gets_what_pydantic_ai_would_send() -> None:
+    """The same tool definitions as the tools given to the agent directly, every request;
+    pydantic-ai sees one toolset (its own, empty), so it gathers nothing in task groups."""
+    sent: list[list[Any]] = []
+
+    def respond(messages: list[pai.ModelMessage], info: AgentInfo) -> pai.ModelResponse:
+        sent.append([replace(t, toolset_id=None) for t in info.function_tools])
+        return pai.ModelResponse(parts=[pai.TextPart("done")])
+
+    empty = FunctionToolset[None]()
+    plain: Agent[None, str] = Agent(FunctionModel(respond), tools=[_tool("mine", [])])
+    chat = _chat_agent(FunctionModel(respond), ChatToolset([_tool("mine", [])], lambda: empty))
+    await plain.run("go")
+    await chat.run("go")
+    await chat.run("again")
+    assert sent[0] == sent[1] == sent[2]
+    assert len(chat.toolsets) == 1 and not chat.toolsets[0].tools  # type: ignore[attr-defined]
+
+
+async def test_through_the_capability_a_failing_tool_is_retried_as_before() -> None:
+    """A tool's ModelRetry reaches the model and counts against its retries exactly as
+    with the toolset given to the agent directly (same calls, same history)."""
+
+    def run_with(make: Any) -> Any:
+        attempts: list[int] = []
+
+        async def flaky() -> str:
+            attempts.append(1)
+            if len(attempts) < 3:
+                raise ModelRetry("again")
+            return "fine"
+
+        def respond(messages: list[pai.ModelMessage], info: AgentInfo) -> pai.ModelResponse:
+            done = any(
+                isinstance(p, pai.ToolReturnPart) and p.content == "fine"
+                for m in messages
+                for p in m.parts
+            )
+            if done:
+                return pai.ModelResponse(parts=[pai.TextPart("done")])
+            return pai.ModelResponse(parts=[pai.ToolCallPart(tool_name="flaky", args={})])
+
+        empty = FunctionToolset[None]()
+        agent = make(FunctionModel(respond), ChatToolset([Tool(flaky)], lambda: empty))
+        return attempts, agent
+
+    direct_attempts, direct = run_with(
+        lambda model, toolset: Agent(model, retries=3, toolsets=[toolset])
+    )
+    cap_attempts, cap = run_with(_chat_agent)
+    direct_run = await direct.run("go")
+    cap_run = await cap.run("go")
+    assert cap_run.output == direct_run.output == "done"
+    assert len(cap_attempts) == len(direct_attempts) == 3
+
+    def shape(run: Any) -> list[list[str]]:
+        return [[type(p).__name__ for p in m.parts] for m in run.all_messages()]
+
+    assert shape(cap_run) == shape(direct_run)

@@ -6,8 +6,20 @@ close over a :class:`~tether.chatd.tools.base.ToolContext`; a chat runs one turn
 so its cached context is re-pointed at each turn (the chat as of the turn start, the turn's
 workspace-ready hook, a fresh pre-dial gate) instead of being rebuilt. What changes the tool
 set — a root chat or a subagent (SA-4), plan mode (PL-9) — is the cache key; what is per
-turn — the model, the context budget, the workspace MCP toolset — is given to
-``Agent.iter`` (``steps.py``) or read through :class:`TurnAgent` every step.
+turn — the model, the workspace MCP toolset, the context budget — is given to ``Agent.iter``
+(``steps.py``) or read through :class:`TurnAgent` every step.
+
+The agent has one capability of its own (:class:`ChatTools`), which brings it both:
+
+* the chat's toolset, as a wrapper of the agent's assembled toolset rather than through
+  ``toolsets=``: pydantic-ai always combines its own (here empty) function toolset with the
+  toolsets it is given, and with two it lists, prepares and collects instructions from them
+  in an anyio task group per call — 7 task groups and 14 tasks per two-step turn, ≈ 0.35 ms
+  of CPU (with one it awaits in place);
+* the context budget (``chatd/context.py``) of the running turn, rather than a capability
+  given to each run: pydantic-ai binds a run's capabilities and rebuilds its capability
+  tree on every run (≈ 0.4 ms of CPU per turn), an agent's once. Every capability also
+  costs a run-context copy per hook and step, so there is one.
 """
 
 from __future__ import annotations
@@ -17,9 +29,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pydantic_ai import Agent, Tool
+from pydantic_ai.capabilities import AbstractCapability
+from pydantic_ai.models import ModelRequestContext
 from pydantic_ai.tools import RunContext
-from pydantic_ai.toolsets import FunctionToolset, ToolsetTool
+from pydantic_ai.toolsets import AbstractToolset, FunctionToolset, ToolsetTool, WrapperToolset
 
+from tether.chatd.context import ContextBudget
 from tether.chatd.tools import build_tools
 from tether.chatd.tools.base import ChatdDeps, ChatState, ToolContext
 from tether.chatd.turn.prepare import TurnWorkspace
@@ -33,7 +48,8 @@ class ChatToolset(FunctionToolset[None]):
     One toolset instead of the chat's plus a dynamic one (a dynamic toolset is re-entered
     at every step). The chat's own tools have no ``prepare`` function, so their listing
     depends on the run's retry budget alone and is kept (``FunctionToolset`` rebuilds a run
-    context and a tool per tool on every listing), return schemas already cleared.
+    context and a tool per tool on every listing), return schemas already cleared. (A
+    renaming wrapper's name path only reaches a tool's ``prepare``, so it does not matter.)
     """
 
     def __init__(
@@ -46,11 +62,11 @@ class ChatToolset(FunctionToolset[None]):
 
     async def get_tools(self, ctx: RunContext[None]) -> dict[str, ToolsetTool[None]]:
         listed = self._listed
-        if listed is not None and listed[0] == ctx.max_retries and not ctx._tool_name_path:
+        if listed is not None and listed[0] == ctx.max_retries:
             tools = dict(listed[1])
         else:
             tools = await super().get_tools(ctx)
-            if self._static and not ctx._tool_name_path:
+            if self._static:
                 tools = {name: _without_return_schema(tool) for name, tool in tools.items()}
                 self._listed = (ctx.max_retries, dict(tools))
         extra = self._extra()
@@ -59,12 +75,65 @@ class ChatToolset(FunctionToolset[None]):
                 tools.setdefault(name, tool)
         return tools
 
+    def owns(self, name: str) -> bool:
+        """Whether ``name`` is one of the chat's tools or the turn's workspace MCP tools."""
+        return name in self.tools or name in self._extra().tools
+
     async def call_tool(
         self, name: str, tool_args: dict[str, Any], ctx: RunContext[None], tool: ToolsetTool[None]
     ) -> Any:
         if tool.toolset is not self:  # a workspace MCP tool: its own toolset runs it
             return await tool.toolset.call_tool(name, tool_args, ctx, tool)
         return await super().call_tool(name, tool_args, ctx, tool)
+
+
+@dataclass
+class _WithChatTools(WrapperToolset[None]):
+    """The agent's assembled toolset (its own function toolset: empty) with the chat's."""
+
+    chat: ChatToolset
+
+    async def get_tools(self, ctx: RunContext[None]) -> dict[str, ToolsetTool[None]]:
+        tools = await self.chat.get_tools(ctx)
+        for name, tool in (await self.wrapped.get_tools(ctx)).items():
+            tools.setdefault(name, tool)  # a chat tool is never shadowed
+        return tools
+
+    async def call_tool(
+        self, name: str, tool_args: dict[str, Any], ctx: RunContext[None], tool: ToolsetTool[None]
+    ) -> Any:
+        if self.chat.owns(name):
+            return await self.chat.call_tool(name, tool_args, ctx, tool)
+        return await self.wrapped.call_tool(name, tool_args, ctx, tool)
+
+
+@dataclass
+class ChatTools(AbstractCapability[None]):
+    """The chat agent's one capability: the chat's toolset as a wrapper of the agent's
+    assembled toolset, and the running turn's context budget (``context()``; None without
+    a context window or between turns) measuring every model request (see the module
+    docstring). The chat's tools go past pydantic-ai's ``prepare_tools`` capability hook,
+    which none of the agent's capabilities implement (it sees the agent's own, empty,
+    function toolset); capability toolset wrappers such as tool search still see them, as
+    they wrap this one."""
+
+    toolset: ChatToolset
+    context: Callable[[], ContextBudget | None] = lambda: None
+
+    def get_wrapper_toolset(self, toolset: AbstractToolset[None]) -> AbstractToolset[None]:
+        return _WithChatTools(toolset, self.toolset)
+
+    async def before_model_request(
+        self, ctx: RunContext[None], request_context: ModelRequestContext
+    ) -> ModelRequestContext:
+        budget = self.context()
+        if budget is None:
+            return request_context
+        return await budget.before_model_request(ctx, request_context)
+
+    @classmethod
+    def get_serialization_name(cls) -> str | None:
+        return None
 
 
 def _without_return_schema(tool: ToolsetTool[None]) -> ToolsetTool[None]:
@@ -89,6 +158,7 @@ class TurnAgent:
     agent: Agent[None, str]
     taken: set[str]  # the tool names (a workspace MCP tool may not shadow one)
     turn_ws: TurnWorkspace = field(default_factory=TurnWorkspace)
+    context: ContextBudget | None = None  # the running turn's (its model's window)
     built: int = 1  # how many times this chat's tools were built (tests read it)
 
 
@@ -103,12 +173,14 @@ def turn_agent(deps: ChatdDeps, chat: Chat, state: ChatState) -> TurnAgent:
         ctx.on_workspace_ready = None
         ctx.conns.forget_gate()  # as ToolContext() does: a fresh pre-dial gate per turn
         cached.turn_ws = TurnWorkspace()
+        cached.context = None
         return cached
     ctx = ToolContext(deps, chat, state)
     tools = build_tools(ctx)
     holder: list[TurnAgent] = []
     toolset = ChatToolset(tools, lambda: holder[0].turn_ws.toolset)
-    agent: Agent[None, str] = Agent(None, toolsets=[toolset], retries=3)
+    tools_cap = ChatTools(toolset, lambda: holder[0].context)
+    agent: Agent[None, str] = Agent(None, retries=3, capabilities=[tools_cap])
     built = cached.built + 1 if isinstance(cached, TurnAgent) else 1
     made = TurnAgent(key, ctx, agent, {t.name for t in tools}, built=built)
     holder.append(made)

@@ -121,8 +121,11 @@ class TurnRunner:
         """The turn's tools and agent, then its attempts (attempts.py)."""
         deps = self._deps
         setup = self._setup
+        budget = await self._long.budget(model, chat) if self._long is not None else None
         cached = turn_agent(deps, chat, state)  # the tools and agent, built once per chat
         ctx, turn_ws, taken, agent = cached.ctx, cached.turn_ws, cached.taken, cached.agent
+        if budget is not None:  # the agent's budget hook measures this turn's requests
+            cached.context = ContextBudget(budget, turn_ws.budget, deps.settings.context_keep_steps)
         if self._mcp is not None and not chat.plan_mode:  # PL-9: no MCP discovery
             turn_ws.mcp = McpTurn(
                 self._mcp, ctx, lambda specs: setup.set_mcp(ctx, turn_ws, specs, taken)
@@ -132,15 +135,9 @@ class TurnRunner:
             await setup.workspace_ready(ctx, turn_ws, taken)
 
         ctx.on_workspace_ready = on_ready
-        budget = await self._long.budget(model, chat) if self._long is not None else None
-        capabilities = (
-            [ContextBudget(budget, turn_ws.budget, deps.settings.context_keep_steps)]
-            if budget
-            else []
-        )
 
         async def once() -> None:
-            await run_once(setup, ctx, turn_ws, taken, agent, recorder, model, capabilities)
+            await run_once(setup, ctx, turn_ws, taken, agent, recorder, model)
 
         try:
             return await run_attempts(deps, self._long, chat, model, budget, recorder, once)
@@ -149,4 +146,5 @@ class TurnRunner:
             # toolset and hooks alive until the chat goes idle (a copy of every idle chat's
             # history when the history cache does not hold it)
             cached.turn_ws = TurnWorkspace()
+            cached.context = None
             ctx.on_workspace_ready = None

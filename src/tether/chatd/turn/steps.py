@@ -4,11 +4,8 @@ when the tools have run, parts published as they arrive."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from pydantic_ai import Agent
 from pydantic_ai import messages as pai
-from pydantic_ai.capabilities import AbstractCapability
 from pydantic_ai.models import Model
 
 from tether.chatd import history as history_mod
@@ -33,11 +30,10 @@ async def run_once(
     agent: Agent[None, str],
     recorder: TurnRecorder,
     model: Model,
-    capabilities: Sequence[AbstractCapability[None]] = (),
 ) -> None:
     """One attempt: the setup, then the steps until the model answers without tool calls."""
     try:
-        await _steps(setup, ctx, turn_ws, taken, agent, recorder, model, capabilities)
+        await _steps(setup, ctx, turn_ws, taken, agent, recorder, model)
     finally:
         if turn_ws.mcp is not None:
             await turn_ws.mcp.close()  # late MCP tools are of no use after this run
@@ -51,7 +47,6 @@ async def _steps(
     agent: Agent[None, str],
     recorder: TurnRecorder,
     model: Model,
-    capabilities: Sequence[AbstractCapability[None]],
 ) -> None:
     deps = setup.deps
     long = setup.long
@@ -78,7 +73,6 @@ async def _steps(
         message_history=model_messages,
         instructions=instructions,
         model=model,
-        capabilities=capabilities,
     ) as run:
         async for node in run:
             if Agent.is_model_request_node(node):
