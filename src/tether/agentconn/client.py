@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import socket
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, Literal, TypeVar, overload
 
 import httpx
@@ -281,13 +281,29 @@ class AgentClient:
             if response.status_code >= 400:
                 await response.aread()
                 raise _request_failed(response)
-            async for line in response.aiter_lines():
+            lines = response.aiter_lines()
+            async for line in lines:
                 result = stream.feed(line)
                 if result is not None:
+                    await self._read_to_end(lines)
                     return result
         raise AgentTransportError(
             f"agent at {self.address} ended the command's output stream without a result"
         )
+
+    async def _read_to_end(self, lines: AsyncIterator[str]) -> None:
+        """Read the end of an exec stream, which follows its result line at once. A stream
+        read to its end leaves its connection kept alive for the next request and its
+        generators finished; one left unread costs a closed connection, a new connect and
+        a garbage-collector finalizer task per generator (issue #12). Bounded by the
+        connect timeout: after that (or lines past the result, or a broken end) the result
+        stands and the connection is closed, as before."""
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                async for _ in lines:
+                    return  # a line after the result: not the protocol; drop the connection
+        except (TimeoutError, httpx.TransportError):
+            return
 
     async def process_list(self) -> ProcessList:
         return await self._request("GET", "/processes", ProcessList)
