@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, Literal, TypeVar, overload
 
@@ -47,6 +46,7 @@ from tether.agent.schemas import (
     WriteFileResult,
 )
 from tether.agentconn.execstream import ExecStream, exec_interrupted
+from tether.agentconn.transport import AgentTransport
 from tether.errors import AgentError, AgentRequestFailed, AgentTransportError, AgentUnreachable
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -86,16 +86,9 @@ class AgentClient:
             base_url="http://agent" if uds else f"http://{address}",
             headers={"Authorization": f"Bearer {secret}"},
             timeout=httpx.Timeout(request_timeout, connect=connect_timeout),
-            # Nagle + delayed ACK add ~40 ms to every request whose headers and body are
-            # written separately; an agent round trip should cost about a millisecond.
-            transport=transport
-            or httpx.AsyncHTTPTransport(
-                socket_options=None if uds else [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
-                uds=uds,
-                # Agents speak plain HTTP (``http://`` is fixed above); skip building a
-                # certificate-verifying TLS context, which costs ~20 ms of CPU per client.
-                verify=False,
-            ),
+            # Agents speak plain HTTP/1.1 (``http://`` is fixed above): a lean transport
+            # (tether.agentconn.transport), not httpcore's pool on anyio.
+            transport=transport or AgentTransport(address),
             trust_env=False,  # an agent on 127.0.0.1 must never be reached through a proxy
         )
 

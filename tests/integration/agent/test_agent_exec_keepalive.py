@@ -11,15 +11,15 @@ import json
 import time
 from collections.abc import AsyncIterator
 
-import httpx
 import pytest
 
 from support.agent_procs import RunningAgent
 from tether.agentconn import AgentClient
+from tether.agentconn.transport import AgentTransport
 
 
 async def test_execs_share_one_kept_alive_connection(agent: RunningAgent) -> None:
-    transport = httpx.AsyncHTTPTransport()
+    transport = AgentTransport(agent.address)
     client = AgentClient(
         agent.address,
         agent.secret,
@@ -32,9 +32,8 @@ async def test_execs_share_one_kept_alive_connection(agent: RunningAgent) -> Non
         for i in range(5):
             result = await client.exec(f"echo {i}", timeout_s=10)
             assert result.output == f"{i}\n"
-            connections = transport._pool.connections
-            assert len(connections) == 1 and connections[0].is_idle()
-            seen.add(id(connections[0]))
+            [idle] = transport._idle  # back in the idle list after the complete response
+            seen.add(id(idle))
         assert len(seen) == 1  # never closed and dialled again
     finally:
         await client.aclose()
