@@ -2,8 +2,8 @@
 (issue #12): httpx's request → response seam, without httpcore and anyio underneath.
 
 httpx's own transport (httpcore's pool on anyio, parsed by h11) cost the server about
-0.95 ms of CPU per exec round trip and 0.5 ms per small request; this one about half
-(``bench/README.md``). It keeps what an agent needs and nothing else:
+0.95 ms of CPU per exec round trip and 0.5 ms per small request, measured against a real
+agent; this one about half of that. It keeps what an agent needs and nothing else:
 
 * kept-alive connections on asyncio streams (TCP with ``TCP_NODELAY``, or the unix socket
   of a ``unix:<path>`` address), one per request in flight; a connection goes back to
