@@ -16,7 +16,7 @@ import tempfile
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -27,8 +27,10 @@ from pydantic_ai.models.function import FunctionModel
 from tether.chatd.binding import AgentDialer
 from tether.chatd.install import install_chatd
 from tether.demo import kill_workspace_processes
+from tether.eventloop import run
 from tether.gctune import tune_collector
 from tether.llm.scripted import zero_latency_execute_model
+from tether.settings import Settings
 from tether.testing.harness import RunningServer, fast_settings, running_server
 
 T = TypeVar("T")
@@ -389,6 +391,13 @@ async def chat_worker(graph: Any, **install: Any) -> AsyncIterator[None]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+def run_in_server_loop(main: Coroutine[Any, Any, T]) -> T:
+    """Run a bench whose server is in this process on the event loop ``tether server``
+    runs on (``event_loop``: uvloop when importable; src/tether/eventloop.py), so the
+    bench measures what production runs."""
+    return run(main, Settings().event_loop)
 
 
 def server_client(srv: RunningServer, limits: httpx.Limits | None = None) -> httpx.AsyncClient:

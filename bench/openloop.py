@@ -38,7 +38,6 @@ send_lateness_ms_p99, cpu_ms_per_turn, client_cpu_ms_per_turn}``) and
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import os
@@ -59,6 +58,7 @@ from bench.benchlib import (
     loadavg,
     pct,
     process_figures,
+    run_in_server_loop,
     timed_server,
 )
 from bench.client import Answer, Clients
@@ -229,4 +229,4 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    print(json.dumps(asyncio.run(main(parse_args()))))
+    print(json.dumps(run_in_server_loop(main(parse_args()))))

@@ -53,7 +53,7 @@ import greenlet
 import httpx
 import sqlalchemy as sa
 
-from bench.benchlib import GcMeter, cpu_seconds, loadavg, pct, timed_server
+from bench.benchlib import GcMeter, cpu_seconds, loadavg, pct, run_in_server_loop, timed_server
 from bench.client import Clients
 from tether.db.engine import StatementCounter
 
@@ -312,7 +312,7 @@ if __name__ == "__main__":
         help="count and time the server's garbage collections during the turn phase",
     )
     args = parser.parse_args()
-    result = asyncio.run(
+    result = run_in_server_loop(
         main(
             args.chats,
             args.turns,

@@ -7,6 +7,7 @@ import functools
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import uvicorn
@@ -14,7 +15,9 @@ import uvicorn
 from tether.agentconn.liveness import follow_liveness
 from tether.api.app import BackgroundJob, create_app
 from tether.api.metrics import serve_metrics
+from tether.eventloop import running_loop_name
 from tether.gctune import tune_collector
+from tether.httpparser import parser_choice, uvicorn_http
 from tether.settings import Settings
 from tether.wiring import Graph, graph_context
 
@@ -53,7 +56,9 @@ def background_jobs(graph: Graph) -> list[BackgroundJob]:
     return jobs
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings, *, announce: Callable[[str], None] | None = None) -> None:
+    """Serve until stopped; ``announce`` is told, once, the event loop and the HTTP parser
+    the server runs on (``tether server`` prints it)."""
     async with graph_context(settings) as graph:
         await bootstrap(graph)
         app = create_app(graph, background=background_jobs(graph))
@@ -63,7 +68,13 @@ async def serve(settings: Settings) -> None:
             host=settings.host,
             port=settings.port,
             log_level="warning",
+            http=uvicorn_http(settings.http_parser),
             ws="websockets-sansio",
             timeout_graceful_shutdown=5,
         )
+        if announce is not None:
+            announce(
+                f"event loop {running_loop_name()}, "
+                f"HTTP parser {parser_choice(settings.http_parser)}"
+            )
         await uvicorn.Server(config).serve()

@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     # collections and run young collections every gc_gen0_threshold allocations
     gc_tune: bool = True
     gc_gen0_threshold: int = Field(default=10_000, ge=100, le=1_000_000)
+    # the server's event loop and HTTP parser (src/tether/eventloop.py, httpparser.py): auto is
+    # uvloop and httptools when importable; asyncio / h11 are the operator's fallback
+    event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
+    http_parser: Literal["auto", "h11", "httptools"] = "auto"
     # --- observability (README "Operating tether") ----------------------------------------
     log_format: Literal["text", "json"] = "text"  # json: one object a line, with the work's ids
     # host:port of an unauthenticated /metrics listener (a private interface)

@@ -4,15 +4,18 @@ in a temp data dir (scaled-down timings), driven through the real CLI
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from support.cli_server import running_server
+from support.rawhttp import endless_head, exchange
 from tether.demo import PYTHON_TEMPLATE, LocalServer, free_port
 
 pytestmark = pytest.mark.integration
@@ -169,3 +172,31 @@ def test_failing_startup_script_exits_1(cli: Cli, tmp_path: Path) -> None:
     assert "start_error" in result.stderr
     assert "about to fail" in result.stderr  # the tail of the agent's startup-script log
     cli.ok("ws", "delete", "acc-fail", "--yes")
+
+
+# --- the server's event loop and HTTP parser (issue #12; src/tether/eventloop.py) ---------
+
+
+def test_server_runs_on_uvloop_and_httptools(server: LocalServer) -> None:
+    """A real ``tether server`` with the default settings says what it serves on: uvloop
+    and the bounded httptools protocol, so every test of this module runs on them."""
+    assert "event loop uvloop, HTTP parser httptools" in server.log_path.read_text()
+
+
+def test_server_refuses_an_endless_head(server: LocalServer) -> None:
+    """httptools in the real process: a head that never ends gets a 400 and a closed
+    connection (the bound of src/tether/httpparser.py), and the server keeps serving."""
+    answer = asyncio.run(endless_head(server.url))
+    assert answer.closed and answer.refused, answer.data[:200]
+    answer = asyncio.run(exchange(server.url, b"\x00garbage\r\n\r\n"))
+    assert answer.closed and answer.statuses == [400], answer.data[:200]
+    assert httpx.get(f"{server.url}/api/v1/health", timeout=10).status_code == 200
+
+
+def test_server_falls_back_to_asyncio_and_h11(tmp_path: Path) -> None:
+    """The operator's fallback: TETHER_EVENT_LOOP=asyncio, TETHER_HTTP_PARSER=h11."""
+    env = {"TETHER_EVENT_LOOP": "asyncio", "TETHER_HTTP_PARSER": "h11"}
+    with running_server(tmp_path / "fallback", env=env) as srv:
+        assert "event loop asyncio, HTTP parser h11" in srv.log_path.read_text()
+        answer = asyncio.run(endless_head(srv.url))
+        assert answer.closed and answer.refused, answer.data[:200]

@@ -22,8 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import socket
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, Literal, TypeVar, overload
 
 import httpx
@@ -47,6 +46,7 @@ from tether.agent.schemas import (
     WriteFileResult,
 )
 from tether.agentconn.execstream import ExecStream, exec_interrupted
+from tether.agentconn.transport import AgentTransport
 from tether.errors import AgentError, AgentRequestFailed, AgentTransportError, AgentUnreachable
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -86,16 +86,9 @@ class AgentClient:
             base_url="http://agent" if uds else f"http://{address}",
             headers={"Authorization": f"Bearer {secret}"},
             timeout=httpx.Timeout(request_timeout, connect=connect_timeout),
-            # Nagle + delayed ACK add ~40 ms to every request whose headers and body are
-            # written separately; an agent round trip should cost about a millisecond.
-            transport=transport
-            or httpx.AsyncHTTPTransport(
-                socket_options=None if uds else [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
-                uds=uds,
-                # Agents speak plain HTTP (``http://`` is fixed above); skip building a
-                # certificate-verifying TLS context, which costs ~20 ms of CPU per client.
-                verify=False,
-            ),
+            # Agents speak plain HTTP/1.1 (``http://`` is fixed above): a lean transport
+            # (tether.agentconn.transport), not httpcore's pool on anyio.
+            transport=transport or AgentTransport(address),
             trust_env=False,  # an agent on 127.0.0.1 must never be reached through a proxy
         )
 
@@ -281,13 +274,29 @@ class AgentClient:
             if response.status_code >= 400:
                 await response.aread()
                 raise _request_failed(response)
-            async for line in response.aiter_lines():
+            lines = response.aiter_lines()
+            async for line in lines:
                 result = stream.feed(line)
                 if result is not None:
+                    await self._read_to_end(lines)
                     return result
         raise AgentTransportError(
             f"agent at {self.address} ended the command's output stream without a result"
         )
+
+    async def _read_to_end(self, lines: AsyncIterator[str]) -> None:
+        """Read the end of an exec stream, which follows its result line at once. A stream
+        read to its end leaves its connection kept alive for the next request and its
+        generators finished; one left unread costs a closed connection, a new connect and
+        a garbage-collector finalizer task per generator (issue #12). Bounded by the
+        connect timeout: after that (or lines past the result, or a broken end) the result
+        stands and the connection is closed, as before."""
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                async for _ in lines:
+                    return  # a line after the result: not the protocol; drop the connection
+        except (TimeoutError, httpx.TransportError):
+            return
 
     async def process_list(self) -> ProcessList:
         return await self._request("GET", "/processes", ProcessList)

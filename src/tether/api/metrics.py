@@ -22,6 +22,7 @@ from tether.api.deps import EngineDep, MetricsDep
 from tether.cancellation import cancel_and_wait
 from tether.db import tables as t
 from tether.errors import TetherError
+from tether.httpparser import uvicorn_http
 from tether.observability.metrics import Metrics
 
 if TYPE_CHECKING:
@@ -112,6 +113,7 @@ async def serve_metrics(graph: Graph) -> None:
         host=host,
         port=port,
         log_level="warning",
+        http=uvicorn_http(graph.settings.http_parser),
         lifespan="off",
     )
     server = uvicorn.Server(config)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import logging
 from pathlib import Path
 from typing import Annotated, Any
@@ -38,6 +38,7 @@ def server(
     from pydantic import ValidationError
 
     from tether.errors import TetherError
+    from tether.eventloop import run
     from tether.observability.logs import configure_logging
     from tether.server import serve
     from tether.settings import Settings
@@ -69,7 +70,7 @@ def server(
     _check_sandbox(settings)
     typer.echo(f"tether server on {settings.server_url()} (data in {settings.data_dir})", err=True)
     try:
-        asyncio.run(serve(settings))
+        run(serve(settings, announce=functools.partial(typer.echo, err=True)), settings.event_loop)
     except KeyboardInterrupt:
         pass
     except TetherError as exc:

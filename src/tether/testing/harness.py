@@ -35,6 +35,7 @@ from tether.chatd.worker import ChatWorker
 from tether.db.chats import ChatStore
 from tether.domain.chat import Chat, ChatStatus
 from tether.domain.user import User
+from tether.httpparser import uvicorn_http
 from tether.server import background_jobs, bootstrap
 from tether.settings import Settings
 from tether.wiring import Graph, build_graph
@@ -150,6 +151,7 @@ async def serve_app(
             host="127.0.0.1",
             port=settings.port,
             log_level="warning",
+            http=uvicorn_http(settings.http_parser),  # as `tether server` (src/tether/server.py)
             ws="websockets-sansio",
             timeout_graceful_shutdown=graceful_shutdown_s,
         )
