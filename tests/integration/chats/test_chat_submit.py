@@ -92,14 +92,14 @@ async def test_send_racing_the_end_of_a_turn_never_strands_a_message(
 
 
 async def test_a_finish_waiting_on_a_send_that_queues_promotes_its_message(
-    engine: AsyncEngine,
+    pg_engine: AsyncEngine,
 ) -> None:
     """PostgreSQL's one-statement finish (db/chatclaims.py): a send holds the chat row and
     queues a message; the finish that waited for that row must see the message and promote
     it — a READ COMMITTED ``NOT EXISTS`` looks at the queue as of before the wait and
     settles the chat past it (stranded on an idle chat)."""
-    if engine.dialect.name != "postgresql":
-        pytest.skip("SQLite has one writer: the finish cannot start while the send writes")
+    # PostgreSQL only: on SQLite (one writer) the finish cannot start while the send writes.
+    engine = pg_engine
     store, chat_id = await _setup(engine)
     worker = new_id()
     assert await store.claim(worker, limit=1)
