@@ -18,6 +18,7 @@ What differs on uvloop, and why it does not matter here:
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 from collections.abc import Callable, Coroutine
 from typing import Any, Literal, TypeVar
 
@@ -28,20 +29,23 @@ T = TypeVar("T")
 LoopName = Literal["asyncio", "uvloop"]
 
 
+def fast_choice(setting: str, *, field: str, fast: str, fallback: str) -> str:
+    """What an ``auto | <fallback> | <fast>`` setting selects: ``auto`` is the ``fast``
+    module when it is importable, else ``fallback``. A forced ``fast`` that is missing is a
+    configuration error naming ``field``."""
+    if setting == fallback:
+        return fallback
+    available = importlib.util.find_spec(fast) is not None
+    if setting == fast and not available:
+        raise TetherError(f"{field} is {fast} but {fast} is not installed")
+    return fast if available else fallback
+
+
 def loop_choice(setting: str) -> LoopName:
     """The loop ``setting`` (``auto``, ``asyncio`` or ``uvloop``) selects: ``auto`` is uvloop
     when it is importable. A forced ``uvloop`` that is missing is a configuration error."""
-    if setting == "asyncio":
-        return "asyncio"
-    try:
-        import uvloop  # noqa: F401
-    except ImportError:
-        available = False
-    else:
-        available = True
-    if setting == "uvloop" and not available:
-        raise TetherError("event_loop is uvloop but uvloop is not installed")
-    return "uvloop" if available else "asyncio"
+    choice = fast_choice(setting, field="event_loop", fast="uvloop", fallback="asyncio")
+    return "uvloop" if choice == "uvloop" else "asyncio"
 
 
 def loop_factory(name: LoopName) -> Callable[[], asyncio.AbstractEventLoop] | None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 from typing import Any, Literal
 
-from tether.errors import TetherError
+from tether.eventloop import fast_choice
 
 ParserName = Literal["h11", "httptools"]
 
@@ -27,17 +27,8 @@ def parser_choice(setting: str) -> ParserName:
     """The parser ``setting`` (``auto``, ``h11`` or ``httptools``) selects: ``auto`` is
     httptools when it is importable. A forced ``httptools`` that is missing is a
     configuration error."""
-    if setting == "h11":
-        return "h11"
-    try:
-        import httptools  # noqa: F401
-    except ImportError:
-        available = False
-    else:
-        available = True
-    if setting == "httptools" and not available:
-        raise TetherError("http_parser is httptools but httptools is not installed")
-    return "httptools" if available else "h11"
+    choice = fast_choice(setting, field="http_parser", fast="httptools", fallback="h11")
+    return "httptools" if choice == "httptools" else "h11"
 
 
 def uvicorn_http(setting: str) -> Any:
