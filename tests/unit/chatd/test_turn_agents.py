@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+import pytest
 from pydantic_ai import Agent, Tool
 from pydantic_ai import messages as pai
 from pydantic_ai.exceptions import ModelRetry
@@ -37,7 +38,15 @@ def _model(plan: list[str | None], seen: list[set[str]]) -> FunctionModel:
     return FunctionModel(respond)
 
 
-async def test_mcp_tools_appear_mid_run_and_run_through_their_own_toolset() -> None:
+def _chat_agent(model: FunctionModel, toolset: ChatToolset) -> Agent[None, str]:
+    """As ``turn_agent`` builds it (chatd/turn/agents.py)."""
+    return Agent(model, retries=3, capabilities=[ChatTools(toolset)])
+
+
+@pytest.mark.parametrize("through", ["toolsets", "capability"])
+async def test_mcp_tools_appear_mid_run_and_run_through_their_own_toolset(through: str) -> None:
+    """Given to the agent as a toolset, or through ``ChatTools`` as the chat's agent gets
+    it (chatd/turn/agents.py): the same steps either way."""
     calls: list[str] = []
     current = FunctionToolset[None]()
 
@@ -50,8 +59,11 @@ async def test_mcp_tools_appear_mid_run_and_run_through_their_own_toolset() -> N
 
     toolset = ChatToolset([Tool(mine_then_prime, name="mine")], lambda: current)
     seen: list[set[str]] = []
-    agent: Agent[None, str] = Agent(
-        _model(["mine", "echo__echo", None], seen), toolsets=[toolset], retries=3
+    model = _model(["mine", "echo__echo", None], seen)
+    agent: Agent[None, str] = (
+        Agent(model, toolsets=[toolset], retries=3)
+        if through == "toolsets"
+        else _chat_agent(model, toolset)
     )
     result = await agent.run("go")
     assert result.output == "done"
@@ -108,30 +120,6 @@ async def test_the_kept_listing_sends_what_pydantic_ai_would() -> None:
     await chat.run("again")
     assert sent[0] == sent[1] == sent[2]
     assert sent[1][0].return_schema is None
-
-
-def _chat_agent(model: FunctionModel, toolset: ChatToolset) -> Agent[None, str]:
-    """As ``turn_agent`` builds it (chatd/turn/agents.py)."""
-    return Agent(model, retries=3, capabilities=[ChatTools(toolset)])
-
-
-async def test_through_the_capability_mcp_tools_appear_mid_run_and_run_by_their_own() -> None:
-    calls: list[str] = []
-    current = FunctionToolset[None]()
-
-    async def mine_then_prime() -> str:
-        nonlocal current
-        calls.append("mine")
-        current = FunctionToolset([_tool("echo__echo", calls)])
-        return "ok"
-
-    toolset = ChatToolset([Tool(mine_then_prime, name="mine")], lambda: current)
-    seen: list[set[str]] = []
-    agent = _chat_agent(_model(["mine", "echo__echo", None], seen), toolset)
-    result = await agent.run("go")
-    assert result.output == "done"
-    assert seen == [{"mine"}, {"mine", "echo__echo"}, {"mine", "echo__echo"}]
-    assert calls == ["mine", "echo__echo"]
 
 
 async def test_through_the_capability_the_model_gets_what_pydantic_ai_would_send() -> None:
