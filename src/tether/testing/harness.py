@@ -222,6 +222,15 @@ def agent_pid_on_disk(data_dir: Path, workspace_id: uuid.UUID) -> int:
 TERMINAL = (ChatStatus.WAITING, ChatStatus.ERROR)
 
 
+async def _cancel_and_raise(task: asyncio.Task[None] | None) -> None:
+    """Cancel ``task`` and wait for it; an error it died of is raised (unlike
+    :func:`~tether.cancellation.cancel_and_wait`, which drops it: a test must see it)."""
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 class ChatDriver:
     """Mixin; the host provides ``server``, ``owner``, the scripted ``models`` (by chat or
     root chat id), ``child_models`` (by parent id), ``default_model`` and ``worker``."""
@@ -257,12 +266,8 @@ class ChatDriver:
     # --- the worker and the provisioner, as tasks of the test's loop ---------------------
 
     async def stop_worker(self) -> None:
-        """Cancel the worker's task and wait for it (an error it died of is raised)."""
         task, self._worker_task = self._worker_task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await _cancel_and_raise(task)
 
     def resume_provisioner(self) -> None:
         if self._prov_task is None:
@@ -270,10 +275,7 @@ class ChatDriver:
 
     async def pause_provisioner(self) -> None:
         task, self._prov_task = self._prov_task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await _cancel_and_raise(task)
 
     # --- chats -----------------------------------------------------------------------------
 
