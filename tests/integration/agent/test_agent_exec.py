@@ -185,9 +185,16 @@ async def test_background_output_keeps_the_tail(client: AgentClient) -> None:
     assert len(out.output.encode()) <= 32 * 1024
 
 
-async def test_agent_stays_responsive_while_commands_run(client: AgentClient) -> None:
-    long = asyncio.create_task(client.exec("sleep 1"))
-    await asyncio.sleep(0.1)
+async def test_agent_stays_responsive_while_commands_run(
+    agent: RunningAgent, client: AgentClient
+) -> None:
+    started = agent.home / "long-started"
+    long = asyncio.create_task(client.exec(f"touch {started}; sleep 1"))
+
+    async def running() -> bool:
+        return started.exists()
+
+    await poll(running)  # the long command runs while the health check is asked
     start = time.monotonic()
     health = await client.health()
     assert health.status == "ok"

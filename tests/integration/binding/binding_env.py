@@ -14,6 +14,7 @@ import contextlib
 import contextvars
 import os
 import re
+import select
 import signal
 import socket
 import time
@@ -181,15 +182,30 @@ class ToolTimer:
         ]
 
 
+@dataclass
+class BlackHole:
+    """A listening socket nobody accepts on: the kernel completes a client's handshake, then
+    nothing ever answers."""
+
+    listener: socket.socket
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.listener.getsockname()[1]}"
+
+    def dialled(self) -> bool:
+        """Whether a connection waits in the accept queue (a dial reached the hole)."""
+        return bool(select.select([self.listener], [], [], 0)[0])
+
+
 @contextlib.contextmanager
-def tcp_black_hole() -> Iterator[str]:
-    """An address that accepts TCP connections (the kernel completes the handshake) but never
-    answers: a listening socket nobody accepts on."""
+def tcp_black_hole() -> Iterator[BlackHole]:
+    """An address that accepts TCP connections but never answers."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(64)
     try:
-        yield f"127.0.0.1:{listener.getsockname()[1]}"
+        yield BlackHole(listener)
     finally:
         listener.close()
 

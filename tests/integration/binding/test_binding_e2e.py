@@ -117,7 +117,7 @@ async def test_e2e4_e2e8_gc13_gc14_stopped_workspace_is_typed_within_target(
         env.start_worker()
     with tcp_black_hole() as hole:
         if address == "black_hole":  # the old agent's address accepts TCP, never answers
-            await env.set_agent(agent.id, dial_address=hole)
+            await env.set_agent(agent.id, dial_address=hole.address)
         dials = len(env.dialer.calls)
         chat = await env.turn(chat.id, "two")
     assert chat.status is ChatStatus.WAITING, chat.last_error

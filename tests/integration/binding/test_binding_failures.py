@@ -124,7 +124,7 @@ async def test_e2e10_gc16_dial_that_never_completes_is_dial_timeout(env: Binding
     env.start_worker(dial_timeout_s=dial_timeout)
     with tcp_black_hole() as hole:
         # the agent process keeps pinging (the DB says connected) but its address hangs
-        await env.set_agent(agent.id, dial_address=hole)
+        await env.set_agent(agent.id, dial_address=hole.address)
         chat = await env.new_chat(
             "one", EXECUTE, workspace_id=ws, build_id=agent.build_id, agent_id=agent.id
         )
@@ -143,15 +143,15 @@ async def test_e2e10_wk4_interrupt_during_dial_is_an_interrupt(env: BindingEnv) 
     ws, agent = await env.create_workspace()
     env.start_worker(dial_timeout_s=5.0)
     with tcp_black_hole() as hole:
-        await env.set_agent(agent.id, dial_address=hole)
+        await env.set_agent(agent.id, dial_address=hole.address)
         chat = await env.new_chat(
             "one", EXECUTE, workspace_id=ws, build_id=agent.build_id, agent_id=agent.id
         )
         deadline = time.monotonic() + 10
-        while not env.spans_open(chat.id, "execute"):  # the execute call is dialling
-            assert time.monotonic() < deadline, "execute never started"
+        # the turn's dial waits in the hole and the execute call waits for that dial
+        while not (hole.dialled() and env.spans_open(chat.id, "execute")):
+            assert time.monotonic() < deadline, "execute never waited on a dial"
             await asyncio.sleep(0.01)
-        await asyncio.sleep(0.1)
         asked = time.monotonic()
         await env.chats.transition(chat.id, ChatStatus.INTERRUPTING, interrupt_requested=True)
         await env.graph.bus.publish(f"chat:{chat.id}", {"type": "interrupt"})

@@ -30,18 +30,20 @@ async def test_resumed_subscriber_gets_live_deltas_of_a_turn_after_restart(
     env.models[chat.id] = model
     received: list[Outgoing] = []
     answered = asyncio.Event()
+    subscribed = asyncio.Event()  # the first item (the status) comes after the subscription
 
     async def follow() -> None:
         async for item in follow_chat(
             env.chats, env.graph.hub, chat.id, after=(last_seq, 0), poll_s=0.05
         ):
+            subscribed.set()
             received.append(item)
             if item.event == "message" and item.data and item.data["role"] == "assistant":
                 answered.set()
 
     follower = asyncio.create_task(follow())
     try:
-        await asyncio.sleep(0.1)  # subscribed before the turn starts
+        await asyncio.wait_for(subscribed.wait(), 15)  # subscribed before the turn starts
         await env.send(chat.id, "two")
         env.start_worker()
         await asyncio.wait_for(answered.wait(), 15)

@@ -34,14 +34,21 @@ async def _wait_idle(client: httpx.AsyncClient, chat_id: str) -> None:
 
 
 async def _read_stream(
-    client: httpx.AsyncClient, chat_id: str, after: str, out: list[tuple[str, str, Any]]
+    client: httpx.AsyncClient,
+    chat_id: str,
+    after: str,
+    out: list[tuple[str, str, Any]],
+    subscribed: asyncio.Event,
 ) -> None:
-    """Events with an id, until a final status with an id (one the turn published)."""
+    """Events with an id, until a final status with an id (one the turn published).
+    ``subscribed`` is set at the first line: the stream sends its first event (the chat's
+    status) after it has subscribed to the hub and the relay."""
     async with client.stream(
         "GET", f"/api/v1/chats/{chat_id}/stream", headers={"Last-Event-ID": after}
     ) as stream:
         event, ev_id = "", ""
         async for line in stream.aiter_lines():
+            subscribed.set()
             if line.startswith("event:"):
                 event = line.removeprefix("event:").strip()
             elif line.startswith("id:"):
@@ -77,8 +84,12 @@ async def test_api_only_process_relays_every_event_of_a_turn_run_elsewhere(tmp_p
 
         published: list[tuple[str, str, Any]] = []  # ground truth: the running process's hub
 
+        recording = asyncio.Event()
+        reading = asyncio.Event()
+
         async def record() -> None:
             async with runner.graph.hub.subscribe(uuid.UUID(chat_id)) as queue:
+                recording.set()
                 while True:
                     ev = await queue.get()
                     published.append((ev.id, ev.event, json.loads(json.dumps(ev.data))))
@@ -87,8 +98,16 @@ async def test_api_only_process_relays_every_event_of_a_turn_run_elsewhere(tmp_p
 
         seen: list[tuple[str, str, Any]] = []
         recorder = asyncio.create_task(record())
-        reader = asyncio.create_task(_read_stream(api.client, chat_id, after, seen))
-        await asyncio.sleep(0.3)  # both subscribed (the stream LISTENs before its first poll)
+        reader = asyncio.create_task(_read_stream(api.client, chat_id, after, seen, reading))
+        async with asyncio.timeout(30):  # both subscribed
+            await recording.wait()
+            await reading.wait()
+        relay = api.graph.chat_service.stream_remote
+        assert isinstance(relay, StreamRelay)
+        deadline = asyncio.get_running_loop().time() + 30
+        while not relay.live():  # the API process's relay listens
+            assert asyncio.get_running_loop().time() < deadline, "the relay never listened"
+            await asyncio.sleep(0.01)
         words = "alpha beta gamma delta epsilon zeta eta theta"
         r = await api.client.post(f"/api/v1/chats/{chat_id}/messages", json={"content": words})
         assert r.status_code == 200, r.text
