@@ -12,7 +12,10 @@ each turn, and a StatementCounter on the engine. Measures, over >= --trials tria
   old agent's process gone (connection refused) and with its address black-holed (accepts
   TCP, never answers);
 * rebuild between turns: time of the first tool call after the rebuild (old dial fails →
-  validation → switch → binding rewritten).
+  validation → switch → binding rewritten);
+* the same two on a cold worker (a new worker, as after a restart or an idle chat forgotten,
+  that heard no build event): the turn's pre-dial gate reads the latest build, so neither
+  the black-holed stopped agent nor the stale one is dialled.
 
 Prints figures, then one JSON object as the last line.
 
@@ -30,6 +33,7 @@ import time
 import uuid
 from pathlib import Path
 
+import bench.testpath  # noqa: F401  (before the tests' modules)
 from bench.benchlib import pct
 from tests.integration.binding.binding_env import (
     BindingEnv,
@@ -106,7 +110,7 @@ async def main(trials: int) -> dict[str, float]:
                 stopped.append(tool_s)
                 stopped_turn.append(turn_s)
                 with tcp_black_hole() as hole:
-                    await env.set_agent(agent.id, dial_address=hole)
+                    await env.set_agent(agent.id, dial_address=hole.address)
                     holed.append((await _turn(env, chat.id, "workspace_stopped"))[0])
                 await _start(env, ws)
             print(
@@ -129,6 +133,33 @@ async def main(trials: int) -> dict[str, float]:
                 f" p50 {pct(repair, 50) * 1000:.1f}ms max {max(repair) * 1000:.1f}ms; the tool"
                 f" call alone: p50 {pct(repair_tool, 50) * 1000:.1f}ms"
             )
+            # --- the same, cold: a new worker that heard nothing of the stop or rebuild ----
+            cold_holed, cold_repair, cold_dials = [], [], []
+            for _ in range(trials):
+                await _turn(env, chat.id, None)
+                agent = (await env.graph.agents.latest_build_agents(ws))[0]
+                await env.stop_worker()
+                await env.stop_workspace(ws)
+                with tcp_black_hole() as hole:
+                    await env.set_agent(agent.id, dial_address=hole.address)
+                    env.start_worker()
+                    before = len(env.dialer.calls)
+                    cold_holed.append((await _turn(env, chat.id, "workspace_stopped"))[0])
+                    cold_dials.append(len(env.dialer.calls) - before)
+                await _start(env, ws)
+                await _turn(env, chat.id, None)
+                await env.stop_worker()
+                await env.rebuild(ws)
+                env.start_worker()
+                before = len(env.dialer.calls)
+                cold_repair.append((await _turn(env, chat.id, None))[1])
+                cold_dials.append(len(env.dialer.calls) - before - 1)  # the new agent's dial
+            print(
+                f"cold worker x{trials}: black-holed stopped workspace p50 "
+                f"{pct(cold_holed, 50) * 1000:.1f}ms max {max(cold_holed) * 1000:.1f}ms; rebuild "
+                f"repair (message sent → first tool result) p50 {pct(cold_repair, 50) * 1000:.1f}ms"
+                f" max {max(cold_repair) * 1000:.1f}ms; stale dials max {max(cold_dials)}"
+            )
     return {
         "warm_turn_resolution_queries": max(queries),
         "warm_turn_dials": max(dials),
@@ -138,6 +169,9 @@ async def main(trials: int) -> dict[str, float]:
         "blackhole_stopped_error_s_max": round(max(holed), 4),
         "rebuild_repair_s_p50": round(pct(repair, 50), 4),
         "rebuild_repair_s_max": round(max(repair), 4),
+        "cold_blackhole_stopped_error_s_max": round(max(cold_holed), 4),
+        "cold_rebuild_repair_s_p50": round(pct(cold_repair, 50), 4),
+        "cold_stale_dials_max": max(cold_dials),
     }
 
 

@@ -29,6 +29,7 @@ import time
 import uuid
 from pathlib import Path
 
+import bench.testpath  # noqa: F401  (before the tests' modules)
 from tests.integration.binding.binding_env import BindingEnv, binding_env
 from tether.domain.chat import ChatStatus
 from tether.llm.scripted import Call, Say, script_model

@@ -271,6 +271,8 @@ class BindingEnv(ChatDriver):
         self.settings = self.settings.model_copy(update={"port": free_port()})
         self._stack = contextlib.AsyncExitStack()
         self.server = await self._stack.enter_async_context(running_server(self.settings))
+        # the new graph's agent-client cache (the old one is closed with the old server)
+        self.dialer.inner = AgentDialer(clients=self.graph.agent_clients)
         self.resume_provisioner()
 
     # --- chats ----------------------------------------------------------------------------

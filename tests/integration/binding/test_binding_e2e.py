@@ -62,14 +62,18 @@ async def test_e2e1_ten_turns_bind_once_then_zero_queries_and_dials(env: Binding
         assert resolution_queries(span.statements) == [], span.statements
 
 
-@pytest.mark.parametrize("events", ["event", "lost_event"])
+@pytest.mark.parametrize("events", ["event", "lost_event", "cold"])
 async def test_e2e2_e2e6_gc3_rebuild_between_turns_is_repaired_silently(
     env: BindingEnv, events: str
 ) -> None:
+    """``lost_event``: the worker hears neither the build event nor the old agent's session
+    end, so its conn stays cached; ``cold``: a new worker (a restart, or a chat forgotten
+    while idle) with nothing cached, which heard nothing of the rebuild."""
     ws, old = await env.create_workspace()
     worker = env.start_worker()
-    if events == "lost_event":  # polling/validation must be enough on its own
+    if events == "lost_event":  # validation must be enough on its own
         worker.on_build_event = lambda _event: None  # type: ignore[method-assign]
+        env.graph.liveness.remove_listener(worker.on_agent_down)
     chat = await env.new_chat("one", EXECUTE, workspace_id=ws)
     chat = await env.wait_status(chat.id)
     assert chat.agent_id == old.id
@@ -77,6 +81,9 @@ async def test_e2e2_e2e6_gc3_rebuild_between_turns_is_repaired_silently(
     assert new.id != old.id and new.build_id != old.build_id
     old_row = await env.graph.agents.get(old.id)
     assert old_row.disconnected_at is not None  # E2E-6: the old row says disconnected
+    if events == "cold":
+        await env.stop_worker()
+        env.start_worker()
     dials = len(env.dialer.calls)
     sent = time.monotonic()
     chat = await env.turn(chat.id, "two")
@@ -85,8 +92,9 @@ async def test_e2e2_e2e6_gc3_rebuild_between_turns_is_repaired_silently(
     # the binding is rewritten, build and agent together
     assert (chat.workspace_id, chat.build_id, chat.agent_id) == (ws, new.build_id, new.id)
     # with the build event the latest build is checked before any dial (docs/behaviour.md
-    # §4.7): the old agent is never dialled; without it, lazy validation repairs the dial
-    expected = [new.id] if events == "event" else [old.id, new.id]
+    # §4.7), and a cold turn's pre-dial gate reads it anyway (§4.3): the old agent is never
+    # dialled; a warm conn with the event lost is repaired by the lazy validation
+    expected = [old.id, new.id] if events == "lost_event" else [new.id]
     assert [a for a, _ in env.dialer.calls[dials:]] == expected
     # repaired within the target, counted from the message (the pre-LLM gate and MCP
     # discovery may do the repair before the tool call)
@@ -126,8 +134,8 @@ async def test_e2e4_e2e8_gc13_gc14_stopped_workspace_is_typed_within_target(
     assert result["remediation"] == "start_workspace"
     span = env.spans(chat.id, "execute")[-1]
     assert span.seconds < TARGET_S, f"workspace_stopped took {span.seconds:.3f}s"
-    if cache == "warm":  # the stop's build event: answered from the latest build, no dial
-        assert env.dialer.calls[dials:] == []
+    if cache != "warm_lost_event":  # the stop's build event, or the cold turn's pre-dial
+        assert env.dialer.calls[dials:] == []  # gate: answered from the latest build
 
 
 async def test_e2e5_start_workspace_after_stopped_error_recovers_in_the_same_turn(

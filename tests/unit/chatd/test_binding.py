@@ -769,6 +769,49 @@ async def test_gate_checks_latest_build_and_evicts_when_stopped(w: World) -> Non
     assert conns.cached_agent is None
 
 
+async def test_cold_dial_goes_to_the_agent_the_gate_found(w: World) -> None:
+    """docs/behaviour.md §4.3: a cold turn's gate read the latest build; the miss that follows
+    dials that build's agent straight away — the stale bound agent is never dialled, the
+    switch is persisted, and the miss reads the agent row once more, nothing else."""
+    stale = w.main
+    current = w.rebuild()
+    w.dialer.script(stale.id, DialPlan.hang())  # dialling it would wait for the delay
+    conns = w.conns(w.bind(stale))
+    assert await conns.gate_agent_id() == current.id
+    conn = fake(await conns.get_conn())
+    assert conn.agent_id == current.id
+    assert w.dialer.dialed == [current.id]
+    assert w.store.query_names == [LATEST_AGENTS, "get_agent", UPDATE]
+    assert w.store.chats[w.chat_id].agent_id == current.id
+
+
+async def test_gate_that_found_no_agent_makes_the_miss_check_before_dialling(w: World) -> None:
+    """docs/behaviour.md §4.3: the gate saw the workspace stopped; the tool's miss that
+    follows checks the latest build again instead of dialling the stopped agent."""
+    conns = w.conns(w.bind(w.main))
+    w.store.stop(w.ws)
+    w.dialer.script(w.main.id, DialPlan.hang())
+    with pytest.raises(WorkspaceStopped):
+        await conns.gate_agent_id()
+    with pytest.raises(WorkspaceStopped):
+        await conns.get_conn()
+    assert w.dialer.dialed == []
+
+
+async def test_gate_answer_is_not_used_after_an_eviction(w: World) -> None:
+    """An eviction (or a re-bind) since the gate's check voids its answer: the miss dials
+    the bound agent and validates lazily, as without a gate."""
+    stale = w.main
+    conns = w.conns(w.bind(stale), delay=0.5)
+    assert await conns.gate_agent_id() == stale.id
+    current = w.rebuild()
+    conns.evict()  # e.g. a transport failure; not a build event
+    w.dialer.script(stale.id, DialPlan.fail())
+    conn = fake(await conns.get_conn())
+    assert conn.agent_id == current.id
+    assert w.dialer.dialed == [stale.id, current.id]
+
+
 async def test_gate_on_warm_conn_makes_no_query(w: World) -> None:
     """docs/behaviour.md §4.4: a warm turn costs zero resolution queries, so the gate answers from
     the cached conn's agent."""

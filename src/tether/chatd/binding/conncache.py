@@ -11,7 +11,10 @@ repairs a stale binding or yields a typed error. Build-transition events call
 
 Miss path: resolve the agent (:class:`~tether.chatd.binding.resolver.AgentResolver`), dial it with
 lazy validation under ``dial_timeout``, persist a switched agent, cache the conn. Misses are
-single-flight: concurrent callers wait for the one dial in progress and share its conn.
+single-flight: concurrent callers wait for the one dial in progress and share its conn. The
+agent dialled first is the bound one, unless the binding is known to be suspect: after a
+build event the miss reads the latest build first, and after this turn's pre-dial gate read
+it the miss dials the agent the gate found (docs/behaviour.md §4.3, §4.7).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from typing import Generic, Protocol, TypeVar
 
 from tether.agentconn.execstream import copy_partial
 from tether.chatd.binding.lazydial import close_quietly, dial_with_lazy_validation
-from tether.chatd.binding.resolver import AgentResolver, BindingStore, gate_agent_id
+from tether.chatd.binding.resolver import AgentResolver, BindingStore, gate_agent
 from tether.chatd.binding.types import AgentRow, ChatBinding, Conn
 from tether.chatd.taskowner import TaskOwner
 from tether.clock import Clock
@@ -95,6 +98,7 @@ class ChatConnections(Generic[C]):
         # generation it ended in (docs/behaviour.md §4.3).
         self._gate: asyncio.Task[uuid.UUID] | None = None
         self._gate_generation = -1
+        self._gate_agent: AgentRow | None = None  # the agent the gate's check found
         # Set by a build event: the next miss checks the latest build before it dials.
         self._check_build_first = False
 
@@ -225,11 +229,29 @@ class ChatConnections(Generic[C]):
         return self._gate_generation == self.resolver.generation
 
     async def _check_gate(self) -> uuid.UUID:
+        agent: AgentRow | None = None
         try:
-            return await gate_agent_id(self.resolver, on_no_agent=self.evict)
+            agent = await gate_agent(self.resolver, on_no_agent=self._gate_found_no_agent)
+            return agent.id
         finally:
             if self._gate is asyncio.current_task():  # not forgotten meanwhile
                 self._gate_generation = self.resolver.generation
+                self._gate_agent = agent
+
+    def _gate_found_no_agent(self) -> None:
+        # The binding is suspect as after a build event: the next miss checks the latest
+        # build before it dials instead of dialling the stopped workspace's agent.
+        self.evict(build_changed=True)
+
+    def _gate_answer(self) -> AgentRow | None:
+        """The agent the gate found in this turn, while its answer holds (no eviction or
+        re-bind since): the latest build's chat agent as of the gate's check."""
+        gate = self._gate
+        if gate is None or not gate.done() or gate.cancelled() or gate.exception() is not None:
+            return None
+        if self._gate_generation != self.resolver.generation:
+            return None
+        return self._gate_agent
 
     def _hit(self) -> C | None:
         if self._conn is None:
@@ -261,7 +283,11 @@ class ChatConnections(Generic[C]):
             except NoRunningAgent:
                 self.evict()
                 raise
-            rows[target.id] = target
+        else:
+            checked = self._gate_answer()  # this turn's gate read the latest build already
+            if checked is not None and checked.workspace_id == workspace_id:
+                target = checked
+        rows[target.id] = target
 
         async def validate(ws_id: uuid.UUID) -> uuid.UUID:
             latest = await resolver.latest_agent(ws_id)

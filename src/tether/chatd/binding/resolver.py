@@ -216,29 +216,27 @@ class AgentResolver:
         Raises :class:`WorkspaceStopped` when the latest build has no agent."""
         return select_chat_agent(await self._store.latest_build_agents(workspace_id))
 
-    async def latest_agent_id(self, workspace_id: uuid.UUID) -> uuid.UUID:
-        return (await self.latest_agent(workspace_id)).id
-
     def _remember(self, agent: AgentRow, workspace_id: uuid.UUID) -> None:
         self._agent = agent
         self._agent_workspace_id = workspace_id
 
 
-async def gate_agent_id(
+async def gate_agent(
     resolver: AgentResolver, *, on_no_agent: Callable[[], None] | None = None
-) -> uuid.UUID:
+) -> AgentRow:
     """The pre-dial gate for pre-LLM steps (docs/behaviour.md §4.3).
 
     Without a full binding, resolve the agent (may bind lazily). With one, check the latest
-    build and return its chat agent's id (it may differ from the binding; the dial repairs
-    that). On :class:`WorkspaceStopped`, ``on_no_agent`` runs (to drop cached state) and
-    the error propagates; callers skip their step quietly on it.
+    build and return its chat agent (it may differ from the binding: the chat's next dial
+    goes to it, and the dial repairs the binding). On :class:`WorkspaceStopped`,
+    ``on_no_agent`` runs (to drop cached state) and the error propagates; callers skip
+    their step quietly on it.
     """
     snapshot = resolver.snapshot
     if snapshot.workspace_id is None or snapshot.agent_id is None:
-        return (await resolver.ensure_workspace_agent()).id
+        return await resolver.ensure_workspace_agent()
     try:
-        return await resolver.latest_agent_id(snapshot.workspace_id)
+        return await resolver.latest_agent(snapshot.workspace_id)
     except NoRunningAgent:
         if on_no_agent is not None:
             on_no_agent()
