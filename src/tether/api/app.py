@@ -29,6 +29,7 @@ from tether.api.routers import (
     users,
     workspaces,
 )
+from tether.api.watchpoll import ChatWatchPoller
 from tether.observability.logs import RequestIds
 
 if TYPE_CHECKING:  # the graph's type only: tether.wiring imports most of tether
@@ -52,6 +53,9 @@ def create_app(graph: Graph, *, background: list[BackgroundJob] | None = None) -
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            poller = graph.extras.get("chat_watch_poller")  # made by the first watch stream
+            if isinstance(poller, ChatWatchPoller):
+                await poller.aclose()
 
     app = FastAPI(title="tether", version=__version__, lifespan=lifespan)
     app.state.graph = graph

@@ -20,6 +20,7 @@ from starlette.requests import HTTPConnection
 
 from tether.agentconn.clients import AgentClients
 from tether.agentconn.liveness import AgentLiveness
+from tether.api.watchpoll import ChatWatchPoller
 from tether.chatd.compaction import LongChat, longchat_of
 from tether.chatd.edits import edit_message
 from tether.chatd.service import ChatService, Content
@@ -142,6 +143,19 @@ async def message_editor(conn: HTTPConnection) -> EditMessage:
     return functools.partial(edit_message, graph_of(conn))
 
 
+async def chat_watch_poller(conn: HTTPConnection) -> ChatWatchPoller:
+    """The process's one poll behind every chats-watch stream, made on first use."""
+    graph = graph_of(conn)
+    poller = graph.extras.get("chat_watch_poller")
+    if poller is None:
+        service = graph.chat_service
+        poller = graph.extras["chat_watch_poller"] = ChatWatchPoller(
+            graph.engine, graph.clock, lambda: service.stream_poll_s
+        )
+    assert isinstance(poller, ChatWatchPoller)
+    return poller
+
+
 async def chat_config_store(conn: HTTPConnection) -> ChatConfigStore:
     graph = graph_of(conn)
     return ChatConfigStore(graph.engine, graph.clock, graph.bus)  # writes are announced
@@ -168,3 +182,4 @@ LongChatDep = Annotated[LongChat, Depends(longchat)]
 ChatConfigStoreDep = Annotated[ChatConfigStore, Depends(chat_config_store)]
 UsageGuardDep = Annotated[UsageGuard, Depends(usage_guard)]
 MessageEditorDep = Annotated[EditMessage, Depends(message_editor)]
+ChatWatchPollerDep = Annotated[ChatWatchPoller, Depends(chat_watch_poller)]

@@ -2,7 +2,7 @@
 
 * :func:`messages_before` — history paged backwards (the newest page first, then older
   pages as the reader scrolls up), so a long chat opens without reading all of it;
-* :func:`chats_changed_since` — one owner's chats whose row changed at or after a moment,
+* :func:`chats_changed_since` — some owners' chats whose row changed at or after a moment,
   the poll behind the per-owner watch stream (``api/routers/chatwatch.py``).
 
 Both are single indexed selects; writes stay in :mod:`tether.db.chats` and its parts.
@@ -11,6 +11,7 @@ Both are single indexed selects; writes stay in :mod:`tether.db.chats` and its p
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -43,13 +44,17 @@ async def messages_before(
 
 
 async def chats_changed_since(
-    engine: AsyncEngine, owner_id: uuid.UUID, since: datetime, *, limit: int
+    engine: AsyncEngine, owner_ids: Sequence[uuid.UUID], since: datetime, *, limit: int
 ) -> list[Chat]:
-    """The owner's chats with ``updated_at >= since``, oldest change first (at most
-    ``limit``)."""
+    """The chats of ``owner_ids`` with ``updated_at >= since``, oldest change first (at
+    most ``limit``)."""
+    owner = chats.c.owner_id
     query = (
         sa.select(chats)
-        .where(chats.c.owner_id == owner_id, chats.c.updated_at >= since)
+        .where(
+            owner == owner_ids[0] if len(owner_ids) == 1 else owner.in_(owner_ids),
+            chats.c.updated_at >= since,
+        )
         .order_by(chats.c.updated_at)
         .limit(limit)
     )

@@ -12,9 +12,10 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from chat_env import ChatEnv, FakeWorker
 
-from tether.api.routers import chatwatch
+from tether.api import watchpoll
 from tether.sdk.chats import Chat
 from tether.sdk.sse import SseDecoder
 
@@ -211,9 +212,48 @@ async def test_watch_moves_past_a_full_batch_of_changes(
 ) -> None:
     """More changes between two polls than one read takes: later polls still reach the
     newest (a full batch does not keep re-reading itself)."""
-    monkeypatch.setattr(chatwatch, "BATCH", 2)
+    monkeypatch.setattr(watchpoll, "BATCH", 2)
     env.graph.chat_service.stream_poll_s = 0.05
     async with watching(env.alice.http) as w:
         made = [await env.alice.chats.create(f"bulk {i}") for i in range(7)]
         for chat in made:
             await w.wait_for(of_chat(chat.id, "created"))
+
+
+async def test_one_query_per_poll_serves_every_watch_stream_and_stops_with_the_last(
+    env: ChatEnv,
+) -> None:
+    """Three watch streams (alice twice, bob) cost one query per poll, not three; each gets
+    its own owner's rows only; the polling stops when the last stream closes."""
+    env.graph.chat_service.stream_poll_s = 3600.0  # the test drives the polls itself
+    watch_reads: list[str] = []
+
+    def on_execute(_c: Any, _cur: Any, statement: str, *_rest: Any) -> None:
+        if "FROM chats" in statement and "updated_at >=" in statement:
+            watch_reads.append(statement)
+
+    sync_engine = env.graph.engine.sync_engine
+    sa.event.listen(sync_engine, "before_cursor_execute", on_execute)
+    try:
+        async with (
+            watching(env.alice.http) as a1,
+            watching(env.alice.http) as a2,
+            watching(env.bob.http) as bob,
+        ):
+            poller = env.graph.extras["chat_watch_poller"]
+            assert len(watch_reads) == 3  # each stream's baseline
+            chat = await env.alice.chats.create("seen twice, by alice only")
+            await poller.poll_once()
+            assert len(watch_reads) == 4  # one read for the three streams
+            for w in (a1, a2):
+                await w.wait_for(of_chat(chat.id, "created"))
+            await poller.poll_once()  # nothing new for anyone: nothing sent
+            assert [e for e, _ in bob.events] == ["ready"]
+            assert sum(1 for e, _ in a1.events if e == "created") == 1
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while poller.running:  # every stream closed: the poll stops
+            assert loop.time() < deadline, "the watch poll outlived its streams"
+            await asyncio.sleep(0.02)
+    finally:
+        sa.event.remove(sync_engine, "before_cursor_execute", on_execute)

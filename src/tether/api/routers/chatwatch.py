@@ -10,10 +10,11 @@ What the chats list of the web UI follows instead of polling the list. Events:
   event name is the first of ``changes``;
 * a ``: ping`` comment as on a chat's stream (``ChatService.stream_ping_s``).
 
-Only the caller's own chats are ever read (the query is by owner). Polling the database is
-the truth, as for a chat's stream (a change can come from any replica): one indexed query
-per ``ChatService.stream_poll_s`` (1 s) for the rows changed since the last look
-(``db/chatreads.py``).
+Only the caller's own chats are ever sent (rows are handed out by owner). Polling the
+database is the truth, as for a chat's stream (a change can come from any replica): one
+indexed query per ``ChatService.stream_poll_s`` (1 s) for the rows changed since the last
+look, made once for all the watch streams of the process (``api/watchpoll.py``), plus one
+per stream when it opens (its baseline).
 """
 
 from __future__ import annotations
@@ -21,29 +22,22 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tether.api.auth import CurrentUser
 from tether.api.chatschemas import chat_outs  # the same JSON as the chats API
-from tether.api.deps import ChatServiceDep, ClockDep, EngineDep
+from tether.api.deps import ChatServiceDep, ChatWatchPollerDep
 from tether.api.revocation import StreamGuardDep
 from tether.api.sse import PING_COMMENT, SSE_RESPONSE, sse_event, sse_response
+from tether.api.watchpoll import ChatWatchPoller
 from tether.chatd.service import ChatService
-from tether.clock import Clock
-from tether.db.chatreads import chats_changed_since
 from tether.domain.chat import Chat
 
 router = APIRouter(prefix="/api/v1/me", tags=["chats"])
-
-# Rows stamped up to this long before the newest one seen are read again (and skipped when
-# unchanged): replicas' clocks and commit order may stamp a later commit a little earlier.
-SKEW = timedelta(seconds=2)
-BATCH = 200  # changed rows read per poll; more wait for the next poll
 
 
 def _fingerprint(c: Chat) -> tuple[Any, ...]:
@@ -65,61 +59,41 @@ def _changes(before: Chat | None, after: Chat, started: datetime) -> list[str]:
     return changes or ["updated"]
 
 
-class _Watch:
-    """What this subscriber has seen: the latest row of every chat read so far (at most
-    the owner's chats)."""
-
-    def __init__(self, engine: AsyncEngine, clock: Clock, owner_id: uuid.UUID) -> None:
-        self._engine = engine
-        self._owner = owner_id
-        self._seen: dict[uuid.UUID, Chat] = {}
-        self.started = clock.now() - SKEW
-        self._since = self.started
-
-    async def poll(self) -> list[tuple[list[str], Chat]]:
-        rows = await chats_changed_since(self._engine, self._owner, self._since, limit=BATCH)
-        out = []
-        for chat in rows:
-            before = self._seen.get(chat.id)
-            if before is not None and _fingerprint(before) == _fingerprint(chat):
-                continue
-            self._seen[chat.id] = chat
-            out.append((_changes(before, chat, self.started), chat))
-        if rows:
-            # a full batch moves on without the skew margin, or it would read itself again
-            back = timedelta(0) if len(rows) >= BATCH else SKEW
-            self._since = max(self._since, rows[-1].updated_at - back)
-        return out
-
-
 @router.get("/chats/stream", responses=SSE_RESPONSE)
 async def watch_my_chats(
     request: Request,
     user: CurrentUser,
     service: ChatServiceDep,
-    engine: EngineDep,
-    clock: ClockDep,
+    poller: ChatWatchPollerDep,
     guard: StreamGuardDep,
 ) -> StreamingResponse:
     """Server-sent events of the caller's chats as they change (see the module doc)."""
-    events = _events(request, service, _Watch(engine, clock, user.id))
-    return sse_response(guard.stream(request, events))
+    return sse_response(guard.stream(request, _events(request, service, poller, user.id)))
 
 
-async def _events(request: Request, service: ChatService, watch: _Watch) -> AsyncIterator[str]:
-    await watch.poll()  # the baseline: what the list loaded after ``ready`` already shows
-    yield sse_event({}, event="ready")
-    # wall-clock pacing of I/O (as chatd/follow.py), not domain time
-    loop = asyncio.get_running_loop()
-    next_ping = loop.time() + service.stream_ping_s
-    while not await request.is_disconnected():
-        changed = await watch.poll()
-        if changed:
-            outs = await chat_outs(service, [chat for _, chat in changed])
-            for (changes, _), out in zip(changed, outs, strict=True):
-                data = {"changes": changes, "chat": out.model_dump(mode="json")}
-                yield sse_event(data, event=changes[0])
-        if loop.time() >= next_ping:
-            next_ping = loop.time() + service.stream_ping_s
-            yield PING_COMMENT
-        await asyncio.sleep(service.stream_poll_s)
+async def _events(
+    request: Request, service: ChatService, poller: ChatWatchPoller, owner_id: uuid.UUID
+) -> AsyncIterator[str]:
+    async with poller.subscribe(owner_id) as (baseline, sub):
+        # the baseline: what the list loaded after ``ready`` already shows
+        seen: dict[uuid.UUID, Chat] = {chat.id: chat for chat in baseline}
+        yield sse_event({}, event="ready")
+        # wall-clock pacing of I/O (as chatd/follow.py), not domain time
+        loop = asyncio.get_running_loop()
+        next_ping = loop.time() + service.stream_ping_s
+        while not await request.is_disconnected():
+            changed = []
+            for chat in await sub.take(max(0.0, next_ping - loop.time())):
+                before = seen.get(chat.id)
+                if before is not None and _fingerprint(before) == _fingerprint(chat):
+                    continue  # read again within the cursor's margin, unchanged
+                seen[chat.id] = chat
+                changed.append((_changes(before, chat, sub.started), chat))
+            if changed:
+                outs = await chat_outs(service, [chat for _, chat in changed])
+                for (changes, _), out in zip(changed, outs, strict=True):
+                    data = {"changes": changes, "chat": out.model_dump(mode="json")}
+                    yield sse_event(data, event=changes[0])
+            if loop.time() >= next_ping:
+                next_ping = loop.time() + service.stream_ping_s
+                yield PING_COMMENT
