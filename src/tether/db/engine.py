@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import contextvars
 import re
+import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -125,11 +126,15 @@ class SQLiteConnection(AsyncConnection):
 
     SQLAlchemy's exit runs the close in a task of its own so that a cancellation cannot
     abandon it half-way; a close on :mod:`tether.db.sqliteloop` (a rollback if a
-    transaction is open, the pool check-in) never suspends, so nothing can cut it and the
-    task would only cost a loop turn per ``connect()`` block."""
+    transaction is open, the pool check-in, which never waits) never suspends, so nothing
+    can cut it and the task would only cost a loop turn per ``connect()`` block."""
 
     async def __aexit__(self, type_: Any, value: Any, traceback: Any) -> None:
-        await self.close()
+        # ``close()`` would run this in a greenlet of its own; nothing in it can suspend
+        # (see above), so it runs here directly (issue #12: a greenlet per block).
+        sync = self.sync_connection
+        if sync is not None:
+            sync.close()
 
 
 class SQLiteEngine(AsyncEngine):
@@ -188,19 +193,28 @@ class SQLiteEngine(AsyncEngine):
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[AsyncConnection]:
-        """``AsyncEngine.begin()``: roll back on any exception, cancellation included."""
+        """``AsyncEngine.begin()``: roll back on any exception, cancellation included.
+
+        Only the commit may have to wait (for a busy database), so only it is awaited
+        (issue #12): the begin (no statement on SQLite: the ``sqlite3`` module opens the
+        transaction before the first write), the rollback and the commit's bookkeeping
+        run on SQLAlchemy's sync connection directly instead of in a greenlet each."""
         async with self.connect() as conn:
-            trans = conn.begin()
-            await trans.start()
+            sync = conn.sync_connection
+            assert sync is not None
+            trans = sync.begin()
             try:
                 yield conn
             except BaseException:
                 if trans.is_active:
-                    await trans.rollback()
+                    trans.rollback()
                 raise
             else:
                 if trans.is_active:
-                    await trans.commit()
+                    raw = sync.connection.driver_connection
+                    if raw is not None and raw.in_transaction:
+                        await sqliteloop.run(raw.busy_wait_s, sqlite3.Connection.commit, raw)
+                    trans.commit()  # nothing left to commit: SQLAlchemy's bookkeeping
 
 
 def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
