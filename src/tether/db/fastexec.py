@@ -29,8 +29,8 @@ What stays the same:
 Everything else runs SQLAlchemy's own path with the same statement object: PostgreSQL
 (asyncpg starts its transaction lazily inside its adapter; a statement run on the driver
 connection directly could run outside it), an engine with ``echo`` on (statements are
-logged there), and a statement this module cannot run (an expanding ``IN`` list, a
-post-compile parameter).
+logged there), and a statement this module cannot run (an ``IN`` list the caller binds,
+a post-compile parameter).
 """
 
 from __future__ import annotations
@@ -50,14 +50,17 @@ from tether.db import sqliteloop
 Processor = Callable[[Any], Any] | None
 
 
+_FIXED, _OPTIONAL, _REQUIRED = 0, 1, 2  # a parameter's value: the statement's own or the caller's
+
+
 @dataclass(frozen=True)
 class _Compiled:
     """A statement compiled for SQLite, with what running it needs."""
 
     sql: str
-    # per positional parameter: (its name, whether the caller must give it, its default,
-    # its bind processor)
-    params: tuple[tuple[str, bool, Any, Processor], ...]
+    # per positional parameter: (its name, _FIXED | _OPTIONAL | _REQUIRED, its default,
+    # its bind processor); a _FIXED default is already processed
+    params: tuple[tuple[str, int, Any, Processor], ...]
     processors: tuple[Processor, ...]  # per result column
     row: type[tuple[Any, ...]] | None  # None: the statement returns no rows
 
@@ -66,27 +69,47 @@ def _compile(statement: sa.Executable, dialect: sa.Dialect) -> _Compiled | None:
     compiled: Any = statement.compile(dialect=dialect)  # type: ignore[attr-defined]
     if (
         compiled.positiontup is None
-        or compiled.post_compile_params
         or compiled.literal_execute_params
         or compiled.escaped_bind_names
+        or any(compiled.binds[n].callable is not None for n in compiled.positiontup)
     ):
         return None
-    params = []
-    for name in compiled.positiontup:
-        bind = compiled.binds[name]
-        if bind.callable is not None:
+    sql, positions, expanded = compiled.string, compiled.positiontup, {}
+    lists = [n for n in compiled.positiontup if compiled.binds[n].expanding]
+    if lists:
+        # Only the statement's own lists (``status IN ('running', 'interrupting')``): their
+        # length is fixed, so is the SQL SQLAlchemy expands them to. A caller's list
+        # (``bound_list``) takes SQLAlchemy's path.
+        if any(compiled.binds[n].required or compiled.binds[n].value is None for n in lists):
             return None
-        proc = bind.type.dialect_impl(dialect).bind_processor(dialect)
-        params.append((name, bool(bind.required), bind.effective_value, proc))
+        callers = {n: None for n in compiled.positiontup if compiled.binds[n].required}
+        state = compiled.construct_expanded_state(callers)
+        sql, positions = state.statement, state.positiontup
+        for name, names in state.parameter_expansion.items():
+            expanded.update({e: (name, state.parameters[e]) for e in names})
+    params: list[tuple[str, int, Any, Processor]] = []
+    for name in positions:
+        if name in expanded:
+            origin, value = expanded[name]
+            proc = _bind_processor(compiled.binds[origin], dialect)
+            params.append((name, _FIXED, value if proc is None else proc(value), None))
+            continue
+        bind = compiled.binds[name]
+        kind = _REQUIRED if bind.required else _OPTIONAL
+        params.append((name, kind, bind.effective_value, _bind_processor(bind, dialect)))
     columns = _result_columns(statement)
     if columns is None:
-        return _Compiled(compiled.string, tuple(params), (), None)
+        return _Compiled(sql, tuple(params), (), None)
     keys = [str(key) for key, _ in columns]
     row = namedtuple("Row", keys)  # type: ignore[misc]
     processors = tuple(
         col.type.dialect_impl(dialect).result_processor(dialect, None) for _, col in columns
     )
-    return _Compiled(compiled.string, tuple(params), processors, row)
+    return _Compiled(sql, tuple(params), processors, row)
+
+
+def _bind_processor(bind: Any, dialect: sa.Dialect) -> Processor:
+    return bind.type.dialect_impl(dialect).bind_processor(dialect)
 
 
 def _result_columns(statement: sa.Executable) -> list[tuple[Any, Any]] | None:
@@ -154,10 +177,13 @@ class FastStatement:
 
 def _bind(compiled: _Compiled, values: Mapping[str, Any]) -> tuple[Any, ...]:
     out = []
-    for name, required, default, proc in compiled.params:
+    for name, kind, default, proc in compiled.params:
+        if kind == _FIXED:
+            out.append(default)
+            continue
         if name in values:
             value = values[name]
-        elif required:
+        elif kind == _REQUIRED:
             raise sa.exc.InvalidRequestError(
                 f"A value is required for bind parameter {name!r}", code="cd3x"
             )
