@@ -213,8 +213,18 @@ class SQLiteEngine(AsyncEngine):
                 if trans.is_active:
                     raw = sync.connection.driver_connection
                     if raw is not None and raw.in_transaction:
-                        await sqliteloop.run(raw.busy_wait_s, sqlite3.Connection.commit, raw)
+                        await _commit(raw)
                     trans.commit()  # nothing left to commit: SQLAlchemy's bookkeeping
+
+
+async def _commit(raw: Any) -> None:
+    """Commit ``raw`` (a ``sqlite3`` connection), waiting for a busy database as a
+    statement does; a failure is raised as SQLAlchemy raises it (``sa.exc.OperationalError``
+    …), and the block's connection then rolls back as it closes."""
+    try:
+        await sqliteloop.run(raw.busy_wait_s, sqlite3.Connection.commit, raw)
+    except sqlite3.Error as exc:
+        raise sa.exc.DBAPIError.instance(None, None, exc, sqlite3.Error) from exc
 
 
 def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -255,6 +265,9 @@ class Measurement:
     def count(self) -> int:
         return len(self.statements)
 
+    def add(self, statement: str, noise: bool) -> None:
+        (self.noise if noise else self.statements).append(statement)
+
     def matching(self, pattern: str) -> list[str]:
         """Counted statements whose text matches the regex ``pattern`` (case-insensitive)."""
         rx = re.compile(pattern, re.IGNORECASE)
@@ -291,8 +304,10 @@ class StatementCounter:
         _context: Any,
         _executemany: bool,
     ) -> None:
-        for m in (self.total, *self._active):
-            (m.noise if _NOISE.match(statement) else m.statements).append(statement)
+        noise = _NOISE.match(statement) is not None  # once, however many blocks are open
+        self.total.add(statement, noise)
+        for m in self._active:
+            m.add(statement, noise)
 
     @property
     def count(self) -> int:
