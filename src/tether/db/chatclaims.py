@@ -163,6 +163,7 @@ _SETTLE = (
 # The warm turn's (db/fastexec.py: SQLite runs them on its connection directly).
 _CLAIM_FAST = {postgres: FastStatement(stmt) for postgres, stmt in _CLAIM.items()}
 _SETTLE_IF_UNQUEUED_FAST = FastStatement(_SETTLE_IF_UNQUEUED)
+_ANY_PENDING_FAST = FastStatement(_ANY_PENDING)
 
 
 class ChatWorkerOps:
@@ -183,7 +184,7 @@ class ChatWorkerOps:
         now = self._clock.now()
         if look_first:
             async with self._engine.connect() as conn:
-                if (await conn.execute(_ANY_PENDING)).first() is None:
+                if await _ANY_PENDING_FAST.first(conn, {}) is None:
                     return []
         values = {
             "p_limit": limit,

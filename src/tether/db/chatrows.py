@@ -64,10 +64,11 @@ def message_from_row(row: Any) -> StoredMessage:
 
 # Built once (db/prebuilt.py): a stream's open, the send and the API read a chat by id.
 _GET_CHAT = sa.select(chats).where(chats.c.id == bound(chats.c.id))
+_GET_CHAT_FAST = FastStatement(_GET_CHAT)  # db/fastexec.py
 
 
 async def get_chat(conn: AsyncConnection, chat_id: uuid.UUID) -> Chat:
-    row = (await conn.execute(_GET_CHAT, {"p_id": chat_id})).first()
+    row = await _GET_CHAT_FAST.first(conn, {"p_id": chat_id})
     if row is None:
         raise NotFound(f"chat {chat_id} not found")
     return chat_from_row(row)
@@ -176,3 +177,4 @@ MESSAGES = {
     for all_of_them in (False, True)
     for limited in (False, True)
 }
+MESSAGES_FAST = {shape: FastStatement(query) for shape, query in MESSAGES.items()}

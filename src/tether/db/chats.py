@@ -23,7 +23,7 @@ from tether.db.chatclaims import ChatWorkerOps
 from tether.db.chatlabels import ChatLabelStore, label_filter
 from tether.db.chatqueue import ChatQueueOps, enqueue_in
 from tether.db.chatrows import (
-    MESSAGES,
+    MESSAGES_FAST,
     chat_from_row,
     get_chat,
     insert_message_in,
@@ -390,12 +390,12 @@ class ChatStore(ChatWorkerOps, ChatQueueOps):
         include_superseded: bool = False,
     ) -> list[StoredMessage]:
         """The chat's history in ``seq`` order; edited-away messages only on request."""
-        query = MESSAGES[include_superseded, limit is not None]
+        query = MESSAGES_FAST[include_superseded, limit is not None]
         values: dict[str, Any] = {"p_chat_id": chat_id, "p_after_seq": after_seq}
         if limit is not None:
             values["p_limit"] = limit
         async with self._engine.connect() as conn:
-            rows = (await conn.execute(query, values)).all()
+            rows = await query.all(conn, values)
         return [message_from_row(r) for r in rows]
 
     # Last in the class on purpose: a method named ``list`` shadows the builtin for the

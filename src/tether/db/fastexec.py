@@ -36,6 +36,7 @@ a post-compile parameter).
 from __future__ import annotations
 
 import asyncio
+import keyword
 import sqlite3
 from collections import namedtuple
 from collections.abc import Callable, Mapping, Sequence
@@ -101,11 +102,18 @@ def _compile(statement: sa.Executable, dialect: sa.Dialect) -> _Compiled | None:
     if columns is None:
         return _Compiled(sql, tuple(params), (), None)
     keys = [str(key) for key, _ in columns]
+    renamed = any(key != getattr(col, "name", key) for key, col in columns)  # a repeated name
+    if renamed or len(set(keys)) < len(keys) or not all(_plain_name(k) for k in keys):
+        return None  # rows named as SQLAlchemy names them need its path
     row = namedtuple("Row", keys)  # type: ignore[misc]
     processors = tuple(
         col.type.dialect_impl(dialect).result_processor(dialect, None) for _, col in columns
     )
     return _Compiled(sql, tuple(params), processors, row)
+
+
+def _plain_name(key: str) -> bool:
+    return key.isidentifier() and not keyword.iskeyword(key) and not key.startswith("_")
 
 
 def _bind_processor(bind: Any, dialect: sa.Dialect) -> Processor:
