@@ -26,6 +26,10 @@ What stays the same:
 - Rows. Processed as SQLAlchemy processes them (UUIDs, JSON, datetimes, booleans) and
   returned as named tuples whose fields are the result columns' keys.
 
+Not the same: SQLAlchemy's ``before_execute``/``after_execute``/``handle_error`` events do
+not fire for a fast statement (tether listens to none of them), and a "closed database"
+error does not invalidate the connection as SQLAlchemy's disconnect check would.
+
 Everything else runs SQLAlchemy's own path with the same statement object: PostgreSQL
 (asyncpg starts its transaction lazily inside its adapter; a statement run on the driver
 connection directly could run outside it), an engine with ``echo`` on (statements are
