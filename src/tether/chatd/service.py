@@ -32,7 +32,7 @@ from tether.db.chatsummary import ChatSummary
 from tether.db.pubsub import EventBus
 from tether.domain.chat import Chat, ChatStatus, QueuedMessage, StoredMessage
 from tether.domain.user import User
-from tether.errors import Conflict, ImagesNotSupported, InvalidInput, NotFound
+from tether.errors import Conflict, ImagesNotSupported, InvalidInput, NotFound, TetherError
 from tether.llm.budget import Budget
 from tether.workspaces.service import WorkspaceService
 
@@ -102,6 +102,15 @@ def title_from(parts: list[dict[str, Any]]) -> str:
     text = " ".join(" ".join(p.get("text", "").split()) for p in parts if p.get("type") == "text")
     text = text.strip() or "New chat"
     return text if len(text) <= TITLE_CHARS else text[: TITLE_CHARS - 1].rstrip() + "…"
+
+
+@dataclass(frozen=True)
+class _Asked:
+    """A model a send asked for: its configured name and config, or the lookup's error."""
+
+    name: str
+    config: Any | None
+    error: TetherError | None
 
 
 class ModelNames(Protocol):
@@ -257,6 +266,10 @@ class ChatService(SubagentOps):
         turns plan mode on or off from the next turn on (PL-9; a running turn keeps its
         mode)."""
         parts = user_parts(content, self.images)
+        # A model asked for is looked up before the transaction (issue #12: not while it
+        # holds the write lock); what the look-up raises is raised where it was before,
+        # after the guarded statement, so another's chat still answers 404 first.
+        asked = await self._look_up(model) if model is not None else None
 
         # One transaction: ownership and status by the guarded statement (no read of the
         # chat first), then this check on the locked chat — the model's limits, and the
@@ -265,12 +278,15 @@ class ChatService(SubagentOps):
             changes: dict[str, Any] = {}
             if plan_mode is not None and plan_mode != chat.plan_mode:
                 changes["plan_mode"] = plan_mode
-            target = chat.model
-            if model is not None:
-                wanted = model if self._models is None else await self._models.chat_model(model)
-                if wanted != chat.model:
-                    changes["model"] = target = wanted
-            await self.check_fits(target, parts)
+            if asked is None:
+                await self.check_fits(chat.model, parts)
+                return changes
+            if asked.error is not None:
+                raise asked.error
+            if asked.name != chat.model:
+                changes["model"] = asked.name
+            if asked.config is not None:
+                self._fits(asked.config, parts)
             return changes
 
         sent = await self.store.submit_user_message(
@@ -292,6 +308,18 @@ class ChatService(SubagentOps):
                 chat = await self._interrupt(chat)
         return SendResult(chat, sent.message, sent.queued, sent.summary)
 
+    async def _look_up(self, model: str) -> _Asked:
+        """The configured name and config of a model a send asks for, or what looking it
+        up raised."""
+        if self._models is None:
+            return _Asked(model, None, None)
+        try:
+            name = await self._models.chat_model(model)
+            get = getattr(self._models, "get", None)
+            return _Asked(name, await get(name) if get is not None else None, None)
+        except TetherError as exc:
+            return _Asked(model, None, exc)
+
     async def check_fits(self, model: str | None, parts: list[dict[str, Any]]) -> None:
         """A message that cannot fit the model's window even alone is refused now (413
         ``context_overflow``), not after it was queued (chatd/context.py); so is an image
@@ -299,7 +327,11 @@ class ChatService(SubagentOps):
         get = getattr(self._models, "get", None)
         if get is None:
             return
-        cfg = await get(model or self._models.default)  # type: ignore[union-attr]
+        self._fits(await get(model or self._models.default), parts)  # type: ignore[union-attr]
+
+    @staticmethod
+    def _fits(cfg: Any, parts: list[dict[str, Any]]) -> None:
+        """:meth:`check_fits` with the model's config at hand."""
         if count_images(parts) and not getattr(cfg, "images", False):
             raise ImagesNotSupported(
                 f"the chat's model {cfg.name} does not accept images; send text, or switch "

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tether.clock import Clock
 from tether.db.chatqueue import promote_queued
 from tether.db.chatrows import chat_from_row
+from tether.db.fastexec import FastStatement
 from tether.db.prebuilt import bound, bound_list
 from tether.db.tables import chat_compactions, chat_messages, chat_queued_messages, chats
 from tether.domain.chat import Chat, ChatStatus, StoredMessage
@@ -159,6 +160,10 @@ _SETTLE = (
     .values(status=bound(chats.c.status), **_SETTLED)
     .returning(*chats.c)
 )
+# The warm turn's (db/fastexec.py: SQLite runs them on its connection directly).
+_CLAIM_FAST = {postgres: FastStatement(stmt) for postgres, stmt in _CLAIM.items()}
+_SETTLE_IF_UNQUEUED_FAST = FastStatement(_SETTLE_IF_UNQUEUED)
+_ANY_PENDING_FAST = FastStatement(_ANY_PENDING)
 
 
 class ChatWorkerOps:
@@ -179,7 +184,7 @@ class ChatWorkerOps:
         now = self._clock.now()
         if look_first:
             async with self._engine.connect() as conn:
-                if (await conn.execute(_ANY_PENDING)).first() is None:
+                if await _ANY_PENDING_FAST.first(conn, {}) is None:
                     return []
         values = {
             "p_limit": limit,
@@ -189,8 +194,7 @@ class ChatWorkerOps:
             "p_updated_at": now,
         }
         async with self._engine.begin() as conn:
-            stmt = _CLAIM[conn.dialect.name == "postgresql"]
-            rows = (await conn.execute(stmt, values)).all()
+            rows = await _CLAIM_FAST[conn.dialect.name == "postgresql"].all(conn, values)
         claimed = [
             Claimed(chat_from_row(r), int(r.last_seq or 0), int(r.compaction_number or 0))
             for r in rows
@@ -262,7 +266,7 @@ class ChatWorkerOps:
             if conn.dialect.name == "sqlite":
                 # One writer: the queue cannot change between this statement's look and its
                 # write, so the common case (nothing queued) settles in one statement.
-                row = (await conn.execute(_SETTLE_IF_UNQUEUED, values)).first()
+                row = await _SETTLE_IF_UNQUEUED_FAST.first(conn, values)
                 if row is not None:
                     return chat_from_row(row), None
             # Lock the row first (a guarded no-op UPDATE: row lock on PostgreSQL, the write
@@ -290,7 +294,7 @@ class ChatWorkerOps:
             async with self._engine.connect() as conn:
                 conn = await conn.execution_options(isolation_level="REPEATABLE READ")
                 async with conn.begin():
-                    return (await conn.execute(_SETTLE_IF_UNQUEUED, values)).first()
+                    return await _SETTLE_IF_UNQUEUED_FAST.first(conn, values)
         except sa.exc.DBAPIError as err:
             if getattr(err.orig, "sqlstate", None) != _SERIALIZATION_FAILURE:
                 raise

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tether.clock import as_utc
+from tether.db.fastexec import FastStatement
 from tether.db.prebuilt import bound
 from tether.db.tables import chat_messages, chats
 from tether.domain.chat import Chat, ChatStatus, StoredMessage
@@ -63,10 +64,11 @@ def message_from_row(row: Any) -> StoredMessage:
 
 # Built once (db/prebuilt.py): a stream's open, the send and the API read a chat by id.
 _GET_CHAT = sa.select(chats).where(chats.c.id == bound(chats.c.id))
+_GET_CHAT_FAST = FastStatement(_GET_CHAT)  # db/fastexec.py
 
 
 async def get_chat(conn: AsyncConnection, chat_id: uuid.UUID) -> Chat:
-    row = (await conn.execute(_GET_CHAT, {"p_id": chat_id})).first()
+    row = await _GET_CHAT_FAST.first(conn, {"p_id": chat_id})
     if row is None:
         raise NotFound(f"chat {chat_id} not found")
     return chat_from_row(row)
@@ -117,7 +119,7 @@ async def insert_message_in(
         "p_model": model,
         "p_created_at": now,
     }
-    row = (await conn.execute(_INSERT_MESSAGE, values)).one()
+    row = await _INSERT_MESSAGE_FAST.one(conn, values)
     return message_from_row(row)
 
 
@@ -149,6 +151,7 @@ def _insert_message() -> sa.Insert:
 # Built once: every message of every chat is inserted by it, and constructing it cost more
 # CPU than running it.
 _INSERT_MESSAGE = _insert_message()
+_INSERT_MESSAGE_FAST = FastStatement(_INSERT_MESSAGE)  # db/fastexec.py
 
 
 def _messages(*, all_of_them: bool, limited: bool) -> sa.Select[Any]:
@@ -174,3 +177,4 @@ MESSAGES = {
     for all_of_them in (False, True)
     for limited in (False, True)
 }
+MESSAGES_FAST = {shape: FastStatement(query) for shape, query in MESSAGES.items()}

@@ -23,7 +23,7 @@ from tether.db.chatclaims import ChatWorkerOps
 from tether.db.chatlabels import ChatLabelStore, label_filter
 from tether.db.chatqueue import ChatQueueOps, enqueue_in
 from tether.db.chatrows import (
-    MESSAGES,
+    MESSAGES_FAST,
     chat_from_row,
     get_chat,
     insert_message_in,
@@ -31,6 +31,7 @@ from tether.db.chatrows import (
     message_from_row,
 )
 from tether.db.chatsummary import ChatSummaries, ChatSummary, summary_columns, summary_from_row
+from tether.db.fastexec import FastStatement
 from tether.db.tables import chat_messages, chats
 from tether.db.usage import UsageStore
 from tether.domain.chat import Chat, ChatStatus, QueuedMessage, StoredMessage, sources_of
@@ -39,11 +40,11 @@ from tether.ids import new_id
 
 
 @functools.cache
-def _settle(direct: tuple[str, ...], owned: bool) -> sa.Update:
+def _settle(direct: tuple[str, ...], owned: bool, summary: bool = True) -> sa.Update:
     """A send's guarded UPDATE … RETURNING: one of ``direct`` (and of the bound owner, if
-    ``owned``) → pending, returning the row and its summary (db/chatsummary.py: the send's
-    answer needs no query of its own). Built once per shape: building it cost more CPU than
-    running it."""
+    ``owned``) → pending, returning the row and, with ``summary``, its summary
+    (db/chatsummary.py: the send's answer needs no query of its own). Built once per shape:
+    building it cost more CPU than running it."""
     where = [chats.c.id == sa.bindparam("p_chat_id"), chats.c.status.in_(direct)]
     if owned:
         where.append(chats.c.owner_id == sa.bindparam("p_owner_id"))
@@ -56,8 +57,14 @@ def _settle(direct: tuple[str, ...], owned: bool) -> sa.Update:
             last_error_code=None,
             updated_at=sa.bindparam("p_now", type_=chats.c.updated_at.type),
         )
-        .returning(*chats.c, *summary_columns())
+        .returning(*chats.c, *(summary_columns() if summary else ()))
     )
+
+
+@functools.cache
+def _settle_fast(direct: tuple[str, ...], owned: bool, summary: bool = True) -> FastStatement:
+    """:func:`_settle` to run with db/fastexec.py (the send's hot statement)."""
+    return FastStatement(_settle(direct, owned, summary))
 
 
 # What a send's ``check`` may change on the chat with the message (chatd/service.py send).
@@ -291,7 +298,8 @@ class ChatStore(ChatWorkerOps, ChatQueueOps):
         idle = (ChatStatus.WAITING.value, ChatStatus.ERROR.value)
         async with self._engine.begin() as conn:
             values = {"p_chat_id": chat_id, "p_owner_id": None, "p_now": self._clock.now()}
-            row = (await conn.execute(_settle(idle, False), values)).first()
+            # no summary: a subagent send does not answer with one (chatd/subagentops.py)
+            row = await _settle_fast(idle, False, False).first(conn, values)
             if row is None:
                 chat = await get_chat(conn, chat_id)
                 raise Conflict(f"chat is {chat.status.value}")
@@ -326,17 +334,14 @@ class ChatStore(ChatWorkerOps, ChatQueueOps):
             direct.append(ChatStatus.PENDING)
         busy = [s for s in ChatStatus if s not in direct]
         owned = [chats.c.owner_id == owner_id] if owner_id is not None else []
-        settle = _settle(tuple(s.value for s in direct), owner_id is not None)
+        settle = _settle_fast(tuple(s.value for s in direct), owner_id is not None)
         for _ in range(3):
             async with self._engine.begin() as conn:
                 # Guarded UPDATE … RETURNING: locks and settles the row in one statement
                 # (inserting the message does not change the chat row).
-                row = (
-                    await conn.execute(
-                        settle,
-                        {"p_chat_id": chat_id, "p_owner_id": owner_id, "p_now": self._clock.now()},
-                    )
-                ).first()
+                row = await settle.first(
+                    conn, {"p_chat_id": chat_id, "p_owner_id": owner_id, "p_now": self._clock.now()}
+                )
                 if row is not None:
                     chat = await self._checked(conn, chat_from_row(row), check)
                     message = await insert_message_in(
@@ -385,12 +390,12 @@ class ChatStore(ChatWorkerOps, ChatQueueOps):
         include_superseded: bool = False,
     ) -> list[StoredMessage]:
         """The chat's history in ``seq`` order; edited-away messages only on request."""
-        query = MESSAGES[include_superseded, limit is not None]
+        query = MESSAGES_FAST[include_superseded, limit is not None]
         values: dict[str, Any] = {"p_chat_id": chat_id, "p_after_seq": after_seq}
         if limit is not None:
             values["p_limit"] = limit
         async with self._engine.connect() as conn:
-            rows = (await conn.execute(query, values)).all()
+            rows = await query.all(conn, values)
         return [message_from_row(r) for r in rows]
 
     # Last in the class on purpose: a method named ``list`` shadows the builtin for the

@@ -18,6 +18,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tether.clock import Clock, as_utc
+from tether.db.fastexec import FastStatement
+from tether.db.prebuilt import bound
 from tether.db.tables import (
     chat_compactions,
     chat_messages,
@@ -28,9 +30,10 @@ from tether.db.tables import (
 from tether.errors import Conflict
 from tether.ids import new_id
 
-# Built once (db/prebuilt.py): every turn records its usage with it (its columns come from
-# the rows' keys, as before).
-_INSERT_USAGE = chat_usage.insert()
+# Built once (db/prebuilt.py) with every column bound: every turn records its usage with it
+# (db/fastexec.py: SQLite runs it on its connection directly).
+_INSERT_USAGE = chat_usage.insert().values({c: bound(c) for c in chat_usage.c})
+_INSERT_USAGE_FAST = FastStatement(_INSERT_USAGE)
 
 
 @dataclass(frozen=True)
@@ -243,19 +246,19 @@ class CompactionStore:
                     sa.select(chats.c.id, chats.c.owner_id).where(chats.c.id.in_(unknown))
                 )
                 owners.update({row.id: row.owner_id for row in found})
-            await conn.execute(
-                _INSERT_USAGE,
+            await _INSERT_USAGE_FAST.many(
+                conn,
                 [
                     {
-                        "id": new_id(),
-                        "chat_id": r.chat_id,
-                        "owner_id": owners.get(r.chat_id),
-                        "turn_seq": r.turn_seq,
-                        "model": r.model,
-                        "input_tokens": r.input_tokens,
-                        "output_tokens": r.output_tokens,
-                        "estimated_tokens": r.estimated_tokens,
-                        "created_at": r.created_at,
+                        "p_id": new_id(),
+                        "p_chat_id": r.chat_id,
+                        "p_owner_id": owners.get(r.chat_id),
+                        "p_turn_seq": r.turn_seq,
+                        "p_model": r.model,
+                        "p_input_tokens": r.input_tokens,
+                        "p_output_tokens": r.output_tokens,
+                        "p_estimated_tokens": r.estimated_tokens,
+                        "p_created_at": r.created_at,
                     }
                     for r in rows
                 ],

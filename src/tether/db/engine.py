@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import contextvars
 import re
+import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -125,11 +126,15 @@ class SQLiteConnection(AsyncConnection):
 
     SQLAlchemy's exit runs the close in a task of its own so that a cancellation cannot
     abandon it half-way; a close on :mod:`tether.db.sqliteloop` (a rollback if a
-    transaction is open, the pool check-in) never suspends, so nothing can cut it and the
-    task would only cost a loop turn per ``connect()`` block."""
+    transaction is open, the pool check-in, which never waits) never suspends, so nothing
+    can cut it and the task would only cost a loop turn per ``connect()`` block."""
 
     async def __aexit__(self, type_: Any, value: Any, traceback: Any) -> None:
-        await self.close()
+        # ``close()`` would run this in a greenlet of its own; nothing in it can suspend
+        # (see above), so it runs here directly (issue #12: a greenlet per block).
+        sync = self.sync_connection
+        if sync is not None:
+            sync.close()
 
 
 class SQLiteEngine(AsyncEngine):
@@ -188,19 +193,38 @@ class SQLiteEngine(AsyncEngine):
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[AsyncConnection]:
-        """``AsyncEngine.begin()``: roll back on any exception, cancellation included."""
+        """``AsyncEngine.begin()``: roll back on any exception, cancellation included.
+
+        Only the commit may have to wait (for a busy database), so only it is awaited
+        (issue #12): the begin (no statement on SQLite: the ``sqlite3`` module opens the
+        transaction before the first write), the rollback and the commit's bookkeeping
+        run on SQLAlchemy's sync connection directly instead of in a greenlet each."""
         async with self.connect() as conn:
-            trans = conn.begin()
-            await trans.start()
+            sync = conn.sync_connection
+            assert sync is not None
+            trans = sync.begin()
             try:
                 yield conn
             except BaseException:
                 if trans.is_active:
-                    await trans.rollback()
+                    trans.rollback()
                 raise
             else:
                 if trans.is_active:
-                    await trans.commit()
+                    raw = sync.connection.driver_connection
+                    if raw is not None and raw.in_transaction:
+                        await _commit(raw)
+                    trans.commit()  # nothing left to commit: SQLAlchemy's bookkeeping
+
+
+async def _commit(raw: Any) -> None:
+    """Commit ``raw`` (a ``sqlite3`` connection), waiting for a busy database as a
+    statement does; a failure is raised as SQLAlchemy raises it (``sa.exc.OperationalError``
+    …), and the block's connection then rolls back as it closes."""
+    try:
+        await sqliteloop.run(raw.busy_wait_s, sqlite3.Connection.commit, raw)
+    except sqlite3.Error as exc:
+        raise sa.exc.DBAPIError.instance(None, None, exc, sqlite3.Error) from exc
 
 
 def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -241,6 +265,9 @@ class Measurement:
     def count(self) -> int:
         return len(self.statements)
 
+    def add(self, statement: str, noise: bool) -> None:
+        (self.noise if noise else self.statements).append(statement)
+
     def matching(self, pattern: str) -> list[str]:
         """Counted statements whose text matches the regex ``pattern`` (case-insensitive)."""
         rx = re.compile(pattern, re.IGNORECASE)
@@ -277,8 +304,10 @@ class StatementCounter:
         _context: Any,
         _executemany: bool,
     ) -> None:
-        for m in (self.total, *self._active):
-            (m.noise if _NOISE.match(statement) else m.statements).append(statement)
+        noise = _NOISE.match(statement) is not None  # once, however many blocks are open
+        self.total.add(statement, noise)
+        for m in self._active:
+            m.add(statement, noise)
 
     @property
     def count(self) -> int:

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tether.clock import Clock, as_utc
+from tether.db.fastexec import FastStatement
 from tether.db.logs import read_log
 from tether.db.prebuilt import bound
 from tether.db.tables import provisioner_job_logs, provisioner_jobs, workspace_builds
@@ -90,6 +91,7 @@ def _claim_job(postgres: bool) -> sa.Update:
 
 # Built once (db/prebuilt.py): the provisioner's poll runs them every few hundred ms.
 _ANY_PENDING_JOB = sa.select(provisioner_jobs.c.id).where(_PENDING_JOB).limit(1)
+_ANY_PENDING_JOB_FAST = FastStatement(_ANY_PENDING_JOB)  # db/fastexec.py
 _CLAIM_JOB = {False: _claim_job(False), True: _claim_job(True)}  # by "is PostgreSQL"
 
 
@@ -109,7 +111,7 @@ class JobQueue:
         # the chat worker to wait on; half the CPU of the guarded UPDATE) and claim only
         # when a job is pending. The UPDATE stays guarded: another replica may win the race.
         async with self._engine.connect() as conn:
-            if (await conn.execute(_ANY_PENDING_JOB)).first() is None:
+            if await _ANY_PENDING_JOB_FAST.first(conn, {}) is None:
                 return None
         values = {
             "p_started_at": now,

@@ -63,7 +63,7 @@ def is_busy(exc: sqlite3.OperationalError) -> bool:
     return code & 0xFF == _SQLITE_BUSY and code != _SQLITE_BUSY_SNAPSHOT
 
 
-async def _run(busy_wait_s: float, step: Callable[..., T], *args: Any) -> T:
+async def run(busy_wait_s: float, step: Callable[..., T], *args: Any) -> T:
     """``step(*args)``, run again after an asynchronous backoff while SQLite is busy."""
     try:
         return step(*args)
@@ -95,11 +95,11 @@ class LoopCursor(sqlite3.Cursor):
     connection: LoopConnection
 
     def execute(self, sql: str, parameters: Any = (), /) -> LoopCursor:
-        await_(_run(self.connection.busy_wait_s, super().execute, sql, parameters))
+        await_(run(self.connection.busy_wait_s, super().execute, sql, parameters))
         return self
 
     def executemany(self, sql: str, seq_of_parameters: Any, /) -> LoopCursor:
-        await_(_run(self.connection.busy_wait_s, super().executemany, sql, seq_of_parameters))
+        await_(run(self.connection.busy_wait_s, super().executemany, sql, seq_of_parameters))
         return self
 
     async def _async_soft_close(self) -> None:
@@ -118,7 +118,7 @@ class LoopConnection(sqlite3.Connection):
 
     def commit(self) -> None:
         if self.in_transaction:  # nothing to commit otherwise: no await, no round trip
-            await_(_run(self.busy_wait_s, super().commit))
+            await_(run(self.busy_wait_s, super().commit))
 
 
 class LoopDBAPI:

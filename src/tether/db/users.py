@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tether.clock import Clock, as_utc
+from tether.db.fastexec import FastStatement
 from tether.db.prebuilt import bound
 from tether.db.tables import api_tokens, chat_messages, chat_queued_messages, chats, users
 from tether.domain.user import Role, User
@@ -37,6 +38,7 @@ _TOKEN_VALID = (
     .join(users, api_tokens.c.user_id == users.c.id)
     .where(api_tokens.c.id == bound(api_tokens.c.id))
 )
+_TOKEN_VALID_FAST = FastStatement(_TOKEN_VALID)  # db/fastexec.py
 
 
 @dataclass(frozen=True)
@@ -248,7 +250,7 @@ class UserStore:
         """Whether a token still authenticates (exists, user enabled, not expired). Returns
         its expiry when it has one (a stream can wake exactly then), else ``True``."""
         async with self._engine.connect() as conn:
-            row = (await conn.execute(_TOKEN_VALID, {"p_id": token_id})).first()
+            row = await _TOKEN_VALID_FAST.first(conn, {"p_id": token_id})
         if row is None or row.disabled_at is not None or row.deleted_at is not None:
             return False
         expires_at = as_utc(row.expires_at)

@@ -24,6 +24,7 @@ from support.server import free_port, serve_app
 from tether.api.app import create_app
 from tether.db.tables import chat_queued_messages, chat_usage
 from tether.domain.chat import ChatStatus
+from tether.llm.config import AdminModelInput
 from tether.settings import Settings
 from tether.wiring import Graph, build_graph
 
@@ -278,3 +279,30 @@ async def test_switching_model_or_plan_mode_goes_the_one_send_path(served) -> No
         for m in (alice, bob):
             await m.http.aclose()
             await m.sdk.aclose()
+
+
+async def test_a_model_asked_for_is_looked_up_before_the_sends_transaction(served) -> None:
+    """Issue #12: a send that names a model looks it up (an admin-added model is a query)
+    before its transaction, not while that holds the chat's row and SQLite's write lock;
+    the switch still lands with the message, and the send still costs its statements plus
+    the look-up and the switch."""
+    graph, url = served
+    alice = await member(graph, url, "alice")
+    try:
+        admin = await graph.users.create_user("root", "admin")
+        spec = AdminModelInput(name="admin-gpt", provider="openai", model="gpt-4o")
+        await graph.models.add(spec, user_id=admin.id)
+        chat = (await alice.http.post("/api/v1/chats", json={"content": "hi"})).json()
+        await _idle(graph, chat["id"])
+        path = f"/api/v1/chats/{chat['id']}/messages"
+        with statements(graph) as seen:
+            r = await alice.http.post(path, json={"content": "x", "model": "admin-gpt"})
+        assert r.status_code == 200, r.text
+        assert r.json()["chat"]["model"] == "admin-gpt"
+        lookups = [i for i, s in enumerate(seen) if "FROM llm_models" in s]
+        settle = next(i for i, s in enumerate(seen) if s.lstrip().startswith("UPDATE chats"))
+        assert lookups and max(lookups) < settle, seen
+        assert (await graph.chats.get(uuid.UUID(chat["id"]))).model == "admin-gpt"
+    finally:
+        await alice.http.aclose()
+        await alice.sdk.aclose()
