@@ -9,10 +9,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 # Defined beside the agent's pydantic-free bodies; re-exported for the server side.
 from tether.agent.wire import EXEC_ENV as EXEC_ENV
+from tether.agent.wire import EXEC_NUL_MESSAGE, exec_env_problem
 
 EXEC_DEFAULT_TIMEOUT_S = 10.0
 EXEC_MAX_TIMEOUT_S = 3600.0
@@ -43,6 +44,22 @@ class ExecRequest(_Body):
     background: bool = False
     env: dict[str, str] = Field(default_factory=dict)
     stream: bool = False  # foreground: NDJSON lines as the command runs (agentconn.execstream)
+
+    @field_validator("command")
+    @classmethod
+    def _no_nul(cls, command: str) -> str:
+        if "\0" in command:
+            raise ValueError(EXEC_NUL_MESSAGE)
+        return command
+
+    @field_validator("env")
+    @classmethod
+    def _representable(cls, env: dict[str, str]) -> dict[str, str]:
+        for name, value in env.items():
+            problem = exec_env_problem(name, value)
+            if problem is not None:
+                raise ValueError(f"{name!r}: {problem}")
+        return env
 
 
 class ExecResult(_Body):

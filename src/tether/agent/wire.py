@@ -167,6 +167,20 @@ def _str_dict(data: dict[str, Any], key: str) -> dict[str, str]:
     return dict(mapping)
 
 
+# What an exec (argv, environment block) cannot carry: C strings end at a NUL, a variable's
+# name ends at its first "=". Checked on input, so the start is not a 500 (issue #12).
+EXEC_NUL_MESSAGE = "must not contain a NUL character"
+
+
+def exec_env_problem(name: str, value: str) -> str | None:
+    """Why ``name=value`` cannot be in a command's environment, or None when it can."""
+    if not name or "=" in name or "\0" in name:
+        return "a variable name must be non-empty, without '=' or a NUL character"
+    if "\0" in value:
+        return f"the value {EXEC_NUL_MESSAGE}"
+    return None
+
+
 @dataclass(frozen=True)
 class ExecRequest:
     command: str
@@ -179,12 +193,20 @@ class ExecRequest:
     @classmethod
     def parse(cls, value: Any) -> ExecRequest:
         data = _object(value, "body")
+        command = _str(data, "command", min_length=1)
+        if "\0" in command:
+            raise _fail("command", EXEC_NUL_MESSAGE)
+        env = _str_dict(data, "env")
+        for name, item in env.items():
+            problem = exec_env_problem(name, item)
+            if problem is not None:
+                raise _fail(f"env.{name}", problem)
         return cls(
-            command=_str(data, "command", min_length=1),
+            command=command,
             timeout_s=_float(data, "timeout_s", gt=0, le=EXEC_MAX_TIMEOUT_S, default=None),
             workdir=_str(data, "workdir", default=None),
             background=_bool(data, "background", False),
-            env=_str_dict(data, "env"),
+            env=env,
             stream=_bool(data, "stream", False),
         )
 

@@ -88,6 +88,37 @@ async def test_exec_rejects_invalid_input(
     assert field in info.value.message
 
 
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"command": "echo a\0b"}, "command"),
+        ({"command": "true", "env": {"A=B": "x"}}, "env.A=B"),
+        ({"command": "true", "env": {"": "x"}}, "env."),
+        ({"command": "true", "env": {"A": "x\0y"}}, "env.A"),
+    ],
+    ids=["nul-in-command", "equals-in-name", "empty-name", "nul-in-value"],
+)
+@pytest.mark.parametrize("mode", ["foreground", "background", "stream"])
+async def test_exec_of_what_no_process_can_be_given_is_a_400_not_a_500(
+    agent: RunningAgent, body: dict[str, object], field: str, mode: str
+) -> None:
+    """A NUL byte cannot pass into argv or the environment, nor "=" into a variable name:
+    the agent says so (400 invalid_input naming the field) instead of failing the start (it
+    used to answer 500 internal with a ValueError)."""
+    if mode != "foreground":
+        body = {**body, mode: True}
+    async with httpx.AsyncClient(
+        base_url=f"http://{agent.address}",
+        headers={"Authorization": f"Bearer {agent.secret}"},
+        trust_env=False,
+    ) as raw:
+        response = await raw.post("/exec", json=body)
+        assert response.status_code == 400, response.text
+        assert response.json()["code"] == "invalid_input"
+        assert response.json()["message"].startswith(f"{field}: ")
+        assert (await raw.get("/processes")).json() == {"processes": []}  # nothing started
+
+
 async def test_exec_output_cap_cuts_on_a_utf8_boundary(client: AgentClient) -> None:
     # 1 ASCII byte, then 2-byte characters: byte 32768 falls in the middle of one.
     result = await client.exec("printf a; for i in $(seq 20000); do printf 'é'; done")
