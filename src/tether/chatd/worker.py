@@ -305,6 +305,9 @@ class ChatWorker:
             state = self._states.pop(chat_id, None)
             self._deps.hub.forget(chat_id)
             if state is not None:
+                # the kept tools hold the state (their context does): without this edge
+                # the chat's tools and agent go by reference counting, not a full collection
+                state.turn_agent = None
                 await state.conns.aclose()
         return idle
 

@@ -150,6 +150,19 @@ AgentKey = tuple[bool, bool]  # (is_root, plan_mode): what decides the tool set
 
 
 @dataclass
+class TurnSlot:
+    """What the kept agent reads of the running turn at every step: its workspace (the
+    MCP toolset) and its context budget. The agent's callbacks hold this, not the
+    :class:`TurnAgent` that holds the agent, so a dropped chat's tools and agent form no
+    reference cycle and go by reference counting: a cycle would outlive the young
+    collections and wait for a full one (``src/tether/gctune.py``), and a soak's
+    forgotten chats piled up as garbage in the meantime."""
+
+    turn_ws: TurnWorkspace = field(default_factory=TurnWorkspace)
+    context: ContextBudget | None = None  # the running turn's (its model's window)
+
+
+@dataclass
 class TurnAgent:
     """One chat's tools and agent; ``turn_ws`` is the running turn's (set per turn)."""
 
@@ -157,9 +170,24 @@ class TurnAgent:
     ctx: ToolContext
     agent: Agent[None, str]
     taken: set[str]  # the tool names (a workspace MCP tool may not shadow one)
-    turn_ws: TurnWorkspace = field(default_factory=TurnWorkspace)
-    context: ContextBudget | None = None  # the running turn's (its model's window)
+    slot: TurnSlot = field(default_factory=TurnSlot)
     built: int = 1  # how many times this chat's tools were built (tests read it)
+
+    @property
+    def turn_ws(self) -> TurnWorkspace:
+        return self.slot.turn_ws
+
+    @turn_ws.setter
+    def turn_ws(self, turn_ws: TurnWorkspace) -> None:
+        self.slot.turn_ws = turn_ws
+
+    @property
+    def context(self) -> ContextBudget | None:
+        return self.slot.context
+
+    @context.setter
+    def context(self, context: ContextBudget | None) -> None:
+        self.slot.context = context
 
 
 def turn_agent(deps: ChatdDeps, chat: Chat, state: ChatState) -> TurnAgent:
@@ -177,12 +205,11 @@ def turn_agent(deps: ChatdDeps, chat: Chat, state: ChatState) -> TurnAgent:
         return cached
     ctx = ToolContext(deps, chat, state)
     tools = build_tools(ctx)
-    holder: list[TurnAgent] = []
-    toolset = ChatToolset(tools, lambda: holder[0].turn_ws.toolset)
-    tools_cap = ChatTools(toolset, lambda: holder[0].context)
+    slot = TurnSlot()
+    toolset = ChatToolset(tools, lambda: slot.turn_ws.toolset)
+    tools_cap = ChatTools(toolset, lambda: slot.context)
     agent: Agent[None, str] = Agent(None, retries=3, capabilities=[tools_cap])
     built = cached.built + 1 if isinstance(cached, TurnAgent) else 1
-    made = TurnAgent(key, ctx, agent, {t.name for t in tools}, built=built)
-    holder.append(made)
+    made = TurnAgent(key, ctx, agent, {t.name for t in tools}, slot, built=built)
     state.turn_agent = made
     return made
