@@ -15,6 +15,7 @@ import asyncio
 import gc
 import uuid
 import weakref
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -23,7 +24,7 @@ from chatd_env import Chatd
 
 from tether.chatd.turn.agents import turn_agent
 from tether.chatd.worker import ChatWorker
-from tether.llm.scripted import Say, script_model
+from tether.llm.scripted import Call, Say, script_model
 
 
 @contextmanager
@@ -90,3 +91,53 @@ async def test_a_chat_rebuilding_its_tools_frees_the_old_ones_by_reference_count
         new = turn_agent(worker._deps, replace(chat, plan_mode=True), state)
         assert new.built == 2 and state.turn_agent is new
         assert [ref() for ref in alive] == [None] * len(alive)
+
+
+def _cyclic_garbage() -> Counter[str]:
+    """The types of what only the cycle collector would free now (then freed)."""
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        gc.collect()
+        found = Counter(type(o).__qualname__ for o in gc.garbage)
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.collect()
+    return found
+
+
+# What a chat keeps across turns, and a turn's own workspace view: none of it may be left in
+# a reference cycle (a turn's own pydantic-ai and HTTP objects may; they die young).
+CHAT_TYPES = {
+    "ChatState",
+    "ChatConnections",
+    "ToolContext",
+    "TurnAgent",
+    "TurnSlot",
+    "ChatToolset",
+    "TurnWorkspace",
+    "McpTurn",
+    "Lifecycle",
+    "Agent",
+}
+
+
+async def test_turns_and_a_forgotten_chat_leave_nothing_of_the_chat_in_a_cycle(
+    chatd: Chatd,
+) -> None:
+    ws, _ = await chatd.create_workspace()
+    worker = chatd.start_worker(chat_idle_s=3600.0)
+    steps = [Call("execute", {"command": "true"}), Say("k")]
+    chat = await chatd.new_chat("one", script_model(steps * 3), workspace_id=ws.id)
+    await chatd.wait_status(chat.id)
+    await _idle(worker, chat.id)
+    with no_cycle_collector():
+        for text in ("two", "three"):
+            await chatd.send(chat.id, text)
+            await chatd.wait_status(chat.id)
+            await _idle(worker, chat.id)
+        assert not CHAT_TYPES & set(_cyclic_garbage())
+        worker._chat_idle_s = 0.0
+        assert await worker.forget_idle() == [chat.id]
+        left = _cyclic_garbage()
+        assert not CHAT_TYPES & set(left), left
