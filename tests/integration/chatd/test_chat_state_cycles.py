@@ -21,6 +21,9 @@ from contextlib import contextmanager
 from dataclasses import replace
 
 from chatd_env import Chatd
+from pydantic_ai import RunContext
+from pydantic_ai.models.test import TestModel
+from pydantic_ai.usage import RunUsage
 
 from tether.chatd.turn.agents import turn_agent
 from tether.chatd.worker import ChatWorker
@@ -35,6 +38,11 @@ def no_cycle_collector() -> Iterator[None]:
         yield
     finally:
         gc.enable()
+
+
+def _run_context() -> RunContext[None]:
+    """A step's run context, as the agent lists the chat's tools with it."""
+    return RunContext(deps=None, model=TestModel(), usage=RunUsage(), max_retries=3)
 
 
 async def _idle(worker: ChatWorker, chat_id: uuid.UUID) -> None:
@@ -61,7 +69,8 @@ async def test_a_forgotten_chat_state_tools_and_agent_go_by_reference_counting(
     twin = replace(chat, id=uuid.uuid4())
     state = worker._state_for(twin)
     made = turn_agent(worker._deps, twin, state)
-    assert state.turn_agent is made
+    assert state.turn_agent is made and made.toolset is not None
+    assert "execute" in await made.toolset.get_tools(_run_context())  # kept listed
     worker._idle_since[twin.id] = worker._deps.clock.monotonic()
     alive = [weakref.ref(o) for o in (state, state.conns, made, made.ctx, made.agent)]
     del made, state
@@ -85,7 +94,8 @@ async def test_a_chat_rebuilding_its_tools_frees_the_old_ones_by_reference_count
     assert state is not None
     state.turn_agent = None
     old = turn_agent(worker._deps, chat, state)
-    alive = [weakref.ref(o) for o in (old, old.ctx, old.agent)]
+    assert old.toolset is not None and await old.toolset.get_tools(_run_context())
+    alive = [weakref.ref(o) for o in (old, old.ctx, old.agent, old.toolset)]
     del old
     with no_cycle_collector():
         new = turn_agent(worker._deps, replace(chat, plan_mode=True), state)

@@ -75,6 +75,11 @@ class ChatToolset(FunctionToolset[None]):
                 tools.setdefault(name, tool)
         return tools
 
+    def forget_listing(self) -> None:
+        """Drop the kept listing: its tools refer back to this toolset (a reference cycle),
+        so a dropped chat's tools would otherwise wait for a full collection."""
+        self._listed = None
+
     def owns(self, name: str) -> bool:
         """Whether ``name`` is one of the chat's tools or the turn's workspace MCP tools."""
         return name in self.tools or name in self._extra().tools
@@ -172,6 +177,7 @@ class TurnAgent:
     taken: set[str]  # the tool names (a workspace MCP tool may not shadow one)
     slot: TurnSlot = field(default_factory=TurnSlot)
     built: int = 1  # how many times this chat's tools were built (tests read it)
+    toolset: ChatToolset | None = None  # the agent's (its listing is dropped with it)
 
     @property
     def turn_ws(self) -> TurnWorkspace:
@@ -190,6 +196,16 @@ class TurnAgent:
         self.slot.context = context
 
 
+def forget_turn_agent(state: ChatState) -> None:
+    """Drop the chat's kept tools and agent (the worker forgets the chat, or its tool set
+    changed) so that reference counting frees them: a cycle through them would wait for a
+    full collection, which the tuned collector runs rarely (``src/tether/gctune.py``), and
+    meanwhile hold the chat's state, connections and ~17 tools with their validators."""
+    cached, state.turn_agent = state.turn_agent, None
+    if isinstance(cached, TurnAgent) and cached.toolset is not None:
+        cached.toolset.forget_listing()
+
+
 def turn_agent(deps: ChatdDeps, chat: Chat, state: ChatState) -> TurnAgent:
     """The chat's tools and agent for a new turn: the cached ones re-pointed at this turn,
     or new ones when the chat has none yet or its tool set changed."""
@@ -203,6 +219,7 @@ def turn_agent(deps: ChatdDeps, chat: Chat, state: ChatState) -> TurnAgent:
         cached.turn_ws = TurnWorkspace()
         cached.context = None
         return cached
+    forget_turn_agent(state)
     ctx = ToolContext(deps, chat, state)
     tools = build_tools(ctx)
     slot = TurnSlot()
@@ -210,6 +227,6 @@ def turn_agent(deps: ChatdDeps, chat: Chat, state: ChatState) -> TurnAgent:
     tools_cap = ChatTools(toolset, lambda: slot.context)
     agent: Agent[None, str] = Agent(None, retries=3, capabilities=[tools_cap])
     built = cached.built + 1 if isinstance(cached, TurnAgent) else 1
-    made = TurnAgent(key, ctx, agent, {t.name for t in tools}, slot, built=built)
+    made = TurnAgent(key, ctx, agent, {t.name for t in tools}, slot, built, toolset)
     state.turn_agent = made
     return made
