@@ -22,7 +22,6 @@ from dataclasses import replace
 
 from chatd_env import Chatd
 from pydantic_ai import RunContext
-from pydantic_ai.models.test import TestModel
 from pydantic_ai.usage import RunUsage
 
 from tether.chatd.turn.agents import turn_agent
@@ -42,7 +41,7 @@ def no_cycle_collector() -> Iterator[None]:
 
 def _run_context() -> RunContext[None]:
     """A step's run context, as the agent lists the chat's tools with it."""
-    return RunContext(deps=None, model=TestModel(), usage=RunUsage(), max_retries=3)
+    return RunContext(deps=None, model=script_model([]), usage=RunUsage(), max_retries=3)
 
 
 async def _idle(worker: ChatWorker, chat_id: uuid.UUID) -> None:
