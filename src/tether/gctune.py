@@ -17,6 +17,12 @@ generation-0 threshold (700 allocations) runs a young collection more than once 
   collections run several times less often; the objects of one turn mostly die by
   reference counting before a collection sees them. Generations 1 and 2 keep CPython's
   multipliers (10, 10).
+
+The price: an object that outlives a few young collections reaches the oldest generation,
+and if it dies in a reference cycle it waits for the next full collection (CPython runs
+one only when that generation has grown by a quarter). Long-lived state that is dropped —
+a chat the worker forgets — must therefore go by reference counting
+(``tests/integration/chatd/test_chat_state_cycles.py``; docs/operations.md §2.3).
 """
 
 from __future__ import annotations

@@ -148,6 +148,8 @@ class Settings(BaseSettings):
     chat_workspace_ttl_ms: int = 0
     # long chats (chatd/context.py, compaction.py, historycache.py)
     history_cache_max_messages: int = Field(default=20_000, ge=0, le=10_000_000)
+    # and by the approximate size of the cached messages' stored JSON (historycache.py)
+    history_cache_max_bytes: int = Field(default=32 * 1024 * 1024, ge=0)
     context_keep_steps: int = Field(default=4, ge=1, le=100)  # kept verbatim (elision, cut)
 
     # chat parity (issue #14): images, automatic titles, per-user usage limits

@@ -62,6 +62,7 @@ class LongChat:
         hub: ChatStreamHub,
         *,
         max_cached_messages: int,
+        max_cached_bytes: int | None = None,
         keep_steps: int = 4,
         summariser_for: SummariserFor | None = None,
     ) -> None:
@@ -76,6 +77,7 @@ class LongChat:
             ),
             store.latest,
             max_messages=max_cached_messages,
+            max_bytes=max_cached_bytes,
         )
         hub.message_listeners.append(self.cache.adopt)  # a warm turn reads no history
         self._locks: dict[uuid.UUID, asyncio.Lock] = {}
@@ -284,6 +286,7 @@ def longchat_of(graph: Any) -> LongChat:
             CompactionStore(graph.engine, graph.clock),
             hub,
             max_cached_messages=settings.history_cache_max_messages,
+            max_cached_bytes=settings.history_cache_max_bytes,
             keep_steps=settings.context_keep_steps,
             summariser_for=summariser_for,
         )

@@ -9,8 +9,10 @@ by the same read; a different compaction number (a compaction here or on another
 ``/clear``) or :meth:`invalidate` drops the entry. An edit (chatd/edits.py) invalidates it
 by a bus event on every replica and, should that event be lost, at the next read: each read
 starts at the newest cached row, which an edit always supersedes. Memory is bounded by
-``max_messages`` over all chats (least recently used chats go first), not by the number or
-length of chats; a chat larger than the bound alone is served but not kept.
+``max_messages`` and by ``max_bytes`` (the approximate size of the messages' stored JSON,
+:func:`stored_bytes`) over all chats, least recently used chats first, not by the number or
+length of chats: one huge tool result counts for its size, not as one message. A chat larger
+than either bound alone is served but not kept.
 
 A warm turn reads nothing (issue #12): every message this process persists is published
 on its stream hub, and :meth:`HistoryCache.adopt` appends it to the cached entry when its
@@ -25,6 +27,7 @@ missed, and the read finds the superseded rows as before.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -45,6 +48,7 @@ class Entry:
     messages: list[cm.ChatMessage] = field(default_factory=list)
     converted: dict[int, list[pai.ModelMessage]] = field(default_factory=dict)  # by seq
     calibration: Calibration = field(default_factory=Calibration)
+    nbytes: int = 0  # the messages' stored_bytes
 
     @property
     def number(self) -> int:
@@ -63,23 +67,53 @@ def stored_to_chat(msg: StoredMessage) -> cm.ChatMessage:
     )
 
 
+# built once: json.dumps with arguments builds an encoder per call (≈ 2× the cost)
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
+
+
+def stored_bytes(msg: StoredMessage) -> int:
+    """The approximate size of a message as stored: its parts' compact JSON, in characters
+    (what the cache's byte bound counts; the parsed and converted objects take a few times
+    that, in proportion)."""
+    return len(_encode(msg.parts))
+
+
 LoadRows = Callable[[uuid.UUID, int], Awaitable[list[StoredMessage]]]
 LoadLatest = Callable[[uuid.UUID], Awaitable[Compaction | None]]
 
 
 class HistoryCache:
-    def __init__(self, load_rows: LoadRows, load_latest: LoadLatest, *, max_messages: int) -> None:
+    def __init__(
+        self,
+        load_rows: LoadRows,
+        load_latest: LoadLatest,
+        *,
+        max_messages: int,
+        max_bytes: int | None = None,
+    ) -> None:
         self._rows = load_rows
         self._latest = load_latest
         self.max_messages = max_messages
+        self.max_bytes = max_bytes  # None: bounded by messages only
         self._entries: OrderedDict[uuid.UUID, Entry] = OrderedDict()
         self._size = 0
+        self._bytes = 0
         self.rows_read = 0  # rows loaded from the database (tests and the benchmark read it)
         self.adopted = 0  # messages taken from this process's publications instead
 
     @property
     def size(self) -> int:
         return self._size
+
+    @property
+    def nbytes(self) -> int:
+        """The cached messages' :func:`stored_bytes`, over all chats."""
+        return self._bytes
+
+    def _too_big(self, entry: Entry) -> bool:
+        return len(entry.messages) > self.max_messages or (
+            self.max_bytes is not None and entry.nbytes > self.max_bytes
+        )
 
     def __contains__(self, chat_id: uuid.UUID) -> bool:
         return chat_id in self._entries
@@ -88,6 +122,7 @@ class HistoryCache:
         entry = self._entries.pop(chat_id, None)
         if entry is not None:
             self._size -= len(entry.messages)
+            self._bytes -= entry.nbytes
 
     def forget(self, chat_id: uuid.UUID | None) -> None:
         """:meth:`invalidate` one chat, or every chat with None (events may be lost)."""
@@ -96,6 +131,7 @@ class HistoryCache:
         else:
             self._entries.clear()
             self._size = 0
+            self._bytes = 0
 
     def adopt(self, msg: StoredMessage) -> None:
         """Take a message this process just persisted (and published) into the chat's
@@ -110,10 +146,13 @@ class HistoryCache:
             self.invalidate(msg.chat_id)
             return
         self.adopted += 1
+        nbytes = stored_bytes(msg)
         entry.messages.append(adopted)
         entry.last_seq = msg.seq
+        entry.nbytes += nbytes
         self._size += 1
-        if len(entry.messages) > self.max_messages:
+        self._bytes += nbytes
+        if self._too_big(entry):
             self.invalidate(msg.chat_id)  # as a read would: served, not kept
         else:
             self._evict()
@@ -147,6 +186,7 @@ class HistoryCache:
         else:
             self._entries.pop(chat_id)
             self._size -= len(entry.messages)
+            self._bytes -= entry.nbytes
         # The read starts at the newest cached row (superseded rows included): an edit
         # supersedes the edited message and every later one, so a superseded newest row
         # means the entry is stale, even if this replica missed the edit's bus event.
@@ -163,6 +203,7 @@ class HistoryCache:
             self.rows_read += 1
             entry.messages.append(stored_to_chat(row))
             entry.last_seq = row.seq
+            entry.nbytes += stored_bytes(row)
         self._keep(chat_id, entry)
         return entry
 
@@ -176,13 +217,18 @@ class HistoryCache:
         return found
 
     def _keep(self, chat_id: uuid.UUID, entry: Entry) -> None:
-        if len(entry.messages) > self.max_messages:
+        if self._too_big(entry):
             return  # served, not kept: one chat never evicts everything else for nothing
         self._entries[chat_id] = entry
         self._size += len(entry.messages)
+        self._bytes += entry.nbytes
         self._evict()
 
     def _evict(self) -> None:
-        while self._size > self.max_messages and self._entries:
+        while self._entries and (
+            self._size > self.max_messages
+            or (self.max_bytes is not None and self._bytes > self.max_bytes)
+        ):
             _, old = self._entries.popitem(last=False)
             self._size -= len(old.messages)
+            self._bytes -= old.nbytes

@@ -40,6 +40,7 @@ from tether.chatd.mcptools import McpToolCache
 from tether.chatd.taskowner import TaskOwner
 from tether.chatd.tools.base import ChatdDeps, ChatState
 from tether.chatd.turn import TurnControl, TurnRunner
+from tether.chatd.turn.agents import forget_turn_agent
 from tether.clock import within
 from tether.domain.chat import Chat, ChatStatus
 from tether.ids import new_id
@@ -305,6 +306,7 @@ class ChatWorker:
             state = self._states.pop(chat_id, None)
             self._deps.hub.forget(chat_id)
             if state is not None:
+                forget_turn_agent(state)  # by reference counting, not a full collection
                 await state.conns.aclose()
         return idle
 

@@ -137,3 +137,26 @@ async def test_a_message_that_does_not_parse_is_left_to_the_read() -> None:
     bad = replace(db.add(chat), parts=[{"type": "no-such-part"}])
     cache.adopt(bad)
     assert chat not in cache and cache.adopted == 0
+
+
+async def test_the_cache_evicts_by_bytes_as_well_as_by_messages() -> None:
+    """history_cache_max_bytes: one huge tool result counts for its size, not as one
+    message; read or adopted, the least recently used chats go first, and a chat bigger
+    than the bound alone is served but not kept."""
+    db, a, b, c = Rows(), uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    cache = HistoryCache(db.load, _latest, max_messages=1000, max_bytes=10_000)
+    for chat in (a, b):
+        db.add(chat, "x" * 3_000)
+        await cache.view(chat)
+    assert a in cache and b in cache and 6_000 < cache.nbytes < 6_200
+    cache.adopt(db.add(b, "y" * 4_000))  # 10,000+ bytes in 3 messages: a goes
+    assert a not in cache and b in cache and cache.size == 2
+    assert 7_000 < cache.nbytes <= 10_000
+    db.add(c, "z" * 20_000)
+    entry = await cache.view(c)  # alone past the bound: served, not kept
+    assert _texts(entry) == ["z" * 20_000 + "1"]
+    assert c not in cache and b in cache and cache.nbytes <= 10_000
+    cache.adopt(db.add(b, "w" * 5_000))  # b alone past the bound now: dropped
+    assert b not in cache and cache.size == 0 and cache.nbytes == 0
+    await cache.view(a)  # what is evicted is read again next time
+    assert a in cache and cache.nbytes > 3_000

@@ -149,6 +149,9 @@ class ChatConnections(Generic[C]):
     async def aclose(self) -> None:
         """End of the chat's life in this worker: drop (and close) the cached conn."""
         self.evict()
+        # the gate's task keeps the context it was spawned in (a turn's: the agent's run
+        # context, which leads back here); dropped, a forgotten chat is no reference cycle
+        self._gate = None
 
     # --- acquiring -----------------------------------------------------------------------
 

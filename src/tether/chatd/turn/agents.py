@@ -75,6 +75,11 @@ class ChatToolset(FunctionToolset[None]):
                 tools.setdefault(name, tool)
         return tools
 
+    def forget_listing(self) -> None:
+        """Drop the kept listing: its tools refer back to this toolset (a reference cycle),
+        so a dropped chat's tools would otherwise wait for a full collection."""
+        self._listed = None
+
     def owns(self, name: str) -> bool:
         """Whether ``name`` is one of the chat's tools or the turn's workspace MCP tools."""
         return name in self.tools or name in self._extra().tools
@@ -150,6 +155,19 @@ AgentKey = tuple[bool, bool]  # (is_root, plan_mode): what decides the tool set
 
 
 @dataclass
+class TurnSlot:
+    """What the kept agent reads of the running turn at every step: its workspace (the
+    MCP toolset) and its context budget. The agent's callbacks hold this, not the
+    :class:`TurnAgent` that holds the agent, so a dropped chat's tools and agent form no
+    reference cycle and go by reference counting: a cycle would outlive the young
+    collections and wait for a full one (``src/tether/gctune.py``), and a soak's
+    forgotten chats piled up as garbage in the meantime."""
+
+    turn_ws: TurnWorkspace = field(default_factory=TurnWorkspace)
+    context: ContextBudget | None = None  # the running turn's (its model's window)
+
+
+@dataclass
 class TurnAgent:
     """One chat's tools and agent; ``turn_ws`` is the running turn's (set per turn)."""
 
@@ -157,9 +175,35 @@ class TurnAgent:
     ctx: ToolContext
     agent: Agent[None, str]
     taken: set[str]  # the tool names (a workspace MCP tool may not shadow one)
-    turn_ws: TurnWorkspace = field(default_factory=TurnWorkspace)
-    context: ContextBudget | None = None  # the running turn's (its model's window)
+    slot: TurnSlot = field(default_factory=TurnSlot)
     built: int = 1  # how many times this chat's tools were built (tests read it)
+    toolset: ChatToolset | None = None  # the agent's (its listing is dropped with it)
+
+    @property
+    def turn_ws(self) -> TurnWorkspace:
+        return self.slot.turn_ws
+
+    @turn_ws.setter
+    def turn_ws(self, turn_ws: TurnWorkspace) -> None:
+        self.slot.turn_ws = turn_ws
+
+    @property
+    def context(self) -> ContextBudget | None:
+        return self.slot.context
+
+    @context.setter
+    def context(self, context: ContextBudget | None) -> None:
+        self.slot.context = context
+
+
+def forget_turn_agent(state: ChatState) -> None:
+    """Drop the chat's kept tools and agent (the worker forgets the chat, or its tool set
+    changed) so that reference counting frees them: a cycle through them would wait for a
+    full collection, which the tuned collector runs rarely (``src/tether/gctune.py``), and
+    meanwhile hold the chat's state, connections and ~17 tools with their validators."""
+    cached, state.turn_agent = state.turn_agent, None
+    if isinstance(cached, TurnAgent) and cached.toolset is not None:
+        cached.toolset.forget_listing()
 
 
 def turn_agent(deps: ChatdDeps, chat: Chat, state: ChatState) -> TurnAgent:
@@ -175,14 +219,14 @@ def turn_agent(deps: ChatdDeps, chat: Chat, state: ChatState) -> TurnAgent:
         cached.turn_ws = TurnWorkspace()
         cached.context = None
         return cached
+    forget_turn_agent(state)
     ctx = ToolContext(deps, chat, state)
     tools = build_tools(ctx)
-    holder: list[TurnAgent] = []
-    toolset = ChatToolset(tools, lambda: holder[0].turn_ws.toolset)
-    tools_cap = ChatTools(toolset, lambda: holder[0].context)
+    slot = TurnSlot()
+    toolset = ChatToolset(tools, lambda: slot.turn_ws.toolset)
+    tools_cap = ChatTools(toolset, lambda: slot.context)
     agent: Agent[None, str] = Agent(None, retries=3, capabilities=[tools_cap])
     built = cached.built + 1 if isinstance(cached, TurnAgent) else 1
-    made = TurnAgent(key, ctx, agent, {t.name for t in tools}, built=built)
-    holder.append(made)
+    made = TurnAgent(key, ctx, agent, {t.name for t in tools}, slot, built, toolset)
     state.turn_agent = made
     return made

@@ -148,3 +148,4 @@ class TurnRunner:
             cached.turn_ws = TurnWorkspace()
             cached.context = None
             ctx.on_workspace_ready = None
+            turn_ws.mcp = None  # its apply hook holds turn_ws: a cycle left for a full collection
