@@ -131,6 +131,7 @@ class TurnTimes:
     start: float
     model: float = 0.0
     tool: float = 0.0
+    last: float = 0.0  # when its last model or tool call returned (:func:`now`)
 
 
 # The turn that runs in this task (and in the tool-call tasks it starts, which copy the
@@ -152,6 +153,11 @@ class ChatTimers:
         ``end`` (:func:`now` times: when its message was sent and when its final status
         reached the client); that turn and any older one are dropped. RuntimeError when no
         turn of the chat started then: the times do not belong to one of its turns."""
+        matched = self.take_turns(chat_id, sent, end)
+        return sum(t.model for t in matched), sum(t.tool for t in matched)
+
+    def take_turns(self, chat_id: uuid.UUID, sent: float, end: float) -> list[TurnTimes]:
+        """:meth:`take`, returning the matched turns' times."""
         matched: list[TurnTimes] = []
         kept: list[TurnTimes] = []
         for times in self.turns.pop(chat_id, []):
@@ -163,7 +169,7 @@ class ChatTimers:
             self.turns[chat_id] = kept
         if not matched:
             raise RuntimeError(f"chat {chat_id}: no turn started between {sent} and {end}")
-        return sum(t.model for t in matched), sum(t.tool for t in matched)
+        return matched
 
     def model_for(self, base: FunctionModel) -> Callable[[Any], FunctionModel]:
         """A worker ``model_for``: starts the chat's next turn's timers, and gives ``base``
@@ -176,6 +182,7 @@ class ChatTimers:
 
             def add(seconds: float) -> None:
                 times.model += seconds
+                times.last = now()
 
             return timed_model(base, add)
 
@@ -226,6 +233,7 @@ class _TimedConn:
             times = CURRENT_TURN.get()
             if times is not None:
                 times.tool += time.perf_counter() - t0
+                times.last = now()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._conn, name)
