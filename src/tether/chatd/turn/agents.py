@@ -25,8 +25,9 @@ The agent has one capability of its own (:class:`ChatTools`), which brings it bo
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 
 from pydantic_ai import Agent, Tool
 from pydantic_ai.capabilities import AbstractCapability
@@ -151,20 +152,84 @@ AgentKey = tuple[bool, bool]  # (is_root, plan_mode): what decides the tool set
 
 @dataclass
 class TurnAgent:
-    """One chat's tools and agent; ``turn_ws`` is the running turn's (set per turn)."""
+    """One chat's tools and agent; ``turn_ws`` is the running turn's (set per turn).
+    ``agent`` and ``taken`` are shared with the worker's other chats of the same kind
+    (:class:`ChatAgents`) unless the chat is in plan mode."""
 
     key: AgentKey
     ctx: ToolContext
-    agent: Agent[None, str]
-    taken: set[str]  # the tool names (a workspace MCP tool may not shadow one)
+    agent: Agent[None, str] = field(init=False)
+    taken: set[str] = field(init=False)  # the tool names (a workspace MCP tool may not shadow one)
     turn_ws: TurnWorkspace = field(default_factory=TurnWorkspace)
     context: ContextBudget | None = None  # the running turn's (its model's window)
-    built: int = 1  # how many times this chat's tools were built (tests read it)
+    built: int = 1  # how many times this chat's tools were (re)selected (tests read it)
 
 
-def turn_agent(deps: ChatdDeps, chat: Chat, state: ChatState) -> TurnAgent:
-    """The chat's tools and agent for a new turn: the cached ones re-pointed at this turn,
-    or new ones when the chat has none yet or its tool set changed."""
+# The chat turn running in this task (and in the tasks it starts, which copy the context):
+# what the shared tools and agents act on (:class:`ChatAgents`).
+_running: ContextVar[TurnAgent | None] = ContextVar("tether_turn_agent", default=None)
+
+
+def running_turn() -> TurnAgent:
+    """The chat turn running in this task; RuntimeError outside one."""
+    turn = _running.get()
+    if turn is None:
+        raise RuntimeError("no chat turn is running in this task")
+    return turn
+
+
+class _RunningToolContext:
+    """Stands for the :class:`ToolContext` of the turn running in this task: the shared
+    tools close over it, so one set of tools serves every chat, each call acting on the
+    chat whose turn made it (attributes are read and written through to that context)."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(running_turn().ctx, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(running_turn().ctx, name, value)
+
+
+def _build(tool_ctx: ToolContext) -> tuple[Agent[None, str], set[str]]:
+    """Tools over ``tool_ctx`` and an agent with them; its toolset's workspace MCP tools and
+    its context budget are the running turn's."""
+    tools = build_tools(tool_ctx)
+    toolset = ChatToolset(tools, lambda: running_turn().turn_ws.toolset)
+    tools_cap = ChatTools(toolset, lambda: running_turn().context)
+    agent: Agent[None, str] = Agent(None, retries=3, capabilities=[tools_cap])
+    return agent, {t.name for t in tools}
+
+
+class ChatAgents:
+    """The tools and agents a worker's chats share: one per chat kind (a root chat or a
+    subagent, SA-4), built at the first turn of that kind.
+
+    Why shared (issue #12, ``bench/openloop.py --heap --stalls``): a chat's ~17 tools and
+    its agent are ≈ 500 objects the garbage collector tracks, kept while the chat is
+    cached (``chat_idle_s``); with 1,000 chats that is half a million objects, and every
+    full collection walks them all on the event loop — a stall of hundreds of
+    milliseconds for every turn and stream in flight. Shared, the tools close over a
+    stand-in for the running turn's context (:class:`_RunningToolContext`, through a
+    context variable the turn sets) and a chat keeps only its own context. Plan mode's
+    tools name the chat's plan file (PL-9), so a chat in plan mode builds its own."""
+
+    def __init__(self) -> None:
+        self._shared: dict[bool, tuple[ChatdDeps, Agent[None, str], set[str]]] = {}
+
+    def for_chat(self, deps: ChatdDeps, is_root: bool) -> tuple[Agent[None, str], set[str]]:
+        shared = self._shared.get(is_root)
+        if shared is None or shared[0] is not deps:
+            agent, taken = _build(cast(ToolContext, _RunningToolContext()))
+            shared = self._shared[is_root] = (deps, agent, taken)
+        return shared[1], shared[2]
+
+
+def turn_agent(
+    deps: ChatdDeps, chat: Chat, state: ChatState, shared: ChatAgents | None = None
+) -> TurnAgent:
+    """The chat's tools and agent for a new turn, made the running turn of this task: the
+    cached ones re-pointed at this turn, or new ones when the chat has none yet or its
+    tool set changed (the shared ones of ``shared`` unless in plan mode)."""
     key: AgentKey = (chat.is_root, chat.plan_mode)
     cached = state.turn_agent
     if isinstance(cached, TurnAgent) and cached.key == key and cached.ctx.deps is deps:
@@ -174,15 +239,15 @@ def turn_agent(deps: ChatdDeps, chat: Chat, state: ChatState) -> TurnAgent:
         ctx.conns.forget_gate()  # as ToolContext() does: a fresh pre-dial gate per turn
         cached.turn_ws = TurnWorkspace()
         cached.context = None
+        _running.set(cached)
         return cached
     ctx = ToolContext(deps, chat, state)
-    tools = build_tools(ctx)
-    holder: list[TurnAgent] = []
-    toolset = ChatToolset(tools, lambda: holder[0].turn_ws.toolset)
-    tools_cap = ChatTools(toolset, lambda: holder[0].context)
-    agent: Agent[None, str] = Agent(None, retries=3, capabilities=[tools_cap])
     built = cached.built + 1 if isinstance(cached, TurnAgent) else 1
-    made = TurnAgent(key, ctx, agent, {t.name for t in tools}, built=built)
-    holder.append(made)
+    made = TurnAgent(key, ctx, built=built)
+    _running.set(made)
+    if shared is None or chat.plan_mode:
+        made.agent, made.taken = _build(ctx)
+    else:
+        made.agent, made.taken = shared.for_chat(deps, chat.is_root)
     state.turn_agent = made
     return made
