@@ -38,6 +38,7 @@ send_lateness_ms_p99, cpu_ms_per_turn, client_cpu_ms_per_turn}``) and
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import gc
 import json
@@ -123,6 +124,8 @@ def print_heap(n: int = 25) -> None:
     for key, count in by_type.most_common(n):
         print(f"  {count:8d} {key}")
     del objs
+    tasks = Counter(t.get_coro().__qualname__ for t in asyncio.all_tasks())  # type: ignore[union-attr]
+    print(f"tasks {sum(tasks.values())}: " + ", ".join(f"{k} {c}" for k, c in tasks.most_common(8)))
 
 
 def explain_slow(got: list[Sample], monitor: LoopStallMonitor | None, bound_ms: float) -> None:
