@@ -488,13 +488,17 @@ class GcMeter:
         self.count = [0, 0, 0]
         self.seconds = [0.0, 0.0, 0.0]
         self.max_pause_s = 0.0
+        self.max_cpu_pause_s = 0.0  # the thread's CPU time in its longest-by-CPU collection
         self._t0 = 0.0
+        self._cpu0 = 0.0
 
     def _on_gc(self, phase: str, info: dict[str, int]) -> None:
         if phase == "start":
             self._t0 = time.perf_counter()
+            self._cpu0 = time.thread_time()
             return
         pause = time.perf_counter() - self._t0
+        self.max_cpu_pause_s = max(self.max_cpu_pause_s, time.thread_time() - self._cpu0)
         gen = info["generation"]
         self.count[gen] += 1
         self.seconds[gen] += pause
@@ -516,13 +520,15 @@ class GcMeter:
             "gc_ms_per_turn": round(sum(self.seconds) / n * 1000, 3),
             "gc_ms_by_generation": [round(s * 1000, 1) for s in self.seconds],
             "gc_max_pause_ms": round(self.max_pause_s * 1000, 1),
+            "gc_max_cpu_pause_ms": round(self.max_cpu_pause_s * 1000, 1),
             "gc_threshold": list(gc.get_threshold()),
             "gc_freeze_count": gc.get_freeze_count(),
         }
         print(
             f"GC: collections per turn gen0/1/2 {out['gc_collections_per_turn']} "
             f"(counts {self.count}), {out['gc_ms_per_turn']} ms per turn, by generation "
-            f"{out['gc_ms_by_generation']} ms, max pause {out['gc_max_pause_ms']} ms; "
+            f"{out['gc_ms_by_generation']} ms, max pause {out['gc_max_pause_ms']} ms "
+            f"(CPU {out['gc_max_cpu_pause_ms']} ms); "
             f"threshold {out['gc_threshold']}, frozen {out['gc_freeze_count']}"
         )
         return out
