@@ -1,13 +1,17 @@
-"""A chat's tools and pydantic-ai agent, built once and reused by its later turns.
+"""A chat's tools and pydantic-ai agent: built once per kind of chat and shared by the
+worker's chats (:class:`ChatAgents`), each chat keeping its own context across its turns.
 
 Building the ~17 tools (``Tool.from_schema`` copies each schema) and the ``Agent`` cost
-about 2.5 ms of CPU per turn, more than a bare pydantic-ai run of a one-tool turn. The tools
-close over a :class:`~tether.chatd.tools.base.ToolContext`; a chat runs one turn at a time,
-so its cached context is re-pointed at each turn (the chat as of the turn start, the turn's
+about 2.5 ms of CPU per turn, more than a bare pydantic-ai run of a one-tool turn; kept per
+chat they cost the garbage collector instead (see :class:`ChatAgents`). The shared tools
+close over a stand-in for the running turn's :class:`~tether.chatd.tools.base.ToolContext`
+(a context variable each turn sets); a chat runs one turn at a time, so its own cached
+context is re-pointed at each turn (the chat as of the turn start, the turn's
 workspace-ready hook, a fresh pre-dial gate) instead of being rebuilt. What changes the tool
-set — a root chat or a subagent (SA-4), plan mode (PL-9) — is the cache key; what is per
-turn — the model, the workspace MCP toolset, the context budget — is given to ``Agent.iter``
-(``steps.py``) or read through :class:`TurnAgent` every step.
+set — a root chat or a subagent (SA-4), plan mode (PL-9: tools of the chat's own) — is the
+cache key; what is per turn — the model, the workspace MCP toolset, the context budget — is
+given to ``Agent.iter`` (``steps.py``) or read through the running :class:`TurnAgent` every
+step.
 
 The agent has one capability of its own (:class:`ChatTools`), which brings it both:
 
