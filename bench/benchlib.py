@@ -131,6 +131,7 @@ class TurnTimes:
     start: float
     model: float = 0.0
     tool: float = 0.0
+    last: float = 0.0  # when its last model or tool call returned (:func:`now`)
 
 
 # The turn that runs in this task (and in the tool-call tasks it starts, which copy the
@@ -152,6 +153,11 @@ class ChatTimers:
         ``end`` (:func:`now` times: when its message was sent and when its final status
         reached the client); that turn and any older one are dropped. RuntimeError when no
         turn of the chat started then: the times do not belong to one of its turns."""
+        matched = self.take_turns(chat_id, sent, end)
+        return sum(t.model for t in matched), sum(t.tool for t in matched)
+
+    def take_turns(self, chat_id: uuid.UUID, sent: float, end: float) -> list[TurnTimes]:
+        """:meth:`take`, returning the matched turns' times."""
         matched: list[TurnTimes] = []
         kept: list[TurnTimes] = []
         for times in self.turns.pop(chat_id, []):
@@ -163,7 +169,7 @@ class ChatTimers:
             self.turns[chat_id] = kept
         if not matched:
             raise RuntimeError(f"chat {chat_id}: no turn started between {sent} and {end}")
-        return sum(t.model for t in matched), sum(t.tool for t in matched)
+        return matched
 
     def model_for(self, base: FunctionModel) -> Callable[[Any], FunctionModel]:
         """A worker ``model_for``: starts the chat's next turn's timers, and gives ``base``
@@ -176,6 +182,7 @@ class ChatTimers:
 
             def add(seconds: float) -> None:
                 times.model += seconds
+                times.last = now()
 
             return timed_model(base, add)
 
@@ -226,6 +233,7 @@ class _TimedConn:
             times = CURRENT_TURN.get()
             if times is not None:
                 times.tool += time.perf_counter() - t0
+                times.last = now()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._conn, name)
@@ -480,13 +488,17 @@ class GcMeter:
         self.count = [0, 0, 0]
         self.seconds = [0.0, 0.0, 0.0]
         self.max_pause_s = 0.0
+        self.max_cpu_pause_s = 0.0  # the thread's CPU time in its longest-by-CPU collection
         self._t0 = 0.0
+        self._cpu0 = 0.0
 
     def _on_gc(self, phase: str, info: dict[str, int]) -> None:
         if phase == "start":
             self._t0 = time.perf_counter()
+            self._cpu0 = time.thread_time()
             return
         pause = time.perf_counter() - self._t0
+        self.max_cpu_pause_s = max(self.max_cpu_pause_s, time.thread_time() - self._cpu0)
         gen = info["generation"]
         self.count[gen] += 1
         self.seconds[gen] += pause
@@ -508,13 +520,15 @@ class GcMeter:
             "gc_ms_per_turn": round(sum(self.seconds) / n * 1000, 3),
             "gc_ms_by_generation": [round(s * 1000, 1) for s in self.seconds],
             "gc_max_pause_ms": round(self.max_pause_s * 1000, 1),
+            "gc_max_cpu_pause_ms": round(self.max_cpu_pause_s * 1000, 1),
             "gc_threshold": list(gc.get_threshold()),
             "gc_freeze_count": gc.get_freeze_count(),
         }
         print(
             f"GC: collections per turn gen0/1/2 {out['gc_collections_per_turn']} "
             f"(counts {self.count}), {out['gc_ms_per_turn']} ms per turn, by generation "
-            f"{out['gc_ms_by_generation']} ms, max pause {out['gc_max_pause_ms']} ms; "
+            f"{out['gc_ms_by_generation']} ms, max pause {out['gc_max_pause_ms']} ms "
+            f"(CPU {out['gc_max_cpu_pause_ms']} ms); "
             f"threshold {out['gc_threshold']}, frozen {out['gc_freeze_count']}"
         )
         return out

@@ -38,12 +38,15 @@ send_lateness_ms_p99, cpu_ms_per_turn, client_cpu_ms_per_turn}``) and
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
+import gc
 import json
 import os
 import random
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +55,7 @@ import httpx
 from bench.benchlib import (
     ChatTimers,
     GcMeter,
+    TurnTimes,
     add_rate_args,
     elapsed,
     load_parser,
@@ -62,8 +66,10 @@ from bench.benchlib import (
     timed_server,
 )
 from bench.client import Answer, Clients
+from bench.loopstall import LoopStallMonitor
 
 TURN_TIMEOUT_S = 120.0
+SLOW_SHOWN = 15
 SETUP_CONCURRENCY = 32
 P99_BOUND_MS = 100.0
 
@@ -73,6 +79,24 @@ class Sample:
     overhead_s: float
     late_s: float  # how far behind its scheduled time the client sent the message
     ok: bool
+    result: dict[str, Any]
+    turns: list[TurnTimes]
+
+    def phases(self) -> str:
+        """Where a turn's time went (ms): the client's lateness, send → the worker asked
+        for the model (API, wake-up, claim, history, binding), the model and tool calls
+        (less their own time), the last call → the final status on the client's stream."""
+        r = self.result
+        if not self.turns:
+            return f"late {self.late_s * 1000:.1f}, no server times ({r['status']})"
+        first, last = self.turns[0], self.turns[-1]
+        calls = last.last - first.start - sum(t.model + t.tool for t in self.turns)
+        return (
+            f"late {self.late_s * 1000:.1f}, send→model {(first.start - r['sent']) * 1000:.1f}, "
+            f"calls {calls * 1000:.1f} (model {sum(t.model for t in self.turns) * 1000:.1f} "
+            f"tool {sum(t.tool for t in self.turns) * 1000:.1f}), "
+            f"last call→end {(r['end'] - last.last) * 1000:.1f}"
+        )
 
 
 def samples(answer: Answer, timers: ChatTimers) -> list[Sample]:
@@ -81,10 +105,50 @@ def samples(answer: Answer, timers: ChatTimers) -> list[Sample]:
     out: list[Sample] = []
     for r in answer.results:
         ok = r["status"] == "waiting"
-        model_s, tool_s = timers.take(uuid.UUID(r["chat"]), r["sent"], r["end"]) if ok else (0, 0)
+        turns = timers.take_turns(uuid.UUID(r["chat"]), r["sent"], r["end"]) if ok else []
+        model_s = sum(t.model for t in turns)
+        tool_s = sum(t.tool for t in turns)
         wall = r["end"] - r["scheduled"]
-        out.append(Sample(wall - model_s - tool_s, r["sent"] - r["scheduled"], ok))
+        out.append(Sample(wall - model_s - tool_s, r["sent"] - r["scheduled"], ok, r, turns))
     return out
+
+
+def print_heap(n: int = 25) -> None:
+    """The objects the garbage collector tracks (not frozen), by type and by module: what
+    a full collection walks."""
+    sizes = [len(gc.get_objects(generation=g)) for g in range(3)]
+    costs = []
+    for g in range(3):  # what one collection of each generation costs now (CPU ms)
+        t0 = time.thread_time()
+        gc.collect(g)
+        costs.append(round((time.thread_time() - t0) * 1000, 1))
+    print(f"generations' sizes {sizes}; one collection of each costs {costs} ms of CPU")
+    objs = gc.get_objects()
+    by_type = Counter(f"{type(o).__module__}.{type(o).__qualname__}" for o in objs)
+    by_module = Counter(key.split(".", 1)[0] for key in by_type.elements())
+    print(f"tracked objects {len(objs)} (frozen {gc.get_freeze_count()}); by package:")
+    print("  " + ", ".join(f"{m} {c}" for m, c in by_module.most_common(12)))
+    for key, count in by_type.most_common(n):
+        print(f"  {count:8d} {key}")
+    del objs
+    tasks = Counter(t.get_coro().__qualname__ for t in asyncio.all_tasks())  # type: ignore[union-attr]
+    print(f"tasks {sum(tasks.values())}: " + ", ".join(f"{k} {c}" for k, c in tasks.most_common(8)))
+
+
+def explain_slow(got: list[Sample], monitor: LoopStallMonitor | None, bound_ms: float) -> None:
+    """Print each turn whose overhead passed ``bound_ms``: its phases and the loop stalls
+    during it (``--stalls``)."""
+    slow = sorted((s for s in got if s.overhead_s * 1000 > bound_ms), key=lambda s: -s.overhead_s)
+    for s in slow[:SLOW_SHOWN]:
+        r = s.result
+        stalls = monitor.during(r["scheduled"], r["end"]) if monitor is not None else []
+        stalled = sum(st.duration for st in stalls) * 1000
+        print(
+            f"  slow turn {s.overhead_s * 1000:.1f} ms at {r['scheduled']:.3f}: {s.phases()}"
+            + (f"; loop stalls during it {len(stalls)}, {stalled:.1f} ms" if monitor else "")
+        )
+    if len(slow) > SLOW_SHOWN:
+        print(f"  … and {len(slow) - SLOW_SHOWN} more slow turns")
 
 
 async def run_rate(
@@ -93,6 +157,7 @@ async def run_rate(
     duration_s: float,
     rng: random.Random,
     gcm: GcMeter | None = None,
+    monitor: LoopStallMonitor | None = None,
 ) -> tuple[Answer, float]:
     """Poisson arrivals at ``rate`` for ``duration_s``, split evenly over the client
     processes: their answer and the server process's CPU seconds until the last answered
@@ -103,6 +168,8 @@ async def run_rate(
     with contextlib.ExitStack() as gc_scope:
         if gcm is not None:
             gc_scope.enter_context(gcm.measure())
+        if monitor is not None:
+            monitor.reset()
         cpu0 = time.process_time()
         answer = await clients.run(
             [{**command, "seed": rng.randrange(2**32)} for _ in range(n)],
@@ -113,7 +180,13 @@ async def run_rate(
 
 
 def summarise(
-    rate: float, answer: Answer, timers: ChatTimers, cpu_s: float, gcm: GcMeter | None = None
+    rate: float,
+    answer: Answer,
+    timers: ChatTimers,
+    cpu_s: float,
+    gcm: GcMeter | None = None,
+    monitor: LoopStallMonitor | None = None,
+    slow_ms: float | None = None,
 ) -> dict[str, Any]:
     got = samples(answer, timers)
     for r in answer.results:
@@ -145,6 +218,11 @@ def summarise(
     )
     if gcm is not None:
         row.update(gcm.figures(len(got)))
+    if monitor is not None:
+        row.update(monitor.figures())
+        print(f"event loop: {monitor.figures()}; longest stalls:\n{monitor.report()}")
+    if slow_ms is not None:
+        explain_slow(got, monitor, slow_ms)
     return row
 
 
@@ -179,13 +257,23 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             for r in setup.results:
                 bench.timers.take(uuid.UUID(r["chat"]), r["sent"], r["end"])
             print(f"{args.chats} chats created in {elapsed(t0)} ({n} client processes)")
+            if args.heap:
+                print_heap()
             before = process_figures(os.getpid())
-            for rate in args.rates:
-                warm, _ = await run_rate(clients, rate, args.warmup, rng)
-                samples(warm, bench.timers)  # drops the warm-up turns' timers
-                gcm = GcMeter() if args.gc else None
-                answer, cpu_s = await run_rate(clients, rate, args.duration, rng, gcm)
-                rows.append(summarise(rate, answer, bench.timers, cpu_s, gcm))
+            async with contextlib.AsyncExitStack() as watch:
+                monitor = None
+                if args.stalls:
+                    monitor = await watch.enter_async_context(LoopStallMonitor().watching())
+                for rate in args.rates:
+                    warm, _ = await run_rate(clients, rate, args.warmup, rng)
+                    samples(warm, bench.timers)  # drops the warm-up turns' timers
+                    gcm = GcMeter() if args.gc else None
+                    answer, cpu_s = await run_rate(clients, rate, args.duration, rng, gcm, monitor)
+                    rows.append(
+                        summarise(rate, answer, bench.timers, cpu_s, gcm, monitor, args.slow)
+                    )
+            if args.heap:
+                print_heap()
             after = process_figures(os.getpid())
             print(f"server process before {before}, after {after}")
         finally:
@@ -224,6 +312,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--gc",
         action="store_true",
         help="count and time the server's garbage collections during each measured window",
+    )
+    parser.add_argument(
+        "--stalls",
+        action="store_true",
+        help="watch the server's event loop (bench/loopstall.py): its lag, and the stacks "
+        "of what held it for 20 ms or more",
+    )
+    parser.add_argument(
+        "--slow",
+        type=float,
+        default=None,
+        metavar="MS",
+        help="print each turn whose overhead passed MS: its phases (and, with --stalls, "
+        "the loop stalls during it)",
+    )
+    parser.add_argument(
+        "--heap",
+        action="store_true",
+        help="after set-up and after the last rate, print the objects the garbage collector "
+        "tracks, by type",
     )
     return parser.parse_args(argv)
 

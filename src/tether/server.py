@@ -18,6 +18,7 @@ from tether.api.metrics import serve_metrics
 from tether.eventloop import running_loop_name
 from tether.gctune import tune_collector
 from tether.httpparser import parser_choice, uvicorn_http
+from tether.observability.loopwatch import LoopWatch
 from tether.settings import Settings
 from tether.wiring import Graph, graph_context
 
@@ -46,6 +47,7 @@ async def bootstrap(graph: Graph) -> str | None:
 
 def background_jobs(graph: Graph) -> list[BackgroundJob]:
     jobs: list[BackgroundJob] = [functools.partial(follow_liveness, graph.liveness, graph.bus)]
+    jobs.append(LoopWatch(graph.metrics).run)  # event-loop lag and GC pauses (/metrics)
     if graph.settings.run_api:
         jobs.append(graph.pings.run)  # agent sessions live in the API
     if graph.settings.run_provisioner:

@@ -7,7 +7,8 @@ URLs accepted by :func:`create_engine`:
 - ``sqlite:///path/to/file.db`` (``sqlite+aiosqlite:///…``, ``sqlite+pysqlite:///…`` and
   ``sqlite+tetherloop:///…`` name the same driver); the parent directory is created. Every
   connection gets WAL, ``foreign_keys=ON``, ``busy_timeout=0`` (a busy database is waited
-  for asynchronously, up to ``SQLITE_BUSY_TIMEOUT_MS``) and ``synchronous=NORMAL``.
+  for asynchronously, up to ``SQLITE_BUSY_TIMEOUT_MS``) and ``synchronous=NORMAL``; a file
+  database's WAL is checkpointed by a thread, off the event loop (:mod:`tether.db.walcheckpoint`).
 - ``postgresql+asyncpg://…`` (``postgresql://…`` and ``postgres://…`` are rewritten).
 """
 
@@ -29,7 +30,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
 
-from tether.db import sqliteloop
+from tether.db import sqliteloop, walcheckpoint
 from tether.errors import InvalidInput, Timeout
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
@@ -83,8 +84,10 @@ def _create_sqlite_engine(
     url: URL, *, echo: bool, pool_timeout_s: float, busy_wait_s: float
 ) -> AsyncEngine:
     database = url.database
+    checkpointer = None
     if database and database != ":memory:" and not database.startswith("file:"):
         Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        checkpointer = walcheckpoint.WalCheckpointer(Path(database).expanduser())
     engine = _create_async_engine(
         url,
         echo=echo,
@@ -92,8 +95,12 @@ def _create_sqlite_engine(
         busy_wait_s=busy_wait_s,
     )
     sa.event.listen(engine.sync_engine, "connect", _on_sqlite_connect)
+    if checkpointer is not None:
+        sa.event.listen(engine.sync_engine, "connect", _checkpoint_as_backstop)
     _skip_idle_rollbacks(engine.sync_engine.dialect)
-    return SQLiteEngine(engine.sync_engine, write_wait_s=SQLITE_WRITE_WAIT_S)
+    return SQLiteEngine(
+        engine.sync_engine, write_wait_s=SQLITE_WRITE_WAIT_S, checkpointer=checkpointer
+    )
 
 
 def _skip_idle_rollbacks(dialect: sa.Dialect) -> None:
@@ -162,13 +169,29 @@ class SQLiteEngine(AsyncEngine):
 
     _connection_cls = SQLiteConnection
 
-    def __init__(self, sync_engine: sa.Engine, *, write_wait_s: float) -> None:
+    def __init__(
+        self,
+        sync_engine: sa.Engine,
+        *,
+        write_wait_s: float,
+        checkpointer: walcheckpoint.WalCheckpointer | None = None,
+    ) -> None:
         super().__init__(sync_engine)
+        self.checkpointer = checkpointer  # None: SQLite checkpoints in commits, as by default
+        if checkpointer is not None:
+            checkpointer.start(owner=self)
         self._write_lock = asyncio.Lock()
         self._write_wait_s = write_wait_s
         self._writer: contextvars.ContextVar[bool] = contextvars.ContextVar(
             f"sqlite_writer_{id(self)}", default=False
         )
+
+    async def dispose(self, close: bool = True) -> None:
+        """Stop the checkpoint thread (its connection closed first, so the pool's last
+        connection checkpoints and removes the WAL as SQLite does), then the pool."""
+        if self.checkpointer is not None:
+            await asyncio.to_thread(self.checkpointer.stop)
+        await super().dispose(close)
 
     @contextlib.asynccontextmanager
     async def begin(self) -> AsyncIterator[AsyncConnection]:
@@ -235,6 +258,16 @@ def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=0")  # never sleep on the loop: see sqliteloop
         cursor.execute("PRAGMA synchronous=NORMAL")
+    finally:
+        cursor.close()
+
+
+def _checkpoint_as_backstop(dbapi_connection: Any, _record: Any) -> None:
+    # The checkpoint thread (walcheckpoint.py) does the checkpoints, off the event loop; a
+    # commit checkpoints only past the backstop, should the thread fall behind.
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA wal_autocheckpoint={walcheckpoint.BACKSTOP_PAGES}")
     finally:
         cursor.close()
 

@@ -153,6 +153,20 @@ class Metrics:
             "Tasks on the serving process's event loop (a steady rise is a leak).",
             registry=r,
         )
+        self.loop_lag = Histogram(
+            "tether_event_loop_lag_seconds",
+            "How late a timer on the event loop fired: the loop was held that long "
+            "(observability/loopwatch.py).",
+            buckets=_FAST,
+            registry=r,
+        )
+        self.gc_pause = Histogram(
+            "tether_gc_pause_seconds",
+            "Garbage collections of the serving process, by generation (2: full).",
+            ["generation"],
+            buckets=_FAST,
+            registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

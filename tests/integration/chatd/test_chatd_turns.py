@@ -4,11 +4,13 @@ no-workspace errors, provider retries and failures, interrupts, shutdown and rec
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
 from chatd_env import Chatd
+from pydantic_ai import Tool
 from pydantic_ai import messages as pai
 from pydantic_ai.exceptions import ModelHTTPError
 from pydantic_ai.models.function import AgentInfo, DeltaToolCall, DeltaToolCalls, FunctionModel
@@ -305,3 +307,38 @@ async def test_a_chats_tools_and_agent_are_built_once_and_follow_its_turns(chatd
     rebuilt = state.turn_agent
     assert isinstance(rebuilt, TurnAgent) and rebuilt is not first and rebuilt.built == 2
     assert "edit_files" in seen_tools[0] and "edit_files" not in seen_tools[-1]
+
+
+def _tools_alive() -> int:
+    """pydantic-ai tools the garbage collector tracks (what a full collection walks)."""
+    gc.collect()
+    return sum(1 for o in gc.get_objects() if isinstance(o, Tool))
+
+
+async def test_the_workers_chats_share_one_set_of_tools_and_one_agent(chatd: Chatd) -> None:
+    """Issue #12 (the open-loop tail): a chat's kept tools and agent are the worker's
+    shared ones (chatd/turn/agents.py, ``ChatAgents``), so the objects a full garbage
+    collection walks do not grow by ~17 tools per cached chat; a chat in plan mode,
+    whose tools name its own plan file (PL-9), has its own."""
+    worker = chatd.start_worker()
+
+    def model() -> Any:
+        return script_model([Call("read_file", {"path": "x"}), Say("k")])
+
+    first = await chatd.run_chat("one", model())
+    alive = _tools_alive()
+    chats = [await chatd.new_chat(f"chat {i}", model()) for i in range(5)]
+    for chat in chats:
+        assert (await chatd.wait_status(chat.id)).status is ChatStatus.WAITING
+    assert _tools_alive() == alive
+    kept = [worker.state(c.id) for c in (first, *chats)]
+    agents = {id(s.turn_agent.agent) for s in kept if s and isinstance(s.turn_agent, TurnAgent)}
+    assert len(agents) == 1
+    for chat in (first, *chats):  # each call acted on its own chat
+        results = await chatd.results(chat.id, "read_file")
+        assert [r["error_code"] for r in results] == ["no_workspace"]
+    plan = await chatd.new_chat("plan", model(), plan_mode=True)
+    await chatd.wait_status(plan.id)
+    state = worker.state(plan.id)
+    assert state is not None and isinstance(state.turn_agent, TurnAgent)
+    assert id(state.turn_agent.agent) not in agents

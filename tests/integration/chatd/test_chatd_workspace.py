@@ -10,8 +10,11 @@ from typing import Any
 
 import sqlalchemy as sa
 from chatd_env import PYTHON_TEMPLATE, Chatd
+from pydantic_ai import messages as pai
+from pydantic_ai.models.function import AgentInfo, FunctionModel
 
 from tether.chatd.tools.lifecycle import generate_name, workspace_name_for
+from tether.chatd.turn.agents import TurnAgent
 from tether.db.tables import workspace_agents
 from tether.domain.chat import ChatStatus
 from tether.domain.workspace import Transition
@@ -64,6 +67,56 @@ async def test_e2e_scripted_conversation_against_real_agent(chatd: Chatd) -> Non
     assert chat.agent_id == agents[0].id and chat.build_id == agents[0].build_id
     kinds = {e.data.get("kind") for e in events if e.event == "message_part"}
     assert {"text", "tool-call", "tool-result"} <= kinds
+
+
+def _meeting(base: FunctionModel, gate: asyncio.Barrier) -> FunctionModel:
+    """``base``, whose second request of a turn waits (bounded) until ``gate`` is full."""
+    assert base.function is not None and base.stream_function is not None
+    function, stream_function = base.function, base.stream_function
+
+    async def meet(messages: list[pai.ModelMessage]) -> None:
+        if sum(isinstance(m, pai.ModelResponse) for m in messages) == 1:
+            async with asyncio.timeout(20):
+                await gate.wait()
+
+    async def respond(messages: list[pai.ModelMessage], info: AgentInfo) -> pai.ModelResponse:
+        await meet(messages)
+        return await function(messages, info)  # type: ignore[no-any-return,misc]
+
+    async def stream(messages: list[pai.ModelMessage], info: AgentInfo) -> Any:
+        await meet(messages)
+        async for item in stream_function(messages, info):
+            yield item
+
+    return FunctionModel(respond, stream_function=stream, model_name=base.model_name)
+
+
+async def test_shared_tools_act_on_the_chat_whose_turn_called_them(chatd: Chatd) -> None:
+    """Issue #12: the worker's chats share one set of tools (chatd/turn/agents.py,
+    ``ChatAgents``). Two chats on two workspaces, their turns interleaved (each writes,
+    then both wait for the other before reading): every call reaches its own chat's
+    workspace — never the other's."""
+    ws_a, _ = await chatd.create_workspace("wa")
+    ws_b, _ = await chatd.create_workspace("wb")
+    worker = chatd.start_worker()
+    gate = asyncio.Barrier(2)
+    chats = {}
+    for name, ws in (("alpha", ws_a), ("beta", ws_b)):
+        steps = [
+            Call("write_file", {"path": "who.txt", "content": name}),
+            Call("read_file", {"path": "who.txt"}),
+            Say("done"),
+        ]
+        chat = await chatd.new_chat(name, _meeting(script_model(steps), gate), workspace_id=ws.id)
+        chats[name] = chat
+    for name, chat in chats.items():
+        done = await chatd.wait_status(chat.id, timeout=60)
+        assert done.status is ChatStatus.WAITING, done.last_error
+        [read] = await chatd.results(chat.id, "read_file")
+        assert read["result"]["content"].strip() == name
+    kept = [worker.state(c.id) for c in chats.values()]
+    agents = {id(s.turn_agent.agent) for s in kept if s and isinstance(s.turn_agent, TurnAgent)}
+    assert len(agents) == 1
 
 
 async def test_tool_on_stopped_workspace_is_typed_and_turn_goes_on(chatd: Chatd) -> None:

@@ -42,6 +42,8 @@ FAMILIES = (
     "tether_chats_pending",
     "tether_queued_messages",
     "tether_event_loop_tasks",
+    "tether_event_loop_lag_seconds",
+    "tether_gc_pause_seconds",
 )
 
 

@@ -3,14 +3,19 @@ of a context, the masking of credentials, the ``metrics_bind`` setting."""
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import json
 import logging
+import time
 
 import pytest
 from pydantic import ValidationError
 
+from tether.cancellation import cancel_and_wait
 from tether.ids import new_token
 from tether.observability.logs import JsonFormatter, log_context, log_ids, redact
+from tether.observability.loopwatch import LoopWatch
 from tether.observability.metrics import Metrics
 from tether.settings import Settings
 
@@ -66,3 +71,45 @@ def test_log_format_is_text_or_json() -> None:
     assert Settings(log_format="json").log_format == "json"
     with pytest.raises(ValidationError):
         Settings(log_format="xml")  # type: ignore[arg-type]
+
+
+def _count(metrics: Metrics, name: str, **labels: str) -> float:
+    value = metrics.registry.get_sample_value(f"{name}_count", labels)
+    return value or 0.0
+
+
+def _buckets_at_or_above(metrics: Metrics, name: str, bound: float) -> float:
+    """Observations of histogram ``name`` greater than ``bound`` (a bucket bound)."""
+    total = metrics.registry.get_sample_value(f"{name}_count") or 0.0
+    below = metrics.registry.get_sample_value(f"{name}_bucket", {"le": str(bound)}) or 0.0
+    return total - below
+
+
+async def test_the_loop_watch_sees_a_callback_that_holds_the_loop() -> None:
+    """Issue #12: a callback that holds the loop 150 ms (a blocking sleep) shows in
+    ``tether_event_loop_lag_seconds`` as a lag past 100 ms (observability/loopwatch.py)."""
+    metrics = Metrics()
+    watch = asyncio.create_task(LoopWatch(metrics, interval_s=0.01).run())
+    try:
+        await asyncio.sleep(0.05)
+        before = _buckets_at_or_above(metrics, "tether_event_loop_lag_seconds", 0.1)
+        asyncio.get_running_loop().call_soon(time.sleep, 0.15)
+        await asyncio.sleep(0.05)
+        assert _buckets_at_or_above(metrics, "tether_event_loop_lag_seconds", 0.1) >= before + 1
+        assert _count(metrics, "tether_event_loop_lag_seconds") >= 5  # it ticks on
+    finally:
+        await cancel_and_wait(watch)
+
+
+async def test_the_loop_watch_times_garbage_collections_while_it_runs() -> None:
+    metrics = Metrics()
+    watch = asyncio.create_task(LoopWatch(metrics, interval_s=0.01).run())
+    await asyncio.sleep(0)  # the watch starts
+    try:
+        gc.collect(2)
+        assert _count(metrics, "tether_gc_pause_seconds", generation="2") >= 1
+    finally:
+        await cancel_and_wait(watch)
+    before = _count(metrics, "tether_gc_pause_seconds", generation="2")
+    gc.collect(2)  # stopped: its callback is gone
+    assert _count(metrics, "tether_gc_pause_seconds", generation="2") == before

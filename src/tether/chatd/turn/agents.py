@@ -1,13 +1,17 @@
-"""A chat's tools and pydantic-ai agent, built once and reused by its later turns.
+"""A chat's tools and pydantic-ai agent: built once per kind of chat and shared by the
+worker's chats (:class:`ChatAgents`), each chat keeping its own context across its turns.
 
 Building the ~17 tools (``Tool.from_schema`` copies each schema) and the ``Agent`` cost
-about 2.5 ms of CPU per turn, more than a bare pydantic-ai run of a one-tool turn. The tools
-close over a :class:`~tether.chatd.tools.base.ToolContext`; a chat runs one turn at a time,
-so its cached context is re-pointed at each turn (the chat as of the turn start, the turn's
+about 2.5 ms of CPU per turn, more than a bare pydantic-ai run of a one-tool turn; kept per
+chat they cost the garbage collector instead (see :class:`ChatAgents`). The shared tools
+close over a stand-in for the running turn's :class:`~tether.chatd.tools.base.ToolContext`
+(a context variable each turn sets); a chat runs one turn at a time, so its own cached
+context is re-pointed at each turn (the chat as of the turn start, the turn's
 workspace-ready hook, a fresh pre-dial gate) instead of being rebuilt. What changes the tool
-set — a root chat or a subagent (SA-4), plan mode (PL-9) — is the cache key; what is per
-turn — the model, the workspace MCP toolset, the context budget — is given to ``Agent.iter``
-(``steps.py``) or read through :class:`TurnAgent` every step.
+set — a root chat or a subagent (SA-4), plan mode (PL-9: tools of the chat's own) — is the
+cache key; what is per turn — the model, the workspace MCP toolset, the context budget — is
+given to ``Agent.iter`` (``steps.py``) or read through the running :class:`TurnAgent` every
+step.
 
 The agent has one capability of its own (:class:`ChatTools`), which brings it both:
 
@@ -24,9 +28,11 @@ The agent has one capability of its own (:class:`ChatTools`), which brings it bo
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 
 from pydantic_ai import Agent, Tool
 from pydantic_ai.capabilities import AbstractCapability
@@ -156,9 +162,9 @@ AgentKey = tuple[bool, bool]  # (is_root, plan_mode): what decides the tool set
 
 @dataclass
 class TurnSlot:
-    """What the kept agent reads of the running turn at every step: its workspace (the
-    MCP toolset) and its context budget. The agent's callbacks hold this, not the
-    :class:`TurnAgent` that holds the agent, so a dropped chat's tools and agent form no
+    """What an agent of a chat's own reads of the running turn at every step: its
+    workspace (the MCP toolset) and its context budget. The agent's callbacks hold this, not
+    the :class:`TurnAgent` that holds the agent, so a dropped chat's tools and agent form no
     reference cycle and go by reference counting: a cycle would outlive the young
     collections and wait for a full one (``src/tether/gctune.py``), and a soak's
     forgotten chats piled up as garbage in the meantime."""
@@ -169,15 +175,18 @@ class TurnSlot:
 
 @dataclass
 class TurnAgent:
-    """One chat's tools and agent; ``turn_ws`` is the running turn's (set per turn)."""
+    """One chat's tools and agent; ``turn_ws`` and ``context`` are the running turn's (set
+    per turn). ``agent`` and ``taken`` are shared with the worker's other chats of the same
+    kind (:class:`ChatAgents`) unless the chat has tools of its own (plan mode, or no
+    ``shared`` given), whose ``toolset`` it then keeps."""
 
     key: AgentKey
     ctx: ToolContext
-    agent: Agent[None, str]
-    taken: set[str]  # the tool names (a workspace MCP tool may not shadow one)
+    agent: Agent[None, str] = field(init=False)
+    taken: set[str] = field(init=False)  # the tool names (a workspace MCP tool may not shadow one)
     slot: TurnSlot = field(default_factory=TurnSlot)
-    built: int = 1  # how many times this chat's tools were built (tests read it)
-    toolset: ChatToolset | None = None  # the agent's (its listing is dropped with it)
+    built: int = 1  # how many times this chat's tools were (re)selected (tests read it)
+    toolset: ChatToolset | None = None  # its own tools' (plan mode): the listing goes with it
 
     @property
     def turn_ws(self) -> TurnWorkspace:
@@ -197,18 +206,98 @@ class TurnAgent:
 
 
 def forget_turn_agent(state: ChatState) -> None:
-    """Drop the chat's kept tools and agent (the worker forgets the chat, or its tool set
-    changed) so that reference counting frees them: a cycle through them would wait for a
-    full collection, which the tuned collector runs rarely (``src/tether/gctune.py``), and
-    meanwhile hold the chat's state, connections and ~17 tools with their validators."""
+    """Drop the chat's kept turn agent (the worker forgets the chat, or its tool set
+    changed) so that reference counting frees it and, for tools of its own, them: a cycle
+    through them would wait for a full collection, which the tuned collector runs rarely
+    (``src/tether/gctune.py``), and meanwhile hold the chat's state and connections."""
     cached, state.turn_agent = state.turn_agent, None
     if isinstance(cached, TurnAgent) and cached.toolset is not None:
         cached.toolset.forget_listing()
 
 
-def turn_agent(deps: ChatdDeps, chat: Chat, state: ChatState) -> TurnAgent:
+# The chat turn running in this task (and in the tasks it starts, which copy the context):
+# what the shared tools and agents act on (:class:`ChatAgents`).
+_running: ContextVar[TurnAgent | None] = ContextVar("tether_turn_agent", default=None)
+
+
+def running_turn() -> TurnAgent:
+    """The chat turn running in this task; RuntimeError outside one."""
+    turn = _running.get()
+    if turn is None:
+        raise RuntimeError("no chat turn is running in this task")
+    return turn
+
+
+class _RunningToolContext:
+    """Stands for the :class:`ToolContext` of the turn running in this task: the shared
+    tools close over it, so one set of tools serves every chat, each call acting on the
+    chat whose turn made it (attributes are read and written through to that context)."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(running_turn().ctx, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(running_turn().ctx, name, value)
+
+
+@contextmanager
+def running(turn: TurnAgent) -> Iterator[None]:
+    """Make ``turn`` the running turn of this task (and of the tasks it starts) for the
+    block: what the shared tools act on."""
+    token = _running.set(turn)
+    try:
+        yield
+    finally:
+        _running.reset(token)
+
+
+def _build(
+    tool_ctx: ToolContext, slot: TurnSlot | None = None
+) -> tuple[Agent[None, str], set[str], ChatToolset]:
+    """Tools over ``tool_ctx`` and an agent with them. Its toolset's workspace MCP tools
+    and its context budget are ``slot``'s (tools of a chat's own), or the running turn's
+    (shared tools)."""
+    tools = build_tools(tool_ctx)
+    if slot is None:
+        toolset = ChatToolset(tools, lambda: running_turn().turn_ws.toolset)
+        tools_cap = ChatTools(toolset, lambda: running_turn().context)
+    else:
+        toolset = ChatToolset(tools, lambda: slot.turn_ws.toolset)
+        tools_cap = ChatTools(toolset, lambda: slot.context)
+    agent: Agent[None, str] = Agent(None, retries=3, capabilities=[tools_cap])
+    return agent, {t.name for t in tools}, toolset
+
+
+class ChatAgents:
+    """The tools and agents a worker's chats share: one per chat kind (a root chat or a
+    subagent, SA-4), built at the first turn of that kind.
+
+    Why shared (issue #12, ``bench/openloop.py --heap --stalls``): a chat's ~17 tools and
+    its agent are ≈ 500 objects the garbage collector tracks, kept while the chat is
+    cached (``chat_idle_s``); with 1,000 chats that is half a million objects, and every
+    full collection walks them all on the event loop — a stall of hundreds of
+    milliseconds for every turn and stream in flight. Shared, the tools close over a
+    stand-in for the running turn's context (:class:`_RunningToolContext`, through a
+    context variable the turn sets) and a chat keeps only its own context. Plan mode's
+    tools name the chat's plan file (PL-9), so a chat in plan mode builds its own."""
+
+    def __init__(self) -> None:
+        self._shared: dict[bool, tuple[ChatdDeps, Agent[None, str], set[str]]] = {}
+
+    def for_chat(self, deps: ChatdDeps, is_root: bool) -> tuple[Agent[None, str], set[str]]:
+        shared = self._shared.get(is_root)
+        if shared is None or shared[0] is not deps:
+            agent, taken, _ = _build(cast(ToolContext, _RunningToolContext()))
+            shared = self._shared[is_root] = (deps, agent, taken)
+        return shared[1], shared[2]
+
+
+def turn_agent(
+    deps: ChatdDeps, chat: Chat, state: ChatState, shared: ChatAgents | None = None
+) -> TurnAgent:
     """The chat's tools and agent for a new turn: the cached ones re-pointed at this turn,
-    or new ones when the chat has none yet or its tool set changed."""
+    or new ones when the chat has none yet or its tool set changed (the shared ones of
+    ``shared`` unless in plan mode). The turn runs them inside :func:`running`."""
     key: AgentKey = (chat.is_root, chat.plan_mode)
     cached = state.turn_agent
     if isinstance(cached, TurnAgent) and cached.key == key and cached.ctx.deps is deps:
@@ -221,12 +310,12 @@ def turn_agent(deps: ChatdDeps, chat: Chat, state: ChatState) -> TurnAgent:
         return cached
     forget_turn_agent(state)
     ctx = ToolContext(deps, chat, state)
-    tools = build_tools(ctx)
-    slot = TurnSlot()
-    toolset = ChatToolset(tools, lambda: slot.turn_ws.toolset)
-    tools_cap = ChatTools(toolset, lambda: slot.context)
-    agent: Agent[None, str] = Agent(None, retries=3, capabilities=[tools_cap])
     built = cached.built + 1 if isinstance(cached, TurnAgent) else 1
-    made = TurnAgent(key, ctx, agent, {t.name for t in tools}, slot, built, toolset)
+    made = TurnAgent(key, ctx, built=built)
+    if shared is None or chat.plan_mode:
+        made.agent, made.taken, made.toolset = _build(ctx, made.slot)
+    else:
+        with running(made):  # the build reads the chat's kind through the stand-in
+            made.agent, made.taken = shared.for_chat(deps, chat.is_root)
     state.turn_agent = made
     return made

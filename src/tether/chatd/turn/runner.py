@@ -25,7 +25,7 @@ from tether.chatd.context import ContextBudget
 from tether.chatd.mcptools import McpDiscovery, McpToolCache
 from tether.chatd.mcpturn import McpTurn
 from tether.chatd.tools.base import ChatdDeps, ChatState
-from tether.chatd.turn.agents import turn_agent
+from tether.chatd.turn.agents import ChatAgents, running, turn_agent
 from tether.chatd.turn.attempts import Outcome, run_attempts
 from tether.chatd.turn.events import status_data
 from tether.chatd.turn.finish import finish_turn, flush_usage
@@ -69,6 +69,7 @@ class TurnRunner:
         self._model_for = model_for
         self._mcp = mcp
         self._setup = TurnSetup(deps, longchat=longchat, instructions=instructions, mcp=mcp)
+        self._agents = ChatAgents()  # the tools and agents its chats share (turn/agents.py)
 
     @property
     def mcp_cache(self) -> McpToolCache | None:
@@ -122,7 +123,7 @@ class TurnRunner:
         deps = self._deps
         setup = self._setup
         budget = await self._long.budget(model, chat) if self._long is not None else None
-        cached = turn_agent(deps, chat, state)  # the tools and agent, built once per chat
+        cached = turn_agent(deps, chat, state, self._agents)  # shared by the worker's chats
         ctx, turn_ws, taken, agent = cached.ctx, cached.turn_ws, cached.taken, cached.agent
         if budget is not None:  # the agent's budget hook measures this turn's requests
             cached.context = ContextBudget(budget, turn_ws.budget, deps.settings.context_keep_steps)
@@ -140,7 +141,8 @@ class TurnRunner:
             await run_once(setup, ctx, turn_ws, taken, agent, recorder, model)
 
         try:
-            return await run_attempts(deps, self._long, chat, model, budget, recorder, once)
+            with running(cached):  # what the shared tools act on (turn/agents.py)
+                return await run_attempts(deps, self._long, chat, model, budget, recorder, once)
         finally:
             # the kept agent outlives the turn: it must not keep the turn's history view,
             # toolset and hooks alive until the chat goes idle (a copy of every idle chat's
