@@ -12,10 +12,10 @@ from typing import Any
 
 import httpx
 import pytest
-import sqlalchemy as sa
 from chat_env import ChatEnv, FakeWorker
 
 from tether.api import watchpoll
+from tether.db.engine import StatementCounter
 from tether.sdk.chats import Chat
 from tether.sdk.sse import SseDecoder
 
@@ -226,25 +226,23 @@ async def test_one_query_per_poll_serves_every_watch_stream_and_stops_with_the_l
     """Three watch streams (alice twice, bob) cost one query per poll, not three; each gets
     its own owner's rows only; the polling stops when the last stream closes."""
     env.graph.chat_service.stream_poll_s = 3600.0  # the test drives the polls itself
-    watch_reads: list[str] = []
 
-    def on_execute(_c: Any, _cur: Any, statement: str, *_rest: Any) -> None:
-        if "FROM chats" in statement and "updated_at >=" in statement:
-            watch_reads.append(statement)
+    def watch_reads() -> int:
+        return sum(
+            1 for st in counter.total.statements if "FROM chats" in st and "updated_at >=" in st
+        )
 
-    sync_engine = env.graph.engine.sync_engine
-    sa.event.listen(sync_engine, "before_cursor_execute", on_execute)
-    try:
+    with StatementCounter(env.graph.engine) as counter:
         async with (
             watching(env.alice.http) as a1,
             watching(env.alice.http) as a2,
             watching(env.bob.http) as bob,
         ):
             poller = env.graph.extras["chat_watch_poller"]
-            assert len(watch_reads) == 3  # each stream's baseline
+            assert watch_reads() == 3  # each stream's baseline
             chat = await env.alice.chats.create("seen twice, by alice only")
             await poller.poll_once()
-            assert len(watch_reads) == 4  # one read for the three streams
+            assert watch_reads() == 4  # one read for the three streams
             for w in (a1, a2):
                 await w.wait_for(of_chat(chat.id, "created"))
             await poller.poll_once()  # nothing new for anyone: nothing sent
@@ -255,5 +253,3 @@ async def test_one_query_per_poll_serves_every_watch_stream_and_stops_with_the_l
         while poller.running:  # every stream closed: the poll stops
             assert loop.time() < deadline, "the watch poll outlived its streams"
             await asyncio.sleep(0.02)
-    finally:
-        sa.event.remove(sync_engine, "before_cursor_execute", on_execute)

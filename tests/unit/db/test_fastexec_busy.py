@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sqlite3
-import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from support.sqlitelock import foreign_write_lock
 from tether.db.engine import create_engine
 from tether.db.fastexec import FastStatement
 
@@ -45,31 +44,6 @@ async def _engine(path: Path, **kwargs: Any) -> AsyncIterator[tuple[AsyncEngine,
         yield engine, contexts
     finally:
         await engine.dispose()
-
-
-@contextlib.contextmanager
-def _foreign_write_lock(path: Path, hold_s: float) -> Iterator[None]:
-    """Another connection (a thread) holds SQLite's write lock for ``hold_s`` seconds."""
-    taken = threading.Event()
-
-    def hold() -> None:
-        raw = sqlite3.connect(path, isolation_level=None)
-        try:
-            raw.execute("BEGIN IMMEDIATE")
-            raw.execute("INSERT INTO t VALUES (100)")
-            taken.set()
-            time.sleep(hold_s)
-            raw.execute("COMMIT")
-        finally:
-            raw.close()
-
-    thread = threading.Thread(target=hold, daemon=True)
-    thread.start()
-    assert taken.wait(5), "the foreign connection never took the lock"
-    try:
-        yield
-    finally:
-        thread.join(10)
 
 
 async def _longest_gap_while(coro: Any) -> tuple[float, Any]:
@@ -107,7 +81,7 @@ async def _insert(engine: AsyncEngine, x: int) -> None:
 async def test_a_fast_write_waits_for_a_foreign_lock_then_runs(tmp_path: Path) -> None:
     path = tmp_path / "t.db"
     async with _engine(path) as (engine, contexts):
-        with _foreign_write_lock(path, hold_s=0.5):
+        with foreign_write_lock(path, hold_s=0.5):
             started = time.perf_counter()
             stalled, _ = await _longest_gap_while(_insert(engine, 1))
             waited = time.perf_counter() - started
@@ -120,7 +94,7 @@ async def test_a_fast_write_waits_for_a_foreign_lock_then_runs(tmp_path: Path) -
 async def test_a_lock_held_past_the_bound_is_database_is_locked(tmp_path: Path) -> None:
     path = tmp_path / "t.db"
     async with _engine(path, sqlite_busy_wait_s=0.3) as (engine, contexts):
-        with _foreign_write_lock(path, hold_s=1.5):
+        with foreign_write_lock(path, hold_s=1.5):
             started = time.perf_counter()
             with pytest.raises(sa.exc.OperationalError, match="database is locked"):
                 await _insert(engine, 1)
@@ -135,7 +109,7 @@ async def test_a_lock_held_past_the_bound_is_database_is_locked(tmp_path: Path) 
 async def test_a_fast_write_cancelled_while_waiting_leaves_nothing_behind(tmp_path: Path) -> None:
     path = tmp_path / "t.db"
     async with _engine(path) as (engine, contexts):
-        with _foreign_write_lock(path, hold_s=0.3):
+        with foreign_write_lock(path, hold_s=0.3):
             issued = asyncio.Event()
             sa.event.listen(engine.sync_engine, "before_cursor_execute", lambda *_: issued.set())
             task = asyncio.create_task(_insert(engine, 1))

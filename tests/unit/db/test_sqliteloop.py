@@ -10,7 +10,7 @@ import contextlib
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from support.sqlitelock import foreign_write_lock
 from tether.db.engine import SQLITE_BUSY_TIMEOUT_MS, create_engine
 
 pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
@@ -38,32 +39,6 @@ async def _engine(path: Path, **kwargs: Any) -> AsyncIterator[AsyncEngine]:
         yield engine
     finally:
         await engine.dispose()
-
-
-@contextlib.contextmanager
-def _foreign_write_lock(path: Path, hold_s: float) -> Iterator[threading.Event]:
-    """A thread with its own ``sqlite3`` connection takes the write lock (``BEGIN
-    IMMEDIATE``), holds it ``hold_s`` seconds and commits. Yields once the lock is held."""
-    taken = threading.Event()
-
-    def hold() -> None:
-        raw = sqlite3.connect(path, isolation_level=None)
-        try:
-            raw.execute("BEGIN IMMEDIATE")
-            raw.execute("INSERT INTO t VALUES (100)")
-            taken.set()
-            time.sleep(hold_s)
-            raw.execute("COMMIT")
-        finally:
-            raw.close()
-
-    thread = threading.Thread(target=hold, daemon=True)
-    thread.start()
-    assert taken.wait(5), "the foreign connection never took the lock"
-    try:
-        yield taken
-    finally:
-        thread.join(10)
 
 
 class Ticker:
@@ -123,7 +98,7 @@ async def test_every_statement_runs_on_the_event_loop_thread(tmp_path: Path) -> 
 async def test_a_write_waits_for_a_foreign_lock_without_stalling_the_loop(tmp_path: Path) -> None:
     path = tmp_path / "t.db"
     async with _engine(path) as engine:
-        with _foreign_write_lock(path, hold_s=HOLD_S):
+        with foreign_write_lock(path, hold_s=HOLD_S):
             ticker = await Ticker.start()
             started = time.perf_counter()
             async with engine.begin() as conn:
@@ -140,7 +115,7 @@ async def test_a_lock_held_past_the_bound_is_database_is_locked_not_a_hang(
 ) -> None:
     path = tmp_path / "t.db"
     async with _engine(path, sqlite_busy_wait_s=0.3) as engine:
-        with _foreign_write_lock(path, hold_s=1.5):
+        with foreign_write_lock(path, hold_s=1.5):
             ticker = await Ticker.start()
             started = time.perf_counter()
             with pytest.raises(sa.exc.OperationalError, match="database is locked"):
@@ -188,7 +163,7 @@ async def test_a_write_cancelled_while_waiting_for_a_foreign_lock_leaves_nothing
     statement is the backoff from a busy database, before the statement has run."""
     path = tmp_path / "t.db"
     async with _engine(path) as engine:
-        with _foreign_write_lock(path, hold_s=0.3):
+        with foreign_write_lock(path, hold_s=0.3):
             waiting = asyncio.Event()
 
             async def write() -> None:
