@@ -96,9 +96,8 @@ class ChatConnections(Generic[C]):
         self._miss_lock = asyncio.Lock()
         # The pre-dial gate's one memo: the check (in flight or done) and the resolver
         # generation it ended in (docs/behaviour.md §4.3).
-        self._gate: asyncio.Task[uuid.UUID] | None = None
+        self._gate: asyncio.Task[AgentRow] | None = None
         self._gate_generation = -1
-        self._gate_agent: AgentRow | None = None  # the agent the gate's check found
         # Set by a build event: the next miss checks the latest build before it dials.
         self._check_build_first = False
 
@@ -217,29 +216,26 @@ class ChatConnections(Generic[C]):
         gate = self._gate
         if gate is None or not self._holds(gate):
             gate = self._gate = self._drain.spawn(self._check_gate(), name="gate-agent-id")
-        return await asyncio.shield(gate)
+        return (await asyncio.shield(gate)).id
 
     def forget_gate(self) -> None:
         """The next :meth:`gate_agent_id` checks again (a caller waiting on a check in
         flight still gets its answer)."""
         self._gate = None
 
-    def _holds(self, gate: asyncio.Task[uuid.UUID]) -> bool:
+    def _holds(self, gate: asyncio.Task[AgentRow]) -> bool:
         if not gate.done():
             return True  # in flight: share it
         if gate.cancelled() or not isinstance(gate.exception(), TetherError | None):
             return False  # an untyped failure is no answer
         return self._gate_generation == self.resolver.generation
 
-    async def _check_gate(self) -> uuid.UUID:
-        agent: AgentRow | None = None
+    async def _check_gate(self) -> AgentRow:
         try:
-            agent = await gate_agent(self.resolver, on_no_agent=self._gate_found_no_agent)
-            return agent.id
+            return await gate_agent(self.resolver, on_no_agent=self._gate_found_no_agent)
         finally:
             if self._gate is asyncio.current_task():  # not forgotten meanwhile
                 self._gate_generation = self.resolver.generation
-                self._gate_agent = agent
 
     def _gate_found_no_agent(self) -> None:
         # The binding is suspect as after a build event: the next miss checks the latest
@@ -250,11 +246,9 @@ class ChatConnections(Generic[C]):
         """The agent the gate found in this turn, while its answer holds (no eviction or
         re-bind since): the latest build's chat agent as of the gate's check."""
         gate = self._gate
-        if gate is None or not gate.done() or gate.cancelled() or gate.exception() is not None:
+        if gate is None or not gate.done() or not self._holds(gate) or gate.exception():
             return None
-        if self._gate_generation != self.resolver.generation:
-            return None
-        return self._gate_agent
+        return gate.result()
 
     def _hit(self) -> C | None:
         if self._conn is None:

@@ -252,20 +252,20 @@ def running(turn: TurnAgent) -> Iterator[None]:
 
 
 def _build(
-    tool_ctx: ToolContext, slot: TurnSlot | None = None
+    tool_ctx: ToolContext, slot: Callable[[], TurnSlot]
 ) -> tuple[Agent[None, str], set[str], ChatToolset]:
-    """Tools over ``tool_ctx`` and an agent with them. Its toolset's workspace MCP tools
-    and its context budget are ``slot``'s (tools of a chat's own), or the running turn's
-    (shared tools)."""
+    """Tools over ``tool_ctx`` and an agent with them; its toolset's workspace MCP tools
+    and its context budget are read from ``slot()`` at every step: a chat's own slot (tools
+    of its own) or the running turn's (shared tools)."""
     tools = build_tools(tool_ctx)
-    if slot is None:
-        toolset = ChatToolset(tools, lambda: running_turn().turn_ws.toolset)
-        tools_cap = ChatTools(toolset, lambda: running_turn().context)
-    else:
-        toolset = ChatToolset(tools, lambda: slot.turn_ws.toolset)
-        tools_cap = ChatTools(toolset, lambda: slot.context)
+    toolset = ChatToolset(tools, lambda: slot().turn_ws.toolset)
+    tools_cap = ChatTools(toolset, lambda: slot().context)
     agent: Agent[None, str] = Agent(None, retries=3, capabilities=[tools_cap])
     return agent, {t.name for t in tools}, toolset
+
+
+def _running_slot() -> TurnSlot:
+    return running_turn().slot
 
 
 class ChatAgents:
@@ -287,7 +287,7 @@ class ChatAgents:
     def for_chat(self, deps: ChatdDeps, is_root: bool) -> tuple[Agent[None, str], set[str]]:
         shared = self._shared.get(is_root)
         if shared is None or shared[0] is not deps:
-            agent, taken, _ = _build(cast(ToolContext, _RunningToolContext()))
+            agent, taken, _ = _build(cast(ToolContext, _RunningToolContext()), _running_slot)
             shared = self._shared[is_root] = (deps, agent, taken)
         return shared[1], shared[2]
 
@@ -313,7 +313,8 @@ def turn_agent(
     built = cached.built + 1 if isinstance(cached, TurnAgent) else 1
     made = TurnAgent(key, ctx, built=built)
     if shared is None or chat.plan_mode:
-        made.agent, made.taken, made.toolset = _build(ctx, made.slot)
+        slot = made.slot  # not ``made``: the agent's callbacks must not lead back to it
+        made.agent, made.taken, made.toolset = _build(ctx, lambda: slot)
     else:
         with running(made):  # the build reads the chat's kind through the stand-in
             made.agent, made.taken = shared.for_chat(deps, chat.is_root)
