@@ -75,7 +75,6 @@ class ChatWatchPoller:
         self._subs: dict[uuid.UUID, set[WatchSubscription]] = {}
         self._since: datetime | None = None
         self._task: asyncio.Task[None] | None = None
-        self.queries = 0  # shared reads made (tests, benchmarks)
 
     @contextlib.asynccontextmanager
     async def subscribe(
@@ -141,7 +140,6 @@ class ChatWatchPoller:
             rows = await chats_changed_since(
                 self._engine, owners[i : i + OWNERS_PER_QUERY], since, limit=BATCH
             )
-            self.queries += 1
             for chat in rows:
                 for sub in self._subs.get(chat.owner_id, ()):
                     sub.offer(chat)
