@@ -88,12 +88,11 @@ def _create_sqlite_engine(
     if database and database != ":memory:" and not database.startswith("file:"):
         Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         checkpointer = walcheckpoint.WalCheckpointer(Path(database).expanduser())
-    engine = _create_async_engine(
-        url,
-        echo=echo,
-        pool_timeout=pool_timeout_s,
-        busy_wait_s=busy_wait_s,
-    )
+    pooled: dict[str, Any] = {}
+    if sqliteloop.SQLiteLoopDialect.get_pool_class(url) is not sa.pool.StaticPool:
+        pooled["pool_timeout"] = pool_timeout_s  # an in-memory database's one shared
+        # connection (StaticPool) is never waited for: that pool takes no timeout
+    engine = _create_async_engine(url, echo=echo, busy_wait_s=busy_wait_s, **pooled)
     sa.event.listen(engine.sync_engine, "connect", _on_sqlite_connect)
     if checkpointer is not None:
         sa.event.listen(engine.sync_engine, "connect", _checkpoint_as_backstop)

@@ -109,3 +109,19 @@ async def test_statement_counter_counts_work_not_housekeeping(tmp_path: Path) ->
         assert counter.count == total
     finally:
         await engine.dispose()
+
+
+@pytest.mark.parametrize("url", ["sqlite:///:memory:", "sqlite://"])
+async def test_an_in_memory_database_is_one_shared_connection_that_works(url: str) -> None:
+    """An in-memory SQLite database lives in one connection, shared by every caller (a
+    second connection would be a second, empty database): creating its engine must not
+    pass the pool a wait bound that pool does not take (it raised TypeError)."""
+    engine = create_engine(url, pool_timeout_s=3.0)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(sa.text("CREATE TABLE t (x INTEGER)"))
+            await conn.execute(sa.text("INSERT INTO t VALUES (1), (2)"))
+        async with engine.connect() as conn:  # the same database, seen from another block
+            assert await conn.scalar(sa.text("SELECT sum(x) FROM t")) == 3
+    finally:
+        await engine.dispose()
