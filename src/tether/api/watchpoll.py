@@ -9,8 +9,10 @@ each stream the rows of its own owner only; it runs only while a stream is open.
 
 Cursor: rows stamped up to :data:`SKEW` before the newest one seen are read again (and
 skipped by each stream when unchanged), as replicas' clocks and commit order may stamp a
-later commit a little earlier; a full batch moves on without the margin, or it would read
-itself again, and the next read follows at once. A new stream takes its baseline with a
+later commit a little earlier. A full batch moves on without the margin, from its last row
+(its stamp and id: rows are read in that order, so a batch of many rows stamped alike —
+one PostgreSQL transaction's ``now()`` — pages on rather than reading itself again), and
+the next read follows at once. A new stream takes its baseline with a
 query of its own (what the list it loads after ``ready`` shows) and pulls the shared
 cursor back to its start, so nothing committed meanwhile is missed.
 """
@@ -22,6 +24,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -35,6 +38,16 @@ log = logging.getLogger(__name__)
 SKEW = timedelta(seconds=2)
 BATCH = 200  # changed rows read per query; a full batch is followed by the next at once
 OWNERS_PER_QUERY = 500  # owners in one query's IN list
+
+
+@dataclass(frozen=True, order=True)
+class Cursor:
+    """Where the next read starts: rows stamped ``at`` or later, except, with ``after``,
+    the rows stamped exactly ``at`` up to that id (read already, by a full batch)."""
+
+    at: datetime
+    paged: bool = False  # orders a page's cursor after the plain one of the same moment
+    after: uuid.UUID | None = None
 
 
 class WatchSubscription:
@@ -73,7 +86,7 @@ class ChatWatchPoller:
         self._clock = clock
         self._poll_s = poll_s  # read at every poll (the service's setting)
         self._subs: dict[uuid.UUID, set[WatchSubscription]] = {}
-        self._since: datetime | None = None
+        self._since: Cursor | None = None
         self._task: asyncio.Task[None] | None = None
 
     @contextlib.asynccontextmanager
@@ -87,8 +100,8 @@ class ChatWatchPoller:
         baseline = await chats_changed_since(self._engine, [owner_id], started, limit=BATCH)
         sub = WatchSubscription(owner_id, started)
         self._subs.setdefault(owner_id, set()).add(sub)
-        if self._since is None or started < self._since:
-            self._since = started  # rows committed since the baseline are read again
+        if self._since is None or Cursor(started) < self._since:
+            self._since = Cursor(started)  # rows committed since the baseline are read again
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="chat-watch-poll")
         try:
@@ -135,10 +148,14 @@ class ChatWatchPoller:
         if since is None or not owners:
             return False
         full = False
-        cursors: list[datetime] = []
+        cursors: list[Cursor] = []
         for i in range(0, len(owners), OWNERS_PER_QUERY):
             rows = await chats_changed_since(
-                self._engine, owners[i : i + OWNERS_PER_QUERY], since, limit=BATCH
+                self._engine,
+                owners[i : i + OWNERS_PER_QUERY],
+                since.at,
+                limit=BATCH,
+                after_id=since.after,
             )
             for chat in rows:
                 for sub in self._subs.get(chat.owner_id, ()):
@@ -146,7 +163,12 @@ class ChatWatchPoller:
             if rows:
                 chunk_full = len(rows) >= BATCH
                 full = full or chunk_full
-                cursors.append(rows[-1].updated_at - (timedelta(0) if chunk_full else SKEW))
+                last = rows[-1]
+                cursors.append(
+                    Cursor(last.updated_at, True, last.id)
+                    if chunk_full
+                    else Cursor(last.updated_at - SKEW)
+                )
         current = self._since
         if not cursors or current is None or current < since:
             return False  # nothing new, or a new stream pulled the cursor back meanwhile

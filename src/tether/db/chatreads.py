@@ -44,18 +44,27 @@ async def messages_before(
 
 
 async def chats_changed_since(
-    engine: AsyncEngine, owner_ids: Sequence[uuid.UUID], since: datetime, *, limit: int
+    engine: AsyncEngine,
+    owner_ids: Sequence[uuid.UUID],
+    since: datetime,
+    *,
+    limit: int,
+    after_id: uuid.UUID | None = None,
 ) -> list[Chat]:
-    """The chats of ``owner_ids`` with ``updated_at >= since``, oldest change first (at
-    most ``limit``)."""
+    """The chats of ``owner_ids`` with ``updated_at >= since``, oldest change first, ties in
+    id order (at most ``limit``). With ``after_id``, the rows stamped exactly ``since`` are
+    only those after it: the next page of a batch that ended there."""
     owner = chats.c.owner_id
+    stamp = chats.c.updated_at
+    newer = (
+        stamp >= since
+        if after_id is None
+        else sa.or_(stamp > since, sa.and_(stamp == since, chats.c.id > after_id))
+    )
     query = (
         sa.select(chats)
-        .where(
-            owner == owner_ids[0] if len(owner_ids) == 1 else owner.in_(owner_ids),
-            chats.c.updated_at >= since,
-        )
-        .order_by(chats.c.updated_at)
+        .where(owner == owner_ids[0] if len(owner_ids) == 1 else owner.in_(owner_ids), newer)
+        .order_by(stamp, chats.c.id)
         .limit(limit)
     )
     async with engine.connect() as conn:

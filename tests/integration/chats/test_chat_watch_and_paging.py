@@ -8,14 +8,17 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from chat_env import ChatEnv, FakeWorker
 
 from tether.api import watchpoll
 from tether.db.engine import StatementCounter
+from tether.db.tables import chats
 from tether.sdk.chats import Chat
 from tether.sdk.sse import SseDecoder
 
@@ -218,6 +221,58 @@ async def test_watch_moves_past_a_full_batch_of_changes(
         made = [await env.alice.chats.create(f"bulk {i}") for i in range(7)]
         for chat in made:
             await w.wait_for(of_chat(chat.id, "created"))
+
+
+async def test_watch_pages_through_a_full_batch_stamped_alike(
+    env: ChatEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More rows stamped with one moment than one read takes (one PostgreSQL transaction
+    stamps every row it changes with the same ``now()``): the polls page through them by
+    id and go on to later changes, rather than reading the first batch again for ever."""
+    monkeypatch.setattr(watchpoll, "BATCH", 2)
+    env.graph.chat_service.stream_poll_s = 3600.0  # the test drives the polls itself
+
+    async def poll() -> None:
+        poller = env.graph.extras["chat_watch_poller"]  # made with the first stream
+        for _ in range(20):  # a few pages; the old cursor stopped after the first
+            if not await poller.poll_once():
+                return
+        raise AssertionError("the poll kept finding full batches")
+
+    async with watching(env.alice.http) as w:
+        made = [await env.alice.chats.create(f"bulk {i}") for i in range(5)]
+        await poll()
+        for chat in made:
+            await w.wait_for(of_chat(chat.id, "created"))
+        async with env.graph.engine.begin() as conn:
+            newest = await conn.scalar(sa.select(sa.func.max(chats.c.updated_at)))
+            stamp = newest + timedelta(seconds=1)
+            await conn.execute(
+                chats.update()
+                .where(chats.c.id.in_([c.id for c in made]))
+                .values(title="renamed together", updated_at=stamp)
+            )
+            await conn.execute(  # a later change, after the five stamped alike
+                chats.update()
+                .where(chats.c.id == made[0].id)
+                .values(title="renamed after", updated_at=stamp + timedelta(seconds=1))
+            )
+        await poll()
+
+        def titles(evs: list[tuple[str, Any]]) -> dict[str, list[str]]:
+            out: dict[str, list[str]] = {}
+            for e, d in evs:
+                if e == "title":
+                    out.setdefault(d["chat"]["id"], []).append(d["chat"]["title"])
+            return out
+
+        def all_renamed(evs: list[tuple[str, Any]]) -> bool:
+            got = titles(evs)
+            return all(str(c.id) in got for c in made) and "renamed after" in got.get(
+                str(made[0].id), []
+            )
+
+        await w.wait_for(all_renamed, timeout=5.0)
 
 
 async def test_one_query_per_poll_serves_every_watch_stream_and_stops_with_the_last(
