@@ -435,9 +435,14 @@ class TimedServer:
 
 @contextlib.asynccontextmanager
 async def timed_server(
-    tmp_prefix: str, n_workspaces: int, *, workspace_prefix: str, limits: httpx.Limits
+    tmp_prefix: str,
+    n_workspaces: int,
+    *,
+    workspace_prefix: str,
+    limits: httpx.Limits,
+    db_url: str | None = None,
 ) -> AsyncIterator[TimedServer]:
-    """A server in this process (uvicorn on loopback, SQLite, local backend; see
+    """A server in this process (uvicorn on loopback, SQLite or ``db_url``, local backend; see
     ``src/tether/testing/harness.py``) with the timings of a loaded production-like server,
     its chat worker installed here with ``zero_latency_execute_model`` and the agent
     connections timed into :class:`ChatTimers`, an API client with ``limits``, and
@@ -452,6 +457,7 @@ async def timed_server(
             agent_inactive_disconnect_s=6.0,
             worker_poll_s=1.0,
             ttl_sweep_s=5.0,
+            **({"db_url": db_url} if db_url else {}),
         )
         timers = ChatTimers()
         try:

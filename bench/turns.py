@@ -55,6 +55,7 @@ import sqlalchemy as sa
 
 from bench.benchlib import GcMeter, cpu_seconds, loadavg, pct, run_in_server_loop, timed_server
 from bench.client import Clients
+from tests.support.pg import create_database, database_dsn, start_cluster
 from tether.db.engine import StatementCounter
 
 TURNS_PER_CHAT = 5
@@ -150,10 +151,11 @@ async def main(
     show_statements: bool = False,
     follow: str = "chat",
     gc_figures: bool = False,
+    db_url: str | None = None,
 ) -> dict[str, Any]:
     limits = httpx.Limits(max_connections=max(100, n_chats * 2))
     async with timed_server(
-        "tether-bench-turns-", n_chats, workspace_prefix="t", limits=limits
+        "tether-bench-turns-", n_chats, workspace_prefix="t", limits=limits, db_url=db_url
     ) as bench:
         graph = bench.graph
         clients = await Clients.start(bench.srv.url, bench.srv.token)
@@ -287,6 +289,7 @@ async def main(
         "db_statements_per_turn_net": round(net_per_turn, 1),
         "sqlite_thread_hops_per_turn": round(hops.count / len(turns), 1),
         "follow": follow,
+        "database": "postgresql" if db_url else "sqlite",
         "load_avg_1m": loadavg(),
     }
 
@@ -311,15 +314,31 @@ if __name__ == "__main__":
         action="store_true",
         help="count and time the server's garbage collections during the turn phase",
     )
-    args = parser.parse_args()
-    result = run_in_server_loop(
-        main(
-            args.chats,
-            args.turns,
-            profile=args.profile,
-            show_statements=args.statements,
-            follow=args.follow,
-            gc_figures=args.gc,
-        )
+    parser.add_argument(
+        "--postgres",
+        action="store_true",
+        help="run the server on a throwaway PostgreSQL cluster (tests/support/pg.py) instead "
+        "of SQLite",
     )
+    args = parser.parse_args()
+    cluster = start_cluster() if args.postgres else None
+    try:
+        db_url = None
+        if cluster is not None:
+            admin = cluster.dsn
+            db_url = database_dsn(admin, run_in_server_loop(create_database(admin)))
+        result = run_in_server_loop(
+            main(
+                args.chats,
+                args.turns,
+                profile=args.profile,
+                show_statements=args.statements,
+                follow=args.follow,
+                gc_figures=args.gc,
+                db_url=db_url,
+            )
+        )
+    finally:
+        if cluster is not None:
+            cluster.stop()
     print(json.dumps(result))

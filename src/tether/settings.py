@@ -25,6 +25,12 @@ class Settings(BaseSettings):
     # --- server -------------------------------------------------------------------------
     data_dir: Path = Field(default_factory=default_data_dir)
     db_url: str | None = None  # None → sqlite file under data_dir
+    # PostgreSQL's connection pool (db/engine.py): connections kept open; more opened under
+    # a burst (each closed again when given back); a connection idle this long is checked
+    # before its next use (sooner: used as is)
+    db_pool_size: int = Field(default=20, ge=1, le=1000)
+    db_pool_max_overflow: int = Field(default=10, ge=0, le=1000)
+    db_ping_after_idle_s: float = Field(default=1.0, ge=0)
     host: str = "127.0.0.1"
     port: int = 7080
     public_url: str | None = None  # URL agents use to reach the server; None → http://host:port

@@ -93,7 +93,12 @@ async def build_graph(
     metrics = Metrics()
     operator_models = load_operator_models(settings)  # a bad config fails before any I/O
     server_key = open_server_key(settings)  # data dir 0700, SQLite files and key 0600
-    engine = create_engine(settings.database_url())
+    engine = create_engine(
+        settings.database_url(),
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_pool_max_overflow,
+        ping_after_idle_s=settings.db_ping_after_idle_s,
+    )
     try:
         await upgrade(engine)
         await check_fingerprint(engine, server_key.fingerprint(), clock)

@@ -9,7 +9,9 @@ URLs accepted by :func:`create_engine`:
   connection gets WAL, ``foreign_keys=ON``, ``busy_timeout=0`` (a busy database is waited
   for asynchronously, up to ``SQLITE_BUSY_TIMEOUT_MS``) and ``synchronous=NORMAL``; a file
   database's WAL is checkpointed by a thread, off the event loop (:mod:`tether.db.walcheckpoint`).
-- ``postgresql+asyncpg://…`` (``postgresql://…`` and ``postgres://…`` are rewritten).
+- ``postgresql+asyncpg://…`` (``postgresql://…`` and ``postgres://…`` are rewritten). A
+  pooled connection is checked before use only when it sat idle for ``ping_after_idle_s``
+  or longer (:func:`ping_after_idle`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import contextlib
 import contextvars
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +52,9 @@ def normalise_url(url: str | URL) -> URL:
     raise InvalidInput(f"unsupported database URL scheme: {parsed.drivername}", field="db_url")
 
 
+PING_AFTER_IDLE_S = 1.0  # PostgreSQL: a pooled connection idle this long is checked before use
+
+
 def create_engine(
     url: str | URL,
     *,
@@ -57,27 +63,69 @@ def create_engine(
     pool_timeout_s: float = 10.0,
     echo: bool = False,
     sqlite_busy_wait_s: float = SQLITE_BUSY_TIMEOUT_MS / 1000,
+    ping_after_idle_s: float = PING_AFTER_IDLE_S,
+    idle_clock: Callable[[], float] = time.monotonic,
 ) -> AsyncEngine:
     """Create the async engine for ``url`` (see the module docstring for accepted URLs).
 
     The pool settings apply to PostgreSQL; ``pool_timeout_s`` bounds how long a caller waits
-    for a free pooled connection. ``sqlite_busy_wait_s`` bounds how long one SQLite
+    for a free pooled connection, and a connection idle for ``ping_after_idle_s`` is checked
+    before use (:func:`ping_after_idle`, timed by ``idle_clock``). ``sqlite_busy_wait_s`` bounds how long one SQLite
     statement waits for another connection's lock before "database is locked"."""
     parsed = normalise_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _create_sqlite_engine(
             parsed, echo=echo, pool_timeout_s=pool_timeout_s, busy_wait_s=sqlite_busy_wait_s
         )
-    return _create_async_engine(
+    engine = _create_async_engine(
         parsed,
         echo=echo,
         pool_size=pool_size,
         max_overflow=max_overflow,
         pool_timeout=pool_timeout_s,
-        pool_pre_ping=True,
         # a replica may sit behind a connection-killing proxy; recycle well before typical limits
         pool_recycle=1800,
     )
+    ping_after_idle(engine.sync_engine, ping_after_idle_s, idle_clock)
+    return engine
+
+
+_USED_AT = "tether_used_at"  # the pool record's info key: when the connection was last used
+
+
+def ping_after_idle(
+    sync_engine: sa.Engine, idle_s: float, now: Callable[[], float] = time.monotonic
+) -> None:
+    """Check a pooled connection before it is used only when it sat idle for ``idle_s`` or
+    longer; replace it when the check fails (a restarted server, a proxy that cut it).
+
+    SQLAlchemy's ``pool_pre_ping`` checks on every checkout, and on asyncpg a check is three
+    round trips (``BEGIN``, ``;``, ``ROLLBACK``): a chat turn checks a connection out a dozen
+    times, so the checks were most of its database round trips. A connection given back
+    moments ago is as alive as the check would find it (HikariCP skips its check within
+    500 ms of last use for the same reason). What is given up: a connection that dies
+    within ``idle_s`` of its last use fails its next statement instead of being replaced
+    first; SQLAlchemy then sees the disconnect and recycles the whole pool. A fresh
+    connection is never checked. ``idle_s = 0`` checks every checkout."""
+    dialect = sync_engine.dialect
+
+    def used(_dbapi: Any, record: Any) -> None:
+        record.info[_USED_AT] = now()
+
+    def checkout(dbapi: Any, record: Any, _proxy: Any) -> None:
+        last = record.info.get(_USED_AT)
+        if last is not None and now() - last < idle_s:
+            return
+        try:
+            alive = dialect.do_ping(dbapi)
+        except Exception as err:
+            raise sa.exc.DisconnectionError(f"a pooled connection failed its check: {err}") from err
+        if alive is False:  # the dialect said so without raising
+            raise sa.exc.DisconnectionError("a pooled connection failed its check")
+
+    sa.event.listen(sync_engine, "connect", used)
+    sa.event.listen(sync_engine, "checkin", used)
+    sa.event.listen(sync_engine, "checkout", checkout)
 
 
 def _create_sqlite_engine(
