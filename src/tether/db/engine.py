@@ -70,8 +70,9 @@ def create_engine(
 
     The pool settings apply to PostgreSQL; ``pool_timeout_s`` bounds how long a caller waits
     for a free pooled connection, and a connection idle for ``ping_after_idle_s`` is checked
-    before use (:func:`ping_after_idle`, timed by ``idle_clock``). ``sqlite_busy_wait_s`` bounds how long one SQLite
-    statement waits for another connection's lock before "database is locked"."""
+    before use (:func:`ping_after_idle`, timed by ``idle_clock``). ``sqlite_busy_wait_s``
+    bounds how long one SQLite statement waits for another connection's lock before
+    "database is locked"."""
     parsed = normalise_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _create_sqlite_engine(
