@@ -44,6 +44,7 @@ import sys
 import time
 import uuid
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -152,6 +153,7 @@ async def main(
     follow: str = "chat",
     gc_figures: bool = False,
     db_url: str | None = None,
+    db_cpu: Callable[[], float] | None = None,
 ) -> dict[str, Any]:
     limits = httpx.Limits(max_connections=max(100, n_chats * 2))
     async with timed_server(
@@ -168,12 +170,16 @@ async def main(
             profiler = cProfile.Profile() if profile else None
             ended: list[float] = []
             threads1: dict[str, float] = {}
+            db_used: list[float] = []
+            db_cpu0 = db_cpu() if db_cpu is not None else 0.0
 
             def phase_end() -> None:
                 if profiler is not None:
                     profiler.disable()
                 ended.extend((time.perf_counter(), time.process_time()))
                 threads1.update(thread_cpu())
+                if db_cpu is not None:
+                    db_used.append(db_cpu() - db_cpu0)
 
             gcm = GcMeter()
             with counter.measure() as busy, contextlib.ExitStack() as gc_scope:
@@ -290,8 +296,30 @@ async def main(
         "sqlite_thread_hops_per_turn": round(hops.count / len(turns), 1),
         "follow": follow,
         "database": "postgresql" if db_url else "sqlite",
+        **({"db_cpu_ms_per_turn": round(db_used[0] / len(turns) * 1000, 1)} if db_used else {}),
         "load_avg_1m": loadavg(),
     }
+
+
+def cluster_cpu_seconds(data_dir: Path) -> float:
+    """CPU seconds a PostgreSQL cluster used so far: its postmaster (with the children it
+    reaped) and its live children (backends, background workers)."""
+    postmaster = int((data_dir / "postmaster.pid").read_text().split()[0])
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            text = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue  # ended meanwhile
+        fields = text[text.rindex(")") + 2 :].split()
+        if int(entry) == postmaster:
+            total += sum(int(f) for f in fields[11:15]) / tick  # own + reaped children
+        elif int(fields[1]) == postmaster:
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
 
 
 if __name__ == "__main__":
@@ -336,6 +364,7 @@ if __name__ == "__main__":
                 follow=args.follow,
                 gc_figures=args.gc,
                 db_url=db_url,
+                db_cpu=None if cluster is None else lambda: cluster_cpu_seconds(cluster.data_dir),
             )
         )
     finally:

@@ -21,6 +21,7 @@ from tether.api.auth import AdminUser
 from tether.api.deps import EngineDep, MetricsDep
 from tether.cancellation import cancel_and_wait
 from tether.db import tables as t
+from tether.db.engine import reading
 from tether.errors import TetherError
 from tether.httpparser import uvicorn_http
 from tether.observability.metrics import Metrics
@@ -46,7 +47,7 @@ async def refresh(metrics: Metrics, engine: AsyncEngine) -> None:
     if callable(checked_out) and callable(size):
         metrics.pool(int(checked_out()), int(size()))
     try:
-        async with engine.connect() as conn:
+        async with reading(engine) as conn:
             pending = await conn.scalar(
                 sa.select(sa.func.count()).select_from(t.chats).where(t.chats.c.status == "pending")
             )

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tether.clock import Clock, as_utc
+from tether.db.engine import reading
 from tether.db.logs import read_log
 from tether.db.prebuilt import bound, bound_list
 from tether.db.tables import workspace_agent_logs, workspace_agents, workspace_builds
@@ -120,7 +121,7 @@ class AgentStore:
         return [(await self.get(agent_id), token) for agent_id, token in created]
 
     async def get(self, agent_id: uuid.UUID) -> WorkspaceAgent:
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             row = (
                 await conn.execute(
                     sa.select(workspace_agents).where(workspace_agents.c.id == agent_id)
@@ -137,7 +138,7 @@ class AgentStore:
             return None
 
     async def authenticate(self, token: str) -> WorkspaceAgent:
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             row = (
                 await conn.execute(
                     sa.select(workspace_agents).where(
@@ -150,7 +151,7 @@ class AgentStore:
         return self._agent(row)
 
     async def for_build(self, build_id: uuid.UUID) -> list[WorkspaceAgent]:
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             rows = (
                 await conn.execute(
                     sa.select(workspace_agents)
@@ -170,7 +171,7 @@ class AgentStore:
             .limit(1)
             .subquery()
         )
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             rows = (
                 await conn.execute(
                     sa.select(workspace_agents)

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tether.clock import Clock
 from tether.db.chatqueue import promote_queued
 from tether.db.chatrows import chat_from_row
+from tether.db.engine import reading
 from tether.db.fastexec import FastStatement
 from tether.db.prebuilt import bound, bound_list
 from tether.db.tables import chat_compactions, chat_messages, chat_queued_messages, chats
@@ -183,7 +184,7 @@ class ChatWorkerOps:
         looks for a pending chat first, so an idle poll takes no write transaction."""
         now = self._clock.now()
         if look_first:
-            async with self._engine.connect() as conn:
+            async with reading(self._engine) as conn:
                 if await _ANY_PENDING_FAST.first(conn, {}) is None:
                     return []
         values = {

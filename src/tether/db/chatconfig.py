@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tether.channels import CHAT_CONFIG
 from tether.clock import Clock
+from tether.db.engine import reading
 from tether.db.pubsub import EventBus
 from tether.db.tables import chat_config
 from tether.errors import Conflict
@@ -61,7 +62,7 @@ class ChatConfigStore:
 
     async def get(self) -> ChatConfig:
         """All settings in one query."""
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             rows = (await conn.execute(sa.select(chat_config))).all()
         return _config({row.key: row.value for row in rows})
 
@@ -88,7 +89,7 @@ class ChatConfigStore:
 
     async def value(self, key: str) -> Any:
         """One setting's stored JSON (None when unset)."""
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             return await conn.scalar(sa.select(chat_config.c.value).where(chat_config.c.key == key))
 
     async def set_value(self, key: str, value: Any) -> None:

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tether.db.engine import reading
 from tether.db.tables import chat_labels
 from tether.errors import InvalidInput
 
@@ -60,7 +61,7 @@ class ChatLabelStore:
         if not chat_ids:
             return {}
         query = sa.select(chat_labels).where(chat_labels.c.chat_id.in_(chat_ids))
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             rows = (await conn.execute(query.order_by(chat_labels.c.key))).all()
         out: dict[uuid.UUID, dict[str, str]] = {}
         for row in rows:

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tether.clock import Clock, as_utc
 from tether.db.chatrows import get_chat, insert_message_in, lock_chat_if
+from tether.db.engine import reading
 from tether.db.prebuilt import bound
 from tether.db.tables import chat_queued_messages, chats
 from tether.domain.chat import Chat, ChatStatus, QueuedMessage, StoredMessage
@@ -86,7 +87,7 @@ class ChatQueueOps:
             )
 
     async def queued(self, chat_id: uuid.UUID) -> list[QueuedMessage]:
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             rows = (
                 await conn.execute(
                     sa.select(chat_queued_messages)
@@ -113,7 +114,7 @@ class ChatQueueOps:
             .where(chat_queued_messages.c.chat_id.in_(chat_ids))
             .group_by(chat_queued_messages.c.chat_id)
         )
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             rows = (await conn.execute(query)).all()
         return {r[0]: int(r[1]) for r in rows}
 

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tether.db.chatrows import chat_from_row, message_from_row
+from tether.db.engine import reading
 from tether.db.tables import chat_messages, chats
 from tether.domain.chat import Chat, StoredMessage
 
@@ -38,7 +39,7 @@ async def messages_before(
     if before_seq is not None:
         query = query.where(chat_messages.c.seq < before_seq)
     query = query.order_by(chat_messages.c.seq.desc()).limit(limit)
-    async with engine.connect() as conn:
+    async with reading(engine) as conn:
         rows = (await conn.execute(query)).all()
     return [message_from_row(r) for r in reversed(rows)]
 
@@ -67,6 +68,6 @@ async def chats_changed_since(
         .order_by(stamp, chats.c.id)
         .limit(limit)
     )
-    async with engine.connect() as conn:
+    async with reading(engine) as conn:
         rows = (await conn.execute(query)).all()
     return [chat_from_row(r) for r in rows]

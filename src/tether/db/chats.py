@@ -31,6 +31,7 @@ from tether.db.chatrows import (
     message_from_row,
 )
 from tether.db.chatsummary import ChatSummaries, ChatSummary, summary_columns, summary_from_row
+from tether.db.engine import reading
 from tether.db.fastexec import FastStatement
 from tether.db.tables import chat_messages, chats
 from tether.db.usage import UsageStore
@@ -147,7 +148,7 @@ class ChatStore(ChatWorkerOps, ChatQueueOps):
             return await get_chat(conn, chat_id)
 
     async def get(self, chat_id: uuid.UUID) -> Chat:
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             return await get_chat(conn, chat_id)
 
     async def transition(
@@ -253,7 +254,7 @@ class ChatStore(ChatWorkerOps, ChatQueueOps):
 
     async def last_message_seq(self, chat_id: uuid.UUID) -> int:
         """The ``seq`` of the chat's last persisted message (0 when it has none)."""
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             seq = await conn.scalar(
                 sa.select(sa.func.coalesce(sa.func.max(chat_messages.c.seq), 0)).where(
                     chat_messages.c.chat_id == chat_id
@@ -394,7 +395,7 @@ class ChatStore(ChatWorkerOps, ChatQueueOps):
         values: dict[str, Any] = {"p_chat_id": chat_id, "p_after_seq": after_seq}
         if limit is not None:
             values["p_limit"] = limit
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             rows = await query.all(conn, values)
         return [message_from_row(r) for r in rows]
 
@@ -429,6 +430,6 @@ class ChatStore(ChatWorkerOps, ChatQueueOps):
         if roots_only:
             query = query.where(chats.c.parent_chat_id.is_(None))
         query = query.order_by(chats.c.updated_at.desc()).limit(limit)
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             rows = (await conn.execute(query)).all()
         return [chat_from_row(r) for r in rows]

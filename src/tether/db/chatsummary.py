@@ -22,6 +22,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
+from tether.db.engine import reading
 from tether.db.tables import chat_labels, chat_queued_messages, chat_usage
 from tether.db.usage import Tokens
 
@@ -141,7 +142,7 @@ class ChatSummaries:
         out = {chat_id: ChatSummary() for chat_id in chat_ids}
         if not chat_ids:
             return out
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             rows = (await conn.execute(_QUERY, {"chat_ids": chat_ids})).all()
         for kind, chat_id, a, b, key, value in rows:
             summary = out.get(chat_id)

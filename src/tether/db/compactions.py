@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tether.clock import Clock, as_utc
+from tether.db.engine import reading
 from tether.db.fastexec import FastStatement
 from tether.db.prebuilt import bound
 from tether.db.tables import (
@@ -94,7 +95,7 @@ class CompactionStore:
             .order_by(chat_compactions.c.number.desc())
             .limit(1)
         )
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             row = (await conn.execute(query)).first()
         return _row(row) if row is not None else None
 
@@ -104,7 +105,7 @@ class CompactionStore:
             .where(chat_compactions.c.chat_id == chat_id)
             .order_by(chat_compactions.c.number)
         )
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             return [_row(r) for r in (await conn.execute(query)).all()]
 
     async def record(
@@ -187,7 +188,7 @@ class CompactionStore:
         query = sa.select(user_context_settings.c.compaction_threshold).where(
             user_context_settings.c.user_id == user_id
         )
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             value = await conn.scalar(query)
         return float(value) if value is not None else None
 
@@ -273,5 +274,5 @@ class CompactionStore:
             .where(chat_usage.c.chat_id == chat_id)
             .order_by(chat_usage.c.created_at, chat_usage.c.id)
         )
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             return [(r[0], r[1], r[2]) for r in (await conn.execute(query)).all()]

@@ -84,6 +84,9 @@ def create_engine(
         pool_size=pool_size,
         max_overflow=max_overflow,
         pool_timeout=pool_timeout_s,
+        # the connection given back last is taken first: the busy few stay warm (no idle
+        # check, see ping_after_idle) and the rest stay idle until a burst needs them
+        pool_use_lifo=True,
         # a replica may sit behind a connection-killing proxy; recycle well before typical limits
         pool_recycle=1800,
     )
@@ -323,6 +326,29 @@ def _checkpoint_as_backstop(dbapi_connection: Any, _record: Any) -> None:
 def dialect_name(engine: AsyncEngine) -> str:
     """``"sqlite"`` or ``"postgresql"``."""
     return engine.dialect.name
+
+
+_READER = "_tether_reader"  # the engine's attribute holding its autocommit twin
+
+
+def reading(engine: AsyncEngine) -> AsyncConnection:
+    """A connection for a block that only reads (``async with reading(engine) as conn``).
+
+    On PostgreSQL its statements run without a transaction of their own (autocommit): a
+    ``connect()`` block opens one lazily, so a single read was three round trips
+    (``BEGIN``, the ``SELECT``, ``ROLLBACK``) and is now one. Nothing a reader sees changes:
+    at READ COMMITTED every statement takes its own snapshot either way. A block that
+    writes, locks rows (``FOR UPDATE``), takes a transaction-scoped lock or ``SET LOCAL``
+    must use ``engine.begin()`` (or ``connect()``): here each statement would commit on its
+    own. On SQLite this is ``engine.connect()``."""
+    if engine.dialect.name != "postgresql":
+        return engine.connect()
+    sync = engine.sync_engine
+    reader: AsyncEngine | None = getattr(sync, _READER, None)
+    if reader is None:  # one per engine: it shares the engine's pool and listeners
+        reader = engine.execution_options(isolation_level="AUTOCOMMIT")
+        setattr(sync, _READER, reader)
+    return reader.connect()
 
 
 # Statements that are transaction/connection housekeeping rather than work a store asked for.

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tether.clock import Clock, as_utc
+from tether.db.engine import reading
 from tether.db.fastexec import FastStatement
 from tether.db.logs import read_log
 from tether.db.prebuilt import bound
@@ -110,7 +111,7 @@ class JobQueue:
         # job. Look first in a read-only connection (no write transaction, no write lock for
         # the chat worker to wait on; half the CPU of the guarded UPDATE) and claim only
         # when a job is pending. The UPDATE stays guarded: another replica may win the race.
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             if await _ANY_PENDING_JOB_FAST.first(conn, {}) is None:
                 return None
         values = {
@@ -205,7 +206,7 @@ class JobQueue:
             )
 
     async def get_job(self, job_id: uuid.UUID) -> Job:
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             return await self._job(conn, job_id)
 
     async def _job(self, conn: AsyncConnection, job_id: uuid.UUID) -> Job:

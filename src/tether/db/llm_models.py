@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tether.clock import Clock, as_utc
+from tether.db.engine import reading
 from tether.db.tables import llm_models
 from tether.errors import Conflict, NotFound
 from tether.ids import new_id
@@ -41,12 +42,12 @@ class ModelStore:
         self._clock = clock
 
     async def list(self) -> list[StoredModel]:
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             rows = await conn.execute(sa.select(llm_models).order_by(llm_models.c.name))
             return [_stored(r) for r in rows]
 
     async def get(self, name: str) -> StoredModel | None:
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             row = (
                 await conn.execute(sa.select(llm_models).where(llm_models.c.name == name))
             ).first()

@@ -8,6 +8,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tether.clock import as_utc
+from tether.db.engine import reading
 from tether.domain.workspace import LogLine
 
 
@@ -21,7 +22,7 @@ async def read_log(
 ) -> list[LogLine]:
     """Lines of ``table`` matching ``owner`` with ``id > after_id``, oldest first;
     ``source`` names the column that says where a line came from."""
-    async with engine.connect() as conn:
+    async with reading(engine) as conn:
         rows = (
             await conn.execute(
                 sa.select(table).where(owner, table.c.id > after_id).order_by(table.c.id)

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tether.clock import Clock, as_utc
+from tether.db.engine import reading
 from tether.db.tables import template_versions, templates
 from tether.domain.workspace import Template, TemplateVersion
 from tether.errors import NotFound
@@ -116,7 +117,7 @@ class TemplateStore:
         return _template(trow), _version(vrow)
 
     async def get(self, template_id: uuid.UUID) -> Template:
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             row = (
                 await conn.execute(sa.select(templates).where(templates.c.id == template_id))
             ).first()
@@ -125,7 +126,7 @@ class TemplateStore:
         return _template(row)
 
     async def get_by_name(self, name: str) -> Template:
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             row = (await conn.execute(sa.select(templates).where(templates.c.name == name))).first()
         if row is None:
             raise NotFound(f"template {name!r} not found")
@@ -135,12 +136,12 @@ class TemplateStore:
         query = sa.select(templates).order_by(templates.c.name)
         if not include_deprecated:
             query = query.where(templates.c.deprecated.is_(False))
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             rows = (await conn.execute(query)).all()
         return [_template(r) for r in rows]
 
     async def get_version(self, version_id: uuid.UUID) -> TemplateVersion:
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             row = (
                 await conn.execute(
                     sa.select(template_versions).where(template_versions.c.id == version_id)
@@ -151,7 +152,7 @@ class TemplateStore:
         return _version(row)
 
     async def list_versions(self, template_id: uuid.UUID) -> builtins.list[TemplateVersion]:
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             rows = (
                 await conn.execute(
                     sa.select(template_versions)

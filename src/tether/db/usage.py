@@ -15,6 +15,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tether.db.engine import reading
 from tether.db.tables import chat_messages, chat_usage
 
 
@@ -50,7 +51,7 @@ class UsageStore:
 
     async def chat_total(self, chat_id: uuid.UUID) -> Tokens:
         query = sa.select(*_sums()).where(chat_usage.c.chat_id == chat_id)
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             row = (await conn.execute(query)).one()
         return Tokens(int(row[0]), int(row[1]), int(row[2]))
 
@@ -63,7 +64,7 @@ class UsageStore:
             .where(chat_usage.c.chat_id.in_(chat_ids))
             .group_by(chat_usage.c.chat_id)
         )
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             rows = (await conn.execute(query)).all()
         return {r[0]: Tokens(int(r[1]), int(r[2]), int(r[3])) for r in rows}
 
@@ -76,7 +77,7 @@ class UsageStore:
             .order_by(sa.func.max(chat_usage.c.created_at).desc())
             .limit(limit)
         )
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             rows = (await conn.execute(query)).all()
             seqs = [r[0] for r in rows if r[0] is not None]
             ids: dict[int, uuid.UUID] = {}
@@ -103,6 +104,6 @@ class UsageStore:
         query = sa.select(*_sums()).where(
             chat_usage.c.owner_id == user_id, chat_usage.c.created_at >= since
         )
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             row = (await conn.execute(query)).one()
         return Tokens(int(row[0]), int(row[1]), int(row[2]))

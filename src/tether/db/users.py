@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tether.clock import Clock, as_utc
+from tether.db.engine import reading
 from tether.db.fastexec import FastStatement
 from tether.db.prebuilt import bound
 from tether.db.tables import api_tokens, chat_messages, chat_queued_messages, chats, users
@@ -144,7 +145,7 @@ class UserStore:
         return await self._one(sa.and_(users.c.name == name, users.c.deleted_at.is_(None)))
 
     async def _one(self, where: sa.ColumnElement[bool]) -> User:
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             row = (await conn.execute(sa.select(users).where(where))).first()
         if row is None:
             raise NotFound("user not found")
@@ -153,12 +154,12 @@ class UserStore:
     async def list_users(self) -> list[User]:
         """All users (not deleted ones), by name."""
         query = sa.select(users).where(users.c.deleted_at.is_(None)).order_by(users.c.name)
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             rows = (await conn.execute(query)).all()
         return [_user(r) for r in rows]
 
     async def count_users(self) -> int:
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             count = await conn.scalar(sa.select(sa.func.count()).select_from(users))
         return int(count or 0)
 
@@ -205,7 +206,7 @@ class UserStore:
     async def authenticate_token(self, token: str) -> tuple[User, ApiToken]:
         """Like :meth:`authenticate`, also returning the token (for streams that must end
         when it is revoked). Records ``last_used_at`` coarsely."""
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             row = (await conn.execute(_TOKEN_QUERY, {"token_hash": hash_token(token)})).first()
         # one message for every refusal: a caller learns nothing about which check failed
         if row is None or row.disabled_at is not None or row.deleted_at is not None:
@@ -249,7 +250,7 @@ class UserStore:
     async def token_valid(self, token_id: uuid.UUID) -> datetime | bool:
         """Whether a token still authenticates (exists, user enabled, not expired). Returns
         its expiry when it has one (a stream can wake exactly then), else ``True``."""
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             row = await _TOKEN_VALID_FAST.first(conn, {"p_id": token_id})
         if row is None or row.disabled_at is not None or row.deleted_at is not None:
             return False
@@ -265,12 +266,12 @@ class UserStore:
             .where(api_tokens.c.user_id == user_id)
             .order_by(api_tokens.c.created_at, api_tokens.c.id)
         )
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             rows = (await conn.execute(query)).all()
         return [_token(r) for r in rows]
 
     async def get_token(self, token_id: uuid.UUID) -> ApiToken:
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             row = (
                 await conn.execute(sa.select(api_tokens).where(api_tokens.c.id == token_id))
             ).first()

@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tether.clock import as_utc
+from tether.db.engine import reading
 from tether.db.jobs import JobQueue, build_from_row, builds_query
 from tether.db.prebuilt import bound, bound_list
 from tether.db.tables import provisioner_jobs, workspace_builds, workspaces
@@ -120,7 +121,7 @@ class WorkspaceStore(JobQueue):
         return _workspace(row), build
 
     async def get(self, workspace_id: uuid.UUID, *, include_deleted: bool = True) -> Workspace:
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             row = (
                 await conn.execute(sa.select(workspaces).where(workspaces.c.id == workspace_id))
             ).first()
@@ -129,7 +130,7 @@ class WorkspaceStore(JobQueue):
         return _workspace(row)
 
     async def get_by_name(self, owner_id: uuid.UUID, name: str) -> Workspace:
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             row = (
                 await conn.execute(
                     sa.select(workspaces).where(
@@ -147,7 +148,7 @@ class WorkspaceStore(JobQueue):
         query = sa.select(workspaces).where(workspaces.c.deleted.is_(False))
         if owner_id is not None:
             query = query.where(workspaces.c.owner_id == owner_id)
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             rows = (await conn.execute(query.order_by(workspaces.c.created_at))).all()
         return [_workspace(r) for r in rows]
 
@@ -182,7 +183,7 @@ class WorkspaceStore(JobQueue):
     async def expired(self, now: datetime) -> builtins.list[Workspace]:
         """Live workspaces with a TTL whose latest build is a successful start and whose
         last activity is older than the TTL (filtered in Python: portable interval math)."""
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             rows = (
                 await conn.execute(
                     sa.select(workspaces)
@@ -298,15 +299,15 @@ class WorkspaceStore(JobQueue):
         )
 
     async def get_build(self, build_id: uuid.UUID) -> Build:
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             return await self._get_build(conn, build_id)
 
     async def latest_build(self, workspace_id: uuid.UUID) -> Build | None:
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             return await self._latest(conn, workspace_id)
 
     async def list_builds(self, workspace_id: uuid.UUID) -> builtins.list[Build]:
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             rows = (
                 await conn.execute(
                     builds_query()
@@ -317,7 +318,7 @@ class WorkspaceStore(JobQueue):
         return [build_from_row(r) for r in rows]
 
     async def build_for_job(self, job_id: uuid.UUID) -> Build:
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             row = (
                 await conn.execute(builds_query().where(workspace_builds.c.job_id == job_id))
             ).first()

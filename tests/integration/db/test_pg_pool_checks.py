@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tether.db.engine import create_engine
+from tether.db.engine import StatementCounter, create_engine, reading
 
 
 class Clock:
@@ -78,3 +78,35 @@ async def test_a_connection_that_died_while_idle_is_replaced_before_use(
     clock.t += 6.0
     assert await _backend_pid(engine) != dead  # checked, found dead, replaced: no error
     assert len(pings) == 1
+
+
+async def test_a_read_block_runs_each_statement_on_its_own(pg_db_url: str) -> None:
+    """``reading`` (PostgreSQL): no transaction around the block (no ``BEGIN`` and
+    ``ROLLBACK`` round trips), so each statement is a transaction of its own; a
+    ``connect()`` block still runs in one. The engine's listeners see the reader's
+    statements (the warm-turn statement counts rely on it)."""
+    engine = create_engine(pg_db_url)
+    xact = sa.text("SELECT pg_current_xact_id()::text")
+    try:
+        with StatementCounter(engine) as counter:
+            async with reading(engine) as conn:
+                first, second = await conn.scalar(xact), await conn.scalar(xact)
+            assert first != second
+            async with engine.connect() as conn:
+                first, second = await conn.scalar(xact), await conn.scalar(xact)
+            assert first == second
+        assert len(counter.total.statements) == 4
+        async with engine.connect() as conn:  # the reader left no autocommit behind
+            assert await conn.scalar(xact) == await conn.scalar(xact)
+    finally:
+        await engine.dispose()
+
+
+async def test_a_read_block_on_sqlite_is_a_plain_connection(tmp_path: Any) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path / 't.db'}")
+    try:
+        async with reading(engine) as conn:
+            assert await conn.scalar(sa.text("SELECT 1")) == 1
+        assert getattr(engine.sync_engine, "_tether_reader", None) is None
+    finally:
+        await engine.dispose()
