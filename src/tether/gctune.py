@@ -30,6 +30,7 @@ from __future__ import annotations
 import gc
 import logging
 
+from tether.gcfreeze import SurvivorFreezer
 from tether.settings import Settings
 
 log = logging.getLogger("tether.gctune")
@@ -38,16 +39,26 @@ GEN1_THRESHOLD = 10  # CPython's default multipliers, kept
 GEN2_THRESHOLD = 10
 
 
-def tune_collector(settings: Settings) -> None:
+def tune_collector(settings: Settings) -> SurvivorFreezer | None:
     """Freeze what start-up left alive and raise the young generation's threshold, unless
-    ``settings.gc_tune`` is off. Call once, after the graph and the app are built."""
+    ``settings.gc_tune`` is off; with ``settings.gc_freeze_survivors``, also install the
+    hook that freezes what survives each full collection (src/tether/gcfreeze.py) and
+    return it (its ``uninstall`` removes it). Call once, after the graph and the app are
+    built."""
     if not settings.gc_tune:
-        return
+        return None
     gc.collect()
     gc.freeze()
     gc.set_threshold(settings.gc_gen0_threshold, GEN1_THRESHOLD, GEN2_THRESHOLD)
+    freezer = None
+    if settings.gc_freeze_survivors:
+        freezer = SurvivorFreezer(settings.gc_unfreeze_interval_s)
+        freezer.install()
     log.info(
-        "garbage collector: %d start-up objects frozen, thresholds %s",
+        "garbage collector: %d start-up objects frozen, thresholds %s, survivors of full "
+        "collections frozen: %s",
         gc.get_freeze_count(),
         gc.get_threshold(),
+        freezer is not None,
     )
+    return freezer
