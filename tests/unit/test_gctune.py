@@ -68,7 +68,8 @@ def _server_gc_state(tmp_path: Path, **env: str) -> dict[str, object]:
 def test_a_started_server_has_frozen_its_startup_objects(tmp_path: Path) -> None:
     state = _server_gc_state(tmp_path)
     assert isinstance(state["frozen"], int) and state["frozen"] > 10_000
-    assert state["threshold"] == [Settings().gc_gen0_threshold, 10, 10]
+    settings = Settings()
+    assert state["threshold"] == [settings.gc_gen0_threshold, settings.gc_gen1_threshold, 10]
 
 
 def test_a_server_with_gc_tune_off_keeps_the_interpreters_collector(tmp_path: Path) -> None:
@@ -87,9 +88,13 @@ def restored_gc() -> Iterator[None]:
 
 @pytest.mark.usefixtures("restored_gc")
 def test_tune_collector_freezes_and_sets_the_threshold(tmp_path: Path) -> None:
-    tune_collector(Settings(data_dir=tmp_path, gc_gen0_threshold=12_345))
+    freezer = tune_collector(
+        Settings(data_dir=tmp_path, gc_gen0_threshold=12_345, gc_gen1_threshold=4)
+    )
+    if freezer is not None:
+        freezer.uninstall()
     assert gc.get_freeze_count() > 0
-    assert gc.get_threshold() == (12_345, 10, 10)
+    assert gc.get_threshold() == (12_345, 4, 10)
 
 
 @pytest.mark.usefixtures("restored_gc")
@@ -106,3 +111,5 @@ def test_the_threshold_is_bounded(tmp_path: Path) -> None:
 
     with pytest.raises(ValidationError):
         Settings(data_dir=tmp_path, gc_gen0_threshold=10)
+    with pytest.raises(ValidationError):
+        Settings(data_dir=tmp_path, gc_gen1_threshold=0)
