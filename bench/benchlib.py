@@ -468,7 +468,8 @@ async def timed_server(
                     chat_worker(srv.graph, model_for=model_for, dialer=dialer),
                     server_client(srv, limits) as api,
                 ):
-                    tune_collector(settings)  # as `tether server` (src/tether/server.py)
+                    # as `tether server` (src/tether/server.py)
+                    freezer = tune_collector(settings)
                     ids: list[uuid.UUID] = []
                     try:
                         await srv.push_template()
@@ -480,6 +481,8 @@ async def timed_server(
                         t0 = time.perf_counter()
                         await stop_workspaces(api, ids)
                         print(f"stopped {len(ids)} workspaces in {elapsed(t0)}")
+                        if freezer is not None:
+                            freezer.uninstall()
         finally:
             leftovers = kill_workspace_processes(Path(tmp) / "data")
             if leftovers:
@@ -488,27 +491,40 @@ async def timed_server(
 
 class GcMeter:
     """Counts and times the garbage collector's runs by generation (``gc.callbacks``) while
-    :meth:`measure` is open (``--gc``): what the collector costs the server per turn."""
+    :meth:`measure` is open (``--gc``): what the collector costs the server per turn, the
+    longest pause of each generation (wall and the thread's CPU) and how many objects the
+    largest collection of generation 1 and 2 walked (counted before it starts, outside the
+    timed pause: a young collection walks generation 0 and 1, a full one all three, never
+    the frozen objects)."""
 
     def __init__(self) -> None:
         self.count = [0, 0, 0]
         self.seconds = [0.0, 0.0, 0.0]
         self.max_pause_s = 0.0
         self.max_cpu_pause_s = 0.0  # the thread's CPU time in its longest-by-CPU collection
+        self.max_by_gen_s = [0.0, 0.0, 0.0]
+        self.max_cpu_by_gen_s = [0.0, 0.0, 0.0]
+        self.max_walked = [0, 0, 0]  # generations 1 and 2 only (counting costs a walk)
         self._t0 = 0.0
         self._cpu0 = 0.0
 
     def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        gen = info["generation"]
         if phase == "start":
+            if gen >= 1:
+                walked = sum(len(gc.get_objects(generation=g)) for g in range(gen + 1))
+                self.max_walked[gen] = max(self.max_walked[gen], walked)
             self._t0 = time.perf_counter()
             self._cpu0 = time.thread_time()
             return
         pause = time.perf_counter() - self._t0
-        self.max_cpu_pause_s = max(self.max_cpu_pause_s, time.thread_time() - self._cpu0)
-        gen = info["generation"]
+        cpu = time.thread_time() - self._cpu0
+        self.max_cpu_pause_s = max(self.max_cpu_pause_s, cpu)
         self.count[gen] += 1
         self.seconds[gen] += pause
         self.max_pause_s = max(self.max_pause_s, pause)
+        self.max_by_gen_s[gen] = max(self.max_by_gen_s[gen], pause)
+        self.max_cpu_by_gen_s[gen] = max(self.max_cpu_by_gen_s[gen], cpu)
 
     @contextlib.contextmanager
     def measure(self) -> Iterator[GcMeter]:
@@ -523,10 +539,14 @@ class GcMeter:
         n = max(1, turns)
         out = {
             "gc_collections_per_turn": [round(c / n, 3) for c in self.count],
+            "gc_counts": list(self.count),
             "gc_ms_per_turn": round(sum(self.seconds) / n * 1000, 3),
             "gc_ms_by_generation": [round(s * 1000, 1) for s in self.seconds],
             "gc_max_pause_ms": round(self.max_pause_s * 1000, 1),
             "gc_max_cpu_pause_ms": round(self.max_cpu_pause_s * 1000, 1),
+            "gc_max_pause_ms_by_generation": [round(s * 1000, 1) for s in self.max_by_gen_s],
+            "gc_max_cpu_ms_by_generation": [round(s * 1000, 1) for s in self.max_cpu_by_gen_s],
+            "gc_max_objects_walked_gen1_gen2": self.max_walked[1:],
             "gc_threshold": list(gc.get_threshold()),
             "gc_freeze_count": gc.get_freeze_count(),
         }
@@ -534,7 +554,10 @@ class GcMeter:
             f"GC: collections per turn gen0/1/2 {out['gc_collections_per_turn']} "
             f"(counts {self.count}), {out['gc_ms_per_turn']} ms per turn, by generation "
             f"{out['gc_ms_by_generation']} ms, max pause {out['gc_max_pause_ms']} ms "
-            f"(CPU {out['gc_max_cpu_pause_ms']} ms); "
+            f"(CPU {out['gc_max_cpu_pause_ms']} ms); by generation max "
+            f"{out['gc_max_pause_ms_by_generation']} ms (CPU "
+            f"{out['gc_max_cpu_ms_by_generation']} ms), objects walked at most by gen 1/2 "
+            f"{out['gc_max_objects_walked_gen1_gen2']}; "
             f"threshold {out['gc_threshold']}, frozen {out['gc_freeze_count']}"
         )
         return out

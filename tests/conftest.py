@@ -59,7 +59,9 @@ _tests_since_full_collect = 0
 @pytest.fixture(scope="session", autouse=True)
 def _server_collector_thresholds() -> Iterator[None]:
     before = gc.get_threshold()
-    gc.set_threshold(Settings.model_fields["gc_gen0_threshold"].default, *before[1:])
+    fields = Settings.model_fields
+    gen0, gen1 = fields["gc_gen0_threshold"].default, fields["gc_gen1_threshold"].default
+    gc.set_threshold(gen0, gen1, *before[2:])
     yield
     gc.set_threshold(*before)
 

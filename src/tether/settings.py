@@ -50,6 +50,12 @@ class Settings(BaseSettings):
     # collections and run young collections every gc_gen0_threshold allocations
     gc_tune: bool = True
     gc_gen0_threshold: int = Field(default=10_000, ge=100, le=1_000_000)
+    # young collections per generation-1 collection (CPython's default: 10)
+    gc_gen1_threshold: int = Field(default=3, ge=1, le=1_000)
+    # and freeze what survives each full collection, unfreezing every gc_unfreeze_interval_s
+    # so cycles among frozen objects are freed (src/tether/gcfreeze.py)
+    gc_freeze_survivors: bool = True
+    gc_unfreeze_interval_s: float = Field(default=3600.0, gt=0)
     # the server's event loop and HTTP parser (src/tether/eventloop.py, httpparser.py): auto is
     # uvloop and httptools when importable; asyncio / h11 are the operator's fallback
     event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"

@@ -36,7 +36,13 @@ def probe():
         except OSError:
             time.sleep(0.05)
             continue
-        state = {"frozen": gc.get_freeze_count(), "threshold": list(gc.get_threshold())}
+        names = [type(cb).__name__ for cb in gc.callbacks]
+        freezers = [name for name in names if name == "SurvivorFreezer"]
+        state = {
+            "frozen": gc.get_freeze_count(),
+            "threshold": list(gc.get_threshold()),
+            "freezers": freezers,
+        }
         print("GCSTATE " + json.dumps(state), flush=True)
         os.kill(os.getpid(), signal.SIGINT)
         return
@@ -68,13 +74,22 @@ def _server_gc_state(tmp_path: Path, **env: str) -> dict[str, object]:
 def test_a_started_server_has_frozen_its_startup_objects(tmp_path: Path) -> None:
     state = _server_gc_state(tmp_path)
     assert isinstance(state["frozen"], int) and state["frozen"] > 10_000
-    assert state["threshold"] == [Settings().gc_gen0_threshold, 10, 10]
+    settings = Settings()
+    assert state["threshold"] == [settings.gc_gen0_threshold, settings.gc_gen1_threshold, 10]
+    assert state["freezers"] == ["SurvivorFreezer"]  # survivors of full collections frozen
+
+
+def test_a_server_with_freeze_survivors_off_installs_no_freezer(tmp_path: Path) -> None:
+    state = _server_gc_state(tmp_path, TETHER_GC_FREEZE_SURVIVORS="false")
+    assert isinstance(state["frozen"], int) and state["frozen"] > 10_000
+    assert state["freezers"] == []
 
 
 def test_a_server_with_gc_tune_off_keeps_the_interpreters_collector(tmp_path: Path) -> None:
     state = _server_gc_state(tmp_path, TETHER_GC_TUNE="false")
     assert state["frozen"] == 0
     assert state["threshold"] == [700, 10, 10]
+    assert state["freezers"] == []
 
 
 @pytest.fixture
@@ -87,9 +102,13 @@ def restored_gc() -> Iterator[None]:
 
 @pytest.mark.usefixtures("restored_gc")
 def test_tune_collector_freezes_and_sets_the_threshold(tmp_path: Path) -> None:
-    tune_collector(Settings(data_dir=tmp_path, gc_gen0_threshold=12_345))
+    freezer = tune_collector(
+        Settings(data_dir=tmp_path, gc_gen0_threshold=12_345, gc_gen1_threshold=4)
+    )
+    if freezer is not None:
+        freezer.uninstall()
     assert gc.get_freeze_count() > 0
-    assert gc.get_threshold() == (12_345, 10, 10)
+    assert gc.get_threshold() == (12_345, 4, 10)
 
 
 @pytest.mark.usefixtures("restored_gc")
@@ -106,3 +125,5 @@ def test_the_threshold_is_bounded(tmp_path: Path) -> None:
 
     with pytest.raises(ValidationError):
         Settings(data_dir=tmp_path, gc_gen0_threshold=10)
+    with pytest.raises(ValidationError):
+        Settings(data_dir=tmp_path, gc_gen1_threshold=0)

@@ -77,6 +77,9 @@ class _Response:
         if not self.done and self.parser is not None:
             self.keep_alive = self.parser.should_keep_alive()
         self.done = True
+        # the parser holds this object's bound callbacks: a reference cycle, left to the
+        # garbage collector with everything it reaches (issue #12: per request)
+        self.parser = None
 
 
 class _Connection:
@@ -216,12 +219,16 @@ class _BodyStream(httpx.AsyncByteStream):
     ) -> None:
         self._transport = transport
         self._conn: _Connection | None = conn
-        self._parser = parser
-        self._response = response
+        # dropped once read: httpx's response and its bound stream hold each other, so
+        # what they still reference waits for the garbage collector (issue #12)
+        self._parser: httptools.HttpResponseParser | None = parser
+        self._response: _Response | None = response
         self._read_timeout = read_timeout
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        response = self._response
+        response, parser = self._response, self._parser
+        if response is None or parser is None:
+            raise httpx.ReadError("the response stream was closed")
         while True:
             if response.body:
                 chunk = b"".join(response.body)
@@ -236,11 +243,12 @@ class _BodyStream(httpx.AsyncByteStream):
                 data = await _read(conn, self._read_timeout)
                 if not data:
                     raise httpx.RemoteProtocolError("the agent closed the connection mid-response")
-                _feed(self._parser, data)
+                _feed(parser, data)
                 _check_body(response)
             except BaseException:
                 self._drop()
                 raise
+        self._response = self._parser = None
         conn, self._conn = self._conn, None
         if conn is not None:
             keep = response.keep_alive and not response.extra
@@ -250,6 +258,7 @@ class _BodyStream(httpx.AsyncByteStream):
         self._drop()
 
     def _drop(self) -> None:
+        self._response = self._parser = None
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
+import httptools
 import pytest
 
 from support.agent_procs import RunningAgent
 from tether.agentconn import AgentClient
-from tether.agentconn.transport import MAX_BODY_BYTES, MAX_HEAD_BYTES, AgentTransport
+from tether.agentconn.transport import MAX_BODY_BYTES, MAX_HEAD_BYTES, AgentTransport, _Response
 from tether.errors import AgentError, AgentTransportError
 
 CEILING_S = 5.0  # every attack below ends well within this; a hang would not
@@ -252,3 +254,26 @@ async def test_a_connection_the_agent_closed_while_idle_is_replaced(agent: Runni
         assert fresh is not idle
     finally:
         await client.aclose()
+
+
+async def test_a_read_response_leaves_no_parser_cycle_for_the_collector() -> None:
+    """Issue #12: the parser holds the response's bound callbacks; once a response is read
+    neither it nor the parser is left in a reference cycle, so reference counting frees
+    them (httpx's own response ↔ stream cycle no longer reaches them either) and the young
+    collections have that much less garbage per agent request."""
+    async with fake_agent(ok_response()) as agent:
+        client = client_of(agent)
+        gc.collect()
+        gc.disable()
+        try:
+            for _ in range(5):
+                assert (await client.instructions()).os == "hi"
+            left = [
+                type(o)
+                for o in gc.get_objects()
+                if isinstance(o, _Response | httptools.HttpResponseParser)
+            ]
+        finally:
+            gc.enable()
+        await client.aclose()
+    assert left == []
