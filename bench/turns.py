@@ -163,7 +163,9 @@ async def main(
                 await asyncio.sleep(IDLE_SAMPLE_S)
             idle_rate = idle.count / IDLE_SAMPLE_S
             sites = CallSites(graph.engine) if show_statements else None
-            profiler = cProfile.Profile() if profile else None
+            # the loop thread's CPU time, not wall time: a profile of a loaded machine
+            # would otherwise charge other processes' time to whatever was running
+            profiler = cProfile.Profile(time.thread_time) if profile else None
             ended: list[float] = []
             threads1: dict[str, float] = {}
 
