@@ -91,6 +91,7 @@ class AgentClient:
             transport=transport or AgentTransport(address),
             trust_env=False,  # an agent on 127.0.0.1 must never be reached through a proxy
         )
+        self._urls: dict[str, httpx.URL] = {}
 
     # --- headers --------------------------------------------------------------------------
 
@@ -118,6 +119,18 @@ class AgentClient:
 
     # --- plumbing ---------------------------------------------------------------------------
 
+    def _url(self, path: str) -> httpx.URL:
+        """``path`` on the agent as an absolute URL, parsed once per client (and shared by
+        its handles): httpx parses a relative path and then the merged URL again on every
+        request (two URL parses of a turn's exec, issue #12). The API's fixed paths are
+        kept; a path naming a process (``/processes/{pid}/…``) is parsed each time."""
+        url = self._urls.get(path)
+        if url is None:
+            url = self._http.build_request("GET", path).url
+            if not path.startswith("/processes/"):
+                self._urls[path] = url
+        return url
+
     async def _request(
         self,
         method: str,
@@ -135,7 +148,7 @@ class AgentClient:
             response = await self._guard(
                 self._http.request(
                     method,
-                    path,
+                    self._url(path),
                     json=json,
                     params=params,
                     headers=self._extra_headers,
@@ -266,7 +279,7 @@ class AgentClient:
     ) -> ExecResult:
         async with self._http.stream(
             "POST",
-            "/exec",
+            self._url("/exec"),
             json=body,
             headers=self._extra_headers,
             timeout=httpx.Timeout(deadline, connect=self._connect_timeout),

@@ -116,3 +116,38 @@ async def test_unexpected_body_is_an_agent_error() -> None:
     with pytest.raises(AgentError):
         await client.instructions()
     await client.aclose()
+
+
+async def test_requests_reach_their_paths_with_urls_parsed_once_per_path() -> None:
+    """The fixed paths' URLs are parsed once per client and reused (issue #12); a request
+    still goes to its own path with its own query, and a process's path is not kept (one per
+    process would grow without bound)."""
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url))
+        if request.url.path.startswith("/processes/"):
+            body = {"process_id": "p", "running": False, "exit_code": 0, "output": ""}
+            return httpx.Response(200, json={**body, "truncated": False})
+        if request.url.path == "/mcp/tools":
+            return httpx.Response(200, json={"tools": [], "servers": []})
+        return httpx.Response(200, json={"status": "ok", "lifecycle": "ready", "uptime_s": 1})
+
+    client = client_for(httpx.MockTransport(handler))
+    for _ in range(2):
+        await client.health()
+    for pid in ("p1", "p2"):
+        await client.process_output(pid)
+    for wait in (None, 2.0):
+        await client.mcp_tools(wait=wait)
+    kept = dict(client._urls)
+    await client.aclose()
+    assert seen == [
+        "http://agent.test:1/health",
+        "http://agent.test:1/health",
+        "http://agent.test:1/processes/p1/output",
+        "http://agent.test:1/processes/p2/output",
+        "http://agent.test:1/mcp/tools",
+        "http://agent.test:1/mcp/tools?wait=2",
+    ]
+    assert set(kept) == {"/health", "/mcp/tools"}

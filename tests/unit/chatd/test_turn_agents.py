@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from pydantic_ai import Agent, Tool
 from pydantic_ai import messages as pai
+from pydantic_ai.capabilities import ToolSearch
 from pydantic_ai.exceptions import ModelRetry
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 from pydantic_ai.toolsets import FunctionToolset
@@ -40,7 +41,7 @@ def _model(plan: list[str | None], seen: list[set[str]]) -> FunctionModel:
 
 def _chat_agent(model: FunctionModel, toolset: ChatToolset) -> Agent[None, str]:
     """As ``turn_agent`` builds it (chatd/turn/agents.py)."""
-    return Agent(model, retries=3, capabilities=[ChatTools(toolset)])
+    return Agent(model, retries=3, capabilities=[ChatTools(toolset=toolset)])
 
 
 @pytest.mark.parametrize("through", ["toolsets", "capability"])
@@ -181,3 +182,37 @@ async def test_through_the_capability_a_failing_tool_is_retried_as_before() -> N
         return [[type(p).__name__ for p in m.parts] for m in run.all_messages()]
 
     assert shape(cap_run) == shape(direct_run)
+
+
+def test_the_chat_tools_are_the_agents_one_tool_search() -> None:
+    """pydantic-ai gives an agent without a ``ToolSearch`` one of its own; ``ChatTools`` is
+    the agent's, so the agent holds one capability fewer (each costs a run-context copy per
+    hook, an event-stream wrapper per node and a task per run start, issue #12)."""
+    agent = _chat_agent(_model([None], []), ChatToolset([], FunctionToolset))
+    capabilities = agent.root_capability.capabilities
+    [search] = [c for c in capabilities if isinstance(c, ToolSearch)]
+    assert isinstance(search, ChatTools)
+    assert len(capabilities) == 2  # and pydantic-ai's pending-message drain
+
+
+async def test_through_the_capability_tool_search_still_hides_a_deferred_tool() -> None:
+    """Tool search still wraps the chat's tools: a tool marked ``defer_loading`` is held
+    back from the model, which gets the tool-search tool instead, as with pydantic-ai's own
+    ``ToolSearch`` (tether marks none of its tools so; this is pydantic-ai's behaviour kept)."""
+    calls: list[str] = []
+    seen: list[AgentInfo] = []
+    toolset = ChatToolset(
+        [_tool("mine", calls), _tool("rare_weather", calls, defer_loading=True)],
+        FunctionToolset,
+    )
+
+    def respond(messages: list[pai.ModelMessage], info: AgentInfo) -> pai.ModelResponse:
+        seen.append(info)
+        return pai.ModelResponse(parts=[pai.TextPart("done")])
+
+    result = await _chat_agent(FunctionModel(respond), toolset).run("go")
+    assert result.output == "done"
+    [info] = seen
+    assert {t.name for t in info.function_tools} == {"mine"}
+    native = info.model_request_parameters.native_tools
+    assert [t.kind for t in native] == ["tool_search"]

@@ -13,7 +13,7 @@ cache key; what is per turn — the model, the workspace MCP toolset, the contex
 given to ``Agent.iter`` (``steps.py``) or read through the running :class:`TurnAgent` every
 step.
 
-The agent has one capability of its own (:class:`ChatTools`), which brings it both:
+The agent has one capability of its own (:class:`ChatTools`), which brings it:
 
 * the chat's toolset, as a wrapper of the agent's assembled toolset rather than through
   ``toolsets=``: pydantic-ai always combines its own (here empty) function toolset with the
@@ -23,7 +23,14 @@ The agent has one capability of its own (:class:`ChatTools`), which brings it bo
 * the context budget (``chatd/context.py``) of the running turn, rather than a capability
   given to each run: pydantic-ai binds a run's capabilities and rebuilds its capability
   tree on every run (≈ 0.4 ms of CPU per turn), an agent's once. Every capability also
-  costs a run-context copy per hook and step, so there is one.
+  costs a run-context copy per hook and step, so there is one;
+* and it is the agent's tool search: pydantic-ai gives an agent without a ``ToolSearch``
+  one of its own, which costs what any capability does — a run-context copy per hook, an
+  event-stream wrapper per streamed node, a task per run start (issue #12: 120 → 82 copies
+  and 97 → 65 wrapper steps per turn of ``bench/turns.py``). :class:`ChatTools` subclasses
+  ``ToolSearch`` and keeps what it does (its toolset wrapper around the chat's tools, its
+  native tool and its request hook), so the agent holds it and pydantic-ai's pending-message
+  drain only.
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 from pydantic_ai import Agent, Tool
-from pydantic_ai.capabilities import AbstractCapability
+from pydantic_ai.capabilities import ToolSearch
 from pydantic_ai.models import ModelRequestContext
 from pydantic_ai.tools import RunContext
 from pydantic_ai.toolsets import AbstractToolset, FunctionToolset, ToolsetTool, WrapperToolset
@@ -119,24 +126,31 @@ class _WithChatTools(WrapperToolset[None]):
 
 
 @dataclass
-class ChatTools(AbstractCapability[None]):
+class ChatTools(ToolSearch[None]):
     """The chat agent's one capability: the chat's toolset as a wrapper of the agent's
     assembled toolset, and the running turn's context budget (``context()``; None without
     a context window or between turns) measuring every model request (see the module
     docstring). The chat's tools go past pydantic-ai's ``prepare_tools`` capability hook,
     which none of the agent's capabilities implement (it sees the agent's own, empty,
-    function toolset); capability toolset wrappers such as tool search still see them, as
-    they wrap this one."""
+    function toolset); tool search (this capability's ``ToolSearch`` part) still sees them,
+    as it wraps them. Tether marks no tool ``defer_loading``; one so marked would be hidden
+    and found as with pydantic-ai's own ``ToolSearch``.
 
-    toolset: ChatToolset
-    context: Callable[[], ContextBudget | None] = lambda: None
+    Being the agent's ``ToolSearch`` places its hooks outermost (``ToolSearch``'s ordering)
+    where they ran innermost: the budget now measures a request before pydantic-ai's
+    pending-message drain adds to it — which adds nothing here, as tether queues its
+    messages in its own database (``db/chatqueue.py``), never through pydantic-ai."""
+
+    toolset: ChatToolset = field(kw_only=True)
+    context: Callable[[], ContextBudget | None] = field(kw_only=True, default=lambda: None)
 
     def get_wrapper_toolset(self, toolset: AbstractToolset[None]) -> AbstractToolset[None]:
-        return _WithChatTools(toolset, self.toolset)
+        return super().get_wrapper_toolset(_WithChatTools(toolset, self.toolset))
 
     async def before_model_request(
         self, ctx: RunContext[None], request_context: ModelRequestContext
     ) -> ModelRequestContext:
+        request_context = await super().before_model_request(ctx, request_context)
         budget = self.context()
         if budget is None:
             return request_context
@@ -259,7 +273,7 @@ def _build(
     of its own) or the running turn's (shared tools)."""
     tools = build_tools(tool_ctx)
     toolset = ChatToolset(tools, lambda: slot().turn_ws.toolset)
-    tools_cap = ChatTools(toolset, lambda: slot().context)
+    tools_cap = ChatTools(toolset=toolset, context=lambda: slot().context)
     agent: Agent[None, str] = Agent(None, retries=3, capabilities=[tools_cap])
     return agent, {t.name for t in tools}, toolset
 
