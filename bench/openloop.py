@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import cProfile
 import gc
 import json
 import os
@@ -67,11 +68,13 @@ from bench.benchlib import (
 )
 from bench.client import Answer, Clients
 from bench.loopstall import LoopStallMonitor
+from tether.db.engine import StatementCounter
 
 TURN_TIMEOUT_S = 120.0
 SLOW_SHOWN = 15
 SETUP_CONCURRENCY = 32
 P99_BOUND_MS = 100.0
+IDLE_SAMPLE_S = 2.0
 
 
 @dataclass
@@ -158,25 +161,37 @@ async def run_rate(
     rng: random.Random,
     gcm: GcMeter | None = None,
     monitor: LoopStallMonitor | None = None,
-) -> tuple[Answer, float]:
+    profiler: cProfile.Profile | None = None,
+    counter: StatementCounter | None = None,
+) -> tuple[Answer, float, list[str]]:
     """Poisson arrivals at ``rate`` for ``duration_s``, split evenly over the client
-    processes: their answer and the server process's CPU seconds until the last answered
-    (the garbage collector's runs go to ``gcm`` meanwhile, when given)."""
+    processes: their answer, the server process's CPU seconds until the last answered
+    and the statements on the engine meanwhile (with ``counter``, else 0); the garbage
+    collector's runs go to ``gcm``, the window's profile to ``profiler``, when given."""
     n = len(clients.procs)
     command = {"op": "poisson", "rate": rate / n, "duration": duration_s}
     cpu: list[float] = []
-    with contextlib.ExitStack() as gc_scope:
+    with contextlib.ExitStack() as scope:
         if gcm is not None:
-            gc_scope.enter_context(gcm.measure())
+            scope.enter_context(gcm.measure())
+        counted = scope.enter_context(counter.measure()) if counter is not None else None
         if monitor is not None:
             monitor.reset()
+
+        def answered() -> None:
+            if profiler is not None:
+                profiler.disable()
+            cpu.append(time.process_time() - cpu0)
+
         cpu0 = time.process_time()
+        if profiler is not None:
+            profiler.enable()
         answer = await clients.run(
             [{**command, "seed": rng.randrange(2**32)} for _ in range(n)],
             timeout_s=duration_s + TURN_TIMEOUT_S,
-            on_answered=lambda: cpu.append(time.process_time() - cpu0),
+            on_answered=answered,
         )
-    return answer, cpu[0]
+    return answer, cpu[0], counted.statements if counted is not None else []
 
 
 def summarise(
@@ -187,6 +202,8 @@ def summarise(
     gcm: GcMeter | None = None,
     monitor: LoopStallMonitor | None = None,
     slow_ms: float | None = None,
+    statements: list[str] | None = None,
+    show_statements: bool = False,
 ) -> dict[str, Any]:
     got = samples(answer, timers)
     for r in answer.results:
@@ -209,6 +226,14 @@ def summarise(
         "cpu_ms_per_turn": round(cpu_s / max(1, len(got)) * 1000, 1),
         "client_cpu_ms_per_turn": round(answer.cpu_s / max(1, len(got)) * 1000, 1),
     }
+    if statements is not None:
+        n = max(1, len(got))
+        row["db_statements_per_turn"] = round(len(statements) / n, 2)
+        print(f"DB statements per turn (all, background included): {row['db_statements_per_turn']}")
+        if show_statements:
+            by_text = Counter(" ".join(st.split())[:110] for st in statements)
+            for text, count in by_text.most_common(25):
+                print(f"  {count / n:6.2f}  {text}")
     print(
         f"rate {rate:6.1f}/s: {len(ok)} turns, overhead p50 {row['overhead_ms_p50']:8.1f} ms "
         f"p99 {row['overhead_ms_p99']:8.1f} ms, achieved {row['achieved_rate']:.1f}/s, "
@@ -260,18 +285,45 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             if args.heap:
                 print_heap()
             before = process_figures(os.getpid())
+            profiler = cProfile.Profile(time.thread_time) if args.profile else None
+            counter = StatementCounter(bench.graph.engine)
+            with counter.measure() as idle:  # what the server costs with no turns at all
+                cpu0 = time.process_time()
+                await asyncio.sleep(IDLE_SAMPLE_S)
+                idle_cpu = time.process_time() - cpu0
+            print(
+                f"idle server (streams closed, agents connected): "
+                f"{idle_cpu / IDLE_SAMPLE_S * 1000:.1f} ms CPU per s, "
+                f"{idle.count / IDLE_SAMPLE_S:.1f} statements per s"
+            )
             async with contextlib.AsyncExitStack() as watch:
+                watch.callback(counter.close)
                 monitor = None
                 if args.stalls:
                     monitor = await watch.enter_async_context(LoopStallMonitor().watching())
                 for rate in args.rates:
-                    warm, _ = await run_rate(clients, rate, args.warmup, rng)
+                    warm, _, _ = await run_rate(clients, rate, args.warmup, rng)
                     samples(warm, bench.timers)  # drops the warm-up turns' timers
                     gcm = GcMeter() if args.gc else None
-                    answer, cpu_s = await run_rate(clients, rate, args.duration, rng, gcm, monitor)
-                    rows.append(
-                        summarise(rate, answer, bench.timers, cpu_s, gcm, monitor, args.slow)
+                    answer, cpu_s, statements = await run_rate(
+                        clients, rate, args.duration, rng, gcm, monitor, profiler, counter
                     )
+                    rows.append(
+                        summarise(
+                            rate,
+                            answer,
+                            bench.timers,
+                            cpu_s,
+                            gcm,
+                            monitor,
+                            args.slow,
+                            statements,
+                            args.statements,
+                        )
+                    )
+            if profiler is not None:
+                profiler.dump_stats(args.profile)
+                print(f"profile of the measured windows written to {args.profile}")
             if args.heap:
                 print_heap()
             after = process_figures(os.getpid())
@@ -287,6 +339,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "duration_s": args.duration,
         "open_loop": rows,
         "max_rate_p99_le_100ms": max(within) if within else None,
+        "idle_cpu_ms_per_s": round(idle_cpu / IDLE_SAMPLE_S * 1000, 1),
+        "idle_statements_per_s": round(idle.count / IDLE_SAMPLE_S, 1),
         "loadavg_1m": loadavg(),
     }
 
@@ -326,6 +380,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="MS",
         help="print each turn whose overhead passed MS: its phases (and, with --stalls, "
         "the loop stalls during it)",
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="PATH",
+        help="write a cProfile of the server's event loop thread over the measured windows "
+        "(every rate's, not the warm-ups) to PATH, timed by the thread's CPU clock (the "
+        "default wall clock charges a socket write with the wait for a core that follows "
+        "it); it slows the server about 2x",
+    )
+    parser.add_argument(
+        "--statements",
+        action="store_true",
+        help="print each measured window's statements per turn by text",
     )
     parser.add_argument(
         "--heap",
