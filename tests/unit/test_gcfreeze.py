@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import gc
 import weakref
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -63,14 +62,6 @@ def test_an_unfreeze_every_interval_instead_of_a_freeze() -> None:
     freezer("stop", full)
     assert calls[-1] == "unfreeze"
     assert (freezer.freezes, freezer.unfreezes) == (3, 2)
-
-
-@pytest.fixture
-def restored_gc() -> Iterator[None]:
-    threshold = gc.get_threshold()
-    yield
-    gc.unfreeze()
-    gc.set_threshold(*threshold)
 
 
 class Node:

@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -90,14 +89,6 @@ def test_a_server_with_gc_tune_off_keeps_the_interpreters_collector(tmp_path: Pa
     assert state["frozen"] == 0
     assert state["threshold"] == [700, 10, 10]
     assert state["freezers"] == []
-
-
-@pytest.fixture
-def restored_gc() -> Iterator[None]:
-    threshold = gc.get_threshold()
-    yield
-    gc.unfreeze()
-    gc.set_threshold(*threshold)
 
 
 @pytest.mark.usefixtures("restored_gc")
