@@ -304,10 +304,16 @@ def process_figures(pid: int) -> dict[str, float]:
     }
 
 
+def stat_fields(stat: Path) -> list[str]:
+    """The fields of a ``/proc/…/stat`` file after the name: ``[0]`` is the state, ``[1]``
+    the parent's pid, ``[11:15]`` utime, stime, cutime, cstime in clock ticks."""
+    text = stat.read_text()
+    return text[text.rindex(")") + 2 :].split()  # the name may hold spaces and parentheses
+
+
 def cpu_seconds(stat: Path) -> float:
     """User + system CPU seconds in a ``/proc/…/stat`` file (a process's or a thread's)."""
-    text = stat.read_text()
-    fields = text[text.rindex(")") + 2 :].split()  # the name may hold spaces and parentheses
+    fields = stat_fields(stat)
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 

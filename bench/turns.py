@@ -54,7 +54,15 @@ import greenlet
 import httpx
 import sqlalchemy as sa
 
-from bench.benchlib import GcMeter, cpu_seconds, loadavg, pct, run_in_server_loop, timed_server
+from bench.benchlib import (
+    GcMeter,
+    cpu_seconds,
+    loadavg,
+    pct,
+    run_in_server_loop,
+    stat_fields,
+    timed_server,
+)
 from bench.client import Clients
 from tests.support.pg import create_database, database_dsn, start_cluster
 from tether.db.engine import StatementCounter
@@ -316,10 +324,9 @@ def cluster_cpu_seconds(data_dir: Path) -> float:
         if not entry.isdigit():
             continue
         try:
-            text = Path(f"/proc/{entry}/stat").read_text()
+            fields = stat_fields(Path(f"/proc/{entry}/stat"))
         except OSError:
             continue  # ended meanwhile
-        fields = text[text.rindex(")") + 2 :].split()
         if int(entry) == postmaster:
             total += sum(int(f) for f in fields[11:15]) / tick  # own + reaped children
         elif int(fields[1]) == postmaster:
