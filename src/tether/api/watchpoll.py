@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -40,14 +41,21 @@ BATCH = 200  # changed rows read per query; a full batch is followed by the next
 OWNERS_PER_QUERY = 500  # owners in one query's IN list
 
 
-@dataclass(frozen=True, order=True)
+@functools.total_ordering
+@dataclass(frozen=True)
 class Cursor:
     """Where the next read starts: rows stamped ``at`` or later, except, with ``after``,
-    the rows stamped exactly ``at`` up to that id (read already, by a full batch)."""
+    the rows stamped exactly ``at`` up to that id (read already, by a full batch). Ordered
+    by how far on it is: a page's cursor is past the plain one of the same moment."""
 
     at: datetime
-    paged: bool = False  # orders a page's cursor after the plain one of the same moment
     after: uuid.UUID | None = None
+
+    def __lt__(self, other: Cursor) -> bool:
+        return self._key() < other._key()
+
+    def _key(self) -> tuple[datetime, int]:
+        return self.at, -1 if self.after is None else self.after.int
 
 
 class WatchSubscription:
@@ -165,7 +173,7 @@ class ChatWatchPoller:
                 full = full or chunk_full
                 last = rows[-1]
                 cursors.append(
-                    Cursor(last.updated_at, True, last.id)
+                    Cursor(last.updated_at, last.id)
                     if chunk_full
                     else Cursor(last.updated_at - SKEW)
                 )
